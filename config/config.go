@@ -1,0 +1,384 @@
+// Package config loads the Vectis configuration: a YAML file, overridden by
+// VECTIS_* environment variables, overridden by command-line flags. It owns
+// the file's schema and its validation, nothing else.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole file; the YAML root key is "vectis".
+type Config struct {
+	Node      Node      `koanf:"node"`
+	DataDir   string    `koanf:"dataDir"`
+	Cluster   Cluster   `koanf:"cluster"`
+	Store     Store     `koanf:"store"`
+	API       API       `koanf:"api"`
+	Telemetry Telemetry `koanf:"telemetry"`
+	PeSIT     PeSIT     `koanf:"pesit"`
+}
+
+// Node identifies this process among the cluster members.
+type Node struct {
+	Name    string `koanf:"name"`
+	Address string `koanf:"address"`
+}
+
+// Cluster configures the etcd election and the pod label.
+type Cluster struct {
+	Enabled  bool          `koanf:"enabled"`
+	Name     string        `koanf:"name"`
+	TTL      time.Duration `koanf:"ttl"`
+	LabelKey string        `koanf:"labelKey"`
+	// PodSelector selects the pods of this release, from which a stale leader
+	// label is stripped.
+	PodSelector string `koanf:"podSelector"`
+	Etcd        Etcd   `koanf:"etcd"`
+	// Namespace and PodName come from the downward API (POD_NAMESPACE, POD_NAME).
+	Namespace string `koanf:"namespace"`
+	PodName   string `koanf:"podName"`
+	// Kubernetes can be turned off for tests of the election without a
+	// control plane; it is on whenever the cluster is enabled in production.
+	Kubernetes KubernetesAccess `koanf:"kubernetes"`
+}
+
+// KubernetesAccess says how the pod labeller reaches the API server.
+type KubernetesAccess struct {
+	Enabled    bool   `koanf:"enabled"`
+	Kubeconfig string `koanf:"kubeconfig"` // empty: in-cluster configuration
+}
+
+// Etcd is how the node reaches the etcd cluster.
+type Etcd struct {
+	Endpoints    []string `koanf:"endpoints"`
+	Username     string   `koanf:"username"`
+	Password     string   `koanf:"password"`
+	PasswordFile string   `koanf:"passwordFile"`
+	TLS          TLSFiles `koanf:"tls"`
+}
+
+// TLSFiles names PEM files.
+type TLSFiles struct {
+	CAFile       string `koanf:"caFile"`
+	CertFile     string `koanf:"certFile"`
+	KeyFile      string `koanf:"keyFile"`
+	ClientCAFile string `koanf:"clientCAFile"`
+}
+
+// Enabled reports whether a certificate is configured.
+func (t TLSFiles) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// Store selects the database.
+type Store struct {
+	Driver    string        `koanf:"driver"`
+	URL       string        `koanf:"url"`
+	URLFile   string        `koanf:"urlFile"`
+	Path      string        `koanf:"path"`
+	Retention time.Duration `koanf:"retention"`
+}
+
+// API configures the admin REST API.
+type API struct {
+	Listen    string   `koanf:"listen"`
+	TLS       TLSFiles `koanf:"tls"`
+	UsersFile string   `koanf:"usersFile"`
+	Users     []User   `koanf:"users"`
+}
+
+// User is an admin-API account. Password is accepted for development
+// configurations only and is hashed at start-up; PasswordHash is preferred.
+type User struct {
+	Name         string `koanf:"name" yaml:"name"`
+	Password     string `koanf:"password" yaml:"password"`
+	PasswordHash string `koanf:"passwordHash" yaml:"passwordHash"`
+	Role         string `koanf:"role" yaml:"role"`
+}
+
+// Telemetry configures logs; traces use the standard OTEL_* variables.
+type Telemetry struct {
+	LogFormat string `koanf:"logFormat"`
+	LogLevel  string `koanf:"logLevel"`
+	// DebugFPDUs logs every FPDU (PI 5 redacted).
+	DebugFPDUs bool `koanf:"debugFPDUs"`
+}
+
+// PeSIT holds the declared servers, partners and virtual files. They are
+// upserted into the store at start-up; the store is the source of truth.
+type PeSIT struct {
+	Servers  []Server      `koanf:"servers"`
+	Partners []Partner     `koanf:"partners"`
+	Files    []VirtualFile `koanf:"files"`
+	Timers   Timers        `koanf:"timers"`
+}
+
+// Timers are the PeSIT session timers (digest §4.8).
+type Timers struct {
+	Connect    time.Duration `koanf:"connect"`    // Tc: waiting for CONNECT after accept
+	Inactivity time.Duration `koanf:"inactivity"` // Tp: peer inactivity within a phase
+	Idle       time.Duration `koanf:"idle"`       // Td: idle between transfers
+	Drain      time.Duration `koanf:"drain"`      // graceful stop before ABORT 3/316
+}
+
+// Server is one PeSIT listener.
+type Server struct {
+	ID          string    `koanf:"id"`
+	Listen      string    `koanf:"listen"`
+	TLS         ServerTLS `koanf:"tls"`
+	MaxSessions int       `koanf:"maxSessions"`
+	AutoStart   *bool     `koanf:"autoStart"`
+}
+
+// ServerTLS is the optional TLS listener of a server.
+type ServerTLS struct {
+	Listen       string `koanf:"listen"`
+	CertFile     string `koanf:"certFile"`
+	KeyFile      string `koanf:"keyFile"`
+	ClientCAFile string `koanf:"clientCAFile"`
+}
+
+// Partner is a remote PeSIT requester.
+type Partner struct {
+	ID           string   `koanf:"id"`
+	Description  string   `koanf:"description"`
+	Password     string   `koanf:"password"`
+	PasswordHash string   `koanf:"passwordHash"`
+	Access       string   `koanf:"access"`
+	Files        []string `koanf:"files"`
+	MaxSessions  int      `koanf:"maxSessions"`
+	CertSHA256   []string `koanf:"certSHA256"`
+	Disabled     bool     `koanf:"disabled"`
+	// MultiArticle and Segment say how Vectis sends to this partner: they are
+	// not negotiated in Hors-SIT, so they need prior agreement.
+	MultiArticle bool `koanf:"multiArticle"`
+	Segment      bool `koanf:"segment"`
+}
+
+// VirtualFile maps a PI 12 name to directories.
+type VirtualFile struct {
+	ID           string `koanf:"id"`
+	Description  string `koanf:"description"`
+	Direction    string `koanf:"direction"`
+	ReceiveDir   string `koanf:"receiveDir"`
+	NamePattern  string `koanf:"namePattern"`
+	SendDir      string `koanf:"sendDir"`
+	Overwrite    bool   `koanf:"overwrite"`
+	MaxSize      int64  `koanf:"maxSize"`
+	RecordFormat string `koanf:"recordFormat"`
+	RecordLength int    `koanf:"recordLength"`
+	DataCode     string `koanf:"dataCode"`
+}
+
+// Default returns the embedded defaults: a standalone node with SQLite under
+// ./data, one PeSIT server on :5000 and the admin API on :8080. It declares
+// no partner and no admin password: those come from a configuration file
+// (see examples/vectis-dev.yaml), or the first start generates an admin
+// password and prints it once.
+func Default() Config {
+	return Config{
+		DataDir: "./data",
+		Cluster: Cluster{
+			Name:        "vectis-cluster",
+			TTL:         5 * time.Second,
+			LabelKey:    "vectis-leader",
+			PodSelector: "app=vectis-server",
+			Etcd:        Etcd{Endpoints: []string{"http://127.0.0.1:2379"}},
+			Kubernetes:  KubernetesAccess{Enabled: true},
+		},
+		Store:     Store{Driver: "sqlite", Retention: 30 * 24 * time.Hour},
+		API:       API{Listen: ":8080"},
+		Telemetry: Telemetry{LogFormat: "auto", LogLevel: "info"},
+		PeSIT: PeSIT{
+			Servers: []Server{{ID: "PESITSRV", Listen: ":5000", MaxSessions: 200}},
+			Timers: Timers{
+				Connect:    30 * time.Second,
+				Inactivity: 60 * time.Second,
+				Idle:       5 * time.Minute,
+				Drain:      20 * time.Second,
+			},
+		},
+	}
+}
+
+// MinTTL is the shortest election session TTL accepted.
+const MinTTL = 2 * time.Second
+
+// Validate checks the whole configuration and returns every problem found,
+// each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("vectis.%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.DataDir == "" {
+		bad("dataDir", "must not be empty")
+	}
+	switch c.Store.Driver {
+	case "sqlite", "postgres":
+	default:
+		bad("store.driver", "must be sqlite or postgres, not %q", c.Store.Driver)
+	}
+	if c.Store.Driver == "postgres" && c.Store.URL == "" {
+		bad("store.url", "required with the postgres driver (or VECTIS_STORE_URL, or store.urlFile)")
+	}
+	if c.Cluster.Enabled {
+		if c.Store.Driver != "postgres" {
+			bad("store.driver", "must be postgres when the cluster is enabled: every pod shares one store")
+		}
+		if c.Cluster.TTL < MinTTL {
+			bad("cluster.ttl", "%s is below the minimum of %s", c.Cluster.TTL, MinTTL)
+		}
+		if len(c.Cluster.Etcd.Endpoints) == 0 {
+			bad("cluster.etcd.endpoints", "at least one endpoint is required when the cluster is enabled")
+		}
+		if c.Cluster.Name == "" || strings.ContainsAny(c.Cluster.Name, "/ ") {
+			bad("cluster.name", "must be non-empty without '/' or blanks, not %q", c.Cluster.Name)
+		}
+		if c.Cluster.Kubernetes.Enabled {
+			if c.Cluster.PodName == "" {
+				bad("cluster.podName", "POD_NAME is required when the cluster is enabled (downward API)")
+			}
+			if c.Cluster.Namespace == "" {
+				bad("cluster.namespace", "POD_NAMESPACE is required when the cluster is enabled (downward API)")
+			}
+		}
+		if c.Cluster.LabelKey == "" {
+			bad("cluster.labelKey", "must not be empty")
+		}
+	}
+	if err := checkListen(c.API.Listen); err != nil {
+		bad("api.listen", "%v", err)
+	}
+	for _, u := range c.API.Users {
+		switch u.Role {
+		case "viewer", "operator", "admin":
+		default:
+			bad("api.users", "user %q: role must be viewer, operator or admin, not %q", u.Name, u.Role)
+		}
+		if u.Password == "" && u.PasswordHash == "" {
+			bad("api.users", "user %q: password or passwordHash is required", u.Name)
+		}
+	}
+	ids := map[string]bool{}
+	for i, s := range c.PeSIT.Servers {
+		key := fmt.Sprintf("pesit.servers[%d]", i)
+		if err := checkPeSITID(s.ID, 24); err != nil {
+			bad(key+".id", "%v", err)
+		}
+		if ids[s.ID] {
+			bad(key+".id", "duplicate server id %q", s.ID)
+		}
+		ids[s.ID] = true
+		if err := checkListen(s.Listen); err != nil {
+			bad(key+".listen", "%v", err)
+		}
+		if s.TLS.Listen != "" {
+			if err := checkListen(s.TLS.Listen); err != nil {
+				bad(key+".tls.listen", "%v", err)
+			}
+			if s.TLS.CertFile == "" || s.TLS.KeyFile == "" {
+				bad(key+".tls", "certFile and keyFile are required with a TLS listener")
+			}
+		}
+		if s.MaxSessions < 0 {
+			bad(key+".maxSessions", "must not be negative")
+		}
+	}
+	for i, p := range c.PeSIT.Partners {
+		key := fmt.Sprintf("pesit.partners[%d]", i)
+		if err := checkPeSITID(p.ID, 24); err != nil {
+			bad(key+".id", "%v", err)
+		}
+		switch p.Access {
+		case "", "read", "write", "both":
+		default:
+			bad(key+".access", "must be read, write or both, not %q", p.Access)
+		}
+		if p.Password == "" && p.PasswordHash == "" {
+			bad(key, "partner %q: password or passwordHash is required", p.ID)
+		}
+		if len(p.Password) > 8 {
+			bad(key+".password", "partner %q: PI 5 carries at most 8 password characters", p.ID)
+		}
+	}
+	for i, f := range c.PeSIT.Files {
+		key := fmt.Sprintf("pesit.files[%d]", i)
+		if err := checkPeSITID(f.ID, 76); err != nil {
+			bad(key+".id", "%v", err)
+		}
+		switch f.Direction {
+		case "receive", "send", "both":
+		default:
+			bad(key+".direction", "must be receive, send or both, not %q", f.Direction)
+		}
+		if f.NamePattern != "" && (filepath.IsAbs(f.NamePattern) || containsDotDot(f.NamePattern)) {
+			bad(key+".namePattern", "must be relative and stay inside receiveDir, not %q", f.NamePattern)
+		}
+		switch f.RecordFormat {
+		case "", "fixed", "variable":
+		default:
+			bad(key+".recordFormat", "must be fixed or variable, not %q", f.RecordFormat)
+		}
+		switch f.DataCode {
+		case "", "binary", "ascii", "ebcdic":
+		default:
+			bad(key+".dataCode", "must be binary, ascii or ebcdic, not %q", f.DataCode)
+		}
+		if f.RecordLength < 0 || f.RecordLength > 65535-6 {
+			bad(key+".recordLength", "must be between 0 and 65529")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func containsDotDot(p string) bool {
+	for _, part := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if part == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPeSITID enforces the PI 3/4/12 rules: 1..max printable ASCII
+// characters without blanks.
+func checkPeSITID(id string, max int) error {
+	if id == "" || len(id) > max {
+		return fmt.Errorf("%q must be 1 to %d characters", id, max)
+	}
+	for _, r := range id {
+		if r <= ' ' || r > '~' {
+			return fmt.Errorf("%q must be printable ASCII without blanks", id)
+		}
+	}
+	return nil
+}
+
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	_ = host
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("listen address %q: port must be 0 to 65535", addr)
+	}
+	return nil
+}
+
+// readSecretFile reads a secret from a file, trimming the trailing newline
+// that editors and kubectl add.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read secret file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}

@@ -1,0 +1,152 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsAreValidStandalone(t *testing.T) {
+	cfg, err := Load(Source{})
+	if err != nil {
+		t.Fatalf("Load(defaults): %v", err)
+	}
+	if cfg.Cluster.Enabled || cfg.Store.Driver != "sqlite" || cfg.API.Listen != ":8080" {
+		t.Fatalf("defaults: cluster=%v driver=%q api=%q", cfg.Cluster.Enabled, cfg.Store.Driver, cfg.API.Listen)
+	}
+	if len(cfg.PeSIT.Servers) != 1 || cfg.PeSIT.Servers[0].Listen != ":5000" {
+		t.Fatalf("default servers: %+v", cfg.PeSIT.Servers)
+	}
+	if cfg.Node.Name == "" {
+		t.Fatal("node name not defaulted from the host name")
+	}
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "vectis.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPrecedenceFileEnvSet(t *testing.T) {
+	p := writeFile(t, `
+vectis:
+  cluster:
+    name: from-file
+    ttl: 7s
+    etcd:
+      endpoints: [http://127.0.0.1:1]
+  store:
+    driver: postgres
+    url: postgres://file
+`)
+	cfg, err := Load(Source{
+		File: p,
+		Environ: []string{
+			"VECTIS_CLUSTER_ENABLED=true",
+			"VECTIS_CLUSTER_ETCD_ENDPOINTS=http://127.0.0.1:2,http://127.0.0.1:3",
+			"VECTIS_STORE_URL=postgres://env",
+			"VECTIS_CLUSTER_LABELKEY=example.com/leader",
+			"VECTIS_PASSWORD=client-secret-not-config",
+			"POD_NAME=vectis-0", "POD_NAMESPACE=prod", "POD_IP=10.1.2.3",
+		},
+		Sets: []string{"cluster.name=from-flag"},
+	})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if !cfg.Cluster.Enabled {
+		t.Error("VECTIS_CLUSTER_ENABLED not applied")
+	}
+	if got := cfg.Cluster.Name; got != "from-flag" {
+		t.Errorf("cluster.name = %q, want the flag's value", got)
+	}
+	if cfg.Cluster.TTL != 7*time.Second {
+		t.Errorf("ttl = %s, want the file's 7s", cfg.Cluster.TTL)
+	}
+	if got := strings.Join(cfg.Cluster.Etcd.Endpoints, ","); got != "http://127.0.0.1:2,http://127.0.0.1:3" {
+		t.Errorf("endpoints = %q, want the environment's list", got)
+	}
+	if cfg.Store.URL != "postgres://env" {
+		t.Errorf("store.url = %q, want the environment's", cfg.Store.URL)
+	}
+	if cfg.Cluster.LabelKey != "example.com/leader" {
+		t.Errorf("labelKey = %q", cfg.Cluster.LabelKey)
+	}
+	if cfg.Node.Name != "vectis-0" || cfg.Cluster.Namespace != "prod" || cfg.Node.Address != "10.1.2.3" {
+		t.Errorf("downward API not applied: %+v %+v", cfg.Node, cfg.Cluster)
+	}
+}
+
+func TestValidationNamesEachBadKey(t *testing.T) {
+	p := writeFile(t, `
+vectis:
+  cluster:
+    enabled: true
+    ttl: 1s
+  store:
+    driver: sqlite
+  api:
+    listen: "localhost:99999"
+  pesit:
+    servers:
+      - {id: "THIS-SERVER-ID-IS-FAR-TOO-LONG", listen: ":5000"}
+    partners:
+      - {id: P1, access: sometimes, password: x}
+    files:
+      - {id: F1, direction: receive, namePattern: "../../etc/${file}"}
+`)
+	_, err := Load(Source{File: p})
+	if err == nil {
+		t.Fatal("invalid configuration accepted")
+	}
+	for _, want := range []string{
+		"vectis.store.driver", "vectis.cluster.ttl", "POD_NAME", "POD_NAMESPACE",
+		"vectis.api.listen", "vectis.pesit.servers[0].id", "vectis.pesit.partners[0].access",
+		"vectis.pesit.files[0].namePattern",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s:\n%v", want, err)
+		}
+	}
+}
+
+func TestRejectsUnknownSetAndTopLevel(t *testing.T) {
+	if _, err := Load(Source{Sets: []string{"cluster.nope=1"}}); err == nil {
+		t.Error("unknown --set key accepted")
+	}
+	p := writeFile(t, "cluster:\n  enabled: true\n")
+	if _, err := Load(Source{File: p}); err == nil || !strings.Contains(err.Error(), "top-level") {
+		t.Errorf("file without the vectis root accepted: %v", err)
+	}
+}
+
+func TestSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	urlFile := filepath.Join(dir, "url")
+	if err := os.WriteFile(urlFile, []byte("postgres://secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(Source{Sets: []string{"store.driver=postgres", "store.urlFile=" + urlFile}})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.Store.URL != "postgres://secret" {
+		t.Errorf("url from file = %q", cfg.Store.URL)
+	}
+}
+
+func TestSampleDevConfigIsValid(t *testing.T) {
+	cfg, err := Load(Source{File: filepath.Join("..", "examples", "vectis-dev.yaml")})
+	if err != nil {
+		t.Fatalf("examples/vectis-dev.yaml: %v", err)
+	}
+	if len(cfg.PeSIT.Partners) != 1 || len(cfg.PeSIT.Files) != 2 || len(cfg.API.Users) != 1 {
+		t.Fatalf("sample declares %d partners, %d files, %d users", len(cfg.PeSIT.Partners), len(cfg.PeSIT.Files), len(cfg.API.Users))
+	}
+}
