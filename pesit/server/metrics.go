@@ -1,0 +1,54 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the PeSIT server collectors of the Vectis catalogue. One
+// Metrics serves every server of a node; the server id is a label.
+type Metrics struct {
+	SessionsActive   *prometheus.GaugeVec     // {server}
+	Connections      *prometheus.CounterVec   // {server,result}
+	Transfers        *prometheus.CounterVec   // {server,direction,result}
+	TransferBytes    *prometheus.CounterVec   // {direction}
+	TransferDuration *prometheus.HistogramVec // {direction}
+	SyncPoints       prometheus.Counter
+	Restarts         prometheus.Counter
+	Diagnostics      *prometheus.CounterVec // {code}
+}
+
+// NewMetrics creates the collectors and registers them on reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		SessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vectis_pesit_sessions_active", Help: "PeSIT sessions currently open.",
+		}, []string{"server"}),
+		Connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vectis_pesit_connections_total", Help: "PeSIT connections by result (accepted, refused, error).",
+		}, []string{"server", "result"}),
+		Transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vectis_pesit_transfers_total", Help: "PeSIT transfers by direction and result.",
+		}, []string{"server", "direction", "result"}),
+		TransferBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vectis_pesit_transfer_bytes_total", Help: "File bytes transferred.",
+		}, []string{"direction"}),
+		TransferDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "vectis_pesit_transfer_duration_seconds", Help: "Duration of transfers.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+		}, []string{"direction"}),
+		SyncPoints: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vectis_pesit_sync_points_total", Help: "Sync points acknowledged.",
+		}),
+		Restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vectis_pesit_restarts_total", Help: "Transfers restarted (PI 15 = 1).",
+		}),
+		Diagnostics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vectis_pesit_diagnostics_total", Help: "Non-zero diagnostics sent or received.",
+		}, []string{"code"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.SessionsActive, m.Connections, m.Transfers, m.TransferBytes,
+			m.TransferDuration, m.SyncPoints, m.Restarts, m.Diagnostics)
+	}
+	return m
+}
