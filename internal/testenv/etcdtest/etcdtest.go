@@ -1,0 +1,387 @@
+// Package etcdtest runs a real etcd cluster of processes on loopback for
+// tests: one or three members with data in t.TempDir, fast raft timings, and
+// per-member fault injection (stop, restart, pause, kill). The binaries come
+// from `make tools` through testenv.Tool.
+package etcdtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/vectis-ft/vectis/internal/testenv"
+)
+
+// Raft timings for tests. etcd's defaults (100 ms / 1 s) make a leader
+// change after a member loss take seconds; these keep it well under one.
+const (
+	HeartbeatInterval = 50 * time.Millisecond
+	ElectionTimeout   = 500 * time.Millisecond
+)
+
+// Options configures a cluster.
+type Options struct {
+	// Size is the number of members, 1 or 3 (default 1).
+	Size int
+	// StartTimeout bounds the wait for a healthy cluster (default 30 s).
+	StartTimeout time.Duration
+}
+
+// Cluster is a running etcd cluster. Its processes stop at test cleanup.
+type Cluster struct {
+	t       testing.TB
+	bin     string
+	ctlBin  string
+	members []*Member
+}
+
+// Member is one etcd process. Its ports and data directory survive a
+// Stop/Start, so a restarted member rejoins as itself.
+type Member struct {
+	Name      string
+	ClientURL string
+	PeerURL   string
+
+	bin     string
+	dataDir string
+	logPath string
+	args    []string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been waited for
+	paused bool
+}
+
+// Start runs a cluster of opts.Size members and waits until every member
+// reports a leader. It fails the test on error.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Size == 0 {
+		opts.Size = 1
+	}
+	if opts.Size != 1 && opts.Size != 3 {
+		t.Fatalf("etcdtest: size %d: want 1 or 3", opts.Size)
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 30 * time.Second
+	}
+	c := &Cluster{t: t, bin: testenv.Tool(t, "etcd")}
+	if ctl, ok := testenv.LookTool("etcdctl"); ok {
+		c.ctlBin = ctl
+	}
+	dir := t.TempDir()
+
+	var initial []string
+	for i := 0; i < opts.Size; i++ {
+		ports := FreePorts(t, 2)
+		m := &Member{
+			Name:      fmt.Sprintf("m%d", i),
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+			bin:       c.bin,
+			dataDir:   filepath.Join(dir, fmt.Sprintf("m%d.etcd", i)),
+			logPath:   filepath.Join(dir, fmt.Sprintf("m%d.log", i)),
+		}
+		c.members = append(c.members, m)
+		initial = append(initial, m.Name+"="+m.PeerURL)
+	}
+	for _, m := range c.members {
+		m.args = []string{
+			"--name", m.Name,
+			"--data-dir", m.dataDir,
+			"--listen-client-urls", m.ClientURL,
+			"--advertise-client-urls", m.ClientURL,
+			"--listen-peer-urls", m.PeerURL,
+			"--initial-advertise-peer-urls", m.PeerURL,
+			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster-token", "etcdtest",
+			"--initial-cluster-state", "new",
+			"--heartbeat-interval", fmt.Sprint(HeartbeatInterval.Milliseconds()),
+			"--election-timeout", fmt.Sprint(ElectionTimeout.Milliseconds()),
+			// Tests own the data; fsync only slows a shared machine down.
+			"--unsafe-no-fsync",
+			"--log-level", "warn",
+			"--logger", "zap",
+			"--log-outputs", "stderr",
+		}
+	}
+	t.Cleanup(func() {
+		for _, m := range c.members {
+			_ = m.Kill()
+		}
+		if t.Failed() {
+			for _, m := range c.members {
+				logTail(t, m)
+			}
+		}
+	})
+	for _, m := range c.members {
+		if err := m.Start(); err != nil {
+			t.Fatalf("etcdtest: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opts.StartTimeout)
+	defer cancel()
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	return c
+}
+
+// Members returns the members in creation order.
+func (c *Cluster) Members() []*Member { return c.members }
+
+// Member returns member i.
+func (c *Cluster) Member(i int) *Member { return c.members[i] }
+
+// Endpoints returns the client URLs of every member.
+func (c *Cluster) Endpoints() []string {
+	eps := make([]string, len(c.members))
+	for i, m := range c.members {
+		eps[i] = m.ClientURL
+	}
+	return eps
+}
+
+// Client returns a client for the given endpoints (every member when none
+// are given), closed at test cleanup.
+func (c *Cluster) Client(t testing.TB, endpoints ...string) *clientv3.Client {
+	t.Helper()
+	if len(endpoints) == 0 {
+		endpoints = c.Endpoints()
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("etcdtest: client: %v", err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	return cli
+}
+
+// WaitHealthy waits until every running, unpaused member answers a
+// linearizable read, i.e. the cluster has a leader and quorum.
+func (c *Cluster) WaitHealthy(ctx context.Context) error {
+	for _, m := range c.members {
+		if !m.Running() {
+			continue
+		}
+		if err := m.WaitHealthy(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ctl runs etcdctl against every member and returns its standard output.
+func (c *Cluster) Ctl(ctx context.Context, args ...string) (string, error) {
+	if c.ctlBin == "" {
+		return "", errors.New("etcdctl not found (run `make tools`)")
+	}
+	full := append([]string{"--endpoints", strings.Join(c.Endpoints(), ","), "--dial-timeout", "2s"}, args...)
+	cmd := exec.CommandContext(ctx, c.ctlBin, full...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("etcdctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// Start starts (or restarts, keeping its data) the member's process.
+func (m *Member) Start() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil {
+		return fmt.Errorf("start %s: already running", m.Name)
+	}
+	args := m.args
+	if _, err := os.Stat(filepath.Join(m.dataDir, "member")); err == nil {
+		// A restarted member must not try to bootstrap the cluster again.
+		args = replaceFlag(args, "--initial-cluster-state", "existing")
+	}
+	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", m.Name, err)
+	}
+	cmd := exec.Command(m.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: a ^C on the test does not reach etcd first, and
+	// the test decides when it stops.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", m.Name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	m.cmd, m.exited, m.paused = cmd, exited, false
+	return nil
+}
+
+// WaitHealthy waits until this member answers a linearizable read.
+func (m *Member) WaitHealthy(ctx context.Context) error {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{m.ClientURL},
+		DialTimeout: time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return fmt.Errorf("member %s: %w", m.Name, err)
+	}
+	defer cli.Close()
+	var last error
+	for {
+		if !m.Running() {
+			return fmt.Errorf("member %s exited (log %s)", m.Name, m.logPath)
+		}
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		_, last = cli.Get(clientv3.WithRequireLeader(actx), "health")
+		cancel()
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("member %s not healthy: %w (last error: %v)", m.Name, ctx.Err(), last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Running reports whether the process is alive (paused counts as alive).
+func (m *Member) Running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		return false
+	}
+	select {
+	case <-m.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Stop terminates the process gracefully and waits for it.
+func (m *Member) Stop() error { return m.signalAndWait(syscall.SIGTERM, 10*time.Second) }
+
+// Kill kills the process (no graceful shutdown) and waits for it.
+func (m *Member) Kill() error { return m.signalAndWait(syscall.SIGKILL, 10*time.Second) }
+
+// Pause freezes the process with SIGSTOP: its sockets stay open but nothing
+// answers, like a hung machine.
+func (m *Member) Pause() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		return fmt.Errorf("pause %s: not running", m.Name)
+	}
+	if err := m.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("pause %s: %w", m.Name, err)
+	}
+	m.paused = true
+	return nil
+}
+
+// Resume continues a paused process with SIGCONT.
+func (m *Member) Resume() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		return fmt.Errorf("resume %s: not running", m.Name)
+	}
+	if err := m.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		return fmt.Errorf("resume %s: %w", m.Name, err)
+	}
+	m.paused = false
+	return nil
+}
+
+func (m *Member) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
+	m.mu.Lock()
+	cmd, exited, paused := m.cmd, m.exited, m.paused
+	m.cmd, m.paused = nil, false
+	m.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	if paused && sig != syscall.SIGKILL {
+		// A stopped process only acts on SIGTERM once continued.
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("stop %s: no exit after %v on %v, killed", m.Name, timeout, sig)
+	}
+}
+
+// FreePorts returns n distinct free TCP ports on 127.0.0.1. The listeners
+// are closed before returning, so a port can in theory be taken by someone
+// else before it is used; on a test machine that is rare enough.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, 0, n)
+	var ls []net.Listener
+	for len(ports) < n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("etcdtest: free port: %v", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+func replaceFlag(args []string, flag, value string) []string {
+	out := append([]string(nil), args...)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == flag {
+			out[i+1] = value
+		}
+	}
+	return out
+}
+
+func logTail(t testing.TB, m *Member) {
+	b, err := os.ReadFile(m.logPath)
+	if err != nil {
+		return
+	}
+	const max = 4 << 10
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	t.Logf("etcd %s log tail:\n%s", m.Name, b)
+}
