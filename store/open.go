@@ -1,0 +1,93 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	_ "modernc.org/sqlite" // registers driver "sqlite"
+)
+
+func (s *Store) openPostgres(ctx context.Context, cfg Config) error {
+	pc, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		// The URL may hold a password: do not echo it.
+		return fmt.Errorf("open postgres: %w: cannot parse the store URL", ErrInvalid)
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	} else if pc.MaxConns < 10 {
+		pc.MaxConns = 10
+	}
+	if pc.ConnConfig.ConnectTimeout == 0 || pc.ConnConfig.ConnectTimeout > cfg.ConnectTimeout {
+		pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return s.wrap("open postgres", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return s.wrap(fmt.Sprintf("open postgres %s", redactURL(cfg.URL)), err)
+	}
+	s.d = pgDialect
+	s.db = pgDB{pgQueryer{pool}, pool}
+	s.pgConnConfig = pc.ConnConfig
+	s.closeFn = pool.Close
+	return nil
+}
+
+func (s *Store) openSQLite(ctx context.Context, cfg Config) error {
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
+		return fmt.Errorf("open sqlite: %w", err)
+	}
+	// WAL with synchronous=FULL: a commit is on stable storage when it
+	// returns (ACK(SYN) depends on it). BEGIN IMMEDIATE takes the write lock
+	// up front so a read-modify-write cannot fail halfway with SQLITE_BUSY,
+	// and busy_timeout makes other processes wait for it.
+	q := url.Values{}
+	q.Set("_busy_timeout", "10000")
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_foreign_keys", "1")
+	q.Set("_txlock", "immediate")
+	dsn := "file:" + cfg.Path + "?" + q.Encode()
+	sdb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return fmt.Errorf("open sqlite %s: %w", cfg.Path, err)
+	}
+	// One connection: SQLite has one writer anyway, and queuing in
+	// database/sql is cheaper and fairer than SQLite's busy-wait.
+	sdb.SetMaxOpenConns(1)
+	sdb.SetMaxIdleConns(1)
+	sdb.SetConnMaxLifetime(0)
+	if err := sdb.PingContext(ctx); err != nil {
+		_ = sdb.Close()
+		return s.wrap("open sqlite "+cfg.Path, err)
+	}
+	s.d = sqliteDialect
+	s.db = sqlDB{sqlQueryer{sdb}, sdb}
+	s.closeFn = func() { _ = sdb.Close() }
+	return nil
+}
+
+// redactURL drops the password from a connection URL for error messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if err != nil {
+			return "(unparsable URL)"
+		}
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}

@@ -1,0 +1,286 @@
+// Package store owns Vectis's persistent state: partners, virtual files, PeSIT
+// server definitions, transfer records, audit events, admin users and tokens,
+// and the cluster leader epoch used for fencing. It is the only package that
+// knows SQL. Two back ends share one implementation: PostgreSQL through pgx
+// (required when clustering is on) and embedded SQLite through modernc.org/sqlite.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Partners is the partner aggregate.
+type Partners interface {
+	CreatePartner(ctx context.Context, p Partner, passwordHash string) (Partner, error)
+	UpdatePartner(ctx context.Context, p Partner) (Partner, error) // leaves the password alone
+	SetPartnerPassword(ctx context.Context, id, passwordHash string) error
+	DeletePartner(ctx context.Context, id string) error
+	GetPartner(ctx context.Context, id string) (Partner, error)
+	ListPartners(ctx context.Context) ([]Partner, error)
+	// PartnerPasswordHash is for authentication only; never display it.
+	PartnerPasswordHash(ctx context.Context, id string) (string, error)
+	// PartnerByCert maps a TLS client certificate (subject CN, SHA-256 of the
+	// DER, lowercase hex) to a partner; the fingerprint wins over the CN.
+	PartnerByCert(ctx context.Context, cn, sha256hex string) (Partner, error)
+}
+
+// VirtualFiles is the virtual file aggregate.
+type VirtualFiles interface {
+	CreateFile(ctx context.Context, f VirtualFile) (VirtualFile, error)
+	UpdateFile(ctx context.Context, f VirtualFile) (VirtualFile, error)
+	DeleteFile(ctx context.Context, id string) error
+	GetFile(ctx context.Context, id string) (VirtualFile, error)
+	ListFiles(ctx context.Context) ([]VirtualFile, error)
+}
+
+// Servers is the PeSIT server definition aggregate.
+type Servers interface {
+	CreateServer(ctx context.Context, s Server) (Server, error)
+	UpdateServer(ctx context.Context, s Server) (Server, error)
+	DeleteServer(ctx context.Context, id string) error
+	GetServer(ctx context.Context, id string) (Server, error)
+	ListServers(ctx context.Context) ([]Server, error)
+}
+
+// Transfers is the transfer record aggregate. Every write is leader-only and
+// carries the caller's leader epoch; it fails with ErrStaleEpoch unless that
+// epoch is the recorded one (see Leader).
+type Transfers interface {
+	CreateTransfer(ctx context.Context, epoch int64, t Transfer) (Transfer, error)
+	// RecordSyncPoint persists the restart state at a sync point in one
+	// statement: sync point number, offset and article count, and Bytes and
+	// Articles set to the same offset and count.
+	RecordSyncPoint(ctx context.Context, epoch int64, id string, sp SyncPoint) error
+	// AddTransferProgress atomically adds to Bytes and Articles.
+	AddTransferProgress(ctx context.Context, epoch int64, id string, bytes, articles int64) error
+	// FinishTransfer records the outcome; a final status sets FinishedAt.
+	FinishTransfer(ctx context.Context, epoch int64, id string, r TransferResult) error
+	// UpdateTransfer is a read-modify-write under a row lock: mutate sees the
+	// current record and its changes are written atomically. ID, CreatedAt are
+	// kept; UpdatedAt, Epoch and FinishedAt (on a final status) are set.
+	UpdateTransfer(ctx context.Context, epoch int64, id string, mutate func(*Transfer) error) (Transfer, error)
+	GetTransfer(ctx context.Context, id string) (Transfer, error)
+	ListTransfers(ctx context.Context, f TransferFilter) (TransferPage, error)
+	// FindRestartable returns the newest transfer for key whose status is
+	// in_progress, interrupted or restartable.
+	FindRestartable(ctx context.Context, key RestartKey) (Transfer, error)
+}
+
+// Retention removes old history; leader-only.
+type Retention interface {
+	Purge(ctx context.Context, epoch int64, olderThan time.Duration) (PurgeResult, error)
+}
+
+// Declarations applies the configuration file's partners, files and servers.
+type Declarations interface {
+	ApplyDeclared(ctx context.Context, d Declared) (ApplyResult, error)
+}
+
+// Audit is the audit event aggregate.
+type Audit interface {
+	AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error)
+	ListAudit(ctx context.Context, f AuditFilter) (AuditPage, error)
+}
+
+// Leader is the cluster leader record used for fencing.
+type Leader interface {
+	// ClaimLeadership records epoch and member if epoch is greater than the
+	// recorded epoch (or equal with the same member); else ErrStaleEpoch.
+	ClaimLeadership(ctx context.Context, epoch int64, member string) error
+	Leadership(ctx context.Context) (Leadership, error)
+	// CheckEpoch returns ErrStaleEpoch unless epoch is the recorded one.
+	CheckEpoch(ctx context.Context, epoch int64) error
+}
+
+// Users is the admin API user and token aggregate.
+type Users interface {
+	PutUser(ctx context.Context, u User, passwordHash string) (User, error) // create or replace
+	GetUser(ctx context.Context, name string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error)
+	DeleteUser(ctx context.Context, name string) error
+	UserPasswordHash(ctx context.Context, name string) (string, error) // authentication only
+	CreateToken(ctx context.Context, t Token, tokenHash string) (Token, error)
+	// LookupToken finds a token by HashToken(plaintext); expired tokens are ErrNotFound.
+	LookupToken(ctx context.Context, tokenHash string) (Token, error)
+	ListTokens(ctx context.Context) ([]Token, error)
+	DeleteToken(ctx context.Context, id string) error
+}
+
+// Notifier delivers configuration changes made by any process.
+type Notifier interface {
+	Subscribe(ctx context.Context) <-chan Change
+}
+
+// Compile-time proof that *Store is every aggregate.
+var (
+	_ Partners     = (*Store)(nil)
+	_ VirtualFiles = (*Store)(nil)
+	_ Servers      = (*Store)(nil)
+	_ Transfers    = (*Store)(nil)
+	_ Audit        = (*Store)(nil)
+	_ Leader       = (*Store)(nil)
+	_ Users        = (*Store)(nil)
+	_ Notifier     = (*Store)(nil)
+	_ Retention    = (*Store)(nil)
+	_ Declarations = (*Store)(nil)
+)
+
+// Driver names.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
+// Config opens a store.
+type Config struct {
+	// Driver is "sqlite" or "postgres". Empty: postgres if URL is set, else sqlite.
+	Driver string
+	// URL is the PostgreSQL connection string (postgres://...).
+	URL string
+	// Path is the SQLite file; required for sqlite.
+	Path string
+	// Registerer, if set, receives vectis_store_operation_seconds.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// SkipMigrate leaves the schema alone in Open (vectis migrate status).
+	SkipMigrate bool
+	// MaxConns bounds the PostgreSQL pool (default 10).
+	MaxConns int32
+	// ConnectTimeout bounds each PostgreSQL connection attempt (default 5s).
+	ConnectTimeout time.Duration
+}
+
+// Store is the persistence layer. It is safe for concurrent use.
+type Store struct {
+	d       dialect
+	db      db
+	log     *slog.Logger
+	opHist  *prometheus.HistogramVec
+	hub     *hub
+	closeMu sync.Mutex
+	closed  bool
+	// listener (postgres only) runs LISTEN on a dedicated connection.
+	listenOnce   sync.Once
+	listenCancel context.CancelFunc
+	listenDone   chan struct{}
+	listenReady  chan struct{}
+	pgConnConfig *pgx.ConnConfig
+	connTimeout  time.Duration
+	closeFn      func()
+}
+
+// Open connects to the configured database and, unless cfg.SkipMigrate,
+// brings the schema up to date (under a PostgreSQL advisory lock, so several
+// processes may start at once).
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Driver == "" {
+		cfg.Driver = DriverSQLite
+		if cfg.URL != "" {
+			cfg.Driver = DriverPostgres
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 5 * time.Second
+	}
+	s := &Store{log: cfg.Logger, hub: newHub(), connTimeout: cfg.ConnectTimeout}
+	var err error
+	switch strings.ToLower(cfg.Driver) {
+	case DriverPostgres, "postgresql", "pgx":
+		if cfg.URL == "" {
+			return nil, fmt.Errorf("open store: %w: postgres needs a URL", ErrInvalid)
+		}
+		err = s.openPostgres(ctx, cfg)
+	case DriverSQLite, "sqlite3":
+		if cfg.Path == "" {
+			return nil, fmt.Errorf("open store: %w: sqlite needs a path", ErrInvalid)
+		}
+		err = s.openSQLite(ctx, cfg)
+	default:
+		return nil, fmt.Errorf("open store: %w: unknown driver %q (want sqlite or postgres)", ErrInvalid, cfg.Driver)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.registerMetrics(cfg.Registerer); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if !cfg.SkipMigrate {
+		if err := s.Migrate(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Driver returns "sqlite" or "postgres".
+func (s *Store) Driver() string { return s.d.name }
+
+// Ping checks that the database answers (readiness).
+func (s *Store) Ping(ctx context.Context) (err error) {
+	defer s.observe("ping", &err)()
+	return s.wrap("ping", s.db.ping(ctx))
+}
+
+// Close stops the change listener, ends subscriptions and closes the
+// database. It is safe to call twice.
+func (s *Store) Close() {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	if s.listenCancel != nil {
+		s.listenCancel()
+		<-s.listenDone
+	}
+	s.hub.close()
+	if s.closeFn != nil {
+		s.closeFn()
+	}
+}
+
+func (s *Store) registerMetrics(reg prometheus.Registerer) error {
+	s.opHist = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "vectis_store_operation_seconds",
+		Help:    "Duration of store operations.",
+		Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"operation"})
+	if reg == nil {
+		return nil
+	}
+	if err := reg.Register(s.opHist); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if h, ok := are.ExistingCollector.(*prometheus.HistogramVec); ok {
+				s.opHist = h
+				return nil
+			}
+		}
+		return fmt.Errorf("register store metrics: %w", err)
+	}
+	return nil
+}
+
+// observe times an operation: defer s.observe("op", &err)().
+func (s *Store) observe(op string, _ *error) func() {
+	start := time.Now()
+	return func() {
+		s.opHist.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	}
+}

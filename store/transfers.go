@@ -1,0 +1,306 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+const transferCols = `id, server_id, partner_id, file_id, direction, pesit_id, status, bytes, articles,
+	sync_number, sync_offset, sync_articles, restart_count, sha256, diagnostic, local_path, node, epoch,
+	created_at, updated_at, finished_at`
+
+func (s *Store) scanTransfer(r row) (Transfer, error) {
+	var t Transfer
+	err := r.Scan(&t.ID, &t.ServerID, &t.PartnerID, &t.FileID, &t.Direction, &t.PesitID, &t.Status, &t.Bytes,
+		&t.Articles, &t.SyncPoint.Number, &t.SyncPoint.Offset, &t.SyncPoint.Articles, &t.RestartCount, &t.SHA256,
+		&t.Diagnostic, &t.LocalPath, &t.Node, &t.Epoch, tsScan{&t.CreatedAt}, tsScan{&t.UpdatedAt},
+		tsScan{&t.FinishedAt})
+	return t, err
+}
+
+func isNoRows(err error) bool {
+	return errors.Is(err, pgx.ErrNoRows) || errors.Is(err, sql.ErrNoRows) || errors.Is(err, ErrNotFound)
+}
+
+// epochGuard is the condition every leader-only write adds: the caller's
+// epoch is the recorded one. On PostgreSQL the leader row is share-locked, so
+// a concurrent ClaimLeadership waits for this write to commit and a write
+// that queued behind a claim re-reads the new epoch and matches nothing: once
+// ClaimLeadership(N+1) has returned, no write carrying N can commit.
+func (s *Store) epochGuard(param int) string {
+	return fmt.Sprintf(`EXISTS (SELECT 1 FROM cluster_leader WHERE id = 1 AND epoch = $%d%s)`, param, s.d.forShare)
+}
+
+// staleOrMissing explains a leader-only write that matched no row.
+func (s *Store) staleOrMissing(ctx context.Context, q queryer, epoch int64, id string) error {
+	if err := s.checkEpoch(ctx, q, epoch); err != nil {
+		return err
+	}
+	return fmt.Errorf("transfer %s: %w", id, ErrNotFound)
+}
+
+func validTransfer(t Transfer) error {
+	switch t.Direction {
+	case DirReceive, DirSend, DirMessage:
+	default:
+		return fmt.Errorf("%w: transfer direction %q is not receive, send or message", ErrInvalid, t.Direction)
+	}
+	if !t.Status.Valid() {
+		return fmt.Errorf("%w: transfer status %q", ErrInvalid, t.Status)
+	}
+	if t.PartnerID == "" || t.ServerID == "" {
+		return fmt.Errorf("%w: transfer needs a server and a partner", ErrInvalid)
+	}
+	if t.Bytes < 0 || t.Articles < 0 || t.SyncPoint.Offset < 0 || t.SyncPoint.Articles < 0 {
+		return fmt.Errorf("%w: negative transfer counters", ErrInvalid)
+	}
+	return nil
+}
+
+// CreateTransfer records a new transfer (status in_progress unless set) and
+// returns it with its ID and timestamps.
+func (s *Store) CreateTransfer(ctx context.Context, epoch int64, t Transfer) (_ Transfer, err error) {
+	defer s.observe("create_transfer", &err)()
+	if t.ID == "" {
+		t.ID = uuid.NewString()
+	}
+	if t.Status == "" {
+		t.Status = StatusInProgress
+	}
+	if err := validTransfer(t); err != nil {
+		return Transfer{}, err
+	}
+	t.Epoch = epoch
+	t.CreatedAt, t.UpdatedAt = now(), now()
+	t.FinishedAt = time.Time{}
+	if t.Status.Final() {
+		t.FinishedAt = t.UpdatedAt
+	}
+	err = s.inTx(ctx, func(q tx) ([]Change, error) {
+		if err := s.checkEpochLocked(ctx, q, epoch); err != nil {
+			return nil, err
+		}
+		_, err := q.exec(ctx, `INSERT INTO transfers (`+transferCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7,
+			$8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
+			t.ID, t.ServerID, t.PartnerID, t.FileID, string(t.Direction), t.PesitID, string(t.Status), t.Bytes,
+			t.Articles, t.SyncPoint.Number, t.SyncPoint.Offset, t.SyncPoint.Articles, t.RestartCount, t.SHA256,
+			t.Diagnostic, t.LocalPath, t.Node, t.Epoch, s.d.ts(t.CreatedAt), s.d.ts(t.UpdatedAt), s.d.nts(t.FinishedAt))
+		return nil, err
+	})
+	return t, s.wrap("create transfer", err)
+}
+
+// RecordSyncPoint persists the restart state acknowledged at a sync point.
+func (s *Store) RecordSyncPoint(ctx context.Context, epoch int64, id string, sp SyncPoint) (err error) {
+	defer s.observe("record_sync_point", &err)()
+	if sp.Offset < 0 || sp.Articles < 0 || sp.Number < 0 {
+		return fmt.Errorf("record sync point: %w: negative value", ErrInvalid)
+	}
+	n, err := s.db.exec(ctx, `UPDATE transfers SET sync_number = $2, sync_offset = $3, sync_articles = $4,
+		bytes = $3, articles = $4, epoch = $5, updated_at = $6 WHERE id = $1 AND `+s.epochGuard(5),
+		id, sp.Number, sp.Offset, sp.Articles, epoch, s.d.ts(now()))
+	if err == nil && n == 0 {
+		err = s.staleOrMissing(ctx, s.db, epoch, id)
+	}
+	return s.wrap("record sync point", err)
+}
+
+// AddTransferProgress adds bytes and articles in one atomic statement.
+func (s *Store) AddTransferProgress(ctx context.Context, epoch int64, id string, bytes, articles int64) (err error) {
+	defer s.observe("add_transfer_progress", &err)()
+	n, err := s.db.exec(ctx, `UPDATE transfers SET bytes = bytes + $2, articles = articles + $3, epoch = $4,
+		updated_at = $5 WHERE id = $1 AND `+s.epochGuard(4),
+		id, bytes, articles, epoch, s.d.ts(now()))
+	if err == nil && n == 0 {
+		err = s.staleOrMissing(ctx, s.db, epoch, id)
+	}
+	return s.wrap("add transfer progress", err)
+}
+
+// FinishTransfer records the outcome of a transfer.
+func (s *Store) FinishTransfer(ctx context.Context, epoch int64, id string, r TransferResult) (err error) {
+	defer s.observe("finish_transfer", &err)()
+	if !r.Status.Valid() {
+		return fmt.Errorf("finish transfer: %w: status %q", ErrInvalid, r.Status)
+	}
+	ts := now()
+	var finished time.Time
+	if r.Status.Final() {
+		finished = ts
+	}
+	n, err := s.db.exec(ctx, `UPDATE transfers SET status = $2, bytes = $3, articles = $4, sha256 = $5,
+		diagnostic = $6, epoch = $7, updated_at = $8, finished_at = $9 WHERE id = $1 AND `+s.epochGuard(7),
+		id, string(r.Status), r.Bytes, r.Articles, r.SHA256, r.Diagnostic, epoch, s.d.ts(ts), s.d.nts(finished))
+	if err == nil && n == 0 {
+		err = s.staleOrMissing(ctx, s.db, epoch, id)
+	}
+	return s.wrap("finish transfer", err)
+}
+
+// UpdateTransfer applies mutate to the current record under a row lock.
+func (s *Store) UpdateTransfer(ctx context.Context, epoch int64, id string, mutate func(*Transfer) error) (_ Transfer, err error) {
+	defer s.observe("update_transfer", &err)()
+	var out Transfer
+	err = s.inTx(ctx, func(t tx) ([]Change, error) {
+		// Check (and on PostgreSQL share-lock) the epoch first, so a stale
+		// caller gets ErrStaleEpoch rather than a lock wait.
+		if err := s.checkEpochLocked(ctx, t, epoch); err != nil {
+			return nil, err
+		}
+		cur, err := s.scanTransfer(t.queryRow(ctx, `SELECT `+transferCols+` FROM transfers WHERE id = $1`+s.d.forUpdate, id))
+		if err != nil {
+			return nil, err
+		}
+		next := cur
+		if err := mutate(&next); err != nil {
+			return nil, err
+		}
+		next.ID, next.CreatedAt = cur.ID, cur.CreatedAt
+		if err := validTransfer(next); err != nil {
+			return nil, err
+		}
+		next.Epoch, next.UpdatedAt = epoch, now()
+		switch {
+		case next.Status.Final() && !cur.Status.Final():
+			next.FinishedAt = next.UpdatedAt
+		case !next.Status.Final():
+			next.FinishedAt = time.Time{}
+		}
+		_, err = t.exec(ctx, `UPDATE transfers SET server_id = $2, partner_id = $3, file_id = $4, direction = $5,
+			pesit_id = $6, status = $7, bytes = $8, articles = $9, sync_number = $10, sync_offset = $11,
+			sync_articles = $12, restart_count = $13, sha256 = $14, diagnostic = $15, local_path = $16, node = $17,
+			epoch = $18, updated_at = $19, finished_at = $20 WHERE id = $1`,
+			next.ID, next.ServerID, next.PartnerID, next.FileID, string(next.Direction), next.PesitID,
+			string(next.Status), next.Bytes, next.Articles, next.SyncPoint.Number, next.SyncPoint.Offset,
+			next.SyncPoint.Articles, next.RestartCount, next.SHA256, next.Diagnostic, next.LocalPath, next.Node,
+			next.Epoch, s.d.ts(next.UpdatedAt), s.d.nts(next.FinishedAt))
+		out = next
+		return nil, err
+	})
+	return out, s.wrap("update transfer "+id, err)
+}
+
+// GetTransfer returns one transfer.
+func (s *Store) GetTransfer(ctx context.Context, id string) (_ Transfer, err error) {
+	defer s.observe("get_transfer", &err)()
+	t, err := s.scanTransfer(s.db.queryRow(ctx, `SELECT `+transferCols+` FROM transfers WHERE id = $1`, id))
+	return t, s.wrap("get transfer "+id, err)
+}
+
+// FindRestartable returns the newest restartable transfer for key.
+func (s *Store) FindRestartable(ctx context.Context, k RestartKey) (_ Transfer, err error) {
+	defer s.observe("find_restartable", &err)()
+	t, err := s.scanTransfer(s.db.queryRow(ctx, `SELECT `+transferCols+` FROM transfers
+		WHERE partner_id = $1 AND direction = $2 AND pesit_id = $3 AND file_id = $4
+		AND status IN ('in_progress', 'interrupted', 'restartable')
+		ORDER BY created_at DESC, id DESC LIMIT 1`, k.PartnerID, string(k.Direction), k.PesitID, k.FileID))
+	return t, s.wrap(fmt.Sprintf("find restartable transfer %s/%s/%d/%s", k.PartnerID, k.Direction, k.PesitID, k.FileID), err)
+}
+
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+)
+
+func pageSize(n int) int {
+	switch {
+	case n <= 0:
+		return defaultPageSize
+	case n > maxPageSize:
+		return maxPageSize
+	}
+	return n
+}
+
+// cursor is an opaque keyset position: the (time, id) of the last item.
+func encodeCursor(t time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t.UnixMicro(), 10) + ":" + id))
+}
+
+func decodeCursor(c string) (time.Time, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err == nil {
+		ts, id, ok := strings.Cut(string(b), ":")
+		if us, perr := strconv.ParseInt(ts, 10, 64); ok && perr == nil {
+			return time.UnixMicro(us).UTC(), id, nil
+		}
+	}
+	return time.Time{}, "", fmt.Errorf("%w: malformed cursor", ErrInvalid)
+}
+
+// where accumulates filter conditions with numbered parameters.
+type where struct {
+	conds []string
+	args  []any
+}
+
+func (w *where) add(cond string, arg any) {
+	w.args = append(w.args, arg)
+	w.conds = append(w.conds, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(w.args))))
+}
+
+func (w *where) sql() string {
+	if len(w.conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(w.conds, " AND ")
+}
+
+// ListTransfers returns a page of transfers, newest first.
+func (s *Store) ListTransfers(ctx context.Context, f TransferFilter) (_ TransferPage, err error) {
+	defer s.observe("list_transfers", &err)()
+	var w where
+	if f.Status != "" {
+		w.add("status = ?", string(f.Status))
+	}
+	if f.PartnerID != "" {
+		w.add("partner_id = ?", f.PartnerID)
+	}
+	if f.ServerID != "" {
+		w.add("server_id = ?", f.ServerID)
+	}
+	if f.FileID != "" {
+		w.add("file_id = ?", f.FileID)
+	}
+	if f.Direction != "" {
+		w.add("direction = ?", string(f.Direction))
+	}
+	if !f.Since.IsZero() {
+		w.add("created_at >= ?", s.d.ts(f.Since))
+	}
+	if !f.Until.IsZero() {
+		w.add("created_at < ?", s.d.ts(f.Until))
+	}
+	if f.Cursor != "" {
+		ct, cid, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return TransferPage{}, fmt.Errorf("list transfers: %w", err)
+		}
+		w.add("(created_at < ?", s.d.ts(ct))
+		w.args = append(w.args, s.d.ts(ct), cid)
+		n := len(w.args)
+		w.conds[len(w.conds)-1] += fmt.Sprintf(" OR (created_at = $%d AND id < $%d))", n-1, n)
+	}
+	limit := pageSize(f.Limit)
+	items, err := listAll(ctx, s.db, `SELECT `+transferCols+` FROM transfers`+w.sql()+
+		fmt.Sprintf(` ORDER BY created_at DESC, id DESC LIMIT %d`, limit+1), s.scanTransfer, w.args...)
+	if err != nil {
+		return TransferPage{}, s.wrap("list transfers", err)
+	}
+	page := TransferPage{Items: items}
+	if len(items) > limit {
+		page.Items = items[:limit]
+		last := page.Items[limit-1]
+		page.Next = encodeCursor(last.CreatedAt, last.ID)
+	}
+	return page, nil
+}
