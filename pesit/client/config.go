@@ -1,0 +1,144 @@
+package client
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+)
+
+// AccessType is PI 22 of CONNECT. The zero value is AccessMixed, which is
+// what Connect:Express sends and what lets one connection push and pull.
+type AccessType uint8
+
+// Access types.
+const (
+	AccessMixed AccessType = iota // PI 22 = 2
+	AccessWrite                   // PI 22 = 0
+	AccessRead                    // PI 22 = 1
+)
+
+func (a AccessType) wire() uint64 {
+	switch a {
+	case AccessWrite:
+		return 0
+	case AccessRead:
+		return 1
+	}
+	return 2
+}
+
+// Config describes the connection to one PeSIT server.
+type Config struct {
+	// Addr is host:port of the server.
+	Addr string
+	// RequesterID (PI 3) is our partner name at the server; ServerID (PI 4)
+	// is the server's PeSIT id.
+	RequesterID string
+	ServerID    string
+	// Password is PI 5. It is never logged.
+	Password string
+
+	// TLS, when not nil, wraps the connection in TLS (1.2 minimum).
+	TLS *tls.Config
+
+	// PreConnection sends the 24-byte EBCDIC pre-connection message (framed)
+	// before CONNECT and expects ACK0.
+	PreConnection bool
+
+	// SyncIntervalKB and SyncWindow are the PI 7 proposal: a sync point every
+	// SyncIntervalKB KiB of data, at most SyncWindow unacknowledged. 0
+	// interval proposes no sync. The server may lower both.
+	SyncIntervalKB uint16
+	SyncWindow     uint8
+	// Resync is PI 23 (F.RESTART within a transfer). The client never
+	// initiates RESYN; it only proposes what is configured.
+	Resync bool
+	// AccessType is PI 22.
+	AccessType AccessType
+
+	// ConnID is our connection id (header byte 5 of CONNECT); 0 means 1.
+	ConnID byte
+
+	// DialTimeout bounds TCP connect and the TLS handshake (default 30 s).
+	DialTimeout time.Duration
+	// Timeout is the peer inactivity timer Tp (default 30 s): the longest
+	// wait for an answer or for the next data FPDU.
+	Timeout time.Duration
+
+	// Logger receives debug traces of the session; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) dialTimeout() time.Duration {
+	if c.DialTimeout > 0 {
+		return c.DialTimeout
+	}
+	return 30 * time.Second
+}
+
+func (c *Config) timeout() time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
+	}
+	return 30 * time.Second
+}
+
+func (c *Config) validate() error {
+	if c.Addr == "" {
+		return fmt.Errorf("server address is required")
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("server address %q: %w", c.Addr, err)
+	}
+	if c.RequesterID == "" || len(c.RequesterID) > 24 {
+		return fmt.Errorf("requester id (PI 3) must be 1 to 24 characters")
+	}
+	if c.ServerID == "" || len(c.ServerID) > 24 {
+		return fmt.Errorf("server id (PI 4) must be 1 to 24 characters")
+	}
+	if len(c.Password) > 16 {
+		return fmt.Errorf("password (PI 5) longer than 16 characters")
+	}
+	if c.PreConnection && (len(c.RequesterID) > 8 || len(c.Password) > 8) {
+		return fmt.Errorf("pre-connection needs a requester id and password of at most 8 characters")
+	}
+	return nil
+}
+
+// TLSFiles names the PEM files of a TLS client configuration.
+type TLSFiles struct {
+	CA         string // CA bundle that signs the server certificate; empty: system roots
+	Cert, Key  string // client certificate and key, for servers that require one
+	ServerName string // name to verify in the server certificate; empty: the host of Addr
+}
+
+// LoadTLS builds a TLS 1.2+ client configuration from PEM files.
+func LoadTLS(f TLSFiles) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.ServerName}
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, fmt.Errorf("read CA bundle: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA bundle %s: no PEM certificate found", f.CA)
+		}
+		cfg.RootCAs = pool
+	}
+	if (f.Cert == "") != (f.Key == "") {
+		return nil, fmt.Errorf("client certificate and key must be given together")
+	}
+	if f.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}

@@ -1,0 +1,515 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
+
+// ReceiveRequest describes a pull: SELECT, READ, DTFs.
+type ReceiveRequest struct {
+	// VirtualFile is PI 12; FileType PI 11.
+	VirtualFile string
+	FileType    uint16
+	// Dest is the local file to create or replace. The data goes to a
+	// temporary file beside it, fsynced and renamed into place once complete.
+	Dest string
+	// EntitySize is the PI 25 proposal (0: DefaultEntitySize).
+	EntitySize int
+	Priority   uint8 // PI 17
+
+	// StateDir holds the restart state; empty: a hidden file beside Dest.
+	StateDir string
+	// NoRestart disables the restart state: every attempt starts over.
+	NoRestart bool
+
+	// Progress, when set, is called at most every 100 ms and at the end.
+	Progress func(Progress)
+}
+
+// receiver is the state of one pull on a session.
+type receiver struct {
+	s        *Session
+	req      *ReceiveRequest
+	tmp      *os.File
+	tmpPath  string
+	bw       *bufio.Writer
+	text     bool
+	maxArt   int
+	inSeg    bool
+	fileOff  int64
+	bytes    int64
+	articles int64
+	total    int64
+	st       *transferState
+	sf       *stateFile
+	window   uint8
+	lastSync uint32
+	lastArm  time.Time
+	lastProg time.Time
+	werr     error
+	article  func([]byte) error
+}
+
+// Receive pulls req.VirtualFile from the server into req.Dest. With restart
+// state from an interrupted attempt it asks for a restart (SELECT PI 15 = 1
+// with the server's PI 13, READ PI 18 = last acknowledged sync point).
+func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, err error) {
+	start := time.Now()
+	if s.broken {
+		return res, &ConnectionError{Op: "receive", Err: errors.New("session is closed")}
+	}
+	if req.VirtualFile == "" {
+		return res, fmt.Errorf("virtual file name (PI 12) is required")
+	}
+	if req.Dest == "" {
+		req.Dest = filepath.Base(req.VirtualFile)
+	}
+	abs, err := filepath.Abs(req.Dest)
+	if err != nil {
+		return res, &LocalError{Op: "resolve", Path: req.Dest, Err: err}
+	}
+	x := &receiver{s: s, req: &req, window: s.syncWindow,
+		tmpPath: filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".vectis-part")}
+	x.article = x.writeArticle
+	key := &transferState{Version: 1, Direction: "receive", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
+		Partner: s.cfg.RequesterID, VirtualFile: req.VirtualFile, Local: abs}
+	var prev *transferState
+	if !req.NoRestart {
+		sf, st, err := openState(statePath(req.StateDir, key), key)
+		if err != nil {
+			s.log.Warn("restart state unavailable; a failed transfer will start over", "err", err)
+		} else {
+			x.sf, prev = sf, st
+			defer sf.close()
+		}
+	}
+	defer func() {
+		if x.tmp != nil {
+			_ = x.tmp.Close()
+			if err != nil && (x.sf == nil || x.st.TransferID == 0) {
+				_ = os.Remove(x.tmpPath) // nothing to resume from
+			}
+		}
+	}()
+	var p uint32
+	var pt syncPoint
+	if prev != nil && prev.Acked > 0 {
+		if q, ok := prev.point(prev.Acked); ok {
+			if fi, err := os.Stat(x.tmpPath); err == nil && fi.Size() >= q.Offset {
+				p, pt = prev.Acked, q
+			}
+		}
+	}
+	x.st = key
+	if p > 0 {
+		x.st = prev
+	}
+
+	defer s.watch(ctx)()
+	ack, err := x.selectFile(p)
+	var te *TransferError
+	if p > 0 && errors.As(err, &te) && te.Op == fpdu.AckSelect {
+		s.log.Info("restart refused by server; starting over", "diag", te.Diagnostic.String())
+		p, pt = 0, syncPoint{}
+		x.st = key
+		ack, err = x.selectFile(0)
+	}
+	if err != nil {
+		return res, err
+	}
+	id, _ := ack.Params.Uint(fpdu.PITransferID)
+	if id == 0 || id > 0xFFFFFF {
+		return res, s.protocolError(fpdu.DiagBadParameter, "ACK(SELECT) transfer id %d", id)
+	}
+	if p > 0 && uint32(id) != x.st.TransferID {
+		s.log.Info("server started a new transfer instead of restarting", "old", x.st.TransferID, "new", id)
+		p, pt = 0, syncPoint{}
+		x.st = key
+	}
+	x.st.TransferID = uint32(id)
+	res.TransferID = x.st.TransferID
+	format, _ := ack.Params.Bytes(fpdu.PIArticleFormat)
+	code, ok := ack.Params.Uint(fpdu.PIDataCode)
+	if !ok {
+		code = 2
+	}
+	x.text = len(format) == 1 && format[0]&0x80 != 0 && dataCodeFromWire(code).text()
+	if l, ok := ack.Params.Uint(fpdu.PIArticleLength); ok {
+		x.maxArt = int(l)
+	}
+	if kb, ok := ack.Params.Uint(fpdu.PISpaceMax); ok && kb < 1<<40 {
+		x.total = int64(kb) * 1024
+	}
+
+	if err := x.openTemp(pt); err != nil {
+		return res, x.s.deselect(err)
+	}
+	if err := s.openFile(); err != nil {
+		return res, s.deselect(err)
+	}
+	p, err = x.read(p, pt)
+	if err != nil {
+		return res, err
+	}
+	res.Restarted, res.RestartPoint = p > 0, p
+	s.log.Debug("pesit read", "transfer", x.st.TransferID, "restart_point", p, "offset", x.fileOff, "text", x.text)
+
+	if err := x.data(); err != nil {
+		return res, err
+	}
+	// Everything is on disk (fsynced before TRANS.END): deliver the file
+	// under its final name, then close the transfer.
+	if err := x.tmp.Close(); err != nil {
+		x.tmp = nil
+		return res, s.closeFile(&LocalError{Op: "close", Path: x.tmpPath, Err: err})
+	}
+	x.tmp = nil
+	if err := os.Rename(x.tmpPath, abs); err != nil {
+		return res, s.closeFile(&LocalError{Op: "rename", Path: abs, Err: err})
+	}
+	if err := syncDir(filepath.Dir(abs)); err != nil {
+		return res, s.closeFile(&LocalError{Op: "sync directory of", Path: abs, Err: err})
+	}
+	if x.sf != nil {
+		x.sf.remove()
+		x.sf = nil
+	}
+	if err := s.closeFile(nil); err != nil {
+		return res, err
+	}
+	x.progress(true)
+	res.FileBytes, res.DataBytes, res.Articles = x.fileOff, x.bytes, x.articles
+	res.SyncPoints = x.lastSync
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func (x *receiver) selectFile(p uint32) (*fpdu.FPDU, error) {
+	s, req := x.s, x.req
+	entity := req.EntitySize
+	if entity <= fpdu.HeaderLen || entity > fpdu.MaxFPDULen {
+		entity = DefaultEntitySize
+	}
+	var id fpdu.Params
+	id.AddUint(fpdu.PIFileType, uint64(req.FileType))
+	id.AddString(fpdu.PIFileName, req.VirtualFile)
+	var q fpdu.Params
+	q.AddGroup(fpdu.PGIFileID, id)
+	if p > 0 {
+		q.AddUint(fpdu.PITransferID, uint64(x.st.TransferID))
+	} else {
+		q.AddUint(fpdu.PITransferID, 0)
+	}
+	q.Add(fpdu.PIAttributes, []byte{0xE0})
+	if p > 0 {
+		q.AddUint(fpdu.PIRestart, 1)
+	}
+	q.AddUint(fpdu.PIPriority, uint64(req.Priority))
+	q.AddUint(fpdu.PIEntitySize, uint64(entity))
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.Select, DstID: s.peer, Params: q}); err != nil {
+		return nil, err
+	}
+	return s.expectOK(fpdu.AckSelect)
+}
+
+// openTemp opens the temporary file, cut back to the restart point.
+func (x *receiver) openTemp(pt syncPoint) error {
+	if err := os.MkdirAll(filepath.Dir(x.tmpPath), 0o755); err != nil {
+		return &LocalError{Op: "create directory", Path: filepath.Dir(x.tmpPath), Err: err}
+	}
+	f, err := os.OpenFile(x.tmpPath, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return &LocalError{Op: "create", Path: x.tmpPath, Err: err}
+	}
+	x.tmp = f
+	return x.rewind(pt)
+}
+
+func (x *receiver) rewind(pt syncPoint) error {
+	if err := x.tmp.Truncate(pt.Offset); err != nil {
+		return &LocalError{Op: "truncate", Path: x.tmpPath, Err: err}
+	}
+	if _, err := x.tmp.Seek(pt.Offset, 0); err != nil {
+		return &LocalError{Op: "seek", Path: x.tmpPath, Err: err}
+	}
+	x.fileOff, x.bytes, x.articles, x.lastSync = pt.Offset, pt.Bytes, pt.Articles, pt.N
+	x.st.Acked = pt.N
+	x.st.Points = x.st.Points[:0]
+	if pt.N > 0 {
+		x.st.Points = append(x.st.Points, pt)
+	}
+	if x.bw == nil {
+		x.bw = bufio.NewWriterSize(x.tmp, 256<<10)
+	} else {
+		x.bw.Reset(x.tmp)
+	}
+	if err := x.sf.save(x.st); err != nil {
+		x.s.log.Warn("cannot save restart state", "err", err)
+	}
+	return nil
+}
+
+// read sends READ{PI 18 = p}; when the server cannot resume there it falls
+// back to the start of the file.
+func (x *receiver) read(p uint32, pt syncPoint) (uint32, error) {
+	s := x.s
+	for {
+		var q fpdu.Params
+		q.AddUint(fpdu.PIRestartPoint, uint64(p))
+		if err := s.write(&fpdu.FPDU{Kind: fpdu.Read, DstID: s.peer, Params: q}); err != nil {
+			return p, err
+		}
+		_, err := s.expectOK(fpdu.AckRead)
+		var te *TransferError
+		if p > 0 && errors.As(err, &te) && te.Op == fpdu.AckRead {
+			s.log.Info("server refused the restart point; reading from the start", "point", p, "diag", te.Diagnostic.String())
+			p = 0
+			if err := x.rewind(syncPoint{}); err != nil {
+				return p, s.closeFile(err)
+			}
+			continue
+		}
+		if err != nil {
+			if te != nil {
+				return p, s.closeFile(err)
+			}
+			return p, err
+		}
+		_ = pt
+		return p, nil
+	}
+}
+
+func (x *receiver) writeArticle(a []byte) error {
+	if _, err := x.bw.Write(a); err != nil {
+		return err
+	}
+	n := len(a)
+	if x.text {
+		if err := x.bw.WriteByte('\n'); err != nil {
+			return err
+		}
+		n++
+	}
+	x.fileOff += int64(n)
+	x.bytes += int64(len(a))
+	x.articles++
+	return nil
+}
+
+// nextData reads the next FPDU of the data phase, re-arming the inactivity
+// deadline only every Tp/8 to keep the hot path free of timer updates.
+func (x *receiver) nextData() (*fpdu.FPDU, error) {
+	s := x.s
+	if now := time.Now(); now.Sub(x.lastArm) > s.tp/8 {
+		x.lastArm = now
+		return s.next()
+	}
+	f, err := s.r.Next()
+	if err != nil {
+		var d fpdu.Diagnostic
+		if errors.As(err, &d) {
+			return nil, s.protocolError(d, "decode: %v", err)
+		}
+		return nil, s.ioError("read", err)
+	}
+	if f.Kind == fpdu.Abort {
+		d, _ := f.Params.Diagnostic()
+		s.broken = true
+		_ = s.conn.Close()
+		return nil, &AbortError{Diagnostic: d}
+	}
+	return f, nil
+}
+
+// data receives DTFs and SYNs until DTF.END, then sends TRANS.END.
+func (x *receiver) data() error {
+	s := x.s
+	for {
+		f, err := x.nextData()
+		if err != nil {
+			return err
+		}
+		switch f.Kind {
+		case fpdu.DTF:
+			if x.inSeg {
+				return s.protocolError(fpdu.DiagProtocolError, "DTF inside a segmented article")
+			}
+			if err := f.ForEachArticle(x.article); err != nil {
+				var d fpdu.Diagnostic
+				if errors.As(err, &d) {
+					return s.protocolError(d, "DTF: %v", err)
+				}
+				return x.localFailure(err)
+			}
+		case fpdu.DTFDA, fpdu.DTFMA, fpdu.DTFFA:
+			if (f.Kind == fpdu.DTFDA) == x.inSeg {
+				return s.protocolError(fpdu.DiagProtocolError, "%s out of sequence", f.Kind)
+			}
+			if _, err := x.bw.Write(f.Data); err != nil {
+				return x.localFailure(err)
+			}
+			x.fileOff += int64(len(f.Data))
+			x.bytes += int64(len(f.Data))
+			x.inSeg = f.Kind != fpdu.DTFFA
+			if f.Kind == fpdu.DTFFA {
+				x.articles++
+				if x.text {
+					if err := x.bw.WriteByte('\n'); err != nil {
+						return x.localFailure(err)
+					}
+					x.fileOff++
+				}
+			}
+		case fpdu.Syn:
+			n, _ := f.Params.Uint(fpdu.PISyncNumber)
+			if x.inSeg {
+				return s.protocolError(fpdu.DiagProtocolError, "SYN inside a segmented article")
+			}
+			if err := x.sync(uint32(n)); err != nil {
+				return err
+			}
+		case fpdu.DTFEnd:
+			if x.inSeg {
+				return s.protocolError(fpdu.DiagProtocolError, "DTF.END inside a segmented article")
+			}
+			d, _ := f.Params.Diagnostic()
+			return x.end(d)
+		case fpdu.IDT:
+			return s.closeFile(s.answerIDT(f))
+		default:
+			return s.protocolError(fpdu.DiagProtocolError, "unexpected %s during data transfer", f.Kind)
+		}
+		if x.req.Progress != nil && x.articles&63 == 0 {
+			x.progress(false)
+		}
+	}
+}
+
+// sync makes everything received so far durable, records the sync point and
+// acknowledges it (unless the window is 0: no acknowledgements).
+func (x *receiver) sync(n uint32) error {
+	s := x.s
+	if n == 0 || n > 0xFFFFFF {
+		return s.protocolError(fpdu.DiagBadParameter, "SYN number %d", n)
+	}
+	if err := x.flush(); err != nil {
+		return x.localFailure(err)
+	}
+	x.lastSync = n
+	x.st.Acked = n
+	x.st.Points = append(x.st.Points[:0], syncPoint{N: n, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes})
+	if err := x.sf.save(x.st); err != nil {
+		s.log.Warn("cannot save restart state", "err", err)
+	}
+	x.progress(false)
+	if x.window == 0 {
+		return nil
+	}
+	var p fpdu.Params
+	p.AddUint(fpdu.PISyncNumber, uint64(n))
+	return s.write(&fpdu.FPDU{Kind: fpdu.AckSyn, DstID: s.peer, Params: p})
+}
+
+func (x *receiver) flush() error {
+	if err := x.bw.Flush(); err != nil {
+		return err
+	}
+	return x.tmp.Sync()
+}
+
+// end handles DTF.END: flush, fsync, TRANS.END{27, 28}, ACK(TRANS.END).
+func (x *receiver) end(d fpdu.Diagnostic) error {
+	s := x.s
+	if err := x.flush(); err != nil {
+		return x.localFailure(err)
+	}
+	var q fpdu.Params
+	q.AddUint(fpdu.PIByteCount, uint64(x.bytes))
+	q.AddUint(fpdu.PIArticleCount, uint64(x.articles))
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.TransEnd, DstID: s.peer, Params: q}); err != nil {
+		return err
+	}
+	f, err := s.expectOK(fpdu.AckTransEnd)
+	if err != nil {
+		var te *TransferError
+		if errors.As(err, &te) {
+			return s.closeFile(err)
+		}
+		return err
+	}
+	if !d.OK() {
+		return s.closeFile(&TransferError{Op: fpdu.DTFEnd, Diagnostic: d})
+	}
+	b, okb := f.Params.Uint(fpdu.PIByteCount)
+	a, oka := f.Params.Uint(fpdu.PIArticleCount)
+	if okb && oka && (int64(b) != x.bytes || int64(a) != x.articles) {
+		return s.protocolError(fpdu.DiagCountMismatch, "server sent %d bytes/%d articles, we received %d/%d",
+			b, a, x.bytes, x.articles)
+	}
+	return nil
+}
+
+// localFailure interrupts the transfer for a local write error: IDT with end
+// code 4 (a restart may follow) and 2/213, then CRF and DESELECT.
+func (x *receiver) localFailure(cause error) error {
+	s := x.s
+	cause = &LocalError{Op: "write", Path: x.tmpPath, Err: cause}
+	var p fpdu.Params
+	p.AddDiagnostic(fpdu.DiagIOError)
+	p.AddUint(fpdu.PIEndCode, 4)
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.IDT, DstID: s.peer, Params: p}); err != nil {
+		return cause
+	}
+	for i := 0; ; i++ {
+		f, err := s.next()
+		if err != nil {
+			return cause
+		}
+		switch f.Kind {
+		case fpdu.AckIDT:
+			return s.closeFile(cause)
+		case fpdu.IDT:
+			// Collision: ours wins, the server will acknowledge it.
+			continue
+		}
+		// Data still in flight; drop it.
+		if i > 1<<20 {
+			_ = s.Abort(fpdu.DiagIOError)
+			return cause
+		}
+	}
+}
+
+func (x *receiver) progress(final bool) {
+	if x.req.Progress == nil {
+		return
+	}
+	now := time.Now()
+	if !final && now.Sub(x.lastProg) < 100*time.Millisecond {
+		return
+	}
+	x.lastProg = now
+	total := x.total
+	if final {
+		total = x.fileOff
+	}
+	x.req.Progress(Progress{Bytes: x.fileOff, Total: total})
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,866 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
+
+// SendRequest describes a push: CREATE, WRITE, DTFs.
+type SendRequest struct {
+	// Source is the local file.
+	Source string
+	// VirtualFile is PI 12 (default: the base name of Source); FileType PI 11.
+	VirtualFile string
+	FileType    uint16
+	// TransferID is PI 13 (non-zero); 0 draws one. A restart reuses the id
+	// saved in the restart state.
+	TransferID uint32
+
+	Format        ArticleFormat
+	ArticleLength int // PI 32; 0: DefaultArticleLength, lowered to the sync interval
+	DataCode      DataCode
+	// MultiArticle > 1 packs up to that many articles in one DTF (byte 5 = N),
+	// within the entity size. Use it only with servers that agreed to it.
+	MultiArticle int
+	// Segment allows DTFDA/DTFMA/DTFFA for articles longer than the entity
+	// size allows.
+	Segment bool
+	// EntitySize is the PI 25 proposal (0: DefaultEntitySize).
+	EntitySize int
+	Priority   uint8 // PI 17
+
+	// StateDir holds the restart state; empty: a hidden file beside Source.
+	StateDir string
+	// NoRestart disables the restart state: every attempt starts over.
+	NoRestart bool
+
+	// Progress, when set, is called from the transfer goroutine at most
+	// every 100 ms and at the end.
+	Progress func(Progress)
+}
+
+// sendEvent is what the reader goroutine of a push reports: one FPDU from
+// the server, reduced to values so that no buffer outlives Reader.Next.
+type sendEvent struct {
+	kind     fpdu.Kind
+	n        uint64 // PI 20 of ACK(SYN)
+	diag     fpdu.Diagnostic
+	endCode  uint8
+	bytes    int64
+	articles int64
+	counts   bool
+	err      error
+}
+
+func (e sendEvent) terminal() bool {
+	return e.err != nil || e.kind != fpdu.AckSyn
+}
+
+// sender is the state of one push on a session.
+type sender struct {
+	s        *Session
+	req      *SendRequest
+	entity   int
+	artLen   int
+	limit    int64 // sync interval in data bytes; 0: no sync points
+	window   uint32
+	syncSent uint32
+	acked    uint32
+	since    int64 // data bytes since the last sync point
+	fileOff  int64
+	bytes    int64
+	articles int64
+	total    int64
+	st       *transferState
+	sf       *stateFile
+
+	events chan sendEvent
+	done   chan struct{}
+	term   *sendEvent // terminal event already received
+
+	multiN int
+	lastProgress time.Time
+}
+
+// Send pushes req.Source to the server. With restart state from an earlier
+// interrupted attempt it asks for a restart (PI 15 = 1, same PI 13) and
+// resumes from the sync point the server chooses.
+func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err error) {
+	start := time.Now()
+	if s.broken {
+		return res, &ConnectionError{Op: "send", Err: errors.New("session is closed")}
+	}
+	if req.VirtualFile == "" {
+		req.VirtualFile = filepath.Base(req.Source)
+	}
+	abs, err := filepath.Abs(req.Source)
+	if err != nil {
+		return res, &LocalError{Op: "open", Path: req.Source, Err: err}
+	}
+	src, err := os.Open(abs)
+	if err != nil {
+		return res, &LocalError{Op: "open", Path: req.Source, Err: err}
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return res, &LocalError{Op: "stat", Path: req.Source, Err: err}
+	}
+	if !fi.Mode().IsRegular() {
+		return res, &LocalError{Op: "open", Path: req.Source, Err: errors.New("not a regular file")}
+	}
+	x := &sender{s: s, req: &req, total: fi.Size()}
+	if err := x.plan(); err != nil {
+		return res, err
+	}
+
+	// Restart state.
+	key := &transferState{Version: 1, Direction: "send", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
+		Partner: s.cfg.RequesterID, VirtualFile: req.VirtualFile, Local: abs, Size: fi.Size(),
+		ModTime: fi.ModTime().UnixNano()}
+	var prev *transferState
+	if !req.NoRestart {
+		sf, st, err := openState(statePath(req.StateDir, key), key)
+		if err != nil {
+			s.log.Warn("restart state unavailable; a failed transfer will start over", "err", err)
+		} else {
+			x.sf, prev = sf, st
+			defer sf.close()
+		}
+	}
+	x.st = key
+	restart := prev != nil
+	if restart {
+		x.st = prev
+	} else {
+		x.st.TransferID = req.TransferID
+		if x.st.TransferID == 0 {
+			x.st.TransferID = newTransferID()
+		}
+	}
+	res.TransferID = x.st.TransferID
+
+	defer s.watch(ctx)()
+	ack, err := x.create(restart)
+	var te *TransferError
+	if restart && errors.As(err, &te) && te.Op == fpdu.AckCreate {
+		// The server does not know the interrupted transfer any more: start
+		// over under a new id on the same connection (state CN03).
+		s.log.Info("restart refused by server; starting over", "diag", te.Diagnostic.String())
+		restart = false
+		x.st = key
+		x.st.TransferID = newTransferID()
+		res.TransferID = x.st.TransferID
+		x.st.Points, x.st.Acked = nil, 0
+		ack, err = x.create(false)
+	}
+	if err != nil {
+		return res, err
+	}
+	if e, ok := ack.Params.Uint(fpdu.PIEntitySize); ok && e > 0 && int(e) < x.entity {
+		x.entity = int(e)
+	}
+	if x.entity < fpdu.HeaderLen+1 {
+		return res, s.protocolError(fpdu.DiagBadParameter, "entity size %d too small", x.entity)
+	}
+	if x.artLen+fpdu.HeaderLen > x.entity && !req.Segment {
+		err := fmt.Errorf("server lowered the entity size to %d, below article length %d + 6: enable segmentation",
+			x.entity, x.artLen)
+		return res, x.endFile(&TransferError{Op: fpdu.AckCreate, Diagnostic: fpdu.DiagInsufficientCharacteristics, Text: err.Error()})
+	}
+	s.w.SetEntitySize(x.entity)
+	if err := x.sf.save(x.st); err != nil {
+		s.log.Warn("cannot save restart state", "err", err)
+	}
+
+	// ORF, WRITE.
+	if err := s.openFile(); err != nil {
+		return res, x.endFile(err)
+	}
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.Write, DstID: s.peer}); err != nil {
+		return res, err
+	}
+	aw, err := s.expectOK(fpdu.AckWrite)
+	if err != nil {
+		return res, x.closeFile(err)
+	}
+	p64, _ := aw.Params.Uint(fpdu.PIRestartPoint)
+	if p64 > 0xFFFFFF {
+		return res, s.protocolError(fpdu.DiagBadParameter, "ACK(WRITE) restart point %d", p64)
+	}
+	p := uint32(p64)
+	pt, ok := x.st.point(p)
+	if !ok || (p > 0 && !restart) {
+		// We cannot resume there: forget the state so that the next attempt
+		// starts over, and interrupt this one.
+		x.st.Points, x.st.Acked = nil, 0
+		x.st.TransferID = 0
+		if x.sf != nil {
+			x.sf.remove()
+			x.sf = nil
+		}
+		return res, x.interrupt(ctx, 16, fpdu.DiagRestartPointRefused,
+			&TransferError{Op: fpdu.AckWrite, Diagnostic: fpdu.DiagRestartPointRefused,
+				Text: fmt.Sprintf("server asked to restart from unknown sync point %d", p)})
+	}
+	res.Restarted, res.RestartPoint = restart, p
+	x.syncSent, x.acked = p, p
+	x.fileOff, x.articles, x.bytes = pt.Offset, pt.Articles, pt.Bytes
+	if _, err := src.Seek(pt.Offset, io.SeekStart); err != nil {
+		return res, x.interrupt(ctx, 4, fpdu.DiagIOError, &LocalError{Op: "seek", Path: req.Source, Err: err})
+	}
+	s.log.Debug("pesit write", "transfer", x.st.TransferID, "restart_point", p, "offset", pt.Offset,
+		"entity", x.entity, "article", x.artLen, "sync_bytes", x.limit, "window", x.window)
+
+	if err := x.data(ctx, src); err != nil {
+		return res, err
+	}
+	if err := x.closeFile(nil); err != nil {
+		return res, err
+	}
+	if x.sf != nil {
+		x.sf.remove()
+		x.sf = nil
+	}
+	x.progress(true)
+	res.FileBytes, res.DataBytes, res.Articles = x.fileOff, x.bytes, x.articles
+	res.SyncPoints = x.syncSent
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// plan fixes the entity size proposal and the article length.
+func (x *sender) plan() error {
+	req := x.req
+	x.entity = req.EntitySize
+	if x.entity <= 0 || x.entity > fpdu.MaxFPDULen {
+		x.entity = DefaultEntitySize
+	}
+	if x.entity < fpdu.HeaderLen+1 {
+		return fmt.Errorf("entity size %d is too small", x.entity)
+	}
+	x.limit = int64(x.s.syncKB) * 1024
+	x.window = uint32(x.s.syncWindow)
+	x.artLen = req.ArticleLength
+	if x.artLen < 0 || x.artLen > maxArticleLength {
+		return fmt.Errorf("article length %d out of range 1..%d", x.artLen, maxArticleLength)
+	}
+	if x.artLen == 0 {
+		x.artLen = DefaultArticleLength
+		if !req.Segment && x.artLen > x.entity-fpdu.HeaderLen {
+			x.artLen = x.entity - fpdu.HeaderLen
+		}
+		if x.limit > 0 && int64(x.artLen) > x.limit {
+			x.artLen = int(x.limit)
+		}
+	}
+	if x.limit > 0 && int64(x.artLen) > x.limit {
+		return fmt.Errorf("article length %d exceeds the sync interval of %d bytes (sync points go between articles)",
+			x.artLen, x.limit)
+	}
+	if !req.Segment && x.artLen+fpdu.HeaderLen > x.entity {
+		return fmt.Errorf("article length %d does not fit the entity size %d without segmentation", x.artLen, x.entity)
+	}
+	if req.MultiArticle > 255 {
+		req.MultiArticle = 255
+	}
+	return nil
+}
+
+// create sends CREATE and waits for ACK(CREATE).
+func (x *sender) create(restart bool) (*fpdu.FPDU, error) {
+	req, s := x.req, x.s
+	var id fpdu.Params
+	id.AddUint(fpdu.PIFileType, uint64(req.FileType))
+	id.AddString(fpdu.PIFileName, req.VirtualFile)
+	var logical fpdu.Params
+	logical.Add(fpdu.PIArticleFormat, []byte{byte(req.Format)})
+	logical.AddUint(fpdu.PIArticleLength, uint64(x.artLen))
+	var physical fpdu.Params
+	physical.AddUint(fpdu.PISpaceUnit, 0)
+	physical.AddUint(fpdu.PISpaceMax, uint64((x.total+1023)/1024))
+	var hist fpdu.Params
+	mtime := time.Unix(0, x.st.ModTime)
+	if x.st.ModTime == 0 {
+		mtime = time.Now()
+	}
+	hist.AddString(fpdu.PICreated, pesitDate(mtime))
+
+	var p fpdu.Params
+	p.AddGroup(fpdu.PGIFileID, id)
+	p.AddUint(fpdu.PITransferID, uint64(x.st.TransferID))
+	if restart {
+		p.AddUint(fpdu.PIRestart, 1)
+	}
+	p.AddUint(fpdu.PIDataCode, req.DataCode.wire())
+	p.AddUint(fpdu.PIPriority, uint64(req.Priority))
+	p.AddUint(fpdu.PIEntitySize, uint64(x.entity))
+	p.AddGroup(fpdu.PGILogical, logical)
+	p.AddGroup(fpdu.PGIPhysical, physical)
+	p.AddGroup(fpdu.PGIHistorical, hist)
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.Create, DstID: s.peer, Params: p}); err != nil {
+		return nil, err
+	}
+	return s.expectOK(fpdu.AckCreate)
+}
+
+// openFile sends ORF (no compression) and waits for ACK(ORF).
+func (s *Session) openFile() error {
+	var p fpdu.Params
+	p.Add(fpdu.PICompression, []byte{0, 0})
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.Orf, DstID: s.peer, Params: p}); err != nil {
+		return err
+	}
+	f, err := s.expectOK(fpdu.AckOrf)
+	if err != nil {
+		return err
+	}
+	if b, ok := f.Params.Bytes(fpdu.PICompression); ok && len(b) > 0 && b[0] != 0 {
+		return s.protocolError(fpdu.DiagCompressionRefused, "server imposed compression we did not propose")
+	}
+	return nil
+}
+
+// closeFile sends CRF and DESELECT (which cannot be refused) after a
+// transfer, whatever its outcome; cause, when not nil, is the error that
+// ended the transfer and is returned in preference to a later one.
+func (x *sender) closeFile(cause error) error {
+	return x.s.closeFile(cause)
+}
+
+// endFile sends DESELECT after a CREATE or SELECT that succeeded but whose
+// transfer will not happen.
+func (x *sender) endFile(cause error) error {
+	return x.s.deselect(cause)
+}
+
+func (s *Session) closeFile(cause error) error {
+	if s.broken {
+		return cause
+	}
+	var p fpdu.Params
+	p.AddDiagnostic(fpdu.DiagOK)
+	err := s.write(&fpdu.FPDU{Kind: fpdu.Crf, DstID: s.peer, Params: p})
+	if err == nil {
+		_, err = s.expect(fpdu.AckCrf)
+	}
+	if err != nil {
+		if cause != nil {
+			return cause
+		}
+		return err
+	}
+	return s.deselect(cause)
+}
+
+func (s *Session) deselect(cause error) error {
+	if s.broken {
+		return cause
+	}
+	var p fpdu.Params
+	p.AddDiagnostic(fpdu.DiagOK)
+	err := s.write(&fpdu.FPDU{Kind: fpdu.Deselect, DstID: s.peer, Params: p})
+	if err == nil {
+		_, err = s.expect(fpdu.AckDeselect)
+	}
+	if cause != nil {
+		return cause
+	}
+	return err
+}
+
+// data sends the file from the current offset, with sync points, then
+// DTF.END and TRANS.END, and checks ACK(TRANS.END).
+func (x *sender) data(ctx context.Context, src *os.File) (err error) {
+	s := x.s
+	var next func() ([]byte, int, error)
+	if x.req.Format == FormatVariable && x.req.DataCode.text() {
+		ls := newLineSource(src, x.artLen)
+		next = ls.next
+	} else {
+		fs := newFixedSource(src, x.artLen, &s.dataBuf)
+		next = fs.next
+	}
+	x.multiN = 0
+	if x.req.MultiArticle > 1 {
+		if cap(s.multi) < x.entity {
+			s.multi = make([]byte, 0, x.entity)
+		}
+		s.multi = s.multi[:0]
+	}
+
+	// The server talks during the data phase only to acknowledge sync
+	// points, interrupt or abort; a goroutine reads it so that the write
+	// loop never blocks on a read it does not need.
+	_ = s.conn.SetReadDeadline(time.Time{})
+	if s.canceled.Load() {
+		_ = s.conn.SetDeadline(time.Unix(1, 0))
+	}
+	x.events = make(chan sendEvent, 8)
+	x.done = make(chan struct{})
+	go x.readLoop()
+	defer func() {
+		if x.done != nil {
+			// Still running: the connection is unusable anyway.
+			s.broken = true
+			_ = s.conn.Close()
+			<-x.done
+		}
+	}()
+
+	for {
+		art, raw, rerr := next()
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return x.interrupt(ctx, 4, fpdu.DiagIOError, &LocalError{Op: "read", Path: x.req.Source, Err: rerr})
+		}
+		if len(art) > x.artLen {
+			return x.interrupt(ctx, 16, fpdu.DiagArticleTooLong, &LocalError{Op: "read", Path: x.req.Source,
+				Err: fmt.Errorf("line of %d bytes at offset %d is longer than the article length %d", len(art), x.fileOff, x.artLen)})
+		}
+		if x.limit > 0 && x.since > 0 && x.since+int64(len(art)) > x.limit {
+			if err := x.sync(ctx); err != nil {
+				return err
+			}
+		}
+		if err := x.emit(art); err != nil {
+			return err
+		}
+		x.since += int64(len(art))
+		x.bytes += int64(len(art))
+		x.articles++
+		x.fileOff += int64(raw)
+		if err := x.poll(); err != nil {
+			return err
+		}
+		if x.articles&63 == 0 {
+			x.progress(false)
+		}
+	}
+	if err := x.flushMulti(); err != nil {
+		return err
+	}
+
+	// DTF.END, TRANS.END.
+	var p fpdu.Params
+	p.AddDiagnostic(fpdu.DiagOK)
+	if err := x.queue(&fpdu.FPDU{Kind: fpdu.DTFEnd, DstID: s.peer, Params: p}); err != nil {
+		return err
+	}
+	var q fpdu.Params
+	q.AddUint(fpdu.PIByteCount, uint64(x.bytes))
+	q.AddUint(fpdu.PIArticleCount, uint64(x.articles))
+	if err := s.w.Flush(); err != nil {
+		return s.ioError("send DTF.END", err)
+	}
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.TransEnd, DstID: s.peer, Params: q}); err != nil {
+		return err
+	}
+	ev, err := x.waitTerminal()
+	if err != nil {
+		return err
+	}
+	switch ev.kind {
+	case fpdu.AckTransEnd:
+	case fpdu.IDT:
+		return x.s.closeFile(x.ackIDT(ev))
+	default:
+		return s.protocolError(fpdu.DiagProtocolError, "expected ACK(TRANS.END), got %s", ev.kind)
+	}
+	if !ev.diag.OK() {
+		return x.closeFile(&TransferError{Op: fpdu.AckTransEnd, Diagnostic: ev.diag})
+	}
+	if ev.counts && (ev.bytes != x.bytes || ev.articles != x.articles) {
+		return s.protocolError(fpdu.DiagCountMismatch, "server counted %d bytes/%d articles, we sent %d/%d",
+			ev.bytes, ev.articles, x.bytes, x.articles)
+	}
+	return nil
+}
+
+// readLoop reads the server's FPDUs during the data phase until a terminal
+// one (anything but ACK(SYN)) or an error.
+func (x *sender) readLoop() {
+	defer close(x.done)
+	for {
+		f, err := x.s.r.Next()
+		var ev sendEvent
+		if err != nil {
+			ev.err = err
+		} else {
+			ev.kind = f.Kind
+			ev.n, _ = f.Params.Uint(fpdu.PISyncNumber)
+			if d, ok := f.Params.Diagnostic(); ok {
+				ev.diag = d
+			}
+			if c, ok := f.Params.Uint(fpdu.PIEndCode); ok {
+				ev.endCode = uint8(c)
+			}
+			b, okb := f.Params.Uint(fpdu.PIByteCount)
+			a, oka := f.Params.Uint(fpdu.PIArticleCount)
+			ev.bytes, ev.articles, ev.counts = int64(b), int64(a), okb && oka
+		}
+		x.events <- ev
+		if ev.terminal() {
+			return
+		}
+	}
+}
+
+// handle applies a non-terminal event, or records a terminal one and turns it
+// into the error that ends the data loop.
+func (x *sender) handle(ev sendEvent) error {
+	if !ev.terminal() {
+		n := uint32(ev.n)
+		if n > x.syncSent {
+			return x.s.protocolError(fpdu.DiagProtocolError, "ACK(SYN) %d for a sync point not sent (last %d)", n, x.syncSent)
+		}
+		if n > x.acked {
+			x.acked = n
+			x.st.Acked = n
+		}
+		return nil
+	}
+	x.term = &ev
+	<-x.done
+	x.done = nil
+	return x.terminalError(ev)
+}
+
+func (x *sender) terminalError(ev sendEvent) error {
+	s := x.s
+	switch {
+	case ev.err != nil:
+		var d fpdu.Diagnostic
+		if errors.As(ev.err, &d) {
+			return s.protocolError(d, "decode: %v", ev.err)
+		}
+		return s.ioError("read", ev.err)
+	case ev.kind == fpdu.Abort:
+		s.broken = true
+		_ = s.conn.Close()
+		return &AbortError{Diagnostic: ev.diag}
+	case ev.kind == fpdu.IDT:
+		return x.s.closeFile(x.ackIDT(ev))
+	}
+	return s.protocolError(fpdu.DiagProtocolError, "unexpected %s during data transfer", ev.kind)
+}
+
+func (x *sender) ackIDT(ev sendEvent) error {
+	te := &TransferError{Op: fpdu.IDT, Diagnostic: ev.diag, EndCode: ev.endCode}
+	if err := x.s.write(&fpdu.FPDU{Kind: fpdu.AckIDT, DstID: x.s.peer}); err != nil {
+		return errors.Join(te, err)
+	}
+	return te
+}
+
+// poll applies the events that are already there, without blocking.
+func (x *sender) poll() error {
+	for {
+		select {
+		case ev := <-x.events:
+			if err := x.handle(ev); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// waitEvent blocks for the next event, at most Tp.
+func (x *sender) waitEvent(ctx context.Context, what string) (sendEvent, error) {
+	t := time.NewTimer(x.s.tp)
+	defer t.Stop()
+	select {
+	case ev := <-x.events:
+		return ev, nil
+	case <-t.C:
+		x.s.broken = true
+		_ = x.s.conn.Close()
+		return sendEvent{}, &ConnectionError{Op: what, Err: fmt.Errorf("no answer from the server in %s", x.s.tp)}
+	case <-ctx.Done():
+		x.s.broken = true
+		_ = x.s.conn.Close()
+		return sendEvent{}, fmt.Errorf("%s: %w", what, context.Cause(ctx))
+	}
+}
+
+// waitTerminal waits for the terminal event, applying ACK(SYN)s on the way.
+func (x *sender) waitTerminal() (sendEvent, error) {
+	if x.term != nil {
+		return *x.term, nil
+	}
+	for {
+		ev, err := x.waitEvent(context.Background(), "wait for ACK(TRANS.END)")
+		if err != nil {
+			return ev, err
+		}
+		if !ev.terminal() {
+			if err := x.handle(ev); err != nil {
+				return ev, err
+			}
+			continue
+		}
+		<-x.done
+		x.done = nil
+		if ev.err != nil {
+			return ev, x.terminalError(ev)
+		}
+		if ev.kind == fpdu.Abort {
+			return ev, x.terminalError(ev)
+		}
+		return ev, nil
+	}
+}
+
+// sync sends the next SYN, records the sync point and honours the window.
+func (x *sender) sync(ctx context.Context) error {
+	if err := x.flushMulti(); err != nil {
+		return err
+	}
+	s := x.s
+	x.syncSent++
+	var p fpdu.Params
+	p.AddUint(fpdu.PISyncNumber, uint64(x.syncSent))
+	if err := x.queue(&fpdu.FPDU{Kind: fpdu.Syn, DstID: s.peer, Params: p}); err != nil {
+		return err
+	}
+	if err := s.w.Flush(); err != nil {
+		return s.ioError("send SYN", err)
+	}
+	x.since = 0
+	x.st.addPoint(syncPoint{N: x.syncSent, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes})
+	if err := x.sf.save(x.st); err != nil {
+		s.log.Warn("cannot save restart state", "err", err)
+	}
+	x.progress(false)
+	for x.window > 0 && x.syncSent-x.acked >= x.window {
+		ev, err := x.waitEvent(ctx, "wait for ACK(SYN)")
+		if err != nil {
+			return err
+		}
+		if err := x.handle(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emit sends one article: packed in a multi-article DTF, alone, or segmented.
+func (x *sender) emit(art []byte) error {
+	if x.req.MultiArticle > 1 {
+		s := x.s
+		if 2+len(art)+fpdu.HeaderLen <= x.entity {
+			if x.multiN >= x.req.MultiArticle || fpdu.HeaderLen+len(s.multi)+2+len(art) > x.entity {
+				if err := x.flushMulti(); err != nil {
+					return err
+				}
+			}
+			s.multi = append(s.multi, byte(len(art)>>8), byte(len(art)))
+			s.multi = append(s.multi, art...)
+			x.multiN++
+			return nil
+		}
+		if err := x.flushMulti(); err != nil {
+			return err
+		}
+	}
+	return x.single(art)
+}
+
+func (x *sender) flushMulti() error {
+	s := x.s
+	switch x.multiN {
+	case 0:
+		return nil
+	case 1:
+		// Never send byte 5 = 1: a lone article goes as a plain DTF.
+		x.multiN = 0
+		err := x.single(s.multi[2:])
+		s.multi = s.multi[:0]
+		return err
+	}
+	s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, SrcID: byte(x.multiN), Data: s.multi}
+	x.multiN = 0
+	err := x.queue(&s.out)
+	s.multi = s.multi[:0]
+	return err
+}
+
+func (x *sender) single(art []byte) error {
+	s := x.s
+	room := x.entity - fpdu.HeaderLen
+	if len(art) == 0 {
+		// An empty single-article DTF does not exist: a lone empty line goes
+		// as the one-article prefixed form (byte 5 = 1, length 0), which
+		// receivers read as one empty article.
+		s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, SrcID: 1, Data: s.zero[:]}
+		return x.queue(&s.out)
+	}
+	if len(art) <= room {
+		s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, Data: art}
+		return x.queue(&s.out)
+	}
+	// Segmented: DTFDA, DTFMA*, DTFFA, each filling the entity size.
+	kind := fpdu.DTFDA
+	for len(art) > 0 {
+		n := min(room, len(art))
+		if n == len(art) {
+			kind = fpdu.DTFFA
+		}
+		s.out = fpdu.FPDU{Kind: kind, DstID: s.peer, Data: art[:n]}
+		if err := x.queue(&s.out); err != nil {
+			return err
+		}
+		art = art[n:]
+		kind = fpdu.DTFMA
+	}
+	return nil
+}
+
+func (x *sender) queue(f *fpdu.FPDU) error {
+	if err := x.s.w.Queue(f); err != nil {
+		return x.s.ioError("send "+f.Kind.String(), err)
+	}
+	return nil
+}
+
+// interrupt sends IDT with end code and diagnostic d for a local failure
+// (cause), waits for ACK(IDT), then closes the file. It returns cause.
+func (x *sender) interrupt(ctx context.Context, code uint8, d fpdu.Diagnostic, cause error) error {
+	s := x.s
+	if s.broken {
+		return cause
+	}
+	if x.done == nil {
+		// Before the data phase: no reader goroutine yet.
+		var p fpdu.Params
+		p.AddDiagnostic(d)
+		p.AddUint(fpdu.PIEndCode, uint64(code))
+		if err := s.write(&fpdu.FPDU{Kind: fpdu.IDT, DstID: s.peer, Params: p}); err != nil {
+			return cause
+		}
+		for {
+			f, err := s.next()
+			if err != nil {
+				return cause
+			}
+			if f.Kind == fpdu.AckIDT {
+				return s.closeFile(cause)
+			}
+		}
+	}
+	_ = x.flushMulti()
+	var p fpdu.Params
+	p.AddDiagnostic(d)
+	p.AddUint(fpdu.PIEndCode, uint64(code))
+	if err := s.w.Flush(); err != nil {
+		return cause
+	}
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.IDT, DstID: s.peer, Params: p}); err != nil {
+		return cause
+	}
+	ev, err := x.waitTerminal()
+	if err != nil {
+		return cause
+	}
+	if ev.kind != fpdu.AckIDT {
+		// Collision with the server's own IDT: the requester's wins, but
+		// acknowledge politely if it asks.
+		if ev.kind == fpdu.IDT {
+			_ = s.write(&fpdu.FPDU{Kind: fpdu.AckIDT, DstID: s.peer})
+		}
+		_ = s.Abort(fpdu.DiagProtocolError)
+		return cause
+	}
+	return s.closeFile(cause)
+}
+
+func (x *sender) progress(final bool) {
+	if x.req.Progress == nil {
+		return
+	}
+	now := time.Now()
+	if !final && now.Sub(x.lastProgress) < 100*time.Millisecond {
+		return
+	}
+	x.lastProgress = now
+	x.req.Progress(Progress{Bytes: x.fileOff, Total: x.total})
+}
+
+// fixedSource cuts a file into articles of n bytes (the last one may be
+// shorter), reading large blocks into a reused buffer.
+type fixedSource struct {
+	r          io.Reader
+	n          int
+	buf        []byte
+	start, end int
+	eof        bool
+}
+
+func newFixedSource(r io.Reader, n int, buf *[]byte) *fixedSource {
+	size := max(256<<10, 2*n)
+	if cap(*buf) < size {
+		*buf = make([]byte, size)
+	}
+	return &fixedSource{r: r, n: n, buf: (*buf)[:cap(*buf)]}
+}
+
+func (f *fixedSource) next() ([]byte, int, error) {
+	if f.end-f.start < f.n && !f.eof {
+		copy(f.buf, f.buf[f.start:f.end])
+		f.end -= f.start
+		f.start = 0
+		for f.end < f.n && !f.eof {
+			k, err := f.r.Read(f.buf[f.end:])
+			f.end += k
+			if err == io.EOF {
+				f.eof = true
+			} else if err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	if f.start == f.end {
+		return nil, 0, io.EOF
+	}
+	k := min(f.n, f.end-f.start)
+	a := f.buf[f.start : f.start+k]
+	f.start += k
+	return a, k, nil
+}
+
+// lineSource yields one article per line, without its "\n".
+type lineSource struct {
+	br  *bufio.Reader
+	max int
+}
+
+func newLineSource(r io.Reader, maxLen int) *lineSource {
+	return &lineSource{br: bufio.NewReaderSize(r, max(64<<10, maxLen+1)), max: maxLen}
+}
+
+func (l *lineSource) next() ([]byte, int, error) {
+	line, err := l.br.ReadSlice('\n')
+	switch {
+	case err == nil:
+		return line[:len(line)-1], len(line), nil
+	case errors.Is(err, bufio.ErrBufferFull):
+		return line, len(line), nil // too long; the caller reports it
+	case err == io.EOF && len(line) > 0:
+		// A last line without "\n": sent as an article, so the receiver
+		// will end it with "\n".
+		return line, len(line), nil
+	}
+	return nil, 0, err
+}
