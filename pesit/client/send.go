@@ -86,7 +86,7 @@ type sender struct {
 	done   chan struct{}
 	term   *sendEvent // terminal event already received
 
-	multiN int
+	multiN       int
 	lastProgress time.Time
 }
 
