@@ -40,3 +40,7 @@ type Param struct {
 
 // Params is the parameter list of an FPDU or of a PGI.
 type Params []Param
+
+// Unknown lists the parameter codes of f that are not in the Hors-SIT table;
+// they were kept by the decoder and will be re-encoded.
+func (f *FPDU) Unknown() []PI { return f.Params.Unknown() }
