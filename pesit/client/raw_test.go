@@ -1,0 +1,87 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
+
+func rawConfig(addr string) Config {
+	return Config{Addr: addr, RequesterID: "CLIENT", ServerID: "RAWSRV", Password: "secret",
+		SyncIntervalKB: 32, SyncWindow: 2, Timeout: 10 * time.Second}
+}
+
+// TestRawRoundTrip pushes and pulls files through the minimal codec-only
+// responder: it checks the client's wire behaviour independently of
+// pesit/server.
+func TestRawRoundTrip(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 32, 2)
+	local := t.TempDir()
+	cases := []struct {
+		name string
+		size int64
+		req  SendRequest
+	}{
+		{"empty.bin", 0, SendRequest{}},
+		{"one.bin", 1, SendRequest{}},
+		{"mib.bin", 1 << 20, SendRequest{}},
+		{"multi.bin", 1<<20 + 333, SendRequest{ArticleLength: 1000, MultiArticle: 10, EntitySize: 4096}},
+		{"seg.bin", 300000, SendRequest{ArticleLength: 20000, Segment: true, EntitySize: 4096}},
+		{"lines.txt", -1, SendRequest{Format: FormatVariable, DataCode: DataASCII, ArticleLength: 4096}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var src string
+			if c.size < 0 {
+				src = writeText(t, local, c.name, 5000, 3)
+			} else {
+				src = writeRandom(t, local, c.name, c.size, uint64(c.size))
+			}
+			s, err := Dial(ctx, rawConfig(srv.addr()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := c.req
+			req.Source = src
+			res, err := s.Send(ctx, req)
+			if err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			sameFile(t, src, filepath.Join(srv.dir, c.name))
+			back := filepath.Join(local, "back-"+c.name)
+			res2, err := s.Receive(ctx, ReceiveRequest{VirtualFile: c.name, Dest: back})
+			if err != nil {
+				t.Fatalf("receive: %v", err)
+			}
+			sameFile(t, src, back)
+			if res.FileBytes != res2.FileBytes {
+				t.Errorf("sent %d bytes, received %d", res.FileBytes, res2.FileBytes)
+			}
+			if err := s.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestRawRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 32, 2)
+	cfg := rawConfig(srv.addr())
+	cfg.Password = "wrong"
+	_, err := Dial(ctx, cfg)
+	var re *RejectedError
+	if !errors.As(err, &re) || re.Diagnostic != fpdu.DiagNotAuthorised {
+		t.Fatalf("Dial with a bad password: %v, want RCONNECT 3/304", err)
+	}
+	if Retryable(err) {
+		t.Error("an authentication refusal must not be retried")
+	}
+}

@@ -1,0 +1,444 @@
+package client
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
+
+// rawServer is a minimal PeSIT responder written against the codec only, to
+// exercise the client before (and independently of) pesit/server. It serves
+// files from dir: a push to VFILE lands in dir/VFILE, a pull of VFILE reads
+// dir/VFILE. Names ending in ".txt" are variable-format ASCII text.
+type rawServer struct {
+	t        *testing.T
+	ln       net.Listener
+	dir      string
+	password string
+	syncKB   uint16
+	window   uint8
+	entity   int
+
+	mu       sync.Mutex
+	restarts map[uint32]*rawRestart // by PI 13
+	nextID   uint32
+	wg       sync.WaitGroup
+	conns    map[net.Conn]bool
+}
+
+type rawRestart struct {
+	points map[uint32][3]int64 // sync -> offset, articles, bytes
+	last   uint32
+}
+
+func newRawServer(t *testing.T, syncKB uint16, window uint8) *rawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rawServer{t: t, ln: ln, dir: t.TempDir(), password: "secret", syncKB: syncKB, window: window,
+		entity: 65535, restarts: map[uint32]*rawRestart{}, nextID: 100, conns: map[net.Conn]bool{}}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns[c] = true
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer func() { s.mu.Lock(); delete(s.conns, c); s.mu.Unlock(); c.Close() }()
+				if err := s.serve(c); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+					t.Logf("raw server: %v", err)
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *rawServer) addr() string { return s.ln.Addr().String() }
+
+type rawConn struct {
+	s      *rawServer
+	r      *fpdu.Reader
+	w      *fpdu.Writer
+	peer   byte
+	syncKB uint16
+	window uint8
+	// current file
+	name   string
+	id     uint32
+	text   bool
+	create bool
+	p      uint32
+}
+
+func (s *rawServer) serve(c net.Conn) error {
+	rc := &rawConn{s: s, r: fpdu.NewReader(c), w: fpdu.NewWriter(c)}
+	f, err := rc.r.Next()
+	if err != nil {
+		return err
+	}
+	if f.Kind != fpdu.Connect {
+		return errors.New("expected CONNECT")
+	}
+	rc.peer = f.SrcID
+	pw, _ := f.Params.String(fpdu.PIAccessControl)
+	if pw != s.password {
+		var p fpdu.Params
+		p.AddDiagnostic(fpdu.DiagNotAuthorised)
+		return rc.w.Write(&fpdu.FPDU{Kind: fpdu.RConnect, DstID: rc.peer, Params: p})
+	}
+	iv, win, ok := f.Params.SyncOption()
+	if ok && iv > 0 && s.syncKB > 0 {
+		rc.syncKB, rc.window = min(iv, s.syncKB), min(win, s.window)
+	}
+	var p fpdu.Params
+	p.AddUint(fpdu.PIVersion, 2)
+	p.AddSyncOption(rc.syncKB, rc.window)
+	if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.AConnect, DstID: rc.peer, SrcID: 0x61, Params: p}); err != nil {
+		return err
+	}
+	for {
+		f, err := rc.r.Next()
+		if err != nil {
+			return err
+		}
+		switch f.Kind {
+		case fpdu.Release:
+			return rc.w.Write(&fpdu.FPDU{Kind: fpdu.RelConf, DstID: rc.peer, SrcID: 0x61})
+		case fpdu.Create, fpdu.Select:
+			if err := rc.open(f); err != nil {
+				return err
+			}
+		case fpdu.Orf:
+			if err := rc.ack(fpdu.AckOrf, fpdu.DiagOK); err != nil {
+				return err
+			}
+		case fpdu.Write:
+			if err := rc.receive(); err != nil {
+				return err
+			}
+		case fpdu.Read:
+			pt, _ := f.Params.Uint(fpdu.PIRestartPoint)
+			if err := rc.send(uint32(pt)); err != nil {
+				return err
+			}
+		case fpdu.Crf:
+			if err := rc.ack(fpdu.AckCrf, fpdu.DiagOK); err != nil {
+				return err
+			}
+		case fpdu.Deselect:
+			if err := rc.ack(fpdu.AckDeselect, fpdu.DiagOK); err != nil {
+				return err
+			}
+		case fpdu.Msg, fpdu.MsgFM:
+			txt, _ := f.Params.String(fpdu.PIMessage)
+			_ = txt
+			if err := rc.ack(fpdu.AckMsg, fpdu.DiagOK); err != nil {
+				return err
+			}
+		case fpdu.MsgDM, fpdu.MsgMM:
+		default:
+			return errors.New("unexpected " + f.Kind.String())
+		}
+	}
+}
+
+func (rc *rawConn) ack(k fpdu.Kind, d fpdu.Diagnostic, extra ...fpdu.Param) error {
+	var p fpdu.Params
+	p.AddDiagnostic(d)
+	p = append(p, extra...)
+	return rc.w.Write(&fpdu.FPDU{Kind: k, DstID: rc.peer, Params: p})
+}
+
+func (rc *rawConn) open(f *fpdu.FPDU) error {
+	s := rc.s
+	rc.name, _ = f.Params.String(fpdu.PIFileName)
+	rc.create = f.Kind == fpdu.Create
+	rc.text = strings.HasSuffix(rc.name, ".txt")
+	id, _ := f.Params.Uint(fpdu.PITransferID)
+	restart, _ := f.Params.Uint(fpdu.PIRestart)
+	rc.id = uint32(id)
+	s.mu.Lock()
+	rs := s.restarts[rc.id]
+	if restart != 1 || rs == nil {
+		if !rc.create {
+			s.nextID++
+			rc.id = s.nextID
+		}
+		rs = &rawRestart{points: map[uint32][3]int64{}}
+		s.restarts[rc.id] = rs
+	}
+	rc.p = rs.last
+	s.mu.Unlock()
+	if rc.create {
+		var e fpdu.Params
+		e.AddUint(fpdu.PIEntitySize, uint64(s.entity))
+		return rc.ack(fpdu.AckCreate, fpdu.DiagOK, e...)
+	}
+	fi, err := os.Stat(filepath.Join(s.dir, rc.name))
+	if err != nil {
+		return rc.ack(fpdu.AckSelect, fpdu.DiagFileNotFound)
+	}
+	var q fpdu.Params
+	var g fpdu.Params
+	g.AddUint(fpdu.PIFileType, 0)
+	g.AddString(fpdu.PIFileName, rc.name)
+	q.AddGroup(fpdu.PGIFileID, g)
+	q.AddUint(fpdu.PITransferID, uint64(rc.id))
+	var l fpdu.Params
+	if rc.text {
+		q.AddUint(fpdu.PIDataCode, 0)
+		l.Add(fpdu.PIArticleFormat, []byte{0x80})
+	} else {
+		q.AddUint(fpdu.PIDataCode, 2)
+		l.Add(fpdu.PIArticleFormat, []byte{0x00})
+	}
+	l.AddUint(fpdu.PIArticleLength, 4096)
+	q.AddUint(fpdu.PIEntitySize, uint64(s.entity))
+	q.AddGroup(fpdu.PGILogical, l)
+	var ph fpdu.Params
+	ph.AddUint(fpdu.PISpaceMax, uint64(fi.Size()/1024+1))
+	q.AddGroup(fpdu.PGIPhysical, ph)
+	return rc.ack(fpdu.AckSelect, fpdu.DiagOK, q...)
+}
+
+// receive handles a push after WRITE.
+func (rc *rawConn) receive() error {
+	s := rc.s
+	path := filepath.Join(s.dir, rc.name)
+	s.mu.Lock()
+	rs := s.restarts[rc.id]
+	pt := rs.points[rc.p]
+	s.mu.Unlock()
+	out, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if err := out.Truncate(pt[0]); err != nil {
+		return err
+	}
+	if _, err := out.Seek(pt[0], 0); err != nil {
+		return err
+	}
+	off, arts, bytes := pt[0], pt[1], pt[2]
+	var q fpdu.Params
+	q.AddUint(fpdu.PIRestartPoint, uint64(rc.p))
+	if err := rc.ack(fpdu.AckWrite, fpdu.DiagOK, q...); err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(out, 256<<10)
+	put := func(a []byte) error {
+		bw.Write(a)
+		off += int64(len(a))
+		if rc.text {
+			bw.WriteByte('\n')
+			off++
+		}
+		arts++
+		bytes += int64(len(a))
+		return nil
+	}
+	for {
+		f, err := rc.r.Next()
+		if err != nil {
+			return err
+		}
+		switch f.Kind {
+		case fpdu.DTF:
+			if err := f.ForEachArticle(put); err != nil {
+				return err
+			}
+		case fpdu.DTFDA, fpdu.DTFMA:
+			bw.Write(f.Data)
+			off += int64(len(f.Data))
+			bytes += int64(len(f.Data))
+		case fpdu.DTFFA:
+			bw.Write(f.Data)
+			off += int64(len(f.Data))
+			bytes += int64(len(f.Data))
+			arts++
+			if rc.text {
+				bw.WriteByte('\n')
+				off++
+			}
+		case fpdu.Syn:
+			n, _ := f.Params.Uint(fpdu.PISyncNumber)
+			bw.Flush()
+			out.Sync()
+			s.mu.Lock()
+			rs.points[uint32(n)] = [3]int64{off, arts, bytes}
+			rs.last = uint32(n)
+			s.mu.Unlock()
+			if rc.window > 0 {
+				var p fpdu.Params
+				p.AddUint(fpdu.PISyncNumber, n)
+				if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.AckSyn, DstID: rc.peer, Params: p}); err != nil {
+					return err
+				}
+			}
+		case fpdu.DTFEnd:
+			bw.Flush()
+			out.Sync()
+			t, err := rc.r.Next()
+			if err != nil {
+				return err
+			}
+			if t.Kind != fpdu.TransEnd {
+				return errors.New("expected TRANS.END")
+			}
+			var q fpdu.Params
+			q.AddUint(fpdu.PIByteCount, uint64(bytes))
+			q.AddUint(fpdu.PIArticleCount, uint64(arts))
+			s.mu.Lock()
+			delete(s.restarts, rc.id)
+			s.mu.Unlock()
+			return rc.ack(fpdu.AckTransEnd, fpdu.DiagOK, q...)
+		default:
+			return errors.New("unexpected in receive: " + f.Kind.String())
+		}
+	}
+}
+
+// send handles a pull after READ{p}.
+func (rc *rawConn) send(p uint32) error {
+	s := rc.s
+	s.mu.Lock()
+	rs := s.restarts[rc.id]
+	pt, ok := rs.points[p]
+	s.mu.Unlock()
+	if p > 0 && !ok {
+		return rc.ack(fpdu.AckRead, fpdu.DiagRestartPointRefused)
+	}
+	in, err := os.Open(filepath.Join(s.dir, rc.name))
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if _, err := in.Seek(pt[0], 0); err != nil {
+		return err
+	}
+	if err := rc.ack(fpdu.AckRead, fpdu.DiagOK); err != nil {
+		return err
+	}
+	off, arts, bytes := pt[0], pt[1], pt[2]
+	sent, acked := p, p
+	var since int64
+	limit := int64(rc.syncKB) * 1024
+	br := bufio.NewReaderSize(in, 64<<10)
+	buf := make([]byte, 4096)
+	waitAck := func() error {
+		f, err := rc.r.Next()
+		if err != nil {
+			return err
+		}
+		if f.Kind != fpdu.AckSyn {
+			return errors.New("expected ACK(SYN), got " + f.Kind.String())
+		}
+		n, _ := f.Params.Uint(fpdu.PISyncNumber)
+		acked = uint32(n)
+		return nil
+	}
+	for {
+		var art []byte
+		var raw int
+		if rc.text {
+			line, err := br.ReadSlice('\n')
+			if len(line) == 0 && err != nil {
+				break
+			}
+			raw = len(line)
+			art = line
+			if line[len(line)-1] == '\n' {
+				art = line[:len(line)-1]
+			}
+		} else {
+			n, err := io.ReadFull(br, buf)
+			if n == 0 && err != nil {
+				break
+			}
+			art, raw = buf[:n], n
+		}
+		if limit > 0 && since > 0 && since+int64(len(art)) > limit {
+			sent++
+			var q fpdu.Params
+			q.AddUint(fpdu.PISyncNumber, uint64(sent))
+			if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.Syn, DstID: rc.peer, Params: q}); err != nil {
+				return err
+			}
+			s.mu.Lock()
+			rs.points[sent] = [3]int64{off, arts, bytes}
+			s.mu.Unlock()
+			since = 0
+			for rc.window > 0 && sent-acked >= uint32(rc.window) {
+				if err := waitAck(); err != nil {
+					return err
+				}
+			}
+		}
+		if len(art) == 0 {
+			if err := rc.w.Queue(&fpdu.FPDU{Kind: fpdu.DTF, DstID: rc.peer, SrcID: 1, Data: []byte{0, 0}}); err != nil {
+				return err
+			}
+		} else if err := rc.w.Queue(&fpdu.FPDU{Kind: fpdu.DTF, DstID: rc.peer, Data: art}); err != nil {
+			return err
+		}
+		off += int64(raw)
+		arts++
+		bytes += int64(len(art))
+		since += int64(len(art))
+	}
+	var q fpdu.Params
+	q.AddDiagnostic(fpdu.DiagOK)
+	if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.DTFEnd, DstID: rc.peer, Params: q}); err != nil {
+		return err
+	}
+	for {
+		f, err := rc.r.Next()
+		if err != nil {
+			return err
+		}
+		if f.Kind == fpdu.AckSyn {
+			continue
+		}
+		if f.Kind != fpdu.TransEnd {
+			return errors.New("expected TRANS.END, got " + f.Kind.String())
+		}
+		b, _ := f.Params.Uint(fpdu.PIByteCount)
+		a, _ := f.Params.Uint(fpdu.PIArticleCount)
+		d := fpdu.DiagOK
+		if int64(b) != bytes || int64(a) != arts {
+			d = fpdu.DiagCountMismatch
+		}
+		var e fpdu.Params
+		e.AddUint(fpdu.PIByteCount, uint64(bytes))
+		e.AddUint(fpdu.PIArticleCount, uint64(arts))
+		return rc.ack(fpdu.AckTransEnd, d, e...)
+	}
+}
