@@ -152,3 +152,15 @@ func retryableDiag(d fpdu.Diagnostic) bool {
 	}
 	return false
 }
+
+// abortDiag is the diagnostic of the ABORT that ends a session after err.
+func abortDiag(err error) fpdu.Diagnostic {
+	var pe *ProtocolError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Diagnostic
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fpdu.DiagClosedByUser
+	}
+	return fpdu.DiagConnectionOther
+}

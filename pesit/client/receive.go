@@ -314,11 +314,7 @@ func (x *receiver) nextData() (*fpdu.FPDU, error) {
 	}
 	f, err := s.r.Next()
 	if err != nil {
-		var d fpdu.Diagnostic
-		if errors.As(err, &d) {
-			return nil, s.protocolError(d, "decode: %v", err)
-		}
-		return nil, s.ioError("read", err)
+		return nil, s.readError(err)
 	}
 	if f.Kind == fpdu.Abort {
 		d, _ := f.Params.Diagnostic()

@@ -540,11 +540,7 @@ func (x *sender) terminalError(ev sendEvent) error {
 	s := x.s
 	switch {
 	case ev.err != nil:
-		var d fpdu.Diagnostic
-		if errors.As(ev.err, &d) {
-			return s.protocolError(d, "decode: %v", ev.err)
-		}
-		return s.ioError("read", ev.err)
+		return s.readError(ev.err)
 	case ev.kind == fpdu.Abort:
 		s.broken = true
 		_ = s.conn.Close()

@@ -285,12 +285,7 @@ func (s *Session) next() (*fpdu.FPDU, error) {
 	s.arm()
 	f, err := s.r.Next()
 	if err != nil {
-		var d fpdu.Diagnostic
-		if errors.As(err, &d) {
-			// The codec rejected what the server sent.
-			return nil, s.protocolError(d, "decode: %v", err)
-		}
-		return nil, s.ioError("read", err)
+		return nil, s.readError(err)
 	}
 	if f.Kind == fpdu.Abort {
 		d, _ := f.Params.Diagnostic()
@@ -350,6 +345,17 @@ func (s *Session) protocolError(d fpdu.Diagnostic, format string, args ...any) e
 	s.log.Debug("pesit protocol error", "diag", d.String(), "msg", msg)
 	_ = s.Abort(d)
 	return &ProtocolError{Diagnostic: d, Msg: msg}
+}
+
+// readError classifies a read failure: a stream cut inside a frame is a
+// transport failure; anything else the codec rejects is the server's
+// protocol error, answered with ABORT.
+func (s *Session) readError(err error) error {
+	var d fpdu.Diagnostic
+	if errors.As(err, &d) && !errors.Is(err, fpdu.ErrTruncated) && !s.canceled.Load() {
+		return s.protocolError(d, "decode: %v", err)
+	}
+	return s.ioError("read", err)
 }
 
 // ioError marks the session broken and classifies err: a cancellation of the

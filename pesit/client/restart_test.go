@@ -1,0 +1,60 @@
+package client
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestRawRestartAfterCut cuts push and pull connections at seeded random
+// points through a TCP proxy; the retry must resume from the last
+// acknowledged sync point and deliver a byte-identical file.
+func TestRawRestartAfterCut(t *testing.T) {
+	const size = 4 << 20
+	const syncKB, window = 64, 2
+	for _, dir := range []string{"push", "pull"} {
+		for seed := uint64(1); seed <= 3; seed++ {
+			t.Run(dir, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				srv := newRawServer(t, syncKB, window)
+				r := rand.New(rand.NewPCG(seed, 42))
+				// Past (window + 2) intervals of data, at least one sync
+				// point has been acknowledged before the cut.
+				minCut := int64(window+2) * syncKB * 1024
+				cut := minCut + r.Int64N(size-minCut-64<<10)
+				t.Logf("seed %d: cut after %d bytes", seed, cut)
+				proxy := newCutProxy(t, srv.addr(), cut)
+				cfg := rawConfig(proxy.addr())
+				cfg.SyncIntervalKB, cfg.SyncWindow = syncKB, window
+				local := t.TempDir()
+				retry := Retry{Retries: 3, Backoff: 10 * time.Millisecond}
+				var res Result
+				var err error
+				var want, got string
+				if dir == "push" {
+					want = writeRandom(t, local, "f.bin", size, seed)
+					got = filepath.Join(srv.dir, "f.bin")
+					res, err = Push(ctx, cfg, SendRequest{Source: want, ArticleLength: 4096}, retry)
+				} else {
+					want = writeRandom(t, srv.dir, "f.bin", size, seed)
+					got = filepath.Join(local, "f.bin")
+					res, err = Pull(ctx, cfg, ReceiveRequest{VirtualFile: "f.bin", Dest: got}, retry)
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", dir, err)
+				}
+				sameFile(t, want, got)
+				if proxy.cuts.Load() == 0 {
+					t.Fatal("the proxy never cut the connection")
+				}
+				if res.Attempts < 2 || !res.Restarted || res.RestartPoint == 0 {
+					t.Fatalf("result %+v: want a restart from a sync point > 0 on attempt >= 2", res)
+				}
+				t.Logf("restarted from sync point %d on attempt %d", res.RestartPoint, res.Attempts)
+			})
+		}
+	}
+}
