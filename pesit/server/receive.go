@@ -1,0 +1,391 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
+
+// receive handles WRITE and the data phase TDE02B..TDE07 (digest §4.1).
+func (s *session) receive(f *fpdu.FPDU) error {
+	x := s.xfer
+	srv := s.srv
+	point := uint32(0)
+	var err error
+	if x.sink == nil && x.restart != nil {
+		rs := x.restart
+		x.sink, err = resumeSink(x.root, x.tempRel, x.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles)
+		if err == nil {
+			point = rs.Sync
+		} else {
+			// 0 is always a legal restart point: start the file again.
+			s.log.Warn("cannot resume, restarting from 0", "err", err)
+			x.root.Remove(x.tempRel)
+		}
+	}
+	if x.sink == nil {
+		x.sink, err = createSink(x.root, x.tempRel, x.finalRel, srv.cfg.WriteBuffer)
+		if err != nil {
+			d := fpdu.DiagIOError
+			if isNoSpace(err) {
+				d = fpdu.DiagSpaceExhausted
+			} else if errors.Is(err, fs.ErrExist) {
+				d = fpdu.DiagFileBusy
+			}
+			s.log.Error("cannot create temporary file", "file", x.tempRel, "err", err)
+			return s.writeAck(fpdu.AckWrite, d)
+		}
+	}
+	x.syncNum, x.lastAck, x.restartAt = point, point, point
+	x.lastSync = syncPoint{num: point, offset: x.sink.bytes, articles: x.sink.articles}
+	x.sinceSync = 0
+	x.inSeg = false
+	ack := fpdu.FPDU{Kind: fpdu.AckWrite, DstID: s.peerID}
+	ack.Params.AddDiagnostic(fpdu.DiagOK)
+	ack.Params.AddUint(fpdu.PIRestartPoint, uint64(point))
+	if err := s.write(&ack); err != nil {
+		return err
+	}
+	s.log.Info("receiving", "id", x.id, "restart_point", point, "offset", x.sink.bytes)
+	s.dataPhase.Store(true)
+	defer s.dataPhase.Store(false)
+	return s.receiveLoop()
+}
+
+func (s *session) receiveLoop() error {
+	x := s.xfer
+	s.setReadDeadline(s.srv.cfg.InactivityTimeout)
+	for {
+		f, err := s.r.Next()
+		if err != nil {
+			return s.readErr(err)
+		}
+		s.renewReadDeadline()
+		if s.idtPending.Load() {
+			return s.awaitAckIDT(f)
+		}
+		var derr error
+		switch f.Kind {
+		case fpdu.DTF:
+			if x.inSeg {
+				return abortf(fpdu.DiagProtocolError, "DTF inside a segmented article")
+			}
+			derr = f.ForEachArticle(s.onArticle)
+		case fpdu.DTFDA:
+			if x.inSeg {
+				return abortf(fpdu.DiagProtocolError, "DTFDA inside a segmented article")
+			}
+			x.inSeg, x.segLen = true, 0
+			derr = s.receiveSegment(f.Data, false)
+		case fpdu.DTFMA, fpdu.DTFFA:
+			if !x.inSeg {
+				return abortf(fpdu.DiagProtocolError, "%v without DTFDA", f.Kind)
+			}
+			derr = s.receiveSegment(f.Data, f.Kind == fpdu.DTFFA)
+		case fpdu.Syn:
+			if x.inSeg {
+				return abortf(fpdu.DiagProtocolError, "SYN inside a segmented article")
+			}
+			if err := s.receiveSyn(f); err != nil {
+				return err
+			}
+		case fpdu.DTFEnd:
+			if x.inSeg {
+				return abortf(fpdu.DiagProtocolError, "DTF.END inside a segmented article")
+			}
+			x.dtfEndDiag, _ = f.Params.Diagnostic()
+			return s.awaitTransEnd()
+		case fpdu.IDT:
+			return s.peerIDT(f)
+		case fpdu.Resyn:
+			if err := s.receiveResyn(f); err != nil {
+				return err
+			}
+		case fpdu.Abort:
+			return s.peerAbort(f)
+		default:
+			return abortf(fpdu.DiagProtocolError, "%v while receiving data", f.Kind)
+		}
+		if derr != nil {
+			if d := diagOf(derr, 0); d.Type() == 3 {
+				return abortf(d, "%v", derr) // malformed DTF
+			}
+			if err := s.localIDT(derr); err != nil {
+				return err
+			}
+			return s.awaitAckIDT(nil)
+		}
+	}
+}
+
+// receiveArticle is bound once to s.onArticle: one complete article.
+func (s *session) receiveArticle(a []byte) error {
+	if len(a) > s.xfer.recLen {
+		return fmt.Errorf("article of %d bytes, PI 32 = %d: %w", len(a), s.xfer.recLen, fpdu.DiagArticleTooLong)
+	}
+	if err := s.receiveData(a); err != nil {
+		return err
+	}
+	s.xfer.sink.articles++
+	return nil
+}
+
+func (s *session) receiveSegment(p []byte, last bool) error {
+	x := s.xfer
+	x.segLen += len(p)
+	if x.segLen > x.recLen {
+		return fmt.Errorf("segmented article over %d bytes, PI 32 = %d: %w", x.segLen, x.recLen, fpdu.DiagArticleTooLong)
+	}
+	if err := s.receiveData(p); err != nil {
+		return err
+	}
+	if last {
+		x.inSeg = false
+		x.sink.articles++
+	}
+	return nil
+}
+
+func (s *session) receiveData(p []byte) error {
+	x := s.xfer
+	x.sinceSync += int64(len(p))
+	if s.syncBytes > 0 && x.sinceSync > s.syncBytes {
+		return fmt.Errorf("%d bytes since the last sync point, interval %d: %w", x.sinceSync, s.syncBytes, fpdu.DiagTooMuchDataWithoutSync)
+	}
+	if x.vf.MaxSize > 0 && x.sink.bytes+int64(len(p)) > x.vf.MaxSize {
+		return fmt.Errorf("file over its limit of %d bytes: %w", x.vf.MaxSize, fpdu.DiagFileLargerThanAnnounced)
+	}
+	if err := x.sink.write(p); err != nil {
+		return ioDiag(err)
+	}
+	return nil
+}
+
+// ioDiag wraps a file error in the diagnostic the peer sees.
+func ioDiag(err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("%w: %w", fpdu.DiagSpaceExhausted, err)
+	}
+	return fmt.Errorf("%w: %w", fpdu.DiagIOError, err)
+}
+
+// restartable says whether an interruption for d may be followed by a
+// restart (PI 19 = 4) or is final (PI 19 = 12).
+func restartable(d fpdu.Diagnostic) bool {
+	return d == fpdu.DiagSpaceExhausted || d == fpdu.DiagIOError || d == fpdu.DiagSystemError
+}
+
+// localIDT sends IDT for a local error during the data phase.
+func (s *session) localIDT(cause error) error {
+	d := diagOf(cause, fpdu.DiagSystemError)
+	code := uint64(endCancelledByServer)
+	if restartable(d) {
+		code = endRestart
+	}
+	s.log.Warn("interrupting transfer", "diag", d.String(), "err", cause)
+	if x := s.xfer; x != nil {
+		x.span.RecordError(cause)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.idtPending.Load() {
+		return nil // the admin API got there first
+	}
+	return s.writeIDTLocked(d, code)
+}
+
+func (s *session) receiveSyn(f *fpdu.FPDU) error {
+	x := s.xfer
+	if s.syncBytes == 0 {
+		return abortf(fpdu.DiagProtocolError, "SYN without negotiated sync points")
+	}
+	n, ok := f.Params.Uint(fpdu.PISyncNumber)
+	if !ok || n <= uint64(x.syncNum) || n > 999999 {
+		return abortf(fpdu.DiagBadParameter, "SYN %d after %d", n, x.syncNum)
+	}
+	if err := x.sink.sync(); err != nil {
+		if err := s.localIDT(ioDiag(err)); err != nil {
+			return err
+		}
+		return s.awaitAckIDT(nil)
+	}
+	if err := s.srv.jnl.SyncPoint(s.ctx, x.id, uint32(n), x.sink.bytes, x.sink.articles); err != nil {
+		if err := s.localIDT(fmt.Errorf("journal sync point: %w: %w", fpdu.DiagSystemError, err)); err != nil {
+			return err
+		}
+		return s.awaitAckIDT(nil)
+	}
+	x.syncNum, x.lastAck, x.sinceSync = uint32(n), uint32(n), 0
+	x.lastSync = syncPoint{num: uint32(n), offset: x.sink.bytes, articles: x.sink.articles}
+	x.syncCount++
+	if m := s.srv.met; m != nil {
+		m.SyncPoints.Inc()
+	}
+	if s.syncWindow == 0 {
+		return nil // W = 0: sync points are not acknowledged
+	}
+	a := &s.scratch
+	*a = fpdu.FPDU{Kind: fpdu.AckSyn, DstID: s.peerID, Params: a.Params[:0]}
+	a.Params.AddUint(fpdu.PISyncNumber, n)
+	return s.write(a)
+}
+
+// receiveResyn: the sender asks to resume from point p; we resume from our
+// last durable point, which is the last one we acknowledged (RESYN is only
+// negotiated with sync points, and every SYN is made durable at once).
+func (s *session) receiveResyn(f *fpdu.FPDU) error {
+	x := s.xfer
+	if !s.resync {
+		return abortf(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
+	}
+	lp := x.lastSync
+	if err := x.sink.truncate(lp.offset, lp.articles); err != nil {
+		return abortf(fpdu.DiagResyncImpossible, "resync: %v", err)
+	}
+	x.sinceSync, x.inSeg, x.syncNum = 0, false, lp.num
+	ack := fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peerID}
+	ack.Params.AddUint(fpdu.PIRestartPoint, uint64(lp.num))
+	return s.write(&ack)
+}
+
+// peerIDT answers an IDT from the requester (digest §4.6).
+func (s *session) peerIDT(f *fpdu.FPDU) error {
+	d, _ := f.Params.Diagnostic()
+	code, _ := f.Params.Uint(fpdu.PIEndCode)
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.AckIDT, DstID: s.peerID}); err != nil {
+		return err
+	}
+	s.srv.countDiag(d)
+	s.interrupted(d, code, "interrupted by the requester")
+	return nil
+}
+
+// interrupted records an IDT exchange: the `ab` flag is set, the transfer
+// is kept for a restart (PI 19 = 4 or 8) or dropped (12, 16).
+func (s *session) interrupted(d fpdu.Diagnostic, code uint64, why string) {
+	x := s.xfer
+	s.ab = true
+	s.dataPhase.Store(false)
+	s.idtPending.Store(false)
+	st := StatusCancelled
+	if code == endRestart || code == endSuspended {
+		st = StatusInterrupted
+	}
+	if x.sink != nil {
+		if st == StatusInterrupted {
+			// Only what was acknowledged at a sync point is kept.
+			if err := x.sink.truncate(x.lastSync.offset, x.lastSync.articles); err != nil {
+				s.log.Warn("truncating interrupted file", "err", err)
+			}
+			x.sink.close()
+		} else {
+			x.sink.discard()
+		}
+	}
+	if d.OK() {
+		d = fpdu.DiagVoluntaryStop
+	}
+	s.finish(st, d, fmt.Sprintf("%s (PI 19 = %d)", why, code))
+}
+
+// awaitAckIDT waits for ACK(IDT) after we sent IDT, dropping the data that
+// was in flight. An IDT from the requester at the same time wins.
+func (s *session) awaitAckIDT(f *fpdu.FPDU) error {
+	d := fpdu.Diagnostic(s.idtDiag.Load())
+	code := uint64(s.idtCode.Load())
+	s.setReadDeadline(s.srv.cfg.InactivityTimeout)
+	for {
+		if f == nil {
+			var err error
+			if f, err = s.r.Next(); err != nil {
+				return s.readErr(err)
+			}
+		}
+		switch f.Kind {
+		case fpdu.AckIDT:
+			s.interrupted(d, code, "interrupted by the server")
+			return nil
+		case fpdu.IDT:
+			return s.peerIDT(f)
+		case fpdu.Abort:
+			return s.peerAbort(f)
+		}
+		f = nil
+	}
+}
+
+// awaitTransEnd is TDE07: after DTF.END, TRANS.END ends the transfer.
+func (s *session) awaitTransEnd() error {
+	s.dataPhase.Store(false)
+	f, err := s.next()
+	if err != nil {
+		return s.readErr(err)
+	}
+	switch f.Kind {
+	case fpdu.TransEnd:
+		return s.receiveTransEnd(f)
+	case fpdu.Abort:
+		return s.peerAbort(f)
+	case fpdu.IDT:
+		return s.peerIDT(f)
+	}
+	return abortf(fpdu.DiagProtocolError, "%v after DTF.END", f.Kind)
+}
+
+func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
+	x := s.xfer
+	sk := x.sink
+	if err := checkCounts(f, sk.bytes, sk.articles, x.restart); err != nil {
+		sk.discard()
+		s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
+		return abortf(fpdu.DiagCountMismatch, "%v", err)
+	}
+	fail := func(d fpdu.Diagnostic, detail string) error {
+		sk.discard()
+		s.finish(StatusFailed, d, detail)
+		return s.ackTransEnd(d, sk.bytes, sk.articles)
+	}
+	if !x.dtfEndDiag.OK() {
+		return fail(x.dtfEndDiag, "sender ended the data with "+x.dtfEndDiag.String())
+	}
+	if x.declared > 0 && sk.bytes > x.declared {
+		return fail(fpdu.DiagFileLargerThanAnnounced, fmt.Sprintf("%d bytes received, %d announced", sk.bytes, x.declared))
+	}
+	if err := sk.commit(x.vf.Overwrite); err != nil {
+		d := diagOf(ioDiag(err), fpdu.DiagIOError)
+		if errors.Is(err, errFinalExists) {
+			d = fpdu.DiagFileExists
+		}
+		s.log.Error("cannot deliver file", "file", x.finalRel, "err", err)
+		return fail(d, err.Error())
+	}
+	s.finish(StatusDone, fpdu.DiagOK, x.finalAbs)
+	return s.ackTransEnd(fpdu.DiagOK, sk.bytes, sk.articles)
+}
+
+// checkCounts compares PI 27/28 with ours. After a restart the requester
+// may count the whole file or only this session's part: both are accepted.
+func checkCounts(f *fpdu.FPDU, bytes, articles int64, rs *RestartState) error {
+	var b0, a0 int64
+	if rs != nil {
+		b0, a0 = rs.Offset, rs.Articles
+	}
+	if v, ok := f.Params.Uint(fpdu.PIByteCount); ok && int64(v) != bytes && int64(v) != bytes-b0 {
+		return fmt.Errorf("PI 27 = %d, received %d bytes", v, bytes)
+	}
+	if v, ok := f.Params.Uint(fpdu.PIArticleCount); ok && int64(v) != articles && int64(v) != articles-a0 {
+		return fmt.Errorf("PI 28 = %d, received %d articles", v, articles)
+	}
+	return nil
+}
+
+func (s *session) ackTransEnd(d fpdu.Diagnostic, bytes, articles int64) error {
+	s.srv.countDiag(d)
+	a := fpdu.FPDU{Kind: fpdu.AckTransEnd, DstID: s.peerID}
+	a.Params.AddDiagnostic(d)
+	a.Params.AddUint(fpdu.PIByteCount, uint64(bytes))
+	a.Params.AddUint(fpdu.PIArticleCount, uint64(articles))
+	return s.write(&a)
+}

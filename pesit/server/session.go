@@ -1,0 +1,617 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
+
+// ourConnID is the connection id (ID.SRC) we use in connection FPDUs.
+const ourConnID = 0x01
+
+// errPeerAbort ends a session after the peer sent ABORT.
+var errPeerAbort = errors.New("peer aborted")
+
+// errClosed ends a session normally (RELEASE, RCONNECT).
+var errClosed = errors.New("session closed")
+
+// abortError ends a session: ABORT d has been (or must be) sent.
+type abortError struct {
+	diag   fpdu.Diagnostic
+	detail string
+}
+
+func (e *abortError) Error() string {
+	return "abort " + e.diag.String() + ": " + e.detail
+}
+
+func abortf(d fpdu.Diagnostic, format string, args ...any) error {
+	return &abortError{diag: d, detail: fmt.Sprintf(format, args...)}
+}
+
+// session is one connection. Its goroutine owns every field except those
+// documented as shared; other goroutines (Shutdown, CancelTransfer) only
+// write through wmu and flip the atomics.
+type session struct {
+	srv  *Server
+	conn net.Conn
+	log  *slog.Logger
+	span trace.Span
+	ctx  context.Context
+
+	r *fpdu.Reader
+
+	wmu    sync.Mutex // guards w and the connection's write side
+	w      *fpdu.Writer
+	closed bool // under wmu: ABORT sent or connection closed
+
+	peerID     byte
+	partner    Partner
+	admitted   bool
+	accessType uint64 // PI 22
+	certFP     string
+	certCN     string
+	certOK     bool // chain verified by TLS
+
+	syncBytes  int64 // negotiated interval in bytes, 0 = no sync
+	syncWindow uint8
+	resync     bool
+
+	ab   bool // digest §4: set by IDT, cleared by DESELECT
+	xfer *transfer
+
+	// Shared with other goroutines.
+	dataPhase  atomic.Bool   // in TDE02B/TDL02B: IDT is possible
+	idtPending atomic.Bool   // we sent IDT and wait for ACK(IDT)
+	xferID     atomic.Int64  // journal id of the current transfer
+	killed     atomic.Uint32 // diagnostic of a local abort (Shutdown, cancel)
+	idtDiag    atomic.Uint32
+	idtCode    atomic.Uint32
+
+	deadlineRenew time.Time
+	writeRenew    time.Time // under wmu
+	outcomeDiag   fpdu.Diagnostic
+	onArticle     func([]byte) error // bound once: no per-DTF closure
+	scratch       fpdu.FPDU          // reused for ACK(SYN)
+}
+
+func newSession(srv *Server, c net.Conn) *session {
+	ss := &session{srv: srv, conn: c}
+	ss.log = srv.log.With("peer", c.RemoteAddr().String())
+	ss.onArticle = ss.receiveArticle
+	return ss
+}
+
+func (s *session) run() {
+	srv := s.srv
+	ctx, span := srv.tracer.Start(context.Background(), "pesit.session",
+		trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(
+			attribute.String("net.peer.address", s.conn.RemoteAddr().String()),
+			attribute.String("pesit.server_id", srv.cfg.ID)))
+	s.ctx, s.span = ctx, span
+	defer span.End()
+	defer s.closeConn()
+
+	err := s.serve()
+	s.endTransfer(err)
+	if s.admitted {
+		srv.release(s.partner)
+	}
+	var ae *abortError
+	switch {
+	case errors.As(err, &ae):
+		s.outcomeDiag = ae.diag
+		s.sendAbort(ae.diag)
+		s.log.Warn("session aborted", "diag", ae.diag.String(), "detail", ae.detail, "partner", s.partner.ID)
+		span.SetStatus(codes.Error, ae.Error())
+	case err == nil || errors.Is(err, errClosed):
+		s.log.Debug("session closed", "partner", s.partner.ID)
+	case errors.Is(err, errPeerAbort):
+		s.log.Info("session aborted by peer", "diag", s.outcomeDiag.String(), "partner", s.partner.ID)
+	default:
+		if d := fpdu.Diagnostic(s.killed.Load()); d != 0 {
+			s.outcomeDiag = d
+			s.log.Info("session aborted locally", "diag", d.String(), "partner", s.partner.ID)
+		} else {
+			s.log.Info("session ended", "err", err, "partner", s.partner.ID)
+			span.RecordError(err)
+		}
+	}
+	span.SetAttributes(attribute.String("pesit.partner", s.partner.ID),
+		attribute.String("pesit.diagnostic", s.outcomeDiag.String()))
+}
+
+// serve runs the connection phase, then the connected loop.
+func (s *session) serve() error {
+	cfg := &s.srv.cfg
+	s.setReadDeadline(cfg.ConnectTimeout)
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		s.conn.SetWriteDeadline(time.Now().Add(cfg.ConnectTimeout))
+		if err := tc.HandshakeContext(s.ctx); err != nil {
+			s.srv.countConn("tls_error")
+			return fmt.Errorf("tls handshake: %w", err)
+		}
+		st := tc.ConnectionState()
+		if len(st.PeerCertificates) > 0 {
+			c := st.PeerCertificates[0]
+			sum := sha256.Sum256(c.Raw)
+			s.certFP = hex.EncodeToString(sum[:])
+			s.certCN = c.Subject.CommonName
+			s.certOK = len(st.VerifiedChains) > 0
+		}
+		s.span.SetAttributes(attribute.String("tls.version", tls.VersionName(st.Version)))
+	}
+	s.r = fpdu.NewReader(s.conn)
+	s.w = fpdu.NewWriter(s.conn)
+
+	pre, err := s.r.ReadPreConnection()
+	if err != nil {
+		s.srv.countConn("error")
+		return s.readErr(err)
+	}
+	if pre != nil {
+		if err := s.preConnection(pre); err != nil {
+			return err
+		}
+	}
+	f, err := s.next()
+	if err != nil {
+		s.srv.countConn("error")
+		return s.readErr(err)
+	}
+	if f.Kind != fpdu.Connect {
+		s.srv.countConn("error")
+		return abortf(fpdu.DiagProtocolError, "%v before CONNECT", f.Kind)
+	}
+	if err := s.connect(f); err != nil {
+		return err
+	}
+	return s.connected()
+}
+
+func (s *session) preConnection(pre *fpdu.PreConnection) error {
+	ok := s.checkPreConnection(pre)
+	s.wmu.Lock()
+	s.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.InactivityTimeout))
+	_, err := s.conn.Write(pre.AppendReply(nil, ok))
+	s.wmu.Unlock()
+	if err != nil {
+		return fmt.Errorf("pre-connection reply: %w", err)
+	}
+	if !ok {
+		s.srv.countConn("refused")
+		s.log.Warn("pre-connection refused", "requester", pre.RequesterID)
+		return errClosed
+	}
+	return nil
+}
+
+func (s *session) checkPreConnection(pre *fpdu.PreConnection) bool {
+	p, err := s.srv.dir.Partner(s.ctx, strings.TrimRight(pre.RequesterID, " "))
+	if err != nil || !p.Enabled {
+		return false
+	}
+	return s.authenticate(p, strings.TrimRight(pre.Password, " "))
+}
+
+// authenticate accepts a matching client certificate or a good password.
+// A partner pinned to certificate fingerprints must present one of them.
+func (s *session) authenticate(p Partner, password string) bool {
+	certMatch := s.certFP != "" && (slices.ContainsFunc(p.CertFingerprints, func(fp string) bool {
+		return strings.EqualFold(strings.ReplaceAll(fp, ":", ""), s.certFP)
+	}) || (s.certOK && s.certCN == p.ID))
+	if len(p.CertFingerprints) > 0 && !certMatch {
+		return false
+	}
+	if certMatch {
+		return true
+	}
+	return password != "" && p.VerifyPassword != nil && p.VerifyPassword(password)
+}
+
+// connect validates CONNECT and answers ACONNECT or RCONNECT (digest §8.1.3).
+func (s *session) connect(f *fpdu.FPDU) error {
+	srv := s.srv
+	cfg := &srv.cfg
+	s.peerID = f.SrcID
+	refuse := func(d fpdu.Diagnostic, detail string, args ...any) error {
+		srv.countConn("refused")
+		srv.countDiag(d)
+		s.outcomeDiag = d
+		s.log.Warn("connection refused", "diag", d.String(), "detail", fmt.Sprintf(detail, args...))
+		rc := fpdu.FPDU{Kind: fpdu.RConnect, DstID: s.peerID}
+		rc.Params.AddDiagnostic(d)
+		if err := s.write(&rc); err != nil {
+			return err
+		}
+		return errClosed
+	}
+	if err := fpdu.Validate(f); err != nil {
+		return refuse(diagOf(err, fpdu.DiagBadParameter), "CONNECT: %v", err)
+	}
+	if id, _ := f.Params.String(fpdu.PIServerID); id != cfg.ID {
+		return refuse(fpdu.DiagUnknownServer, "called id %q", id)
+	}
+	if v, ok := f.Params.Uint(fpdu.PIVersion); !ok || v != 2 {
+		return refuse(fpdu.DiagVersionUnsupported, "version %d", v)
+	}
+	if crc, _ := f.Params.Uint(fpdu.PICRC); crc != 0 {
+		return refuse(fpdu.DiagConnectionOther, "CRC requested")
+	}
+	reqID, _ := f.Params.String(fpdu.PIRequesterID)
+	s.span.SetAttributes(attribute.String("pesit.requester", reqID))
+	var password string
+	if pw, ok := f.Params.Bytes(fpdu.PIAccessControl); ok {
+		if len(pw) > 8 {
+			pw = pw[:8] // bytes 9-16 are a new password, which we do not accept
+		}
+		password = strings.TrimRight(string(pw), " ")
+	}
+	p, err := srv.dir.Partner(s.ctx, reqID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return refuse(fpdu.DiagNotAuthorised, "unknown requester %q", reqID)
+	case err != nil:
+		s.log.Error("partner lookup failed", "requester", reqID, "err", err)
+		return refuse(fpdu.DiagCongestion, "partner lookup failed")
+	case !p.Enabled:
+		return refuse(fpdu.DiagNotAuthorised, "requester %q disabled", reqID)
+	case !s.authenticate(p, password):
+		return refuse(fpdu.DiagNotAuthorised, "requester %q: bad credentials", reqID)
+	}
+	s.accessType = 2
+	if at, ok := f.Params.Uint(fpdu.PIAccessType); ok {
+		if at > 2 {
+			return refuse(fpdu.DiagBadParameter, "access type %d", at)
+		}
+		s.accessType = at
+	}
+	if (s.accessType == 0 && p.Access&AccessWrite == 0) || (s.accessType == 1 && p.Access&AccessRead == 0) || p.Access == AccessNone {
+		return refuse(fpdu.DiagNotAuthorised, "access type %d not allowed for %q", s.accessType, p.ID)
+	}
+	if d := srv.admit(p); !d.OK() {
+		return refuse(d, "session limit for %q", p.ID)
+	}
+	s.partner, s.admitted = p, true
+	s.log = s.log.With("partner", p.ID)
+
+	// Sync points: the smaller interval and window win; absent = none.
+	var interval uint16
+	var window uint8
+	if iv, w, ok := f.Params.SyncOption(); ok && iv != 0 && cfg.SyncIntervalKB != 0 {
+		interval = cfg.SyncIntervalKB
+		if iv != 0xFFFF && iv < interval {
+			interval = iv
+		}
+		window = min(w, cfg.SyncWindow)
+	}
+	s.syncBytes, s.syncWindow = int64(interval)*1024, window
+	resync, _ := f.Params.Uint(fpdu.PIResync)
+	s.resync = resync == 1 && cfg.AllowResync && interval != 0
+
+	ac := fpdu.FPDU{Kind: fpdu.AConnect, DstID: s.peerID, SrcID: ourConnID}
+	ac.Params.AddUint(fpdu.PIVersion, 2)
+	ac.Params.AddSyncOption(interval, window)
+	if s.resync {
+		ac.Params.AddUint(fpdu.PIResync, 1)
+	} else if f.Params.Has(fpdu.PIResync) {
+		ac.Params.AddUint(fpdu.PIResync, 0)
+	}
+	if err := s.write(&ac); err != nil {
+		return err
+	}
+	srv.countConn("accepted")
+	s.log.Info("partner connected", "sync_kb", interval, "window", window, "resync", s.resync)
+	return nil
+}
+
+// connected is state CN03: between transfers, guarded by Td.
+func (s *session) connected() error {
+	for {
+		s.setReadDeadline(s.srv.cfg.IdleTimeout)
+		f, err := s.next()
+		if err != nil {
+			if isTimeout(err) {
+				return abortf(fpdu.DiagIdleTimeout, "idle for %v", s.srv.cfg.IdleTimeout)
+			}
+			return s.readErr(err)
+		}
+		switch f.Kind {
+		case fpdu.Create:
+			if err := s.create(f); err != nil {
+				return err
+			}
+		case fpdu.Select:
+			if err := s.selectFile(f); err != nil {
+				return err
+			}
+		case fpdu.Msg, fpdu.MsgDM:
+			if err := s.message(f); err != nil {
+				return err
+			}
+		case fpdu.Release:
+			rc := fpdu.FPDU{Kind: fpdu.RelConf, DstID: s.peerID, SrcID: ourConnID}
+			if err := s.write(&rc); err != nil {
+				return err
+			}
+			return errClosed
+		case fpdu.Abort:
+			return s.peerAbort(f)
+		default:
+			return abortf(fpdu.DiagProtocolError, "%v in state connected", f.Kind)
+		}
+		if s.xfer != nil {
+			if err := s.fileSelected(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// fileSelected runs states SF03 (selected) and OF02 (open) until DESELECT.
+func (s *session) fileSelected() error {
+	open := false
+	for {
+		s.setReadDeadline(s.srv.cfg.InactivityTimeout)
+		f, err := s.next()
+		if err != nil {
+			return s.readErr(err)
+		}
+		switch {
+		case f.Kind == fpdu.Abort:
+			return s.peerAbort(f)
+		case f.Kind == fpdu.Orf && !open:
+			if s.ab {
+				return abortf(fpdu.DiagProtocolError, "ORF after an interruption, before DESELECT")
+			}
+			ack := fpdu.FPDU{Kind: fpdu.AckOrf, DstID: s.peerID}
+			ack.Params.AddDiagnostic(fpdu.DiagOK)
+			// Compression is refused by answering "none" (digest §7).
+			ack.Params.Add(fpdu.PICompression, []byte{0, 0})
+			if err := s.write(&ack); err != nil {
+				return err
+			}
+			open = true
+		case f.Kind == fpdu.Crf && open:
+			if err := s.writeAck(fpdu.AckCrf, fpdu.DiagOK); err != nil {
+				return err
+			}
+			open = false
+		case f.Kind == fpdu.Deselect && !open:
+			if err := s.writeAck(fpdu.AckDeselect, fpdu.DiagOK); err != nil {
+				return err
+			}
+			s.ab = false
+			s.endTransfer(nil)
+			return nil
+		case f.Kind == fpdu.Write && open && s.xfer.dir == DirectionReceive:
+			if s.ab || s.xfer.finished {
+				return abortf(fpdu.DiagProtocolError, "WRITE on a finished or interrupted transfer")
+			}
+			if err := s.receive(f); err != nil {
+				return err
+			}
+		case f.Kind == fpdu.Read && open && s.xfer.dir == DirectionSend:
+			if s.ab || s.xfer.finished {
+				return abortf(fpdu.DiagProtocolError, "READ on a finished or interrupted transfer")
+			}
+			if err := s.send(f); err != nil {
+				return err
+			}
+		default:
+			return abortf(fpdu.DiagProtocolError, "%v with file %s (open=%v)", f.Kind, stateName(open), open)
+		}
+	}
+}
+
+func stateName(open bool) string {
+	if open {
+		return "open"
+	}
+	return "selected"
+}
+
+// next reads one FPDU; data FPDUs are not logged.
+func (s *session) next() (*fpdu.FPDU, error) {
+	f, err := s.r.Next()
+	if err != nil {
+		return nil, err
+	}
+	if s.srv.cfg.DebugFPDU && !f.Kind.IsData() {
+		s.log.Debug("fpdu received", "fpdu", f.String())
+	}
+	return f, nil
+}
+
+// setReadDeadline arms the timer for the next read.
+func (s *session) setReadDeadline(d time.Duration) {
+	now := time.Now()
+	s.conn.SetReadDeadline(now.Add(d))
+	s.deadlineRenew = now.Add(d / 8)
+}
+
+// renewReadDeadline re-arms Tp at most every Tp/8 on the data path, so that
+// a stream of DTFs costs no timer update per frame.
+func (s *session) renewReadDeadline() {
+	if now := time.Now(); now.After(s.deadlineRenew) {
+		d := s.srv.cfg.InactivityTimeout
+		s.conn.SetReadDeadline(now.Add(d))
+		s.deadlineRenew = now.Add(d / 8)
+	}
+}
+
+// renewWriteDeadline re-arms Tp for writes, at most every Tp/8. Under wmu.
+func (s *session) renewWriteDeadline() {
+	if now := time.Now(); now.After(s.writeRenew) {
+		d := s.srv.cfg.InactivityTimeout
+		s.conn.SetWriteDeadline(now.Add(d))
+		s.writeRenew = now.Add(d / 8)
+	}
+}
+
+// readErr maps a read failure to the session's end.
+func (s *session) readErr(err error) error {
+	if d := fpdu.Diagnostic(s.killed.Load()); d != 0 {
+		return fmt.Errorf("aborted locally (%v): %w", d, err)
+	}
+	if isTimeout(err) {
+		return abortf(fpdu.DiagTimerExpired, "peer silent: %v", err)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("connection lost: %w", err)
+	}
+	var d fpdu.Diagnostic
+	if errors.As(err, &d) {
+		return abortf(d, "malformed input: %v", err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return fmt.Errorf("read: %w", err)
+	}
+	return abortf(fpdu.DiagProtocolError, "malformed input: %v", err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func diagOf(err error, def fpdu.Diagnostic) fpdu.Diagnostic {
+	var d fpdu.Diagnostic
+	if errors.As(err, &d) && !d.OK() {
+		return d
+	}
+	return def
+}
+
+func (s *session) peerAbort(f *fpdu.FPDU) error {
+	d, _ := f.Params.Diagnostic()
+	s.outcomeDiag = d
+	s.srv.countDiag(d)
+	s.wmu.Lock()
+	s.closed = true // never answer an ABORT
+	s.wmu.Unlock()
+	return errPeerAbort
+}
+
+// write sends one FPDU in its own frame.
+func (s *session) write(f *fpdu.FPDU) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.writeLocked(f)
+}
+
+func (s *session) writeLocked(f *fpdu.FPDU) error {
+	if s.closed {
+		return fmt.Errorf("write %v: %w", f.Kind, net.ErrClosed)
+	}
+	if s.srv.cfg.DebugFPDU && !f.Kind.IsData() {
+		s.log.Debug("fpdu sent", "fpdu", f.String())
+	}
+	s.renewWriteDeadline()
+	if err := s.w.Write(f); err != nil {
+		return fmt.Errorf("write %v: %w", f.Kind, err)
+	}
+	return nil
+}
+
+func (s *session) writeAck(k fpdu.Kind, d fpdu.Diagnostic) error {
+	s.srv.countDiag(d)
+	a := fpdu.FPDU{Kind: k, DstID: s.peerID}
+	a.Params.AddDiagnostic(d)
+	return s.write(&a)
+}
+
+// sendAbort sends ABORT d once and closes the connection.
+func (s *session) sendAbort(d fpdu.Diagnostic) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed {
+		return
+	}
+	s.srv.countDiag(d)
+	if s.w != nil {
+		a := fpdu.NewAbort(s.peerID, ourConnID, d)
+		a.AbortPIForm = s.srv.cfg.AbortPIForm
+		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		if err := s.w.Write(a); err != nil {
+			s.log.Debug("abort not delivered", "err", err)
+		}
+	}
+	s.closed = true
+	s.conn.Close()
+}
+
+// abort is called by other goroutines (Shutdown, CancelTransfer).
+func (s *session) abort(d fpdu.Diagnostic, why string) {
+	s.killed.CompareAndSwap(0, uint32(d))
+	s.log.Warn("aborting session", "diag", d.String(), "reason", why)
+	s.sendAbort(d)
+}
+
+func (s *session) closeConn() {
+	s.wmu.Lock()
+	s.closed = true
+	s.wmu.Unlock()
+	s.conn.Close()
+}
+
+// cancelTransfer interrupts transfer id for the admin API.
+func (s *session) cancelTransfer(ctx context.Context, id int64) error {
+	if s.xferID.Load() != id {
+		return fmt.Errorf("cancel transfer %d: %w", id, ErrNoSuchTransfer)
+	}
+	s.wmu.Lock()
+	if s.dataPhase.Load() && !s.idtPending.Load() && !s.closed {
+		err := s.writeIDTLocked(fpdu.DiagVoluntaryStop, endCancelledByServer)
+		s.wmu.Unlock()
+		return err
+	}
+	s.wmu.Unlock()
+	if s.idtPending.Load() {
+		return nil
+	}
+	s.abort(fpdu.DiagClosedByUser, fmt.Sprintf("transfer %d cancelled", id))
+	return ctx.Err()
+}
+
+// PI 19 end-of-transfer codes.
+const (
+	endRestart            = 4
+	endSuspended          = 8
+	endCancelledByServer  = 12
+	endCancelledByRequest = 16
+)
+
+func (s *session) writeIDTLocked(d fpdu.Diagnostic, code uint64) error {
+	s.srv.countDiag(d)
+	idt := fpdu.FPDU{Kind: fpdu.IDT, DstID: s.peerID}
+	idt.Params.AddDiagnostic(d)
+	idt.Params.AddUint(fpdu.PIEndCode, code)
+	if err := s.writeLocked(&idt); err != nil {
+		return err
+	}
+	// The session goroutine reads these once it sees idtPending.
+	s.idtDiag.Store(uint32(d))
+	s.idtCode.Store(uint32(code))
+	s.idtPending.Store(true)
+	return nil
+}

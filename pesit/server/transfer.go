@@ -1,0 +1,507 @@
+package server
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
+
+// syncPoint maps a sync number to the position it marks.
+type syncPoint struct {
+	num      uint32
+	offset   int64
+	articles int64
+}
+
+// transfer is the file selected by CREATE or SELECT, until DESELECT.
+type transfer struct {
+	id       int64
+	dir      Direction
+	vf       VirtualFile
+	file     string // PI 12
+	fileType uint64 // PI 11
+	pesitID  uint32 // PI 13
+	restart  *RestartState
+	entity   int   // negotiated PI 25
+	recLen   int   // PI 32: maximum article length
+	declared int64 // bytes announced by PGI 40, 0 = unknown
+	started  time.Time
+	span     trace.Span
+
+	// Receive.
+	root     *os.Root
+	finalRel string
+	tempRel  string
+	finalAbs string
+	sink     *sink
+	inSeg    bool
+	segLen   int
+
+	// Send.
+	src      *os.File
+	srcPath  string
+	size     int64
+	modTime  time.Time
+	bytes    int64
+	articles int64
+	h        hash.Hash
+
+	syncNum    uint32
+	lastAck    uint32
+	sinceSync  int64
+	syncCount  int
+	restartAt  uint32
+	points     []syncPoint // send: points sent and not yet acknowledged
+	lastSync   syncPoint   // receive: last durable point
+	dtfEndDiag fpdu.Diagnostic
+
+	finished bool // outcome recorded
+}
+
+func (x *transfer) counts() (bytes, articles int64) {
+	if x.sink != nil {
+		return x.sink.bytes, x.sink.articles
+	}
+	return x.bytes, x.articles
+}
+
+// refuseCreate answers CREATE or SELECT with a diagnostic; the session
+// stays connected (digest §4.1).
+func (s *session) refuseFile(k fpdu.Kind, d fpdu.Diagnostic, detail string, args ...any) error {
+	s.log.Warn("file request refused", "fpdu", k.String(), "diag", d.String(), "detail", fmt.Sprintf(detail, args...))
+	return s.writeAck(k, d)
+}
+
+// fileCommon checks what CREATE and SELECT share and returns the virtual file.
+func (s *session) fileCommon(f *fpdu.FPDU, ack fpdu.Kind, want Direction) (VirtualFile, string, bool, error) {
+	if err := fpdu.Validate(f); err != nil {
+		return VirtualFile{}, "", false, abortf(diagOf(err, fpdu.DiagBadParameter), "%v: %v", f.Kind, err)
+	}
+	name, _ := f.Params.String(fpdu.PIFileName)
+	if err := checkFileID(name); err != nil {
+		return VirtualFile{}, "", false, s.refuseFile(ack, fpdu.DiagTransferRefused, "PI 12: %v", err)
+	}
+	okAccess := want == DirectionReceive && s.accessType != 1 && s.partner.Access&AccessWrite != 0 ||
+		want == DirectionSend && s.accessType != 0 && s.partner.Access&AccessRead != 0
+	if !okAccess {
+		return VirtualFile{}, "", false, s.refuseFile(ack, fpdu.DiagTransferRefused, "direction %v not allowed (PI 22 = %d)", want, s.accessType)
+	}
+	if len(s.partner.Files) > 0 && !slices.Contains(s.partner.Files, name) {
+		return VirtualFile{}, "", false, s.refuseFile(ack, fpdu.DiagTransferRefused, "file %q not allowed for partner", name)
+	}
+	vf, err := s.srv.dir.VirtualFile(s.ctx, name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		d := fpdu.DiagTransferRefused
+		if want == DirectionSend {
+			d = fpdu.DiagFileNotFound
+		}
+		return vf, name, false, s.refuseFile(ack, d, "unknown virtual file %q", name)
+	case err != nil:
+		s.log.Error("virtual file lookup failed", "file", name, "err", err)
+		return vf, name, false, s.refuseFile(ack, fpdu.DiagTemporaryNoResources, "virtual file lookup failed")
+	case vf.Direction&want == 0:
+		return vf, name, false, s.refuseFile(ack, fpdu.DiagTransferRefused, "virtual file %q does not allow %v", name, want)
+	}
+	return vf, name, true, nil
+}
+
+func (s *session) negotiateEntity(f *fpdu.FPDU) int {
+	e := s.srv.cfg.MaxEntitySize
+	if p, ok := f.Params.Uint(fpdu.PIEntitySize); ok && p >= 64 && int(p) < e {
+		e = int(p)
+	}
+	return e
+}
+
+// create handles CREATE: the server will receive a file (digest §8.1.5).
+func (s *session) create(f *fpdu.FPDU) error {
+	srv := s.srv
+	vf, name, ok, err := s.fileCommon(f, fpdu.AckCreate, DirectionReceive)
+	if !ok || err != nil {
+		return err
+	}
+	pi13, _ := f.Params.Uint(fpdu.PITransferID)
+	if pi13 == 0 || pi13 > 0xFFFFFF {
+		return abortf(fpdu.DiagBadParameter, "CREATE PI 13 = %d", pi13)
+	}
+	x := &transfer{dir: DirectionReceive, vf: vf, file: name, pesitID: uint32(pi13), started: srv.now()}
+	x.fileType, _ = f.Params.Uint(fpdu.PIFileType)
+	x.entity = s.negotiateEntity(f)
+	x.recLen = vf.RecordLength
+	if x.recLen == 0 {
+		x.recLen = srv.cfg.DefaultRecordLength
+	}
+	if l, ok := f.Params.Uint(fpdu.PIArticleLength); ok && l > 0 && l <= 65535 {
+		// The requester announces its articles; more than that is 2/220.
+		x.recLen = int(l)
+	}
+	if v, ok := f.Params.Uint(fpdu.PISpaceMax); ok {
+		unit, _ := f.Params.Uint(fpdu.PISpaceUnit)
+		if unit == 1 {
+			x.declared = int64(v) * int64(x.recLen)
+		} else {
+			x.declared = int64(v) * 1024
+		}
+	}
+	if vf.MaxSize > 0 && x.declared > vf.MaxSize {
+		return s.refuseFile(fpdu.AckCreate, fpdu.DiagQuotaExceeded, "announced %d bytes, limit %d", x.declared, vf.MaxSize)
+	}
+	restart, _ := f.Params.Uint(fpdu.PIRestart)
+	var rs RestartState
+	found := false
+	if restart == 1 {
+		rs, found, err = srv.jnl.FindRestart(s.ctx, RestartKey{Partner: s.partner.ID, Direction: DirectionReceive, PeSITID: x.pesitID, File: name})
+		if err != nil {
+			s.log.Error("restart lookup failed", "err", err)
+			return s.refuseFile(fpdu.AckCreate, fpdu.DiagTemporaryNoResources, "restart lookup failed")
+		}
+	}
+	root, err := os.OpenRoot(vf.ReceiveDir)
+	if err != nil {
+		s.log.Error("receive directory unusable", "dir", vf.ReceiveDir, "err", err)
+		return s.refuseFile(fpdu.AckCreate, fpdu.DiagTemporaryNoResources, "receive directory %s: %v", vf.ReceiveDir, err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			root.Close()
+		}
+	}()
+	if found {
+		fr, err1 := relIn(vf.ReceiveDir, rs.Path)
+		tr, err2 := relIn(vf.ReceiveDir, rs.TempPath)
+		if err1 == nil && err2 == nil {
+			x.restart, x.finalRel, x.tempRel = &rs, fr, tr
+		} else {
+			s.log.Warn("restart state does not match the receive directory; starting afresh", "path", rs.Path)
+		}
+	}
+	if x.finalRel == "" {
+		rel, err := expandName(vf.NamePattern, nameVars{Partner: s.partner.ID, File: name, TransferID: int64(x.pesitID), Now: srv.now(), UUID: uuid.NewString()})
+		if err != nil {
+			return s.refuseFile(fpdu.AckCreate, fpdu.DiagTransferRefused, "target name: %v", err)
+		}
+		x.finalRel = rel
+		x.tempRel = tempNameFor(rel, uuid.NewString()[:8])
+	}
+	x.finalAbs = filepath.Join(vf.ReceiveDir, x.finalRel)
+	if _, err := root.Lstat(x.finalRel); err == nil && !vf.Overwrite {
+		return s.refuseFile(fpdu.AckCreate, fpdu.DiagFileExists, "%s exists", x.finalRel)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return s.refuseFile(fpdu.AckCreate, fpdu.DiagTransferRefused, "%s: %v", x.finalRel, err)
+	}
+	if !srv.claimPath(x.finalAbs) {
+		return s.refuseFile(fpdu.AckCreate, fpdu.DiagFileBusy, "%s is being received", x.finalRel)
+	}
+	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: vf.ID, Direction: DirectionReceive,
+		PeSITID: x.pesitID, Restart: restart == 1, Path: x.finalAbs, TempPath: filepath.Join(vf.ReceiveDir, x.tempRel),
+		DeclaredSize: x.declared, Started: x.started}
+	if x.restart != nil {
+		t.RestartOf = x.restart.TransferID
+	}
+	id, err := srv.jnl.Begin(s.ctx, t)
+	if err != nil {
+		srv.unclaimPath(x.finalAbs)
+		s.log.Error("journal begin failed", "err", err)
+		return s.refuseFile(fpdu.AckCreate, fpdu.DiagTemporaryNoResources, "journal unavailable")
+	}
+	keep = true
+	x.root, x.id = root, id
+	s.beginTransfer(x)
+	ack := fpdu.FPDU{Kind: fpdu.AckCreate, DstID: s.peerID}
+	ack.Params.AddDiagnostic(fpdu.DiagOK)
+	ack.Params.AddUint(fpdu.PIEntitySize, uint64(x.entity))
+	return s.write(&ack)
+}
+
+// relIn returns p relative to dir, refusing anything outside it.
+func relIn(dir, p string) (string, error) {
+	rel, err := filepath.Rel(dir, p)
+	if err != nil {
+		return "", err
+	}
+	if !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("%s is outside %s", p, dir)
+	}
+	return rel, nil
+}
+
+// selectFile handles SELECT: the server will send a file (digest §8.1.6).
+func (s *session) selectFile(f *fpdu.FPDU) error {
+	srv := s.srv
+	vf, name, ok, err := s.fileCommon(f, fpdu.AckSelect, DirectionSend)
+	if !ok || err != nil {
+		return err
+	}
+	pi13, _ := f.Params.Uint(fpdu.PITransferID)
+	if pi13 > 0xFFFFFF {
+		return abortf(fpdu.DiagBadParameter, "SELECT PI 13 = %d", pi13)
+	}
+	restart, _ := f.Params.Uint(fpdu.PIRestart)
+	x := &transfer{dir: DirectionSend, vf: vf, file: name, pesitID: uint32(pi13), started: srv.now()}
+	x.fileType, _ = f.Params.Uint(fpdu.PIFileType)
+	if x.pesitID == 0 {
+		x.pesitID = rand.Uint32N(0xFFFFFF) + 1
+	}
+	if restart == 1 && pi13 != 0 {
+		rs, found, err := srv.jnl.FindRestart(s.ctx, RestartKey{Partner: s.partner.ID, Direction: DirectionSend, PeSITID: x.pesitID, File: name})
+		if err != nil {
+			s.log.Error("restart lookup failed", "err", err)
+			return s.refuseFile(fpdu.AckSelect, fpdu.DiagTemporaryNoResources, "restart lookup failed")
+		}
+		if found {
+			x.restart = &rs
+		}
+	}
+	root, err := os.OpenRoot(vf.SendDir)
+	if err != nil {
+		return s.refuseFile(fpdu.AckSelect, fpdu.DiagFileNotFound, "send directory %s: %v", vf.SendDir, err)
+	}
+	defer root.Close()
+	rel, err := expandName(vf.SendName, nameVars{Partner: s.partner.ID, File: name, TransferID: int64(x.pesitID), Now: srv.now(), UUID: uuid.NewString()})
+	if err != nil {
+		return s.refuseFile(fpdu.AckSelect, fpdu.DiagFileNotFound, "source name: %v", err)
+	}
+	src, err := root.Open(rel)
+	if err != nil {
+		return s.refuseFile(fpdu.AckSelect, fpdu.DiagFileNotFound, "%s: %v", rel, err)
+	}
+	st, err := src.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		src.Close()
+		return s.refuseFile(fpdu.AckSelect, fpdu.DiagFileNotFound, "%s is not a regular file", rel)
+	}
+	x.src, x.srcPath, x.size, x.modTime = src, filepath.Join(vf.SendDir, rel), st.Size(), st.ModTime()
+	x.entity = s.negotiateEntity(f)
+	x.recLen = vf.RecordLength
+	if x.recLen == 0 {
+		x.recLen = srv.cfg.DefaultRecordLength
+	}
+	if !s.partner.Segmented && x.recLen > x.entity-6 {
+		x.recLen = x.entity - 6
+	}
+	if s.syncBytes > 0 && int64(x.recLen) > s.syncBytes {
+		x.recLen = int(s.syncBytes) // a SYN only goes between articles
+	}
+	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: vf.ID, Direction: DirectionSend,
+		PeSITID: x.pesitID, Restart: restart == 1, Path: x.srcPath, DeclaredSize: x.size, Started: x.started}
+	if x.restart != nil {
+		t.RestartOf = x.restart.TransferID
+	}
+	id, err := srv.jnl.Begin(s.ctx, t)
+	if err != nil {
+		src.Close()
+		s.log.Error("journal begin failed", "err", err)
+		return s.refuseFile(fpdu.AckSelect, fpdu.DiagTemporaryNoResources, "journal unavailable")
+	}
+	x.id = id
+	s.beginTransfer(x)
+
+	ack := fpdu.FPDU{Kind: fpdu.AckSelect, DstID: s.peerID}
+	ack.Params.AddDiagnostic(fpdu.DiagOK)
+	var g9 fpdu.Params
+	g9.AddUint(fpdu.PIFileType, x.fileType)
+	g9.AddString(fpdu.PIFileName, name)
+	ack.Params.AddGroup(fpdu.PGIFileID, g9)
+	ack.Params.AddUint(fpdu.PITransferID, uint64(x.pesitID))
+	ack.Params.AddUint(fpdu.PIDataCode, uint64(vf.DataCode))
+	ack.Params.AddUint(fpdu.PIEntitySize, uint64(x.entity))
+	var g30 fpdu.Params
+	g30.Add(fpdu.PIArticleFormat, []byte{byte(vf.RecordFormat)})
+	g30.AddUint(fpdu.PIArticleLength, uint64(x.recLen))
+	ack.Params.AddGroup(fpdu.PGILogical, g30)
+	var g40 fpdu.Params
+	g40.AddUint(fpdu.PISpaceUnit, 0)
+	g40.AddUint(fpdu.PISpaceMax, uint64((x.size+1023)/1024))
+	ack.Params.AddGroup(fpdu.PGIPhysical, g40)
+	var g50 fpdu.Params
+	g50.AddString(fpdu.PICreated, x.modTime.Format("060102150405"))
+	ack.Params.AddGroup(fpdu.PGIHistorical, g50)
+	return s.write(&ack)
+}
+
+func (s *session) beginTransfer(x *transfer) {
+	_, x.span = s.srv.tracer.Start(s.ctx, "pesit.transfer", trace.WithAttributes(
+		attribute.String("pesit.virtual_file", x.vf.ID),
+		attribute.String("pesit.direction", x.dir.String()),
+		attribute.Int64("pesit.transfer_id", int64(x.pesitID)),
+		attribute.Int64("vectis.transfer_id", x.id)))
+	s.xfer = x
+	s.xferID.Store(x.id)
+	s.srv.trackTransfer(x.id, s)
+	if x.restart != nil && s.srv.met != nil {
+		s.srv.met.Restarts.Inc()
+	}
+	s.log.Info("transfer selected", "id", x.id, "file", x.file, "direction", x.dir.String(), "pi13", x.pesitID, "restart", x.restart != nil)
+}
+
+// finish records the outcome of the current transfer once.
+func (s *session) finish(st Status, d fpdu.Diagnostic, detail string) {
+	x := s.xfer
+	if x == nil || x.finished {
+		return
+	}
+	x.finished = true
+	srv := s.srv
+	b, a := x.counts()
+	o := Outcome{Status: st, Bytes: b, Articles: a, Diagnostic: d, Detail: detail, Finished: srv.now()}
+	if st == StatusDone {
+		if x.sink != nil {
+			o.SHA256 = x.sink.sum()
+		} else if x.h != nil {
+			o.SHA256 = hex.EncodeToString(x.h.Sum(nil))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.jnl.Finish(ctx, x.id, o); err != nil {
+		s.log.Error("journal finish failed", "id", x.id, "err", err)
+	}
+	dur := srv.now().Sub(x.started)
+	if m := srv.met; m != nil {
+		m.Transfers.WithLabelValues(srv.cfg.ID, x.dir.String(), string(st)).Inc()
+		m.TransferBytes.WithLabelValues(x.dir.String()).Add(float64(b))
+		m.TransferDuration.WithLabelValues(x.dir.String()).Observe(dur.Seconds())
+	}
+	x.span.SetAttributes(attribute.Int64("pesit.bytes", b), attribute.Int64("pesit.articles", a),
+		attribute.Int("pesit.sync_points", x.syncCount), attribute.Int64("pesit.restart_point", int64(x.restartAt)),
+		attribute.String("pesit.diagnostic", d.String()), attribute.String("pesit.status", string(st)))
+	if st != StatusDone {
+		x.span.SetStatus(codes.Error, d.String()+" "+detail)
+		x.span.RecordError(errors.New(detail))
+	}
+	s.log.Info("transfer finished", "id", x.id, "status", st, "bytes", b, "articles", a, "diag", d.String(), "detail", detail, "duration", dur)
+}
+
+// endTransfer releases the current transfer at DESELECT (cause nil) or when
+// the session ends. A receive that got data and was not finished keeps its
+// temporary file for a restart.
+func (s *session) endTransfer(cause error) {
+	x := s.xfer
+	if x == nil {
+		return
+	}
+	s.dataPhase.Store(false)
+	if !x.finished {
+		b, _ := x.counts()
+		st, d, detail := StatusFailed, fpdu.DiagAbnormalEnd, "deselected before the end of the transfer"
+		var ae *abortError
+		switch {
+		case errors.As(cause, &ae):
+			d, detail = ae.diag, ae.detail
+			if b > 0 && ae.diag != fpdu.DiagCountMismatch {
+				st = StatusInterrupted
+			}
+		case cause != nil:
+			d, detail = fpdu.DiagNetworkIncident, cause.Error()
+			if k := fpdu.Diagnostic(s.killed.Load()); k != 0 {
+				d = k
+			}
+			if b > 0 {
+				st = StatusInterrupted
+			}
+		}
+		if x.sink != nil {
+			if st == StatusInterrupted {
+				if err := x.sink.close(); err != nil {
+					s.log.Warn("closing interrupted file", "err", err)
+				}
+			} else {
+				x.sink.discard()
+			}
+		}
+		s.finish(st, d, detail)
+	} else if x.sink != nil && !x.sink.closed {
+		x.sink.discard()
+	}
+	if x.src != nil {
+		x.src.Close()
+	}
+	if x.root != nil {
+		x.root.Close()
+	}
+	if x.dir == DirectionReceive {
+		s.srv.unclaimPath(x.finalAbs)
+	}
+	s.srv.trackTransfer(x.id, nil)
+	s.xferID.Store(0)
+	x.span.End()
+	s.xfer = nil
+}
+
+// message handles MSG and MSGDM..MSGFM (digest §4.7).
+func (s *session) message(f *fpdu.FPDU) error {
+	if err := fpdu.Validate(f); err != nil {
+		return abortf(diagOf(err, fpdu.DiagBadParameter), "%v: %v", f.Kind, err)
+	}
+	name, _ := f.Params.String(fpdu.PIFileName)
+	pi13, _ := f.Params.Uint(fpdu.PITransferID)
+	text, _ := f.Params.Bytes(fpdu.PIMessage)
+	buf := append([]byte(nil), text...)
+	const maxMessage = 1 << 20
+	if f.Kind == fpdu.MsgDM {
+		for done := false; !done; {
+			s.setReadDeadline(s.srv.cfg.InactivityTimeout)
+			g, err := s.next()
+			if err != nil {
+				return s.readErr(err)
+			}
+			switch g.Kind {
+			case fpdu.MsgMM, fpdu.MsgFM:
+				part, _ := g.Params.Bytes(fpdu.PIMessage)
+				buf = append(buf, part...)
+				done = g.Kind == fpdu.MsgFM
+				if len(buf) > maxMessage {
+					return abortf(fpdu.DiagBadParameter, "segmented message over %d bytes", maxMessage)
+				}
+			case fpdu.Abort:
+				return s.peerAbort(g)
+			default:
+				return abortf(fpdu.DiagProtocolError, "%v inside a segmented message", g.Kind)
+			}
+		}
+	}
+	srv := s.srv
+	now := srv.now()
+	id, err := srv.jnl.Begin(s.ctx, Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: name,
+		Direction: DirectionReceive, Message: true, PeSITID: uint32(pi13), Text: string(buf), Started: now})
+	d := fpdu.DiagOK
+	if err != nil {
+		s.log.Error("journal begin failed", "err", err)
+		d = fpdu.DiagTemporaryNoResources
+	} else if err := srv.jnl.Finish(s.ctx, id, Outcome{Status: StatusDone, Bytes: int64(len(buf)), Articles: 1, Finished: now}); err != nil {
+		s.log.Error("journal finish failed", "err", err)
+		d = fpdu.DiagTemporaryNoResources
+	}
+	if m := srv.met; m != nil {
+		res := string(StatusDone)
+		if !d.OK() {
+			res = string(StatusFailed)
+		}
+		m.Transfers.WithLabelValues(srv.cfg.ID, "message", res).Inc()
+	}
+	s.log.Info("message received", "file", name, "bytes", len(buf), "diag", d.String())
+	srv.countDiag(d)
+	ack := fpdu.FPDU{Kind: fpdu.AckMsg, DstID: s.peerID}
+	ack.Params.AddDiagnostic(d)
+	if pi13 != 0 {
+		ack.Params.AddUint(fpdu.PITransferID, pi13)
+	}
+	return s.write(&ack)
+}
