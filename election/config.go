@@ -1,0 +1,145 @@
+package election
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Defaults and limits.
+const (
+	DefaultTTL         = 5 * time.Second
+	MinTTL             = 2 * time.Second
+	DefaultDialTimeout = 5 * time.Second
+)
+
+// Config says how a member reaches etcd and who it is.
+type Config struct {
+	Endpoints   []string
+	DialTimeout time.Duration // default 5 s
+
+	// TTL of the member's lease (whole seconds; default 5 s, minimum 2 s).
+	// A leader that loses etcd stops serving within TTL.
+	TTL time.Duration
+	// Margin is how long before the server-side lease expiry the leader
+	// gives up (default TTL/5). It covers clock rate drift and the time the
+	// caller needs to stop serving.
+	Margin time.Duration
+
+	Cluster string // cluster name: keys live under /vectis/<Cluster>/
+	Name    string // member name, the pod name in Kubernetes
+	Address string // how peers/admins reach this member (published, not used here)
+
+	// TLS towards etcd: CAFile alone for server verification, CertFile and
+	// KeyFile for client certificates. Empty means plain TCP.
+	CAFile, CertFile, KeyFile string
+	// Username/Password for etcd auth. The password is never logged.
+	Username, Password string
+
+	Logger *slog.Logger // default slog.Default()
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if len(c.Endpoints) == 0 {
+		return c, errors.New("election: no etcd endpoints")
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.TTL < MinTTL {
+		return c, fmt.Errorf("election: TTL %v below the minimum %v", c.TTL, MinTTL)
+	}
+	if c.TTL%time.Second != 0 {
+		return c, fmt.Errorf("election: TTL %v is not a whole number of seconds (etcd leases are)", c.TTL)
+	}
+	if c.Margin == 0 {
+		c.Margin = c.TTL / 5
+	}
+	if c.Margin < 0 || c.Margin >= c.TTL/2 {
+		return c, fmt.Errorf("election: margin %v must be positive and below TTL/2 (%v)", c.Margin, c.TTL/2)
+	}
+	if err := validName("cluster name", c.Cluster); err != nil {
+		return c, err
+	}
+	if err := validName("member name", c.Name); err != nil {
+		return c, err
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return c, errors.New("election: TLS cert and key must be given together")
+	}
+	if c.Password != "" && c.Username == "" {
+		return c, errors.New("election: password without username")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+func validName(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("election: empty %s", what)
+	}
+	if strings.ContainsAny(s, "/\x00") || strings.TrimSpace(s) != s {
+		return fmt.Errorf("election: %s %q must not contain '/' or surrounding spaces", what, s)
+	}
+	return nil
+}
+
+// keepAliveInterval is how often the member renews its lease. Five
+// renewals per TTL leave room for one renewal to hang on a dead etcd member
+// and be retried on another before the deadline.
+func (c Config) keepAliveInterval() time.Duration { return c.TTL / 5 }
+
+// clientConfig builds the etcd client configuration. The gRPC keepalive
+// detects a silent connection (a hung or partitioned etcd member) so the
+// client reconnects elsewhere; grpc-go raises client pings below 10 s to
+// 10 s, so within one TTL it is the member's own per-renewal timeout, with
+// the round-robin balancer moving each retry to the next endpoint, that
+// actually survives the loss of the member it talks to.
+func (c Config) clientConfig() (clientv3.Config, error) {
+	cc := clientv3.Config{
+		Endpoints:            c.Endpoints,
+		DialTimeout:          c.DialTimeout,
+		DialKeepAliveTime:    c.TTL / 3,
+		DialKeepAliveTimeout: c.TTL / 3,
+		Username:             c.Username,
+		Password:             c.Password,
+		// The etcd client logs through zap; our callers log through slog.
+		Logger: zap.NewNop(),
+	}
+	if c.CAFile != "" || c.CertFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CAFile != "" {
+			pem, err := os.ReadFile(c.CAFile)
+			if err != nil {
+				return cc, fmt.Errorf("election: read etcd CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return cc, fmt.Errorf("election: no certificate in %s", c.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		if c.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+			if err != nil {
+				return cc, fmt.Errorf("election: load etcd client certificate: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		cc.TLS = tc
+	}
+	return cc, nil
+}

@@ -1,0 +1,374 @@
+// Package election owns Vectis' use of etcd: one lease per member (the
+// session), the membership registry attached to it, leader election with
+// go.etcd.io/etcd/client/v3/concurrency, leader observation, and the
+// fencing epoch (the create revision of the leader key).
+//
+// Keys, for cluster C:
+//
+//	/vectis/C/election/<lease-id-hex>  member name; lowest create revision leads
+//	/vectis/C/members/<member>         JSON {name, address, startedAt}, on the lease
+//
+// From a shell, the leader is
+//
+//	etcdctl get --prefix /vectis/C/election/ --sort-by=CREATE --order=ASCEND --limit=1
+//	etcdctl elect -l /vectis/C/election
+//
+// A leader must stop serving before etcd could expire its lease and let
+// another member win. The member therefore renews its lease itself and
+// keeps a deadline: the send time of the last renewal that etcd answered,
+// plus the granted TTL, minus a margin. When the deadline passes without a
+// renewal, the session is lost, whatever the etcd client still believes.
+package election
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// Why a session or a leadership ended; see Member.Err and Leadership.Err.
+var (
+	ErrDeadlineExceeded = errors.New("election: lease deadline passed without a renewal")
+	ErrLeaseExpired     = errors.New("election: lease expired or revoked in etcd")
+	ErrResigned         = errors.New("election: resigned")
+	ErrClosed           = errors.New("election: member closed")
+	ErrBusy             = errors.New("election: member is already campaigning or leading")
+)
+
+// Member is this process's presence in the cluster: one etcd lease, kept
+// alive until Close or until it is lost, and the membership key on it. A
+// lost Member stays lost: close it and create a new one.
+type Member struct {
+	*View
+
+	cfg     Config
+	cli     *clientv3.Client
+	lease   clientv3.LeaseID
+	ttl     time.Duration // granted by etcd
+	session *concurrency.Session
+	log     *slog.Logger
+
+	ctx    context.Context // cancelled, with the reason, when the session ends
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	deadline    time.Time
+	lastRenewal time.Time
+	busy        bool
+	closeOnce   sync.Once
+}
+
+// MemberInfo is the value of a membership key.
+type MemberInfo struct {
+	Name      string    `json:"name"`
+	Address   string    `json:"address"`
+	StartedAt time.Time `json:"startedAt"`
+}
+
+// New connects to etcd, grants the member's lease, registers the member
+// and starts renewing the lease.
+func New(ctx context.Context, cfg Config) (*Member, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	cc, err := cfg.clientConfig()
+	if err != nil {
+		return nil, err
+	}
+	cc.Context = context.WithoutCancel(ctx)
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("election: connect to etcd %v: %w", cfg.Endpoints, err)
+	}
+	m, err := start(ctx, cfg, cli)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func start(ctx context.Context, cfg Config, cli *clientv3.Client) (*Member, error) {
+	sent := time.Now()
+	grant, err := cli.Grant(ctx, int64(cfg.TTL/time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("election: grant lease: %w", err)
+	}
+	m := &Member{
+		View:  NewView(cli, cfg.Cluster),
+		cfg:   cfg,
+		cli:   cli,
+		lease: grant.ID,
+		ttl:   time.Duration(grant.TTL) * time.Second,
+		log:   cfg.Logger.With("cluster", cfg.Cluster, "member", cfg.Name, "lease", fmt.Sprintf("%x", int64(grant.ID))),
+	}
+	m.ctx, m.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
+	m.extend(sent, grant.TTL)
+
+	// The session's own keepalive stream is redundant with ours and harmless;
+	// concurrency.Election only needs its lease and client.
+	m.session, err = concurrency.NewSession(cli, concurrency.WithLease(grant.ID), concurrency.WithContext(m.ctx))
+	if err != nil {
+		m.cancel(ErrClosed)
+		_ = m.revoke()
+		return nil, fmt.Errorf("election: session: %w", err)
+	}
+	info, err := json.Marshal(MemberInfo{Name: cfg.Name, Address: cfg.Address, StartedAt: time.Now().UTC()})
+	if err != nil {
+		return nil, fmt.Errorf("election: encode member: %w", err)
+	}
+	if _, err := cli.Put(ctx, m.memberKey(cfg.Name), string(info), clientv3.WithLease(grant.ID)); err != nil {
+		m.cancel(ErrClosed)
+		m.session.Orphan()
+		_ = m.revoke()
+		return nil, fmt.Errorf("election: register member: %w", err)
+	}
+	m.wg.Add(1)
+	go m.keepAlive()
+	m.log.Info("election: member registered", "ttl", m.ttl)
+	return m, nil
+}
+
+// Name is the member's name.
+func (m *Member) Name() string { return m.cfg.Name }
+
+// Lease is the member's etcd lease.
+func (m *Member) Lease() clientv3.LeaseID { return m.lease }
+
+// Client is the member's etcd client, for callers that need etcd directly.
+func (m *Member) Client() *clientv3.Client { return m.cli }
+
+// Done is closed when the session ends: deadline passed, lease gone, or
+// Close.
+func (m *Member) Done() <-chan struct{} { return m.ctx.Done() }
+
+// Err says why Done is closed (ErrDeadlineExceeded, ErrLeaseExpired,
+// ErrClosed), or nil while the session lives.
+func (m *Member) Err() error { return context.Cause(m.ctx) }
+
+// Deadline is when this member must consider its lease gone if no renewal
+// succeeds before: last answered renewal (send time) + TTL - margin.
+func (m *Member) Deadline() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.deadline
+}
+
+// LastRenewal is the send time of the last renewal etcd answered.
+func (m *Member) LastRenewal() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastRenewal
+}
+
+// Close ends the session: stops renewing, revokes the lease (which removes
+// the membership and election keys at once, so a standby need not wait for
+// the TTL) and closes the etcd client.
+func (m *Member) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		m.cancel(ErrClosed)
+		m.wg.Wait()
+		m.session.Orphan()
+		err = m.revoke()
+		if cerr := m.cli.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
+
+// extend records a renewal that etcd answered. The send time is used, not
+// the reply time: etcd restarted the TTL somewhere in between, so this is
+// never later than etcd's own view.
+func (m *Member) extend(sent time.Time, ttlSeconds int64) {
+	d := sent.Add(time.Duration(ttlSeconds)*time.Second - m.cfg.Margin)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d.After(m.deadline) {
+		m.deadline = d
+	}
+	if sent.After(m.lastRenewal) {
+		m.lastRenewal = sent
+	}
+}
+
+func (m *Member) lose(cause error) {
+	if m.ctx.Err() != nil {
+		return
+	}
+	m.log.Warn("election: session lost", "reason", cause, "deadline", m.Deadline())
+	m.cancel(cause)
+}
+
+// keepAlive renews the lease every TTL/5 with KeepAliveOnce. Each renewal
+// opens a new stream, and the client's round-robin balancer puts it on the
+// next endpoint, so a renewal stuck on a hung etcd member times out and the
+// retry goes elsewhere, well within the TTL.
+func (m *Member) keepAlive() {
+	defer m.wg.Done()
+	interval := m.cfg.keepAliveInterval()
+	retry := interval / 10
+	wait := time.NewTimer(interval)
+	defer wait.Stop()
+	expire := time.NewTimer(time.Until(m.Deadline()))
+	defer expire.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-expire.C:
+			if time.Now().Before(m.Deadline()) {
+				expire.Reset(time.Until(m.Deadline()))
+				continue
+			}
+			m.lose(ErrDeadlineExceeded)
+			return
+		case <-wait.C:
+		}
+		sent := time.Now()
+		timeout := min(interval, time.Until(m.Deadline()))
+		actx, cancel := context.WithTimeout(clientv3.WithRequireLeader(m.ctx), timeout)
+		resp, err := m.cli.KeepAliveOnce(actx, m.lease)
+		cancel()
+		switch {
+		case err == nil:
+			m.extend(sent, resp.TTL)
+			expire.Reset(time.Until(m.Deadline()))
+			wait.Reset(interval)
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			m.lose(ErrLeaseExpired)
+			return
+		case m.ctx.Err() != nil:
+			return
+		default:
+			m.log.Debug("election: lease renewal failed, retrying", "err", err, "deadline", m.Deadline())
+			wait.Reset(retry)
+		}
+	}
+}
+
+func (m *Member) revoke() error {
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Margin)
+	defer cancel()
+	if _, err := m.cli.Revoke(ctx, m.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("election: revoke lease %x: %w", int64(m.lease), err)
+	}
+	return nil
+}
+
+// Leadership is a won election. It ends (Done) when the member's session
+// ends or on Resign; the caller must have stopped leader work by then. Its
+// epoch fences writes: it only grows from one leader to the next.
+type Leadership struct {
+	m      *Member
+	e      *concurrency.Election
+	epoch  int64
+	key    string
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// Campaign blocks until this member leads, ctx ends, or the session is
+// lost. Members win in the order they joined. Only one Campaign or
+// Leadership may be active per Member at a time.
+func (m *Member) Campaign(ctx context.Context) (*Leadership, error) {
+	m.mu.Lock()
+	if m.busy {
+		m.mu.Unlock()
+		return nil, ErrBusy
+	}
+	m.busy = true
+	m.mu.Unlock()
+	won := false
+	defer func() {
+		if !won {
+			m.mu.Lock()
+			m.busy = false
+			m.mu.Unlock()
+		}
+	}()
+
+	// A campaign must not outlive the session: a win on a lost lease would
+	// be a leader that etcd has already forgotten.
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(m.ctx, func() { cancel(context.Cause(m.ctx)) })
+	defer stop()
+
+	e := concurrency.NewElection(m.session, m.electionPrefix)
+	if err := e.Campaign(cctx, m.cfg.Name); err != nil {
+		if m.ctx.Err() != nil {
+			return nil, fmt.Errorf("election: campaign: %w", context.Cause(m.ctx))
+		}
+		if cerr := context.Cause(cctx); cerr != nil {
+			return nil, fmt.Errorf("election: campaign: %w", cerr)
+		}
+		return nil, fmt.Errorf("election: campaign: %w", err)
+	}
+	// Re-check: the session may have ended while the last response was in
+	// flight, or the deadline passed while we waited.
+	if err := m.ctx.Err(); err != nil || !time.Now().Before(m.Deadline()) {
+		rctx, rcancel := context.WithTimeout(context.Background(), m.cfg.Margin)
+		_ = e.Resign(rctx)
+		rcancel()
+		cause := context.Cause(m.ctx)
+		if cause == nil {
+			cause = ErrDeadlineExceeded
+		}
+		return nil, fmt.Errorf("election: campaign won on a lost session: %w", cause)
+	}
+	l := &Leadership{m: m, e: e, epoch: e.Rev(), key: e.Key()}
+	l.ctx, l.cancel = context.WithCancelCause(m.ctx)
+	won = true
+	m.log.Info("election: elected", "epoch", l.epoch, "deadline", m.Deadline())
+	return l, nil
+}
+
+// Epoch is the create revision of the leader key: unique per term and
+// strictly greater than any earlier leader's.
+func (l *Leadership) Epoch() int64 { return l.epoch }
+
+// Key is the leader key in etcd.
+func (l *Leadership) Key() string { return l.key }
+
+// Done is closed when leadership ends: session lost, deadline passed,
+// resigned or member closed.
+func (l *Leadership) Done() <-chan struct{} { return l.ctx.Done() }
+
+// Context is cancelled when leadership ends; derive leader work from it.
+func (l *Leadership) Context() context.Context { return l.ctx }
+
+// Err says why leadership ended, or nil while it lasts.
+func (l *Leadership) Err() error { return context.Cause(l.ctx) }
+
+// Deadline is the time by which leader work must have stopped unless the
+// lease is renewed before; it moves forward with each renewal.
+func (l *Leadership) Deadline() time.Time { return l.m.Deadline() }
+
+// Resign gives leadership up by deleting the leader key, so the next
+// member in line wins at once. Leadership ends even if etcd cannot be
+// reached; the lease then expires on its own.
+func (l *Leadership) Resign(ctx context.Context) error {
+	defer func() {
+		l.cancel(ErrResigned)
+		l.m.mu.Lock()
+		l.m.busy = false
+		l.m.mu.Unlock()
+	}()
+	if err := l.e.Resign(ctx); err != nil {
+		return fmt.Errorf("election: resign: %w", err)
+	}
+	l.m.log.Info("election: resigned", "epoch", l.epoch)
+	return nil
+}
