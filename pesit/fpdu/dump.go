@@ -67,7 +67,7 @@ func dumpValue(sb *strings.Builder, id PI, v []byte) {
 		}
 	case TypeC, TypeD:
 		if printable(v) {
-			fmt.Fprintf(sb, "%q", v)
+			dumpText(sb, v)
 			return
 		}
 	case TypeA:
@@ -76,7 +76,7 @@ func dumpValue(sb *strings.Builder, id PI, v []byte) {
 			return
 		}
 		if len(v) > 16 && printable(v) {
-			fmt.Fprintf(sb, "%q", v)
+			dumpText(sb, v)
 			return
 		}
 	}
@@ -85,6 +85,16 @@ func dumpValue(sb *strings.Builder, id PI, v []byte) {
 		return
 	}
 	fmt.Fprintf(sb, "% X", v)
+}
+
+// dumpText quotes v, shortened so that one PI 91 or PI 99 cannot flood a
+// log line.
+func dumpText(sb *strings.Builder, v []byte) {
+	if len(v) > 64 {
+		fmt.Fprintf(sb, "%q...(%dB)", v[:64], len(v))
+		return
+	}
+	fmt.Fprintf(sb, "%q", v)
 }
 
 func printable(v []byte) bool {
