@@ -22,7 +22,7 @@ func (s *Store) scanPartner(r row) (Partner, error) {
 	if err := json.Unmarshal([]byte(files), &p.Files); err != nil {
 		return Partner{}, fmt.Errorf("partner %s: files column: %w", p.ID, err)
 	}
-	return p, nil
+	return normPartner(p), nil
 }
 
 func filesJSON(files []string) string {
@@ -47,7 +47,8 @@ func (s *Store) CreatePartner(ctx context.Context, p Partner, passwordHash strin
 	if err := p.Validate(); err != nil {
 		return Partner{}, err
 	}
-	p.CreatedAt, p.UpdatedAt = now(), now()
+	ts := now()
+	p.CreatedAt, p.UpdatedAt = ts, ts
 	err = s.inTx(ctx, func(t tx) ([]Change, error) {
 		return []Change{{KindPartner, p.ID, OpCreate}}, s.insertPartner(ctx, t, p, passwordHash)
 	})
@@ -206,7 +207,8 @@ func (s *Store) CreateFile(ctx context.Context, f VirtualFile) (_ VirtualFile, e
 	if err := f.Validate(); err != nil {
 		return VirtualFile{}, err
 	}
-	f.CreatedAt, f.UpdatedAt = now(), now()
+	ts := now()
+	f.CreatedAt, f.UpdatedAt = ts, ts
 	err = s.inTx(ctx, func(t tx) ([]Change, error) {
 		_, err := t.exec(ctx, `INSERT INTO virtual_files (`+fileCols+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, s.fileArgs(f)...)
@@ -300,7 +302,8 @@ func (s *Store) CreateServer(ctx context.Context, v Server) (_ Server, err error
 	if err := v.Validate(); err != nil {
 		return Server{}, err
 	}
-	v.CreatedAt, v.UpdatedAt = now(), now()
+	ts := now()
+	v.CreatedAt, v.UpdatedAt = ts, ts
 	err = s.inTx(ctx, func(t tx) ([]Change, error) {
 		_, err := t.exec(ctx, `INSERT INTO servers (`+serverCols+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, s.serverArgs(v)...)

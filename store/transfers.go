@@ -80,7 +80,8 @@ func (s *Store) CreateTransfer(ctx context.Context, epoch int64, t Transfer) (_ 
 		return Transfer{}, err
 	}
 	t.Epoch = epoch
-	t.CreatedAt, t.UpdatedAt = now(), now()
+	ts := now()
+	t.CreatedAt, t.UpdatedAt = ts, ts
 	t.FinishedAt = time.Time{}
 	if t.Status.Final() {
 		t.FinishedAt = t.UpdatedAt

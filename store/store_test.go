@@ -1,0 +1,312 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
+	"github.com/vectis-ft/vectis/store"
+	"github.com/vectis-ft/vectis/store/storetest"
+)
+
+// helperEnv makes the test binary act as one migrating process (see
+// TestMigrateConcurrentProcesses): VECTIS_STORE_MIGRATE_HELPER=driver|target|startUnixNano.
+const helperEnv = "VECTIS_STORE_MIGRATE_HELPER"
+
+func TestMain(m *testing.M) {
+	if v := os.Getenv(helperEnv); v != "" {
+		os.Exit(migrateHelper(v))
+	}
+	code := m.Run()
+	pgtest.Shutdown()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func migrateHelper(v string) int {
+	var driver, target string
+	var start int64
+	if _, err := fmt.Sscanf(v, "%s %s %d", &driver, &target, &start); err != nil {
+		fmt.Fprintln(os.Stderr, "bad helper spec:", err)
+		return 2
+	}
+	// Start together, to make the race real.
+	time.Sleep(time.Until(time.Unix(0, start)))
+	cfg := store.Config{Driver: driver, URL: target, Path: target}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open:", err)
+		return 1
+	}
+	defer s.Close()
+	ms, err := s.MigrationStatus(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "status:", err)
+		return 1
+	}
+	for _, m := range ms {
+		if !m.Applied {
+			fmt.Fprintln(os.Stderr, "not applied:", m.Name)
+			return 1
+		}
+	}
+	return 0
+}
+
+func sqliteConfig(t testing.TB) store.Config {
+	return store.Config{Driver: store.DriverSQLite, Path: filepath.Join(t.TempDir(), "vectis.db")}
+}
+
+func postgresConfig(t testing.TB) store.Config {
+	return store.Config{Driver: store.DriverPostgres, URL: pgtest.Start(t), ConnectTimeout: 5 * time.Second}
+}
+
+func TestSQLite(t *testing.T) {
+	storetest.Run(t, sqliteConfig)
+}
+
+func TestPostgres(t *testing.T) {
+	storetest.Run(t, postgresConfig)
+}
+
+// TestMigrateConcurrentProcesses starts three processes that open (and so
+// migrate) the same empty database at the same instant. All must succeed and
+// the version table must hold exactly one row per migration.
+func TestMigrateConcurrentProcesses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  func(t testing.TB) store.Config
+	}{{"postgres", postgresConfig}, {"sqlite", sqliteConfig}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg(t)
+			target := cfg.URL
+			if cfg.Driver == store.DriverSQLite {
+				target = cfg.Path
+			}
+			start := time.Now().Add(500 * time.Millisecond).UnixNano()
+			var wg sync.WaitGroup
+			outs := make([][]byte, 3)
+			errs := make([]error, 3)
+			for i := range 3 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					cmd := exec.Command(os.Args[0], "-test.run=^$")
+					cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", helperEnv, cfg.Driver, target, start))
+					outs[i], errs[i] = cmd.CombinedOutput()
+				}()
+			}
+			wg.Wait()
+			for i := range 3 {
+				if errs[i] != nil {
+					t.Errorf("process %d: %v\n%s", i, errs[i], outs[i])
+				}
+			}
+			ms := migrationsOf(t, cfg)
+			var rows, distinct int
+			q := "SELECT count(*), count(DISTINCT version) FROM schema_migrations"
+			if cfg.Driver == store.DriverPostgres {
+				c, err := pgx.Connect(context.Background(), cfg.URL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close(context.Background())
+				err = c.QueryRow(context.Background(), q).Scan(&rows, &distinct)
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				db, err := sql.Open("sqlite", cfg.Path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+				if err := db.QueryRow(q).Scan(&rows, &distinct); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if rows != len(ms) || distinct != len(ms) {
+				t.Fatalf("schema_migrations has %d rows (%d distinct), want %d", rows, distinct, len(ms))
+			}
+		})
+	}
+}
+
+func migrationsOf(t *testing.T, cfg store.Config) []store.Migration {
+	cfg.SkipMigrate = true
+	s := storetest.Open(t, cfg)
+	ms, err := s.MigrationStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if !m.Applied {
+			t.Fatalf("migration %s not applied", m.Name)
+		}
+	}
+	return ms
+}
+
+func TestMigrationStatusOnEmptyDatabase(t *testing.T) {
+	cfg := sqliteConfig(t)
+	cfg.SkipMigrate = true
+	s := storetest.Open(t, cfg)
+	ms, err := s.MigrationStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) == 0 || ms[0].Applied {
+		t.Fatalf("fresh database status %+v", ms)
+	}
+	if _, err := s.ListPartners(context.Background()); err == nil {
+		t.Fatal("query on an unmigrated database succeeded")
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ListPartners(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPostgresRestartUnderLoad keeps writers busy while PostgreSQL is
+// restarted and then stopped for a while: errors during the outage must be
+// ErrUnavailable, the pool must recover without reopening the store, and every
+// write that returned nil must be there afterwards.
+func TestPostgresRestartUnderLoad(t *testing.T) {
+	srv := pgtest.NewServer(t)
+	url := srv.NewDatabase(t)
+	ctx := context.Background()
+	s := storetest.Open(t, store.Config{URL: url, ConnectTimeout: time.Second, MaxConns: 8})
+	if err := s.ClaimLeadership(ctx, 1, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	const writers = 6
+	type acked struct {
+		ids      []string          // transfers whose create returned nil
+		lastSync map[string]int64 // last sync point number acknowledged per transfer
+	}
+	results := make([]acked, writers)
+	var unavailable, otherErrs, acks atomic.Int64
+	var otherMu sync.Mutex
+	var others []error
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := acked{lastSync: map[string]int64{}}
+			defer func() { results[w] = res }()
+			var cur string
+			var n int64
+			for i := 0; i < 100000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				opCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				var err error
+				if cur == "" || i%5 == 0 {
+					var tr store.Transfer
+					tr, err = s.CreateTransfer(opCtx, 1, storetest.SampleTransfer(fmt.Sprintf("W%d", w), int64(i)))
+					if err == nil {
+						res.ids = append(res.ids, tr.ID)
+						cur, n = tr.ID, 0
+					}
+				} else {
+					n++
+					err = s.RecordSyncPoint(opCtx, 1, cur, store.SyncPoint{Number: n, Offset: n * 4096, Articles: n})
+					if err == nil {
+						res.lastSync[cur] = n
+					}
+				}
+				cancel()
+				switch {
+				case err == nil:
+					acks.Add(1)
+				case errors.Is(err, store.ErrUnavailable):
+					unavailable.Add(1)
+					time.Sleep(20 * time.Millisecond)
+				default:
+					otherErrs.Add(1)
+					otherMu.Lock()
+					others = append(others, err)
+					otherMu.Unlock()
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	poolWorks := func() bool {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return s.Ping(pctx) == nil
+	}
+	time.Sleep(400 * time.Millisecond)
+	srv.Restart(t) // fast shutdown + start: every pooled connection breaks
+	time.Sleep(400 * time.Millisecond)
+	srv.Stop(t) // a real outage: connection refused for a while
+	time.Sleep(700 * time.Millisecond)
+	downErrs := unavailable.Load()
+	srv.Start(t)
+	// The pool must recover by itself.
+	deadline := time.Now().Add(15 * time.Second)
+	for !poolWorks() {
+		if time.Now().After(deadline) {
+			t.Fatal("store did not recover within 15s after PostgreSQL came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	acksAtRecovery := acks.Load()
+	time.Sleep(500 * time.Millisecond) // writers keep going on the recovered pool
+	close(stop)
+	wg.Wait()
+	if acks.Load() <= acksAtRecovery {
+		t.Fatal("no write succeeded after recovery")
+	}
+	if len(others) > 0 {
+		t.Fatalf("%d errors during the outage were not ErrUnavailable, e.g. %v", len(others), others[0])
+	}
+	if downErrs == 0 {
+		t.Fatal("no ErrUnavailable observed while PostgreSQL was down: the test did not exercise the outage")
+	}
+	var lost int
+	for _, r := range results {
+		for _, id := range r.ids {
+			tr, err := s.GetTransfer(ctx, id)
+			if err != nil {
+				t.Errorf("acknowledged transfer %s: %v", id, err)
+				lost++
+				continue
+			}
+			if want := r.lastSync[id]; tr.SyncPoint.Number < want {
+				t.Errorf("transfer %s: sync point %d, acknowledged %d", id, tr.SyncPoint.Number, want)
+				lost++
+			}
+		}
+	}
+	t.Logf("acknowledged writes: %d, ErrUnavailable results: %d (%d by the end of the outage), lost: %d",
+		acks.Load(), unavailable.Load(), downErrs, lost)
+}
+

@@ -1,0 +1,961 @@
+// Package storetest is the conformance suite every store back end must pass.
+// store's own tests run it against PostgreSQL and SQLite.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/vectis-ft/vectis/store"
+)
+
+// NewConfig returns the configuration of a store on a fresh, empty database.
+// Opening it twice gives two Store values on the same database.
+type NewConfig func(t testing.TB) store.Config
+
+// Run runs the suite. Each subtest gets its own database.
+func Run(t *testing.T, newConfig NewConfig) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, newConfig NewConfig)
+	}{
+		{"Migrations", testMigrations},
+		{"Partners", testPartners},
+		{"Files", testFiles},
+		{"Servers", testServers},
+		{"Leadership", testLeadership},
+		{"Transfers", testTransfers},
+		{"TransferPagination", testTransferPagination},
+		{"ConcurrentTransferUpdates", testConcurrentTransferUpdates},
+		{"Audit", testAudit},
+		{"Purge", testPurge},
+		{"UsersAndTokens", testUsersAndTokens},
+		{"ApplyDeclaredIdempotent", testApplyDeclared},
+		{"Subscribe", testSubscribe},
+		{"Metrics", testMetrics},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newConfig) })
+	}
+}
+
+// Open opens a store and closes it at cleanup.
+func Open(t testing.TB, cfg store.Config) *store.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustIs(t testing.TB, err, target error, what string) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: got error %v, want errors.Is(err, %v)", what, err, target)
+	}
+}
+
+func must(t testing.TB, err error, what string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Fixtures shared by the tests.
+
+// SamplePartner returns a valid partner.
+func SamplePartner(id string) store.Partner {
+	return store.Partner{ID: id, Description: "partner " + id, Enabled: true, Access: store.AccessBoth,
+		Files: []string{"INBOX", "OUTBOX"}, MaxSessions: 4}
+}
+
+// SampleFile returns a valid virtual file.
+func SampleFile(id string) store.VirtualFile {
+	return store.VirtualFile{ID: id, Direction: store.FileBoth, ReceiveDir: "/data/in", SendDir: "/data/out",
+		NamePattern: "${partner}/${file}-${transferId}", MaxSize: 1 << 30, RecordFormat: store.RecordVariable,
+		RecordLength: 4096, DataCode: store.DataBinary}
+}
+
+// SampleServer returns a valid server definition.
+func SampleServer(id string) store.Server {
+	return store.Server{ID: id, Listen: ":5000", MaxSessions: 100, AutoStart: true,
+		TLS: store.ServerTLS{Listen: ":5001", CertFile: "/tls/tls.crt", KeyFile: "/tls/tls.key"}}
+}
+
+// SampleTransfer returns a valid transfer to create.
+func SampleTransfer(partner string, pesitID int64) store.Transfer {
+	return store.Transfer{ServerID: "PESITSRV", PartnerID: partner, FileID: "INBOX", Direction: store.DirReceive,
+		PesitID: pesitID, LocalPath: "/data/in/x", Node: "node-a"}
+}
+
+func testMigrations(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	before, err := s.MigrationStatus(ctx)
+	must(t, err, "status")
+	if len(before) == 0 {
+		t.Fatal("no migrations")
+	}
+	for _, m := range before {
+		if !m.Applied || m.AppliedAt.IsZero() {
+			t.Fatalf("migration %d %s not applied after Open", m.Version, m.Name)
+		}
+	}
+	must(t, s.Migrate(ctx), "re-run migrations")
+	after, err := s.MigrationStatus(ctx)
+	must(t, err, "status")
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("re-running migrations changed the version table:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+func testPartners(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	hash, err := store.HashPassword("s3cret")
+	must(t, err, "hash")
+	p := SamplePartner("CXCLIENT")
+	p.CertCN = "client.example"
+	created, err := s.CreatePartner(ctx, p, hash)
+	must(t, err, "create")
+	if created.CreatedAt.IsZero() || !created.CreatedAt.Equal(created.UpdatedAt) {
+		t.Fatalf("timestamps not set: %+v", created)
+	}
+	got, err := s.GetPartner(ctx, "CXCLIENT")
+	must(t, err, "get")
+	if !reflect.DeepEqual(got, created) {
+		t.Fatalf("get returned %+v, want %+v", got, created)
+	}
+	_, err = s.CreatePartner(ctx, p, hash)
+	mustIs(t, err, store.ErrConflict, "duplicate create")
+
+	stored, err := s.PartnerPasswordHash(ctx, "CXCLIENT")
+	must(t, err, "password hash")
+	if ok, err := store.VerifyPassword(stored, "s3cret"); !ok || err != nil {
+		t.Fatalf("stored hash does not verify: %v %v", ok, err)
+	}
+	if ok, _ := store.VerifyPassword(stored, "wrong"); ok {
+		t.Fatal("wrong password verified")
+	}
+	hash2, _ := store.HashPassword("other")
+	must(t, s.SetPartnerPassword(ctx, "CXCLIENT", hash2), "set password")
+	stored, _ = s.PartnerPasswordHash(ctx, "CXCLIENT")
+	if ok, _ := store.VerifyPassword(stored, "other"); !ok {
+		t.Fatal("new password does not verify")
+	}
+	mustIs(t, s.SetPartnerPassword(ctx, "NOPE", hash2), store.ErrNotFound, "set password of missing partner")
+	_, err = s.PartnerPasswordHash(ctx, "NOPE")
+	mustIs(t, err, store.ErrNotFound, "password of missing partner")
+
+	p.Description, p.Access, p.Files, p.Enabled = "changed", store.AccessRead, nil, false
+	p.CertCN, p.CertSHA256 = "", "ab"+fmt.Sprintf("%062x", 7)
+	upd, err := s.UpdatePartner(ctx, p)
+	must(t, err, "update")
+	if upd.Description != "changed" || upd.Access != store.AccessRead || upd.Files != nil || upd.Enabled ||
+		!upd.CreatedAt.Equal(created.CreatedAt) || upd.UpdatedAt.Before(created.UpdatedAt) {
+		t.Fatalf("update result %+v", upd)
+	}
+	got, _ = s.GetPartner(ctx, "CXCLIENT")
+	if !reflect.DeepEqual(got, upd) {
+		t.Fatalf("after update get %+v, want %+v", got, upd)
+	}
+	stored, _ = s.PartnerPasswordHash(ctx, "CXCLIENT")
+	if ok, _ := store.VerifyPassword(stored, "other"); !ok {
+		t.Fatal("UpdatePartner must not touch the password")
+	}
+	byFP, err := s.PartnerByCert(ctx, "whatever", p.CertSHA256)
+	must(t, err, "by fingerprint")
+	if byFP.ID != "CXCLIENT" {
+		t.Fatalf("by fingerprint: %s", byFP.ID)
+	}
+	_, err = s.PartnerByCert(ctx, "client.example", "")
+	mustIs(t, err, store.ErrNotFound, "cleared CN mapping")
+
+	_, err = s.UpdatePartner(ctx, SamplePartner("NOPE"))
+	mustIs(t, err, store.ErrNotFound, "update missing")
+	bad := SamplePartner("THIS-ID-IS-WAY-TOO-LONG-FOR-PI3")
+	_, err = s.CreatePartner(ctx, bad, hash)
+	mustIs(t, err, store.ErrInvalid, "too long id")
+	bad = SamplePartner("OK")
+	bad.Access = "all"
+	_, err = s.CreatePartner(ctx, bad, hash)
+	mustIs(t, err, store.ErrInvalid, "bad access")
+
+	_, err = s.CreatePartner(ctx, SamplePartner("AAA"), hash)
+	must(t, err, "create AAA")
+	list, err := s.ListPartners(ctx)
+	must(t, err, "list")
+	if len(list) != 2 || list[0].ID != "AAA" || list[1].ID != "CXCLIENT" {
+		t.Fatalf("list = %+v", list)
+	}
+	must(t, s.DeletePartner(ctx, "AAA"), "delete")
+	mustIs(t, s.DeletePartner(ctx, "AAA"), store.ErrNotFound, "delete twice")
+	_, err = s.GetPartner(ctx, "AAA")
+	mustIs(t, err, store.ErrNotFound, "get deleted")
+}
+
+func testFiles(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	f := SampleFile("INBOX")
+	created, err := s.CreateFile(ctx, f)
+	must(t, err, "create")
+	got, err := s.GetFile(ctx, "INBOX")
+	must(t, err, "get")
+	if !reflect.DeepEqual(got, created) {
+		t.Fatalf("get %+v, want %+v", got, created)
+	}
+	_, err = s.CreateFile(ctx, f)
+	mustIs(t, err, store.ErrConflict, "duplicate")
+	f.Overwrite, f.DataCode, f.RecordFormat, f.RecordLength = true, store.DataEBCDIC, store.RecordFixed, 80
+	upd, err := s.UpdateFile(ctx, f)
+	must(t, err, "update")
+	got, _ = s.GetFile(ctx, "INBOX")
+	if !reflect.DeepEqual(got, upd) || !got.Overwrite || got.DataCode != store.DataEBCDIC || got.RecordLength != 80 {
+		t.Fatalf("after update %+v", got)
+	}
+	_, err = s.UpdateFile(ctx, SampleFile("NOPE"))
+	mustIs(t, err, store.ErrNotFound, "update missing")
+	bad := SampleFile("X")
+	bad.Direction = store.FileReceive
+	bad.ReceiveDir = ""
+	_, err = s.CreateFile(ctx, bad)
+	mustIs(t, err, store.ErrInvalid, "receive without receiveDir")
+	_, err = s.CreateFile(ctx, SampleFile("A"))
+	must(t, err, "create A")
+	list, err := s.ListFiles(ctx)
+	must(t, err, "list")
+	if len(list) != 2 || list[0].ID != "A" {
+		t.Fatalf("list %+v", list)
+	}
+	must(t, s.DeleteFile(ctx, "A"), "delete")
+	mustIs(t, s.DeleteFile(ctx, "A"), store.ErrNotFound, "delete twice")
+	_, err = s.GetFile(ctx, "A")
+	mustIs(t, err, store.ErrNotFound, "get deleted")
+}
+
+func testServers(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	v := SampleServer("PESITSRV")
+	created, err := s.CreateServer(ctx, v)
+	must(t, err, "create")
+	got, err := s.GetServer(ctx, "PESITSRV")
+	must(t, err, "get")
+	if !reflect.DeepEqual(got, created) {
+		t.Fatalf("get %+v, want %+v", got, created)
+	}
+	_, err = s.CreateServer(ctx, v)
+	mustIs(t, err, store.ErrConflict, "duplicate")
+	v.TLS = store.ServerTLS{}
+	v.AutoStart = false
+	v.Listen = "127.0.0.1:6000"
+	_, err = s.UpdateServer(ctx, v)
+	must(t, err, "update")
+	got, _ = s.GetServer(ctx, "PESITSRV")
+	if got.TLS != (store.ServerTLS{}) || got.AutoStart || got.Listen != "127.0.0.1:6000" {
+		t.Fatalf("after update %+v", got)
+	}
+	bad := SampleServer("BAD")
+	bad.Listen = "5000"
+	_, err = s.CreateServer(ctx, bad)
+	mustIs(t, err, store.ErrInvalid, "listen without port")
+	_, err = s.UpdateServer(ctx, SampleServer("NOPE"))
+	mustIs(t, err, store.ErrNotFound, "update missing")
+	list, err := s.ListServers(ctx)
+	must(t, err, "list")
+	if len(list) != 1 {
+		t.Fatalf("list %+v", list)
+	}
+	must(t, s.DeleteServer(ctx, "PESITSRV"), "delete")
+	mustIs(t, s.DeleteServer(ctx, "PESITSRV"), store.ErrNotFound, "delete twice")
+}
+
+func testLeadership(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	l, err := s.Leadership(ctx)
+	must(t, err, "leadership")
+	if l.Epoch != 0 || l.Member != "" {
+		t.Fatalf("fresh leadership %+v", l)
+	}
+	mustIs(t, s.CheckEpoch(ctx, 1), store.ErrStaleEpoch, "check before any claim")
+	must(t, s.ClaimLeadership(ctx, 5, "a"), "claim 5 a")
+	l1, _ := s.Leadership(ctx)
+	if l1.Epoch != 5 || l1.Member != "a" || l1.Since.IsZero() {
+		t.Fatalf("after claim %+v", l1)
+	}
+	must(t, s.ClaimLeadership(ctx, 5, "a"), "re-claim same epoch same member")
+	l2, _ := s.Leadership(ctx)
+	if !l2.Since.Equal(l1.Since) {
+		t.Fatalf("re-claim moved since: %v -> %v", l1.Since, l2.Since)
+	}
+	mustIs(t, s.ClaimLeadership(ctx, 5, "b"), store.ErrStaleEpoch, "same epoch other member")
+	mustIs(t, s.ClaimLeadership(ctx, 4, "b"), store.ErrStaleEpoch, "lower epoch")
+	must(t, s.CheckEpoch(ctx, 5), "check current epoch")
+
+	// A write carrying epoch N is rejected once N+1 is recorded.
+	tr, err := s.CreateTransfer(ctx, 5, SampleTransfer("P", 1))
+	must(t, err, "create transfer at epoch 5")
+	must(t, s.ClaimLeadership(ctx, 6, "b"), "claim 6 b")
+	mustIs(t, s.CheckEpoch(ctx, 5), store.ErrStaleEpoch, "check old epoch")
+	_, err = s.CreateTransfer(ctx, 5, SampleTransfer("P", 2))
+	mustIs(t, err, store.ErrStaleEpoch, "create with old epoch")
+	mustIs(t, s.RecordSyncPoint(ctx, 5, tr.ID, store.SyncPoint{Number: 1, Offset: 10, Articles: 1}),
+		store.ErrStaleEpoch, "sync point with old epoch")
+	mustIs(t, s.AddTransferProgress(ctx, 5, tr.ID, 1, 1), store.ErrStaleEpoch, "progress with old epoch")
+	mustIs(t, s.FinishTransfer(ctx, 5, tr.ID, store.TransferResult{Status: store.StatusCompleted}),
+		store.ErrStaleEpoch, "finish with old epoch")
+	_, err = s.UpdateTransfer(ctx, 5, tr.ID, func(*store.Transfer) error { return nil })
+	mustIs(t, err, store.ErrStaleEpoch, "update with old epoch")
+	_, err = s.Purge(ctx, 5, time.Hour)
+	mustIs(t, err, store.ErrStaleEpoch, "purge with old epoch")
+	// Nor is a future epoch that was never claimed accepted.
+	mustIs(t, s.RecordSyncPoint(ctx, 7, tr.ID, store.SyncPoint{Number: 1}), store.ErrStaleEpoch, "unclaimed epoch")
+	got, _ := s.GetTransfer(ctx, tr.ID)
+	if got.SyncPoint != (store.SyncPoint{}) || got.Bytes != 0 || got.Status != store.StatusInProgress || got.Epoch != 5 {
+		t.Fatalf("stale writes changed the record: %+v", got)
+	}
+	must(t, s.RecordSyncPoint(ctx, 6, tr.ID, store.SyncPoint{Number: 1, Offset: 10, Articles: 1}), "new leader writes")
+	got, _ = s.GetTransfer(ctx, tr.ID)
+	if got.Epoch != 6 {
+		t.Fatalf("epoch not recorded on write: %+v", got)
+	}
+	mustIs(t, s.ClaimLeadership(ctx, 0, "x"), store.ErrInvalid, "epoch 0")
+}
+
+func testTransfers(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	must(t, s.ClaimLeadership(ctx, 1, "node-a"), "claim")
+	in := SampleTransfer("CXCLIENT", 42)
+	tr, err := s.CreateTransfer(ctx, 1, in)
+	must(t, err, "create")
+	if tr.ID == "" || tr.Status != store.StatusInProgress || tr.Epoch != 1 || tr.CreatedAt.IsZero() || !tr.FinishedAt.IsZero() {
+		t.Fatalf("created %+v", tr)
+	}
+	got, err := s.GetTransfer(ctx, tr.ID)
+	must(t, err, "get")
+	if !reflect.DeepEqual(got, tr) {
+		t.Fatalf("get %+v\nwant %+v", got, tr)
+	}
+	dup := in
+	dup.ID = tr.ID
+	_, err = s.CreateTransfer(ctx, 1, dup)
+	mustIs(t, err, store.ErrConflict, "duplicate id")
+	bad := in
+	bad.Direction = "sideways"
+	_, err = s.CreateTransfer(ctx, 1, bad)
+	mustIs(t, err, store.ErrInvalid, "bad direction")
+
+	must(t, s.RecordSyncPoint(ctx, 1, tr.ID, store.SyncPoint{Number: 3, Offset: 3 << 20, Articles: 768}), "sync point")
+	got, _ = s.GetTransfer(ctx, tr.ID)
+	if got.SyncPoint != (store.SyncPoint{Number: 3, Offset: 3 << 20, Articles: 768}) || got.Bytes != 3<<20 || got.Articles != 768 {
+		t.Fatalf("after sync point %+v", got)
+	}
+	must(t, s.AddTransferProgress(ctx, 1, tr.ID, 100, 1), "progress")
+	got, _ = s.GetTransfer(ctx, tr.ID)
+	if got.Bytes != 3<<20+100 || got.Articles != 769 {
+		t.Fatalf("after progress %+v", got)
+	}
+	mustIs(t, s.RecordSyncPoint(ctx, 1, "missing", store.SyncPoint{}), store.ErrNotFound, "sync point of missing")
+	mustIs(t, s.AddTransferProgress(ctx, 1, "missing", 1, 1), store.ErrNotFound, "progress of missing")
+	mustIs(t, s.FinishTransfer(ctx, 1, "missing", store.TransferResult{Status: store.StatusFailed}), store.ErrNotFound, "finish missing")
+	_, err = s.UpdateTransfer(ctx, 1, "missing", func(*store.Transfer) error { return nil })
+	mustIs(t, err, store.ErrNotFound, "update missing")
+	_, err = s.GetTransfer(ctx, "missing")
+	mustIs(t, err, store.ErrNotFound, "get missing")
+
+	// Interrupted, then found for restart by (partner, direction, PI 13, file).
+	must(t, s.FinishTransfer(ctx, 1, tr.ID, store.TransferResult{Status: store.StatusInterrupted, Bytes: got.Bytes,
+		Articles: got.Articles, Diagnostic: "2.201"}), "interrupt")
+	got, _ = s.GetTransfer(ctx, tr.ID)
+	if got.Status != store.StatusInterrupted || !got.FinishedAt.IsZero() || got.Diagnostic != "2.201" {
+		t.Fatalf("interrupted %+v", got)
+	}
+	key := store.RestartKey{PartnerID: "CXCLIENT", Direction: store.DirReceive, PesitID: 42, FileID: "INBOX"}
+	r, err := s.FindRestartable(ctx, key)
+	must(t, err, "find restartable")
+	if r.ID != tr.ID || r.SyncPoint.Number != 3 {
+		t.Fatalf("restartable %+v", r)
+	}
+	for _, k := range []store.RestartKey{
+		{PartnerID: "OTHER", Direction: store.DirReceive, PesitID: 42, FileID: "INBOX"},
+		{PartnerID: "CXCLIENT", Direction: store.DirSend, PesitID: 42, FileID: "INBOX"},
+		{PartnerID: "CXCLIENT", Direction: store.DirReceive, PesitID: 43, FileID: "INBOX"},
+		{PartnerID: "CXCLIENT", Direction: store.DirReceive, PesitID: 42, FileID: "OUTBOX"},
+	} {
+		_, err = s.FindRestartable(ctx, k)
+		mustIs(t, err, store.ErrNotFound, fmt.Sprintf("restart key %+v", k))
+	}
+	restarted, err := s.UpdateTransfer(ctx, 1, tr.ID, func(x *store.Transfer) error {
+		x.Status = store.StatusInProgress
+		x.RestartCount++
+		x.Node = "node-b"
+		return nil
+	})
+	must(t, err, "restart")
+	if restarted.RestartCount != 1 || restarted.Node != "node-b" || restarted.Status != store.StatusInProgress {
+		t.Fatalf("restarted %+v", restarted)
+	}
+	errBoom := errors.New("boom")
+	_, err = s.UpdateTransfer(ctx, 1, tr.ID, func(x *store.Transfer) error { x.Bytes = 0; return errBoom })
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("mutate error not returned: %v", err)
+	}
+	must(t, s.FinishTransfer(ctx, 1, tr.ID, store.TransferResult{Status: store.StatusCompleted, Bytes: 5 << 20,
+		Articles: 1280, SHA256: fmt.Sprintf("%064x", 1)}), "complete")
+	got, _ = s.GetTransfer(ctx, tr.ID)
+	if got.Status != store.StatusCompleted || got.FinishedAt.IsZero() || got.Bytes != 5<<20 || got.RestartCount != 1 ||
+		got.SHA256 != fmt.Sprintf("%064x", 1) {
+		t.Fatalf("completed %+v", got)
+	}
+	_, err = s.FindRestartable(ctx, key)
+	mustIs(t, err, store.ErrNotFound, "completed is not restartable")
+}
+
+func testTransferPagination(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	must(t, s.ClaimLeadership(ctx, 1, "n"), "claim")
+	var all []store.Transfer
+	var mid time.Time
+	for i := range 25 {
+		partner := "P1"
+		if i%3 == 0 {
+			partner = "P2"
+		}
+		tr, err := s.CreateTransfer(ctx, 1, SampleTransfer(partner, int64(i)))
+		must(t, err, "create")
+		if i%5 == 0 {
+			must(t, s.FinishTransfer(ctx, 1, tr.ID, store.TransferResult{Status: store.StatusCompleted}), "finish")
+			tr, _ = s.GetTransfer(ctx, tr.ID)
+		}
+		all = append(all, tr)
+		if i == 12 {
+			time.Sleep(2 * time.Millisecond)
+			mid = time.Now()
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	// Expected order: newest first, ties broken by id descending.
+	want := append([]store.Transfer(nil), all...)
+	sort.Slice(want, func(i, j int) bool {
+		if !want[i].CreatedAt.Equal(want[j].CreatedAt) {
+			return want[i].CreatedAt.After(want[j].CreatedAt)
+		}
+		return want[i].ID > want[j].ID
+	})
+	collect := func(f store.TransferFilter) []store.Transfer {
+		var out []store.Transfer
+		for pages := 0; ; pages++ {
+			if pages > 30 {
+				t.Fatal("pagination does not end")
+			}
+			p, err := s.ListTransfers(ctx, f)
+			must(t, err, "list")
+			if len(p.Items) > f.Limit && f.Limit > 0 {
+				t.Fatalf("page of %d > limit %d", len(p.Items), f.Limit)
+			}
+			out = append(out, p.Items...)
+			if p.Next == "" {
+				return out
+			}
+			f.Cursor = p.Next
+		}
+	}
+	ids := func(ts []store.Transfer) []string {
+		var out []string
+		for _, x := range ts {
+			out = append(out, x.ID)
+		}
+		return out
+	}
+	filter := func(pred func(store.Transfer) bool) []string {
+		var out []string
+		for _, x := range want {
+			if pred(x) {
+				out = append(out, x.ID)
+			}
+		}
+		return out
+	}
+	if got := ids(collect(store.TransferFilter{Limit: 10})); !reflect.DeepEqual(got, ids(want)) {
+		t.Fatalf("paged list:\n got %v\nwant %v", got, ids(want))
+	}
+	if got := ids(collect(store.TransferFilter{})); !reflect.DeepEqual(got, ids(want)) {
+		t.Fatalf("default page size list differs")
+	}
+	if got, w := ids(collect(store.TransferFilter{Limit: 3, PartnerID: "P2"})),
+		filter(func(x store.Transfer) bool { return x.PartnerID == "P2" }); !reflect.DeepEqual(got, w) || len(w) != 9 {
+		t.Fatalf("by partner: got %v want %v", got, w)
+	}
+	if got, w := ids(collect(store.TransferFilter{Limit: 2, Status: store.StatusCompleted})),
+		filter(func(x store.Transfer) bool { return x.Status == store.StatusCompleted }); !reflect.DeepEqual(got, w) || len(w) != 5 {
+		t.Fatalf("by status: got %v want %v", got, w)
+	}
+	if got, w := ids(collect(store.TransferFilter{Limit: 4, Status: store.StatusInProgress, PartnerID: "P1"})),
+		filter(func(x store.Transfer) bool { return x.Status == store.StatusInProgress && x.PartnerID == "P1" }); !reflect.DeepEqual(got, w) {
+		t.Fatalf("by status and partner: got %v want %v", got, w)
+	}
+	if got, w := ids(collect(store.TransferFilter{Limit: 5, Since: mid})),
+		filter(func(x store.Transfer) bool { return !x.CreatedAt.Before(mid) }); !reflect.DeepEqual(got, w) || len(w) != 12 {
+		t.Fatalf("since: got %d want %d", len(got), len(w))
+	}
+	if got, w := ids(collect(store.TransferFilter{Limit: 5, Until: mid})),
+		filter(func(x store.Transfer) bool { return x.CreatedAt.Before(mid) }); !reflect.DeepEqual(got, w) || len(w) != 13 {
+		t.Fatalf("until: got %d want %d", len(got), len(w))
+	}
+	if p, err := s.ListTransfers(ctx, store.TransferFilter{ServerID: "NONE"}); err != nil || len(p.Items) != 0 || p.Next != "" {
+		t.Fatalf("empty result: %+v %v", p, err)
+	}
+	_, err := s.ListTransfers(ctx, store.TransferFilter{Cursor: "!!not a cursor"})
+	mustIs(t, err, store.ErrInvalid, "bad cursor")
+}
+
+func testConcurrentTransferUpdates(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	must(t, s.ClaimLeadership(ctx, 1, "n"), "claim")
+	tr, err := s.CreateTransfer(ctx, 1, SampleTransfer("P", 1))
+	must(t, err, "create")
+	const workers, each = 8, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*2)
+	for w := range workers {
+		wg.Add(2)
+		go func() { // atomic SQL increments
+			defer wg.Done()
+			for range each {
+				if err := s.AddTransferProgress(ctx, 1, tr.ID, 1000, 1); err != nil {
+					errs <- fmt.Errorf("worker %d progress: %w", w, err)
+					return
+				}
+			}
+		}()
+		go func() { // read-modify-write under the row lock
+			defer wg.Done()
+			for range each {
+				_, err := s.UpdateTransfer(ctx, 1, tr.ID, func(x *store.Transfer) error {
+					x.SyncPoint.Number++
+					x.SyncPoint.Offset += 4096
+					x.SyncPoint.Articles += 2
+					return nil
+				})
+				if err != nil {
+					errs <- fmt.Errorf("worker %d update: %w", w, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, err := s.GetTransfer(ctx, tr.ID)
+	must(t, err, "get")
+	// UpdateTransfer writes back Bytes/Articles it read, so the increments of
+	// AddTransferProgress survive only if the two never interleave inside a
+	// read-modify-write: the row lock makes that so.
+	wantSP := store.SyncPoint{Number: workers * each, Offset: workers * each * 4096, Articles: workers * each * 2}
+	if got.SyncPoint != wantSP || got.Bytes != workers*each*1000 || got.Articles != workers*each {
+		t.Fatalf("lost update: sync point %+v (want %+v), bytes %d (want %d), articles %d (want %d)",
+			got.SyncPoint, wantSP, got.Bytes, workers*each*1000, got.Articles, workers*each)
+	}
+}
+
+func testAudit(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	base := time.Now().Add(-time.Hour).UTC().Truncate(time.Microsecond)
+	var all []store.AuditEvent
+	for i := range 12 {
+		e := store.AuditEvent{Time: base.Add(time.Duration(i/2) * time.Minute), Actor: "admin", Action: "partner.update",
+			Target: fmt.Sprintf("P%d", i%3), Outcome: store.OutcomeSuccess, Detail: "changed access"}
+		if i%4 == 0 {
+			e.Actor, e.Action, e.Outcome = "CXCLIENT", "pesit.auth", store.OutcomeFailure
+		}
+		got, err := s.AppendAudit(ctx, e)
+		must(t, err, "append")
+		if got.ID == 0 || !got.Time.Equal(e.Time) {
+			t.Fatalf("appended %+v", got)
+		}
+		all = append(all, got)
+	}
+	e, err := s.AppendAudit(ctx, store.AuditEvent{Actor: "node-a", Action: "leader.claim"})
+	must(t, err, "append with defaults")
+	if e.Time.IsZero() || e.Outcome != store.OutcomeSuccess {
+		t.Fatalf("defaults not applied: %+v", e)
+	}
+	_, err = s.AppendAudit(ctx, store.AuditEvent{Action: "x"})
+	mustIs(t, err, store.ErrInvalid, "no actor")
+	var got []store.AuditEvent
+	f := store.AuditFilter{Limit: 5, Until: base.Add(time.Hour / 2)}
+	for {
+		p, err := s.ListAudit(ctx, f)
+		must(t, err, "list")
+		got = append(got, p.Items...)
+		if p.Next == "" {
+			break
+		}
+		f.Cursor = p.Next
+	}
+	if len(got) != 12 {
+		t.Fatalf("listed %d events, want 12", len(got))
+	}
+	for i := range got {
+		if !reflect.DeepEqual(got[i], all[11-i]) { // same-time pairs: higher id first
+			t.Fatalf("event %d = %+v, want %+v", i, got[i], all[11-i])
+		}
+	}
+	p, err := s.ListAudit(ctx, store.AuditFilter{Action: "pesit.auth", Outcome: store.OutcomeFailure})
+	must(t, err, "filter")
+	if len(p.Items) != 3 {
+		t.Fatalf("auth failures %d, want 3", len(p.Items))
+	}
+	p, err = s.ListAudit(ctx, store.AuditFilter{Target: "P1", Actor: "admin"})
+	must(t, err, "filter target")
+	for _, e := range p.Items {
+		if e.Target != "P1" || e.Actor != "admin" {
+			t.Fatalf("filter leaked %+v", e)
+		}
+	}
+	if len(p.Items) != 3 {
+		t.Fatalf("P1 by admin: %d", len(p.Items))
+	}
+	p, err = s.ListAudit(ctx, store.AuditFilter{Since: base.Add(5 * time.Minute), Until: base.Add(time.Hour / 2)})
+	must(t, err, "since")
+	if len(p.Items) != 2 {
+		t.Fatalf("since: %d", len(p.Items))
+	}
+	_, err = s.ListAudit(ctx, store.AuditFilter{Cursor: "garbage"})
+	mustIs(t, err, store.ErrInvalid, "bad cursor")
+}
+
+func testPurge(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	must(t, s.ClaimLeadership(ctx, 3, "n"), "claim")
+	oldDone, _ := s.CreateTransfer(ctx, 3, SampleTransfer("P", 1))
+	oldOpen, _ := s.CreateTransfer(ctx, 3, SampleTransfer("P", 2))
+	oldInterrupted, _ := s.CreateTransfer(ctx, 3, SampleTransfer("P", 3))
+	must(t, s.FinishTransfer(ctx, 3, oldDone.ID, store.TransferResult{Status: store.StatusFailed}), "finish")
+	must(t, s.FinishTransfer(ctx, 3, oldInterrupted.ID, store.TransferResult{Status: store.StatusInterrupted}), "interrupt")
+	_, err := s.AppendAudit(ctx, store.AuditEvent{Time: time.Now().Add(-2 * time.Hour), Actor: "a", Action: "old"})
+	must(t, err, "old audit")
+	time.Sleep(300 * time.Millisecond)
+	newDone, _ := s.CreateTransfer(ctx, 3, SampleTransfer("P", 4))
+	must(t, s.FinishTransfer(ctx, 3, newDone.ID, store.TransferResult{Status: store.StatusCompleted}), "finish new")
+	_, err = s.AppendAudit(ctx, store.AuditEvent{Actor: "a", Action: "new"})
+	must(t, err, "new audit")
+
+	res, err := s.Purge(ctx, 3, 150*time.Millisecond)
+	must(t, err, "purge")
+	if res.Transfers != 1 || res.AuditEvents != 1 {
+		t.Fatalf("purge result %+v, want 1 transfer and 1 audit event", res)
+	}
+	_, err = s.GetTransfer(ctx, oldDone.ID)
+	mustIs(t, err, store.ErrNotFound, "purged transfer")
+	for _, id := range []string{oldOpen.ID, oldInterrupted.ID, newDone.ID} {
+		_, err := s.GetTransfer(ctx, id)
+		must(t, err, "kept transfer")
+	}
+	p, _ := s.ListAudit(ctx, store.AuditFilter{})
+	if len(p.Items) != 1 || p.Items[0].Action != "new" {
+		t.Fatalf("audit after purge %+v", p.Items)
+	}
+	_, err = s.Purge(ctx, 3, 0)
+	mustIs(t, err, store.ErrInvalid, "zero retention")
+}
+
+func testUsersAndTokens(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	h, _ := store.HashPassword("pw")
+	u, err := s.PutUser(ctx, store.User{Name: "alice", Role: store.RoleAdmin}, h)
+	must(t, err, "put")
+	got, err := s.GetUser(ctx, "alice")
+	must(t, err, "get")
+	if !reflect.DeepEqual(got, u) {
+		t.Fatalf("get %+v want %+v", got, u)
+	}
+	again, err := s.PutUser(ctx, store.User{Name: "alice", Role: store.RoleAdmin}, h)
+	must(t, err, "put same")
+	if !again.UpdatedAt.Equal(u.UpdatedAt) {
+		t.Fatal("identical PutUser changed updatedAt")
+	}
+	_, err = s.PutUser(ctx, store.User{Name: "alice", Role: store.RoleViewer}, h)
+	must(t, err, "put changed")
+	got, _ = s.GetUser(ctx, "alice")
+	if got.Role != store.RoleViewer || !got.CreatedAt.Equal(u.CreatedAt) {
+		t.Fatalf("after role change %+v", got)
+	}
+	ph, err := s.UserPasswordHash(ctx, "alice")
+	must(t, err, "hash")
+	if ok, _ := store.VerifyPassword(ph, "pw"); !ok {
+		t.Fatal("user password does not verify")
+	}
+	_, err = s.PutUser(ctx, store.User{Name: "bob", Role: "root"}, h)
+	mustIs(t, err, store.ErrInvalid, "bad role")
+	_, err = s.GetUser(ctx, "bob")
+	mustIs(t, err, store.ErrNotFound, "missing user")
+
+	plain, hash, err := store.NewToken()
+	must(t, err, "new token")
+	if store.HashToken(plain) != hash {
+		t.Fatal("HashToken(plain) != hash")
+	}
+	tok, err := s.CreateToken(ctx, store.Token{ID: "ci", User: "alice", Role: store.RoleOperator}, hash)
+	must(t, err, "create token")
+	found, err := s.LookupToken(ctx, store.HashToken(plain))
+	must(t, err, "lookup")
+	if !reflect.DeepEqual(found, tok) {
+		t.Fatalf("lookup %+v want %+v", found, tok)
+	}
+	_, err = s.LookupToken(ctx, store.HashToken(plain+"x"))
+	mustIs(t, err, store.ErrNotFound, "wrong token")
+	_, err = s.CreateToken(ctx, store.Token{ID: "ci", Role: store.RoleViewer}, store.HashToken("other"))
+	mustIs(t, err, store.ErrConflict, "duplicate token id")
+	_, err = s.CreateToken(ctx, store.Token{ID: "old", Role: store.RoleViewer, ExpiresAt: time.Now().Add(-time.Minute)},
+		store.HashToken("expired"))
+	must(t, err, "create expired")
+	_, err = s.LookupToken(ctx, store.HashToken("expired"))
+	mustIs(t, err, store.ErrNotFound, "expired token")
+	list, err := s.ListTokens(ctx)
+	must(t, err, "list tokens")
+	if len(list) != 2 || list[0].ID != "ci" || list[1].ID != "old" {
+		t.Fatalf("tokens %+v", list)
+	}
+	must(t, s.DeleteToken(ctx, "old"), "delete token")
+	mustIs(t, s.DeleteToken(ctx, "old"), store.ErrNotFound, "delete token twice")
+	must(t, s.DeleteUser(ctx, "alice"), "delete user")
+	_, err = s.LookupToken(ctx, hash)
+	mustIs(t, err, store.ErrNotFound, "token of deleted user")
+	mustIs(t, s.DeleteUser(ctx, "alice"), store.ErrNotFound, "delete user twice")
+	users, _ := s.ListUsers(ctx)
+	if len(users) != 0 {
+		t.Fatalf("users %+v", users)
+	}
+}
+
+// Declaration is a sample configuration-file declaration.
+func Declaration() store.Declared {
+	p1 := store.DeclaredPartner{Partner: SamplePartner("CXCLIENT"), Password: "test123"}
+	p2 := store.DeclaredPartner{Partner: SamplePartner("BANK2"), PasswordHash: "$2a$10$abcdefghijklmnopqrstuu9fL2b9jhrN0nYHwV8r3m0xS3QbXMaS2"}
+	p2.Files = nil
+	return store.Declared{
+		Partners: []store.DeclaredPartner{p1, p2},
+		Files:    []store.VirtualFile{SampleFile("INBOX"), SampleFile("OUTBOX")},
+		Servers:  []store.Server{SampleServer("PESITSRV")},
+	}
+}
+
+type snapshot struct {
+	Partners []store.Partner
+	Hashes   []string
+	Files    []store.VirtualFile
+	Servers  []store.Server
+}
+
+func takeSnapshot(t testing.TB, ctx context.Context, s *store.Store) snapshot {
+	var sn snapshot
+	var err error
+	sn.Partners, err = s.ListPartners(ctx)
+	must(t, err, "list partners")
+	for _, p := range sn.Partners {
+		h, err := s.PartnerPasswordHash(ctx, p.ID)
+		must(t, err, "hash")
+		sn.Hashes = append(sn.Hashes, h)
+	}
+	sn.Files, err = s.ListFiles(ctx)
+	must(t, err, "list files")
+	sn.Servers, err = s.ListServers(ctx)
+	must(t, err, "list servers")
+	return sn
+}
+
+// nextChange waits for one change.
+func nextChange(t testing.TB, ch <-chan store.Change) store.Change {
+	t.Helper()
+	select {
+	case c, ok := <-ch:
+		if !ok {
+			t.Fatal("change channel closed")
+		}
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change notification within 10s")
+	}
+	return store.Change{}
+}
+
+func testApplyDeclared(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	d := Declaration()
+	res, err := s.ApplyDeclared(ctx, d)
+	must(t, err, "first apply")
+	if res.Created != 5 || res.Updated != 0 {
+		t.Fatalf("first apply %+v, want 5 created", res)
+	}
+	first := takeSnapshot(t, ctx, s)
+	if ok, _ := store.VerifyPassword(first.Hashes[1], "test123"); !ok || first.Partners[1].ID != "CXCLIENT" {
+		t.Fatal("declared plaintext password was not hashed and stored")
+	}
+
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changes := s.Subscribe(subCtx)
+	res, err = s.ApplyDeclared(ctx, Declaration())
+	must(t, err, "second apply")
+	if res.Changes() != 0 {
+		t.Fatalf("second apply reported %+v, want 0 changes", res)
+	}
+	second := takeSnapshot(t, ctx, s)
+	if !reflect.DeepEqual(first, second) {
+		t.Fatalf("second apply changed rows:\nbefore %+v\nafter  %+v", first, second)
+	}
+	// No notification from the second apply: the first one to arrive is the
+	// sentinel made after it.
+	_, err = s.CreateServer(ctx, SampleServer("SENTINEL"))
+	must(t, err, "sentinel")
+	if c := nextChange(t, changes); c != (store.Change{Kind: store.KindServer, ID: "SENTINEL", Op: store.OpCreate}) {
+		t.Fatalf("second apply notified %+v", c)
+	}
+
+	// A real change is applied, counted and notified.
+	d = Declaration()
+	d.Files[0].MaxSize = 42
+	d.Partners[0].Password = "rotated"
+	res, err = s.ApplyDeclared(ctx, d)
+	must(t, err, "third apply")
+	if res.Created != 0 || res.Updated != 2 {
+		t.Fatalf("third apply %+v, want 2 updated", res)
+	}
+	got := map[store.Change]bool{nextChange(t, changes): true, nextChange(t, changes): true}
+	if !got[store.Change{Kind: store.KindFile, ID: "INBOX", Op: store.OpUpdate}] ||
+		!got[store.Change{Kind: store.KindPartner, ID: "CXCLIENT", Op: store.OpUpdate}] {
+		t.Fatalf("third apply notified %v", got)
+	}
+	h, _ := s.PartnerPasswordHash(ctx, "CXCLIENT")
+	if ok, _ := store.VerifyPassword(h, "rotated"); !ok {
+		t.Fatal("rotated password not stored")
+	}
+	d.Servers = append(d.Servers, SampleServer("PESITSRV"))
+	_, err = s.ApplyDeclared(ctx, d)
+	mustIs(t, err, store.ErrInvalid, "duplicate declaration")
+}
+
+func testSubscribe(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	cfg := newConfig(t)
+	s := Open(t, cfg)
+	subCtx, cancel := context.WithCancel(ctx)
+	ch := s.Subscribe(subCtx)
+	var writer = s
+	if s.Driver() == store.DriverPostgres {
+		// Another Store on the same database stands for another process.
+		writer = Open(t, cfg)
+	}
+	hash, _ := store.HashPassword("x")
+	_, err := writer.CreatePartner(ctx, SamplePartner("P1"), hash)
+	must(t, err, "create partner")
+	_, err = writer.CreateFile(ctx, SampleFile("F1"))
+	must(t, err, "create file")
+	_, err = writer.UpdatePartner(ctx, store.Partner{ID: "P1", Access: store.AccessRead})
+	must(t, err, "update partner")
+	must(t, writer.DeleteFile(ctx, "F1"), "delete file")
+	_, err = writer.CreateServer(ctx, SampleServer("S1"))
+	must(t, err, "create server")
+	_, err = writer.UpdatePartner(ctx, store.Partner{ID: "NOPE", Access: store.AccessRead})
+	mustIs(t, err, store.ErrNotFound, "failed update")
+	want := []store.Change{
+		{Kind: store.KindPartner, ID: "P1", Op: store.OpCreate},
+		{Kind: store.KindFile, ID: "F1", Op: store.OpCreate},
+		{Kind: store.KindPartner, ID: "P1", Op: store.OpUpdate},
+		{Kind: store.KindFile, ID: "F1", Op: store.OpDelete},
+		{Kind: store.KindServer, ID: "S1", Op: store.OpCreate},
+	}
+	for i, w := range want {
+		if c := nextChange(t, ch); c != w {
+			t.Fatalf("change %d = %+v, want %+v", i, c, w)
+		}
+	}
+	cancel()
+	select {
+	case c, ok := <-ch:
+		if ok {
+			t.Fatalf("unexpected change after cancel: %+v (the failed update must not notify)", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("channel not closed after ctx ended")
+	}
+	// Close ends live subscriptions too.
+	ch2 := s.Subscribe(ctx)
+	s.Close()
+	select {
+	case _, ok := <-ch2:
+		if ok {
+			t.Fatal("change after Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("channel not closed by Close")
+	}
+}
+
+func testMetrics(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	cfg := newConfig(t)
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	s := Open(t, cfg)
+	_, err := s.GetPartner(ctx, "NOPE")
+	mustIs(t, err, store.ErrNotFound, "get")
+	_, _ = s.ListPartners(ctx)
+	_, _ = s.ListPartners(ctx)
+	mfs, err := reg.Gather()
+	must(t, err, "gather")
+	counts := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "vectis_store_operation_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			counts[label(m, "operation")] = m.GetHistogram().GetSampleCount()
+		}
+	}
+	if counts["get_partner"] != 1 || counts["list_partners"] != 2 || counts["migrate"] != 1 {
+		t.Fatalf("operation counts %v", counts)
+	}
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
