@@ -1,0 +1,101 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// decodeJSON reads exactly one JSON object into v. It refuses a content type
+// other than application/json (415: a browser cannot send that cross-site
+// without a preflight), unknown fields (400), malformed JSON (400, without
+// echoing the input, which may hold a password) and oversized bodies (413).
+func decodeJSON(r *http.Request, v any) error {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if ct == "" || err != nil || mt != "application/json" {
+		return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "Content-Type must be application/json")
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return jsonError(err)
+		}
+		return badRequest("request body must hold a single JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var (
+		mbe  *http.MaxBytesError
+		syn  *json.SyntaxError
+		typ  *json.UnmarshalTypeError
+		msg  = err.Error()
+		code = CodeBadRequest
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body is larger than %d bytes", mbe.Limit)
+	case errors.Is(err, io.EOF):
+		msg = "request body is empty; a JSON object is expected"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		msg = "request body is truncated JSON"
+	case errors.As(err, &syn):
+		msg = fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		msg = fmt.Sprintf("field %q must be a JSON %s", typ.Field, typ.Type.Kind())
+		code = CodeInvalid
+	case strings.HasPrefix(msg, "json: unknown field "):
+		msg = "unknown field " + strings.TrimPrefix(msg, "json: unknown field ")
+		code = CodeInvalid
+	default:
+		msg = "malformed JSON"
+	}
+	return errorf(http.StatusBadRequest, code, "%s", msg)
+}
+
+// query helpers: a bad value is a 400 naming the parameter.
+
+func queryTime(r *http.Request, name string) (time.Time, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, badRequest("query parameter %s=%q: want an RFC 3339 time such as 2026-01-31T12:00:00Z", name, truncate(v))
+	}
+	return t, nil
+}
+
+func queryLimit(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, badRequest("query parameter limit=%q: want a number from 1 to 1000", truncate(v))
+	}
+	return n, nil
+}
+
+func queryCursor(r *http.Request) (string, error) {
+	v := r.URL.Query().Get("cursor")
+	if len(v) > 512 {
+		return "", badRequest("query parameter cursor is too long")
+	}
+	return v, nil
+}

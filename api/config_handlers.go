@@ -1,0 +1,570 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/vectis-ft/vectis/store"
+)
+
+// list is the body of an unpaginated list.
+type list[T any] struct {
+	Items []T `json:"items"`
+	Total int `json:"total"`
+}
+
+func newList[T any](items []T) list[T] {
+	if items == nil {
+		items = []T{}
+	}
+	return list[T]{Items: items, Total: len(items)}
+}
+
+// pathID reads and validates the {id} path value.
+func pathID(r *http.Request, kind string, max int) (string, error) {
+	id := r.PathValue("id")
+	if err := checkID(kind, id, max); err != nil {
+		return "", invalid("%v", err)
+	}
+	return id, nil
+}
+
+// bodyID reconciles the id in a PUT body with the one in the path.
+func bodyID(pathID, bodyID, kind string) error {
+	if bodyID != "" && bodyID != pathID {
+		return invalid("%s id in the body (%q) differs from the one in the path (%q); ids cannot be renamed", kind, bodyID, pathID)
+	}
+	return nil
+}
+
+// ---- partners ----
+
+// partnerInput is the body of POST and PUT /api/v1/partners. Password is
+// accepted on create only.
+type partnerInput struct {
+	ID          string       `json:"id"`
+	Description string       `json:"description"`
+	Enabled     *bool        `json:"enabled"`
+	Access      store.Access `json:"access"`
+	Files       []string     `json:"files"`
+	MaxSessions int          `json:"maxSessions"`
+	CertCN      string       `json:"certCN"`
+	CertSHA256  string       `json:"certSHA256"`
+	Password    *string      `json:"password"`
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (in partnerInput) partner() (store.Partner, error) {
+	p := store.Partner{
+		ID: in.ID, Description: in.Description, Enabled: true, Access: in.Access,
+		Files: in.Files, MaxSessions: in.MaxSessions, CertCN: in.CertCN,
+		CertSHA256: strings.ToLower(strings.ReplaceAll(in.CertSHA256, ":", "")),
+	}
+	if in.Enabled != nil {
+		p.Enabled = *in.Enabled
+	}
+	if p.Access == "" {
+		p.Access = store.AccessBoth
+	}
+	if err := checkID("partner", p.ID, maxPartnerID); err != nil {
+		return p, invalid("%v", err)
+	}
+	if err := checkDescription(p.Description); err != nil {
+		return p, invalid("%v", err)
+	}
+	switch p.Access {
+	case store.AccessRead, store.AccessWrite, store.AccessBoth:
+	default:
+		return p, invalid("access %q: want read, write or both", truncate(string(p.Access)))
+	}
+	if p.MaxSessions < 0 || p.MaxSessions > 100000 {
+		return p, invalid("maxSessions must be from 0 (no limit) to 100000")
+	}
+	if len(p.Files) > 1000 {
+		return p, invalid("files lists more than 1000 virtual files")
+	}
+	for _, f := range p.Files {
+		if err := checkID("virtual file", f, maxFileID); err != nil {
+			return p, invalid("files: %v", err)
+		}
+	}
+	if len(p.CertCN) > 256 || strings.ContainsFunc(p.CertCN, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return p, invalid("certCN must be at most 256 printable characters")
+	}
+	if p.CertSHA256 != "" && !sha256Hex.MatchString(p.CertSHA256) {
+		return p, invalid("certSHA256 must be the 64 hex digits of the certificate's SHA-256")
+	}
+	return p, nil
+}
+
+func (a *API) listPartners(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	ps, err := a.store.ListPartners(r.Context())
+	if err != nil {
+		return storeError(err, "partners")
+	}
+	writeJSON(w, http.StatusOK, newList(ps))
+	return nil
+}
+
+func (a *API) getPartner(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	id, err := pathID(r, "partner", maxPartnerID)
+	if err != nil {
+		return err
+	}
+	p, err := a.store.GetPartner(r.Context(), id)
+	if err != nil {
+		return storeError(err, "partner "+quote(id))
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (a *API) createPartner(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	var in partnerInput
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	p, err := in.partner()
+	if err != nil {
+		return err
+	}
+	hash := ""
+	switch {
+	case in.Password != nil:
+		if err := checkPartnerPassword(*in.Password); err != nil {
+			return invalid("%v", err)
+		}
+		if hash, err = store.HashPassword(*in.Password); err != nil {
+			return err
+		}
+	case p.CertCN == "" && p.CertSHA256 == "":
+		return invalid("password is required unless the partner authenticates by certificate (certCN or certSHA256)")
+	}
+	created, err := a.store.CreatePartner(r.Context(), p, hash)
+	if err != nil {
+		a.audit(r.Context(), who, "partner.create", p.ID, store.OutcomeFailure, errDetail(err))
+		return storeError(err, "partner "+quote(p.ID))
+	}
+	a.audit(r.Context(), who, "partner.create", p.ID, store.OutcomeSuccess, "")
+	w.Header().Set("Location", "/api/v1/partners/"+created.ID)
+	writeJSON(w, http.StatusCreated, created)
+	return nil
+}
+
+func (a *API) updatePartner(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	id, err := pathID(r, "partner", maxPartnerID)
+	if err != nil {
+		return err
+	}
+	var in partnerInput
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	if in.Password != nil {
+		return invalid("password is write-only and changed with PUT /api/v1/partners/%s/password", id)
+	}
+	if err := bodyID(id, in.ID, "partner"); err != nil {
+		return err
+	}
+	in.ID = id
+	p, err := in.partner()
+	if err != nil {
+		return err
+	}
+	updated, err := a.store.UpdatePartner(r.Context(), p)
+	if err != nil {
+		a.audit(r.Context(), who, "partner.update", id, store.OutcomeFailure, errDetail(err))
+		return storeError(err, "partner "+quote(id))
+	}
+	a.audit(r.Context(), who, "partner.update", id, store.OutcomeSuccess, "")
+	writeJSON(w, http.StatusOK, updated)
+	return nil
+}
+
+func (a *API) setPartnerPassword(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	id, err := pathID(r, "partner", maxPartnerID)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Password string `json:"password"`
+	}
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	if err := checkPartnerPassword(in.Password); err != nil {
+		return invalid("%v", err)
+	}
+	hash, err := store.HashPassword(in.Password)
+	if err != nil {
+		return err
+	}
+	if err := a.store.SetPartnerPassword(r.Context(), id, hash); err != nil {
+		a.audit(r.Context(), who, "partner.password", id, store.OutcomeFailure, errDetail(err))
+		return storeError(err, "partner "+quote(id))
+	}
+	a.audit(r.Context(), who, "partner.password", id, store.OutcomeSuccess, "")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *API) deletePartner(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	return a.deleteObject(w, r, who, "partner", maxPartnerID, a.store.DeletePartner)
+}
+
+func (a *API) deleteObject(w http.ResponseWriter, r *http.Request, who *Principal, kind string, max int, del func(context.Context, string) error) error {
+	id, err := pathID(r, kind, max)
+	if err != nil {
+		return err
+	}
+	if err := del(r.Context(), id); err != nil {
+		a.audit(r.Context(), who, auditKind(kind)+".delete", id, store.OutcomeFailure, errDetail(err))
+		return storeError(err, kind+" "+quote(id))
+	}
+	a.audit(r.Context(), who, auditKind(kind)+".delete", id, store.OutcomeSuccess, "")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func auditKind(kind string) string {
+	if kind == "virtual file" {
+		return "file"
+	}
+	return kind
+}
+
+// errDetail is the audit detail of a failed write: the error class, never
+// the input.
+func errDetail(err error) string {
+	return storeError(err, "object").code
+}
+
+func quote(s string) string { return `"` + s + `"` }
+
+// ---- virtual files ----
+
+// fileInput is the body of POST and PUT /api/v1/files.
+type fileInput struct {
+	ID           string              `json:"id"`
+	Description  string              `json:"description"`
+	Direction    store.FileDirection `json:"direction"`
+	ReceiveDir   string              `json:"receiveDir"`
+	NamePattern  string              `json:"namePattern"`
+	SendDir      string              `json:"sendDir"`
+	Overwrite    bool                `json:"overwrite"`
+	MaxSize      int64               `json:"maxSize"`
+	RecordFormat store.RecordFormat  `json:"recordFormat"`
+	RecordLength int                 `json:"recordLength"`
+	DataCode     store.DataCode      `json:"dataCode"`
+}
+
+func (in fileInput) file() (store.VirtualFile, error) {
+	f := store.VirtualFile{
+		ID: in.ID, Description: in.Description, Direction: in.Direction,
+		ReceiveDir: in.ReceiveDir, NamePattern: in.NamePattern, SendDir: in.SendDir,
+		Overwrite: in.Overwrite, MaxSize: in.MaxSize, RecordFormat: in.RecordFormat,
+		RecordLength: in.RecordLength, DataCode: in.DataCode,
+	}
+	if f.RecordFormat == "" {
+		f.RecordFormat = store.RecordVariable
+	}
+	if f.DataCode == "" {
+		f.DataCode = store.DataBinary
+	}
+	if err := checkID("virtual file", f.ID, maxFileID); err != nil {
+		return f, invalid("%v", err)
+	}
+	if err := checkDescription(f.Description); err != nil {
+		return f, invalid("%v", err)
+	}
+	switch f.Direction {
+	case store.FileReceive, store.FileSend, store.FileBoth:
+	default:
+		return f, invalid("direction %q: want receive, send or both", truncate(string(f.Direction)))
+	}
+	if f.Direction != store.FileSend && f.ReceiveDir == "" {
+		return f, invalid("receiveDir is required for direction %s", f.Direction)
+	}
+	if f.Direction != store.FileReceive && f.SendDir == "" {
+		return f, invalid("sendDir is required for direction %s", f.Direction)
+	}
+	for _, c := range []struct{ field, dir string }{{"receiveDir", f.ReceiveDir}, {"sendDir", f.SendDir}} {
+		if err := checkDir(c.field, c.dir); err != nil {
+			return f, invalid("%v", err)
+		}
+	}
+	if err := checkNamePattern(f.NamePattern); err != nil {
+		return f, invalid("%v", err)
+	}
+	switch f.RecordFormat {
+	case store.RecordFixed, store.RecordVariable:
+	default:
+		return f, invalid("recordFormat %q: want fixed or variable", truncate(string(f.RecordFormat)))
+	}
+	switch f.DataCode {
+	case store.DataASCII, store.DataEBCDIC, store.DataBinary:
+	default:
+		return f, invalid("dataCode %q: want ascii, ebcdic or binary", truncate(string(f.DataCode)))
+	}
+	if f.MaxSize < 0 {
+		return f, invalid("maxSize must be 0 (no limit) or a positive number of bytes")
+	}
+	if f.RecordLength < 0 || f.RecordLength > 65535 {
+		return f, invalid("recordLength must be from 0 (server default) to 65535")
+	}
+	return f, nil
+}
+
+func (a *API) listFiles(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	fs, err := a.store.ListFiles(r.Context())
+	if err != nil {
+		return storeError(err, "virtual files")
+	}
+	writeJSON(w, http.StatusOK, newList(fs))
+	return nil
+}
+
+func (a *API) getFile(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	id, err := pathID(r, "virtual file", maxFileID)
+	if err != nil {
+		return err
+	}
+	f, err := a.store.GetFile(r.Context(), id)
+	if err != nil {
+		return storeError(err, "virtual file "+quote(id))
+	}
+	writeJSON(w, http.StatusOK, f)
+	return nil
+}
+
+func (a *API) createFile(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	var in fileInput
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	f, err := in.file()
+	if err != nil {
+		return err
+	}
+	created, err := a.store.CreateFile(r.Context(), f)
+	if err != nil {
+		a.audit(r.Context(), who, "file.create", f.ID, store.OutcomeFailure, errDetail(err))
+		return storeError(err, "virtual file "+quote(f.ID))
+	}
+	a.audit(r.Context(), who, "file.create", f.ID, store.OutcomeSuccess, "")
+	w.Header().Set("Location", "/api/v1/files/"+created.ID)
+	writeJSON(w, http.StatusCreated, created)
+	return nil
+}
+
+func (a *API) updateFile(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	id, err := pathID(r, "virtual file", maxFileID)
+	if err != nil {
+		return err
+	}
+	var in fileInput
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	if err := bodyID(id, in.ID, "virtual file"); err != nil {
+		return err
+	}
+	in.ID = id
+	f, err := in.file()
+	if err != nil {
+		return err
+	}
+	updated, err := a.store.UpdateFile(r.Context(), f)
+	if err != nil {
+		a.audit(r.Context(), who, "file.update", id, store.OutcomeFailure, errDetail(err))
+		return storeError(err, "virtual file "+quote(id))
+	}
+	a.audit(r.Context(), who, "file.update", id, store.OutcomeSuccess, "")
+	writeJSON(w, http.StatusOK, updated)
+	return nil
+}
+
+func (a *API) deleteFile(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	return a.deleteObject(w, r, who, "virtual file", maxFileID, a.store.DeleteFile)
+}
+
+// ---- servers ----
+
+// serverInput is the body of POST and PUT /api/v1/servers.
+type serverInput struct {
+	ID          string          `json:"id"`
+	Description string          `json:"description"`
+	Listen      string          `json:"listen"`
+	TLS         store.ServerTLS `json:"tls"`
+	MaxSessions int             `json:"maxSessions"`
+	AutoStart   *bool           `json:"autoStart"`
+}
+
+func (in serverInput) server() (store.Server, error) {
+	s := store.Server{
+		ID: in.ID, Description: in.Description, Listen: in.Listen, TLS: in.TLS,
+		MaxSessions: in.MaxSessions, AutoStart: true,
+	}
+	if in.AutoStart != nil {
+		s.AutoStart = *in.AutoStart
+	}
+	if err := checkID("server", s.ID, maxServerID); err != nil {
+		return s, invalid("%v", err)
+	}
+	if err := checkDescription(s.Description); err != nil {
+		return s, invalid("%v", err)
+	}
+	if err := checkListen("listen", s.Listen); err != nil {
+		return s, invalid("%v", err)
+	}
+	if s.TLS.Listen != "" {
+		if err := checkListen("tls.listen", s.TLS.Listen); err != nil {
+			return s, invalid("%v", err)
+		}
+		if s.TLS.CertFile == "" || s.TLS.KeyFile == "" {
+			return s, invalid("tls.certFile and tls.keyFile are required with tls.listen")
+		}
+	}
+	for _, c := range []struct{ field, p string }{{"tls.certFile", s.TLS.CertFile}, {"tls.keyFile", s.TLS.KeyFile}, {"tls.clientCAFile", s.TLS.ClientCAFile}} {
+		if err := checkDir(c.field, c.p); err != nil {
+			return s, invalid("%v", err)
+		}
+	}
+	if s.MaxSessions < 0 || s.MaxSessions > 100000 {
+		return s, invalid("maxSessions must be from 0 (no limit) to 100000")
+	}
+	return s, nil
+}
+
+// serverView is a server definition with its state on this node.
+type serverView struct {
+	store.Server
+	// Running says whether this node runs the listener (always false on a
+	// standby).
+	Running bool `json:"running"`
+}
+
+func (a *API) view(s store.Server) serverView {
+	return serverView{Server: s, Running: a.servers != nil && a.servers.Running(s.ID)}
+}
+
+func (a *API) listServers(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	ss, err := a.store.ListServers(r.Context())
+	if err != nil {
+		return storeError(err, "servers")
+	}
+	out := make([]serverView, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, a.view(s))
+	}
+	writeJSON(w, http.StatusOK, newList(out))
+	return nil
+}
+
+func (a *API) getServer(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+	id, err := pathID(r, "server", maxServerID)
+	if err != nil {
+		return err
+	}
+	s, err := a.store.GetServer(r.Context(), id)
+	if err != nil {
+		return storeError(err, "server "+quote(id))
+	}
+	writeJSON(w, http.StatusOK, a.view(s))
+	return nil
+}
+
+func (a *API) createServer(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	var in serverInput
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	s, err := in.server()
+	if err != nil {
+		return err
+	}
+	created, err := a.store.CreateServer(r.Context(), s)
+	if err != nil {
+		a.audit(r.Context(), who, "server.create", s.ID, store.OutcomeFailure, errDetail(err))
+		return storeError(err, "server "+quote(s.ID))
+	}
+	a.audit(r.Context(), who, "server.create", s.ID, store.OutcomeSuccess, "")
+	w.Header().Set("Location", "/api/v1/servers/"+created.ID)
+	writeJSON(w, http.StatusCreated, a.view(created))
+	return nil
+}
+
+func (a *API) updateServer(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	id, err := pathID(r, "server", maxServerID)
+	if err != nil {
+		return err
+	}
+	var in serverInput
+	if err := decodeJSON(r, &in); err != nil {
+		return err
+	}
+	if err := bodyID(id, in.ID, "server"); err != nil {
+		return err
+	}
+	in.ID = id
+	s, err := in.server()
+	if err != nil {
+		return err
+	}
+	updated, err := a.store.UpdateServer(r.Context(), s)
+	if err != nil {
+		a.audit(r.Context(), who, "server.update", id, store.OutcomeFailure, errDetail(err))
+		return storeError(err, "server "+quote(id))
+	}
+	a.audit(r.Context(), who, "server.update", id, store.OutcomeSuccess, "")
+	writeJSON(w, http.StatusOK, a.view(updated))
+	return nil
+}
+
+func (a *API) deleteServer(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	return a.deleteObject(w, r, who, "server", maxServerID, a.store.DeleteServer)
+}
+
+// startServer and stopServer act on this node's listeners, so they need the
+// leader: a standby answers 409 naming it.
+func (a *API) startServer(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	return a.controlServer(w, r, who, "start")
+}
+
+func (a *API) stopServer(w http.ResponseWriter, r *http.Request, who *Principal) error {
+	return a.controlServer(w, r, who, "stop")
+}
+
+func (a *API) controlServer(w http.ResponseWriter, r *http.Request, who *Principal, action string) error {
+	id, err := pathID(r, "server", maxServerID)
+	if err != nil {
+		return err
+	}
+	s, err := a.store.GetServer(r.Context(), id)
+	if err != nil {
+		return storeError(err, "server "+quote(id))
+	}
+	if !a.leader.IsLeader() {
+		a.audit(r.Context(), who, "server."+action, id, store.OutcomeFailure, "not leader")
+		return notLeader(a.leader.LeaderName(), action+" servers")
+	}
+	if a.servers == nil {
+		return errorf(http.StatusServiceUnavailable, CodeUnavailable, "server control is not available on this node")
+	}
+	if action == "start" {
+		err = a.servers.Start(r.Context(), id)
+	} else {
+		err = a.servers.Stop(r.Context(), id)
+	}
+	if err != nil {
+		a.audit(r.Context(), who, "server."+action, id, store.OutcomeFailure, "")
+		a.log.WarnContext(r.Context(), "server "+action+" failed", "server", id, "error", err)
+		return errorf(http.StatusConflict, CodeConflict, "server %q could not %s: %v", id, action, err)
+	}
+	a.audit(r.Context(), who, "server."+action, id, store.OutcomeSuccess, "")
+	writeJSON(w, http.StatusOK, a.view(s))
+	return nil
+}
