@@ -1,0 +1,306 @@
+package ha
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
+
+	"github.com/vectis-ft/vectis/election"
+	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
+	"github.com/vectis-ft/vectis/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// pgx/sqlite pools close asynchronously; the store is closed by each test.
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+	)
+}
+
+// recorder is a real serving side: a TCP listener on loopback opened by Start
+// and closed by StopAccepting. It records every interval during which some
+// node accepted, so that the test can look for overlaps.
+type recorder struct {
+	name string
+	mon  *monitor
+
+	mu    sync.Mutex
+	ln    net.Listener
+	epoch int64
+}
+
+func (r *recorder) Start(_ context.Context, epoch int64) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.ln, r.epoch = ln, epoch
+	r.mu.Unlock()
+	r.mon.serving(r.name, true)
+	return nil
+}
+
+func (r *recorder) StopAccepting() {
+	r.mu.Lock()
+	ln := r.ln
+	r.ln = nil
+	r.mu.Unlock()
+	if ln != nil {
+		r.mon.serving(r.name, false)
+		_ = ln.Close()
+	}
+}
+
+func (r *recorder) Drain(context.Context) error { return nil }
+
+func (r *recorder) accepting() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ln != nil
+}
+
+// monitor tracks how many nodes serve at once and the longest overlap.
+type monitor struct {
+	mu         sync.Mutex
+	active     map[string]bool
+	overlapAt  time.Time
+	maxOverlap time.Duration
+}
+
+func (m *monitor) serving(name string, on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.active == nil {
+		m.active = map[string]bool{}
+	}
+	was := len(m.active)
+	if on {
+		m.active[name] = true
+	} else {
+		delete(m.active, name)
+	}
+	now := time.Now()
+	if was < 2 && len(m.active) >= 2 {
+		m.overlapAt = now
+	}
+	if was >= 2 && len(m.active) < 2 {
+		if d := now.Sub(m.overlapAt); d > m.maxOverlap {
+			m.maxOverlap = d
+		}
+	}
+}
+
+func (m *monitor) overlap() (time.Duration, int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d := m.maxOverlap
+	if len(m.active) >= 2 {
+		d = max(d, time.Since(m.overlapAt))
+	}
+	return d, len(m.active)
+}
+
+type node struct {
+	name   string
+	loop   *Loop
+	serve  *recorder
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startNode(t *testing.T, endpoints []string, st *store.Store, mon *monitor, name string, ttl time.Duration) *node {
+	t.Helper()
+	rec := &recorder{name: name, mon: mon}
+	metrics, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop, err := New(Config{
+		Election: election.Config{
+			Endpoints: endpoints, TTL: ttl, Cluster: "ha-test", Name: name, Address: name + ":5000",
+			Logger: slog.New(slog.DiscardHandler),
+		},
+		Serving:      rec,
+		Fence:        st,
+		DrainTimeout: time.Second,
+		Metrics:      metrics,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{name: name, loop: loop, serve: rec, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(n.done); _ = loop.Run(ctx) }()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) stop() {
+	n.cancel()
+	<-n.done
+}
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{Driver: store.DriverSQLite, Path: filepath.Join(t.TempDir(), "ha.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return st
+}
+
+// waitLeader waits until exactly one of nodes serves and returns it.
+func waitLeader(t *testing.T, nodes []*node, within time.Duration) (*node, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		var serving []*node
+		for _, n := range nodes {
+			if n.serve.accepting() && n.loop.IsLeader() {
+				serving = append(serving, n)
+			}
+		}
+		if len(serving) == 1 {
+			return serving[0], time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no single serving leader within %s", within)
+	return nil, 0
+}
+
+func TestThreeNodesOneLeaderAndGracefulHandover(t *testing.T) {
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 3})
+	st := openStore(t)
+	mon := &monitor{}
+	var nodes []*node
+	for _, name := range []string{"vectis-0", "vectis-1", "vectis-2"} {
+		nodes = append(nodes, startNode(t, cluster.Endpoints(), st, mon, name, 2*time.Second))
+	}
+	leader, _ := waitLeader(t, nodes, 15*time.Second)
+
+	// The status agrees on every node, and the store records the term.
+	ctx := context.Background()
+	for _, n := range nodes {
+		var s Status
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			var err error
+			s, err = n.loop.Status(ctx)
+			if err == nil && len(s.Members) == 3 && s.Leader == leader.name {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if s.Leader != leader.name || len(s.Members) != 3 || s.IsLeader != (n == leader) {
+			t.Fatalf("%s status = %+v, want leader %s among 3 members", n.name, s, leader.name)
+		}
+	}
+	rec, err := st.Leadership(ctx)
+	if err != nil || rec.Member != leader.name || rec.Epoch != leader.loop.Epoch() {
+		t.Fatalf("store leadership = %+v, %v; want %s at epoch %d", rec, err, leader.name, leader.loop.Epoch())
+	}
+
+	// Graceful stop (SIGTERM): a standby serves within one second.
+	oldEpoch := leader.loop.Epoch()
+	stopped := time.Now()
+	leader.stop()
+	var rest []*node
+	for _, n := range nodes {
+		if n != leader {
+			rest = append(rest, n)
+		}
+	}
+	next, _ := waitLeader(t, rest, 5*time.Second)
+	if took := time.Since(stopped); took > time.Second {
+		t.Errorf("handover after graceful stop took %s, want under 1s", took)
+	}
+	if next.loop.Epoch() <= oldEpoch {
+		t.Errorf("new epoch %d not above old %d", next.loop.Epoch(), oldEpoch)
+	}
+	if d, n := mon.overlap(); d > 0 || n > 1 {
+		t.Errorf("two nodes accepted at once for %s (%d now)", d, n)
+	}
+	if got := gaugeValue(t, next.loop.cfg.Metrics.isLeader); got != 1 {
+		t.Errorf("vectis_cluster_is_leader on the new leader = %v", got)
+	}
+}
+
+func TestDemoteOnStaleEpochHandsOver(t *testing.T) {
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon := &monitor{}
+	a := startNode(t, cluster.Endpoints(), st, mon, "a", 2*time.Second)
+	leader, _ := waitLeader(t, []*node{a}, 10*time.Second)
+	b := startNode(t, cluster.Endpoints(), st, mon, "b", 2*time.Second)
+
+	// Another term recorded in the store makes a's epoch stale: its next
+	// fenced write fails, and whoever sees that demotes the loop.
+	if err := st.ClaimLeadership(context.Background(), leader.loop.Epoch()+1000, "intruder"); err != nil {
+		t.Fatal(err)
+	}
+	err := st.CheckEpoch(context.Background(), leader.loop.Epoch())
+	if !errors.Is(err, store.ErrStaleEpoch) {
+		t.Fatalf("CheckEpoch with the old epoch: %v, want ErrStaleEpoch", err)
+	}
+	leader.loop.Demote("stale epoch")
+	deadline := time.Now().Add(5 * time.Second)
+	for a.serve.accepting() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if a.serve.accepting() {
+		t.Fatal("demoted leader still accepting")
+	}
+	// b cannot win its fencing write either until its epoch exceeds the
+	// intruder's; what matters here is that nobody serves twice.
+	time.Sleep(500 * time.Millisecond)
+	if d, n := mon.overlap(); d > 0 || n > 1 {
+		t.Errorf("two nodes accepted at once for %s", d)
+	}
+	_ = b
+}
+
+func TestLeaderCutOffFromEtcdStopsBeforeAnotherWins(t *testing.T) {
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon := &monitor{}
+	proxy := etcdtest.NewProxy(t, cluster.Endpoints()[0][len("http://"):])
+	a := startNode(t, []string{proxy.URL()}, st, mon, "a", 2*time.Second)
+	waitLeader(t, []*node{a}, 10*time.Second)
+	b := startNode(t, cluster.Endpoints(), st, mon, "b", 2*time.Second)
+	time.Sleep(300 * time.Millisecond)
+
+	cut := time.Now()
+	proxy.Cut()
+	next, _ := waitLeader(t, []*node{a, b}, 10*time.Second)
+	for next == a {
+		time.Sleep(10 * time.Millisecond)
+		next, _ = waitLeader(t, []*node{a, b}, 10*time.Second)
+	}
+	if d, n := mon.overlap(); d > 0 || n > 1 {
+		t.Errorf("two nodes accepted at once for %s", d)
+	}
+	if took := time.Since(cut); took > 2*time.Second+time.Second {
+		t.Errorf("takeover after the cut took %s, want within TTL + 1s", took)
+	}
+}
+
+func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
+}

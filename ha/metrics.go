@@ -1,0 +1,81 @@
+package ha
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the cluster metrics of one node. A nil *Metrics records nothing.
+type Metrics struct {
+	members       prometheus.Gauge
+	isLeader      prometheus.Gauge
+	leaderChanges prometheus.Counter
+	failover      prometheus.Histogram
+	// LabelErrors counts failed pod-label patches; the k8s labeller adds to it.
+	LabelErrors prometheus.Counter
+}
+
+// NewMetrics creates and registers the cluster metrics.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		members: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vectis_cluster_members", Help: "Cluster members registered in etcd, as seen by this node.",
+		}),
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vectis_cluster_is_leader", Help: "1 while this node leads and serves PeSIT, else 0.",
+		}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vectis_cluster_leader_changes_total", Help: "Leader changes observed by this node.",
+		}),
+		failover: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "vectis_cluster_failover_seconds",
+			Help:    "On the node that took over: from the old leader's loss being observed to PeSIT accepting.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		LabelErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vectis_k8s_label_errors_total", Help: "Failed attempts to set or remove the leader pod label.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.members, m.isLeader, m.leaderChanges, m.failover, m.LabelErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) setMembers(n int) {
+	if m != nil {
+		m.members.Set(float64(n))
+	}
+}
+
+func (m *Metrics) setLeader(b bool) {
+	if m == nil {
+		return
+	}
+	if b {
+		m.isLeader.Set(1)
+	} else {
+		m.isLeader.Set(0)
+	}
+}
+
+func (m *Metrics) leaderChanged() {
+	if m != nil {
+		m.leaderChanges.Inc()
+	}
+}
+
+func (m *Metrics) observeFailover(d time.Duration) {
+	if m != nil {
+		m.failover.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) labelError() {
+	if m != nil {
+		m.LabelErrors.Inc()
+	}
+}
