@@ -47,31 +47,31 @@ func (w *SyncWindow) Reset(point uint32) {
 }
 
 // Option is the negotiated PI 7.
-func (w *SyncWindow) Option() SyncOption { return w.opt }
+func (w SyncWindow) Option() SyncOption { return w.opt }
 
 // LastSent is the number of the last SYN sent (or received).
-func (w *SyncWindow) LastSent() uint32 { return w.lastSent }
+func (w SyncWindow) LastSent() uint32 { return w.lastSent }
 
 // LastAcked is the number of the last acknowledged SYN.
-func (w *SyncWindow) LastAcked() uint32 { return w.lastAcked }
+func (w SyncWindow) LastAcked() uint32 { return w.lastAcked }
 
 // Next is the number the next SYN must carry.
-func (w *SyncWindow) Next() uint32 { return w.lastSent + 1 }
+func (w SyncWindow) Next() uint32 { return w.lastSent + 1 }
 
 // Outstanding is the number of SYNs not yet acknowledged.
-func (w *SyncWindow) Outstanding() uint32 { return w.lastSent - w.lastAcked }
+func (w SyncWindow) Outstanding() uint32 { return w.lastSent - w.lastAcked }
 
 // Pending reports whether there is a SYN to acknowledge (spec condition cc>0).
-func (w *SyncWindow) Pending() bool {
+func (w SyncWindow) Pending() bool {
 	return w.opt.Enabled() && w.opt.Window > 0 && w.lastSent > w.lastAcked
 }
 
 // Since is the number of data bytes counted since the last SYN.
-func (w *SyncWindow) Since() uint64 { return w.since }
+func (w SyncWindow) Since() uint64 { return w.since }
 
 // Blocked reports whether the sender is at the window bound and must wait
 // for an ACK(SYN) before sending more data or another SYN.
-func (w *SyncWindow) Blocked() bool {
+func (w SyncWindow) Blocked() bool {
 	return w.opt.Enabled() && w.opt.Window > 0 && w.Outstanding() >= uint32(w.opt.Window)
 }
 
@@ -79,7 +79,7 @@ func (w *SyncWindow) Blocked() bool {
 // article of n data bytes: the data since the last SYN would exceed the
 // interval. It is false right after a SYN, because a SYN cannot make room
 // for an article that is itself longer than the interval (Data rejects it).
-func (w *SyncWindow) NeedSync(n int) bool {
+func (w SyncWindow) NeedSync(n int) bool {
 	limit, ok := w.opt.LimitBytes()
 	return ok && w.since > 0 && w.since+uint64(n) > limit
 }
