@@ -3,13 +3,17 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	_ "modernc.org/sqlite" // registers driver "sqlite"
+	sqlite "modernc.org/sqlite" // also registers driver "sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 func (s *Store) openPostgres(ctx context.Context, cfg Config) error {
@@ -67,9 +71,20 @@ func (s *Store) openSQLite(ctx context.Context, cfg Config) error {
 	sdb.SetMaxOpenConns(1)
 	sdb.SetMaxIdleConns(1)
 	sdb.SetConnMaxLifetime(0)
-	if err := sdb.PingContext(ctx); err != nil {
-		_ = sdb.Close()
-		return s.wrap("open sqlite "+cfg.Path, err)
+	// Switching a new file to WAL takes an exclusive lock without going
+	// through the busy handler, so processes opening the same new file at
+	// once can see SQLITE_BUSY here: retry for as long as busy_timeout.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := sdb.PingContext(ctx)
+		if err == nil {
+			break
+		}
+		if !isBusy(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			_ = sdb.Close()
+			return s.wrap("open sqlite "+cfg.Path, err)
+		}
+		time.Sleep(time.Duration(10+rand.IntN(40)) * time.Millisecond)
 	}
 	s.d = sqliteDialect
 	s.db = sqlDB{sqlQueryer{sdb}, sdb}
@@ -90,4 +105,9 @@ func redactURL(raw string) string {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
 	return u.String()
+}
+
+func isBusy(err error) bool {
+	var sqErr *sqlite.Error
+	return errors.As(err, &sqErr) && sqErr.Code()&0xff == sqlite3.SQLITE_BUSY
 }

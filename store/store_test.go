@@ -202,7 +202,7 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	}
 	const writers = 6
 	type acked struct {
-		ids      []string          // transfers whose create returned nil
+		ids      []string         // transfers whose create returned nil
 		lastSync map[string]int64 // last sync point number acknowledged per transfer
 	}
 	results := make([]acked, writers)
@@ -309,4 +309,3 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	t.Logf("acknowledged writes: %d, ErrUnavailable results: %d (%d by the end of the outage), lost: %d",
 		acks.Load(), unavailable.Load(), downErrs, lost)
 }
-
