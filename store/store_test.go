@@ -200,6 +200,9 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	if err := s.ClaimLeadership(ctx, 1, "node-a"); err != nil {
 		t.Fatal(err)
 	}
+	subCtx, cancelSub := context.WithCancel(ctx)
+	defer cancelSub()
+	changes := s.Subscribe(subCtx)
 	const writers = 6
 	type acked struct {
 		ids      []string         // transfers whose create returned nil
@@ -306,6 +309,35 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 			}
 		}
 	}
+	// The LISTEN connection reconnected: subscribers are told to resync, and
+	// changes flow again.
+	if !waitForChange(changes, store.Change{Kind: store.KindAll, Op: store.OpResync}, 15*time.Second) {
+		t.Fatal("no resync notification after the listener reconnected")
+	}
+	if _, err := s.CreateFile(ctx, storetest.SampleFile("AFTER")); err != nil {
+		t.Fatal(err)
+	}
+	if !waitForChange(changes, store.Change{Kind: store.KindFile, ID: "AFTER", Op: store.OpCreate}, 15*time.Second) {
+		t.Fatal("change made after the outage not delivered")
+	}
 	t.Logf("acknowledged writes: %d, ErrUnavailable results: %d (%d by the end of the outage), lost: %d",
 		acks.Load(), unavailable.Load(), downErrs, lost)
+}
+
+// waitForChange reads changes until want arrives (true) or timeout passes.
+func waitForChange(ch <-chan store.Change, want store.Change, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case c, ok := <-ch:
+			if !ok {
+				return false
+			}
+			if c == want {
+				return true
+			}
+		case <-deadline:
+			return false
+		}
+	}
 }
