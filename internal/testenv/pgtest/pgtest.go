@@ -45,9 +45,10 @@ type Server struct {
 	cred    *syscall.Credential
 	durable bool
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	stdin *os.File // closing it makes the wrapper shell stop postgres
+	done  chan struct{}
 }
 
 // Options tune NewServer.
@@ -253,18 +254,37 @@ func (s *Server) start() error {
 	if err != nil {
 		return err
 	}
-	cmd := s.command("postgres", args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
+	// postgres runs under a tiny shell that stops it (fast shutdown) when
+	// its stdin reaches EOF, i.e. when we close the pipe or when this test
+	// process dies for any reason: a crashed or timed-out test binary does
+	// not leave a server behind.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	script := `exec 3<&0; "$0" "$@" & pid=$!; (read _ <&3; kill -INT $pid 2>/dev/null) & wait $pid`
+	cmd := exec.Command("/bin/sh", append([]string{"-c", script, filepath.Join(s.bin, "postgres")}, args...)...)
+	cmd.Dir = s.dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C", "LANG=C")
+	if s.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pr, logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
+		pr.Close()
+		pw.Close()
 		return fmt.Errorf("start postgres: %w", err)
 	}
+	pr.Close()
 	done := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		logf.Close()
 		close(done)
 	}()
+	s.stdin = pw
 	s.cmd, s.done = cmd, done
 	// Wait until it accepts connections.
 	deadline := time.Now().Add(30 * time.Second)
@@ -279,6 +299,7 @@ func (s *Server) start() error {
 		select {
 		case <-done:
 			s.cmd = nil
+			s.stdin.Close()
 			return fmt.Errorf("postgres exited during start-up:\n%s", s.logTail())
 		default:
 		}
@@ -297,15 +318,27 @@ func (s *Server) stop() error {
 	if s.cmd == nil {
 		return nil
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	_ = s.stdin.Close()
 	select {
 	case <-s.done:
 	case <-time.After(30 * time.Second):
-		_ = s.cmd.Process.Kill()
+		s.killPostmaster()
 		<-s.done
 	}
 	s.cmd = nil
 	return nil
+}
+
+// killPostmaster is the last resort when a fast shutdown hangs.
+func (s *Server) killPostmaster() {
+	b, err := os.ReadFile(filepath.Join(s.dir, "data", "postmaster.pid"))
+	if err != nil {
+		return
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 func (s *Server) logTail() string {
