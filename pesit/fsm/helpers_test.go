@@ -186,38 +186,3 @@ func wantViolation(t *testing.T, err error, d fpdu.Diagnostic, context string) {
 		t.Fatalf("%s: errors.Is(err, %v) is false", context, d)
 	}
 }
-
-// run feeds a machine a script of FPDUs ("<" received, ">" sent) and checks
-// the state after each step.
-type step struct {
-	sent bool
-	f    *fpdu.FPDU
-	want State
-	act  Action // received only; 0 = not checked
-}
-
-func rx(f *fpdu.FPDU, want State, act Action) step { return step{f: f, want: want, act: act} }
-func tx(f *fpdu.FPDU, want State) step             { return step{sent: true, f: f, want: want} }
-
-func run(t *testing.T, m *Machine, steps []step) {
-	t.Helper()
-	for i, s := range steps {
-		before := m.State()
-		if s.sent {
-			if err := m.Sent(s.f); err != nil {
-				t.Fatalf("step %d: %v sent in %v: %v", i, s.f.Kind, before, err)
-			}
-		} else {
-			act, err := m.Received(s.f)
-			if err != nil {
-				t.Fatalf("step %d: %v received in %v: %v", i, s.f.Kind, before, err)
-			}
-			if s.act != 0 && act != s.act {
-				t.Fatalf("step %d: %v received in %v: action %v, want %v", i, s.f.Kind, before, act, s.act)
-			}
-		}
-		if m.State() != s.want {
-			t.Fatalf("step %d: %v in %v -> %v, want %v", i, s.f.Kind, before, m.State(), s.want)
-		}
-	}
-}

@@ -119,6 +119,7 @@ func (v *Violation) Unwrap() []error {
 // so that a Violation leaves the machine untouched.
 type session struct {
 	access         AccessType
+	hasAccess      bool       // a CONNECT was sent or received
 	proposed       SyncOption // PI 7 of the CONNECT
 	proposedResync bool       // PI 23 of the CONNECT
 	sync           SyncOption // negotiated PI 7 (flag ck = sync.Enabled())
@@ -303,7 +304,7 @@ func (s *session) apply(fx effect, f *fpdu.FPDU, role Role, sent, positive bool)
 		if !ok || v > uint64(AccessMixed) {
 			return fmt.Errorf("PI 22 (access type) must be 0, 1 or 2: %w", fpdu.DiagBadParameter)
 		}
-		s.access = AccessType(v)
+		s.access, s.hasAccess = AccessType(v), true
 		s.proposed = SyncOption{}
 		if b, ok := p.Bytes(fpdu.PISyncOption); ok {
 			o, err := ParseSyncOption(b)
