@@ -206,13 +206,13 @@ func TestTransfersListFiltersPaginationStats(t *testing.T) {
 		}
 		count := func(q string) int { return len(list(q).Items) }
 		for q, want := range map[string]int{
-			"":                      5,
-			"?status=completed":     3,
-			"?partner=CXCLIENT":     3,
-			"?direction=send":       2,
+			"":                  5,
+			"?status=completed": 3,
+			"?partner=CXCLIENT": 3,
+			"?direction=send":   2,
 			"?partner=CFTBANK&direction=receive&status=in_progress": 1,
-			"?file=INBOX":           5,
-			"?file=OTHER":           0,
+			"?file=INBOX": 5,
+			"?file=OTHER": 0,
 			"?from=" + url.QueryEscape(mid.Format(time.RFC3339Nano)): 2,
 			"?to=" + url.QueryEscape(mid.Format(time.RFC3339Nano)):   3,
 		} {
