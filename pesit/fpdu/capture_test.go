@@ -135,12 +135,9 @@ func sameValues(a, b Params) bool {
 			}
 			continue
 		}
-		if info, _ := lookupPIInfo(u.ID); info.Type == TypeN {
-			x, ok1 := beUint(u.Value)
-			y, ok2 := beUint(v.Value)
-			if ok1 && ok2 && x == y {
-				continue
-			}
+		if info, _ := lookupPIInfo(u.ID); info.Type == TypeN &&
+			bytes.Equal(bytes.TrimLeft(u.Value, "\x00"), bytes.TrimLeft(v.Value, "\x00")) {
+			continue
 		}
 		if !bytes.Equal(u.Value, v.Value) {
 			return false

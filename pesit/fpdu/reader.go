@@ -30,6 +30,12 @@ func NewReader(r io.Reader) *Reader {
 	return &Reader{r: r, buf: make([]byte, readerBufSize), maxFrame: MaxFPDULen}
 }
 
+// Reset makes r read from src as if new, keeping its buffer and frame limit
+// (a server can recycle Readers across connections).
+func (r *Reader) Reset(src io.Reader) {
+	r.r, r.rpos, r.wpos, r.nsdu, r.started = src, 0, 0, nil, false
+}
+
 // SetMaxFrame bounds the NSDU size accepted from the peer (n <= 65535, at
 // least one header). A larger frame is an error wrapping ErrFrameTooLarge.
 // Leniency is the caller's choice: CX may exceed PI 25 by a segment.
