@@ -50,7 +50,7 @@ func syntheticSeeds(tb testing.TB) [][]byte {
 	dtf, _ := AppendDTF(nil, 1, []byte("ab"), nil, []byte("cde"))
 	out = append(out, dtf,
 		encode(tb, NewAbort(1, 2, DiagProtocolError, WithAbortPIForm())),
-		[]byte{0, 8, 0, 0, 1, 1, 0, 0}, // byte 5 = 1, prefixed empty article
+		[]byte{0, 8, 0, 0, 1, 1, 0, 0},                              // byte 5 = 1, prefixed empty article
 		mustHex(tb, "00 0F C0 30 62 00 09 FF 00 05 0C 03 41 42 20"), // long LI in a PGI
 	)
 	return out
