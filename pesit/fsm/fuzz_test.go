@@ -24,9 +24,34 @@ func FuzzResponder(f *testing.F) {
 		cut, end := syncCut(recs, 2)
 		f.Add(append(stream(f, recs, true, 0, cut), stream(f, recs, true, end, len(recs))...))
 	}
+	f.Add(synthStream(f))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fuzzResponder(t, b)
 	})
+}
+
+// synthStream is a synthetic session touching what the captures do not:
+// resync, a segmented article, IDT with suspension, messages, a read.
+func synthStream(t testing.TB) []byte {
+	kb := bytes.Repeat([]byte{'k'}, 100)
+	var synth []byte
+	for _, g := range []*fpdu.FPDU{
+		connect(2, &SyncOption{IntervalKB: 4, Window: 2}, true), create(false), sample(fpdu.Orf), mk(fpdu.Write),
+		data(fpdu.DTF, kb), syn(1), data(fpdu.DTFDA, kb), data(fpdu.DTFMA, kb), data(fpdu.DTFFA, kb),
+		mk(fpdu.Resyn, diagPI(fpdu.DiagTransmissionError), pi(fpdu.PIRestartPoint, 1)),
+		multiDTF(3, 10), idt(8, fpdu.DiagVoluntaryStop), sample(fpdu.Crf), sample(fpdu.Deselect),
+		sample(fpdu.MsgDM), sample(fpdu.MsgMM), sample(fpdu.MsgFM), sample(fpdu.Msg),
+		selectF(true), sample(fpdu.Orf), sample(fpdu.Read), mk(fpdu.TransEnd), sample(fpdu.Crf), sample(fpdu.Deselect),
+		sample(fpdu.Release),
+	} {
+		b, err := fpdu.AppendEncode(nil, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		synth = append(synth, byte(len(b)>>8), byte(len(b)))
+		synth = append(synth, b...)
+	}
+	return synth
 }
 
 // syncCut returns the index after the n-th SYN of recs and the index of
@@ -84,7 +109,9 @@ func stream(t testing.TB, recs []record, restored bool, from, to int) []byte {
 	return out
 }
 
-func fuzzResponder(t *testing.T, b []byte) {
+// fuzzResponder runs the responder on b and returns its final state and the
+// number of violations it reported.
+func fuzzResponder(t *testing.T, b []byte) (final State, violations int) {
 	r := fpdu.NewReader(bytes.NewReader(b))
 	m := NewResponder()
 	for range 10000 {
@@ -94,8 +121,9 @@ func fuzzResponder(t *testing.T, b []byte) {
 				if _, ok := fpdu.DiagnosticOf(err); !ok {
 					t.Fatalf("codec error without a diagnostic: %v", err)
 				}
+				violations++
 			}
-			return
+			return m.State(), violations
 		}
 		before := m.State()
 		act, err := m.Received(f)
@@ -110,6 +138,7 @@ func fuzzResponder(t *testing.T, b []byte) {
 			if err := m.Sent(fpdu.NewAbort(0x62, 0xE2, v.Diag)); err != nil || m.State() != CN01 {
 				t.Fatalf("ABORT after a violation in %v: %v", before, err)
 			}
+			violations++
 			continue
 		}
 		if !m.State().belongsTo(Responder) {
@@ -145,6 +174,24 @@ func fuzzResponder(t *testing.T, b []byte) {
 			}
 		default:
 			t.Fatalf("%v in %v: action %v", f.Kind, before, act)
+		}
+	}
+	return m.State(), violations
+}
+
+// TestFuzzSeedsRunDeep: the restored captures and the synthetic session
+// run from CONNECT to RELEASE without a violation, so the fuzzer starts
+// from inputs that reach every phase.
+func TestFuzzSeedsRunDeep(t *testing.T) {
+	seeds := map[string][]byte{"synthetic": synthStream(t)}
+	for _, name := range []string{"cx-push-1mb.raw", "cx-pull-1mb.raw"} {
+		recs := readCapture(t, name)
+		cut, end := syncCut(recs, 2)
+		seeds[name] = append(stream(t, recs, true, 0, cut), stream(t, recs, true, end, len(recs))...)
+	}
+	for name, b := range seeds {
+		if final, v := fuzzResponder(t, b); final != CN01 || v != 0 {
+			t.Errorf("%s: ended in %v after %d violations", name, final, v)
 		}
 	}
 }
