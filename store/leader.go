@@ -6,25 +6,39 @@ import (
 	"time"
 )
 
-// ClaimLeadership records (epoch, member) as the cluster leader. It is one
-// conditional UPDATE, so two processes claiming at once cannot both win with
-// different epochs: the row lock serialises them and the loser's condition is
-// re-evaluated against the winner's epoch.
+// ClaimLeadership records (epoch, member) as the cluster leader. It runs
+// under the leader row's lock, so two processes claiming at once are
+// serialised and the loser is checked against the winner's epoch. A claim that
+// changes the leader also appends a "leader.claim" audit event in the same
+// transaction.
 func (s *Store) ClaimLeadership(ctx context.Context, epoch int64, member string) (err error) {
 	defer s.observe("claim_leadership", &err)()
 	if epoch <= 0 || member == "" {
 		return fmt.Errorf("claim leadership: %w: epoch must be positive and member set", ErrInvalid)
 	}
-	n, err := s.db.exec(ctx, `UPDATE cluster_leader
-		SET since = CASE WHEN epoch = $1 THEN since ELSE $3 END, epoch = $1, member = $2
-		WHERE id = 1 AND ($1 > epoch OR ($1 = epoch AND member = $2))`, epoch, member, s.d.ts(now()))
-	if err == nil && n == 0 {
+	err = s.inTx(ctx, func(t tx) ([]Change, error) {
 		var cur Leadership
-		if cur, err = s.Leadership(ctx); err == nil {
-			err = fmt.Errorf("%w: epoch %d (member %s) does not supersede recorded epoch %d (member %s)",
+		if err := t.queryRow(ctx, `SELECT epoch, member FROM cluster_leader WHERE id = 1`+s.d.forUpdate).
+			Scan(&cur.Epoch, &cur.Member); err != nil {
+			return nil, err
+		}
+		if epoch == cur.Epoch && member == cur.Member {
+			return nil, nil // renewed claim: nothing changes, not even since
+		}
+		if epoch <= cur.Epoch {
+			return nil, fmt.Errorf("%w: epoch %d (member %s) does not supersede recorded epoch %d (member %s)",
 				ErrStaleEpoch, epoch, member, cur.Epoch, cur.Member)
 		}
-	}
+		ts := now()
+		if _, err := t.exec(ctx, `UPDATE cluster_leader SET epoch = $1, member = $2, since = $3 WHERE id = 1`,
+			epoch, member, s.d.ts(ts)); err != nil {
+			return nil, err
+		}
+		_, err := t.exec(ctx, `INSERT INTO audit_events (at, actor, action, target, outcome, detail)
+			VALUES ($1, $2, 'leader.claim', $3, 'success', $4)`, s.d.ts(ts), member, fmt.Sprintf("epoch %d", epoch),
+			fmt.Sprintf("previous leader %q, epoch %d", cur.Member, cur.Epoch))
+		return nil, err
+	})
 	return s.wrap("claim leadership", err)
 }
 

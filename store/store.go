@@ -165,6 +165,7 @@ type Store struct {
 	db      db
 	log     *slog.Logger
 	opHist  *prometheus.HistogramVec
+	opErrs  *prometheus.CounterVec
 	hub     *hub
 	closeMu sync.Mutex
 	closed  bool
@@ -261,26 +262,64 @@ func (s *Store) registerMetrics(reg prometheus.Registerer) error {
 		Help:    "Duration of store operations.",
 		Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"operation"})
+	s.opErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vectis_store_operation_errors_total",
+		Help: "Store operations that failed, by operation and error class.",
+	}, []string{"operation", "class"})
 	if reg == nil {
 		return nil
 	}
+	// A second Store on the same registry (tests, migrate then serve) shares
+	// the collectors instead of failing.
 	if err := reg.Register(s.opHist); err != nil {
 		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if h, ok := are.ExistingCollector.(*prometheus.HistogramVec); ok {
-				s.opHist = h
-				return nil
-			}
+		if !errors.As(err, &are) {
+			return fmt.Errorf("register store metrics: %w", err)
 		}
-		return fmt.Errorf("register store metrics: %w", err)
+		h, ok := are.ExistingCollector.(*prometheus.HistogramVec)
+		if !ok {
+			return fmt.Errorf("register store metrics: %w", err)
+		}
+		s.opHist = h
+	}
+	if err := reg.Register(s.opErrs); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return fmt.Errorf("register store metrics: %w", err)
+		}
+		c, ok := are.ExistingCollector.(*prometheus.CounterVec)
+		if !ok {
+			return fmt.Errorf("register store metrics: %w", err)
+		}
+		s.opErrs = c
 	}
 	return nil
 }
 
-// observe times an operation: defer s.observe("op", &err)().
-func (s *Store) observe(op string, _ *error) func() {
+// observe times an operation and counts its failure by class:
+// defer s.observe("op", &err)().
+func (s *Store) observe(op string, errp *error) func() {
 	start := time.Now()
 	return func() {
 		s.opHist.WithLabelValues(op).Observe(time.Since(start).Seconds())
+		if err := *errp; err != nil {
+			s.opErrs.WithLabelValues(op, errorClass(err)).Inc()
+		}
 	}
+}
+
+func errorClass(err error) string {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return "not_found"
+	case errors.Is(err, ErrConflict):
+		return "conflict"
+	case errors.Is(err, ErrStaleEpoch):
+		return "stale_epoch"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, ErrInvalid):
+		return "invalid"
+	}
+	return "other"
 }

@@ -342,6 +342,13 @@ func testLeadership(t *testing.T, newConfig NewConfig) {
 		t.Fatalf("epoch not recorded on write: %+v", got)
 	}
 	mustIs(t, s.ClaimLeadership(ctx, 0, "x"), store.ErrInvalid, "epoch 0")
+
+	// Leadership changes are audited, once per change (not per renewal).
+	p, err := s.ListAudit(ctx, store.AuditFilter{Action: "leader.claim"})
+	must(t, err, "audit")
+	if len(p.Items) != 2 || p.Items[0].Actor != "b" || p.Items[0].Target != "epoch 6" || p.Items[1].Actor != "a" {
+		t.Fatalf("leadership audit %+v", p.Items)
+	}
 }
 
 func testTransfers(t *testing.T, newConfig NewConfig) {
@@ -665,6 +672,8 @@ func testPurge(t *testing.T, newConfig NewConfig) {
 	must(t, s.FinishTransfer(ctx, 3, oldInterrupted.ID, store.TransferResult{Status: store.StatusInterrupted}), "interrupt")
 	_, err := s.AppendAudit(ctx, store.AuditEvent{Time: time.Now().Add(-2 * time.Hour), Actor: "a", Action: "old"})
 	must(t, err, "old audit")
+	oldAudit, err := s.ListAudit(ctx, store.AuditFilter{})
+	must(t, err, "list audit")
 	time.Sleep(300 * time.Millisecond)
 	newDone, _ := s.CreateTransfer(ctx, 3, SampleTransfer("P", 4))
 	must(t, s.FinishTransfer(ctx, 3, newDone.ID, store.TransferResult{Status: store.StatusCompleted}), "finish new")
@@ -673,8 +682,8 @@ func testPurge(t *testing.T, newConfig NewConfig) {
 
 	res, err := s.Purge(ctx, 3, 150*time.Millisecond)
 	must(t, err, "purge")
-	if res.Transfers != 1 || res.AuditEvents != 1 {
-		t.Fatalf("purge result %+v, want 1 transfer and 1 audit event", res)
+	if res.Transfers != 1 || res.AuditEvents != int64(len(oldAudit.Items)) {
+		t.Fatalf("purge result %+v, want 1 transfer and %d audit events", res, len(oldAudit.Items))
 	}
 	_, err = s.GetTransfer(ctx, oldDone.ID)
 	mustIs(t, err, store.ErrNotFound, "purged transfer")
@@ -949,6 +958,19 @@ func testMetrics(t *testing.T, newConfig NewConfig) {
 	if counts["get_partner"] != 1 || counts["list_partners"] != 2 || counts["migrate"] != 1 {
 		t.Fatalf("operation counts %v", counts)
 	}
+	errs := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "vectis_store_operation_errors_total" {
+			for _, m := range mf.GetMetric() {
+				errs[label(m, "operation")+"/"+label(m, "class")] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if len(errs) != 1 || errs["get_partner/not_found"] != 1 {
+		t.Fatalf("error counts %v", errs)
+	}
+	// A second store on the same registry shares the collectors.
+	Open(t, cfg)
 }
 
 func label(m *dto.Metric, name string) string {
