@@ -14,6 +14,7 @@ var (
 	ErrBadLength     = errors.New("bad length")
 	ErrUnknownKind   = errors.New("unknown FPDU kind")
 	ErrNotData       = errors.New("not a data FPDU")
+	ErrBadID         = errors.New("bad connection id")
 )
 
 // protoErr builds a decoding error that wraps both a sentinel and the

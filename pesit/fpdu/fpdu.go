@@ -44,3 +44,17 @@ type Params []Param
 // Unknown lists the parameter codes of f that are not in the Hors-SIT table;
 // they were kept by the decoder and will be re-encoded.
 func (f *FPDU) Unknown() []PI { return f.Params.Unknown() }
+
+// Clone returns a deep copy of f, safe to keep after the Reader that
+// returned f moves on.
+func (f *FPDU) Clone() *FPDU {
+	g := *f
+	g.Params = f.Params.Clone()
+	if f.Data != nil {
+		g.Data = append([]byte{}, f.Data...)
+	}
+	if f.Repeated != nil {
+		g.Repeated = append([]PI{}, f.Repeated...)
+	}
+	return &g
+}

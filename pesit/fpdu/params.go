@@ -1,6 +1,12 @@
 package fpdu
 
-import "bytes"
+import (
+	"bytes"
+	"time"
+)
+
+// DateLayout is the layout of type D values: YYMMDDhhmmss.
+const DateLayout = "060102150405"
 
 // Lookup finds the unit with code id: at the top level first, then inside
 // the PGIs, so that callers need not know which group holds a PI.
@@ -128,6 +134,40 @@ func (p *Params) AddDiagnostic(d Diagnostic) {
 // AddSyncOption appends PI 7, always on 3 bytes (a shorter PI 7 made CX abort).
 func (p *Params) AddSyncOption(intervalKB uint16, window uint8) {
 	p.Add(PISyncOption, []byte{byte(intervalKB >> 8), byte(intervalKB), window})
+}
+
+// AddDate appends a type D PI (PI 51, PI 52) as 12 ASCII digits. The spec
+// has no time zone: callers pass the time in the zone the partner expects.
+func (p *Params) AddDate(id PI, t time.Time) {
+	p.Add(id, t.AppendFormat(make([]byte, 0, len(DateLayout)), DateLayout))
+}
+
+// Date parses a type D PI in loc (two-digit years are 1969..2068, as
+// time.Parse reads them).
+func (p Params) Date(id PI, loc *time.Location) (time.Time, bool) {
+	b, ok := p.Bytes(id)
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.ParseInLocation(DateLayout, string(b), loc)
+	return t, err == nil
+}
+
+// Clone returns a deep copy of p that shares no memory with it, for keeping
+// parameters beyond the next Reader.Next.
+func (p Params) Clone() Params {
+	if p == nil {
+		return nil
+	}
+	out := make(Params, len(p))
+	for i, u := range p {
+		out[i].ID = u.ID
+		if u.Value != nil {
+			out[i].Value = append([]byte{}, u.Value...)
+		}
+		out[i].Group = u.Group.Clone()
+	}
+	return out
 }
 
 // AddGroup appends a PGI holding g.

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLenientDecoding(t *testing.T) {
@@ -163,5 +164,30 @@ func TestPITable(t *testing.T) {
 		if c.Known() {
 			t.Errorf("%d should not be in the Hors-SIT table", c)
 		}
+	}
+}
+
+func TestDateAndClone(t *testing.T) {
+	var p Params
+	when := time.Date(2026, 1, 19, 1, 25, 5, 0, time.UTC)
+	p.AddDate(PICreated, when)
+	if s, _ := p.String(PICreated); s != "260119012505" {
+		t.Fatalf("date %q", s)
+	}
+	if got, ok := p.Date(PICreated, time.UTC); !ok || !got.Equal(when) {
+		t.Fatalf("Date = %v %t", got, ok)
+	}
+	p.AddString(PIExtracted, "2601190125XX")
+	if _, ok := p.Date(PIExtracted, time.UTC); ok {
+		t.Fatal("bad date parsed")
+	}
+	f := sample(Create)
+	g := f.Clone()
+	if !reflect.DeepEqual(f, g) {
+		t.Fatal("clone differs")
+	}
+	g.Params[0].Group[0].Value[0] = 'Z'
+	if s, _ := f.Params.String(PIRequesterID); s != "CXCLIENT" {
+		t.Fatalf("clone shares memory: %q", s)
 	}
 }

@@ -113,6 +113,9 @@ func Validate(f *FPDU) error {
 	if !f.Kind.Known() {
 		return protoErr(ErrUnknownKind, "validate %s", f.Kind)
 	}
+	if err := checkIDs(f); err != nil {
+		return err
+	}
 	if f.Kind.IsData() {
 		if len(f.Params) != 0 {
 			return protoErr(ErrArticleLayout, "%s with parameters", f.Kind)
@@ -145,6 +148,33 @@ func Validate(f *FPDU) error {
 	}
 	if f.Kind == IDT && !f.Params.Has(PIDiagnostic) && !f.Params.Has(PIEndCode) {
 		return &ParamError{Kind: f.Kind, PI: PIEndCode, Reason: "missing (IDT needs PI 2 or PI 19)"}
+	}
+	return nil
+}
+
+// checkIDs applies the connection-id rules of the header (spec §4.7.1,
+// digest §1.2): CONNECT (0, X), ACONNECT (X, Y), RCONNECT (X, 0), RELEASE
+// (Y, X), RELCONF (X, Y), ABORT (peer or 0, own), every other FPDU (peer,
+// 0 or N). Byte 5 of file-phase FPDUs is not checked: it carries nothing,
+// and refusing a peer for it would gain nothing.
+func checkIDs(f *FPDU) error {
+	switch f.Kind {
+	case Connect:
+		if f.DstID != 0 || f.SrcID == 0 {
+			return protoErr(ErrBadID, "%s ids (%02X, %02X), want (00, requester id)", f.Kind, f.DstID, f.SrcID)
+		}
+	case AConnect, Release, RelConf:
+		if f.DstID == 0 || f.SrcID == 0 {
+			return protoErr(ErrBadID, "%s ids (%02X, %02X), both must be non-zero", f.Kind, f.DstID, f.SrcID)
+		}
+	case Abort:
+		if f.SrcID == 0 {
+			return protoErr(ErrBadID, "%s without a source id", f.Kind)
+		}
+	default:
+		if f.DstID == 0 {
+			return protoErr(ErrBadID, "%s with destination id 00", f.Kind)
+		}
 	}
 	return nil
 }

@@ -131,9 +131,9 @@ func TestValidateValues(t *testing.T) {
 		{"PI 99 too long", set(RConnect, PIFreeMessage, []byte(strings.Repeat(" ", 255)))},
 		{"PI 91 too long", set(Msg, PIMessage, []byte(strings.Repeat("m", 4097)))},
 		{"empty value", set(Syn, PISyncNumber, []byte{})},
-		{"PI as group", &FPDU{Kind: Crf, Params: Params{{ID: PIDiagnostic, Group: Params{{ID: 1, Value: []byte{0}}}}}}},
-		{"PGI as PI", &FPDU{Kind: Create, Params: Params{{ID: PGIFileID, Value: []byte{1}}}}},
-		{"repeated by hand", &FPDU{Kind: Syn, Params: Params{{ID: 20, Value: []byte{1}}, {ID: 20, Value: []byte{2}}}}},
+		{"PI as group", &FPDU{Kind: Crf, DstID: 1, Params: Params{{ID: PIDiagnostic, Group: Params{{ID: 1, Value: []byte{0}}}}}}},
+		{"PGI as PI", &FPDU{Kind: Create, DstID: 1, Params: Params{{ID: PGIFileID, Value: []byte{1}}}}},
+		{"repeated by hand", &FPDU{Kind: Syn, DstID: 1, Params: Params{{ID: 20, Value: []byte{1}}, {ID: 20, Value: []byte{2}}}}},
 	}
 	for _, c := range bad {
 		err := Validate(c.f)
@@ -167,5 +167,34 @@ func TestValidateValues(t *testing.T) {
 	err := Validate(set(Connect, PIAccessControl, []byte("s3cr\xE9t")))
 	if err == nil || strings.Contains(err.Error(), "s3cr") || strings.Contains(err.Error(), "E9") {
 		t.Errorf("PI 5 error: %v", err)
+	}
+}
+
+func TestValidateIDs(t *testing.T) {
+	ids := func(k Kind, dst, src byte) *FPDU {
+		f := sample(k)
+		f.DstID, f.SrcID = dst, src
+		return f
+	}
+	good := []*FPDU{
+		ids(Connect, 0, 0x62), ids(AConnect, 0x62, 0xE2), ids(RConnect, 0x62, 0), ids(Release, 0xE2, 0x62),
+		ids(RelConf, 0x62, 0xE2), ids(Abort, 0, 0x61), ids(Abort, 1, 0x62), ids(Create, 0xE2, 0),
+		ids(DTF, 0xE2, 3), ids(DTFDA, 0xE2, 0), ids(Syn, 0xE2, 0),
+	}
+	for _, f := range good {
+		if err := Validate(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	bad := []*FPDU{
+		ids(Connect, 1, 0x62), ids(Connect, 0, 0), ids(AConnect, 0x62, 0), ids(AConnect, 0, 0xE2),
+		ids(Release, 0, 0x62), ids(RelConf, 0x62, 0), ids(Abort, 1, 0), ids(Create, 0, 0),
+		ids(DTF, 0, 3), ids(AckSyn, 0, 0),
+	}
+	for _, f := range bad {
+		err := Validate(f)
+		if !errors.Is(err, ErrBadID) || !errors.Is(err, DiagProtocolError) {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }
