@@ -1,0 +1,305 @@
+package k8s
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Defaults for LabelerConfig.
+const (
+	DefaultLabelKey       = "vectis-leader"
+	DefaultLabelValue     = "true"
+	DefaultResyncInterval = 10 * time.Second
+	DefaultMinBackoff     = 200 * time.Millisecond
+	DefaultMaxBackoff     = 5 * time.Second
+)
+
+// LabelerConfig configures a Labeler.
+type LabelerConfig struct {
+	Client kubernetes.Interface
+	Pod    PodIdentity
+	// Selector selects every pod of the release, e.g.
+	// "app.kubernetes.io/instance=vectis". Pods outside it are never touched.
+	Selector string
+	// LabelKey/LabelValue: the label the Service selects on (default
+	// vectis-leader=true).
+	LabelKey, LabelValue string
+	// ResyncInterval: how often the state is re-read even without a watch
+	// event (default 10 s).
+	ResyncInterval time.Duration
+	// MinBackoff/MaxBackoff bound the retry delay after a failure.
+	MinBackoff, MaxBackoff time.Duration
+	// OnError is called for every failed reconciliation or unlabel attempt,
+	// e.g. to count vectis_k8s_label_errors_total. It must not block.
+	OnError func(error)
+	Logger  *slog.Logger
+}
+
+// Labeler puts the leader label on its own pod and strips it from every
+// other pod of the release. Run it while leading; call Unlabel after
+// stepping down (and at start-up, for a label left by a crash).
+type Labeler struct {
+	cfg      LabelerConfig
+	selector labels.Selector
+	log      *slog.Logger
+	errors   atomic.Uint64
+}
+
+// NewLabeler validates cfg and fills defaults.
+func NewLabeler(cfg LabelerConfig) (*Labeler, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("k8s: labeler: no client")
+	}
+	if err := cfg.Pod.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Selector == "" {
+		return nil, errors.New("k8s: labeler: empty pod selector (it would match every pod of the namespace)")
+	}
+	sel, err := labels.Parse(cfg.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("k8s: labeler: selector %q: %w", cfg.Selector, err)
+	}
+	if cfg.LabelKey == "" {
+		cfg.LabelKey = DefaultLabelKey
+	}
+	if cfg.LabelValue == "" {
+		cfg.LabelValue = DefaultLabelValue
+	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = DefaultResyncInterval
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Labeler{
+		cfg:      cfg,
+		selector: sel,
+		log:      cfg.Logger.With("pod", cfg.Pod.Name, "namespace", cfg.Pod.Namespace, "label", cfg.LabelKey),
+	}, nil
+}
+
+// Errors is the number of failed API attempts so far.
+func (l *Labeler) Errors() uint64 { return l.errors.Load() }
+
+func (l *Labeler) fail(err error) {
+	l.errors.Add(1)
+	if l.cfg.OnError != nil {
+		l.cfg.OnError(err)
+	}
+}
+
+// Run keeps the label on this pod only, until ctx ends. It reconciles at
+// once, on every watch event about the release's pods, and every
+// ResyncInterval; failures are retried with exponential backoff. Without
+// RBAC watch rights it falls back to the timer alone. It returns ctx's
+// error.
+func (l *Labeler) Run(ctx context.Context) error {
+	var (
+		backoff  = l.cfg.MinBackoff
+		w        watch.Interface
+		events   <-chan watch.Event
+		canWatch = true
+	)
+	defer func() {
+		if w != nil {
+			w.Stop()
+		}
+	}()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	dirty := true
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			dirty = true
+		case ev, ok := <-events:
+			switch {
+			case !ok:
+				// Watch ended (API server restart, timeout): re-list and
+				// watch again.
+				w, events = nil, nil
+				dirty = true
+			case ev.Type == watch.Error:
+				w.Stop()
+				w, events = nil, nil
+				dirty = true
+			case l.needsWork(ev):
+				dirty = true
+			default:
+				continue
+			}
+		}
+		if !dirty {
+			continue
+		}
+		rv, err := l.Reconcile(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			l.fail(err)
+			l.log.Warn("k8s: leader label reconcile failed", "err", err, "retry", backoff)
+			resetTimer(timer, jitter(backoff))
+			backoff = min(2*backoff, l.cfg.MaxBackoff)
+			continue
+		}
+		dirty = false
+		backoff = l.cfg.MinBackoff
+		if w == nil && canWatch {
+			w, err = l.cfg.Client.CoreV1().Pods(l.cfg.Pod.Namespace).Watch(ctx, metav1.ListOptions{
+				LabelSelector:       l.cfg.Selector,
+				ResourceVersion:     rv,
+				AllowWatchBookmarks: true,
+			})
+			switch {
+			case err == nil:
+				events = w.ResultChan()
+			case apierrors.IsForbidden(err):
+				canWatch = false
+				l.log.Info("k8s: no RBAC right to watch pods, reconciling on a timer only", "every", l.cfg.ResyncInterval)
+			default:
+				w = nil
+				l.fail(fmt.Errorf("k8s: watch pods: %w", err))
+			}
+		}
+		resetTimer(timer, jitter(l.cfg.ResyncInterval))
+	}
+}
+
+// needsWork reports whether a watch event shows a pod out of place.
+func (l *Labeler) needsWork(ev watch.Event) bool {
+	pod, ok := ev.Object.(*corev1.Pod)
+	if !ok {
+		return false // bookmarks and the like
+	}
+	v, has := pod.Labels[l.cfg.LabelKey]
+	if pod.Name == l.cfg.Pod.Name {
+		return ev.Type == watch.Deleted || !has || v != l.cfg.LabelValue
+	}
+	return ev.Type != watch.Deleted && has
+}
+
+// Reconcile makes one pass: strip the label from every other pod of the
+// release, then put it on this pod. It returns the list's resource
+// version, from which a watch can start.
+func (l *Labeler) Reconcile(ctx context.Context) (string, error) {
+	pods := l.cfg.Client.CoreV1().Pods(l.cfg.Pod.Namespace)
+	list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
+	if err != nil {
+		return "", fmt.Errorf("k8s: list pods %q: %w", l.cfg.Selector, err)
+	}
+	var errs []error
+	var self *corev1.Pod
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.Name == l.cfg.Pod.Name {
+			self = p
+			continue
+		}
+		if _, has := p.Labels[l.cfg.LabelKey]; !has {
+			continue
+		}
+		// Stripping first: the old leader has stopped serving, so the
+		// Service should stop sending to it even if labelling us fails.
+		if err := l.patchLabel(ctx, p.Name, nil); err != nil {
+			errs = append(errs, err)
+		} else {
+			l.log.Info("k8s: removed stale leader label", "from", p.Name)
+		}
+	}
+	if self == nil {
+		// Our pod does not match the selector: label it anyway, but say so.
+		got, err := pods.Get(ctx, l.cfg.Pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return "", errors.Join(append(errs, fmt.Errorf("k8s: get own pod: %w", err))...)
+		}
+		if !l.selector.Matches(labels.Set(got.Labels)) {
+			l.log.Warn("k8s: own pod does not match the release selector", "selector", l.cfg.Selector)
+		}
+		self = got
+	}
+	if self.Labels[l.cfg.LabelKey] != l.cfg.LabelValue {
+		value := l.cfg.LabelValue
+		if err := l.patchLabel(ctx, self.Name, &value); err != nil {
+			errs = append(errs, err)
+		} else {
+			l.log.Info("k8s: labelled own pod as leader")
+		}
+	}
+	return list.ResourceVersion, errors.Join(errs...)
+}
+
+// Unlabel removes the label from this pod, retrying with backoff until it
+// succeeds or ctx ends. A missing pod counts as success.
+func (l *Labeler) Unlabel(ctx context.Context) error {
+	backoff := l.cfg.MinBackoff
+	for {
+		err := l.patchLabel(ctx, l.cfg.Pod.Name, nil)
+		if err == nil || apierrors.IsNotFound(err) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("k8s: unlabel: %w (last error: %v)", ctx.Err(), err)
+		}
+		l.fail(err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("k8s: unlabel: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(2*backoff, l.cfg.MaxBackoff)
+	}
+}
+
+// patchLabel sets (value != nil) or removes (nil) the label on pod name
+// with a JSON merge patch, which touches no other label.
+func (l *Labeler) patchLabel(ctx context.Context, name string, value *string) error {
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"labels": map[string]*string{l.cfg.LabelKey: value}},
+	})
+	if err != nil {
+		return fmt.Errorf("k8s: encode label patch: %w", err)
+	}
+	_, err = l.cfg.Client.CoreV1().Pods(l.cfg.Pod.Namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	if err != nil {
+		return fmt.Errorf("k8s: patch pod %s/%s: %w", l.cfg.Pod.Namespace, name, err)
+	}
+	return nil
+}
+
+func resetTimer(t *time.Timer, d time.Duration) {
+	t.Stop()
+	select {
+	case <-t.C:
+	default:
+	}
+	t.Reset(d)
+}
+
+// jitter spreads retries of several pods over ±10 %.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}

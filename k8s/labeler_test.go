@@ -1,0 +1,237 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	ns       = "vectis"
+	selector = "app.kubernetes.io/instance=vectis"
+)
+
+func createPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, name string, lbl map[string]string) {
+	t.Helper()
+	_, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbl},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "vectis", Image: "example.invalid/vectis"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create pod %s: %v", name, err)
+	}
+}
+
+func setLabel(ctx context.Context, t *testing.T, cs kubernetes.Interface, pod string, value *string) {
+	t.Helper()
+	v := "null"
+	if value != nil {
+		v = fmt.Sprintf("%q", *value)
+	}
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, DefaultLabelKey, v)
+	if _, err := cs.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("admin patch %s: %v", pod, err)
+	}
+}
+
+// leaders returns the pods carrying the leader label, across the namespace.
+func leaders(ctx context.Context, cs kubernetes.Interface) ([]string, error) {
+	list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: DefaultLabelKey + "=" + DefaultLabelValue})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range list.Items {
+		out = append(out, p.Name)
+	}
+	return out, nil
+}
+
+// waitLeaders waits until exactly the want pods carry the label.
+func waitLeaders(ctx context.Context, t *testing.T, cs kubernetes.Interface, within time.Duration, want ...string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var got []string
+	var err error
+	for time.Since(start) < within {
+		got, err = leaders(ctx, cs)
+		if err == nil && fmt.Sprint(got) == fmt.Sprint(want) {
+			return time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("labelled pods = %v (err %v), want %v within %v", got, err, want, within)
+	return 0
+}
+
+// TestLabeler runs the labeler with a token bound only to the chart's Role
+// against a real kube-apiserver.
+func TestLabeler(t *testing.T) {
+	cp := kubetest.Start(t, kubetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
+	defer cancel()
+	admin := cp.AdminClient(t)
+	saCfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", kubetest.PodLabelerRules)
+	// Fail fast while the API server is down, so the test sees errors.
+	saCfg.Timeout = 2 * time.Second
+	sa, err := kubernetes.NewForConfig(saCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	release := map[string]string{"app.kubernetes.io/instance": "vectis"}
+	for _, p := range []string{"vectis-0", "vectis-1", "vectis-2"} {
+		createPod(ctx, t, admin, p, release)
+	}
+	// Another release's leader: outside the selector, never touched.
+	createPod(ctx, t, admin, "zz-other", map[string]string{"app.kubernetes.io/instance": "other", DefaultLabelKey: "true"})
+
+	var hookErrs atomic.Uint64
+	l, err := NewLabeler(LabelerConfig{
+		Client:         sa,
+		Pod:            PodIdentity{Name: "vectis-0", Namespace: ns},
+		Selector:       selector,
+		ResyncInterval: time.Second,
+		MinBackoff:     100 * time.Millisecond,
+		MaxBackoff:     500 * time.Millisecond,
+		OnError:        func(error) { hookErrs.Add(1) },
+		Logger:         slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := l.Run(runCtx); !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v", err)
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	d := waitLeaders(ctx, t, admin, 10*time.Second, "vectis-0", "zz-other")
+	t.Logf("own pod labelled in %v", d.Round(time.Millisecond))
+
+	// A stale label on another pod of the release (a previous leader) is
+	// stripped on the watch event, well before the 1 s resync.
+	yes := "true"
+	setLabel(ctx, t, admin, "vectis-1", &yes)
+	d = waitLeaders(ctx, t, admin, 5*time.Second, "vectis-0", "zz-other")
+	t.Logf("stale label stripped %v after injection", d.Round(time.Millisecond))
+	// Someone removes ours: put back.
+	setLabel(ctx, t, admin, "vectis-0", nil)
+	waitLeaders(ctx, t, admin, 5*time.Second, "vectis-0", "zz-other")
+	if n := l.Errors(); n != 0 {
+		t.Fatalf("%d errors with a healthy API server", n)
+	}
+
+	// API server down: errors are counted and reported through the hook.
+	if err := cp.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for l.Errors() < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l.Errors() < 2 || hookErrs.Load() != l.Errors() {
+		t.Fatalf("errors with the API server down: counter %d, hook %d; want >= 2 and equal", l.Errors(), hookErrs.Load())
+	}
+	if err := cp.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	// State changed behind the labeler's back while it was cut off.
+	setLabel(ctx, t, admin, "vectis-2", &yes)
+	setLabel(ctx, t, admin, "vectis-0", nil)
+	waitLeaders(ctx, t, admin, 10*time.Second, "vectis-0", "zz-other")
+	t.Logf("converged %v after the API server was ready again (%d errors counted while down)",
+		time.Since(restarted).Round(time.Millisecond), l.Errors())
+
+	// Step down.
+	stop()
+	wg.Wait()
+	uctx, ucancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ucancel()
+	if err := l.Unlabel(uctx); err != nil {
+		t.Fatal(err)
+	}
+	waitLeaders(ctx, t, admin, time.Second, "zz-other")
+}
+
+// TestLabelerWithoutWatch: a Role without "watch" still converges, on the
+// resync timer.
+func TestLabelerWithoutWatch(t *testing.T) {
+	cp := kubetest.Start(t, kubetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := cp.AdminClient(t)
+	saCfg := cp.ServiceAccountConfig(ctx, t, ns, "nowatch", []rbacv1.PolicyRule{{
+		APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch"},
+	}})
+	sa, err := kubernetes.NewForConfig(saCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := map[string]string{"app.kubernetes.io/instance": "vectis"}
+	createPod(ctx, t, admin, "vectis-0", release)
+	createPod(ctx, t, admin, "vectis-1", release)
+	l, err := NewLabeler(LabelerConfig{
+		Client: sa, Pod: PodIdentity{Name: "vectis-1", Namespace: ns}, Selector: selector,
+		ResyncInterval: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = l.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	waitLeaders(ctx, t, admin, 5*time.Second, "vectis-1")
+	yes := "true"
+	setLabel(ctx, t, admin, "vectis-0", &yes)
+	waitLeaders(ctx, t, admin, 5*time.Second, "vectis-1")
+	if n := l.Errors(); n != 0 {
+		t.Fatalf("%d errors; a forbidden watch is not an error", n)
+	}
+}
+
+func TestPodIdentityRequired(t *testing.T) {
+	t.Setenv(EnvPodName, "")
+	t.Setenv(EnvPodNamespace, "ns")
+	if _, err := PodIdentityFromEnv(); err == nil {
+		t.Fatal("missing POD_NAME accepted")
+	}
+	t.Setenv(EnvPodName, "p")
+	id, err := PodIdentityFromEnv()
+	if err != nil || id != (PodIdentity{Name: "p", Namespace: "ns"}) {
+		t.Fatalf("PodIdentityFromEnv = %+v, %v", id, err)
+	}
+	for _, cfg := range []LabelerConfig{
+		{Pod: PodIdentity{Name: "p", Namespace: "ns"}, Selector: "a=b"},                                   // no client
+		{Client: &kubernetes.Clientset{}, Pod: PodIdentity{Namespace: "ns"}, Selector: "a=b"},             // no name
+		{Client: &kubernetes.Clientset{}, Pod: PodIdentity{Name: "p", Namespace: "ns"}},                   // no selector
+		{Client: &kubernetes.Clientset{}, Pod: PodIdentity{Name: "p", Namespace: "ns"}, Selector: "a=(("}, // bad selector
+	} {
+		if _, err := NewLabeler(cfg); err == nil {
+			t.Errorf("NewLabeler accepted %+v", cfg)
+		}
+	}
+}
