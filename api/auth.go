@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -228,7 +229,7 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (*Principal, 
 	addr := clientAddr(r)
 	if ok, wait := a.limiter.allow(addr); !ok {
 		a.m.authFailures.WithLabelValues("throttled").Inc()
-		secs := int(wait/time.Second) + 1
+		secs := max(1, int(math.Ceil(wait.Seconds())))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		return nil, errorf(http.StatusTooManyRequests, CodeTooManyRequests, "too many failed logins from %s; retry in %d s", addr, secs)
 	}

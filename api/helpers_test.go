@@ -199,6 +199,24 @@ func (r *readiness) Ready(context.Context) error { r.mu.Lock(); defer r.mu.Unloc
 
 type envOption func(*api.Config)
 
+// staticUsers are the configured users of every test server, hashed once
+// per test binary (argon2id is deliberately slow).
+var staticUsers = sync.OnceValue(func() []api.StaticUser {
+	users := []api.StaticUser{
+		{Name: "admin", Password: adminPW, Role: store.RoleAdmin},
+		{Name: "operator", Password: operatorPW, Role: store.RoleOperator},
+		{Name: "viewer", Password: viewerPW, Role: store.RoleViewer},
+	}
+	for i := range users {
+		h, err := store.HashPassword(users[i].Password)
+		if err != nil {
+			panic(err)
+		}
+		users[i].Password, users[i].PasswordHash = "", h
+	}
+	return users
+})
+
 // newEnv serves the API backed by st on a real loopback listener.
 func newEnv(t *testing.T, st *store.Store, opts ...envOption) *env {
 	t.Helper()
@@ -218,11 +236,7 @@ func newEnv(t *testing.T, st *store.Store, opts ...envOption) *env {
 		Servers:    e.servers,
 		Canceller:  e.cancel,
 		Readiness:  e.ready,
-		Users: []api.StaticUser{
-			{Name: "admin", Password: adminPW, Role: store.RoleAdmin},
-			{Name: "operator", Password: operatorPW, Role: store.RoleOperator},
-			{Name: "viewer", Password: viewerPW, Role: store.RoleViewer},
-		},
+		Users:      staticUsers(),
 		Metrics:    e.registry,
 		Logger:     slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		LoginBurst: 5,
