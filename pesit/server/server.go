@@ -82,6 +82,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // Start binds the listeners and accepts in the background. Sessions live
 // until Shutdown; ctx only bounds the binding.
 func (s *Server) Start(ctx context.Context) error {
+	if err := s.listen(ctx); err != nil {
+		return err
+	}
+	s.log.Info("pesit server listening", "addr", s.Addr(), "tls_addr", s.TLSAddr())
+	return nil
+}
+
+func (s *Server) listen(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
@@ -122,7 +130,6 @@ func (s *Server) Start(ctx context.Context) error {
 		s.wg.Add(1)
 		go s.acceptLoop(l)
 	}
-	s.log.Info("pesit server listening", "addr", s.Addr(), "tls_addr", s.TLSAddr())
 	return nil
 }
 
