@@ -343,7 +343,7 @@ func TestTokensAndStoredUsers(t *testing.T) {
 		// Tokens.
 		var tok struct {
 			ID, Token, Role, User string
-			ExpiresAt         time.Time
+			ExpiresAt             time.Time
 		}
 		e.must(201, asAdmin, "POST", "/api/v1/tokens", map[string]any{"role": "operator", "expiresIn": "1h"}).json(t, &tok)
 		if !strings.HasPrefix(tok.Token, "vt_") || tok.Role != "operator" || tok.User != "admin" || tok.ExpiresAt.IsZero() {
