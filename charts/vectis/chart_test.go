@@ -811,7 +811,7 @@ func TestHelmTestHook(t *testing.T) {
 	}
 	addr := fmt.Sprintf("%s.%s.svc:%d", s.pesit.Name, namespace, s.pesit.Spec.Ports[0].Port)
 	vfile := "LOOPBACK"
-	common := []string{"--addr", addr, "--server-id", cfg.PeSIT.Servers[0].ID, "--partner", "CXCLIENT", "--password-file", "/etc/vectis-test/password"}
+	common := []string{"--addr", addr, "--server-id", cfg.PeSIT.Servers[0].ID, "--partner", "CXCLIENT", "--password-file", "/etc/vectis-test/password", "--retries", "3"}
 	wantSend := append(append([]string{"send", "/work/payload"}, common...), "--file", vfile)
 	wantRecv := append([]string{"receive", vfile, "/work/received"}, common...)
 	if got := byName["send"].Args; !slices.Equal(got, wantSend) {
