@@ -39,8 +39,15 @@ func historical() fpdu.Param {
 	return pgi(fpdu.PGIHistorical, pi(fpdu.PICreated, []byte("260119012505")...))
 }
 
+// mk builds an FPDU with the ids of a CX session (requester 0x62, server
+// 0xE2); connection FPDUs but CONNECT carry both, the others the peer's.
 func mk(k fpdu.Kind, params ...fpdu.Param) *fpdu.FPDU {
-	return &fpdu.FPDU{Kind: k, DstID: 0x62, Params: fpdu.Params(params)}
+	f := &fpdu.FPDU{Kind: k, DstID: 0x62, Params: fpdu.Params(params)}
+	switch k {
+	case fpdu.AConnect, fpdu.Release, fpdu.RelConf:
+		f.SrcID = 0xE2
+	}
+	return f
 }
 
 func data(k fpdu.Kind, payload []byte) *fpdu.FPDU {

@@ -299,7 +299,8 @@ func TestMatrixBadParameters(t *testing.T) {
 				}
 				cell := fmt.Sprintf("%v %v: %v x %v", tc.role, map[bool]string{false: "receives", true: "sends"}[tc.sent], s, k)
 				m := fixture(tc.role, s, k)
-				f := &fpdu.FPDU{Kind: k, DstID: 1}
+				f := sample(k)
+				f.Params, f.Data = nil, nil
 				_, err := feed(m, tc.sent, f)
 				d := fpdu.DiagBadParameter
 				if k.IsData() {

@@ -11,8 +11,8 @@ import (
 // invalid and yields a Violation 3/311. They follow spec §4.8.4 tables 1-10
 // (connection, file selection, file opening, write and read transfer) plus
 // the message service of §4.4.31, which §4.8 does not tabulate. ABORT is
-// valid in every state, in both directions, and leads to CN01: it is added
-// by compile rather than written 45 times.
+// valid in every state, in both directions, and leads to CN01: compile adds
+// it to every state of the role rather than listing it everywhere.
 //
 // Reading a line: {in(S1, S2), KIND, rule{next, fail, act, need, fx}}:
 // in states S1 and S2, KIND moves to next (stay = no change) - or to fail
