@@ -41,6 +41,7 @@ var (
 	ErrResigned         = errors.New("election: resigned")
 	ErrClosed           = errors.New("election: member closed")
 	ErrBusy             = errors.New("election: member is already campaigning or leading")
+	ErrKeyDeleted       = errors.New("election: leader key deleted behind our back")
 )
 
 // Member is this process's presence in the cluster: one etcd lease, kept
@@ -330,9 +331,34 @@ func (m *Member) Campaign(ctx context.Context) (*Leadership, error) {
 	}
 	l := &Leadership{m: m, e: e, epoch: e.Rev(), key: e.Key()}
 	l.ctx, l.cancel = context.WithCancelCause(m.ctx)
+	m.wg.Add(1)
+	go l.watchKey(e.Header().Revision + 1)
 	won = true
 	m.log.Info("election: elected", "epoch", l.epoch, "deadline", m.Deadline())
 	return l, nil
+}
+
+// watchKey ends leadership if the leader key is deleted while the lease
+// lives (an operator's `etcdctl del`): the next member in line would win
+// at once, so this one must stop.
+func (l *Leadership) watchKey(fromRev int64) {
+	defer l.m.wg.Done()
+	wctx, cancel := context.WithCancel(l.ctx)
+	defer cancel()
+	for ev := range l.m.cli.Watch(wctx, l.key, clientv3.WithRev(fromRev), clientv3.WithFilterPut()) {
+		if ev.Canceled {
+			// Compacted past fromRev or similar: fall back to the lease
+			// deadline, which still bounds the damage.
+			return
+		}
+		for _, e := range ev.Events {
+			if e.Type == clientv3.EventTypeDelete {
+				l.m.log.Warn("election: leader key deleted, stepping down", "epoch", l.epoch)
+				l.cancel(ErrKeyDeleted)
+				return
+			}
+		}
+	}
 }
 
 // Epoch is the create revision of the leader key: unique per term and
@@ -360,8 +386,10 @@ func (l *Leadership) Deadline() time.Time { return l.m.Deadline() }
 // member in line wins at once. Leadership ends even if etcd cannot be
 // reached; the lease then expires on its own.
 func (l *Leadership) Resign(ctx context.Context) error {
+	// Leadership ends before the key goes: whoever watches Done must have
+	// stopped before the next leader can start.
+	l.cancel(ErrResigned)
 	defer func() {
-		l.cancel(ErrResigned)
 		l.m.mu.Lock()
 		l.m.busy = false
 		l.m.mu.Unlock()

@@ -431,3 +431,45 @@ func TestConfigValidation(t *testing.T) {
 		t.Fatalf("defaults: TTL %v margin %v", cfg.TTL, cfg.Margin)
 	}
 }
+
+// TestEtcdctlShowsLeader checks the two shell commands the package doc
+// gives for finding the leader, and that deleting the leader key by hand
+// ends the leadership.
+func TestEtcdctlShowsLeader(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := newMember(t, c.Endpoints(), "a", 2*time.Second)
+	b := newMember(t, c.Endpoints(), "b", 2*time.Second)
+	la := mustWin(t, campaignAsync(ctx, a), "a").l
+	bch := campaignAsync(ctx, b)
+	waitKeys(t, c.Client(t), 2)
+
+	out, err := c.Ctl(ctx, "get", "--prefix", ElectionPrefix("test")+"/", "--sort-by=CREATE", "--order=ASCEND", "--limit=1", "--print-value-only")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != "a" {
+		t.Fatalf("etcdctl get leader = %q, want a", out)
+	}
+	// `elect -l` keeps listening; stop it after the first answer.
+	ectx, ecancel := context.WithTimeout(ctx, 2*time.Second)
+	out, _ = c.Ctl(ectx, "elect", "-l", ElectionPrefix("test"))
+	ecancel()
+	if lines := strings.Fields(out); len(lines) < 2 || lines[0] != la.Key() || lines[1] != "a" {
+		t.Fatalf("etcdctl elect -l = %q, want %s and a", out, la.Key())
+	}
+
+	if _, err := c.Ctl(ctx, "del", la.Key()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-la.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("leadership survived the deletion of its key")
+	}
+	if !errors.Is(la.Err(), ErrKeyDeleted) {
+		t.Fatalf("Err = %v, want ErrKeyDeleted", la.Err())
+	}
+	mustWin(t, bch, "b")
+}
