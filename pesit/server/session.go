@@ -120,18 +120,18 @@ func (s *session) run() {
 	case errors.As(err, &ae):
 		s.outcomeDiag = ae.diag
 		s.sendAbort(ae.diag)
-		s.log.Warn("session aborted", "diag", ae.diag.String(), "detail", ae.detail, "partner", s.partner.ID)
+		s.log.Warn("session aborted", "diag", ae.diag.String(), "detail", ae.detail)
 		span.SetStatus(codes.Error, ae.Error())
 	case err == nil || errors.Is(err, errClosed):
-		s.log.Debug("session closed", "partner", s.partner.ID)
+		s.log.Debug("session closed")
 	case errors.Is(err, errPeerAbort):
-		s.log.Info("session aborted by peer", "diag", s.outcomeDiag.String(), "partner", s.partner.ID)
+		s.log.Info("session aborted by peer", "diag", s.outcomeDiag.String())
 	default:
 		if d := fpdu.Diagnostic(s.killed.Load()); d != 0 {
 			s.outcomeDiag = d
-			s.log.Info("session aborted locally", "diag", d.String(), "partner", s.partner.ID)
+			s.log.Info("session aborted locally", "diag", d.String())
 		} else {
-			s.log.Info("session ended", "err", err, "partner", s.partner.ID)
+			s.log.Info("session ended", "err", err)
 			span.RecordError(err)
 		}
 	}
