@@ -20,7 +20,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vectis
 
 run: build
-	./$(BIN) serve
+	./$(BIN) serve --config examples/vectis-dev.yaml
 
 test:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...

@@ -1,0 +1,260 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/vectis-ft/vectis/pesit/server"
+	"github.com/vectis-ft/vectis/store"
+)
+
+// directory serves partners and virtual files to the PeSIT servers straight
+// from the store, so that an API change applies to the next CONNECT or
+// CREATE without a restart.
+type directory struct{ st *store.Store }
+
+func (d directory) Partner(ctx context.Context, id string) (server.Partner, error) {
+	p, err := d.st.GetPartner(ctx, id)
+	if err != nil {
+		return server.Partner{}, storeErr(err)
+	}
+	hash, err := d.st.PartnerPasswordHash(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return server.Partner{}, storeErr(err)
+	}
+	sp := server.Partner{
+		ID:          p.ID,
+		Enabled:     p.Enabled,
+		Access:      partnerAccess(p.Access),
+		Files:       p.Files,
+		MaxSessions: p.MaxSessions,
+	}
+	if p.CertSHA256 != "" {
+		sp.CertFingerprints = []string{strings.ToLower(p.CertSHA256)}
+	}
+	if hash != "" {
+		sp.VerifyPassword = func(password string) bool {
+			ok, err := store.VerifyPassword(hash, password)
+			return err == nil && ok
+		}
+	}
+	return sp, nil
+}
+
+func (d directory) VirtualFile(ctx context.Context, id string) (server.VirtualFile, error) {
+	f, err := d.st.GetFile(ctx, id)
+	if err != nil {
+		return server.VirtualFile{}, storeErr(err)
+	}
+	vf := server.VirtualFile{
+		ID:           f.ID,
+		Direction:    fileDirection(f.Direction),
+		ReceiveDir:   f.ReceiveDir,
+		NamePattern:  f.NamePattern,
+		SendDir:      f.SendDir,
+		Overwrite:    f.Overwrite,
+		MaxSize:      f.MaxSize,
+		RecordLength: f.RecordLength,
+		DataCode:     2,
+	}
+	if f.RecordFormat == store.RecordVariable {
+		vf.RecordFormat = server.RecordVariable
+	}
+	switch f.DataCode {
+	case store.DataASCII:
+		vf.DataCode = 0
+	case store.DataEBCDIC:
+		vf.DataCode = 1
+	}
+	return vf, nil
+}
+
+func storeErr(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %w", server.ErrNotFound, err)
+	}
+	return err
+}
+
+func partnerAccess(a store.Access) server.Access {
+	switch a {
+	case store.AccessRead:
+		return server.AccessRead
+	case store.AccessWrite:
+		return server.AccessWrite
+	case store.AccessBoth:
+		return server.AccessBoth
+	}
+	return server.AccessNone
+}
+
+func fileDirection(d store.FileDirection) server.Direction {
+	switch d {
+	case store.FileReceive:
+		return server.DirectionReceive
+	case store.FileSend:
+		return server.DirectionSend
+	}
+	return server.DirectionBoth
+}
+
+// journal records transfers in the store under the current leader epoch.
+// The PeSIT server numbers transfers with int64 ids for its own bookkeeping;
+// the store uses string ids. The mapping lives as long as the process, which
+// is as long as the server's sessions.
+type journal struct {
+	st      *store.Store
+	node    string
+	epoch   func() int64
+	onStale func(error)
+
+	mu     sync.Mutex
+	next   int64
+	byNum  map[int64]string
+	byName map[string]int64
+	temps  map[string]string // transfer id -> temporary file, until the store keeps it
+}
+
+func newJournal(st *store.Store, node string, epoch func() int64, onStale func(error)) *journal {
+	return &journal{st: st, node: node, epoch: epoch, onStale: onStale, byNum: map[int64]string{}, byName: map[string]int64{}, temps: map[string]string{}}
+}
+
+func (j *journal) number(id string) int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if n, ok := j.byName[id]; ok {
+		return n
+	}
+	j.next++
+	j.byNum[j.next] = id
+	j.byName[id] = j.next
+	return j.next
+}
+
+func (j *journal) name(n int64) (string, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	id, ok := j.byNum[n]
+	return id, ok
+}
+
+// check passes err on, and reports a stale epoch to the HA loop: another
+// leader has been elected and this node must stop serving.
+func (j *journal) check(err error) error {
+	if errors.Is(err, store.ErrStaleEpoch) && j.onStale != nil {
+		j.onStale(err)
+	}
+	return err
+}
+
+func transferDirection(t server.Transfer) store.TransferDirection {
+	switch {
+	case t.Message:
+		return store.DirMessage
+	case t.Direction == server.DirectionSend:
+		return store.DirSend
+	}
+	return store.DirReceive
+}
+
+func (j *journal) Begin(ctx context.Context, t server.Transfer) (int64, error) {
+	if t.RestartOf != 0 {
+		if id, ok := j.name(t.RestartOf); ok {
+			_, err := j.st.UpdateTransfer(ctx, j.epoch(), id, func(r *store.Transfer) error {
+				r.Status = store.StatusInProgress
+				r.RestartCount++
+				r.Node = j.node
+				return nil
+			})
+			if err == nil {
+				return t.RestartOf, nil
+			}
+			if errors.Is(err, store.ErrStaleEpoch) {
+				return 0, j.check(err)
+			}
+		}
+	}
+	rec, err := j.st.CreateTransfer(ctx, j.epoch(), store.Transfer{
+		ServerID:  t.ServerID,
+		PartnerID: t.Partner,
+		FileID:    t.VirtualFile,
+		Direction: transferDirection(t),
+		PesitID:   int64(t.PeSITID),
+		Status:    store.StatusInProgress,
+		LocalPath: t.Path,
+		Node:      j.node,
+	})
+	if err != nil {
+		return 0, j.check(fmt.Errorf("record transfer: %w", err))
+	}
+	j.mu.Lock()
+	j.temps[rec.ID] = t.TempPath
+	j.mu.Unlock()
+	return j.number(rec.ID), nil
+}
+
+func (j *journal) SyncPoint(ctx context.Context, n int64, sync uint32, offset, articles int64) error {
+	id, ok := j.name(n)
+	if !ok {
+		return fmt.Errorf("sync point for unknown transfer %d", n)
+	}
+	err := j.st.RecordSyncPoint(ctx, j.epoch(), id, store.SyncPoint{Number: int64(sync), Offset: offset, Articles: articles})
+	return j.check(err)
+}
+
+func (j *journal) Finish(ctx context.Context, n int64, o server.Outcome) error {
+	id, ok := j.name(n)
+	if !ok {
+		return fmt.Errorf("finish unknown transfer %d", n)
+	}
+	status := store.StatusFailed
+	switch o.Status {
+	case server.StatusDone:
+		status = store.StatusCompleted
+	case server.StatusInterrupted:
+		status = store.StatusRestartable
+	case server.StatusCancelled:
+		status = store.StatusCancelled
+	}
+	diag := ""
+	if !o.Diagnostic.OK() || status != store.StatusCompleted {
+		diag = o.Diagnostic.String()
+		if o.Detail != "" {
+			diag += " " + o.Detail
+		}
+	}
+	err := j.st.FinishTransfer(ctx, j.epoch(), id, store.TransferResult{
+		Status: status, Bytes: o.Bytes, Articles: o.Articles, SHA256: o.SHA256, Diagnostic: diag,
+	})
+	return j.check(err)
+}
+
+func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (server.RestartState, bool, error) {
+	dir := store.DirReceive
+	if key.Direction == server.DirectionSend {
+		dir = store.DirSend
+	}
+	rec, err := j.st.FindRestartable(ctx, store.RestartKey{
+		PartnerID: key.Partner, Direction: dir, PesitID: int64(key.PeSITID), FileID: key.File,
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return server.RestartState{}, false, nil
+	}
+	if err != nil {
+		return server.RestartState{}, false, err
+	}
+	j.mu.Lock()
+	temp := j.temps[rec.ID]
+	j.mu.Unlock()
+	return server.RestartState{
+		TransferID: j.number(rec.ID),
+		TempPath:   temp,
+		Path:       rec.LocalPath,
+		Sync:       uint32(rec.SyncPoint.Number),
+		Offset:     rec.SyncPoint.Offset,
+		Articles:   rec.SyncPoint.Articles,
+	}, true, nil
+}

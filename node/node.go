@@ -1,0 +1,348 @@
+// Package node assembles one Vectis process from its parts: telemetry, the
+// store, the PeSIT servers, the admin API, and either the HA loop (cluster
+// mode) or a standalone leadership. It holds the glue between packages that
+// must not know each other (pesit/server knows nothing of SQL, api nothing
+// of etcd), and no protocol, storage or election logic of its own.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/vectis-ft/vectis/api"
+	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/election"
+	"github.com/vectis-ft/vectis/ha"
+	"github.com/vectis-ft/vectis/pesit/server"
+	"github.com/vectis-ft/vectis/store"
+	"github.com/vectis-ft/vectis/telemetry"
+)
+
+// Options are what the command line adds to the configuration.
+type Options struct {
+	Version   string
+	LogOutput io.Writer // default os.Stderr
+	// Labeler sets the leader pod label in cluster mode; nil runs without
+	// Kubernetes (the caller builds it from the k8s package).
+	Labeler ha.Labeler
+	// OnLabelErrors receives the label error counter once metrics exist, so
+	// that the caller's labeler can count into it. May be nil.
+	OnLabelErrors func(inc func())
+}
+
+// Run starts the node and blocks until ctx ends, then stops in order: PeSIT
+// first (resigning leadership at once in cluster mode), then the API, then
+// the store.
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+	if opts.LogOutput == nil {
+		opts.LogOutput = os.Stderr
+	}
+	tel, err := telemetry.Setup(ctx, telemetry.Config{
+		ServiceVersion: opts.Version,
+		InstanceID:     cfg.Node.Name,
+		PodName:        cfg.Cluster.PodName,
+		PodNamespace:   cfg.Cluster.Namespace,
+		LogFormat:      cfg.Telemetry.LogFormat,
+		LogLevel:       cfg.Telemetry.LogLevel,
+		LogOutput:      opts.LogOutput,
+	})
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+	log := tel.Logger.With("node", cfg.Node.Name)
+
+	st, err := openStore(ctx, cfg, tel, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	for _, f := range cfg.PeSIT.Files {
+		for _, dir := range []string{f.ReceiveDir, f.SendDir} {
+			if dir == "" {
+				continue
+			}
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return fmt.Errorf("virtual file %s: %w", f.ID, err)
+			}
+		}
+	}
+	res, err := st.ApplyDeclared(ctx, declared(cfg))
+	if err != nil {
+		return fmt.Errorf("apply declared configuration: %w", err)
+	}
+	log.Info("declared configuration applied", "result", fmt.Sprintf("%+v", res))
+
+	n := &node{cfg: cfg, st: st, tel: tel, log: log}
+	n.pesit = &pesitManager{
+		st: st, timers: cfg.PeSIT.Timers, debug: cfg.Telemetry.DebugFPDUs,
+		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
+		log: log.With("component", "pesit"), running: map[string]*server.Server{},
+		dir: directory{st: st},
+	}
+	return n.run(ctx, opts)
+}
+
+type node struct {
+	cfg   *config.Config
+	st    *store.Store
+	tel   *telemetry.Telemetry
+	log   *slog.Logger
+	pesit *pesitManager
+	loop  *ha.Loop
+}
+
+func (n *node) run(ctx context.Context, opts Options) error {
+	var (
+		view       api.ClusterView
+		leadership api.Leadership
+	)
+	if n.cfg.Cluster.Enabled {
+		metrics, err := ha.NewMetrics(n.tel.Registry)
+		if err != nil {
+			return fmt.Errorf("cluster metrics: %w", err)
+		}
+		if opts.OnLabelErrors != nil {
+			opts.OnLabelErrors(metrics.LabelErrors.Inc)
+		}
+		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, func(err error) {
+			if n.loop != nil {
+				n.loop.Demote(err.Error())
+			}
+		})
+		loop, err := ha.New(ha.Config{
+			Election: election.Config{
+				Endpoints: n.cfg.Cluster.Etcd.Endpoints,
+				TTL:       n.cfg.Cluster.TTL,
+				Cluster:   n.cfg.Cluster.Name,
+				Name:      n.cfg.Node.Name,
+				Address:   n.advertised(),
+				CAFile:    n.cfg.Cluster.Etcd.TLS.CAFile,
+				CertFile:  n.cfg.Cluster.Etcd.TLS.CertFile,
+				KeyFile:   n.cfg.Cluster.Etcd.TLS.KeyFile,
+				Username:  n.cfg.Cluster.Etcd.Username,
+				Password:  n.cfg.Cluster.Etcd.Password,
+				Logger:    n.log,
+			},
+			Serving:        n.pesit,
+			Fence:          n.st,
+			Labeler:        opts.Labeler,
+			LeaderJobs:     n.leaderJobs,
+			DrainTimeout:   n.cfg.PeSIT.Timers.Drain,
+			Metrics:        metrics,
+			TracerProvider: n.tel.TracerProvider,
+			Logger:         n.log,
+		})
+		if err != nil {
+			return err
+		}
+		n.loop = loop
+		view, leadership = clusterView{loop}, loop
+	} else {
+		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, nil)
+		sa := api.Standalone{ClusterName: n.cfg.Cluster.Name, Name: n.cfg.Node.Name, Address: n.advertised(), Since: time.Now()}
+		view, leadership = sa, sa
+	}
+
+	handler, err := api.New(api.Config{
+		Store:          n.st,
+		Cluster:        view,
+		Leadership:     leadership,
+		Servers:        serverControl{n.pesit},
+		Canceller:      n.pesit,
+		Readiness:      api.ReadinessFunc(n.ready),
+		Users:          staticUsers(n.cfg.API.Users),
+		Metrics:        n.tel.Registry,
+		TracerProvider: n.tel.TracerProvider,
+		Logger:         n.log.With("component", "api"),
+	})
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	if _, err := api.EnsureAdmin(ctx, n.st, staticUsers(n.cfg.API.Users), n.log); err != nil {
+		return fmt.Errorf("admin user: %w", err)
+	}
+	httpSrv, err := api.NewHTTPServer(api.ServerConfig{
+		Addr: n.cfg.API.Listen, Handler: handler,
+		CertFile: n.cfg.API.TLS.CertFile, KeyFile: n.cfg.API.TLS.KeyFile, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", n.cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("admin API listen %s: %w", n.cfg.API.Listen, err)
+	}
+	n.log.Info("admin API listening", "addr", ln.Addr().String())
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(2)
+	go func() { defer wg.Done(); errc <- api.Serve(runCtx, httpSrv, ln) }()
+	go func() { defer wg.Done(); n.followChanges(runCtx) }()
+
+	if n.loop != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- n.loop.Run(runCtx) }()
+	} else if err := n.leadStandalone(runCtx); err != nil {
+		stop()
+		wg.Wait()
+		return err
+	}
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if err != nil {
+			n.log.Error("component failed; stopping", "err", err)
+		}
+	}
+	stop()
+	if n.loop == nil {
+		n.pesit.StopAccepting()
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.PeSIT.Timers.Drain)
+		_ = n.pesit.Drain(dctx)
+		cancel()
+	}
+	wg.Wait()
+	n.log.Info("node stopped")
+	return err
+}
+
+// leadStandalone makes this node the leader of a cluster of one: it records
+// a new term (so that records carry an epoch like in a cluster) and starts
+// the auto-start servers.
+func (n *node) leadStandalone(ctx context.Context) error {
+	prev, err := n.st.Leadership(ctx)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("read leadership: %w", err)
+	}
+	epoch := prev.Epoch + 1
+	if err := n.st.ClaimLeadership(ctx, epoch, n.cfg.Node.Name); err != nil {
+		return fmt.Errorf("claim leadership: %w", err)
+	}
+	if err := n.pesit.Start(ctx, epoch); err != nil {
+		return err
+	}
+	go n.leaderJobs(ctx, epoch)
+	return nil
+}
+
+// leaderJobs runs the leader-only housekeeping until the term ends.
+func (n *node) leaderJobs(ctx context.Context, epoch int64) {
+	if n.cfg.Store.Retention <= 0 {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		res, err := n.st.Purge(ctx, epoch, n.cfg.Store.Retention)
+		if err != nil && ctx.Err() == nil {
+			n.log.Warn("retention purge", "err", err)
+		} else if err == nil {
+			n.log.Debug("retention purge", "result", fmt.Sprintf("%+v", res))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// followChanges applies server definition changes made through any node's
+// API to the servers running here; partner and file changes need nothing,
+// because sessions read them from the store.
+func (n *node) followChanges(ctx context.Context) {
+	for ch := range n.st.Subscribe(ctx) {
+		if ch.Kind == store.KindServer {
+			n.pesit.restartChanged(ctx, ch.ID)
+		}
+		n.log.Debug("configuration change", "kind", ch.Kind, "id", ch.ID, "op", ch.Op)
+	}
+}
+
+// ready backs /readyz: the store answers, and a leader accepts PeSIT.
+func (n *node) ready(ctx context.Context) error {
+	if err := n.st.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	leading := n.loop == nil || n.loop.IsLeader()
+	if leading && n.pesit.epoch.Load() != 0 && n.pesit.runningCount() == 0 {
+		defs, err := n.st.ListServers(ctx)
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		for _, d := range defs {
+			if d.AutoStart {
+				return errors.New("leader has no PeSIT listener up")
+			}
+		}
+	}
+	return nil
+}
+
+func (n *node) advertised() string {
+	if n.cfg.Node.Address != "" {
+		return n.cfg.Node.Address
+	}
+	return "127.0.0.1"
+}
+
+func openStore(ctx context.Context, cfg *config.Config, tel *telemetry.Telemetry, log *slog.Logger) (*store.Store, error) {
+	sc := store.Config{Driver: cfg.Store.Driver, URL: cfg.Store.URL, Path: cfg.Store.Path, Registerer: tel.Registry, Logger: log.With("component", "store")}
+	if sc.Driver == store.DriverSQLite {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+		if sc.Path == "" {
+			sc.Path = filepath.Join(cfg.DataDir, "vectis.db")
+		}
+	}
+	st, err := store.Open(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, nil
+}
+
+// serverControl adapts the manager to api.ServerControl.
+type serverControl struct{ m *pesitManager }
+
+func (c serverControl) Start(ctx context.Context, id string) error { return c.m.StartServer(ctx, id) }
+func (c serverControl) Stop(ctx context.Context, id string) error  { return c.m.StopServer(ctx, id) }
+func (c serverControl) Running(id string) bool                     { return c.m.Running(id) }
+
+// clusterView adapts the HA loop's status to the API's contract.
+type clusterView struct{ loop *ha.Loop }
+
+func (v clusterView) Status(ctx context.Context) (api.ClusterStatus, error) {
+	s, err := v.loop.Status(ctx)
+	if err != nil {
+		return api.ClusterStatus{}, err
+	}
+	out := api.ClusterStatus{
+		ClusterName: s.ClusterName, IsLeader: s.IsLeader, Node: s.Self, Leader: s.Leader,
+		Epoch: s.Epoch, LeaderSince: s.LeaderSince, Members: []api.Member{},
+	}
+	for _, m := range s.Members {
+		out.Members = append(out.Members, api.Member{Name: m.Name, Address: m.Address, IsLeader: m.IsLeader})
+	}
+	out.MemberCount = len(out.Members)
+	return out, nil
+}
