@@ -17,7 +17,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newServeCommand(), newSendCommand(), newReceiveCommand())
+	root.AddCommand(newVersionCommand(), newServeCommand(), newSendCommand(), newReceiveCommand(), newMigrateCommand())
 	return root
 }
 
