@@ -985,3 +985,42 @@ func renderNotes(t *testing.T, sets ...string) string {
 	}
 	return cm.Data["notes"]
 }
+
+// TestKindDependencies: the etcd and PostgreSQL that deploy/kind deploys are
+// the ones the e2e values point Vectis at.
+func TestKindDependencies(t *testing.T) {
+	var objs []object
+	for _, f := range []string{"deploy/kind/etcd.yaml", "deploy/kind/postgresql.yaml"} {
+		objs = append(objs, parseManifests(t, string(readFile(t, repoFile(t, f))))...)
+	}
+	ms := manifests(objs)
+	var etcd, pg appsv1.StatefulSet
+	var etcdHL, pgSvc corev1.Service
+	decode(t, ms.find(t, "StatefulSet", "etcd"), &etcd)
+	decode(t, ms.find(t, "StatefulSet", "postgresql"), &pg)
+	decode(t, ms.find(t, "Service", "etcd-headless"), &etcdHL)
+	decode(t, ms.find(t, "Service", "postgresql"), &pgSvc)
+	if etcdHL.Spec.ClusterIP != "None" || !etcdHL.Spec.PublishNotReadyAddresses || etcd.Spec.ServiceName != etcdHL.Name {
+		t.Errorf("etcd headless Service %+v", etcdHL.Spec)
+	}
+	var want []string
+	for i := int32(0); i < *etcd.Spec.Replicas; i++ {
+		want = append(want, fmt.Sprintf("http://etcd-%d.%s.%s.svc:2379", i, etcdHL.Name, etcd.Namespace))
+	}
+	s := decodeServer(t, render(t, []string{"ci/e2e-values.yaml"}))
+	cfg := s.loadConfig(t)
+	if !slices.Equal(cfg.Cluster.Etcd.Endpoints, want) {
+		t.Errorf("e2e etcd endpoints %v, deploy/kind/etcd.yaml serves %v", cfg.Cluster.Etcd.Endpoints, want)
+	}
+	var store corev1.Secret
+	decode(t, s.ms.find(t, "Secret", fullname+"-store"), &store)
+	env := map[string]string{}
+	for _, e := range pg.Spec.Template.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	wantURL := fmt.Sprintf("postgres://%s:%s@%s.%s.svc:%d/%s?sslmode=disable",
+		env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], pgSvc.Name, pg.Namespace, pgSvc.Spec.Ports[0].Port, env["POSTGRES_DB"])
+	if got := string(store.Data["url"]); got != wantURL {
+		t.Errorf("e2e store URL %q, deploy/kind/postgresql.yaml serves %q", got, wantURL)
+	}
+}
