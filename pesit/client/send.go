@@ -70,6 +70,7 @@ type sender struct {
 	req      *SendRequest
 	entity   int
 	artLen   int
+	autoLen  bool  // artLen was not configured
 	limit    int64 // sync interval in data bytes; 0: no sync points
 	window   uint32
 	syncSent uint32
@@ -171,6 +172,11 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	if x.entity < fpdu.HeaderLen+1 {
 		return res, s.protocolError(fpdu.DiagBadParameter, "entity size %d too small", x.entity)
 	}
+	if x.autoLen && req.Format == FormatVariable && !req.DataCode.text() && x.artLen+fpdu.HeaderLen > x.entity {
+		// Binary data in variable format: PI 32 is only a maximum, so
+		// shorter articles that fit the server's entity size are fine.
+		x.artLen = x.entity - fpdu.HeaderLen
+	}
 	if x.artLen+fpdu.HeaderLen > x.entity && !req.Segment {
 		err := fmt.Errorf("server lowered the entity size to %d, below article length %d + 6: enable segmentation",
 			x.entity, x.artLen)
@@ -254,6 +260,7 @@ func (x *sender) plan() error {
 		return fmt.Errorf("article length %d out of range 1..%d", x.artLen, maxArticleLength)
 	}
 	if x.artLen == 0 {
+		x.autoLen = true
 		x.artLen = DefaultArticleLength
 		if !req.Segment && x.artLen > x.entity-fpdu.HeaderLen {
 			x.artLen = x.entity - fpdu.HeaderLen
@@ -282,7 +289,7 @@ func (x *sender) create(restart bool) (*fpdu.FPDU, error) {
 	id.AddUint(fpdu.PIFileType, uint64(req.FileType))
 	id.AddString(fpdu.PIFileName, req.VirtualFile)
 	var logical fpdu.Params
-	logical.Add(fpdu.PIArticleFormat, []byte{byte(req.Format)})
+	logical.Add(fpdu.PIArticleFormat, []byte{req.Format.wire()})
 	logical.AddUint(fpdu.PIArticleLength, uint64(x.artLen))
 	var physical fpdu.Params
 	physical.AddUint(fpdu.PISpaceUnit, 0)

@@ -6,15 +6,23 @@ import (
 	"time"
 )
 
-// ArticleFormat is PI 31.
+// ArticleFormat is PI 31. The zero value is variable, which is what
+// Connect:Express and most peers use for binary files too: articles of at
+// most the article length.
 type ArticleFormat uint8
 
-// Article formats. Fixed is the zero value: binary files are cut into
-// articles of the article length (the last one may be shorter).
+// Article formats.
 const (
-	FormatFixed    ArticleFormat = 0x00
-	FormatVariable ArticleFormat = 0x80
+	FormatVariable ArticleFormat = iota // PI 31 = 0x80
+	FormatFixed                         // PI 31 = 0x00: articles of exactly the article length (the last may be shorter)
 )
+
+func (f ArticleFormat) wire() byte {
+	if f == FormatFixed {
+		return 0x00
+	}
+	return 0x80
+}
 
 // DataCode is PI 16. The zero value is binary.
 type DataCode uint8
