@@ -179,7 +179,7 @@ func (p *peer) expectClosed() {
 
 // TLV helpers for exact bytes.
 func pi(id fpdu.PI, v ...byte) []byte { return append([]byte{byte(id), byte(len(v))}, v...) }
-func pis(id fpdu.PI, s string) []byte  { return pi(id, []byte(s)...) }
+func pis(id fpdu.PI, s string) []byte { return pi(id, []byte(s)...) }
 func pgi(id fpdu.PI, units ...[]byte) []byte {
 	body := bytes.Join(units, nil)
 	return append([]byte{byte(id), byte(len(body))}, body...)
@@ -354,4 +354,12 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func dialErr(addr net.Addr) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr.String(), time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return c, err
 }

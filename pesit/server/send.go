@@ -288,6 +288,13 @@ func (sd *sender) syn() error {
 // incoming handles what the receiver may send while we send.
 func (sd *sender) incoming(f *fpdu.FPDU) error {
 	s, x := sd.s, sd.x
+	if s.idtPending.Load() {
+		// The admin API sent IDT while we waited: wait for its ACK.
+		if err := s.awaitAckIDT(f); err != nil {
+			return err
+		}
+		return errStop
+	}
 	switch f.Kind {
 	case fpdu.AckSyn:
 		n, ok := f.Params.Uint(fpdu.PISyncNumber)
