@@ -2,6 +2,7 @@ package kubetest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -70,6 +72,48 @@ func TestControlPlane(t *testing.T) {
 	}
 	if _, err := sa.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("service account list pods in another namespace: %v, want Forbidden", err)
+	}
+
+	// Label-driven EndpointSlices: a Service selecting on a leader label
+	// gets exactly the labelled, running pod.
+	_, err = admin.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "demo", "leader": "true"},
+			Ports:    []corev1.ServicePort{{Name: "pesit", Port: 5000}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range pods.Items {
+		cp.SetPodRunning(ctx, t, ns, p.Name, fmt.Sprintf("10.1.0.%d", i+1))
+	}
+	if _, err := admin.CoreV1().Pods(ns).Patch(ctx, pods.Items[1].Name, types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"leader":"true"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		slices, err := admin.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=demo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ips []string
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if e.Conditions.Ready != nil && *e.Conditions.Ready {
+					ips = append(ips, e.Addresses...)
+				}
+			}
+		}
+		if len(ips) == 1 && ips[0] == "10.1.0.2" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("EndpointSlice ready addresses = %v, want [10.1.0.2]", ips)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 
 	if err := cp.StopAPIServer(); err != nil {
