@@ -186,5 +186,3 @@ func (ts *testServer) config(useTLS bool, syncKB uint16, window uint8) Config {
 	}
 	return cfg
 }
-
-
