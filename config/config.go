@@ -29,6 +29,10 @@ type Config struct {
 type Node struct {
 	Name    string `koanf:"name"`
 	Address string `koanf:"address"`
+	// BindAddress is the host that listen addresses without one (":5000")
+	// bind to. Empty binds every interface. A test harness running several
+	// pods as processes on one machine gives each its own 127.0.0.x.
+	BindAddress string `koanf:"bindAddress"`
 }
 
 // Cluster configures the etcd election and the pod label.

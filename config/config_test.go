@@ -150,3 +150,16 @@ func TestSampleDevConfigIsValid(t *testing.T) {
 		t.Fatalf("sample declares %d partners, %d files, %d users", len(cfg.PeSIT.Partners), len(cfg.PeSIT.Files), len(cfg.API.Users))
 	}
 }
+
+func TestBindAddressFillsPortOnlyListens(t *testing.T) {
+	cfg, err := Load(Source{Environ: []string{"VECTIS_NODE_BINDADDRESS=127.0.0.7"}, Sets: []string{"api.listen=127.0.0.1:9"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PeSIT.Servers[0].Listen != "127.0.0.7:5000" {
+		t.Errorf("server listen = %q, want the bind address", cfg.PeSIT.Servers[0].Listen)
+	}
+	if cfg.API.Listen != "127.0.0.1:9" {
+		t.Errorf("an explicit host was replaced: %q", cfg.API.Listen)
+	}
+}

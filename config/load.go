@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"strings"
@@ -105,6 +106,13 @@ func (c *Config) applyEnvironment(env map[string]string) error {
 	if c.Node.Address == "" {
 		c.Node.Address = env["POD_IP"]
 	}
+	if b := c.Node.BindAddress; b != "" {
+		c.API.Listen = bindHost(c.API.Listen, b)
+		for i := range c.PeSIT.Servers {
+			c.PeSIT.Servers[i].Listen = bindHost(c.PeSIT.Servers[i].Listen, b)
+			c.PeSIT.Servers[i].TLS.Listen = bindHost(c.PeSIT.Servers[i].TLS.Listen, b)
+		}
+	}
 	if c.Store.URL == "" && c.Store.URLFile != "" {
 		u, err := readSecretFile(c.Store.URLFile)
 		if err != nil {
@@ -160,4 +168,13 @@ func knownKeys(t reflect.Type, prefix string) map[string]string {
 		out[strings.ToLower(path)] = path
 	}
 	return out
+}
+
+// bindHost puts host into addr when addr names a port only.
+func bindHost(addr, host string) string {
+	h, port, err := net.SplitHostPort(addr)
+	if err != nil || h != "" {
+		return addr
+	}
+	return net.JoinHostPort(host, port)
 }
