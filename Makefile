@@ -12,7 +12,7 @@ TEST_TIMEOUT ?= 30m
 
 export VECTIS_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: all build run test lint bench fuzz tools e2e e2e-kind image clean
+.PHONY: all build run test lint bench bench-failover fuzz tools e2e e2e-kind image clean
 
 all: lint test
 
@@ -29,6 +29,7 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/...
 	staticcheck ./...
 
 # Each fuzz target runs for FUZZTIME (go test allows one -fuzz target per run).
@@ -42,6 +43,21 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+# The end-to-end suite on a local control plane (real etcd, kube-apiserver,
+# kube-controller-manager, PostgreSQL; vectis pods as processes). It prints a
+# table, one row per scenario.
+E2E_TIMEOUT ?= 45m
+e2e: build
+	VECTIS_E2E_BINARY=$(CURDIR)/$(BIN) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v -run 'Test' ./e2e/...
+
+# The same suite against a kind cluster (needs Docker and kind).
+e2e-kind:
+	./deploy/kind/e2e-kind.sh
+
+# Failover timing over repeated leader kills (p50/p99, with the failover spans).
+bench-failover: build
+	VECTIS_E2E_BINARY=$(CURDIR)/$(BIN) $(GO) test -tags e2e -count=1 -timeout 30m -run '^$$' -bench Failover -benchtime 1x -v ./e2e/...
 
 # etcd, etcdctl, kube-apiserver, kube-controller-manager and helm, built from
 # the Go module proxy in a separate module and cached in .tools/bin.
