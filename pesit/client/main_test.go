@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -90,4 +91,19 @@ func sameFile(t testing.TB, want, got string) {
 		gi, _ := os.Stat(got)
 		t.Fatalf("%s (%d bytes, sha256 %s) differs from %s (%d bytes, sha256 %s)", got, gi.Size(), b, want, wi.Size(), a)
 	}
+}
+
+// testLogger sends slog records to t.Log when VECTIS_TEST_LOG is set.
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("VECTIS_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -98,17 +98,24 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 			}
 		}
 	}()
-	var p uint32
-	var pt syncPoint
-	if prev != nil && prev.Acked > 0 {
-		if q, ok := prev.point(prev.Acked); ok {
-			if fi, err := os.Stat(x.tmpPath); err == nil && fi.Size() >= q.Offset {
-				p, pt = prev.Acked, q
+	// Restart candidates, latest first: the server may only know an older
+	// point than our last one if our last ACK(SYN) was lost in the cut.
+	var cands []syncPoint
+	if prev != nil {
+		if fi, err := os.Stat(x.tmpPath); err == nil {
+			for i := len(prev.Points) - 1; i >= 0; i-- {
+				if q := prev.Points[i]; q.N > 0 && q.N <= prev.Acked && q.Offset <= fi.Size() {
+					cands = append(cands, q)
+				}
 			}
 		}
 	}
+	var p uint32
+	var pt syncPoint
 	x.st = key
-	if p > 0 {
+	if len(cands) > 0 {
+		pt = cands[0]
+		p = pt.N
 		x.st = prev
 	}
 
@@ -154,7 +161,7 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	if err := s.openFile(); err != nil {
 		return res, s.deselect(err)
 	}
-	p, err = x.read(p, pt)
+	p, err = x.read(p, cands)
 	if err != nil {
 		return res, err
 	}
@@ -241,10 +248,13 @@ func (x *receiver) rewind(pt syncPoint) error {
 	}
 	x.fileOff, x.bytes, x.articles, x.lastSync = pt.Offset, pt.Bytes, pt.Articles, pt.N
 	x.st.Acked = pt.N
-	x.st.Points = x.st.Points[:0]
-	if pt.N > 0 {
-		x.st.Points = append(x.st.Points, pt)
+	kept := x.st.Points[:0]
+	for _, q := range x.st.Points {
+		if q.N <= pt.N {
+			kept = append(kept, q)
+		}
 	}
+	x.st.Points = kept
 	if x.bw == nil {
 		x.bw = bufio.NewWriterSize(x.tmp, 256<<10)
 	} else {
@@ -256,9 +266,9 @@ func (x *receiver) rewind(pt syncPoint) error {
 	return nil
 }
 
-// read sends READ{PI 18 = p}; when the server cannot resume there it falls
-// back to the start of the file.
-func (x *receiver) read(p uint32, pt syncPoint) (uint32, error) {
+// read sends READ{PI 18 = p}; when the server cannot resume there it tries
+// the older points we kept, then the start of the file.
+func (x *receiver) read(p uint32, cands []syncPoint) (uint32, error) {
 	s := x.s
 	for {
 		var q fpdu.Params
@@ -269,9 +279,16 @@ func (x *receiver) read(p uint32, pt syncPoint) (uint32, error) {
 		_, err := s.expectOK(fpdu.AckRead)
 		var te *TransferError
 		if p > 0 && errors.As(err, &te) && te.Op == fpdu.AckRead {
-			s.log.Info("server refused the restart point; reading from the start", "point", p, "diag", te.Diagnostic.String())
-			p = 0
-			if err := x.rewind(syncPoint{}); err != nil {
+			s.log.Info("server refused the restart point", "point", p, "diag", te.Diagnostic.String())
+			next := syncPoint{}
+			for len(cands) > 0 && cands[0].N >= p {
+				cands = cands[1:]
+			}
+			if len(cands) > 0 {
+				next = cands[0]
+			}
+			p = next.N
+			if err := x.rewind(next); err != nil {
 				return p, s.closeFile(err)
 			}
 			continue
@@ -282,7 +299,6 @@ func (x *receiver) read(p uint32, pt syncPoint) (uint32, error) {
 			}
 			return p, err
 		}
-		_ = pt
 		return p, nil
 	}
 }
@@ -401,7 +417,12 @@ func (x *receiver) sync(n uint32) error {
 	}
 	x.lastSync = n
 	x.st.Acked = n
-	x.st.Points = append(x.st.Points[:0], syncPoint{N: n, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes})
+	// Keep the points the server may still restart from: those not yet
+	// known to be acknowledged on its side (up to the window), plus one.
+	if keep := int(x.window) + 1; len(x.st.Points) >= keep {
+		x.st.Points = append(x.st.Points[:0], x.st.Points[len(x.st.Points)-keep+1:]...)
+	}
+	x.st.Points = append(x.st.Points, syncPoint{N: n, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes})
 	if err := x.sf.save(x.st); err != nil {
 		s.log.Warn("cannot save restart state", "err", err)
 	}

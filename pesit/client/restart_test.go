@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -54,6 +55,66 @@ func TestRawRestartAfterCut(t *testing.T) {
 					t.Fatalf("result %+v: want a restart from a sync point > 0 on attempt >= 2", res)
 				}
 				t.Logf("restarted from sync point %d on attempt %d", res.RestartPoint, res.Attempts)
+			})
+		}
+	}
+}
+
+// TestRestartAfterCut is TestRawRestartAfterCut against the real server:
+// seeded random cuts in both directions, over TCP, resumed by Push/Pull.
+func TestRestartAfterCut(t *testing.T) {
+	const size = 6 << 20
+	const syncKB, window = 64, 2
+	seeds := []uint64{11, 12, 13}
+	for _, dir := range []string{"push", "pull"} {
+		for _, seed := range seeds {
+			t.Run(fmt.Sprintf("%s/seed=%d", dir, seed), func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+				defer cancel()
+				ts := startServer(t, serverOpts{syncKB: syncKB, window: window, entity: 4096})
+				r := rand.New(rand.NewPCG(seed, 99))
+				minCut := int64(window+2) * syncKB * 1024
+				// Two cuts for odd seeds: the second attempt is cut too.
+				cuts := []int64{minCut + r.Int64N(size/2)}
+				if seed%2 == 1 {
+					cuts = append(cuts, minCut+r.Int64N(size/2))
+				}
+				t.Logf("seed %d: cuts after %v bytes", seed, cuts)
+				proxy := newCutProxy(t, ts.addr, cuts...)
+				cfg := ts.config(false, syncKB, window)
+				cfg.Addr = proxy.addr()
+				local := t.TempDir()
+				// The server notices the cut on its side before it can offer
+				// the restart; a short backoff covers that.
+				retry := Retry{Retries: 4, Backoff: 200 * time.Millisecond}
+				var res Result
+				var err error
+				var want, got string
+				if dir == "push" {
+					want = writeRandom(t, local, "f.bin", size, seed)
+					got = filepath.Join(ts.in, "CUT")
+					res, err = Push(ctx, cfg, SendRequest{Source: want, VirtualFile: "CUT", StateDir: filepath.Join(local, "state")}, retry)
+				} else {
+					want = writeRandom(t, ts.out, "CUT", size, seed)
+					got = filepath.Join(local, "f.bin")
+					res, err = Pull(ctx, cfg, ReceiveRequest{VirtualFile: "CUT", Dest: got}, retry)
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", dir, err)
+				}
+				sameFile(t, want, got)
+				if n := proxy.cuts.Load(); int(n) < len(cuts) {
+					t.Fatalf("the proxy cut %d connections, want %d", n, len(cuts))
+				}
+				if res.Attempts != len(cuts)+1 || !res.Restarted || res.RestartPoint == 0 {
+					t.Fatalf("result %+v: want a restart from a sync point > 0 on attempt %d", res, len(cuts)+1)
+				}
+				t.Logf("restarted from sync point %d on attempt %d", res.RestartPoint, res.Attempts)
+				if dir == "pull" {
+					if m, _ := filepath.Glob(filepath.Join(local, ".*")); len(m) != 0 {
+						t.Fatalf("temporary or state files left behind: %v", m)
+					}
+				}
 			})
 		}
 	}

@@ -113,6 +113,7 @@ func (j *memJournal) FindRestart(_ context.Context, k server.RestartKey) (server
 
 // testServer is a real pesit/server on loopback, plain and TLS.
 type testServer struct {
+	t       testing.TB
 	srv     *server.Server
 	addr    string
 	tlsAddr string
@@ -134,7 +135,7 @@ type serverOpts struct {
 func startServer(t testing.TB, o serverOpts) *testServer {
 	t.Helper()
 	root := t.TempDir()
-	ts := &testServer{in: filepath.Join(root, "in"), out: filepath.Join(root, "out"), jnl: &memJournal{}}
+	ts := &testServer{t: t, in: filepath.Join(root, "in"), out: filepath.Join(root, "out"), jnl: &memJournal{}}
 	for _, d := range []string{ts.in, ts.out} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -179,7 +180,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 // useTLS (with the test PKI's client certificate).
 func (ts *testServer) config(useTLS bool, syncKB uint16, window uint8) Config {
 	cfg := Config{Addr: ts.addr, RequesterID: "CLIENT", ServerID: "VECTIS", Password: "secret",
-		SyncIntervalKB: syncKB, SyncWindow: window, Timeout: 20 * time.Second}
+		SyncIntervalKB: syncKB, SyncWindow: window, Timeout: 20 * time.Second, Logger: testLogger(ts.t)}
 	if useTLS {
 		cfg.Addr = ts.tlsAddr
 		cfg.TLS = ts.pki.client.Clone()
