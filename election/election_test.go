@@ -473,3 +473,65 @@ func TestEtcdctlShowsLeader(t *testing.T) {
 	}
 	mustWin(t, bch, "b")
 }
+
+// TestTLSAndAuth: a member reaches etcd over TLS with a client
+// certificate, authenticates as a user whose role only covers its
+// cluster's keys, and is refused with a wrong password.
+func TestTLSAndAuth(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{Size: 1, TLS: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, args := range [][]string{
+		{"user", "add", "root", "--no-password"},
+		{"role", "add", "vectis"},
+		{"role", "grant-permission", "vectis", "--prefix=true", "readwrite", "/vectis/test/"},
+		{"user", "add", "vectis:s3cret"},
+		{"user", "grant-role", "vectis", "vectis"},
+		{"auth", "enable"},
+	} {
+		if _, err := c.Ctl(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Config{
+		Endpoints: c.Endpoints(),
+		Cluster:   "test",
+		Name:      "a",
+		TTL:       2 * time.Second,
+		CAFile:    c.TLS.CAFile,
+		CertFile:  c.TLS.ClientCert,
+		KeyFile:   c.TLS.ClientKey,
+		Username:  "vectis",
+		Password:  "s3cret",
+		Logger:    slog.New(slog.DiscardHandler),
+	}
+	m, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	l, err := m.Campaign(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := m.Leader(ctx); err != nil || info.Name != "a" {
+		t.Fatalf("Leader() = %+v, %v", info, err)
+	}
+	if err := l.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := cfg
+	bad.Name, bad.Password = "b", "wrong"
+	if m, err := New(ctx, bad); err == nil {
+		m.Close()
+		t.Fatal("wrong password accepted")
+	}
+	// Another cluster's keys are outside the role.
+	other := cfg
+	other.Cluster, other.Name = "other", "c"
+	if m, err := New(ctx, other); err == nil {
+		m.Close()
+		t.Fatal("registration outside the role's prefix accepted")
+	}
+}

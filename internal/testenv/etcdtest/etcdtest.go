@@ -7,6 +7,7 @@ package etcdtest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -38,10 +39,16 @@ type Options struct {
 	Size int
 	// StartTimeout bounds the wait for a healthy cluster (default 30 s).
 	StartTimeout time.Duration
+	// TLS serves clients over https with a generated CA and requires a
+	// client certificate (Cluster.TLS has the files). Peers stay on http.
+	TLS bool
 }
 
 // Cluster is a running etcd cluster. Its processes stop at test cleanup.
 type Cluster struct {
+	// TLS holds the certificate files when started with Options.TLS.
+	TLS *TLSFiles
+
 	t       testing.TB
 	bin     string
 	ctlBin  string
@@ -56,6 +63,7 @@ type Member struct {
 	PeerURL   string
 
 	bin     string
+	tls     *tls.Config
 	dataDir string
 	logPath string
 	args    []string
@@ -84,13 +92,21 @@ func Start(t testing.TB, opts Options) *Cluster {
 		c.ctlBin = ctl
 	}
 	dir := t.TempDir()
+	scheme := "http"
+	if opts.TLS {
+		f, err := newTLSFiles(dir)
+		if err != nil {
+			t.Fatalf("etcdtest: certificates: %v", err)
+		}
+		c.TLS, scheme = f, "https"
+	}
 
 	var initial []string
 	for i := 0; i < opts.Size; i++ {
 		ports := FreePorts(t, 2)
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[0]),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
 			bin:       c.bin,
 			dataDir:   filepath.Join(dir, fmt.Sprintf("m%d.etcd", i)),
@@ -117,6 +133,12 @@ func Start(t testing.TB, opts Options) *Cluster {
 			"--log-level", "warn",
 			"--logger", "zap",
 			"--log-outputs", "stderr",
+		}
+		if c.TLS != nil {
+			m.args = append(m.args,
+				"--cert-file", c.TLS.ServerCert, "--key-file", c.TLS.ServerKey,
+				"--trusted-ca-file", c.TLS.CAFile, "--client-cert-auth")
+			m.tls, _ = c.TLS.Config()
 		}
 	}
 	t.Cleanup(func() {
@@ -164,11 +186,18 @@ func (c *Cluster) Client(t testing.TB, endpoints ...string) *clientv3.Client {
 	if len(endpoints) == 0 {
 		endpoints = c.Endpoints()
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
-	})
+	}
+	if c.TLS != nil {
+		var err error
+		if cfg.TLS, err = c.TLS.Config(); err != nil {
+			t.Fatalf("etcdtest: client TLS: %v", err)
+		}
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		t.Fatalf("etcdtest: client: %v", err)
 	}
@@ -195,7 +224,11 @@ func (c *Cluster) Ctl(ctx context.Context, args ...string) (string, error) {
 	if c.ctlBin == "" {
 		return "", errors.New("etcdctl not found (run `make tools`)")
 	}
-	full := append([]string{"--endpoints", strings.Join(c.Endpoints(), ","), "--dial-timeout", "2s"}, args...)
+	full := []string{"--endpoints", strings.Join(c.Endpoints(), ","), "--dial-timeout", "2s"}
+	if c.TLS != nil {
+		full = append(full, "--cacert", c.TLS.CAFile, "--cert", c.TLS.ClientCert, "--key", c.TLS.ClientKey)
+	}
+	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, c.ctlBin, full...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -246,6 +279,7 @@ func (m *Member) WaitHealthy(ctx context.Context) error {
 		Endpoints:   []string{m.ClientURL},
 		DialTimeout: time.Second,
 		Logger:      zap.NewNop(),
+		TLS:         m.tls,
 	})
 	if err != nil {
 		return fmt.Errorf("member %s: %w", m.Name, err)
