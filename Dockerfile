@@ -4,7 +4,7 @@
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
 #     --build-arg REVISION=$(git rev-parse HEAD) \
 #     --build-arg CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ) -t vectis:dev .
-# (`make image` runs exactly this.)
+# (`make image` runs this with -t $(IMAGE).)
 
 ARG GO_VERSION=1.26
 
