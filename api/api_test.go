@@ -175,8 +175,12 @@ func TestHealthReadinessMetrics(t *testing.T) {
 	e.ready.mu.Lock()
 	e.ready.err = errors.New("store: database unavailable")
 	e.ready.mu.Unlock()
-	if code := e.must(503, anon, "GET", "/readyz", nil).errorCode(t); code != "unavailable" {
-		t.Errorf("readyz code %s", code)
+	rr := e.must(503, anon, "GET", "/readyz", nil)
+	if code := rr.errorCode(t); code != "unavailable" || strings.Contains(string(rr.body), "database unavailable") {
+		t.Errorf("readyz %s: want unavailable without the internal reason", rr.body)
+	}
+	if !strings.Contains(e.logs.String(), "database unavailable") {
+		t.Error("the reason of not ready is not logged")
 	}
 	e.must(200, anon, "GET", "/healthz", nil) // liveness does not depend on the store
 

@@ -90,8 +90,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request, _ *Principal) error
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := a.readiness.Ready(ctx); err != nil {
-			a.log.DebugContext(r.Context(), "not ready", "error", err)
-			return errorf(http.StatusServiceUnavailable, CodeUnavailable, "not ready: %v", err)
+			// The probe is unauthenticated: the reason (host names, driver
+			// errors) goes to the log, not to the caller.
+			a.log.InfoContext(r.Context(), "not ready", "error", err)
+			return errorf(http.StatusServiceUnavailable, CodeUnavailable, "not ready; the reason is in the node's log")
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
