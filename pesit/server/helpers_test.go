@@ -12,8 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"go.uber.org/goleak"
 
@@ -33,6 +38,27 @@ type env struct {
 	recvDir string
 	sendDir string
 	cfg     server.Config
+	reg     *prometheus.Registry
+	spans   *tracetest.SpanRecorder
+	logs    *lockedBuffer
+}
+
+// lockedBuffer collects every log line for assertions (e.g. no password).
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 const (
@@ -56,12 +82,15 @@ func testConfig() server.Config {
 func newEnv(t testing.TB, mod func(*server.Config)) *env {
 	tt, _ := t.(*testing.T)
 	cfg := testConfig()
+	spans := tracetest.NewSpanRecorder()
+	cfg.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	if mod != nil {
 		mod(&cfg)
 	}
 	base := t.TempDir()
 	e := &env{t: tt, dir: &memjournal.Directory{}, jnl: &memjournal.Journal{},
-		recvDir: filepath.Join(base, "in"), sendDir: filepath.Join(base, "out"), cfg: cfg}
+		recvDir: filepath.Join(base, "in"), sendDir: filepath.Join(base, "out"), cfg: cfg,
+		reg: prometheus.NewRegistry(), spans: spans, logs: &lockedBuffer{}}
 	for _, d := range []string{e.recvDir, e.sendDir} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			t.Fatal(err)
@@ -70,8 +99,8 @@ func newEnv(t testing.TB, mod func(*server.Config)) *env {
 	e.dir.AddPartner(server.Partner{ID: partnerID, Enabled: true, Access: server.AccessBoth, VerifyPassword: memjournal.Password(password)})
 	e.dir.AddFile(server.VirtualFile{ID: "TESTFILE", Direction: server.DirectionBoth, ReceiveDir: e.recvDir, SendDir: e.sendDir,
 		RecordFormat: server.RecordVariable, RecordLength: 1024, DataCode: 2})
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := server.New(cfg, server.Deps{Directory: e.dir, Journal: e.jnl, Logger: log})
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, e.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := server.New(cfg, server.Deps{Directory: e.dir, Journal: e.jnl, Logger: log, Metrics: server.NewMetrics(e.reg)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,3 +392,5 @@ func dialErr(addr net.Addr) (net.Conn, error) {
 	}
 	return c, err
 }
+
+func ioReadFull(p *peer, b []byte) (int, error) { return io.ReadFull(p.c, b) }
