@@ -1,12 +1,11 @@
 // Package otlptest is an OTLP trace receiver for tests: a real collector
-// trace service served over gRPC and over HTTP (/v1/traces, protobuf or JSON)
+// trace service served over gRPC and over HTTP (/v1/traces, protobuf)
 // on loopback, which keeps every span it receives. A test starts one, points
 // the OTEL_* variables at it (SetEnv) or passes Endpoint to an exporter, runs
 // the code under test, and waits for the spans it expects.
 package otlptest
 
 import (
-	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/hex"
@@ -26,7 +25,6 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -131,6 +129,12 @@ func (r *Receiver) Export(_ context.Context, req *collectortrace.ExportTraceServ
 }
 
 func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
+	// Only OTLP/protobuf: the Go exporters send nothing else, and OTLP/JSON
+	// (hex ids) is not what protojson decodes.
+	if ct := req.Header.Get("Content-Type"); ct != "application/x-protobuf" {
+		http.Error(w, "only application/x-protobuf is supported", http.StatusUnsupportedMediaType)
+		return
+	}
 	var body io.Reader = http.MaxBytesReader(w, req.Body, 64<<20)
 	if req.Header.Get("Content-Encoding") == "gzip" {
 		zr, err := gzip.NewReader(body)
@@ -147,26 +151,14 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	msg := &collectortrace.ExportTraceServiceRequest{}
-	isJSON := strings.HasPrefix(req.Header.Get("Content-Type"), "application/json")
-	if isJSON {
-		err = protojson.Unmarshal(data, msg)
-	} else {
-		err = proto.Unmarshal(data, msg)
-	}
-	if err != nil {
+	if err := proto.Unmarshal(data, msg); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	r.add(msg, "http")
-	var out []byte
-	if isJSON {
-		w.Header().Set("Content-Type", "application/json")
-		out, _ = protojson.Marshal(&collectortrace.ExportTraceServiceResponse{})
-	} else {
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		out, _ = proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
-	}
-	_, _ = io.Copy(w, bytes.NewReader(out))
+	out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	_, _ = w.Write(out)
 }
 
 func (r *Receiver) add(req *collectortrace.ExportTraceServiceRequest, protocol string) {
