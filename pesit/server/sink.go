@@ -89,11 +89,12 @@ func (s *sink) sync() error {
 	return s.f.Sync()
 }
 
-// truncate drops everything after offset (RESYN): the prefix hash is rebuilt.
+// truncate drops everything after offset, a durable sync point (RESYN,
+// interruption): the buffer only holds data past that point, so it is
+// dropped rather than flushed, which also works on a full disk. The prefix
+// hash is rebuilt.
 func (s *sink) truncate(offset, articles int64) error {
-	if err := s.sync(); err != nil {
-		return err
-	}
+	s.w.Reset(s.f)
 	if err := s.f.Truncate(offset); err != nil {
 		return err
 	}
@@ -104,7 +105,6 @@ func (s *sink) truncate(offset, articles int64) error {
 	if _, err := s.f.Seek(offset, io.SeekStart); err != nil {
 		return err
 	}
-	s.w.Reset(s.f)
 	s.bytes, s.articles = offset, articles
 	return nil
 }

@@ -417,8 +417,20 @@ func (s *session) endTransfer(cause error) {
 				st = StatusInterrupted
 			}
 		}
+		if s.idtPending.Load() {
+			// Our IDT went out and the line dropped before its ACK: the
+			// IDT says what happened.
+			d = fpdu.Diagnostic(s.idtDiag.Load())
+			if c := s.idtCode.Load(); c != endRestart && c != endSuspended {
+				st = StatusCancelled
+			}
+		}
 		if x.sink != nil {
 			if st == StatusInterrupted {
+				// Keep only what a sync point made durable.
+				if err := x.sink.truncate(x.lastSync.offset, x.lastSync.articles); err != nil {
+					s.log.Warn("truncating interrupted file", "err", err)
+				}
 				if err := x.sink.close(); err != nil {
 					s.log.Warn("closing interrupted file", "err", err)
 				}
