@@ -156,10 +156,20 @@ func TestBindAddressFillsPortOnlyListens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.PeSIT.Servers[0].Listen != "127.0.0.7:5000" {
-		t.Errorf("server listen = %q, want the bind address", cfg.PeSIT.Servers[0].Listen)
-	}
 	if cfg.API.Listen != "127.0.0.1:9" {
 		t.Errorf("an explicit host was replaced: %q", cfg.API.Listen)
+	}
+	cfg, err = Load(Source{Environ: []string{"VECTIS_NODE_BINDADDRESS=127.0.0.7"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.API.Listen != "127.0.0.7:8080" {
+		t.Errorf("api listen = %q, want the bind address", cfg.API.Listen)
+	}
+	if cfg.PeSIT.Servers[0].Listen != ":5000" {
+		t.Errorf("server listen = %q: PeSIT addresses are shared through the store and bound by each node", cfg.PeSIT.Servers[0].Listen)
+	}
+	if got := BindHost(":5000", "127.0.0.7"); got != "127.0.0.7:5000" {
+		t.Errorf("BindHost = %q", got)
 	}
 }

@@ -107,11 +107,9 @@ func (c *Config) applyEnvironment(env map[string]string) error {
 		c.Node.Address = env["POD_IP"]
 	}
 	if b := c.Node.BindAddress; b != "" {
-		c.API.Listen = bindHost(c.API.Listen, b)
-		for i := range c.PeSIT.Servers {
-			c.PeSIT.Servers[i].Listen = bindHost(c.PeSIT.Servers[i].Listen, b)
-			c.PeSIT.Servers[i].TLS.Listen = bindHost(c.PeSIT.Servers[i].TLS.Listen, b)
-		}
+		// PeSIT listen addresses are shared by every node through the
+		// store; each node applies its bind address when it starts them.
+		c.API.Listen = BindHost(c.API.Listen, b)
 	}
 	if c.Store.URL == "" && c.Store.URLFile != "" {
 		u, err := readSecretFile(c.Store.URLFile)
@@ -170,8 +168,8 @@ func knownKeys(t reflect.Type, prefix string) map[string]string {
 	return out
 }
 
-// bindHost puts host into addr when addr names a port only.
-func bindHost(addr, host string) string {
+// BindHost puts host into addr when addr names a port only.
+func BindHost(addr, host string) string {
 	h, port, err := net.SplitHostPort(addr)
 	if err != nil || h != "" {
 		return addr

@@ -88,7 +88,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 	n := &node{cfg: cfg, st: st, tel: tel, log: log}
 	n.pesit = &pesitManager{
-		st: st, timers: cfg.PeSIT.Timers, debug: cfg.Telemetry.DebugFPDUs,
+		st: st, timers: cfg.PeSIT.Timers, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
 		dir: directory{st: st},
@@ -283,7 +283,7 @@ func (n *node) ready(ctx context.Context) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	leading := n.loop == nil || n.loop.IsLeader()
-	if leading && n.pesit.epoch.Load() != 0 && n.pesit.runningCount() == 0 {
+	if leading && n.pesit.runningCount() == 0 {
 		defs, err := n.st.ListServers(ctx)
 		if err != nil {
 			return fmt.Errorf("store: %w", err)

@@ -27,6 +27,7 @@ var errNotLeader = errors.New("this node is not the leader")
 type pesitManager struct {
 	st      *store.Store
 	timers  config.Timers
+	bind    string // node.bindAddress for port-only listen addresses
 	debug   bool
 	metrics *server.Metrics
 	tracer  trace.TracerProvider
@@ -112,7 +113,7 @@ func (m *pesitManager) start(ctx context.Context, d store.Server) error {
 func (m *pesitManager) serverConfig(d store.Server) (server.Config, error) {
 	cfg := server.Config{
 		ID:                d.ID,
-		Addr:              d.Listen,
+		Addr:              config.BindHost(d.Listen, m.bind),
 		MaxSessions:       d.MaxSessions,
 		ConnectTimeout:    m.timers.Connect,
 		InactivityTimeout: m.timers.Inactivity,
@@ -143,7 +144,7 @@ func (m *pesitManager) serverConfig(d store.Server) (server.Config, error) {
 		} else {
 			tc.ClientAuth = tls.RequestClientCert
 		}
-		cfg.TLSAddr, cfg.TLS = d.TLS.Listen, tc
+		cfg.TLSAddr, cfg.TLS = config.BindHost(d.TLS.Listen, m.bind), tc
 	}
 	return cfg, nil
 }
