@@ -19,7 +19,7 @@ import (
 // files from dir: a push to VFILE lands in dir/VFILE, a pull of VFILE reads
 // dir/VFILE. Names ending in ".txt" are variable-format ASCII text.
 type rawServer struct {
-	t        *testing.T
+	t        testing.TB
 	ln       net.Listener
 	dir      string
 	password string
@@ -39,7 +39,7 @@ type rawRestart struct {
 	last   uint32
 }
 
-func newRawServer(t *testing.T, syncKB uint16, window uint8) *rawServer {
+func newRawServer(t testing.TB, syncKB uint16, window uint8) *rawServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -74,6 +74,7 @@ func once(ctx context.Context, cfg Config, do func(*Session) (Result, error)) (R
 		return Result{}, err
 	}
 	res, err := do(s)
+	res.ConnectTime = s.ConnectLatency()
 	if err != nil {
 		if s.broken || s.Release(ctx) != nil {
 			_ = s.Abort(abortDiag(err))

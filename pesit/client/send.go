@@ -85,7 +85,9 @@ type sender struct {
 
 	events chan sendEvent
 	done   chan struct{}
-	term   *sendEvent // terminal event already received
+	term    sendEvent // terminal event already received, when hasTerm
+	hasTerm bool
+	timer   *time.Timer
 
 	multiN       int
 	lastProgress time.Time
@@ -537,7 +539,7 @@ func (x *sender) handle(ev sendEvent) error {
 		}
 		return nil
 	}
-	x.term = &ev
+	x.term, x.hasTerm = ev, true
 	<-x.done
 	x.done = nil
 	return x.terminalError(ev)
@@ -582,12 +584,16 @@ func (x *sender) poll() error {
 
 // waitEvent blocks for the next event, at most Tp.
 func (x *sender) waitEvent(ctx context.Context, what string) (sendEvent, error) {
-	t := time.NewTimer(x.s.tp)
-	defer t.Stop()
+	if x.timer == nil {
+		x.timer = time.NewTimer(x.s.tp)
+	} else {
+		x.timer.Reset(x.s.tp)
+	}
+	defer x.timer.Stop()
 	select {
 	case ev := <-x.events:
 		return ev, nil
-	case <-t.C:
+	case <-x.timer.C:
 		x.s.broken = true
 		_ = x.s.conn.Close()
 		return sendEvent{}, &ConnectionError{Op: what, Err: fmt.Errorf("no answer from the server in %s", x.s.tp)}
@@ -600,8 +606,8 @@ func (x *sender) waitEvent(ctx context.Context, what string) (sendEvent, error) 
 
 // waitTerminal waits for the terminal event, applying ACK(SYN)s on the way.
 func (x *sender) waitTerminal() (sendEvent, error) {
-	if x.term != nil {
-		return *x.term, nil
+	if x.hasTerm {
+		return x.term, nil
 	}
 	for {
 		ev, err := x.waitEvent(context.Background(), "wait for ACK(TRANS.END)")

@@ -86,6 +86,7 @@ type Result struct {
 	RestartPoint uint32        // sync point the last attempt resumed from (0: start of file)
 	SyncPoints   uint32        // number of the last sync point of the transfer
 	Attempts     int           // connections used (Push/Pull)
+	ConnectTime  time.Duration // CONNECT to ACONNECT of the last connection (Push/Pull)
 	Duration     time.Duration // of the last attempt
 }
 
