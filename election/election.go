@@ -178,7 +178,9 @@ func (m *Member) LastRenewal() time.Time {
 func (m *Member) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
+		m.mu.Lock()
 		m.cancel(ErrClosed)
+		m.mu.Unlock()
 		m.wg.Wait()
 		m.session.Orphan()
 		err = m.revoke()
@@ -318,8 +320,16 @@ func (m *Member) Campaign(ctx context.Context) (*Leadership, error) {
 		return nil, fmt.Errorf("election: campaign: %w", err)
 	}
 	// Re-check: the session may have ended while the last response was in
-	// flight, or the deadline passed while we waited.
-	if err := m.ctx.Err(); err != nil || !time.Now().Before(m.Deadline()) {
+	// flight, or the deadline passed while we waited. Under mu, so that
+	// Close (which cancels under mu) cannot start waiting for goroutines
+	// before this one is counted.
+	m.mu.Lock()
+	lost := m.ctx.Err() != nil || !time.Now().Before(m.deadline)
+	if !lost {
+		m.wg.Add(1)
+	}
+	m.mu.Unlock()
+	if lost {
 		rctx, rcancel := context.WithTimeout(context.Background(), m.cfg.Margin)
 		_ = e.Resign(rctx)
 		rcancel()
@@ -331,7 +341,6 @@ func (m *Member) Campaign(ctx context.Context) (*Leadership, error) {
 	}
 	l := &Leadership{m: m, e: e, epoch: e.Rev(), key: e.Key()}
 	l.ctx, l.cancel = context.WithCancelCause(m.ctx)
-	m.wg.Add(1)
 	go l.watchKey(e.Header().Revision + 1)
 	won = true
 	m.log.Info("election: elected", "epoch", l.epoch, "deadline", m.Deadline())

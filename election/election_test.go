@@ -275,6 +275,10 @@ func TestSessionLossDeadline(t *testing.T) {
 	if r.l.Epoch() <= l.Epoch() {
 		t.Fatalf("epoch went from %d to %d", l.Epoch(), r.l.Epoch())
 	}
+	// The lost member's registration went with its lease.
+	if ms, err := standby.Members(ctx); err != nil || len(ms) != 1 || ms[0].Name != "standby" {
+		t.Fatalf("members after the leader's lease expired = %+v, %v", ms, err)
+	}
 	if _, err := leader.Campaign(ctx); err == nil {
 		t.Fatal("campaign on a lost session succeeded")
 	}
