@@ -126,6 +126,9 @@ func (sd *sender) run() error {
 	}
 }
 
+// maxSyncHistory bounds the sync points remembered for RESYN.
+const maxSyncHistory = 1024
+
 var (
 	errResynced = errors.New("resynchronised")
 	errStop     = errors.New("transfer interrupted")
@@ -257,6 +260,10 @@ func (sd *sender) syn() error {
 		return err
 	}
 	x.syncNum++
+	// Keep a bounded history: RESYN asks for a recent point.
+	if len(x.points) == maxSyncHistory {
+		x.points = append(x.points[:0], x.points[maxSyncHistory/2:]...)
+	}
 	x.points = append(x.points, syncPoint{num: x.syncNum, offset: x.bytes, articles: x.articles})
 	syn := fpdu.FPDU{Kind: fpdu.Syn, DstID: s.peerID}
 	syn.Params.AddUint(fpdu.PISyncNumber, uint64(x.syncNum))
@@ -298,8 +305,11 @@ func (sd *sender) incoming(f *fpdu.FPDU) error {
 	switch f.Kind {
 	case fpdu.AckSyn:
 		n, ok := f.Params.Uint(fpdu.PISyncNumber)
-		if !ok || n > uint64(x.syncNum) || n <= uint64(x.lastAck) {
+		if !ok || n > uint64(x.syncNum) {
 			return abortf(fpdu.DiagBadParameter, "ACK(SYN) %d, sent %d, acknowledged %d", n, x.syncNum, x.lastAck)
+		}
+		if n <= uint64(x.lastAck) {
+			return nil // a late duplicate, e.g. crossing a RESYN: harmless
 		}
 		return sd.acked(uint32(n))
 	case fpdu.IDT:
@@ -342,15 +352,16 @@ func (sd *sender) incoming(f *fpdu.FPDU) error {
 // acked records that the receiver holds everything up to sync point n.
 func (sd *sender) acked(n uint32) error {
 	s, x := sd.s, sd.x
-	i := 0
-	for i < len(x.points) && x.points[i].num <= n {
-		i++
+	var p syncPoint
+	found := false
+	for _, sp := range x.points {
+		if sp.num <= n {
+			p, found = sp, true
+		}
 	}
-	if i == 0 {
+	if !found {
 		return nil
 	}
-	p := x.points[i-1]
-	x.points = append(x.points[:0], x.points[i:]...)
 	x.lastAck, x.lastSync = n, p
 	if m := s.srv.met; m != nil {
 		m.SyncPoints.Inc()

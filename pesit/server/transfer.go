@@ -66,7 +66,7 @@ type transfer struct {
 	sinceSync  int64
 	syncCount  int
 	restartAt  uint32
-	points     []syncPoint // send: points sent and not yet acknowledged
+	points     []syncPoint // send: recent points sent (RESYN targets)
 	lastSync   syncPoint   // receive: last durable point
 	dtfEndDiag fpdu.Diagnostic
 
