@@ -40,6 +40,7 @@ type Serving interface {
 }
 
 // Labeler keeps the leader label on exactly one pod: this one while it leads.
+// It counts its own failures (vectis_k8s_label_errors_total).
 type Labeler interface {
 	// Label puts the label on this pod and strips it from every other pod.
 	Label(ctx context.Context) error
@@ -137,6 +138,14 @@ func (l *Loop) Demote(reason string) {
 // Run joins the cluster and campaigns until ctx ends. On return this node
 // no longer serves and has resigned.
 func (l *Loop) Run(ctx context.Context) error {
+	if l.cfg.Labeler != nil {
+		// A container restarted in the same pod may still carry the label.
+		uctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
+		if err := l.cfg.Labeler.Unlabel(uctx); err != nil {
+			l.log.Warn("remove a stale label from this pod", "err", err)
+		}
+		cancel()
+	}
 	for ctx.Err() == nil {
 		m, err := election.New(ctx, l.cfg.Election)
 		if err != nil {
@@ -254,7 +263,6 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 			return l.cfg.Labeler.Label(ctx)
 		}); err != nil {
 			l.log.Warn("pod label not set yet; the labeller keeps trying", "err", err)
-			l.cfg.Metrics.labelError()
 		}
 	}
 	span.SetAttributes(attribute.Float64("vectis.failover_seconds", serving.Sub(start).Seconds()))
@@ -329,8 +337,7 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason s
 	if l.cfg.Labeler != nil {
 		uctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
 		if err := l.cfg.Labeler.Unlabel(uctx); err != nil {
-			// The next leader strips it; count it so that an operator sees it.
-			l.cfg.Metrics.labelError()
+			// The next leader strips it.
 			l.log.Warn("unlabel own pod", "err", err)
 		}
 		cancel()
@@ -345,8 +352,15 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason s
 }
 
 // keepLabel reconciles the label while leading: the API server may have been
-// down at the win, or someone may have labelled another pod.
+// down at the win, or someone may have labelled another pod. A labeller that
+// can watch runs its own loop; otherwise the label is re-applied on a timer.
 func (l *Loop) keepLabel(ctx context.Context) {
+	if r, ok := l.cfg.Labeler.(interface{ Run(context.Context) error }); ok {
+		if err := r.Run(ctx); err != nil && ctx.Err() == nil {
+			l.log.Warn("pod labeller stopped", "err", err)
+		}
+		return
+	}
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
@@ -357,7 +371,6 @@ func (l *Loop) keepLabel(ctx context.Context) {
 		}
 		lctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
 		if err := l.cfg.Labeler.Label(lctx); err != nil && ctx.Err() == nil {
-			l.cfg.Metrics.labelError()
 			l.log.Debug("label reconcile", "err", err)
 		}
 		cancel()

@@ -73,9 +73,3 @@ func (m *Metrics) observeFailover(d time.Duration) {
 		m.failover.Observe(d.Seconds())
 	}
 }
-
-func (m *Metrics) labelError() {
-	if m != nil {
-		m.LabelErrors.Inc()
-	}
-}

@@ -2,12 +2,60 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
+
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/k8s"
 	"github.com/vectis-ft/vectis/node"
 )
 
-// withLabeler adds the Kubernetes pod labeller to a cluster node.
-func withLabeler(_ context.Context, _ *config.Config, _ *node.Options) error {
+// withLabeler adds the Kubernetes pod labeller to a cluster node whose
+// Kubernetes access is enabled. Its failures are counted in
+// vectis_k8s_label_errors_total once the node has created that counter.
+func withLabeler(_ context.Context, cfg *config.Config, opts *node.Options) error {
+	if !cfg.Cluster.Enabled || !cfg.Cluster.Kubernetes.Enabled {
+		return nil
+	}
+	rc, err := k8s.NewInClusterOrConfig(cfg.Cluster.Kubernetes.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubernetes client configuration: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	var countError atomic.Pointer[func()]
+	l, err := k8s.NewLabeler(k8s.LabelerConfig{
+		Client:   cs,
+		Pod:      k8s.PodIdentity{Name: cfg.Cluster.PodName, Namespace: cfg.Cluster.Namespace},
+		Selector: cfg.Cluster.PodSelector,
+		LabelKey: cfg.Cluster.LabelKey,
+		OnError: func(error) {
+			if inc := countError.Load(); inc != nil {
+				(*inc)()
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("pod labeller: %w", err)
+	}
+	opts.Labeler = podLabeler{l}
+	opts.OnLabelErrors = func(inc func()) { countError.Store(&inc) }
 	return nil
 }
+
+// podLabeler adapts k8s.Labeler to the HA loop.
+type podLabeler struct{ l *k8s.Labeler }
+
+func (p podLabeler) Label(ctx context.Context) error {
+	_, err := p.l.Reconcile(ctx)
+	return err
+}
+
+func (p podLabeler) Unlabel(ctx context.Context) error { return p.l.Unlabel(ctx) }
+
+// Run keeps the label right while leading, on watch events and a timer.
+func (p podLabeler) Run(ctx context.Context) error { return p.l.Run(ctx) }
