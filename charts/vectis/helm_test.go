@@ -25,8 +25,15 @@ const (
 	fullname  = "vx-vectis"
 )
 
-// helm runs the real helm binary and returns stdout, or stderr as an error text.
+// helm runs the real helm binary, away from any cluster, and returns its
+// stdout and stderr.
 func helm(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	return helmWithKubeconfig(t, "", args...)
+}
+
+// helmWithKubeconfig runs helm against the cluster of kubeconfig ("" = none).
+func helmWithKubeconfig(t *testing.T, kubeconfig string, args ...string) (string, string, error) {
 	t.Helper()
 	bin := testenv.Tool(t, "helm")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -38,8 +45,11 @@ func helm(t *testing.T, args ...string) (string, string, error) {
 		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
 		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
 		"HELM_DATA_HOME="+filepath.Join(home, "data"),
-		"KUBECONFIG="+filepath.Join(home, "no-kubeconfig"),
 	)
+	if kubeconfig == "" {
+		kubeconfig = filepath.Join(home, "no-kubeconfig")
+	}
+	cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
