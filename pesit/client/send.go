@@ -83,8 +83,8 @@ type sender struct {
 	st       *transferState
 	sf       *stateFile
 
-	events chan sendEvent
-	done   chan struct{}
+	events  chan sendEvent
+	done    chan struct{}
 	term    sendEvent // terminal event already received, when hasTerm
 	hasTerm bool
 	timer   *time.Timer
@@ -358,8 +358,17 @@ func (s *Session) closeFile(cause error) error {
 	var p fpdu.Params
 	p.AddDiagnostic(fpdu.DiagOK)
 	err := s.write(&fpdu.FPDU{Kind: fpdu.Crf, DstID: s.peer, Params: p})
-	if err == nil {
-		_, err = s.expect(fpdu.AckCrf)
+	for err == nil {
+		// After an interruption the server may still have ACK(SYN)s or data
+		// in flight that it sent before it saw our ACK(IDT) or IDT.
+		var f *fpdu.FPDU
+		f, err = s.next()
+		if err != nil || f.Kind == fpdu.AckCrf {
+			break
+		}
+		if f.Kind != fpdu.AckSyn && f.Kind != fpdu.Syn && f.Kind != fpdu.DTFEnd && !f.Kind.IsData() {
+			err = s.protocolError(fpdu.DiagProtocolError, "expected ACK(CRF), got %s", f.Kind)
+		}
 	}
 	if err != nil {
 		if cause != nil {

@@ -1,0 +1,125 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
+
+// running waits for the journal to show a transfer that has not finished
+// and returns its id.
+func (j *memJournal) running(t *testing.T, timeout time.Duration) int64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		j.mu.Lock()
+		for i, r := range j.recs {
+			if r.outcome == nil && !r.t.Message && r.sync > 0 {
+				j.mu.Unlock()
+				return int64(i + 1)
+			}
+		}
+		j.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("no running transfer with a sync point in the journal")
+	return 0
+}
+
+// TestServerIDT has the server interrupt a push and a pull (IDT, PI 19 =
+// 12): the client acknowledges it, closes the file and reports a final
+// *TransferError; the connection stays usable.
+func TestServerIDT(t *testing.T) {
+	for _, push := range []bool{true, false} {
+		name := map[bool]string{true: "push", false: "pull"}[push]
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			// 4 KiB sync points with window 1: slow enough to interrupt.
+			ts := startServer(t, serverOpts{syncKB: 4, window: 1, entity: 4096})
+			local := t.TempDir()
+			s, err := Dial(ctx, ts.config(false, 4, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			errc := make(chan error, 1)
+			dst := filepath.Join(local, "dst.bin")
+			if push {
+				src := writeRandom(t, local, "src.bin", 256<<20, 5)
+				go func() { _, err := s.Send(ctx, SendRequest{Source: src, VirtualFile: "IDT"}); errc <- err }()
+			} else {
+				writeRandom(t, ts.out, "IDT", 256<<20, 5)
+				go func() { _, err := s.Receive(ctx, ReceiveRequest{VirtualFile: "IDT", Dest: dst}); errc <- err }()
+			}
+			id := ts.jnl.running(t, 10*time.Second)
+			if err := ts.srv.CancelTransfer(ctx, id); err != nil {
+				t.Fatalf("cancel: %v", err)
+			}
+			err = <-errc
+			var te *TransferError
+			if !errors.As(err, &te) || te.Op != fpdu.IDT || te.EndCode != 12 {
+				t.Fatalf("interrupted %s: %v, want an IDT with end code 12", name, err)
+			}
+			if Retryable(err) {
+				t.Error("a cancellation by the server must not be retried")
+			}
+			if _, err := os.Stat(dst); !push && err == nil {
+				t.Fatal("an interrupted pull left a file under the final name")
+			}
+			if err := s.Message(ctx, "after IDT"); err != nil {
+				t.Fatalf("session unusable after IDT: %v", err)
+			}
+			if err := s.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestMessage sends a short MSG and a long one (MSGDM, MSGMM, MSGFM) and
+// checks the text the server recorded.
+func TestMessage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ts := startServer(t, serverOpts{syncKB: 32, window: 2})
+	s, err := Dial(ctx, ts.config(false, 32, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	long := strings.Repeat("0123456789abcdef", 700) // 11200 bytes: three segments
+	for _, text := range []string{"hello bank", long} {
+		if err := s.Message(ctx, text); err != nil {
+			t.Fatalf("message of %d bytes: %v", len(text), err)
+		}
+	}
+	if err := s.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ts.jnl.mu.Lock()
+	defer ts.jnl.mu.Unlock()
+	var got []string
+	for _, r := range ts.jnl.recs {
+		if r.t.Message {
+			got = append(got, r.t.Text)
+		}
+	}
+	if len(got) != 2 || got[0] != "hello bank" || got[1] != long {
+		t.Fatalf("server recorded %d messages (lengths %v), want the 2 sent", len(got), lens(got))
+	}
+}
+
+func lens(ss []string) []int {
+	var n []int
+	for _, s := range ss {
+		n = append(n, len(s))
+	}
+	return n
+}
