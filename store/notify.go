@@ -110,7 +110,9 @@ func (h *hub) close() {
 // through any store on the same database, from any process, until ctx ends or
 // the store closes; then the channel is closed. On PostgreSQL a Change with
 // Op OpResync and Kind KindAll says the listener reconnected and changes may
-// have been missed: reload everything.
+// have been missed: reload everything. On SQLite the signal is in-process:
+// only changes made through this Store are seen (SQLite is the single-node
+// store; clustering requires PostgreSQL).
 func (s *Store) Subscribe(ctx context.Context) <-chan Change {
 	ch := s.hub.subscribe(ctx)
 	if s.d.name == DriverPostgres {

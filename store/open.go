@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -22,9 +23,12 @@ func (s *Store) openPostgres(ctx context.Context, cfg Config) error {
 		// The URL may hold a password: do not echo it.
 		return fmt.Errorf("open postgres: %w: cannot parse the store URL", ErrInvalid)
 	}
-	if cfg.MaxConns > 0 {
+	switch {
+	case cfg.MaxConns > 0:
 		pc.MaxConns = cfg.MaxConns
-	} else if pc.MaxConns < 10 {
+	case !strings.Contains(cfg.URL, "pool_max_conns") && pc.MaxConns < 10:
+		// pgx's default (number of CPUs, at least 4) is too small for a server
+		// whose sessions each write at sync points.
 		pc.MaxConns = 10
 	}
 	if pc.ConnConfig.ConnectTimeout == 0 || pc.ConnConfig.ConnectTimeout > cfg.ConnectTimeout {

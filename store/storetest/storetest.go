@@ -33,6 +33,7 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"Files", testFiles},
 		{"Servers", testServers},
 		{"Leadership", testLeadership},
+		{"FencingUnderLoad", testFencingUnderLoad},
 		{"Transfers", testTransfers},
 		{"TransferPagination", testTransferPagination},
 		{"ConcurrentTransferUpdates", testConcurrentTransferUpdates},
@@ -348,6 +349,65 @@ func testLeadership(t *testing.T, newConfig NewConfig) {
 	must(t, err, "audit")
 	if len(p.Items) != 2 || p.Items[0].Actor != "b" || p.Items[0].Target != "epoch 6" || p.Items[1].Actor != "a" {
 		t.Fatalf("leadership audit %+v", p.Items)
+	}
+}
+
+// testFencingUnderLoad: writers hammer a transfer with epoch 1 while another
+// member claims epoch 2 and writes a marker. From the moment the claim
+// returns, no epoch-1 write may succeed, and the marker must survive.
+func testFencingUnderLoad(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	cfg := newConfig(t)
+	oldLeader := Open(t, cfg)
+	newLeader := oldLeader
+	if oldLeader.Driver() == store.DriverPostgres {
+		newLeader = Open(t, cfg) // another process, as far as the database can tell
+	}
+	must(t, oldLeader.ClaimLeadership(ctx, 1, "old"), "claim 1")
+	tr, err := oldLeader.CreateTransfer(ctx, 1, SampleTransfer("P", 1))
+	must(t, err, "create")
+	isClaimed := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int64(1); i < 100000; i++ {
+				select {
+				case <-isClaimed:
+					// After the claim: every stale write must fail, for a while.
+					for j := range 20 {
+						err := oldLeader.RecordSyncPoint(ctx, 1, tr.ID, store.SyncPoint{Number: int64(w*1000 + j)})
+						if !errors.Is(err, store.ErrStaleEpoch) {
+							errs <- fmt.Errorf("stale write after claim returned %v", err)
+							return
+						}
+					}
+					return
+				default:
+				}
+				err := oldLeader.RecordSyncPoint(ctx, 1, tr.ID, store.SyncPoint{Number: i})
+				if err != nil && !errors.Is(err, store.ErrStaleEpoch) {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	must(t, newLeader.ClaimLeadership(ctx, 2, "new"), "claim 2")
+	must(t, newLeader.RecordSyncPoint(ctx, 2, tr.ID, store.SyncPoint{Number: 999999}), "new leader write")
+	close(isClaimed)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, err := newLeader.GetTransfer(ctx, tr.ID)
+	must(t, err, "get")
+	if got.SyncPoint.Number != 999999 || got.Epoch != 2 {
+		t.Fatalf("a stale write landed after the new leader's: %+v", got.SyncPoint)
 	}
 }
 
