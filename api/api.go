@@ -208,7 +208,7 @@ func New(cfg Config) (*API, error) {
 		refill = 12 * time.Second
 	}
 	a.limiter = newLoginLimiter(burst, refill, 10000, a.now)
-	auth, err := newAuthenticator(cfg.Users, cfg.Store, a.now)
+	auth, err := newAuthenticator(cfg.Users, cfg.Store, a.limiter, a.now)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -65,20 +66,31 @@ type authenticator struct {
 	cacheKey []byte
 	mu       sync.Mutex
 	cache    map[string]time.Time
+
+	// slots bounds the password derivations running at once: argon2id
+	// takes ~19 MiB each, and a flood of logins must neither exhaust memory
+	// nor outrun the per-address throttle by sheer parallelism.
+	slots   chan struct{}
+	limiter *loginLimiter
 }
+
+// maxConcurrentVerifications is the size of authenticator.slots.
+const maxConcurrentVerifications = 4
 
 const (
 	authCacheTTL  = time.Minute
 	authCacheSize = 1024
 )
 
-func newAuthenticator(static []StaticUser, users UserStore, now func() time.Time) (*authenticator, error) {
+func newAuthenticator(static []StaticUser, users UserStore, limiter *loginLimiter, now func() time.Time) (*authenticator, error) {
 	a := &authenticator{
+		limiter:  limiter,
 		static:   make(map[string]StaticUser, len(static)),
 		users:    users,
 		now:      now,
 		cacheKey: make([]byte, 32),
 		cache:    make(map[string]time.Time),
+		slots:    make(chan struct{}, maxConcurrentVerifications),
 	}
 	_, _ = rand.Read(a.cacheKey)
 	for _, u := range static {
@@ -115,8 +127,14 @@ func newAuthenticator(static []StaticUser, users UserStore, now func() time.Time
 }
 
 // errBadCredentials is any authentication failure; the reason is logged and
-// audited, never told to the client.
-var errBadCredentials = errors.New("invalid credentials")
+// audited, never told to the client. errCountedFailure is one that derive
+// has already recorded with the throttle; errThrottled is a throttle refusal
+// found once a verification slot was held.
+var (
+	errBadCredentials = errors.New("invalid credentials")
+	errCountedFailure = fmt.Errorf("%w", errBadCredentials)
+	errThrottled      = errors.New("throttled")
+)
 
 func (au *authenticator) cacheID(user, hash, password string) string {
 	m := hmac.New(sha256.New, au.cacheKey)
@@ -128,7 +146,28 @@ func (au *authenticator) cacheID(user, hash, password string) string {
 	return string(m.Sum(nil))
 }
 
-func (au *authenticator) verify(user, hash, password string) (bool, error) {
+// derive runs one password verification in a slot. The throttle is checked
+// again once the slot is held, and a failure is recorded before the slot is
+// released, so parallel guesses from one address cannot all slip past the
+// check made when their requests arrived.
+func (au *authenticator) derive(ctx context.Context, addr, hash, password string) (bool, error) {
+	select {
+	case au.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-au.slots }()
+	if ok, _ := au.limiter.allow(addr); !ok {
+		return false, errThrottled
+	}
+	good, err := store.VerifyPassword(hash, password)
+	if err != nil || !good {
+		au.limiter.fail(addr)
+	}
+	return good, err
+}
+
+func (au *authenticator) verify(ctx context.Context, addr, user, hash, password string) (bool, error) {
 	id := au.cacheID(user, hash, password)
 	now := au.now()
 	au.mu.Lock()
@@ -137,7 +176,7 @@ func (au *authenticator) verify(user, hash, password string) (bool, error) {
 	if ok && now.Before(exp) {
 		return true, nil
 	}
-	good, err := store.VerifyPassword(hash, password)
+	good, err := au.derive(ctx, addr, hash, password)
 	if err != nil || !good {
 		return false, err
 	}
@@ -156,11 +195,14 @@ func (au *authenticator) verify(user, hash, password string) (bool, error) {
 
 // basic checks a user name and password. Errors other than
 // errBadCredentials are the store's (unavailable...).
-func (au *authenticator) basic(ctx context.Context, user, password string) (*Principal, error) {
+func (au *authenticator) basic(ctx context.Context, addr, user, password string) (*Principal, error) {
 	if su, ok := au.static[user]; ok {
-		good, err := au.verify(user, su.PasswordHash, password)
+		good, err := au.verify(ctx, addr, user, su.PasswordHash, password)
+		if ctx.Err() != nil || errors.Is(err, errThrottled) {
+			return nil, cmp.Or(ctx.Err(), err) // the client left, or was throttled, while waiting for a slot
+		}
 		if err != nil || !good {
-			return nil, fmt.Errorf("%w: wrong password for configured user", errBadCredentials)
+			return nil, fmt.Errorf("%w: wrong password for configured user", errCountedFailure)
 		}
 		return &Principal{Name: user, Role: su.Role, Method: "basic"}, nil
 	}
@@ -180,12 +222,17 @@ func (au *authenticator) basic(ctx context.Context, user, password string) (*Pri
 		}
 	}
 	if !known {
-		_, _ = store.VerifyPassword(au.dummyHash, password)
-		return nil, fmt.Errorf("%w: unknown user", errBadCredentials)
+		if _, err := au.derive(ctx, addr, au.dummyHash, password); ctx.Err() != nil || errors.Is(err, errThrottled) {
+			return nil, cmp.Or(ctx.Err(), err)
+		}
+		return nil, fmt.Errorf("%w: unknown user", errCountedFailure)
 	}
-	good, err := au.verify(user, hash, password)
+	good, err := au.verify(ctx, addr, user, hash, password)
+	if ctx.Err() != nil || errors.Is(err, errThrottled) {
+		return nil, cmp.Or(ctx.Err(), err)
+	}
 	if err != nil || !good {
-		return nil, fmt.Errorf("%w: wrong password", errBadCredentials)
+		return nil, fmt.Errorf("%w: wrong password", errCountedFailure)
 	}
 	u, err := au.users.GetUser(ctx, user)
 	if errors.Is(err, store.ErrNotFound) {
@@ -227,11 +274,15 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (*Principal, 
 		return nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "authentication required: HTTP basic or a bearer token")
 	}
 	addr := clientAddr(r)
-	if ok, wait := a.limiter.allow(addr); !ok {
+	throttled := func() error {
+		_, wait := a.limiter.allow(addr)
 		a.m.authFailures.WithLabelValues("throttled").Inc()
 		secs := max(1, int(math.Ceil(wait.Seconds())))
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		return nil, errorf(http.StatusTooManyRequests, CodeTooManyRequests, "too many failed logins from %s; retry in %d s", addr, secs)
+		return errorf(http.StatusTooManyRequests, CodeTooManyRequests, "too many failed logins from %s; retry in %d s", addr, secs)
+	}
+	if ok, _ := a.limiter.allow(addr); !ok {
+		return nil, throttled()
 	}
 	var (
 		p    *Principal
@@ -248,20 +299,23 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (*Principal, 
 			err = fmt.Errorf("%w: malformed basic credentials", errBadCredentials)
 			break
 		}
-		p, err = a.auth.basic(ctx, user, pw)
+		p, err = a.auth.basic(ctx, addr, user, pw)
 	case strings.EqualFold(scheme, "Bearer"):
 		user = "token"
 		p, err = a.auth.bearer(ctx, strings.TrimSpace(cred))
 	default:
 		err = fmt.Errorf("%w: unsupported scheme", errBadCredentials)
 	}
-	if err == nil {
+	switch {
+	case err == nil:
 		return p, nil
-	}
-	if !errors.Is(err, errBadCredentials) {
+	case errors.Is(err, errThrottled):
+		return nil, throttled()
+	case !errors.Is(err, errBadCredentials):
 		return nil, storeError(err, "credentials")
+	case !errors.Is(err, errCountedFailure):
+		a.limiter.fail(addr)
 	}
-	a.limiter.fail(addr)
 	a.m.authFailures.WithLabelValues("invalid").Inc()
 	if checkUserName(user) != nil {
 		user = "(invalid name)" // never log what may be a mistyped password

@@ -422,3 +422,40 @@ func TestStoreUnavailable(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestParallelGuessesBounded: a burst of parallel wrong logins from one
+// address cannot all be checked: the throttle and the bounded verification
+// slots let only a handful through to a password check, the rest get 429.
+func TestParallelGuessesBounded(t *testing.T) {
+	st := openStore(t, store.DriverSQLite)
+	e := newEnv(t, st, func(c *api.Config) { c.LoginBurst = 3; c.LoginRefill = time.Hour })
+	const n = 24
+	codes := make(chan int, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			req, _ := http.NewRequest("GET", e.srv.URL+"/api/v1/whoami", nil)
+			req.SetBasicAuth("admin", fmt.Sprintf("guess-%d", i))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	count := map[int]int{}
+	for i := 0; i < n; i++ {
+		count[<-codes]++
+	}
+	if count[401]+count[429] != n || count[429] == 0 {
+		t.Fatalf("status counts %v", count)
+	}
+	// Every 401 was a real check; the throttle lets the burst plus what was
+	// already admitted while the first checks ran (at most the slots).
+	t.Logf("status counts %v", count)
+	if count[401] > 3+4 {
+		t.Errorf("%d guesses were checked, want at most burst+slots = 7 (%v)", count[401], count)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
