@@ -119,3 +119,54 @@ func TestRestartAfterCut(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartFromStateFile interrupts a push and a pull without retries,
+// then starts a fresh Push/Pull (as a new process would): the restart state
+// on disk alone lets it resume from a sync point > 0.
+func TestRestartFromStateFile(t *testing.T) {
+	const size = 4 << 20
+	for _, dir := range []string{"push", "pull"} {
+		t.Run(dir, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			ts := startServer(t, serverOpts{syncKB: 64, window: 2, entity: 4096})
+			proxy := newCutProxy(t, ts.addr, size/2)
+			local := t.TempDir()
+			state := filepath.Join(local, "state")
+			cut := ts.config(false, 64, 2)
+			cut.Addr = proxy.addr()
+			direct := ts.config(false, 64, 2)
+			var want, got string
+			run := func(cfg Config) (Result, error) {
+				if dir == "push" {
+					return Push(ctx, cfg, SendRequest{Source: want, VirtualFile: "NP", StateDir: state}, Retry{})
+				}
+				return Pull(ctx, cfg, ReceiveRequest{VirtualFile: "NP", Dest: got, StateDir: state}, Retry{})
+			}
+			if dir == "push" {
+				want, got = writeRandom(t, local, "f.bin", size, 8), filepath.Join(ts.in, "NP")
+			} else {
+				want, got = writeRandom(t, ts.out, "NP", size, 8), filepath.Join(local, "f.bin")
+			}
+			_, err := run(cut)
+			if err == nil || !Retryable(err) {
+				t.Fatalf("first attempt through the cutting proxy: %v, want a retryable failure", err)
+			}
+			if m, _ := filepath.Glob(filepath.Join(state, "*.json")); len(m) != 1 {
+				t.Fatalf("restart state files: %v, want one", m)
+			}
+			time.Sleep(200 * time.Millisecond) // let the server record the interruption
+			res, err := run(direct)
+			if err != nil {
+				t.Fatalf("second attempt: %v", err)
+			}
+			sameFile(t, want, got)
+			if !res.Restarted || res.RestartPoint == 0 {
+				t.Fatalf("result %+v: want a restart from a sync point > 0", res)
+			}
+			if m, _ := filepath.Glob(filepath.Join(state, "*.json")); len(m) != 0 {
+				t.Fatalf("restart state left after success: %v", m)
+			}
+		})
+	}
+}

@@ -64,9 +64,11 @@ func (st *transferState) addPoint(p syncPoint) {
 }
 
 // sameTransfer reports whether a loaded state describes the transfer that
-// o describes: same peer, same files, same source contents (size and mtime).
+// o describes: same server id and partner (not the address, which may change
+// between a node and its standby), same files, same source contents (size
+// and mtime).
 func (st *transferState) sameTransfer(o *transferState) bool {
-	return st.Version == 1 && st.Direction == o.Direction && st.Addr == o.Addr &&
+	return st.Version == 1 && st.Direction == o.Direction &&
 		st.ServerID == o.ServerID && st.Partner == o.Partner && st.VirtualFile == o.VirtualFile &&
 		st.Local == o.Local && st.Size == o.Size && st.ModTime == o.ModTime && st.TransferID != 0
 }
@@ -83,8 +85,8 @@ type stateFile struct {
 // hidden file.
 func statePath(dir string, key *transferState) string {
 	if dir != "" {
-		h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%s",
-			key.Direction, key.Addr, key.ServerID, key.Partner, key.VirtualFile, key.Local))
+		h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s",
+			key.Direction, key.ServerID, key.Partner, key.VirtualFile, key.Local))
 		return filepath.Join(dir, key.Direction+"-"+hex.EncodeToString(h[:12])+".json")
 	}
 	return filepath.Join(filepath.Dir(key.Local), "."+filepath.Base(key.Local)+".vectis-"+key.Direction+".json")
