@@ -3,6 +3,7 @@ package chart_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -47,6 +48,15 @@ func TestInstallOnControlPlane(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	admin := cp.AdminClient(t)
+
+	// The Role is the one the k8s labeller is tested with.
+	role, err := admin.RbacV1().Roles(namespace).Get(ctx, fullname, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("chart Role: %v", err)
+	}
+	if !reflect.DeepEqual(role.Rules, kubetest.PodLabelerRules) {
+		t.Errorf("chart Role rules %+v differ from kubetest.PodLabelerRules %+v that k8s/ is tested with", role.Rules, kubetest.PodLabelerRules)
+	}
 
 	// The Deployment controller creates the pods; play their kubelet.
 	var pods []corev1.Pod

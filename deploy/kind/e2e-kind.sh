@@ -13,7 +13,7 @@
 #   KEEP=1                keep the cluster afterwards (also kept on failure if KEEP=1)
 #   KIND_CLUSTER=name     cluster name (default vectis-e2e)
 #   IMAGE=vectis:e2e      image tag; must match the e2e values (image.repository:image.tag)
-#   E2E_RUN=regexp        go test -run filter for the e2e suite (default Kind)
+#   E2E_RUN=regexp        go test -run filter for the e2e suite (default: every test)
 #   E2E_TIMEOUT=30m       go test -timeout
 #   ARTIFACTS=dir         where diagnostics go on failure (default ./e2e-kind-artifacts)
 set -euo pipefail
@@ -23,7 +23,7 @@ root=$(pwd)
 
 KIND_CLUSTER=${KIND_CLUSTER:-vectis-e2e}
 IMAGE=${IMAGE:-vectis:e2e}
-E2E_RUN=${E2E_RUN:-Kind}
+E2E_RUN=${E2E_RUN:-.}
 E2E_TIMEOUT=${E2E_TIMEOUT:-30m}
 ARTIFACTS=${ARTIFACTS:-$root/e2e-kind-artifacts}
 KEEP=${KEEP:-0}
@@ -117,8 +117,12 @@ kc -n "$DEPS_NS" exec etcd-0 -- etcdctl get --prefix /vectis/vectis-e2e/election
 log "helm test (send, receive back, compare SHA-256)"
 helm --kube-context "$CTX" test "$RELEASE" --namespace "$NS" --logs --timeout 5m
 
-log "e2e suite (go test -run $E2E_RUN ./e2e/...)"
+log "e2e suite (go test -tags e2e -run $E2E_RUN ./e2e/...)"
+# The suite picks its kind backend from these variables; the addresses are
+# the host ports kind-config.yaml maps to the NodePorts of the e2e values.
+VECTIS_E2E_BACKEND=kind \
 VECTIS_E2E_KIND=1 \
+VECTIS_E2E_ARTIFACTS="$ARTIFACTS" \
 VECTIS_E2E_KUBECONTEXT="$CTX" \
 VECTIS_E2E_NAMESPACE="$NS" \
 VECTIS_E2E_RELEASE="$RELEASE" \
@@ -127,6 +131,6 @@ VECTIS_E2E_PESIT_ADDR=127.0.0.1:5000 \
 VECTIS_E2E_PESIT_TLS_ADDR=127.0.0.1:5001 \
 VECTIS_E2E_API_ADDR=127.0.0.1:8080 \
 VECTIS_E2E_CLUSTER_NAME=vectis-e2e \
-  go test -count=1 -timeout "$E2E_TIMEOUT" -run "$E2E_RUN" ./e2e/...
+  go test -tags e2e -count=1 -timeout "$E2E_TIMEOUT" -v -run "$E2E_RUN" ./e2e/...
 
 log "e2e-kind passed"
