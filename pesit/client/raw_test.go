@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -19,9 +20,26 @@ func rawConfig(addr string) Config {
 // responder: it checks the client's wire behaviour independently of
 // pesit/server.
 func TestRawRoundTrip(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tcp", true: "tls"}[useTLS], func(t *testing.T) { testRawRoundTrip(t, useTLS) })
+	}
+}
+
+func testRawRoundTrip(t *testing.T, useTLS bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv := newRawServer(t, 32, 2)
+	var pki *testPKI
+	var srv *rawServer
+	if useTLS {
+		pki = newTestPKI(t, "CLIENT")
+		srv = newRawServerTLS(t, 32, 2, pki.server)
+	} else {
+		srv = newRawServer(t, 32, 2)
+	}
+	cfg := rawConfig(srv.addr())
+	if useTLS {
+		cfg.TLS = pki.client
+	}
 	local := t.TempDir()
 	cases := []struct {
 		name string
@@ -34,6 +52,7 @@ func TestRawRoundTrip(t *testing.T) {
 		{"multi.bin", 1<<20 + 333, SendRequest{ArticleLength: 1000, MultiArticle: 10, EntitySize: 4096}},
 		{"seg.bin", 300000, SendRequest{ArticleLength: 20000, Segment: true, EntitySize: 4096}},
 		{"lines.txt", -1, SendRequest{Format: FormatVariable, DataCode: DataASCII, ArticleLength: 4096}},
+		{"multilines.txt", -1, SendRequest{Format: FormatVariable, DataCode: DataASCII, ArticleLength: 4096, MultiArticle: 20}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -43,9 +62,12 @@ func TestRawRoundTrip(t *testing.T) {
 			} else {
 				src = writeRandom(t, local, c.name, c.size, uint64(c.size))
 			}
-			s, err := Dial(ctx, rawConfig(srv.addr()))
+			s, err := Dial(ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if st, ok := s.conn.(interface{ ConnectionState() tls.ConnectionState }); useTLS && (!ok || st.ConnectionState().Version < tls.VersionTLS12) {
+				t.Fatal("not a TLS 1.2+ connection")
 			}
 			req := c.req
 			req.Source = src

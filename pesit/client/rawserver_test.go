@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -40,10 +41,18 @@ type rawRestart struct {
 }
 
 func newRawServer(t testing.TB, syncKB uint16, window uint8) *rawServer {
+	return newRawServerTLS(t, syncKB, window, nil)
+}
+
+// newRawServerTLS is newRawServer behind TLS when tc is not nil.
+func newRawServerTLS(t testing.TB, syncKB uint16, window uint8, tc *tls.Config) *rawServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
 	}
 	s := &rawServer{t: t, ln: ln, dir: t.TempDir(), password: "secret", syncKB: syncKB, window: window,
 		entity: 65535, restarts: map[uint32]*rawRestart{}, nextID: 100, conns: map[net.Conn]bool{}}
