@@ -55,7 +55,7 @@ func backends(t *testing.T, f func(t *testing.T, st *store.Store)) {
 	}
 }
 
-func openStore(t *testing.T, driver string) *store.Store {
+func openStore(t testing.TB, driver string) *store.Store {
 	t.Helper()
 	cfg := store.Config{Driver: driver}
 	if driver == store.DriverPostgres {
@@ -177,7 +177,7 @@ func (c *canceller) Cancel(_ context.Context, id string) (bool, error) {
 }
 
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	st       *store.Store
 	api      *api.API
 	srv      *httptest.Server
@@ -218,7 +218,7 @@ var staticUsers = sync.OnceValue(func() []api.StaticUser {
 })
 
 // newEnv serves the API backed by st on a real loopback listener.
-func newEnv(t *testing.T, st *store.Store, opts ...envOption) *env {
+func newEnv(t testing.TB, st *store.Store, opts ...envOption) *env {
 	t.Helper()
 	e := &env{
 		t: t, st: st, logs: &logBuffer{},
