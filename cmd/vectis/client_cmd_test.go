@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/vectis-ft/vectis/pesit/server"
+	"github.com/vectis-ft/vectis/pesit/server/memjournal"
 )
 
 func runClientCmd(t *testing.T, cmd *cobra.Command, args ...string) (string, error) {
@@ -82,5 +85,96 @@ func TestClientCommandJSONError(t *testing.T) {
 	}
 	if r.Status != "error" || r.ExitCode != exitConnection || r.Error == "" {
 		t.Fatalf("report %+v", r)
+	}
+}
+
+// startPeSITServer runs a real pesit/server on loopback with partner
+// "ACME" (password "s3cret") and the virtual file "DATA" in both directions.
+func startPeSITServer(t *testing.T) (addr, in, out string) {
+	t.Helper()
+	root := t.TempDir()
+	in, out = filepath.Join(root, "in"), filepath.Join(root, "out")
+	for _, d := range []string{in, out} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := &memjournal.Directory{}
+	dir.AddPartner(server.Partner{ID: "ACME", Enabled: true, Access: server.AccessBoth, VerifyPassword: memjournal.Password("s3cret")})
+	dir.AddFile(server.VirtualFile{ID: "DATA", Direction: server.DirectionBoth, ReceiveDir: in, SendDir: out,
+		Overwrite: true, RecordFormat: server.RecordVariable, DataCode: 2})
+	srv, err := server.New(server.Config{ID: "BANKSRV", Addr: "127.0.0.1:0", SyncIntervalKB: 64, SyncWindow: 2},
+		server.Deps{Directory: dir, Journal: &memjournal.Journal{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return srv.Addr().String(), in, out
+}
+
+// TestClientCommandsAgainstServer pushes and pulls with the commands
+// against a real server: password from a file and from VECTIS_PASSWORD,
+// JSON results, and the exit codes of a refused connection and of a
+// refused transfer.
+func TestClientCommandsAgainstServer(t *testing.T) {
+	addr, in, out := startPeSITServer(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "payments.dat")
+	data := bytes.Repeat([]byte("0123456789\x00\xff"), 100000)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--addr", addr, "--server-id", "BANKSRV", "--partner", "ACME", "--output", "json",
+		"--state-dir", filepath.Join(dir, "state")}
+
+	stdout, err := runClientCmd(t, newSendCommand(), append(base, "--password-file", pw, "--file", "DATA", src)...)
+	if err != nil {
+		t.Fatalf("send: %v\n%s", err, stdout)
+	}
+	var r report
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil || r.Status != "ok" || r.Bytes != int64(len(data)) {
+		t.Fatalf("send report %q (%v)", stdout, err)
+	}
+	got, err := os.ReadFile(filepath.Join(in, "DATA"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("server received %d bytes (%v), want the %d sent", len(got), err, len(data))
+	}
+
+	if err := os.Rename(filepath.Join(in, "DATA"), filepath.Join(out, "DATA")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VECTIS_PASSWORD", "s3cret")
+	dst := filepath.Join(dir, "back.dat")
+	stdout, err = runClientCmd(t, newReceiveCommand(), append(base, "DATA", dst)...)
+	if err != nil {
+		t.Fatalf("receive: %v\n%s", err, stdout)
+	}
+	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("received %d bytes (%v), want %d", len(got), err, len(data))
+	}
+
+	// A file the server does not have: 2/205, exit code 4.
+	stdout, err = runClientCmd(t, newReceiveCommand(), append(base, "NOPE", filepath.Join(dir, "nope"))...)
+	if exitCode(err) != exitTransfer || json.Unmarshal([]byte(stdout), &r) != nil || r.Diagnostic == "" {
+		t.Fatalf("receive of an unknown file: exit %d (%v), report %q", exitCode(err), err, stdout)
+	}
+	// A wrong password: RCONNECT 3/304, exit code 3.
+	t.Setenv("VECTIS_PASSWORD", "wrong")
+	stdout, err = runClientCmd(t, newReceiveCommand(), append(base, "DATA", filepath.Join(dir, "x"))...)
+	if exitCode(err) != exitConnection || json.Unmarshal([]byte(stdout), &r) != nil || r.Diagnostic != "3/304" {
+		t.Fatalf("wrong password: exit %d (%v), report %q", exitCode(err), err, stdout)
 	}
 }

@@ -15,7 +15,7 @@ type RejectedError struct {
 }
 
 func (e *RejectedError) Error() string {
-	s := fmt.Sprintf("connection refused by server (RCONNECT %s: %s)", e.Diagnostic, e.Diagnostic.Text())
+	s := fmt.Sprintf("connection refused by server (RCONNECT %s: %s)", e.Diagnostic.String(), e.Diagnostic.Text())
 	if e.Text != "" {
 		s += ": " + e.Text
 	}
@@ -31,7 +31,7 @@ type AbortError struct {
 }
 
 func (e *AbortError) Error() string {
-	return fmt.Sprintf("aborted by server (ABORT %s: %s)", e.Diagnostic, e.Diagnostic.Text())
+	return fmt.Sprintf("aborted by server (ABORT %s: %s)", e.Diagnostic.String(), e.Diagnostic.Text())
 }
 
 // Unwrap exposes the diagnostic to errors.Is/As.
@@ -48,7 +48,7 @@ type TransferError struct {
 }
 
 func (e *TransferError) Error() string {
-	s := fmt.Sprintf("%s: %s: %s", e.Op, e.Diagnostic, e.Diagnostic.Text())
+	s := fmt.Sprintf("%s: %s: %s", e.Op, e.Diagnostic.String(), e.Diagnostic.Text())
 	if e.EndCode != 0 {
 		s += fmt.Sprintf(" (end code %d)", e.EndCode)
 	}
@@ -69,7 +69,7 @@ type ProtocolError struct {
 }
 
 func (e *ProtocolError) Error() string {
-	return fmt.Sprintf("server protocol error (%s): %s", e.Diagnostic, e.Msg)
+	return fmt.Sprintf("server protocol error (%s): %s", e.Diagnostic.String(), e.Msg)
 }
 
 // Unwrap exposes the diagnostic to errors.Is/As.
