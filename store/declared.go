@@ -5,6 +5,9 @@ import (
 	"fmt"
 )
 
+// declaredLockKey serialises ApplyDeclared across processes ("vdecl").
+const declaredLockKey = 0x7664656300
+
 // ApplyResult counts the rows ApplyDeclared created or changed.
 type ApplyResult struct {
 	Created int `json:"created"`
@@ -49,6 +52,14 @@ func (s *Store) ApplyDeclared(ctx context.Context, d Declared) (_ ApplyResult, e
 	var res ApplyResult
 	err = s.inTx(ctx, func(t tx) ([]Change, error) {
 		res = ApplyResult{}
+		if s.d.name == DriverPostgres {
+			// Pods starting together would otherwise both see a new
+			// partner as missing and collide on INSERT (SELECT ... FOR
+			// UPDATE cannot lock a row that does not exist yet).
+			if _, err := t.exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(declaredLockKey)); err != nil {
+				return nil, err
+			}
+		}
 		var changes []Change
 		note := func(kind ChangeKind, id string, op ChangeOp) {
 			changes = append(changes, Change{kind, id, op})
@@ -78,6 +89,13 @@ func (s *Store) ApplyDeclared(ctx context.Context, d Declared) (_ ApplyResult, e
 				return nil, err
 			}
 			hashChanged := hashes[i] != "" && hashes[i] != curHash
+			if hashChanged && dp.PasswordHash == "" && dp.Password != "" {
+				// Another process stored its own salted hash of the same
+				// password meanwhile: that is no change.
+				if ok, _ := VerifyPassword(curHash, dp.Password); ok {
+					hashChanged = false
+				}
+			}
 			if partnerEqual(cur, p) && !hashChanged {
 				continue
 			}

@@ -41,6 +41,7 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"Purge", testPurge},
 		{"UsersAndTokens", testUsersAndTokens},
 		{"ApplyDeclaredIdempotent", testApplyDeclared},
+		{"ApplyDeclaredConcurrent", testApplyDeclaredConcurrent},
 		{"Subscribe", testSubscribe},
 		{"Metrics", testMetrics},
 	}
@@ -935,6 +936,45 @@ func testApplyDeclared(t *testing.T, newConfig NewConfig) {
 	d.Servers = append(d.Servers, SampleServer("PESITSRV"))
 	_, err = s.ApplyDeclared(ctx, d)
 	mustIs(t, err, store.ErrInvalid, "duplicate declaration")
+}
+
+// testApplyDeclaredConcurrent: three nodes starting at once apply the same
+// declaration; all succeed and the rows are created exactly once.
+func testApplyDeclaredConcurrent(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	cfg := newConfig(t)
+	stores := []*store.Store{Open(t, cfg)}
+	for range 2 {
+		if stores[0].Driver() == store.DriverPostgres {
+			stores = append(stores, Open(t, cfg))
+		} else {
+			stores = append(stores, stores[0])
+		}
+	}
+	results := make([]store.ApplyResult, len(stores))
+	errs := make([]error, len(stores))
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = s.ApplyDeclared(ctx, Declaration())
+		}()
+	}
+	wg.Wait()
+	var created, updated int
+	for i := range stores {
+		must(t, errs[i], fmt.Sprintf("node %d apply", i))
+		created += results[i].Created
+		updated += results[i].Updated
+	}
+	if created != 5 || updated != 0 {
+		t.Fatalf("concurrent applies created %d and updated %d rows, want 5 and 0 (%+v)", created, updated, results)
+	}
+	sn := takeSnapshot(t, ctx, stores[0])
+	if len(sn.Partners) != 2 || len(sn.Files) != 2 || len(sn.Servers) != 1 {
+		t.Fatalf("rows after concurrent apply: %+v", sn)
+	}
 }
 
 func testSubscribe(t *testing.T, newConfig NewConfig) {
