@@ -1,12 +1,16 @@
 package chart_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -235,4 +239,61 @@ func copyChart(t *testing.T) string {
 		t.Fatalf("copy chart: %v", err)
 	}
 	return dst
+}
+
+// TestPackage: the packaged chart leaves the Go tests out and keeps the
+// files the templates read (the dashboard and the rules).
+func TestPackage(t *testing.T) {
+	dir := t.TempDir()
+	if out, stderr, err := helm(t, "package", chartDir, "--destination", dir); err != nil {
+		t.Fatalf("helm package: %v\n%s%s", err, out, stderr)
+	}
+	tgz, err := filepath.Glob(filepath.Join(dir, "vectis-*.tgz"))
+	if err != nil || len(tgz) != 1 {
+		t.Fatalf("packaged chart: %v %v", tgz, err)
+	}
+	names := tarNames(t, tgz[0])
+	for _, n := range names {
+		if strings.HasSuffix(n, ".go") {
+			t.Errorf("the package contains %s", n)
+		}
+	}
+	for _, want := range []string{"vectis/files/vectis-dashboard.json", "vectis/files/vectis-rules.yaml", "vectis/values.schema.json"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("the package lacks %s", want)
+		}
+	}
+	out, stderr, err := helm(t, "template", release, tgz[0], "--namespace", namespace,
+		"--set", "metrics.grafanaDashboard.enabled=true", "--set", "metrics.prometheusRule.enabled=true")
+	if err != nil {
+		t.Fatalf("helm template of the package: %v\n%s", err, stderr)
+	}
+	ms := parseManifests(t, out)
+	ms.find(t, "ConfigMap", fullname+"-dashboard")
+	ms.find(t, "PrometheusRule", fullname)
+}
+
+func tarNames(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+	}
 }
