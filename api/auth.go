@@ -259,11 +259,34 @@ func (au *authenticator) bearer(ctx context.Context, token string) (*Principal, 
 	if !t.ExpiresAt.IsZero() && !au.now().Before(t.ExpiresAt) {
 		return nil, fmt.Errorf("%w: expired token %s", errBadCredentials, t.ID)
 	}
-	name := t.User
-	if name == "" {
-		name = "token:" + t.ID
+	if t.User == "" {
+		return &Principal{Name: "token:" + t.ID, Role: t.Role, Method: "token", TokenID: t.ID}, nil
 	}
-	return &Principal{Name: name, Role: t.Role, Method: "token", TokenID: t.ID}, nil
+	// A token never grants more than its owner has now: demoting a user
+	// demotes the tokens it created.
+	owner, err := au.currentRole(ctx, t.User)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w: token %s belongs to a deleted user", errBadCredentials, t.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	role := t.Role
+	if roleRank(owner) < roleRank(role) {
+		role = owner
+	}
+	return &Principal{Name: t.User, Role: role, Method: "token", TokenID: t.ID}, nil
+}
+
+func (au *authenticator) currentRole(ctx context.Context, user string) (store.Role, error) {
+	if su, ok := au.static[user]; ok {
+		return su.Role, nil
+	}
+	u, err := au.users.GetUser(ctx, user)
+	if err != nil {
+		return "", err
+	}
+	return u.Role, nil
 }
 
 // authenticate identifies the caller or returns 401, 429 or 503.

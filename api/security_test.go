@@ -381,7 +381,18 @@ func TestTokensAndStoredUsers(t *testing.T) {
 		var at struct{ Token string }
 		e.must(201, alice, "POST", "/api/v1/tokens", map[string]any{"role": "viewer"}).json(t, &at)
 		e.must(200, cred{token: at.Token}, "GET", "/api/v1/whoami", nil)
+		// Demoting the owner demotes its token.
+		var atAdmin struct{ Token string }
+		e.must(201, alice, "POST", "/api/v1/tokens", map[string]any{"role": "admin"}).json(t, &atAdmin)
+		e.must(200, cred{token: atAdmin.Token}, "GET", "/api/v1/tokens", nil)
+		e.must(200, asAdmin, "PUT", "/api/v1/users/alice", map[string]any{"role": "viewer", "password": "alice-password-2"})
+		e.must(403, cred{token: atAdmin.Token}, "GET", "/api/v1/tokens", nil)
+		e.must(200, cred{token: atAdmin.Token}, "GET", "/api/v1/whoami", nil).json(t, &who)
+		if who.Role != store.RoleViewer {
+			t.Errorf("token of a demoted admin acts as %s", who.Role)
+		}
 		e.must(204, asAdmin, "DELETE", "/api/v1/users/alice", nil)
+		e.must(401, cred{token: atAdmin.Token}, "GET", "/api/v1/whoami", nil)
 		e.must(401, alice, "GET", "/api/v1/whoami", nil)
 		e.must(401, cred{token: at.Token}, "GET", "/api/v1/whoami", nil)
 		e.must(404, asAdmin, "GET", "/api/v1/users/alice", nil)
