@@ -256,7 +256,7 @@ func (p *peer) connect() {
 
 func (p *peer) release() {
 	p.t.Helper()
-	p.sendKind(fpdu.Release, diagParam(fpdu.DiagOK))
+	p.send(fpdu.New(fpdu.Release, p.srvID, 0x62, diagParam(fpdu.DiagOK)))
 	p.expect(fpdu.RelConf)
 	p.expectClosed()
 }

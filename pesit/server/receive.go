@@ -6,6 +6,7 @@ import (
 	"io/fs"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/fsm"
 )
 
 // receive handles WRITE and the data phase TDE02B..TDE07 (digest §4.1).
@@ -58,8 +59,15 @@ func (s *session) receiveLoop() error {
 	x := s.xfer
 	s.setReadDeadline(s.srv.cfg.InactivityTimeout)
 	for {
-		f, err := s.r.Next()
+		f, err := s.next()
 		if err != nil {
+			if v, ok := fsm.IsViolation(err); ok && v.Diag.Type() == 2 && !s.idtPending.Load() {
+				// 2/217, 2/222: the transfer, not the connection, is at fault.
+				if err := s.localIDT(v); err != nil {
+					return err
+				}
+				return s.awaitAckIDT(nil)
+			}
 			return s.readErr(err)
 		}
 		s.renewReadDeadline()
@@ -266,11 +274,10 @@ func (s *session) peerIDT(f *fpdu.FPDU) error {
 // is kept for a restart (PI 19 = 4 or 8) or dropped (12, 16).
 func (s *session) interrupted(d fpdu.Diagnostic, code uint64, why string) {
 	x := s.xfer
-	s.ab = true
 	s.dataPhase.Store(false)
 	s.idtPending.Store(false)
 	st := StatusCancelled
-	if code == endRestart || code == endSuspended {
+	if code == 0 || code == endRestart || code == endSuspended {
 		st = StatusInterrupted
 	}
 	if x.sink != nil {
@@ -288,6 +295,7 @@ func (s *session) interrupted(d fpdu.Diagnostic, code uint64, why string) {
 		d = fpdu.DiagVoluntaryStop
 	}
 	s.finish(st, d, fmt.Sprintf("%s (PI 19 = %d)", why, code))
+	x.resumable = st == StatusInterrupted
 }
 
 // awaitAckIDT waits for ACK(IDT) after we sent IDT, dropping the data that
@@ -299,7 +307,7 @@ func (s *session) awaitAckIDT(f *fpdu.FPDU) error {
 	for {
 		if f == nil {
 			var err error
-			if f, err = s.r.Next(); err != nil {
+			if f, err = s.next(); err != nil {
 				return s.readErr(err)
 			}
 		}

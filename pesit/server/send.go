@@ -237,6 +237,10 @@ func (sd *sender) queue(f *fpdu.FPDU) error {
 	if s.closed {
 		return fmt.Errorf("queue %v: connection closed", f.Kind)
 	}
+	if err := s.m.Sent(f); err != nil {
+		s.log.Error("refusing to send an invalid FPDU", "err", err)
+		return fmt.Errorf("queue %v: %w", f.Kind, err)
+	}
 	if err := s.w.Queue(f); err != nil {
 		return fmt.Errorf("queue %v: %w", f.Kind, err)
 	}

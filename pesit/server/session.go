@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/fsm"
 )
 
 // ourConnID is the connection id (ID.SRC) we use in connection FPDUs.
@@ -74,7 +75,10 @@ type session struct {
 	syncWindow uint8
 	resync     bool
 
-	ab   bool // digest §4: set by IDT, cleared by DESELECT
+	// m is the responder state machine: the authority on which FPDU is
+	// valid where, the flags (ab) and the sync window. Guarded by wmu, since
+	// the admin API may send an IDT while the session goroutine reads.
+	m    *fsm.Machine
 	xfer *transfer
 
 	// Shared with other goroutines.
@@ -93,7 +97,7 @@ type session struct {
 }
 
 func newSession(srv *Server, c net.Conn) *session {
-	ss := &session{srv: srv, conn: c}
+	ss := &session{srv: srv, conn: c, m: fsm.NewResponder()}
 	ss.log = srv.log.With("peer", c.RemoteAddr().String())
 	ss.onArticle = ss.receiveArticle
 	return ss
@@ -379,9 +383,6 @@ func (s *session) fileSelected() error {
 		case f.Kind == fpdu.Abort:
 			return s.peerAbort(f)
 		case f.Kind == fpdu.Orf && !open:
-			if s.ab {
-				return abortf(fpdu.DiagProtocolError, "ORF after an interruption, before DESELECT")
-			}
 			ack := fpdu.FPDU{Kind: fpdu.AckOrf, DstID: s.peerID}
 			ack.Params.AddDiagnostic(fpdu.DiagOK)
 			// Compression is refused by answering "none" (digest §7).
@@ -399,19 +400,18 @@ func (s *session) fileSelected() error {
 			if err := s.writeAck(fpdu.AckDeselect, fpdu.DiagOK); err != nil {
 				return err
 			}
-			s.ab = false
 			s.endTransfer(nil)
 			return nil
 		case f.Kind == fpdu.Write && open && s.xfer.dir == DirectionReceive:
-			if s.ab || s.xfer.finished {
-				return abortf(fpdu.DiagProtocolError, "WRITE on a finished or interrupted transfer")
+			if err := s.resumeInPlace(); err != nil {
+				return err
 			}
 			if err := s.receive(f); err != nil {
 				return err
 			}
 		case f.Kind == fpdu.Read && open && s.xfer.dir == DirectionSend:
-			if s.ab || s.xfer.finished {
-				return abortf(fpdu.DiagProtocolError, "READ on a finished or interrupted transfer")
+			if err := s.resumeInPlace(); err != nil {
+				return err
 			}
 			if err := s.send(f); err != nil {
 				return err
@@ -429,16 +429,28 @@ func stateName(open bool) string {
 	return "selected"
 }
 
-// next reads one FPDU; data FPDUs are not logged.
+// next reads the next FPDU that the state machine accepts. FPDUs it says
+// to ignore (collisions with our IDT or RESYN) are dropped; an invalid one
+// is an error wrapping a *fsm.Violation. Data FPDUs are not logged.
 func (s *session) next() (*fpdu.FPDU, error) {
-	f, err := s.r.Next()
-	if err != nil {
-		return nil, err
+	for {
+		f, err := s.r.Next()
+		if err != nil {
+			return nil, err
+		}
+		if s.srv.cfg.DebugFPDU && !f.Kind.IsData() {
+			s.log.Debug("fpdu received", "fpdu", f.String())
+		}
+		s.wmu.Lock()
+		act, err := s.m.Received(f)
+		s.wmu.Unlock()
+		if err != nil {
+			return f, err
+		}
+		if act != fsm.Ignore {
+			return f, nil
+		}
 	}
-	if s.srv.cfg.DebugFPDU && !f.Kind.IsData() {
-		s.log.Debug("fpdu received", "fpdu", f.String())
-	}
-	return f, nil
 }
 
 // setReadDeadline arms the timer for the next read.
@@ -471,6 +483,9 @@ func (s *session) renewWriteDeadline() {
 func (s *session) readErr(err error) error {
 	if d := fpdu.Diagnostic(s.killed.Load()); d != 0 {
 		return fmt.Errorf("aborted locally (%v): %w", d, err)
+	}
+	if v, ok := fsm.IsViolation(err); ok {
+		return abortf(v.Diag, "%v", v)
 	}
 	if isTimeout(err) {
 		return abortf(fpdu.DiagTimerExpired, "peer silent: %v", err)
@@ -523,6 +538,11 @@ func (s *session) writeLocked(f *fpdu.FPDU) error {
 	if s.closed {
 		return fmt.Errorf("write %v: %w", f.Kind, net.ErrClosed)
 	}
+	if err := s.m.Sent(f); err != nil {
+		// The machine refuses what we may not send: a bug here, not the peer.
+		s.log.Error("refusing to send an invalid FPDU", "err", err)
+		return fmt.Errorf("send %v: %w", f.Kind, err)
+	}
 	if s.srv.cfg.DebugFPDU && !f.Kind.IsData() {
 		s.log.Debug("fpdu sent", "fpdu", f.String())
 	}
@@ -551,6 +571,7 @@ func (s *session) sendAbort(d fpdu.Diagnostic) {
 	if s.w != nil {
 		a := fpdu.NewAbort(s.peerID, ourConnID, d)
 		a.AbortPIForm = s.srv.cfg.AbortPIForm
+		s.m.Sent(a) // an ABORT goes out whatever the state
 		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		if err := s.w.Write(a); err != nil {
 			s.log.Debug("abort not delivered", "err", err)

@@ -105,13 +105,13 @@ func TestObservability(t *testing.T) {
 	var sessions, transfers int
 	for _, s := range e.spans.Ended() {
 		for _, a := range s.Attributes() {
-			if strings.Contains(a.Value.Emit(), password) {
+			if strings.Contains(a.Value.String(), password) {
 				t.Errorf("span %s attribute %s holds the password", s.Name(), a.Key)
 			}
 		}
 		attrs := map[string]string{}
 		for _, a := range s.Attributes() {
-			attrs[string(a.Key)] = a.Value.Emit()
+			attrs[string(a.Key)] = a.Value.String()
 		}
 		switch s.Name() {
 		case "pesit.session":

@@ -70,7 +70,8 @@ type transfer struct {
 	lastSync   syncPoint   // receive: last durable point
 	dtfEndDiag fpdu.Diagnostic
 
-	finished bool // outcome recorded
+	finished  bool // outcome recorded
+	resumable bool // interrupted by IDT code 4: a new WRITE/READ may resume
 }
 
 func (x *transfer) counts() (bytes, articles int64) {
@@ -516,4 +517,42 @@ func (s *session) message(f *fpdu.FPDU) error {
 		ack.Params.AddUint(fpdu.PITransferID, pi13)
 	}
 	return s.write(&ack)
+}
+
+// resumeInPlace prepares a new WRITE or READ in the same selection after an
+// IDT with PI 19 = 4 (the state machine refuses one after 8, 12 or 16): the
+// transfer restarts from its last durable sync point, journaled as a
+// restart of the interrupted record.
+func (s *session) resumeInPlace() error {
+	x := s.xfer
+	if !x.finished {
+		return nil
+	}
+	if !x.resumable {
+		return abortf(fpdu.DiagProtocolError, "new data phase after the transfer ended")
+	}
+	srv := s.srv
+	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: x.vf.ID, Direction: x.dir,
+		PeSITID: x.pesitID, Restart: true, RestartOf: x.id, DeclaredSize: x.declared, Started: srv.now()}
+	if x.dir == DirectionReceive {
+		t.Path, t.TempPath = x.finalAbs, filepath.Join(x.vf.ReceiveDir, x.tempRel)
+	} else {
+		t.Path = x.srcPath
+	}
+	id, err := srv.jnl.Begin(s.ctx, t)
+	if err != nil {
+		return abortf(fpdu.DiagCongestion, "journal unavailable: %v", err)
+	}
+	srv.trackTransfer(x.id, nil)
+	x.restart = &RestartState{TransferID: x.id, Path: t.Path, TempPath: t.TempPath,
+		Sync: x.lastSync.num, Offset: x.lastSync.offset, Articles: x.lastSync.articles}
+	x.id, x.started, x.finished, x.resumable = id, t.Started, false, false
+	x.sink = nil // receive reopens the temporary file at the point
+	s.xferID.Store(id)
+	srv.trackTransfer(id, s)
+	if srv.met != nil {
+		srv.met.Restarts.Inc()
+	}
+	s.log.Info("transfer resumed in place", "id", id, "restart_of", t.RestartOf, "point", x.lastSync.num)
+	return nil
 }

@@ -24,7 +24,6 @@ type pulled struct {
 	data     []byte
 	articles int
 	syncs    map[uint64]int // sync number -> data offset
-	maxFrame int
 	ended    bool
 }
 
@@ -215,11 +214,12 @@ func TestPullRestart(t *testing.T) {
 	q.release()
 }
 
-// TestPushRestart: a push interrupted by a dropped line or by IDT (PI 19 = 4)
-// resumes from ACK(WRITE) PI 18 = the last durable sync point; the partial
-// file stays hidden until the end.
+// TestPushRestart: a push interrupted by a dropped line or by IDT resumes
+// from ACK(WRITE) PI 18 = the last durable sync point: on a new connection
+// with CREATE PI 15 = 1, or in place after IDT PI 19 = 4. The partial file
+// stays hidden until the end.
 func TestPushRestart(t *testing.T) {
-	for _, how := range []string{"drop", "idt"} {
+	for _, how := range []string{"drop", "suspend", "in place"} {
 		t.Run(how, func(t *testing.T) {
 			e := newEnv(t, nil)
 			data := randomData(200_000, 5)
@@ -230,15 +230,28 @@ func TestPushRestart(t *testing.T) {
 				t.Fatalf("new transfer restart point %d", pt)
 			}
 			pushArticles(t, p, data[:65536+10240], 0) // SYN 1 and 2 acknowledged, 10 KiB beyond
-			if how == "drop" {
+			q := p
+			switch how {
+			case "drop":
 				p.c.Close()
-			} else {
-				p.sendKind(fpdu.IDT, diagParam(fpdu.DiagTransmissionError), uintParam(fpdu.PIEndCode, 4))
+			case "suspend":
+				p.sendKind(fpdu.IDT, diagParam(fpdu.DiagVoluntaryStop), uintParam(fpdu.PIEndCode, 8))
 				p.expect(fpdu.AckIDT)
 				p.sendKind(fpdu.Write) // `ab` is set: WRITE is invalid until DESELECT
 				p.expectDiag(fpdu.Abort, fpdu.DiagProtocolError)
+			case "in place":
+				p.sendKind(fpdu.IDT, diagParam(fpdu.DiagTransmissionError), uintParam(fpdu.PIEndCode, 4))
+				p.expect(fpdu.AckIDT)
 			}
-			waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+			if how != "in place" {
+				waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+				q = dial(t, e.srv.Addr())
+				q.connect()
+				q.raw(createFrame(q.srvID, createOpts{file: "TESTFILE", pi13: 0x0024CA, restart: true}))
+				q.expectDiag(fpdu.AckCreate, fpdu.DiagOK)
+				q.sendKind(fpdu.Orf)
+				q.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+			}
 			left := files(t, e.recvDir)
 			if len(left) != 1 || !strings.HasPrefix(left[0], ".TESTFILE.") || !strings.HasSuffix(left[0], ".part") {
 				t.Fatalf("after the interruption: %v, want one hidden .part", left)
@@ -246,11 +259,8 @@ func TestPushRestart(t *testing.T) {
 			if _, err := os.Stat(final); !errors.Is(err, fs.ErrNotExist) {
 				t.Fatal("partial file visible under its final name")
 			}
-
-			q := dial(t, e.srv.Addr())
-			q.connect()
-			pt := q.openForWrite(createOpts{file: "TESTFILE", pi13: 0x0024CA, restart: true})
-			if pt != 2 {
+			q.sendKind(fpdu.Write)
+			if pt, _ := q.expectDiag(fpdu.AckWrite, fpdu.DiagOK).Params.Uint(fpdu.PIRestartPoint); pt != 2 {
 				t.Fatalf("ACK(WRITE) PI 18 = %d, want 2", pt)
 			}
 			pushArticles(t, q, data[65536:], 2)
@@ -267,7 +277,7 @@ func TestPushRestart(t *testing.T) {
 			}
 			recs := e.jnl.Records()
 			if len(recs) != 2 || recs[0].Outcome.Status != server.StatusInterrupted || recs[1].Transfer.RestartOf != recs[0].ID ||
-				recs[1].Outcome.Status != server.StatusDone {
+				recs[1].Outcome.Status != server.StatusDone || !recs[1].Transfer.Restart {
 				t.Fatalf("journal: %+v", recs)
 			}
 		})
