@@ -86,7 +86,9 @@ func expandName(pattern string, v nameVars) (string, error) {
 }
 
 // tempNameFor is the temporary name of a file being received: hidden, in the
-// same directory as the final name, so that the final rename is atomic.
-func tempNameFor(rel, unique string) string {
-	return filepath.Join(filepath.Dir(rel), "."+filepath.Base(rel)+"."+unique+".part")
+// same directory as the final name, so that the final rename is atomic. It
+// is derived from the final name alone, so that a restart finds it even when
+// the journal did not keep it (another node after a failover, for one).
+func tempNameFor(rel string) string {
+	return filepath.Join(filepath.Dir(rel), "."+filepath.Base(rel)+".part")
 }

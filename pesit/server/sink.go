@@ -29,14 +29,15 @@ type sink struct {
 	closed   bool
 }
 
-// createSink opens a new temporary file in root.
+// createSink opens a new, empty temporary file in root. A leftover of an
+// earlier transfer to the same name is replaced: a new transfer supersedes it.
 func createSink(root *os.Root, tempRel, finalRel string, bufSize int) (*sink, error) {
 	if d := filepath.Dir(tempRel); d != "." {
 		if err := root.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("create directory %s: %w", d, err)
 		}
 	}
-	f, err := root.OpenFile(tempRel, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := root.OpenFile(tempRel, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", tempRel, err)
 	}

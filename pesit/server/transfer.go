@@ -186,7 +186,10 @@ func (s *session) create(f *fpdu.FPDU) error {
 	}()
 	if found {
 		fr, err1 := relIn(vf.ReceiveDir, rs.Path)
-		tr, err2 := relIn(vf.ReceiveDir, rs.TempPath)
+		tr, err2 := tempNameFor(fr), error(nil)
+		if rs.TempPath != "" {
+			tr, err2 = relIn(vf.ReceiveDir, rs.TempPath)
+		}
 		if err1 == nil && err2 == nil {
 			x.restart, x.finalRel, x.tempRel = &rs, fr, tr
 		} else {
@@ -199,7 +202,7 @@ func (s *session) create(f *fpdu.FPDU) error {
 			return s.refuseFile(fpdu.AckCreate, fpdu.DiagTransferRefused, "target name: %v", err)
 		}
 		x.finalRel = rel
-		x.tempRel = tempNameFor(rel, uuid.NewString()[:8])
+		x.tempRel = tempNameFor(rel)
 	}
 	x.finalAbs = filepath.Join(vf.ReceiveDir, x.finalRel)
 	if _, err := root.Lstat(x.finalRel); err == nil && !vf.Overwrite {

@@ -219,9 +219,10 @@ func TestPullRestart(t *testing.T) {
 // with CREATE PI 15 = 1, or in place after IDT PI 19 = 4. The partial file
 // stays hidden until the end.
 func TestPushRestart(t *testing.T) {
-	for _, how := range []string{"drop", "suspend", "in place"} {
+	for _, how := range []string{"drop", "drop, journal without temp path", "suspend", "in place"} {
 		t.Run(how, func(t *testing.T) {
 			e := newEnv(t, nil)
+			e.jnl.ForgetTempPaths = strings.Contains(how, "without temp path")
 			data := randomData(200_000, 5)
 			final := filepath.Join(e.recvDir, "TESTFILE")
 			p := dial(t, e.srv.Addr())
@@ -232,7 +233,7 @@ func TestPushRestart(t *testing.T) {
 			pushArticles(t, p, data[:65536+10240], 0) // SYN 1 and 2 acknowledged, 10 KiB beyond
 			q := p
 			switch how {
-			case "drop":
+			case "drop", "drop, journal without temp path":
 				p.c.Close()
 			case "suspend":
 				p.sendKind(fpdu.IDT, diagParam(fpdu.DiagVoluntaryStop), uintParam(fpdu.PIEndCode, 8))

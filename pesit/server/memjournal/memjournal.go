@@ -35,6 +35,9 @@ type Journal struct {
 	records []*Record
 	// SyncErr, when set, makes SyncPoint fail (a store outage).
 	SyncErr error
+	// ForgetTempPaths makes FindRestart return no TempPath, as a journal
+	// that does not persist it would after a failover.
+	ForgetTempPaths bool
 }
 
 var _ server.Journal = (*Journal)(nil)
@@ -94,6 +97,9 @@ func (j *Journal) FindRestart(_ context.Context, k server.RestartKey) (server.Re
 			return server.RestartState{}, false, nil
 		}
 		st := server.RestartState{TransferID: r.ID, Path: t.Path, TempPath: t.TempPath}
+		if j.ForgetTempPaths {
+			st.TempPath = ""
+		}
 		if n := len(r.Syncs); n > 0 {
 			s := r.Syncs[n-1]
 			st.Sync, st.Offset, st.Articles = s.Number, s.Offset, s.Articles
