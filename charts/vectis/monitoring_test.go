@@ -1,18 +1,24 @@
 package chart_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	pesitserver "github.com/vectis-ft/vectis/pesit/server"
 )
 
@@ -388,4 +394,54 @@ func TestMonitoringObjects(t *testing.T) {
 	if len(eps) != 1 || ep["port"] != api.Spec.Ports[0].Name || ep["path"] != "/metrics" {
 		t.Errorf("ServiceMonitor endpoints %v, want port %s path /metrics", eps, api.Spec.Ports[0].Name)
 	}
+}
+
+// TestPromtool runs the Prometheus rule engine on the rules: syntax of the
+// file and of the chart's PrometheusRule, the unit tests of
+// deploy/prometheus/vectis-rules_test.yaml (alerts fire and stay quiet on
+// synthetic series), and the dashboard's queries through the PromQL parser.
+func TestPromtool(t *testing.T) {
+	promtool := testenv.Tool(t, "promtool")
+	run := func(args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, promtool, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("check", "rules", repoFile(t, rulesPath))
+	run("test", "rules", repoFile(t, "deploy/prometheus/vectis-rules_test.yaml"))
+
+	// The chart's version, with another threshold and extra labels.
+	ms := render(t, nil, "metrics.prometheusRule.enabled=true", "metrics.prometheusRule.transferFailureRatio=0.2",
+		"metrics.prometheusRule.additionalRuleLabels.team=payments")
+	spec, err := yaml.Marshal(ms.find(t, "PrometheusRule", fullname).Map["spec"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rendered := filepath.Join(dir, "rendered-rules.yaml")
+	writeFile(t, rendered, string(spec))
+	run("check", "rules", rendered)
+
+	// Dashboard queries as recording rules, Grafana variables filled in.
+	vars := strings.NewReplacer("$namespace", ".*", "$__rate_interval", "1m", "${datasource}", "prometheus")
+	var b strings.Builder
+	b.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	for i, e := range dashboardExprs(t, readFile(t, repoFile(t, dashboardPath))) {
+		// label_values(<selector>, <label>) is Grafana's, not PromQL: parse the selector.
+		if m := regexp.MustCompile(`^label_values\((.+),\s*[a-zA-Z_]+\)$`).FindStringSubmatch(e); m != nil {
+			e = m[1]
+		}
+		q, err := json.Marshal(vars.Replace(e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "      - record: dashboard:query_%d\n        expr: %s\n", i, q)
+	}
+	queries := filepath.Join(dir, "dashboard-queries.yaml")
+	writeFile(t, queries, b.String())
+	run("check", "rules", queries)
 }
