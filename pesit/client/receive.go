@@ -53,7 +53,6 @@ type receiver struct {
 	lastSync uint32
 	lastArm  time.Time
 	lastProg time.Time
-	werr     error
 	article  func([]byte) error
 }
 

@@ -152,7 +152,7 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 		cfg.TLSAddr = "127.0.0.1:0"
 		cfg.TLS = ts.pki.server
 	}
-	srv, err := server.New(cfg, server.Deps{Directory: dir, Journal: ts.jnl})
+	srv, err := server.New(cfg, server.Deps{Directory: dir, Journal: ts.jnl, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

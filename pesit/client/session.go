@@ -361,6 +361,7 @@ func (s *Session) readError(err error) error {
 // ioError marks the session broken and classifies err: a cancellation of the
 // caller's context, or a transport failure.
 func (s *Session) ioError(op string, err error) error {
+	s.log.Debug("pesit connection failed", "op", op, "err", err)
 	s.broken = true
 	_ = s.conn.Close()
 	if s.canceled.Load() {
