@@ -96,7 +96,9 @@ func (s *session) receiveLoop() error {
 			if x.inSeg {
 				return abortf(fpdu.DiagProtocolError, "SYN inside a segmented article")
 			}
-			if err := s.receiveSyn(f); err != nil {
+			if err := s.receiveSyn(f); errors.Is(err, errStop) {
+				return nil // interrupted: back in OF02
+			} else if err != nil {
 				return err
 			}
 		case fpdu.DTFEnd:
@@ -214,16 +216,10 @@ func (s *session) receiveSyn(f *fpdu.FPDU) error {
 		return abortf(fpdu.DiagBadParameter, "SYN %d after %d", n, x.syncNum)
 	}
 	if err := x.sink.sync(); err != nil {
-		if err := s.localIDT(ioDiag(err)); err != nil {
-			return err
-		}
-		return s.awaitAckIDT(nil)
+		return s.interruptAtSync(ioDiag(err))
 	}
 	if err := s.srv.jnl.SyncPoint(s.ctx, x.id, uint32(n), x.sink.bytes, x.sink.articles); err != nil {
-		if err := s.localIDT(fmt.Errorf("journal sync point: %w: %w", fpdu.DiagSystemError, err)); err != nil {
-			return err
-		}
-		return s.awaitAckIDT(nil)
+		return s.interruptAtSync(fmt.Errorf("journal sync point: %w: %w", fpdu.DiagSystemError, err))
 	}
 	x.syncNum, x.lastAck, x.sinceSync = uint32(n), uint32(n), 0
 	x.lastSync = syncPoint{num: uint32(n), offset: x.sink.bytes, articles: x.sink.articles}
@@ -238,6 +234,18 @@ func (s *session) receiveSyn(f *fpdu.FPDU) error {
 	*a = fpdu.FPDU{Kind: fpdu.AckSyn, DstID: s.peerID, Params: a.Params[:0]}
 	a.Params.AddUint(fpdu.PISyncNumber, n)
 	return s.write(a)
+}
+
+// interruptAtSync sends IDT when a sync point cannot be made durable (it is
+// then not acknowledged) and returns errStop once ACK(IDT) came back.
+func (s *session) interruptAtSync(cause error) error {
+	if err := s.localIDT(cause); err != nil {
+		return err
+	}
+	if err := s.awaitAckIDT(nil); err != nil {
+		return err
+	}
+	return errStop
 }
 
 // receiveResyn: the sender asks to resume from point p; we resume from our

@@ -33,14 +33,21 @@ type Sync struct {
 type Journal struct {
 	mu      sync.Mutex
 	records []*Record
-	// SyncErr, when set, makes SyncPoint fail (a store outage).
-	SyncErr error
+	syncErr error
 	// ForgetTempPaths makes FindRestart return no TempPath, as a journal
 	// that does not persist it would after a failover.
 	ForgetTempPaths bool
 }
 
 var _ server.Journal = (*Journal)(nil)
+
+// FailSyncPoints makes SyncPoint fail with err (nil: succeed), as a store
+// outage would.
+func (j *Journal) FailSyncPoints(err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.syncErr = err
+}
 
 // Begin implements server.Journal.
 func (j *Journal) Begin(_ context.Context, t server.Transfer) (int64, error) {
@@ -60,8 +67,8 @@ func (j *Journal) Begin(_ context.Context, t server.Transfer) (int64, error) {
 func (j *Journal) SyncPoint(_ context.Context, id int64, sync uint32, offset, articles int64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.SyncErr != nil {
-		return j.SyncErr
+	if j.syncErr != nil {
+		return j.syncErr
 	}
 	r := j.get(id)
 	if r == nil {
