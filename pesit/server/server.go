@@ -201,7 +201,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range s.listeners {
 		l.Close()
 	}
+	var idle []*session
+	for ss := range s.sessions {
+		if ss.idle.Load() {
+			idle = append(idle, ss)
+		}
+	}
 	s.mu.Unlock()
+	// Sessions with no transfer under way are not worth waiting for.
+	for _, ss := range idle {
+		ss.abort(fpdu.DiagAdministrativeStop, "server shutdown")
+	}
 
 	drained := make(chan struct{})
 	go func() {
@@ -345,6 +355,12 @@ func (s *Server) unclaimPath(p string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.receiving, p)
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
 }
 
 func (s *Server) countConn(result string) {

@@ -86,6 +86,7 @@ type session struct {
 	idtPending atomic.Bool   // we sent IDT and wait for ACK(IDT)
 	xferID     atomic.Int64  // journal id of the current transfer
 	killed     atomic.Uint32 // diagnostic of a local abort (Shutdown, cancel)
+	idle       atomic.Bool   // before CONNECT or between transfers: Shutdown need not wait
 	idtDiag    atomic.Uint32
 	idtCode    atomic.Uint32
 
@@ -98,6 +99,7 @@ type session struct {
 
 func newSession(srv *Server, c net.Conn) *session {
 	ss := &session{srv: srv, conn: c, m: fsm.NewResponder()}
+	ss.idle.Store(true)
 	ss.log = srv.log.With("peer", c.RemoteAddr().String())
 	ss.onArticle = ss.receiveArticle
 	return ss
@@ -164,7 +166,9 @@ func (s *session) serve() error {
 		s.span.SetAttributes(attribute.String("tls.version", tls.VersionName(st.Version)))
 	}
 	s.r = fpdu.NewReader(s.conn)
+	s.wmu.Lock() // Shutdown may abort concurrently
 	s.w = fpdu.NewWriter(s.conn)
+	s.wmu.Unlock()
 
 	pre, err := s.r.ReadPreConnection()
 	if err != nil {
@@ -185,6 +189,7 @@ func (s *session) serve() error {
 		s.srv.countConn("error")
 		return abortf(fpdu.DiagProtocolError, "%v before CONNECT", f.Kind)
 	}
+	s.idle.Store(false)
 	if err := s.connect(f); err != nil {
 		return err
 	}
@@ -235,7 +240,9 @@ func (s *session) authenticate(p Partner, password string) bool {
 func (s *session) connect(f *fpdu.FPDU) error {
 	srv := s.srv
 	cfg := &srv.cfg
+	s.wmu.Lock()
 	s.peerID = f.SrcID
+	s.wmu.Unlock()
 	refuse := func(d fpdu.Diagnostic, detail string, args ...any) error {
 		srv.countConn("refused")
 		srv.countDiag(d)
@@ -330,8 +337,14 @@ func (s *session) connect(f *fpdu.FPDU) error {
 // connected is state CN03: between transfers, guarded by Td.
 func (s *session) connected() error {
 	for {
+		if s.srv.isClosing() {
+			// A drain waits for transfers, not for idle sessions.
+			return abortf(fpdu.DiagAdministrativeStop, "server shutting down")
+		}
 		s.setReadDeadline(s.srv.cfg.IdleTimeout)
+		s.idle.Store(true)
 		f, err := s.next()
+		s.idle.Store(false)
 		if err != nil {
 			if isTimeout(err) {
 				return abortf(fpdu.DiagIdleTimeout, "idle for %v", s.srv.cfg.IdleTimeout)

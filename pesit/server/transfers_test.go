@@ -403,12 +403,18 @@ func TestShutdown(t *testing.T) {
 	p := dial(t, e.srv.Addr())
 	p.connect()
 	p.openForWrite(createOpts{file: "TESTFILE", pi13: 1})
-	// New connections are refused once shutdown starts.
+	idle := dial(t, e.srv.Addr())
+	idle.connect()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- e.srv.Shutdown(ctx) }()
+	// An idle session is not waited for; the one in a transfer is.
+	idle.expectDiag(fpdu.Abort, fpdu.DiagAdministrativeStop)
+	if d := time.Since(start); d > 200*time.Millisecond {
+		t.Fatalf("idle session aborted after %v", d)
+	}
 	p.expectDiag(fpdu.Abort, fpdu.DiagAdministrativeStop)
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Fatalf("aborted after %v, before the deadline", d)
