@@ -302,7 +302,9 @@ func (s *session) connect(f *fpdu.FPDU) error {
 		return refuse(d, "session limit for %q", p.ID)
 	}
 	s.partner, s.admitted = p, true
+	s.wmu.Lock() // other goroutines log under wmu
 	s.log = s.log.With("partner", p.ID)
+	s.wmu.Unlock()
 
 	// Sync points: the smaller interval and window win; absent = none.
 	var interval uint16
@@ -597,7 +599,7 @@ func (s *session) sendAbort(d fpdu.Diagnostic) {
 // abort is called by other goroutines (Shutdown, CancelTransfer).
 func (s *session) abort(d fpdu.Diagnostic, why string) {
 	s.killed.CompareAndSwap(0, uint32(d))
-	s.log.Warn("aborting session", "diag", d.String(), "reason", why)
+	s.srv.log.Warn("aborting session", "peer", s.conn.RemoteAddr().String(), "diag", d.String(), "reason", why)
 	s.sendAbort(d)
 }
 
