@@ -1,0 +1,69 @@
+//go:build e2e
+
+// Package e2e is the end-to-end suite of Vectis: the chart installed on a
+// Kubernetes control plane, pods that really run `vectis serve`, partners
+// that connect through the PeSIT Service, and the leader killed in every
+// way a cluster kills it. One suite, two backends behind Cluster: a local
+// control plane (always runnable, used by CI) and kind (where Docker is).
+package e2e
+
+import (
+	"context"
+	"time"
+)
+
+// Pod is one Vectis pod as the suite sees it.
+type Pod struct {
+	Name        string
+	UID         string
+	IP          string
+	Labels      map[string]string
+	Ready       bool
+	Terminating bool
+	Created     time.Time
+}
+
+// Cluster is what a scenario needs from a backend. Addresses it returns are
+// reachable from the test process.
+type Cluster interface {
+	// Backend names the backend in test output ("local", "kind").
+	Backend() string
+	// ClusterName is the Vectis cluster name (the etcd key prefix).
+	ClusterName() string
+	// Replicas is the Deployment's replica count.
+	Replicas() int
+	// Install installs the chart; it returns when the manifests are applied.
+	Install(ctx context.Context) error
+	// Pods lists the release's pods, terminating ones included.
+	Pods(ctx context.Context) ([]Pod, error)
+	// DeletePod deletes a pod; grace nil uses the pod's own grace period.
+	DeletePod(ctx context.Context, name string, grace *int64) error
+	// RolloutRestart patches the Deployment's template annotation, as
+	// `kubectl rollout restart` does.
+	RolloutRestart(ctx context.Context) error
+	// PodAPI is the base URL of a pod's admin API.
+	PodAPI(ctx context.Context, p Pod) (string, error)
+	// PodPeSIT is host:port of a pod's own PeSIT port (not the Service).
+	PodPeSIT(ctx context.Context, p Pod) (string, error)
+	// ServiceAddr is host:port of the PeSIT Service.
+	ServiceAddr() string
+	// Etcdctl runs etcdctl against Vectis' etcd and returns its standard
+	// output, also when ctx ends it (for commands that watch).
+	Etcdctl(ctx context.Context, args ...string) (string, error)
+	// PodLog is the log of a pod's process so far (empty when unknown).
+	PodLog(name string) string
+	// Dump writes diagnostics to the test log (called on failure).
+	Dump(logf func(string, ...any))
+}
+
+// Fixed by charts/vectis/ci/e2e-values.yaml.
+const (
+	labelKey       = "vectis-leader"
+	serverID       = "PESITSRV"
+	partnerID      = "CXCLIENT"
+	partnerPass    = "test123"
+	apiUser        = "admin"
+	apiPassword    = "e2e-admin"
+	clusterNameE2E = "vectis-e2e"
+	releaseName    = "vectis"
+)

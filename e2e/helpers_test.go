@@ -1,0 +1,269 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vectis-ft/vectis/pesit/client"
+)
+
+// clusterStatus is GET /api/cluster/status.
+type clusterStatus struct {
+	ClusterName string `json:"clusterName"`
+	IsLeader    bool   `json:"isLeader"`
+	Members     []struct {
+		Name     string `json:"name"`
+		Address  string `json:"address"`
+		IsLeader bool   `json:"isLeader"`
+	} `json:"members"`
+	MemberCount int    `json:"memberCount"`
+	Node        string `json:"node"`
+	Leader      string `json:"leader"`
+	Epoch       int64  `json:"epoch"`
+}
+
+// membersLeader is the leader according to the members list.
+func (s clusterStatus) membersLeader() string {
+	var l []string
+	for _, m := range s.Members {
+		if m.IsLeader {
+			l = append(l, m.Name)
+		}
+	}
+	return strings.Join(l, ",")
+}
+
+func podStatus(ctx context.Context, c Cluster, p Pod) (clusterStatus, error) {
+	var st clusterStatus
+	base, err := c.PodAPI(ctx, p)
+	if err != nil {
+		return st, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/cluster/status", nil)
+	if err != nil {
+		return st, err
+	}
+	req.SetBasicAuth(apiUser, apiPassword)
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("pod %s: status %s: %s", p.Name, resp.Status, b)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("pod %s: %w: %s", p.Name, err, b)
+	}
+	return st, nil
+}
+
+// clusterState is one consistent look at the cluster.
+type clusterState struct {
+	Pods     []Pod
+	Leader   Pod // the pod every status API names
+	Labelled []string
+	Statuses map[string]clusterStatus
+}
+
+// steadyState checks once that the cluster is settled: the replica count of
+// ready, non-terminating pods; every pod's status API names the same leader,
+// which is one of them and says isLeader, with every pod a member; exactly
+// one pod labelled and it is that leader (when wantLabel).
+func steadyState(ctx context.Context, c Cluster, wantLabel bool) (clusterState, error) {
+	var s clusterState
+	pods, err := c.Pods(ctx)
+	if err != nil {
+		return s, err
+	}
+	s.Pods = pods
+	if len(pods) != c.Replicas() {
+		return s, fmt.Errorf("%d pods, want %d", len(pods), c.Replicas())
+	}
+	s.Statuses = map[string]clusterStatus{}
+	leader := ""
+	for _, p := range pods {
+		if !p.Ready || p.Terminating {
+			return s, fmt.Errorf("pod %s ready=%v terminating=%v", p.Name, p.Ready, p.Terminating)
+		}
+		st, err := podStatus(ctx, c, p)
+		if err != nil {
+			return s, err
+		}
+		s.Statuses[p.Name] = st
+		if st.Leader == "" {
+			return s, fmt.Errorf("pod %s sees no leader", p.Name)
+		}
+		if leader == "" {
+			leader = st.Leader
+		} else if st.Leader != leader {
+			return s, fmt.Errorf("pods disagree on the leader: %s says %s, another says %s", p.Name, st.Leader, leader)
+		}
+		if st.MemberCount != c.Replicas() || len(st.Members) != c.Replicas() {
+			return s, fmt.Errorf("pod %s sees %d members (%d listed), want %d", p.Name, st.MemberCount, len(st.Members), c.Replicas())
+		}
+		if ml := st.membersLeader(); ml != leader {
+			return s, fmt.Errorf("pod %s: members mark %q as leader, leader field says %q", p.Name, ml, leader)
+		}
+		if st.IsLeader != (p.Name == leader) {
+			return s, fmt.Errorf("pod %s: isLeader=%v but the leader is %s", p.Name, st.IsLeader, leader)
+		}
+		if st.ClusterName != c.ClusterName() {
+			return s, fmt.Errorf("pod %s: cluster %q, want %q", p.Name, st.ClusterName, c.ClusterName())
+		}
+		if p.Labels[labelKey] == "true" {
+			s.Labelled = append(s.Labelled, p.Name)
+		}
+	}
+	i := slices.IndexFunc(pods, func(p Pod) bool { return p.Name == leader })
+	if i < 0 {
+		return s, fmt.Errorf("leader %s is not one of the pods", leader)
+	}
+	s.Leader = pods[i]
+	for _, p := range pods {
+		var names []string
+		for _, m := range s.Statuses[p.Name].Members {
+			names = append(names, m.Name)
+		}
+		sort.Strings(names)
+		for _, q := range pods {
+			if !slices.Contains(names, q.Name) {
+				return s, fmt.Errorf("pod %s: %s is not among the members %v", p.Name, q.Name, names)
+			}
+		}
+	}
+	if wantLabel && (len(s.Labelled) != 1 || s.Labelled[0] != leader) {
+		return s, fmt.Errorf("labelled pods %v, want exactly the leader %s (is the k8s labeller wired into vectis serve?)", s.Labelled, leader)
+	}
+	return s, nil
+}
+
+// waitSteady waits until steadyState holds (labels included).
+func waitSteady(ctx context.Context, t testing.TB, c Cluster, timeout time.Duration) clusterState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		s, err := steadyState(ctx, c, true)
+		if err == nil {
+			return s
+		}
+		last = err
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			t.Fatalf("cluster not steady after %v: %v", timeout, last)
+		}
+	}
+}
+
+func pesitConfig(addr string) client.Config {
+	return client.Config{
+		Addr: addr, RequesterID: partnerID, ServerID: serverID, Password: partnerPass,
+		DialTimeout: time.Second, Timeout: 5 * time.Second,
+	}
+}
+
+// connectOnce opens a PeSIT session (CONNECT/ACONNECT) through addr and
+// releases it.
+func connectOnce(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	s, err := client.Dial(ctx, pesitConfig(addr))
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Release(ctx)
+}
+
+// timeToConnect polls CONNECT through the Service every 20 ms until one
+// succeeds and returns the time since from.
+func timeToConnect(ctx context.Context, c Cluster, from time.Time, timeout time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if err := connectOnce(ctx, c.ServiceAddr()); err == nil {
+			return time.Since(from), nil
+		} else {
+			last = err
+		}
+		if !sleepCtx(ctx, 20*time.Millisecond) {
+			return 0, fmt.Errorf("no CONNECT through the Service within %v: %v", timeout, last)
+		}
+	}
+}
+
+// acceptingPods are the pods whose own PeSIT port accepts a TCP connection.
+func acceptingPods(ctx context.Context, c Cluster, pods []Pod) []string {
+	var out []string
+	for _, p := range pods {
+		a, err := c.PodPeSIT(ctx, p)
+		if err != nil {
+			continue
+		}
+		d := net.Dialer{Timeout: 200 * time.Millisecond}
+		if conn, err := d.DialContext(ctx, "tcp", a); err == nil {
+			conn.Close()
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// logEvent is one JSON log line of a pod.
+type logEvent struct {
+	Time time.Time `json:"time"`
+	Msg  string    `json:"msg"`
+}
+
+// firstLog returns the first log line of any of the named pods, after
+// since, whose message is one of msgs.
+func firstLog(c Cluster, pods []string, since time.Time, msgs ...string) (logEvent, bool) {
+	var best logEvent
+	found := false
+	for _, name := range pods {
+		sc := bufio.NewScanner(strings.NewReader(c.PodLog(name)))
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var ev logEvent
+			if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Time.Before(since) || !slices.Contains(msgs, ev.Msg) {
+				continue
+			}
+			if !found || ev.Time.Before(best.Time) {
+				best, found = ev, true
+			}
+			break
+		}
+	}
+	return best, found
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(p*float64(len(s))+0.999999) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(s) {
+		i = len(s) - 1
+	}
+	return s[i]
+}
