@@ -64,5 +64,9 @@ bench-failover: build
 tools:
 	./tools/build.sh $(TOOLS_BIN)
 
+IMAGE ?= vectis:$(VERSION)
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) -t $(IMAGE) .
+
 clean:
 	rm -rf bin

@@ -69,7 +69,7 @@ vectis:
 	if cfg.Cluster.TTL != 7*time.Second {
 		t.Errorf("ttl = %s, want the file's 7s", cfg.Cluster.TTL)
 	}
-	if got := strings.Join(cfg.Cluster.Etcd.Endpoints, ","); got != "http://127.0.0.1:2,http://127.0.0.1:3" {
+	if got := strings.Join(cfg.Cluster.Etcd.Endpoints, " "); got != "http://127.0.0.1:2 http://127.0.0.1:3" {
 		t.Errorf("endpoints = %q, want the environment's list", got)
 	}
 	if cfg.Store.URL != "postgres://env" {
@@ -171,5 +171,13 @@ func TestBindAddressFillsPortOnlyListens(t *testing.T) {
 	}
 	if got := BindHost(":5000", "127.0.0.7"); got != "127.0.0.7:5000" {
 		t.Errorf("BindHost = %q", got)
+	}
+}
+
+func TestMisspeltKeyIsRejected(t *testing.T) {
+	p := writeFile(t, "vectis:\n  cluster:\n    enabeld: true\n")
+	_, err := Load(Source{File: p})
+	if err == nil || !strings.Contains(err.Error(), "enabeld") {
+		t.Fatalf("misspelt key: %v, want an error naming it", err)
 	}
 }

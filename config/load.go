@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
@@ -73,7 +74,17 @@ func Load(src Source) (*Config, error) {
 	}
 
 	cfg := Default()
-	if err := k.UnmarshalWithConf("vectis", &cfg, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+	dc := &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			// VECTIS_CLUSTER_ETCD_ENDPOINTS=a,b is a list.
+			mapstructure.StringToSliceHookFunc(","),
+		),
+		WeaklyTypedInput: true,
+		// A misspelt key must not be silently ignored.
+		ErrorUnused: true,
+	}
+	if err := k.UnmarshalWithConf("vectis", &cfg, koanf.UnmarshalConf{Tag: "koanf", DecoderConfig: dc}); err != nil {
 		return nil, fmt.Errorf("decode configuration: %w", err)
 	}
 	if err := cfg.applyEnvironment(env); err != nil {
