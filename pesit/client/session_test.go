@@ -1,0 +1,104 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
+
+// TestPreConnection sends the EBCDIC pre-connection message before CONNECT;
+// the server checks it (ACK0) or refuses it (NAK0).
+func TestPreConnection(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ts := startServer(t, serverOpts{syncKB: 32, window: 2})
+	cfg := ts.config(false, 32, 2)
+	cfg.PreConnection = true
+	s, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("dial with pre-connection: %v", err)
+	}
+	if err := s.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Password = "nope"
+	_, err = Dial(ctx, cfg)
+	var re *RejectedError
+	if !errors.As(err, &re) || re.Diagnostic != fpdu.DiagNotAuthorised {
+		t.Fatalf("pre-connection with a bad password: %v, want a refusal", err)
+	}
+}
+
+// TestCancel cancels the context in the middle of a push: Send returns at
+// once with context.Canceled, which is not retried.
+func TestCancel(t *testing.T) {
+	ts := startServer(t, serverOpts{syncKB: 4, window: 1, entity: 4096})
+	src := writeRandom(t, t.TempDir(), "src.bin", 64<<20, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := Dial(ctx, ts.config(false, 4, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err = s.Send(ctx, SendRequest{Source: src, VirtualFile: "CANCEL"})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled push: %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("cancellation took %v", d)
+	}
+	if Retryable(err) {
+		t.Fatal("a cancellation must not be retried")
+	}
+	// Push with retries stops too.
+	res, err := Push(ctx, ts.config(false, 4, 1), SendRequest{Source: src, VirtualFile: "CANCEL2"}, Retry{Retries: 5})
+	if err == nil || res.Attempts != 1 {
+		t.Fatalf("Push with a cancelled context: %+v %v", res, err)
+	}
+}
+
+// TestAbortForms answers CONNECT with an ABORT in the bare form (CX) and in
+// the PI form (pesitwizard); both reach the caller as an *AbortError with the
+// diagnostic.
+func TestAbortForms(t *testing.T) {
+	for _, piForm := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			r, w := fpdu.NewReader(c), fpdu.NewWriter(c)
+			f, err := r.Next()
+			if err != nil {
+				return
+			}
+			var opts []fpdu.AbortOption
+			if piForm {
+				opts = append(opts, fpdu.WithAbortPIForm())
+			}
+			_ = w.Write(fpdu.NewAbort(f.SrcID, 0x61, fpdu.DiagCallBackLater, opts...))
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = Dial(ctx, Config{Addr: ln.Addr().String(), RequesterID: "C", ServerID: "S"})
+		cancel()
+		var ae *AbortError
+		if !errors.As(err, &ae) || ae.Diagnostic != fpdu.DiagCallBackLater || !Retryable(err) {
+			t.Errorf("PI form %v: %v, want a retryable ABORT 3/322", piForm, err)
+		}
+		ln.Close()
+		<-done
+	}
+}
