@@ -21,7 +21,7 @@ out=$(cd "$1" && pwd)
 GO=${GO:-go}
 
 # The main module's GOFLAGS (e.g. -mod=vendor) must not leak in here.
-export GOFLAGS=-buildvcs=false
+export GOFLAGS=-buildvcs=false GOWORK=off
 export CGO_ENABLED=0
 
 stamp_of() { # stamp_of MODULE_DIR

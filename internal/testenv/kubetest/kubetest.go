@@ -112,10 +112,11 @@ func Start(t testing.TB, opts Options) *ControlPlane {
 		},
 	}
 	t.Cleanup(func() {
+		// The state dies with the test: no graceful drain to wait for.
 		if cp.kcm != nil {
-			_ = cp.kcm.stop(syscall.SIGTERM)
+			_ = cp.kcm.stop(syscall.SIGKILL)
 		}
-		_ = cp.apiserver.stop(syscall.SIGTERM)
+		_ = cp.apiserver.stop(syscall.SIGKILL)
 		if t.Failed() {
 			cp.apiserver.logTail(t)
 			if cp.kcm != nil {
