@@ -151,6 +151,21 @@ func TestNegative(t *testing.T) {
 			}
 			p.release()
 		}},
+		{"entity size too small 2/200", func(t *testing.T, p *peer) {
+			p.connect()
+			p.raw(createFrame(p.srvID, createOpts{file: "TESTFILE", pi13: 18, entity: 6}))
+			p.expectDiag(fpdu.AckCreate, fpdu.DiagInsufficientCharacteristics)
+			p.release()
+		}},
+		{"1-byte PI 7 3/318", func(t *testing.T, p *peer) {
+			p.raw(frame(fpdu.Connect, 0, 0x62, pis(fpdu.PIRequesterID, partnerID), pis(fpdu.PIServerID, serverID),
+				pis(fpdu.PIAccessControl, password), pi(fpdu.PIVersion, 2), pi(fpdu.PISyncOption, 32), pi(fpdu.PIAccessType, 2)))
+			f := p.expectAny()
+			if d, _ := f.Params.Diagnostic(); (f.Kind != fpdu.RConnect && f.Kind != fpdu.Abort) || d != fpdu.DiagBadParameter {
+				t.Fatalf("got %v %v, want a 3/318 refusal", f.Kind, d)
+			}
+			p.expectClosed()
+		}},
 		{"malformed FPDU 3/311", func(t *testing.T, p *peer) {
 			p.connect()
 			p.raw([]byte{0, 6, 0, 6, 0xC0, 0x77, p.srvID, 0}) // unknown kind

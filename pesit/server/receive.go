@@ -208,7 +208,7 @@ func (s *session) localIDT(cause error) error {
 
 func (s *session) receiveSyn(f *fpdu.FPDU) error {
 	x := s.xfer
-	if s.syncBytes == 0 {
+	if !s.syncOn {
 		return abortf(fpdu.DiagProtocolError, "SYN without negotiated sync points")
 	}
 	n, ok := f.Params.Uint(fpdu.PISyncNumber)

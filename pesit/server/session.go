@@ -71,7 +71,8 @@ type session struct {
 	certCN     string
 	certOK     bool // chain verified by TLS
 
-	syncBytes  int64 // negotiated interval in bytes, 0 = no sync
+	syncOn     bool  // sync points negotiated (flag ck)
+	syncBytes  int64 // negotiated interval in bytes, 0 = no bound
 	syncWindow uint8
 	resync     bool
 
@@ -261,8 +262,8 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	if id, _ := f.Params.String(fpdu.PIServerID); id != cfg.ID {
 		return refuse(fpdu.DiagUnknownServer, "called id %q", id)
 	}
-	if v, ok := f.Params.Uint(fpdu.PIVersion); !ok || v != 2 {
-		return refuse(fpdu.DiagVersionUnsupported, "version %d", v)
+	if _, err := fsm.NegotiateVersion(f.Params.Bytes(fpdu.PIVersion)); err != nil {
+		return refuse(diagOf(err, fpdu.DiagVersionUnsupported), "%v", err)
 	}
 	if crc, _ := f.Params.Uint(fpdu.PICRC); crc != 0 {
 		return refuse(fpdu.DiagConnectionOther, "CRC requested")
@@ -298,6 +299,17 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	if (s.accessType == 0 && p.Access&AccessWrite == 0) || (s.accessType == 1 && p.Access&AccessRead == 0) || p.Access == AccessNone {
 		return refuse(fpdu.DiagNotAuthorised, "access type %d not allowed for %q", s.accessType, p.ID)
 	}
+	// Sync points and resync (digest §4.3, §4.5): the smaller wins.
+	sv, ok := f.Params.Bytes(fpdu.PISyncOption)
+	opt, err := fsm.NegotiateSync(sv, ok, fsm.SyncOption{IntervalKB: cfg.SyncIntervalKB, Window: cfg.SyncWindow})
+	if err != nil {
+		return refuse(diagOf(err, fpdu.DiagBadParameter), "%v", err)
+	}
+	rv, ok := f.Params.Bytes(fpdu.PIResync)
+	resync, err := fsm.NegotiateResync(rv, ok, cfg.AllowResync && opt.Enabled())
+	if err != nil {
+		return refuse(diagOf(err, fpdu.DiagBadParameter), "%v", err)
+	}
 	if d := srv.admit(p); !d.OK() {
 		return refuse(d, "session limit for %q", p.ID)
 	}
@@ -306,33 +318,22 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	s.log = s.log.With("partner", p.ID)
 	s.wmu.Unlock()
 
-	// Sync points: the smaller interval and window win; absent = none.
-	var interval uint16
-	var window uint8
-	if iv, w, ok := f.Params.SyncOption(); ok && iv != 0 && cfg.SyncIntervalKB != 0 {
-		interval = cfg.SyncIntervalKB
-		if iv != 0xFFFF && iv < interval {
-			interval = iv
-		}
-		window = min(w, cfg.SyncWindow)
+	s.syncOn, s.syncWindow, s.resync = opt.Enabled(), opt.Window, resync == 1
+	if lim, bounded := opt.LimitBytes(); bounded {
+		s.syncBytes = int64(lim)
 	}
-	s.syncBytes, s.syncWindow = int64(interval)*1024, window
-	resync, _ := f.Params.Uint(fpdu.PIResync)
-	s.resync = resync == 1 && cfg.AllowResync && interval != 0
-
 	ac := fpdu.FPDU{Kind: fpdu.AConnect, DstID: s.peerID, SrcID: ourConnID}
-	ac.Params.AddUint(fpdu.PIVersion, 2)
-	ac.Params.AddSyncOption(interval, window)
-	if s.resync {
-		ac.Params.AddUint(fpdu.PIResync, 1)
-	} else if f.Params.Has(fpdu.PIResync) {
-		ac.Params.AddUint(fpdu.PIResync, 0)
+	ac.Params.AddUint(fpdu.PIVersion, fsm.VersionE)
+	b := opt.Bytes()
+	ac.Params.Add(fpdu.PISyncOption, b[:]) // always, 3 bytes: CX expects it
+	if ok {
+		ac.Params.AddUint(fpdu.PIResync, uint64(resync))
 	}
 	if err := s.write(&ac); err != nil {
 		return err
 	}
 	srv.countConn("accepted")
-	s.log.Info("partner connected", "sync_kb", interval, "window", window, "resync", s.resync)
+	s.log.Info("partner connected", "sync", opt.String(), "resync", s.resync)
 	return nil
 }
 

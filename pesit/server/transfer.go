@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/fsm"
 )
 
 // syncPoint maps a sync number to the position it marks.
@@ -122,12 +123,11 @@ func (s *session) fileCommon(f *fpdu.FPDU, ack fpdu.Kind, want Direction) (Virtu
 	return vf, name, true, nil
 }
 
-func (s *session) negotiateEntity(f *fpdu.FPDU) int {
-	e := s.srv.cfg.MaxEntitySize
-	if p, ok := f.Params.Uint(fpdu.PIEntitySize); ok && p >= 64 && int(p) < e {
-		e = int(p)
-	}
-	return e
+// negotiateEntity answers PI 25: the proposal lowered to our bound, large
+// enough for one article unless segments may carry it.
+func (s *session) negotiateEntity(f *fpdu.FPDU, maxArticle int, segmentation bool) (int, error) {
+	p, _ := f.Params.Uint(fpdu.PIEntitySize)
+	return fsm.NegotiateEntitySize(p, s.srv.cfg.MaxEntitySize, maxArticle, segmentation)
 }
 
 // create handles CREATE: the server will receive a file (digest §8.1.5).
@@ -143,7 +143,6 @@ func (s *session) create(f *fpdu.FPDU) error {
 	}
 	x := &transfer{dir: DirectionReceive, vf: vf, file: name, pesitID: uint32(pi13), started: srv.now()}
 	x.fileType, _ = f.Params.Uint(fpdu.PIFileType)
-	x.entity = s.negotiateEntity(f)
 	x.recLen = vf.RecordLength
 	if x.recLen == 0 {
 		x.recLen = srv.cfg.DefaultRecordLength
@@ -151,6 +150,11 @@ func (s *session) create(f *fpdu.FPDU) error {
 	if l, ok := f.Params.Uint(fpdu.PIArticleLength); ok && l > 0 && l <= 65535 {
 		// The requester announces its articles; more than that is 2/220.
 		x.recLen = int(l)
+	}
+	// We accept segmented articles whatever their length (Hors-SIT: always
+	// on receipt), so any entity that holds a header and a byte will do.
+	if x.entity, err = s.negotiateEntity(f, x.recLen, true); err != nil {
+		return s.refuseFile(fpdu.AckCreate, diagOf(err, fpdu.DiagInsufficientCharacteristics), "%v", err)
 	}
 	if v, ok := f.Params.Uint(fpdu.PISpaceMax); ok {
 		unit, _ := f.Params.Uint(fpdu.PISpaceUnit)
@@ -292,7 +296,10 @@ func (s *session) selectFile(f *fpdu.FPDU) error {
 		return s.refuseFile(fpdu.AckSelect, fpdu.DiagFileNotFound, "%s is not a regular file", rel)
 	}
 	x.src, x.srcPath, x.size, x.modTime = src, filepath.Join(vf.SendDir, rel), st.Size(), st.ModTime()
-	x.entity = s.negotiateEntity(f)
+	if x.entity, err = s.negotiateEntity(f, 1, true); err != nil {
+		src.Close()
+		return s.refuseFile(fpdu.AckSelect, diagOf(err, fpdu.DiagInsufficientCharacteristics), "%v", err)
+	}
 	x.recLen = vf.RecordLength
 	if x.recLen == 0 {
 		x.recLen = srv.cfg.DefaultRecordLength
