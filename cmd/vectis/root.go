@@ -17,7 +17,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newServeCommand(), newSendCommand(), newReceiveCommand(), newMigrateCommand())
+	root.AddCommand(newVersionCommand(), newServeCommand(), newSendCommand(), newReceiveCommand(), newMigrateCommand(), newClusterCommand())
 	return root
 }
 
