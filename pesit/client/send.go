@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
@@ -657,6 +658,11 @@ func (x *sender) sync(ctx context.Context) error {
 		return s.ioError("send SYN", err)
 	}
 	x.since = 0
+	// The server restarts from a point at or after its last acknowledged
+	// one, which is at or after ours: older points are of no use.
+	if i := slices.IndexFunc(x.st.Points, func(p syncPoint) bool { return p.N >= x.acked }); i > 0 {
+		x.st.Points = append(x.st.Points[:0], x.st.Points[i:]...)
+	}
 	x.st.addPoint(syncPoint{N: x.syncSent, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes})
 	if err := x.sf.save(x.st); err != nil {
 		s.log.Warn("cannot save restart state", "err", err)
