@@ -147,7 +147,10 @@ func retryableDiag(d fpdu.Diagnostic) bool {
 		fpdu.DiagIdleTimeout, fpdu.DiagAdministrativeStop, fpdu.DiagTimerExpired,
 		fpdu.DiagTemporaryNoResources, fpdu.DiagTemporaryNoResources2, fpdu.DiagNotPrioritised,
 		fpdu.DiagFileBusy, fpdu.DiagIOError, fpdu.DiagSystemError, fpdu.DiagTooManyUnackedSyncs,
-		fpdu.DiagAbnormalEnd, fpdu.DiagTransmissionError:
+		fpdu.DiagAbnormalEnd, fpdu.DiagTransmissionError,
+		// The restart point could not be agreed; the restart state is
+		// dropped, so the next attempt starts over.
+		fpdu.DiagRestartPointRefused:
 		return true
 	}
 	return false
