@@ -833,7 +833,7 @@ type fixedSource struct {
 }
 
 func newFixedSource(r io.Reader, n int, buf *[]byte) *fixedSource {
-	size := max(256<<10, 2*n)
+	size := max(64<<10, 2*n)
 	if cap(*buf) < size {
 		*buf = make([]byte, size)
 	}
