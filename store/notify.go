@@ -153,9 +153,12 @@ func (s *Store) listen(ctx context.Context) {
 	first := true
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := s.listenOnceConn(ctx, &first)
+		connected, err := s.listenOnceConn(ctx, &first)
 		if ctx.Err() != nil {
 			return
+		}
+		if connected {
+			backoff = 100 * time.Millisecond
 		}
 		s.log.Warn("store change listener disconnected; reconnecting", "err", err, "backoff", backoff)
 		select {
@@ -163,19 +166,18 @@ func (s *Store) listen(ctx context.Context) {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
-		if err == nil {
-			backoff = 100 * time.Millisecond
-		}
+		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 
-func (s *Store) listenOnceConn(ctx context.Context, first *bool) error {
+// listenOnceConn listens on one connection until it fails; connected says
+// whether LISTEN was established (to reset the reconnect backoff).
+func (s *Store) listenOnceConn(ctx context.Context, first *bool) (connected bool, _ error) {
 	cctx, cancel := context.WithTimeout(ctx, s.connTimeout)
 	conn, err := pgx.ConnectConfig(cctx, s.pgConnConfig.Copy())
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -183,7 +185,7 @@ func (s *Store) listenOnceConn(ctx context.Context, first *bool) error {
 		_ = conn.Close(cctx)
 	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
-		return err
+		return false, err
 	}
 	if *first {
 		*first = false
@@ -194,7 +196,7 @@ func (s *Store) listenOnceConn(ctx context.Context, first *bool) error {
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
-			return err
+			return true, err
 		}
 		var c Change
 		if err := json.Unmarshal([]byte(n.Payload), &c); err != nil {

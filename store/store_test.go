@@ -272,6 +272,15 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	srv.Stop(t) // a real outage: connection refused for a while
 	time.Sleep(700 * time.Millisecond)
 	downErrs := unavailable.Load()
+	// Forget what the listener said about the first restart: the resync
+	// awaited below must be the one that follows this Start.
+	for drained := false; !drained; {
+		select {
+		case <-changes:
+		case <-time.After(200 * time.Millisecond):
+			drained = true
+		}
+	}
 	srv.Start(t)
 	// The pool must recover by itself.
 	deadline := time.Now().Add(15 * time.Second)
