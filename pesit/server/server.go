@@ -44,6 +44,11 @@ type Server struct {
 	receiving map[string]struct{} // final paths being received (2/207)
 	wg        sync.WaitGroup      // accept loops and sessions
 	done      chan struct{}       // closed when Shutdown has finished
+
+	// base parents every session's context; cancelled when Shutdown gives
+	// up draining, so that a session blocked on the journal lets go too.
+	base       context.Context
+	cancelBase context.CancelFunc
 }
 
 // New checks cfg and returns a server that is not yet listening.
@@ -63,19 +68,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
+	base, cancelBase := context.WithCancel(context.Background())
 	return &Server{
-		cfg:       cfg,
-		dir:       deps.Directory,
-		jnl:       deps.Journal,
-		met:       deps.Metrics,
-		log:       log.With("server", cfg.ID),
-		tracer:    cfg.TracerProvider.Tracer("github.com/vectis-ft/vectis/pesit/server"),
-		now:       now,
-		sessions:  make(map[*session]struct{}),
-		byPartner: make(map[string]int),
-		transfers: make(map[int64]*session),
-		receiving: make(map[string]struct{}),
-		done:      make(chan struct{}),
+		base:       base,
+		cancelBase: cancelBase,
+		cfg:        cfg,
+		dir:        deps.Directory,
+		jnl:        deps.Journal,
+		met:        deps.Metrics,
+		log:        log.With("server", cfg.ID),
+		tracer:     cfg.TracerProvider.Tracer("github.com/vectis-ft/vectis/pesit/server"),
+		now:        now,
+		sessions:   make(map[*session]struct{}),
+		byPartner:  make(map[string]int),
+		transfers:  make(map[int64]*session),
+		receiving:  make(map[string]struct{}),
+		done:       make(chan struct{}),
 	}, nil
 }
 
@@ -221,6 +229,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-drained:
 	case <-ctx.Done():
+		s.cancelBase()
 		s.mu.Lock()
 		live := make([]*session, 0, len(s.sessions))
 		for ss := range s.sessions {
@@ -232,6 +241,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		<-drained
 	}
+	s.cancelBase()
 	close(s.done)
 	s.log.Info("pesit server stopped")
 	return nil

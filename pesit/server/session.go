@@ -108,7 +108,7 @@ func newSession(srv *Server, c net.Conn) *session {
 
 func (s *session) run() {
 	srv := s.srv
-	ctx, span := srv.tracer.Start(context.Background(), "pesit.session",
+	ctx, span := srv.tracer.Start(srv.base, "pesit.session",
 		trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(
 			attribute.String("net.peer.address", s.conn.RemoteAddr().String()),
