@@ -124,6 +124,15 @@ func TestNegative(t *testing.T) {
 			p.closeFile()
 			p.release()
 		}},
+		{"wrong counts in TRANS.END 3/319", func(t *testing.T, p *peer) {
+			p.connect()
+			p.openForWrite(createOpts{file: "TESTFILE", pi13: 19})
+			dtf(p, randomData(1024, 1))
+			p.sendKind(fpdu.DTFEnd, diagParam(fpdu.DiagOK))
+			p.sendKind(fpdu.TransEnd, uintParam(fpdu.PIByteCount, 2048), uintParam(fpdu.PIArticleCount, 2))
+			p.expectDiag(fpdu.Abort, fpdu.DiagCountMismatch)
+			p.expectClosed()
+		}},
 		{"article too long 2/220", func(t *testing.T, p *peer) {
 			idt(t, p, createOpts{file: "TESTFILE", pi13: 12}, fpdu.DiagArticleTooLong, func() {
 				dtf(p, randomData(1000, 1))
