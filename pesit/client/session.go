@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/fsm"
 )
 
 // Session is one PeSIT connection in state CN03 (connected). It is not safe
@@ -159,17 +160,22 @@ func (s *Session) connect(ctx context.Context) error {
 	if s.peer == 0 {
 		return s.protocolError(fpdu.DiagProtocolError, "ACONNECT with a zero server connection id")
 	}
-	if v, ok := f.Params.Uint(fpdu.PIVersion); ok && v < 2 {
-		return s.protocolError(fpdu.DiagVersionUnsupported, "server answered PeSIT version %d", v)
-	}
-	// The server may only lower our proposal; take the smaller value of each
-	// field anyway so that a misbehaving server cannot raise them.
-	if iv, win, ok := f.Params.SyncOption(); ok && s.cfg.SyncIntervalKB > 0 && iv > 0 {
-		if iv == 0xFFFF || iv > s.cfg.SyncIntervalKB {
-			iv = s.cfg.SyncIntervalKB
+	if v, ok := f.Params.Bytes(fpdu.PIVersion); ok {
+		if _, err := fsm.NegotiateVersion(v, ok); err != nil {
+			return s.negotiationError(err)
 		}
-		s.syncKB = iv
-		s.syncWindow = min(win, s.cfg.SyncWindow)
+	}
+	// The server may lower our PI 7 proposal or turn sync off, never raise
+	// it (pesit/fsm holds the rule for both sides).
+	if v, ok := f.Params.Bytes(fpdu.PISyncOption); ok {
+		answer, err := fsm.ParseSyncOption(v)
+		if err == nil {
+			err = fsm.CheckSyncAnswer(fsm.SyncOption{IntervalKB: s.cfg.SyncIntervalKB, Window: s.cfg.SyncWindow}, answer)
+		}
+		if err != nil {
+			return s.negotiationError(err)
+		}
+		s.syncKB, s.syncWindow = answer.IntervalKB, answer.Window
 	}
 	if v, ok := f.Params.Uint(fpdu.PIResync); ok && v == 1 && s.cfg.Resync {
 		s.resync = true
@@ -177,6 +183,14 @@ func (s *Session) connect(ctx context.Context) error {
 	s.log.Debug("pesit connected", "addr", s.cfg.Addr, "server", s.cfg.ServerID,
 		"sync_kb", s.syncKB, "window", s.syncWindow, "latency", s.connectLatency)
 	return nil
+}
+
+// negotiationError aborts after a bad ACONNECT, with the diagnostic the
+// negotiation rule chose.
+func (s *Session) negotiationError(err error) error {
+	d := fpdu.DiagNegotiationFailure
+	_ = errors.As(err, &d)
+	return s.protocolError(d, "ACONNECT: %v", err)
 }
 
 // preConnect sends the 24-byte EBCDIC pre-connection message, framed as

@@ -102,3 +102,56 @@ func TestAbortForms(t *testing.T) {
 		<-done
 	}
 }
+
+// TestBadACONNECT: a server that raises our sync proposal or answers another
+// version is aborted with the negotiation diagnostic.
+func TestBadACONNECT(t *testing.T) {
+	cases := []struct {
+		name string
+		p    func(*fpdu.Params)
+		want fpdu.Diagnostic
+	}{
+		{"sync raised", func(p *fpdu.Params) { p.AddUint(fpdu.PIVersion, 2); p.AddSyncOption(1024, 2) }, fpdu.DiagNegotiationFailure},
+		{"version D", func(p *fpdu.Params) { p.AddUint(fpdu.PIVersion, 1) }, fpdu.DiagVersionUnsupported},
+	}
+	for _, c := range cases {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan fpdu.Diagnostic, 1)
+		go func() {
+			defer close(got)
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			r, w := fpdu.NewReader(conn), fpdu.NewWriter(conn)
+			f, err := r.Next()
+			if err != nil {
+				return
+			}
+			a := &fpdu.FPDU{Kind: fpdu.AConnect, DstID: f.SrcID, SrcID: 0x61}
+			c.p(&a.Params)
+			if w.Write(a) != nil {
+				return
+			}
+			if f, err = r.Next(); err == nil && f.Kind == fpdu.Abort {
+				d, _ := f.Params.Diagnostic()
+				got <- d
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = Dial(ctx, Config{Addr: ln.Addr().String(), RequesterID: "C", ServerID: "S", SyncIntervalKB: 32, SyncWindow: 2})
+		cancel()
+		var pe *ProtocolError
+		if !errors.As(err, &pe) || pe.Diagnostic != c.want {
+			t.Errorf("%s: %v, want a protocol error %v", c.name, err, c.want)
+		}
+		if d := <-got; d != c.want {
+			t.Errorf("%s: server got ABORT %v, want %v", c.name, d, c.want)
+		}
+		ln.Close()
+	}
+}
