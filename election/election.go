@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -66,6 +67,7 @@ type Member struct {
 	lastRenewal time.Time
 	busy        bool
 	closeOnce   sync.Once
+	failures    atomic.Uint64
 }
 
 // MemberInfo is the value of a membership key.
@@ -172,6 +174,10 @@ func (m *Member) LastRenewal() time.Time {
 	return m.lastRenewal
 }
 
+// RenewalFailures counts lease renewals that failed and were retried; a
+// rising count with leadership intact means etcd members are failing.
+func (m *Member) RenewalFailures() uint64 { return m.failures.Load() }
+
 // Close ends the session: stops renewing, revokes the lease (which removes
 // the membership and election keys at once, so a standby need not wait for
 // the TTL) and closes the etcd client.
@@ -255,6 +261,7 @@ func (m *Member) keepAlive() {
 		case m.ctx.Err() != nil:
 			return
 		default:
+			m.failures.Add(1)
 			m.log.Debug("election: lease renewal failed, retrying", "err", err, "deadline", m.Deadline())
 			wait.Reset(retry)
 		}

@@ -219,6 +219,44 @@ func (c *Cluster) WaitHealthy(ctx context.Context) error {
 	return nil
 }
 
+// Leader returns the member that is the raft leader, as the running
+// members report it.
+func (c *Cluster) Leader(ctx context.Context) (*Member, error) {
+	for _, m := range c.members {
+		if !m.Running() {
+			continue
+		}
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints: []string{m.ClientURL}, DialTimeout: time.Second, Logger: zap.NewNop(), TLS: m.tls,
+		})
+		if err != nil {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := cli.Status(sctx, m.ClientURL)
+		var list *clientv3.MemberListResponse
+		if err == nil && st.Leader != 0 {
+			list, err = cli.MemberList(sctx)
+		}
+		cancel()
+		cli.Close()
+		if err != nil || list == nil {
+			continue
+		}
+		for _, pm := range list.Members {
+			if pm.ID != st.Leader {
+				continue
+			}
+			for _, l := range c.members {
+				if l.Name == pm.Name {
+					return l, nil
+				}
+			}
+		}
+	}
+	return nil, errors.New("etcdtest: no member reports a leader")
+}
+
 // Ctl runs etcdctl against every member and returns its standard output.
 func (c *Cluster) Ctl(ctx context.Context, args ...string) (string, error) {
 	if c.ctlBin == "" {
