@@ -53,3 +53,41 @@ func TestPullSyncModes(t *testing.T) {
 		})
 	}
 }
+
+// TestPullInterruptedWithoutWindow: with no sync point to wait on, the
+// server still notices the requester's IDT while it streams, long before
+// the end of a large file.
+func TestPullInterruptedWithoutWindow(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.SyncIntervalKB = 0; c.MaxEntitySize = 65535 })
+	e.dir.AddFile(server.VirtualFile{ID: "TESTFILE", Direction: server.DirectionBoth, SendDir: e.sendDir, ReceiveDir: e.recvDir,
+		RecordLength: 65000, DataCode: 2})
+	const size = 64 << 20
+	data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	os.WriteFile(filepath.Join(e.sendDir, "TESTFILE"), data, 0o640)
+	p := dial(t, e.srv.Addr())
+	p.connect()
+	p.selectAndRead("TESTFILE", 0, false, 0)
+	got := 0
+	for got < 1<<20 {
+		got += len(p.expect(fpdu.DTF).Data)
+	}
+	p.sendKind(fpdu.IDT, diagParam(fpdu.DiagVoluntaryStop), uintParam(fpdu.PIEndCode, 16))
+	for {
+		f := p.expectAny()
+		if f.Kind == fpdu.AckIDT {
+			break
+		}
+		if f.Kind != fpdu.DTF {
+			t.Fatalf("%v before ACK(IDT)", f.Kind)
+		}
+		got += len(f.Data)
+	}
+	if got >= size/2 {
+		t.Fatalf("the server sent %d of %d bytes before answering IDT", got, size)
+	}
+	p.closeFile()
+	p.release()
+	if r, _ := e.jnl.Last(); r.Outcome == nil || r.Outcome.Status != server.StatusCancelled {
+		t.Fatalf("outcome %+v", r.Outcome)
+	}
+}

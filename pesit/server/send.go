@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/fsm"
 )
 
 // errIDTSent stops the send loop once an IDT has gone out.
@@ -26,6 +28,38 @@ type sender struct {
 	multi   bool
 	maxSeg  int // largest DTF data part
 	f       fpdu.FPDU
+	// sincePoll counts data bytes since we last looked at what the
+	// receiver sent: without a window to wait on, an IDT or RESYN would
+	// otherwise only be seen after the whole file.
+	sincePoll int
+}
+
+// pollEvery is how much data the sender streams between two looks at its
+// input.
+const pollEvery = 1 << 20
+
+// poll handles, without blocking, what the receiver sent meanwhile
+// (ACK(SYN), IDT, RESYN, ABORT). The reader keeps a partial frame across
+// the timeout, so a frame cut by it is completed by the next read.
+func (sd *sender) poll() error {
+	s := sd.s
+	if err := s.flush(); err != nil {
+		return err
+	}
+	for {
+		// A deadline already past would not even try the read.
+		s.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+		f, err := s.next()
+		if err != nil {
+			if _, v := fsm.IsViolation(err); !v && isTimeout(err) {
+				return nil
+			}
+			return s.readErr(err)
+		}
+		if err := sd.incoming(f); err != nil {
+			return err
+		}
+	}
 }
 
 // send handles READ{PI 18}: ACK(READ), then the data phase.
@@ -161,6 +195,12 @@ func (sd *sender) stream() error {
 		x.bytes += int64(n)
 		x.articles++
 		x.sinceSync += int64(n)
+		if sd.sincePoll += n; sd.sincePoll >= pollEvery {
+			sd.sincePoll = 0
+			if err := sd.poll(); err != nil {
+				return err
+			}
+		}
 		if rerr != nil {
 			break
 		}

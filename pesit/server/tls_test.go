@@ -119,6 +119,21 @@ func TestTLSPush(t *testing.T) {
 			os.Remove(final)
 		})
 	}
+	t.Run("pull over TLS 1.3", func(t *testing.T) {
+		// Over 1 MiB, so the sender polls its input through TLS records.
+		data := randomData(3<<20, 13)
+		os.WriteFile(filepath.Join(e.sendDir, "TESTFILE"), data, 0o640)
+		p, _ := dialTLS(t, e, ca, tls.VersionTLS13, nil)
+		p.connect()
+		_, recLen := p.selectAndRead("TESTFILE", 0, false, 0)
+		got := p.pull(recLen, 0)
+		if !bytes.Equal(got.data, data) {
+			t.Fatal("pulled data differs")
+		}
+		p.transEnd(len(data), got.articles)
+		p.closeFile()
+		p.release()
+	})
 	t.Run("TLS 1.1 refused", func(t *testing.T) {
 		cfg := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11, ServerName: "127.0.0.1"}
 		if c, err := tls.Dial("tcp", e.srv.TLSAddr().String(), cfg); err == nil {
