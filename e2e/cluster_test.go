@@ -52,6 +52,8 @@ type Cluster interface {
 	Etcdctl(ctx context.Context, args ...string) (string, error)
 	// PodLog is the log of a pod's process so far (empty when unknown).
 	PodLog(name string) string
+	// APIAuth is a user and password of the admin API (viewer at least).
+	APIAuth() (user, password string)
 	// Dump writes diagnostics to the test log (called on failure).
 	Dump(logf func(string, ...any))
 }

@@ -55,7 +55,7 @@ func podStatus(ctx context.Context, c Cluster, p Pod) (clusterStatus, error) {
 	if err != nil {
 		return st, err
 	}
-	req.SetBasicAuth(apiUser, apiPassword)
+	req.SetBasicAuth(c.APIAuth())
 	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
 	if err != nil {
 		return st, err
@@ -266,4 +266,27 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 		i = len(s) - 1
 	}
 	return s[i]
+}
+
+// checkLogin reads the cluster status as user.
+func checkLogin(ctx context.Context, c Cluster, p Pod, user, password string) error {
+	base, err := c.PodAPI(ctx, p)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/cluster/status", nil)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(user, password)
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /api/cluster/status on %s: %s: %s", p.Name, resp.Status, b)
+	}
+	return nil
 }

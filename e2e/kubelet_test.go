@@ -55,6 +55,7 @@ type kubelet struct {
 // podProc is the process of one pod.
 type podProc struct {
 	name, ip, logPath string
+	podIP             string
 	uid               types.UID
 	cmd               *exec.Cmd
 	exited            chan struct{}
@@ -229,8 +230,22 @@ func (k *kubelet) killAll() {
 	}
 }
 
-// allocIP gives each pod a loopback address of its own, never reused in a
-// run, so that a probe of a dead pod's address never reaches a new pod.
+// Pod IPs. The API server refuses loopback addresses in EndpointSlices, so
+// a pod is reported at 10.244.a.b and its process listens on 127.0.a.b:
+// loopbackFor is the harness's "pod network route", used by everything
+// that connects to a pod (service proxy, probes, status reads).
+const podNetPrefix, loopNetPrefix = "10.244.", "127.0."
+
+func loopbackFor(podIP string) string {
+	if rest, ok := strings.CutPrefix(podIP, podNetPrefix); ok {
+		return loopNetPrefix + rest
+	}
+	return podIP
+}
+
+// allocIP gives each pod an address of its own, never reused in a run, so
+// that a probe of a dead pod's address never reaches a new pod. It
+// returns the pod IP; the process binds loopbackFor(pod IP).
 func (k *kubelet) allocIP() (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -241,7 +256,7 @@ func (k *kubelet) allocIP() (string, error) {
 	k.nextIP++
 	// 127.0.<n/245>.<10+n%245>: x >= 10 in every /24.
 	n -= 10
-	return fmt.Sprintf("127.0.%d.%d", n/245, 10+n%245), nil
+	return fmt.Sprintf("%s%d.%d", podNetPrefix, n/245, 10+n%245), nil
 }
 
 func (k *kubelet) start(ctx context.Context, pod *corev1.Pod) error {
@@ -284,7 +299,7 @@ func (k *kubelet) start(ctx context.Context, pod *corev1.Pod) error {
 	}
 	_ = mounts
 	env = append(env,
-		"VECTIS_NODE_BINDADDRESS="+ip,
+		"VECTIS_NODE_BINDADDRESS="+loopbackFor(ip),
 		"VECTIS_CLUSTER_KUBERNETES_KUBECONFIG="+kubeconfig,
 		"PATH=/usr/local/bin:/usr/bin:/bin",
 		"HOME="+dir,
@@ -320,7 +335,7 @@ func (k *kubelet) start(ctx context.Context, pod *corev1.Pod) error {
 		return fmt.Errorf("start %s: %w", k.bin, err)
 	}
 	probeCtx, cancelProbe := context.WithCancel(context.Background())
-	p := &podProc{name: pod.Name, uid: pod.UID, ip: ip, logPath: logPath, cmd: cmd, exited: make(chan struct{}), cancelProbe: cancelProbe}
+	p := &podProc{name: pod.Name, uid: pod.UID, ip: loopbackFor(ip), podIP: ip, logPath: logPath, cmd: cmd, exited: make(chan struct{}), cancelProbe: cancelProbe}
 	k.mu.Lock()
 	k.procs[pod.UID] = p
 	k.mu.Unlock()
@@ -378,7 +393,7 @@ func (k *kubelet) probe(ctx context.Context, p *podProc) {
 			resp.Body.Close()
 		}
 		if now != ready && ctx.Err() == nil {
-			if err := k.setStatus(ctx, p.name, p.uid, p.ip, now); err == nil {
+			if err := k.setStatus(ctx, p.name, p.uid, p.podIP, now); err == nil {
 				ready = now
 			}
 		}

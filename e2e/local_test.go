@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -41,6 +43,7 @@ import (
 const (
 	localNamespace = "vectis"
 	appLabel       = "vectis-server"
+	e2eUser        = "e2e"
 	pesitService   = releaseName + "-pesit"
 )
 
@@ -64,6 +67,7 @@ type localCluster struct {
 	proxy   *serviceProxy
 	pods    *store[corev1.Pod, *corev1.Pod]
 	slices  *store[discoveryv1.EndpointSlice, *discoveryv1.EndpointSlice]
+	apiPass string
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -94,6 +98,7 @@ func startLocal(t testing.TB) *localCluster {
 		bin:     e2eBinary(t),
 		helm:    testenv.Tool(t, "helm"),
 		etcdctl: testenv.Tool(t, "etcdctl"),
+		apiPass: rand.Text(),
 	}
 	if d := os.Getenv("VECTIS_E2E_ARTIFACTS"); d != "" {
 		lc.dir = d
@@ -161,16 +166,29 @@ func startLocal(t testing.TB) *localCluster {
 	return lc
 }
 
-func (lc *localCluster) Backend() string     { return "local" }
-func (lc *localCluster) ClusterName() string { return clusterNameE2E }
-func (lc *localCluster) Replicas() int       { return 3 }
-func (lc *localCluster) ServiceAddr() string { return lc.proxy.Addr() }
+func (lc *localCluster) Backend() string           { return "local" }
+func (lc *localCluster) ClusterName() string       { return clusterNameE2E }
+func (lc *localCluster) Replicas() int             { return 3 }
+func (lc *localCluster) ServiceAddr() string       { return lc.proxy.Addr() }
+func (lc *localCluster) APIAuth() (string, string) { return e2eUser, lc.apiPass }
 
 // values are the --set flags on top of ci/e2e-values.yaml: the test's own
 // etcd, PostgreSQL and OTLP receiver, ClusterIP Services (no node ports
 // here), traces exported at once.
 func (lc *localCluster) values() ([]string, error) {
 	eps, err := json.Marshal(lc.etcd.Endpoints())
+	if err != nil {
+		return nil, err
+	}
+	// A viewer for the status reads, declared inline through the chart's
+	// config value: the chart's users Secret (usersFile) is checked on its
+	// own in the install scenario.
+	hash, err := bcrypt.GenerateFromPassword([]byte(lc.apiPass), bcrypt.MinCost)
+	if err != nil {
+		return nil, err
+	}
+	users, err := json.Marshal(map[string]any{"vectis": map[string]any{"api": map[string]any{
+		"users": []map[string]string{{"name": e2eUser, "passwordHash": string(hash), "role": "viewer"}}}}})
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +201,7 @@ func (lc *localCluster) values() ([]string, error) {
 		"--set", "telemetry.otel.endpoint=" + lc.otlp.HTTPEndpoint(),
 		"--set", "telemetry.otel.protocol=http/protobuf",
 		"--set-json", "extraEnv=" + extraEnv,
+		"--set-json", "config=" + string(users),
 	}, nil
 }
 
@@ -273,14 +292,14 @@ func (lc *localCluster) PodAPI(_ context.Context, p Pod) (string, error) {
 	if p.IP == "" {
 		return "", fmt.Errorf("pod %s has no IP yet", p.Name)
 	}
-	return "http://" + p.IP + ":8080", nil
+	return "http://" + loopbackFor(p.IP) + ":8080", nil
 }
 
 func (lc *localCluster) PodPeSIT(_ context.Context, p Pod) (string, error) {
 	if p.IP == "" {
 		return "", fmt.Errorf("pod %s has no IP yet", p.Name)
 	}
-	return p.IP + ":5000", nil
+	return loopbackFor(p.IP) + ":5000", nil
 }
 
 func (lc *localCluster) Etcdctl(ctx context.Context, args ...string) (string, error) {

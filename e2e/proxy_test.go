@@ -65,7 +65,7 @@ func (p *serviceProxy) Endpoints() []string {
 				continue
 			}
 			for _, a := range ep.Addresses {
-				out = append(out, net.JoinHostPort(a, fmt.Sprint(port)))
+				out = append(out, net.JoinHostPort(loopbackFor(a), fmt.Sprint(port)))
 			}
 		}
 	}

@@ -146,6 +146,12 @@ func (s *suite) install(ctx context.Context, t *testing.T, r *row) {
 	if acc := acceptingPods(ctx, s.c, st.Pods); len(acc) != 1 || acc[0] != st.Leader.Name {
 		t.Errorf("pods accepting on their PeSIT port: %v, want exactly the leader %s", acc, st.Leader.Name)
 	}
+	// The chart's users Secret (api.users in the values, mounted as the
+	// usersFile): its admin must be able to log in. Checked once, so that a
+	// failure does not lock the client out.
+	if err := checkLogin(ctx, s.c, st.Leader, apiUser, apiPassword); err != nil {
+		t.Errorf("chart user %s from the users Secret (vectis.api.usersFile): %v", apiUser, err)
+	}
 	d, err := timeToConnect(ctx, s.c, time.Now(), 10*time.Second)
 	if err != nil {
 		t.Errorf("CONNECT through the Service: %v", err)
@@ -549,4 +555,3 @@ func containsAll(have, want []string) bool {
 	}
 	return true
 }
-

@@ -184,9 +184,17 @@ func (e *env) startTogether(ctx context.Context, t *testing.T, c *cluster, rec f
 			t.Errorf("%s status: isLeader=%v leader=%q members=%d; want isLeader=%v leader=%q members=3",
 				n.name, st.IsLeader, st.Leader, st.MemberCount, j == i, leader.name)
 		}
-		m, err := n.metrics(ctx)
-		if err != nil {
-			t.Fatal(err)
+		// The members gauge is refreshed from etcd every 2 s.
+		var m map[string]float64
+		for deadline := time.Now().Add(3 * ttl); ; {
+			m, err = n.metrics(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m["vectis_cluster_members"] == 3 || time.Now().After(deadline) {
+				break
+			}
+			sleepCtx(ctx, 100*time.Millisecond)
 		}
 		want := 0.0
 		if j == i {

@@ -1,0 +1,232 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// TestKind runs the suite against a kind cluster that deploy/kind/e2e-kind.sh
+// (make e2e-kind) created and installed the chart on. It needs Docker and
+// kind; without them it is skipped, which is not a pass: the same
+// scenarios run on the local control plane (TestLocalControlPlane).
+func TestKind(t *testing.T) {
+	if why := kindUnavailable(); why != "" {
+		t.Skipf("SKIPPED, NOT PASSED: kind backend unavailable: %s. "+
+			"The same scenarios run on the local control-plane backend (TestLocalControlPlane); "+
+			"run `make e2e-kind` on a machine with Docker and kind for this backend.", why)
+	}
+	kc := newKindCluster(t)
+	rep := runSuite(t, kc)
+	rep.print(os.Stdout)
+}
+
+// kindUnavailable says why the kind backend cannot run here ("" if it can).
+func kindUnavailable() string {
+	var why []string
+	if _, err := exec.LookPath("docker"); err != nil {
+		why = append(why, "no docker CLI in PATH")
+	} else if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+		why = append(why, fmt.Sprintf("no Docker engine reachable (docker info: %s)", strings.TrimSpace(string(out))))
+	}
+	for _, tool := range []string{"kind", "kubectl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			why = append(why, "no "+tool+" in PATH")
+		}
+	}
+	if len(why) == 0 && os.Getenv("VECTIS_E2E_KIND") != "1" {
+		why = append(why, "VECTIS_E2E_KIND is not 1: the cluster, image and release are made by deploy/kind/e2e-kind.sh (make e2e-kind)")
+	}
+	if len(why) > 0 {
+		why = append(why, "and this machine has no image registry either")
+	}
+	return strings.Join(why, "; ")
+}
+
+// kindCluster is the kind backend: the release installed by e2e-kind.sh,
+// pods reached through `kubectl port-forward`, the PeSIT Service through
+// the NodePort that kind-config.yaml maps to the host.
+type kindCluster struct {
+	t        testing.TB
+	kctx     string
+	ns, deps string
+	cs       kubernetes.Interface
+	svc      string
+
+	mu       sync.Mutex
+	forwards map[string]string // pod/port -> local address
+	procs    []*exec.Cmd
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func newKindCluster(t testing.TB) *kindCluster {
+	kc := &kindCluster{
+		t:        t,
+		kctx:     envOr("VECTIS_E2E_KUBECONTEXT", "kind-vectis-e2e"),
+		ns:       envOr("VECTIS_E2E_NAMESPACE", "vectis"),
+		deps:     envOr("VECTIS_E2E_DEPS_NAMESPACE", "vectis-deps"),
+		svc:      envOr("VECTIS_E2E_PESIT_ADDR", "127.0.0.1:30500"),
+		forwards: map[string]string{},
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		clientcmd.NewDefaultClientConfigLoadingRules(),
+		&clientcmd.ConfigOverrides{CurrentContext: kc.kctx}).ClientConfig()
+	if err != nil {
+		t.Fatalf("kubeconfig context %s: %v", kc.kctx, err)
+	}
+	if kc.cs, err = kubernetes.NewForConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			kc.Dump(t.Logf)
+		}
+		kc.mu.Lock()
+		defer kc.mu.Unlock()
+		for _, p := range kc.procs {
+			_ = p.Process.Kill()
+			_ = p.Wait()
+		}
+	})
+	return kc
+}
+
+func (kc *kindCluster) Backend() string           { return "kind" }
+func (kc *kindCluster) ClusterName() string       { return envOr("VECTIS_E2E_CLUSTER_NAME", clusterNameE2E) }
+func (kc *kindCluster) Replicas() int             { return 3 }
+func (kc *kindCluster) ServiceAddr() string       { return kc.svc }
+func (kc *kindCluster) APIAuth() (string, string) { return apiUser, apiPassword }
+func (kc *kindCluster) Install(ctx context.Context) error {
+	// e2e-kind.sh ran `helm upgrade --install` with the image it loaded;
+	// here the release must exist.
+	_, err := kc.cs.AppsV1().Deployments(kc.ns).Get(ctx, releaseName, metav1.GetOptions{})
+	return err
+}
+
+func (kc *kindCluster) Pods(ctx context.Context) ([]Pod, error) {
+	l, err := kc.cs.CoreV1().Pods(kc.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + appLabel})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Pod, 0, len(l.Items))
+	for i := range l.Items {
+		out = append(out, podOf(&l.Items[i]))
+	}
+	return out, nil
+}
+
+func (kc *kindCluster) DeletePod(ctx context.Context, name string, grace *int64) error {
+	return kc.cs.CoreV1().Pods(kc.ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: grace})
+}
+
+func (kc *kindCluster) RolloutRestart(ctx context.Context) error {
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`,
+		time.Now().Format(time.RFC3339Nano))
+	_, err := kc.cs.AppsV1().Deployments(kc.ns).Patch(ctx, releaseName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	return err
+}
+
+var forwardingRE = regexp.MustCompile(`Forwarding from (127\.0\.0\.1:\d+) ->`)
+
+// forward starts (once per pod and port) `kubectl port-forward` and
+// returns the local address.
+func (kc *kindCluster) forward(ctx context.Context, p Pod, port int) (string, error) {
+	key := fmt.Sprintf("%s/%d", p.Name, port)
+	kc.mu.Lock()
+	if a, ok := kc.forwards[key]; ok {
+		kc.mu.Unlock()
+		return a, nil
+	}
+	kc.mu.Unlock()
+	cmd := exec.Command("kubectl", "--context", kc.kctx, "-n", kc.ns, "port-forward", "pod/"+p.Name, fmt.Sprintf(":%d", port))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	kc.mu.Lock()
+	kc.procs = append(kc.procs, cmd)
+	kc.mu.Unlock()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if m := forwardingRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		kc.mu.Lock()
+		kc.forwards[key] = a
+		kc.mu.Unlock()
+		return a, nil
+	case <-time.After(10 * time.Second):
+		return "", fmt.Errorf("kubectl port-forward %s: no local port after 10 s", key)
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+func (kc *kindCluster) PodAPI(ctx context.Context, p Pod) (string, error) {
+	a, err := kc.forward(ctx, p, 8080)
+	if err != nil {
+		return "", err
+	}
+	return "http://" + a, nil
+}
+
+func (kc *kindCluster) PodPeSIT(ctx context.Context, p Pod) (string, error) {
+	return kc.forward(ctx, p, 5000)
+}
+
+func (kc *kindCluster) Etcdctl(ctx context.Context, args ...string) (string, error) {
+	return runEtcdctl(ctx, "kubectl", append([]string{"--context", kc.kctx, "-n", kc.deps, "exec", "etcd-0", "--", "etcdctl"}, args...)...)
+}
+
+func (kc *kindCluster) PodLog(name string) string {
+	out, _ := exec.Command("kubectl", "--context", kc.kctx, "-n", kc.ns, "logs", name).Output()
+	return string(out)
+}
+
+func (kc *kindCluster) Dump(logf func(string, ...any)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pods, err := kc.cs.CoreV1().Pods(kc.ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		logf("list pods: %v", err)
+		return
+	}
+	for _, p := range pods.Items {
+		logf("pod %s ip=%s phase=%s labels=%v", p.Name, p.Status.PodIP, p.Status.Phase, p.Labels)
+		logf("---- log of pod %s (tail) ----\n%s", p.Name, tail(kc.PodLog(p.Name), 40))
+	}
+}
+
+var (
+	_ Cluster = (*kindCluster)(nil)
+	_ Cluster = (*localCluster)(nil)
+)
