@@ -2,6 +2,7 @@ package client
 
 import (
 	"io"
+	"time"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ type cutProxy struct {
 	ln       net.Listener
 	upstream string
 	budgets  []int64
+	rate     int64 // bytes per second per direction; 0 = unlimited
 
 	mu    sync.Mutex
 	n     int
@@ -31,6 +33,20 @@ func newCutProxy(t testing.TB, upstream string, budgets ...int64) *cutProxy {
 		t.Fatal(err)
 	}
 	p := &cutProxy{t: t, ln: ln, upstream: upstream, budgets: budgets, conns: map[net.Conn]bool{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+// newSlowProxy forwards at rate bytes per second in each direction.
+func newSlowProxy(t testing.TB, upstream string, rate int64) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{t: t, ln: ln, upstream: upstream, rate: rate, conns: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.close)
@@ -84,8 +100,14 @@ func (p *cutProxy) accept() {
 			defer p.wg.Done()
 			defer kill()
 			buf := make([]byte, 32<<10)
+			if p.rate > 0 {
+				buf = buf[:16<<10]
+			}
 			for {
 				n, err := src.Read(buf)
+				if p.rate > 0 && n > 0 {
+					time.Sleep(time.Duration(int64(n) * int64(time.Second) / p.rate))
+				}
 				if n > 0 {
 					if budget >= 0 {
 						total := used.Add(int64(n))

@@ -92,6 +92,7 @@ type sender struct {
 
 	multiN       int
 	lastProgress time.Time
+	lastArm      time.Time
 }
 
 // Send pushes req.Source to the server. With restart state from an earlier
@@ -420,6 +421,7 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 	// points, interrupt or abort; a goroutine reads it so that the write
 	// loop never blocks on a read it does not need.
 	_ = s.conn.SetReadDeadline(time.Time{})
+	x.armWrite(time.Now())
 	if s.canceled.Load() {
 		_ = s.conn.SetDeadline(time.Unix(1, 0))
 	}
@@ -462,7 +464,11 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 		if err := x.poll(); err != nil {
 			return err
 		}
-		if x.articles&63 == 0 {
+		if x.articles&15 == 0 {
+			now := time.Now()
+			if now.Sub(x.lastArm) > s.tp/8 {
+				x.armWrite(now)
+			}
 			x.progress(false)
 		}
 	}
@@ -504,6 +510,16 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 			ev.bytes, ev.articles, x.bytes, x.articles)
 	}
 	return nil
+}
+
+// armWrite pushes the write deadline Tp ahead: a server that stops reading
+// for Tp fails the transfer, however long the transfer is.
+func (x *sender) armWrite(now time.Time) {
+	x.lastArm = now
+	_ = x.s.conn.SetWriteDeadline(now.Add(x.s.tp))
+	if x.s.canceled.Load() {
+		_ = x.s.conn.SetDeadline(time.Unix(1, 0))
+	}
 }
 
 // readLoop reads the server's FPDUs during the data phase until a terminal
@@ -677,6 +693,7 @@ func (x *sender) sync(ctx context.Context) error {
 			return err
 		}
 	}
+	x.armWrite(time.Now())
 	return nil
 }
 

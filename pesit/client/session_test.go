@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -153,5 +155,43 @@ func TestBadACONNECT(t *testing.T) {
 			t.Errorf("%s: server got ABORT %v, want %v", c.name, d, c.want)
 		}
 		ln.Close()
+	}
+}
+
+// TestLongTransferShortTimeout: the inactivity timer Tp bounds silence, not
+// the length of a transfer. Through a 2 MB/s proxy, transfers that last
+// several times Tp complete.
+func TestLongTransferShortTimeout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ts := startServer(t, serverOpts{syncKB: 256, window: 2, entity: 4096})
+	proxy := newSlowProxy(t, ts.addr, 2e6)
+	local := t.TempDir()
+	src := writeRandom(t, local, "src.bin", 6<<20, 11)
+	cfg := ts.config(false, 256, 2)
+	cfg.Addr = proxy.addr()
+	cfg.Timeout = time.Second
+	s, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	res, err := s.Send(ctx, SendRequest{Source: src, VirtualFile: "LONG"})
+	if err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	if err := os.Rename(filepath.Join(ts.in, "LONG"), filepath.Join(ts.out, "LONG")); err != nil {
+		t.Fatal(err)
+	}
+	res2, err := s.Receive(ctx, ReceiveRequest{VirtualFile: "LONG", Dest: filepath.Join(local, "dst.bin")})
+	if err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	if res.Duration < 2*cfg.Timeout || res2.Duration < 2*cfg.Timeout {
+		t.Fatalf("transfers took %v and %v, want more than 2 x Tp for the test to mean anything", res.Duration, res2.Duration)
+	}
+	sameFile(t, src, filepath.Join(local, "dst.bin"))
+	if err := s.Release(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
