@@ -2,11 +2,11 @@ package client
 
 import (
 	"io"
-	"time"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // cutProxy forwards loopback TCP connections to an upstream address and
