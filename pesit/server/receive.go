@@ -278,8 +278,9 @@ func (s *session) peerIDT(f *fpdu.FPDU) error {
 	return nil
 }
 
-// interrupted records an IDT exchange: the `ab` flag is set, the transfer
-// is kept for a restart (PI 19 = 4 or 8) or dropped (12, 16).
+// interrupted records an IDT exchange (the state machine keeps the ab
+// flag): the transfer is kept for a restart (PI 19 = 4, 8 or absent) or
+// dropped (12, 16).
 func (s *session) interrupted(d fpdu.Diagnostic, code uint64, why string) {
 	x := s.xfer
 	s.dataPhase.Store(false)
