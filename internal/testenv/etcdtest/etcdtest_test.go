@@ -27,9 +27,25 @@ func TestClusterFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	two := c.Client(t, c.Member(1).ClientURL, c.Member(2).ClientURL)
-	if _, err := two.Put(ctx, "k", "v2"); err != nil {
-		t.Fatalf("put with one member paused: %v", err)
+	// If the paused member was the raft leader, a first write may time out
+	// while the others elect a new one; the cluster must accept writes again
+	// within a few election timeouts.
+	putEventually := func(val string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * ElectionTimeout)
+		for {
+			pctx, pcancel := context.WithTimeout(ctx, 2*ElectionTimeout)
+			_, err := two.Put(pctx, "k", val)
+			pcancel()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("put %s with one member down: %v", val, err)
+			}
+		}
 	}
+	putEventually("v2")
 	if err := c.Member(0).Resume(); err != nil {
 		t.Fatal(err)
 	}
@@ -40,9 +56,7 @@ func TestClusterFaults(t *testing.T) {
 	if c.Member(1).Running() {
 		t.Fatal("stopped member still running")
 	}
-	if _, err := two.Put(ctx, "k", "v3"); err != nil {
-		t.Fatalf("put with one member stopped: %v", err)
-	}
+	putEventually("v3")
 	if err := c.Member(1).Start(); err != nil {
 		t.Fatal(err)
 	}
