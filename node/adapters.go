@@ -115,11 +115,10 @@ type journal struct {
 	next   int64
 	byNum  map[int64]string
 	byName map[string]int64
-	temps  map[string]string // transfer id -> temporary file, until the store keeps it
 }
 
 func newJournal(st *store.Store, node string, epoch func() int64, onStale func(error)) *journal {
-	return &journal{st: st, node: node, epoch: epoch, onStale: onStale, byNum: map[int64]string{}, byName: map[string]int64{}, temps: map[string]string{}}
+	return &journal{st: st, node: node, epoch: epoch, onStale: onStale, byNum: map[int64]string{}, byName: map[string]int64{}}
 }
 
 func (j *journal) number(id string) int64 {
@@ -185,14 +184,12 @@ func (j *journal) Begin(ctx context.Context, t server.Transfer) (int64, error) {
 		PesitID:   int64(t.PeSITID),
 		Status:    store.StatusInProgress,
 		LocalPath: t.Path,
+		TempPath:  t.TempPath,
 		Node:      j.node,
 	})
 	if err != nil {
 		return 0, j.check(fmt.Errorf("record transfer: %w", err))
 	}
-	j.mu.Lock()
-	j.temps[rec.ID] = t.TempPath
-	j.mu.Unlock()
 	return j.number(rec.ID), nil
 }
 
@@ -246,12 +243,9 @@ func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (serve
 	if err != nil {
 		return server.RestartState{}, false, err
 	}
-	j.mu.Lock()
-	temp := j.temps[rec.ID]
-	j.mu.Unlock()
 	return server.RestartState{
 		TransferID: j.number(rec.ID),
-		TempPath:   temp,
+		TempPath:   rec.TempPath,
 		Path:       rec.LocalPath,
 		Sync:       uint32(rec.SyncPoint.Number),
 		Offset:     rec.SyncPoint.Offset,

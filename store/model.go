@@ -193,11 +193,14 @@ type Transfer struct {
 	SHA256       string            `json:"sha256,omitempty"`
 	Diagnostic   string            `json:"diagnostic,omitempty"`
 	LocalPath    string            `json:"localPath,omitempty"`
-	Node         string            `json:"node,omitempty"`
-	Epoch        int64             `json:"epoch"` // leader epoch of the last write
-	CreatedAt    time.Time         `json:"createdAt"`
-	UpdatedAt    time.Time         `json:"updatedAt"`
-	FinishedAt   time.Time         `json:"finishedAt,omitzero"` // zero until a final status
+	// TempPath is the partial file of a receive until it completes; a
+	// restart on any node resumes into it.
+	TempPath   string    `json:"-"`
+	Node       string    `json:"node,omitempty"`
+	Epoch      int64     `json:"epoch"` // leader epoch of the last write
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"` // zero until a final status
 }
 
 // RestartKey finds the transfer a PeSIT restart refers to.

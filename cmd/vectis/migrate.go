@@ -114,5 +114,3 @@ func printMigrations(w io.Writer, driver string, ms []store.Migration) error {
 	return tw.Flush()
 }
 
-// Keeps staticcheck quiet until root.go adds newMigrateCommand(); delete then.
-var _ = newMigrateCommand

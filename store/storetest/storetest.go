@@ -107,7 +107,7 @@ func SampleServer(id string) store.Server {
 // SampleTransfer returns a valid transfer to create.
 func SampleTransfer(partner string, pesitID int64) store.Transfer {
 	return store.Transfer{ServerID: "PESITSRV", PartnerID: partner, FileID: "INBOX", Direction: store.DirReceive,
-		PesitID: pesitID, LocalPath: "/data/in/x", Node: "node-a"}
+		PesitID: pesitID, LocalPath: "/data/in/x", TempPath: "/data/in/.x.part", Node: "node-a"}
 }
 
 func testMigrations(t *testing.T, newConfig NewConfig) {
@@ -466,6 +466,10 @@ func testTransfers(t *testing.T, newConfig NewConfig) {
 	must(t, err, "find restartable")
 	if r.ID != tr.ID || r.SyncPoint.Number != 3 {
 		t.Fatalf("restartable %+v", r)
+	}
+	// A restart on another node resumes into the same partial file.
+	if r.TempPath != "/data/in/.x.part" || r.LocalPath != "/data/in/x" {
+		t.Fatalf("restartable paths %q %q, want the recorded temporary and final paths", r.TempPath, r.LocalPath)
 	}
 	for _, k := range []store.RestartKey{
 		{PartnerID: "OTHER", Direction: store.DirReceive, PesitID: 42, FileID: "INBOX"},
