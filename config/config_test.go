@@ -181,3 +181,24 @@ func TestMisspeltKeyIsRejected(t *testing.T) {
 		t.Fatalf("misspelt key: %v, want an error naming it", err)
 	}
 }
+
+func TestUsersFileFromASecret(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "users.yaml")
+	body := "- name: ops\n  passwordHash: \"$2a$10$abcdefghijklmnopqrstuuJ6vVY8s0oHcWlcX1l0c1mFf3zJ8Q1zW\"\n  role: operator\n"
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(Source{Sets: []string{"api.usersFile=" + f}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.API.Users) != 1 || cfg.API.Users[0].Name != "ops" || cfg.API.Users[0].Role != "operator" {
+		t.Fatalf("users = %+v", cfg.API.Users)
+	}
+	if err := os.WriteFile(f, []byte("- name: x\n  rol: admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(Source{Sets: []string{"api.usersFile=" + f}}); err == nil {
+		t.Fatal("a misspelt key in the users file was accepted")
+	}
+}

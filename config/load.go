@@ -1,7 +1,10 @@
 package config
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"reflect"
@@ -11,6 +14,7 @@ import (
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
+	yamlv3 "go.yaml.in/yaml/v3"
 )
 
 // EnvPrefix starts every environment variable that overrides the file.
@@ -122,6 +126,13 @@ func (c *Config) applyEnvironment(env map[string]string) error {
 		// store; each node applies its bind address when it starts them.
 		c.API.Listen = BindHost(c.API.Listen, b)
 	}
+	if c.API.UsersFile != "" {
+		users, err := readUsersFile(c.API.UsersFile)
+		if err != nil {
+			return fmt.Errorf("vectis.api.usersFile: %w", err)
+		}
+		c.API.Users = append(c.API.Users, users...)
+	}
 	if c.Store.URL == "" && c.Store.URLFile != "" {
 		u, err := readSecretFile(c.Store.URLFile)
 		if err != nil {
@@ -186,4 +197,20 @@ func BindHost(addr, host string) string {
 		return addr
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// readUsersFile reads admin API users from a YAML list of
+// {name, passwordHash, role}, as mounted from a Kubernetes Secret.
+func readUsersFile(path string) ([]User, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var users []User
+	dec := yamlv3.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&users); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return users, nil
 }
