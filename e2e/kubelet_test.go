@@ -461,6 +461,12 @@ func (k *kubelet) volumes(ctx context.Context, pod *corev1.Pod, c corev1.Contain
 			}
 			cmFiles = append(cmFiles, files...)
 		case v.Secret != nil:
+			// One directory per Secret volume for every pod: on a real node
+			// every pod sees its files at the same mount path, and the
+			// paths end up in the server definitions the pods share
+			// through the store (a per-pod path would make each starting
+			// pod "change" the definition).
+			vd = filepath.Join(k.dir, "..", "secrets", v.Secret.SecretName+"-"+v.Name)
 			s, err := k.cs.CoreV1().Secrets(k.ns).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
 			if err != nil {
 				return nil, nil, fmt.Errorf("volume %s: %w", v.Name, err)
@@ -545,7 +551,12 @@ func writeKeys(dir string, data map[string][]byte, items []corev1.KeyToPath) ([]
 		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(f, v, 0o600); err != nil {
+		// Atomically: a running pod may read a shared Secret file.
+		tmp := f + ".tmp"
+		if err := os.WriteFile(tmp, v, 0o600); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(tmp, f); err != nil {
 			return nil, err
 		}
 		files = append(files, f)

@@ -273,10 +273,25 @@ func (s *suite) standbyDelete(ctx context.Context, t *testing.T, r *row) {
 			}
 		}
 	}()
+	// And a session open on the leader must survive it: a standby that
+	// goes and a replacement that starts are no business of the leader's.
+	dir := t.TempDir()
+	src := randomFile(t, dir, "during-standby.bin", 1<<20)
+	sess, err := client.Dial(ctx, pesitConfig(s.c.ServiceAddr()))
+	if err != nil {
+		t.Fatalf("open a session through the Service: %v", err)
+	}
+	defer sess.Close()
 	if err := s.c.DeletePod(ctx, victim.Name, nil); err != nil {
 		t.Fatalf("delete standby %s: %v", victim.Name, err)
 	}
 	after := waitReplaced(ctx, t, s.c, victim.Name, 90*time.Second)
+	time.Sleep(time.Second) // let the replacement settle in fully
+	if _, err := sess.Send(ctx, client.SendRequest{Source: src, VirtualFile: "INBOX", NoRestart: true}); err != nil {
+		t.Errorf("a session opened on the leader before a standby was replaced is broken afterwards: %v", err)
+	} else if err := sess.Release(ctx); err != nil {
+		t.Errorf("release: %v", err)
+	}
 	stopProbe()
 	pwg.Wait()
 	r.Runs = 1

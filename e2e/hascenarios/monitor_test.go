@@ -20,8 +20,8 @@ const probeInterval = 10 * time.Millisecond
 // round is one probe of every node's PeSIT port, all dialled at once.
 type round struct {
 	at        time.Time
-	accepting []bool // per node; false for a frozen node
-	frozenAcc []bool // accepted while SIGSTOPped (the kernel's backlog, not the node)
+	accepting []bool // per node; false for a frozen node (not probed)
+	waking    []bool // the node was resumed (SIGCONT) and had not yet closed its port
 }
 
 func (r round) acceptingNodes() []int {
@@ -90,7 +90,8 @@ type monitor struct {
 
 	mu       sync.Mutex
 	rounds   []round
-	listen   overlapTracker
+	listen   overlapTracker // every round
+	awake    overlapTracker // rounds of nodes that are not just waking up from SIGSTOP
 	label    overlapTracker
 	labels   map[string]bool      // pod -> carries the leader label
 	injected map[string]bool      // labels the test put on a pod itself
@@ -118,6 +119,7 @@ func (m *monitor) stop() {
 	if !m.stopped {
 		now := time.Now()
 		m.listen.close(now)
+		m.awake.close(now)
 		m.label.close(now)
 		m.stopped = true
 	}
@@ -137,29 +139,35 @@ func (m *monitor) probeLoop(ctx context.Context) {
 }
 
 func (m *monitor) probe() {
-	r := round{at: time.Now(), accepting: make([]bool, len(m.nodes)), frozenAcc: make([]bool, len(m.nodes))}
+	r := round{at: time.Now(), accepting: make([]bool, len(m.nodes)), waking: make([]bool, len(m.nodes))}
 	frozenBefore := make([]bool, len(m.nodes))
 	for i, n := range m.nodes {
 		frozenBefore[i] = n.frozen.Load()
+		r.waking[i] = n.waking.Load()
 	}
 	var wg sync.WaitGroup
 	for i, n := range m.nodes {
+		if frozenBefore[i] {
+			// A SIGSTOPped process cannot accept: the kernel would complete
+			// the handshake into its backlog, which says nothing about the
+			// node, and would queue connections for it to find on waking.
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			// A refused connect on loopback is immediate; the timeout only
-			// bounds a frozen node whose backlog is full.
+			// bounds a node that stopped while we dialled.
 			r.accepting[i] = n.accepting(50 * time.Millisecond)
 		}()
 	}
 	wg.Wait()
 	for i, n := range m.nodes {
-		// A SIGSTOPped process cannot accept: the kernel completes the
-		// handshake into its backlog. Such a probe says nothing about the
-		// node; it is kept apart. The node counts again from SIGCONT on.
-		if frozenBefore[i] || n.frozen.Load() {
-			r.frozenAcc[i] = r.accepting[i]
+		if n.frozen.Load() {
 			r.accepting[i] = false
+		}
+		if r.waking[i] && !r.accepting[i] && !frozenBefore[i] {
+			n.waking.Store(false)
 		}
 	}
 	m.mu.Lock()
@@ -169,13 +177,24 @@ func (m *monitor) probe() {
 	}
 	m.rounds = append(m.rounds, r)
 	acc := r.acceptingNodes()
-	m.listen.observe(r.at, len(acc) >= 2, func() string {
+	desc := func() string {
 		names := make([]string, len(acc))
 		for i, a := range acc {
 			names[i] = m.nodes[a].name
+			if r.waking[a] {
+				names[i] += "(waking from SIGSTOP)"
+			}
 		}
 		return fmt.Sprintf("nodes %v accepting", names)
-	})
+	}
+	m.listen.observe(r.at, len(acc) >= 2, desc)
+	awake := 0
+	for _, a := range acc {
+		if !r.waking[a] {
+			awake++
+		}
+	}
+	m.awake.observe(r.at, awake >= 2, desc)
 }
 
 // labelLoop lists the pods, then watches them from the list's version;
@@ -275,20 +294,22 @@ func (m *monitor) labelChange(pod string) time.Time {
 	return m.labelAt[pod]
 }
 
-// overlaps returns the longest listener and label overlaps so far, with
-// a description of each.
-func (m *monitor) overlaps() (listen, label time.Duration, desc string) {
+// overlaps returns the longest listener overlap (all rounds, and without
+// nodes waking from SIGSTOP) and label overlap so far, with a description
+// of each.
+func (m *monitor) overlaps() (listen, awake, label time.Duration, desc string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	l, b := m.listen.longest, m.label.longest
 	now := time.Now()
-	if !m.listen.start.IsZero() && now.Sub(m.listen.start) > l {
-		l = now.Sub(m.listen.start)
+	longest := func(o *overlapTracker) time.Duration {
+		d := o.longest
+		if !o.start.IsZero() && now.Sub(o.start) > d {
+			d = now.Sub(o.start)
+		}
+		return d
 	}
-	if !m.label.start.IsZero() && now.Sub(m.label.start) > b {
-		b = now.Sub(m.label.start)
-	}
-	return l, b, fmt.Sprintf("listener overlaps: %d %v; label overlaps: %d %v", m.listen.count, m.listen.what, m.label.count, m.label.what)
+	return longest(&m.listen), longest(&m.awake), longest(&m.label),
+		fmt.Sprintf("listener overlaps: %d %v; label overlaps: %d %v", m.listen.count, m.listen.what, m.label.count, m.label.what)
 }
 
 // rounds since t, copied.
@@ -350,7 +371,7 @@ func (m *monitor) waitServing(ctx context.Context, since time.Time, exclude int)
 // waitNotAccepting waits for the first round since t in which node i does
 // not accept.
 func (m *monitor) waitNotAccepting(ctx context.Context, since time.Time, i int) (time.Time, error) {
-	r, err := m.waitRound(ctx, since, func(r round) bool { return !r.accepting[i] && !r.frozenAcc[i] })
+	r, err := m.waitRound(ctx, since, func(r round) bool { return !r.accepting[i] && !r.waking[i] })
 	return r.at, err
 }
 

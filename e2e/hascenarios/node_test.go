@@ -49,6 +49,7 @@ type vnode struct {
 	env     []string
 
 	frozen atomic.Bool // SIGSTOPped: its listening socket is the kernel's, not the node's
+	waking atomic.Bool // SIGCONT sent, and the monitor has not yet seen its PeSIT port closed
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -123,6 +124,9 @@ func (n *vnode) signal(sig syscall.Signal) error {
 	case syscall.SIGSTOP:
 		n.frozen.Store(true)
 	case syscall.SIGCONT:
+		if n.frozen.Load() {
+			n.waking.Store(true)
+		}
 		defer n.frozen.Store(false)
 	}
 	if err := n.cmd.Process.Signal(sig); err != nil {
