@@ -433,7 +433,7 @@ func (s *session) fileSelected() error {
 				return err
 			}
 		default:
-			return abortf(fpdu.DiagProtocolError, "%v with file %s (open=%v)", f.Kind, stateName(open), open)
+			return abortf(fpdu.DiagProtocolError, "%v with the file %s", f.Kind, stateName(open))
 		}
 	}
 }
@@ -632,10 +632,9 @@ func (s *session) cancelTransfer(ctx context.Context, id int64) error {
 
 // PI 19 end-of-transfer codes.
 const (
-	endRestart            = 4
-	endSuspended          = 8
-	endCancelledByServer  = 12
-	endCancelledByRequest = 16
+	endRestart           = 4
+	endSuspended         = 8
+	endCancelledByServer = 12 // 16 is "cancelled by the requester"
 )
 
 func (s *session) writeIDTLocked(d fpdu.Diagnostic, code uint64) error {

@@ -82,7 +82,7 @@ func (x *transfer) counts() (bytes, articles int64) {
 	return x.bytes, x.articles
 }
 
-// refuseCreate answers CREATE or SELECT with a diagnostic; the session
+// refuseFile answers CREATE or SELECT with a diagnostic; the session
 // stays connected (digest §4.1).
 func (s *session) refuseFile(k fpdu.Kind, d fpdu.Diagnostic, detail string, args ...any) error {
 	s.log.Warn("file request refused", "fpdu", k.String(), "diag", d.String(), "detail", fmt.Sprintf(detail, args...))
