@@ -182,7 +182,23 @@ func TestLabelerWithoutWatch(t *testing.T) {
 	cp := kubetest.Start(t, kubetest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	admin := cp.AdminClient(t)
+	// Outside a pod, NewInClusterOrConfig falls back to the kubeconfig.
+	kubeconfig, err := cp.Kubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	restCfg, err := NewInClusterOrConfig(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewInClusterOrConfig(kubeconfig + ".missing"); err == nil {
+		t.Fatal("missing kubeconfig accepted")
+	}
 	saCfg := cp.ServiceAccountConfig(ctx, t, ns, "nowatch", []rbacv1.PolicyRule{{
 		APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch"},
 	}})
