@@ -25,6 +25,10 @@ func TestCXPush(t *testing.T) {
 	if ac.DstID != 0x62 || ac.SrcID == 0 {
 		t.Fatalf("ACONNECT ids dst=%#x src=%#x", ac.DstID, ac.SrcID)
 	}
+	// Byte for byte what CX accepted in digest 9.1, but for our own id.
+	if b, err := fpdu.AppendEncode(nil, ac); err != nil || !bytes.Equal(b, []byte{0, 0x0E, 0x40, 0x21, 0x62, ac.SrcID, 6, 1, 2, 7, 3, 0, 0x20, 2}) {
+		t.Fatalf("ACONNECT % x (%v)", b, err)
+	}
 	if v, _ := ac.Params.Bytes(fpdu.PIVersion); !bytes.Equal(v, []byte{2}) {
 		t.Fatalf("ACONNECT PI 6 = % x", v)
 	}
