@@ -120,3 +120,25 @@ func TestNamePattern(t *testing.T) {
 		t.Fatalf("%q, %v", got, err)
 	}
 }
+
+// TestFileBusy: two pushes to the same target name at once: the second is
+// refused with 2/207 and the first completes.
+func TestFileBusy(t *testing.T) {
+	e := newEnv(t, nil)
+	a := dial(t, e.srv.Addr())
+	a.connect()
+	a.openForWrite(createOpts{file: "TESTFILE", pi13: 1})
+	b := dial(t, e.srv.Addr())
+	b.connect()
+	b.raw(createFrame(b.srvID, createOpts{file: "TESTFILE", pi13: 2}))
+	b.expectDiag(fpdu.AckCreate, fpdu.DiagFileBusy)
+	b.release()
+	pushArticles(t, a, []byte("first"), 0)
+	a.sendKind(fpdu.DTFEnd, diagParam(fpdu.DiagOK))
+	a.transEnd(5, 1)
+	a.closeFile()
+	a.release()
+	if got, _ := os.ReadFile(filepath.Join(e.recvDir, "TESTFILE")); string(got) != "first" {
+		t.Fatalf("%q", got)
+	}
+}
