@@ -68,6 +68,11 @@ type cluster struct {
 	recvDir string
 	nodes   []*vnode
 	mon     *monitor
+	// allowWaking: a node resumed from SIGSTOP needs a few milliseconds
+	// of CPU to close the port that it could not close while stopped; the
+	// scenario checks that window itself (it must not serve in it), and
+	// the listener invariant covers every other round.
+	allowWaking bool
 }
 
 // newCluster prepares a scenario (index idx picks its addresses) and
@@ -313,9 +318,12 @@ func (c *cluster) waitStableLeader(ctx context.Context, since time.Time, wantLab
 func (c *cluster) assertInvariants(r func(f func(*row))) {
 	c.t.Helper()
 	c.mon.stop()
-	l, b, desc := c.mon.overlaps()
+	l, awake, b, desc := c.mon.overlaps()
 	r(func(row *row) { row.listenOverlap, row.labelOverlap = l, b })
-	if l > 0 {
+	switch {
+	case c.allowWaking && awake > 0:
+		c.t.Errorf("two nodes accepted PeSIT connections at once for up to %v, not counting a node waking from SIGSTOP (%s)", awake, desc)
+	case !c.allowWaking && l > 0:
 		c.t.Errorf("two nodes accepted PeSIT connections at once for up to %v (%s)", l, desc)
 	}
 	if b > 0 {

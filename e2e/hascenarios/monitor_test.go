@@ -22,6 +22,7 @@ type round struct {
 	at        time.Time
 	accepting []bool // per node; false for a frozen node (not probed)
 	waking    []bool // the node was resumed (SIGCONT) and had not yet closed its port
+	frozen    []bool // the node was SIGSTOPped during the round (not probed)
 }
 
 func (r round) acceptingNodes() []int {
@@ -139,7 +140,7 @@ func (m *monitor) probeLoop(ctx context.Context) {
 }
 
 func (m *monitor) probe() {
-	r := round{at: time.Now(), accepting: make([]bool, len(m.nodes)), waking: make([]bool, len(m.nodes))}
+	r := round{at: time.Now(), accepting: make([]bool, len(m.nodes)), waking: make([]bool, len(m.nodes)), frozen: make([]bool, len(m.nodes))}
 	frozenBefore := make([]bool, len(m.nodes))
 	for i, n := range m.nodes {
 		frozenBefore[i] = n.frozen.Load()
@@ -163,8 +164,8 @@ func (m *monitor) probe() {
 	}
 	wg.Wait()
 	for i, n := range m.nodes {
-		if n.frozen.Load() {
-			r.accepting[i] = false
+		if frozenBefore[i] || n.frozen.Load() {
+			r.accepting[i], r.frozen[i] = false, true
 		}
 		if r.waking[i] && !r.accepting[i] && !frozenBefore[i] {
 			n.waking.Store(false)
@@ -371,7 +372,7 @@ func (m *monitor) waitServing(ctx context.Context, since time.Time, exclude int)
 // waitNotAccepting waits for the first round since t in which node i does
 // not accept.
 func (m *monitor) waitNotAccepting(ctx context.Context, since time.Time, i int) (time.Time, error) {
-	r, err := m.waitRound(ctx, since, func(r round) bool { return !r.accepting[i] && !r.waking[i] })
+	r, err := m.waitRound(ctx, since, func(r round) bool { return !r.accepting[i] && !r.frozen[i] })
 	return r.at, err
 }
 
