@@ -65,13 +65,15 @@ func TestRawRestartAfterCut(t *testing.T) {
 func TestRestartAfterCut(t *testing.T) {
 	const size = 6 << 20
 	const syncKB, window = 64, 2
-	seeds := []uint64{11, 12, 13}
+	// Seed 14 runs over TLS: the cut then lands inside TLS records.
+	seeds := []uint64{11, 12, 13, 14}
 	for _, dir := range []string{"push", "pull"} {
 		for _, seed := range seeds {
-			t.Run(fmt.Sprintf("%s/seed=%d", dir, seed), func(t *testing.T) {
+			useTLS := seed == 14
+			t.Run(fmt.Sprintf("%s/seed=%d/tls=%v", dir, seed, useTLS), func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 				defer cancel()
-				ts := startServer(t, serverOpts{syncKB: syncKB, window: window, entity: 4096})
+				ts := startServer(t, serverOpts{syncKB: syncKB, window: window, entity: 4096, tls: useTLS})
 				r := rand.New(rand.NewPCG(seed, 99))
 				minCut := int64(window+2) * syncKB * 1024
 				// Two cuts for odd seeds: the second attempt is cut too.
@@ -80,8 +82,12 @@ func TestRestartAfterCut(t *testing.T) {
 					cuts = append(cuts, minCut+r.Int64N(size/2))
 				}
 				t.Logf("seed %d: cuts after %v bytes", seed, cuts)
-				proxy := newCutProxy(t, ts.addr, cuts...)
-				cfg := ts.config(false, syncKB, window)
+				upstream := ts.addr
+				if useTLS {
+					upstream = ts.tlsAddr
+				}
+				proxy := newCutProxy(t, upstream, cuts...)
+				cfg := ts.config(useTLS, syncKB, window)
 				cfg.Addr = proxy.addr()
 				local := t.TempDir()
 				// The server notices the cut on its side before it can offer
