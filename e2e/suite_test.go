@@ -399,7 +399,7 @@ func (s *suite) rolloutRestart(ctx context.Context, t *testing.T, r *row) {
 		defer pwg.Done()
 		var lastOK time.Time
 		down := false
-		for sleepCtx(pctx, 50*time.Millisecond) {
+		for sleepCtx(pctx, 20*time.Millisecond) {
 			err := connectOnce(pctx, s.c.ServiceAddr())
 			now := time.Now()
 			switch {

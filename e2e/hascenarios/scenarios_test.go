@@ -681,16 +681,21 @@ func (e *env) apiServerDown(ctx context.Context, t *testing.T, c *cluster, rec f
 		}
 		sleepCtx(ctx, 100*time.Millisecond)
 	}
+	// Still no label anywhere but where it was: nobody could patch.
+	if l := c.mon.labelled(); len(l) != 1 || l[0] != old.name {
+		t.Errorf("with the API server down the watched labels changed: %v", l)
+	}
+	ta := time.Now()
 	if err := e.cp.StartAPIServer(); err != nil {
 		t.Fatalf("restart kube-apiserver: %v", err)
 	}
 	apiBack = true
-	ta := time.Now()
+	ready := time.Since(ta)
 	var followed time.Duration
 	for {
 		l := c.mon.labelled()
 		if len(l) == 1 && l[0] == leader.name {
-			followed = time.Since(ta)
+			followed = c.mon.labelChange(leader.name).Sub(ta)
 			break
 		}
 		if time.Since(ta) > 30*time.Second {
@@ -698,10 +703,17 @@ func (e *env) apiServerDown(ctx context.Context, t *testing.T, c *cluster, rec f
 		}
 		sleepCtx(ctx, 20*time.Millisecond)
 	}
-	note := fmt.Sprintf("%s -> %s serving +%s; %v label errors; label followed %s after the API server was back",
-		old.name, leader.name, ms(at.Sub(t0)), labelErrs, ms(followed))
+	p, err := e.admin.CoreV1().Pods(c.ns).Get(ctx, old.name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, has := p.Labels[labelKey]; has {
+		t.Errorf("the dead leader's pod %s still carries %s", old.name, labelKey)
+	}
+	note := fmt.Sprintf("%s -> %s serving +%s; %v label errors; API server restarted (ready in %s), label on %s +%s after the restart began",
+		old.name, leader.name, ms(at.Sub(t0)), labelErrs, ms(ready), leader.name, ms(followed))
 	rec(func(r *row) {
-		r.takeover = ms(at.Sub(t0)) + " (label +" + ms(followed) + " after API back)"
+		r.takeover = ms(at.Sub(t0)) + " (label +" + ms(followed) + " after API restart)"
 		r.note = note
 	})
 	t.Log(note)
