@@ -195,3 +195,20 @@ func TestLongTransferShortTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTransferID: a configured PI 13 is the one the server records.
+func TestTransferID(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ts := startServer(t, serverOpts{syncKB: 32, window: 2})
+	src := writeRandom(t, t.TempDir(), "src.bin", 100000, 12)
+	res, err := Push(ctx, ts.config(false, 32, 2), SendRequest{Source: src, VirtualFile: "TID", TransferID: 0x4242}, Retry{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.jnl.mu.Lock()
+	defer ts.jnl.mu.Unlock()
+	if res.TransferID != 0x4242 || len(ts.jnl.recs) != 1 || ts.jnl.recs[0].t.PeSITID != 0x4242 {
+		t.Fatalf("result id %#x, server recorded %+v", res.TransferID, ts.jnl.recs)
+	}
+}
