@@ -155,6 +155,9 @@ func (m *pesitManager) StopAccepting() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, srv := range m.running {
+		// Listeners close before this returns, so that the HA loop can
+		// resign right after without two nodes ever accepting at once.
+		srv.StopAccepting()
 		ctx, cancel := context.WithCancel(context.Background())
 		s := stopping{srv: srv, cancel: cancel, done: make(chan struct{})}
 		go func() { defer close(s.done); _ = srv.Shutdown(ctx) }()

@@ -36,6 +36,7 @@ type Server struct {
 	mu        sync.Mutex
 	started   bool
 	closing   bool
+	refusing  bool // StopAccepting: listeners closed, sessions go on
 	listeners []net.Listener
 	sessions  map[*session]struct{}
 	connected int            // sessions past CONNECT
@@ -196,6 +197,18 @@ func (s *Server) ActiveSessions() int {
 	return len(s.sessions)
 }
 
+// StopAccepting closes the listeners at once and returns; live sessions go
+// on until Shutdown. The HA loop calls it before it resigns, so that a new
+// leader never accepts while this node still does.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refusing = true
+	for _, l := range s.listeners {
+		l.Close()
+	}
+}
+
 // Shutdown stops accepting, lets sessions finish until ctx is done, then
 // sends ABORT 3/316 to those still open and waits for them to end.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -269,7 +282,7 @@ func (s *Server) acceptLoop(l net.Listener) {
 			s.mu.Lock()
 			closing := s.closing
 			s.mu.Unlock()
-			if closing || errors.Is(err, net.ErrClosed) {
+			if closing || s.isRefusing() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			// Temporary failure (EMFILE...): back off as net/http does.
@@ -286,7 +299,7 @@ func (s *Server) acceptLoop(l net.Listener) {
 		s.mu.Lock()
 		// Hard bound on raw connections: the CONNECT-level refusal (3/303)
 		// needs a session, but a flood must not get unbounded goroutines.
-		if s.closing || len(s.sessions) >= 2*s.cfg.MaxSessions+16 {
+		if s.closing || s.refusing || len(s.sessions) >= 2*s.cfg.MaxSessions+16 {
 			s.mu.Unlock()
 			s.countConn("dropped")
 			c.Close()
@@ -365,6 +378,12 @@ func (s *Server) unclaimPath(p string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.receiving, p)
+}
+
+func (s *Server) isRefusing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refusing
 }
 
 func (s *Server) isClosing() bool {
