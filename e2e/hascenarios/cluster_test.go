@@ -82,6 +82,16 @@ func (e *env) newCluster(t *testing.T, idx int) *cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := &cluster{t: t, env: e, ns: fmt.Sprintf("ha-s%d", idx), name: fmt.Sprintf("ha-s%d", idx), dir: t.TempDir()}
+	if d := os.Getenv("VECTIS_E2E_ARTIFACTS"); d != "" {
+		// Keep the node logs and configurations of the scenario.
+		c.dir = filepath.Join(d, "hascenarios", strings.ReplaceAll(t.Name(), "/", "_"))
+		if err := os.RemoveAll(c.dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(c.dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c.recvDir = filepath.Join(c.dir, "shared-in")
 
 	c.etcd = etcdtest.Start(t, etcdtest.Options{Size: 3})
@@ -141,8 +151,9 @@ func (e *env) newCluster(t *testing.T, idx int) *cluster {
 		}
 		c.mon.stop()
 		if t.Failed() {
+			t.Logf("node logs and configurations in %s (set VECTIS_E2E_ARTIFACTS to keep them)", c.dir)
 			for _, n := range c.nodes {
-				t.Logf("---- %s (%s) log tail ----\n%s", n.name, n.ip, n.tail(60))
+				t.Logf("---- %s (%s) log tail, repeated lines folded ----\n%s", n.name, n.ip, n.tail(60))
 			}
 		}
 	})

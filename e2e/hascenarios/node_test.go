@@ -299,17 +299,39 @@ func pesitConfig(addr string) client.Config {
 	}
 }
 
-// tail returns the last lines of the node's log.
+// tail returns the last lines of the node's log, with runs of lines that
+// differ only in their timestamp folded into one.
 func (n *vnode) tail(lines int) string {
 	b, err := os.ReadFile(n.logPath)
 	if err != nil {
 		return err.Error()
 	}
-	parts := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(parts) > lines {
-		parts = parts[len(parts)-lines:]
+	var out []string
+	prev, repeat := "", 0
+	flush := func() {
+		if repeat > 0 {
+			out = append(out, fmt.Sprintf("        (previous line repeated %d times)", repeat))
+		}
+		repeat = 0
 	}
-	return strings.Join(parts, "\n")
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		key := l
+		if i := strings.IndexByte(l, ' '); strings.HasPrefix(l, "time=") && i > 0 {
+			key = l[i:]
+		}
+		if key == prev {
+			repeat++
+			continue
+		}
+		flush()
+		prev = key
+		out = append(out, l)
+	}
+	flush()
+	if len(out) > lines {
+		out = out[len(out)-lines:]
+	}
+	return strings.Join(out, "\n")
 }
 
 // grepLog counts log lines containing s.
