@@ -77,7 +77,8 @@ func BenchmarkFailover(b *testing.B) {
 				sp.Attributes["vectis.previous_leader"] == old && !sp.End.Before(kill)
 		}, 10*time.Second)
 		if err != nil {
-			b.Errorf("kill %d: no vectis.failover span from %s: %v", i+1, after.Leader.Name, err)
+			b.Errorf("kill %d: no vectis.failover span from %s: %v; spans since the kill: %s",
+				i+1, after.Leader.Name, err, spanSummary(lc.otlp.Spans(), kill))
 		} else {
 			detection = append(detection, span.Start.Sub(kill))
 			spans = append(spans, span.End.Sub(span.Start))
@@ -118,3 +119,19 @@ func BenchmarkFailover(b *testing.B) {
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// spanSummary counts spans by name (failover spans in full) since t.
+func spanSummary(spans []otlptest.Span, since time.Time) string {
+	counts := map[string]int{}
+	var failovers []string
+	for _, sp := range spans {
+		if sp.End.Before(since) {
+			continue
+		}
+		counts[sp.Name]++
+		if sp.Name == "vectis.failover" {
+			failovers = append(failovers, fmt.Sprintf("%v", sp.Attributes))
+		}
+	}
+	return fmt.Sprintf("%v; failover spans %v", counts, failovers)
+}

@@ -157,17 +157,34 @@ func waitSteady(ctx context.Context, t testing.TB, c Cluster, timeout time.Durat
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
+	var unlabelledSince time.Time
 	for {
 		s, err := steadyState(ctx, c, true)
 		if err == nil {
 			return s
 		}
 		last = err
+		// Settled in every other way: the leader labels its pod right after
+		// its listeners accept, so a label still missing long after that
+		// will not come. Fail fast with that reason.
+		if _, e := steadyState(ctx, c, false); e == nil {
+			if unlabelledSince.IsZero() {
+				unlabelledSince = time.Now()
+			} else if time.Since(unlabelledSince) > labelGrace {
+				t.Fatalf("cluster settled but not labelled for %v: %v", labelGrace, err)
+			}
+		} else {
+			unlabelledSince = time.Time{}
+		}
 		if !sleepCtx(ctx, 100*time.Millisecond) {
 			t.Fatalf("cluster not steady after %v: %v", timeout, last)
 		}
 	}
 }
+
+// labelGrace is how long a settled cluster may go without the leader label
+// before waitSteady gives up.
+const labelGrace = 15 * time.Second
 
 func pesitConfig(addr string) client.Config {
 	return client.Config{
