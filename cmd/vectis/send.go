@@ -96,7 +96,7 @@ same file to the same server resumes too.
 	fl := cmd.Flags()
 	fl.StringVar(&format, "article-format", "variable", "article format, PI 31: fixed or variable (variable with --data-code ascii|ebcdic sends one line per article)")
 	fl.IntVar(&articleLength, "article-length", 0, "article length, PI 32: exact (fixed) or maximum (variable); 0 = 32768, lowered to the sync interval")
-	fl.StringVar(&dataCode, "data-code", "binary", "data code, PI 16: binary, ascii or ebcdic")
+	fl.StringVar(&dataCode, "data-code", "binary", "data code, PI 16: binary, ascii or ebcdic (variable-format ebcdic text is translated to code page 037)")
 	fl.IntVar(&multi, "multi-article", 0, "pack up to N articles per DTF (only for servers that agreed to it)")
 	fl.BoolVar(&segment, "segment", false, "segment articles longer than the entity size (DTFDA/DTFMA/DTFFA)")
 	fl.Uint32Var(&transferID, "transfer-id", 0, "transfer id, PI 13 (default: random)")

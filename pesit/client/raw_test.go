@@ -1,9 +1,11 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -105,5 +107,43 @@ func TestRawRefused(t *testing.T) {
 	}
 	if Retryable(err) {
 		t.Error("an authentication refusal must not be retried")
+	}
+}
+
+// TestRawEBCDICText pushes a text file as EBCDIC (PI 16 = 1): the server
+// receives code page 037 lines; a pull translates them back.
+func TestRawEBCDICText(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 32, 2)
+	local := t.TempDir()
+	text := "HELLO BANK 123\npayment: 42.00 EUR\n\nline_with-punct/@#$\n"
+	src := filepath.Join(local, "f.ebc")
+	if err := os.WriteFile(src, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Dial(ctx, rawConfig(srv.addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Send(ctx, SendRequest{Source: src, Format: FormatVariable, DataCode: DataEBCDIC}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(srv.dir, "f.ebc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "HELLO" in code page 037, then the server's own "\n".
+	if want := []byte{0xC8, 0xC5, 0xD3, 0xD3, 0xD6, 0x40}; !bytes.HasPrefix(got, want) || bytes.Count(got, []byte("\n")) != 4 {
+		t.Fatalf("server stored % X, want EBCDIC lines", got)
+	}
+	back := filepath.Join(local, "back.txt")
+	if _, err := s.Receive(ctx, ReceiveRequest{VirtualFile: "f.ebc", Dest: back}); err != nil {
+		t.Fatal(err)
+	}
+	sameFile(t, src, back)
+	if err := s.Release(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -18,7 +18,8 @@ import (
 // rawServer is a minimal PeSIT responder written against the codec only, to
 // exercise the client before (and independently of) pesit/server. It serves
 // files from dir: a push to VFILE lands in dir/VFILE, a pull of VFILE reads
-// dir/VFILE. Names ending in ".txt" are variable-format ASCII text.
+// dir/VFILE. Names ending in ".txt" are variable-format ASCII text, ".ebc"
+// EBCDIC text (stored as received: EBCDIC lines, each ended by "\n").
 type rawServer struct {
 	t        testing.TB
 	ln       net.Listener
@@ -189,7 +190,7 @@ func (rc *rawConn) open(f *fpdu.FPDU) error {
 	s := rc.s
 	rc.name, _ = f.Params.String(fpdu.PIFileName)
 	rc.create = f.Kind == fpdu.Create
-	rc.text = strings.HasSuffix(rc.name, ".txt")
+	rc.text = strings.HasSuffix(rc.name, ".txt") || strings.HasSuffix(rc.name, ".ebc")
 	id, _ := f.Params.Uint(fpdu.PITransferID)
 	restart, _ := f.Params.Uint(fpdu.PIRestart)
 	rc.id = uint32(id)
@@ -222,7 +223,11 @@ func (rc *rawConn) open(f *fpdu.FPDU) error {
 	q.AddUint(fpdu.PITransferID, uint64(rc.id))
 	var l fpdu.Params
 	if rc.text {
-		q.AddUint(fpdu.PIDataCode, 0)
+		code := uint64(0)
+		if strings.HasSuffix(rc.name, ".ebc") {
+			code = 1
+		}
+		q.AddUint(fpdu.PIDataCode, code)
 		l.Add(fpdu.PIArticleFormat, []byte{0x80})
 	} else {
 		q.AddUint(fpdu.PIDataCode, 2)

@@ -54,6 +54,7 @@ type receiver struct {
 	lastArm  time.Time
 	lastProg time.Time
 	article  func([]byte) error
+	ebcdic   *ebcdicTables // EBCDIC text: translate to the local code
 }
 
 // Receive pulls req.VirtualFile from the server into req.Dest. With restart
@@ -147,6 +148,9 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 		code = 2
 	}
 	x.text = len(format) == 1 && format[0]&0x80 != 0 && dataCodeFromWire(code).text()
+	if x.text && dataCodeFromWire(code) == DataEBCDIC {
+		x.ebcdic = newEBCDICTables()
+	}
 	if l, ok := ack.Params.Uint(fpdu.PIArticleLength); ok {
 		x.maxArt = int(l)
 	}
@@ -303,6 +307,9 @@ func (x *receiver) read(p uint32, cands []syncPoint) (uint32, error) {
 }
 
 func (x *receiver) writeArticle(a []byte) error {
+	if x.ebcdic != nil {
+		translate(a, &x.ebcdic.toASCII) // a aliases the reader's buffer, which is ours until the next read
+	}
 	if _, err := x.bw.Write(a); err != nil {
 		return err
 	}
@@ -363,6 +370,9 @@ func (x *receiver) data() error {
 		case fpdu.DTFDA, fpdu.DTFMA, fpdu.DTFFA:
 			if (f.Kind == fpdu.DTFDA) == x.inSeg {
 				return s.protocolError(fpdu.DiagProtocolError, "%s out of sequence", f.Kind)
+			}
+			if x.ebcdic != nil {
+				translate(f.Data, &x.ebcdic.toASCII)
 			}
 			if _, err := x.bw.Write(f.Data); err != nil {
 				return x.localFailure(err)

@@ -93,6 +93,7 @@ type sender struct {
 	multiN       int
 	lastProgress time.Time
 	lastArm      time.Time
+	ebcdic       *ebcdicTables // text in EBCDIC: translate each line
 }
 
 // Send pushes req.Source to the server. With restart state from an earlier
@@ -405,6 +406,10 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 	if x.req.Format == FormatVariable && x.req.DataCode.text() {
 		ls := newLineSource(src, x.artLen)
 		next = ls.next
+		if x.req.DataCode == DataEBCDIC {
+			// Lines are split on the local "\n" first, then translated.
+			x.ebcdic = newEBCDICTables()
+		}
 	} else {
 		fs := newFixedSource(src, x.artLen, &s.dataBuf)
 		next = fs.next
@@ -444,6 +449,9 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 		}
 		if rerr != nil {
 			return x.interrupt(ctx, 4, fpdu.DiagIOError, &LocalError{Op: "read", Path: x.req.Source, Err: rerr})
+		}
+		if x.ebcdic != nil {
+			translate(art, &x.ebcdic.toEBCDIC)
 		}
 		if len(art) > x.artLen {
 			return x.interrupt(ctx, 16, fpdu.DiagArticleTooLong, &LocalError{Op: "read", Path: x.req.Source,
