@@ -46,6 +46,7 @@ func BenchmarkFailover(b *testing.B) {
 	mon.take()
 
 	var detection, detectionLog, failover, spans []time.Duration
+	badSpans := 0
 	start := time.Now()
 	b.ResetTimer()
 	for i := 0; i < kills; i++ {
@@ -72,14 +73,20 @@ func BenchmarkFailover(b *testing.B) {
 		}
 		failover = append(failover, fo)
 		after := waitReplaced(ctx, b, lc, old, 90*time.Second)
+		// The new leader's failover span. It must name the killed leader as
+		// the previous one and start after the kill (at the detection).
 		span, err := lc.otlp.WaitFor(func(sp otlptest.Span) bool {
-			return sp.Name == "vectis.failover" && sp.Attributes["vectis.new_leader"] == after.Leader.Name &&
-				sp.Attributes["vectis.previous_leader"] == old && !sp.End.Before(kill)
+			return sp.Name == "vectis.failover" && sp.Attributes["vectis.new_leader"] == after.Leader.Name && !sp.End.Before(kill)
 		}, 10*time.Second)
-		if err != nil {
+		switch {
+		case err != nil:
 			b.Errorf("kill %d: no vectis.failover span from %s: %v; spans since the kill: %s",
 				i+1, after.Leader.Name, err, spanSummary(lc.otlp.Spans(), kill))
-		} else {
+		case span.Attributes["vectis.previous_leader"] != old || span.Start.Before(kill):
+			badSpans++
+			b.Errorf("kill %d: vectis.failover span of %s is wrong: previous_leader %q (killed: %s), starts %v after the kill (failover_seconds %s)",
+				i+1, after.Leader.Name, span.Attributes["vectis.previous_leader"], old, span.Start.Sub(kill), span.Attributes["vectis.failover_seconds"])
+		default:
 			detection = append(detection, span.Start.Sub(kill))
 			spans = append(spans, span.End.Sub(span.Start))
 		}
@@ -105,6 +112,7 @@ func BenchmarkFailover(b *testing.B) {
 	line("failover (kill -> CONNECT via Service)", failover)
 	line("vectis.failover span duration", spans)
 	tw.Flush()
+	fmt.Printf("failover spans missing or wrong (previous leader, start before the kill): %d of %d\n", len(failover)-len(spans), len(failover))
 	fmt.Printf("invariants over the series: %s\n", o)
 
 	b.ReportMetric(float64(len(failover)), "kills")
@@ -114,6 +122,7 @@ func BenchmarkFailover(b *testing.B) {
 	b.ReportMetric(msf(percentile(failover, .99)), "failover-p99-ms")
 	b.ReportMetric(msf(percentile(spans, .5)), "span-p50-ms")
 	b.ReportMetric(msf(percentile(spans, .99)), "span-p99-ms")
+	b.ReportMetric(float64(badSpans), "wrong-spans")
 	b.ReportMetric(float64(o.Label.Milliseconds()), "label-overlap-ms")
 	b.ReportMetric(float64(o.Listen.Milliseconds()), "listener-overlap-ms")
 }

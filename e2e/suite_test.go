@@ -537,7 +537,12 @@ func (s *suite) failoverSpan(ctx context.Context, t *testing.T, r *row) {
 	t.Logf("vectis.failover: %v (start %v after the kill), attributes %v, resource %v",
 		span.End.Sub(span.Start), span.Start.Sub(kill), span.Attributes, span.Resource)
 	if span.Attributes["vectis.previous_leader"] != st.Leader.Name {
-		t.Errorf("previous_leader %q, want %s", span.Attributes["vectis.previous_leader"], st.Leader.Name)
+		t.Errorf("vectis.failover span: previous_leader %q, want the killed leader %s", span.Attributes["vectis.previous_leader"], st.Leader.Name)
+	}
+	// The span starts when the new leader noticed the loss: after the kill.
+	if span.Start.Before(kill) {
+		t.Errorf("vectis.failover span starts %v before the kill (failover_seconds %s): it measures an older failover",
+			kill.Sub(span.Start), span.Attributes["vectis.failover_seconds"])
 	}
 	if got := span.Resource["k8s.pod.name"]; got != after.Leader.Name {
 		t.Errorf("span resource k8s.pod.name %q, want %s", got, after.Leader.Name)
