@@ -54,8 +54,10 @@ type Config struct {
 	// interval proposes no sync. The server may lower both.
 	SyncIntervalKB uint16
 	SyncWindow     uint8
-	// Resync is PI 23 (F.RESTART within a transfer). The client never
-	// initiates RESYN; it only proposes what is configured.
+	// Resync proposes PI 23 = 1 (F.RESTART within a transfer). The client
+	// never initiates RESYN and does not answer one yet: a RESYN from the
+	// server ends the connection with ABORT 3/311, and Push/Pull resume
+	// with a restart instead. Leave it false unless testing a server.
 	Resync bool
 	// AccessType is PI 22.
 	AccessType AccessType
