@@ -211,7 +211,7 @@ func (c *cluster) nodeConfig(n *vnode, i int, kubeconfig string) string {
       - {name: %[12]s, password: %[13]q, role: admin}
   telemetry:
     logFormat: text
-    logLevel: info
+    logLevel: %[20]s
   pesit:
     timers:
       connect: 10s
@@ -228,7 +228,16 @@ func (c *cluster) nodeConfig(n *vnode, i int, kubeconfig string) string {
         namePattern: "${partner}/${file}-${transferId}"
 `, n.name, n.ip, filepath.Join(c.dir, "data-"+n.name), c.name, ttl, labelKey, podSelector,
 		strings.Join(eps, ", "), kubeconfig, c.pgURL, apiPort, apiUser, apiPassword,
-		serverID, pesitPort, partnerID, partnerPass, fileID, c.recvDir)
+		serverID, pesitPort, partnerID, partnerPass, fileID, c.recvDir, nodeLogLevel())
+}
+
+// nodeLogLevel is the nodes' log level: VECTIS_HA_LOG_LEVEL (debug shows
+// every lease renewal failure), default info.
+func nodeLogLevel() string {
+	if l := os.Getenv("VECTIS_HA_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "info"
 }
 
 // freeIP is node i's loopback address in scenario idx: 127.86.idx.10+i,
