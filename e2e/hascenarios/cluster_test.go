@@ -274,16 +274,6 @@ func writeKubeconfig(path string, cfg *rest.Config, ns string) error {
 	return nil
 }
 
-// node returns the node index of a name.
-func (c *cluster) index(name string) int {
-	for i, n := range c.nodes {
-		if n.name == name {
-			return i
-		}
-	}
-	return -1
-}
-
 // waitStableLeader waits until exactly one node accepts on its PeSIT port
 // for a few rounds, its pod alone carries the label (when wantLabel), and
 // returns it.

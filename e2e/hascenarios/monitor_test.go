@@ -388,16 +388,6 @@ func (m *monitor) lastAccepting(since time.Time, i int) time.Time {
 	return last
 }
 
-// firstAccepting is the first round since t in which node i accepted.
-func (m *monitor) firstAccepting(since time.Time, i int) time.Time {
-	for _, r := range m.roundsSince(since) {
-		if r.accepting[i] {
-			return r.at
-		}
-	}
-	return time.Time{}
-}
-
 func sleepCtx(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()

@@ -333,12 +333,3 @@ func (n *vnode) tail(lines int) string {
 	}
 	return strings.Join(out, "\n")
 }
-
-// grepLog counts log lines containing s.
-func (n *vnode) grepLog(s string) int {
-	b, err := os.ReadFile(n.logPath)
-	if err != nil {
-		return 0
-	}
-	return strings.Count(string(b), s)
-}
