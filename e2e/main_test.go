@@ -3,8 +3,11 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"testing"
+
+	"go.uber.org/goleak"
 
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/telemetry/otlptest"
@@ -13,6 +16,19 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	pgtest.Shutdown()
+	if code == 0 {
+		// Every goroutine the harness started (kubelet, proxies, watches,
+		// monitor) must be gone. Idle keep-alive connections of the HTTP
+		// clients are the transport's, not ours.
+		if err := goleak.Find(
+			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
