@@ -63,7 +63,6 @@ type podProc struct {
 
 	mu       sync.Mutex
 	stopping bool
-	killedAt time.Time
 }
 
 func newKubelet(cs kubernetes.Interface, pods func() []*corev1.Pod, ns, node, bin, dir, apiURL string, caPEM []byte, logf func(string, ...any)) *kubelet {

@@ -270,24 +270,6 @@ func (lc *localCluster) RolloutRestart(ctx context.Context) error {
 	return err
 }
 
-// RolloutDone reports whether the Deployment has rolled out its latest
-// template entirely.
-func rolloutDone(ctx context.Context, cs kubernetes.Interface, ns, name string) (bool, string, error) {
-	d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return false, "", err
-	}
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	s := d.Status
-	msg := fmt.Sprintf("generation %d/%d, updated %d, ready %d, available %d, total %d, want %d",
-		s.ObservedGeneration, d.Generation, s.UpdatedReplicas, s.ReadyReplicas, s.AvailableReplicas, s.Replicas, want)
-	return s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == want && s.Replicas == want &&
-		s.AvailableReplicas == want, msg, nil
-}
-
 func (lc *localCluster) PodAPI(_ context.Context, p Pod) (string, error) {
 	if p.IP == "" {
 		return "", fmt.Errorf("pod %s has no IP yet", p.Name)
