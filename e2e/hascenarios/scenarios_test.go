@@ -18,7 +18,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/vectis-ft/vectis/internal/testenv"
+	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
 	"github.com/vectis-ft/vectis/pesit/client"
 )
@@ -44,7 +47,7 @@ func TestHA(t *testing.T) {
 		{"LeaderSIGKILL", "leader SIGKILL", e.leaderSIGKILL},
 		{"LeaderCutFromEtcd", "leader cut off from etcd only", e.leaderCut},
 		{"LeaderSIGSTOP", "leader SIGSTOP past the TTL, then SIGCONT", e.leaderSIGSTOP},
-		{"EtcdMemberLost", "one etcd member lost (each in turn)", e.etcdMemberLost},
+		{"EtcdMemberLost", "one etcd member lost (each; raft leader hung)", e.etcdMemberLost},
 		{"EtcdQuorumLost", "etcd quorum lost", e.etcdQuorumLost},
 		{"StaleLabel", "stale label injected on another pod", e.staleLabel},
 		{"APIServerDown", "API server down while the leader changes", e.apiServerDown},
@@ -476,10 +479,23 @@ func (e *env) etcdMemberLost(ctx context.Context, t *testing.T, c *cluster, rec 
 	}
 	// The leader's client talks to one of the members; losing each in turn
 	// covers that one, whichever it is, and three ways to lose it.
-	ways := []string{"stop", "kill", "pause"}
+	// Each member is lost in turn (stopped, killed, stopped), then the raft
+	// leader of the moment is paused like a hung machine: it is the member
+	// that grants every lease renewal.
+	cli := c.etcd.Client(t)
+	members := c.etcd.Members()
+	steps := []struct {
+		pick func() *etcdtest.Member
+		way  string
+	}{
+		{func() *etcdtest.Member { return members[0] }, "stop"},
+		{func() *etcdtest.Member { return members[1] }, "kill"},
+		{func() *etcdtest.Member { return members[2] }, "stop"},
+		{func() *etcdtest.Member { return raftLeader(ctx, t, cli, members) }, "pause"},
+	}
 	var notes []string
-	for mi, m := range c.etcd.Members() {
-		way := ways[mi%len(ways)]
+	for _, step := range steps {
+		m, way := step.pick(), step.way
 		t0 := time.Now()
 		var err error
 		switch way {
@@ -524,6 +540,9 @@ func (e *env) etcdMemberLost(ctx context.Context, t *testing.T, c *cluster, rec 
 			}
 		}
 		notes = append(notes, m.Name+":"+way)
+		if way == "pause" {
+			notes[len(notes)-1] += "(raft leader)"
+		}
 		if t.Failed() {
 			break
 		}
@@ -895,6 +914,21 @@ func compareReceived(src, dir string) (int64, string, error) {
 	}
 	diff += int64(max(len(want), len(got)) - n)
 	return diff, found[0], nil
+}
+
+// raftLeader is the etcd member that leads raft now.
+func raftLeader(ctx context.Context, t *testing.T, cli *clientv3.Client, members []*etcdtest.Member) *etcdtest.Member {
+	t.Helper()
+	for _, m := range members {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := cli.Status(sctx, m.ClientURL)
+		cancel()
+		if err == nil && st.Leader == st.Header.MemberId {
+			return m
+		}
+	}
+	t.Fatal("no etcd member reports itself as raft leader")
+	return nil
 }
 
 func names(c *cluster, idx []int) []string {
