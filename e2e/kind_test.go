@@ -5,7 +5,9 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -25,6 +27,9 @@ import (
 // kind; without them it is skipped, which is not a pass: the same
 // scenarios run on the local control plane (TestLocalControlPlane).
 func TestKind(t *testing.T) {
+	if b := os.Getenv("VECTIS_E2E_BACKEND"); b != "" && b != "kind" {
+		t.Skipf("SKIPPED, NOT PASSED: VECTIS_E2E_BACKEND=%s selects another backend", b)
+	}
 	if why := kindUnavailable(); why != "" {
 		t.Skipf("SKIPPED, NOT PASSED: kind backend unavailable: %s. "+
 			"The same scenarios run on the local control-plane backend (TestLocalControlPlane); "+
@@ -66,6 +71,7 @@ type kindCluster struct {
 	ns, deps string
 	cs       kubernetes.Interface
 	svc      string
+	release  string
 
 	mu       sync.Mutex
 	forwards map[string]string // pod/port -> local address
@@ -85,7 +91,8 @@ func newKindCluster(t testing.TB) *kindCluster {
 		kctx:     envOr("VECTIS_E2E_KUBECONTEXT", "kind-vectis-e2e"),
 		ns:       envOr("VECTIS_E2E_NAMESPACE", "vectis"),
 		deps:     envOr("VECTIS_E2E_DEPS_NAMESPACE", "vectis-deps"),
-		svc:      envOr("VECTIS_E2E_PESIT_ADDR", "127.0.0.1:30500"),
+		svc:      envOr("VECTIS_E2E_PESIT_ADDR", "127.0.0.1:5000"),
+		release:  envOr("VECTIS_E2E_RELEASE", releaseName),
 		forwards: map[string]string{},
 	}
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
@@ -119,7 +126,7 @@ func (kc *kindCluster) APIAuth() (string, string) { return apiUser, apiPassword 
 func (kc *kindCluster) Install(ctx context.Context) error {
 	// e2e-kind.sh ran `helm upgrade --install` with the image it loaded;
 	// here the release must exist.
-	_, err := kc.cs.AppsV1().Deployments(kc.ns).Get(ctx, releaseName, metav1.GetOptions{})
+	_, err := kc.cs.AppsV1().Deployments(kc.ns).Get(ctx, kc.release, metav1.GetOptions{})
 	return err
 }
 
@@ -142,7 +149,7 @@ func (kc *kindCluster) DeletePod(ctx context.Context, name string, grace *int64)
 func (kc *kindCluster) RolloutRestart(ctx context.Context) error {
 	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`,
 		time.Now().Format(time.RFC3339Nano))
-	_, err := kc.cs.AppsV1().Deployments(kc.ns).Patch(ctx, releaseName, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	_, err := kc.cs.AppsV1().Deployments(kc.ns).Patch(ctx, kc.release, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 	return err
 }
 
@@ -201,6 +208,23 @@ func (kc *kindCluster) PodAPI(ctx context.Context, p Pod) (string, error) {
 
 func (kc *kindCluster) PodPeSIT(ctx context.Context, p Pod) (string, error) {
 	return kc.forward(ctx, p, 5000)
+}
+
+// Accepting tells a pod that accepts from a closed port behind the
+// port-forward: kubectl accepts the local connection either way, but closes
+// it at once when the pod's port refuses, while a PeSIT server waits
+// silently for CONNECT.
+func (kc *kindCluster) Accepting(ctx context.Context, addr string) bool {
+	d := net.Dialer{Timeout: 200 * time.Millisecond}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(150 * time.Millisecond))
+	_, err = conn.Read(make([]byte, 1))
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (kc *kindCluster) Etcdctl(ctx context.Context, args ...string) (string, error) {

@@ -32,6 +32,12 @@ type monitor struct {
 	done   chan struct{}
 }
 
+// acceptProber is for backends where a TCP connect alone does not tell
+// whether the pod accepts (a port-forward accepts for a closed port too).
+type acceptProber interface {
+	Accepting(ctx context.Context, addr string) bool
+}
+
 // overlap is the longest run of rounds with two or more pods at once.
 type overlap struct {
 	since, last time.Time
@@ -108,6 +114,12 @@ func (m *monitor) run(ctx context.Context) {
 		m.mu.Unlock()
 		var accepting []string
 		for a, name := range addrs {
+			if p, ok := m.c.(acceptProber); ok {
+				if p.Accepting(ctx, a) {
+					accepting = append(accepting, name)
+				}
+				continue
+			}
 			conn, err := d.DialContext(ctx, "tcp", a)
 			if err == nil {
 				conn.Close()
