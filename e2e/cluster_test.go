@@ -5,6 +5,22 @@
 // that connect through the PeSIT Service, and the leader killed in every
 // way a cluster kills it. One suite, two backends behind Cluster: a local
 // control plane (always runnable, used by CI) and kind (where Docker is).
+//
+//	make e2e              # both backends; kind skips (not passes) without Docker
+//	make bench-failover   # BenchmarkFailover: 20 leader kills, p50/p99
+//
+// Environment: VECTIS_E2E_BINARY (the vectis under test, set by make),
+// VECTIS_E2E_ARTIFACTS (keep pod logs, rendered manifests, volumes there),
+// VECTIS_E2E_BACKEND=local|kind (run one backend only),
+// VECTIS_E2E_FAILOVER_KILLS (benchmark series length, default 20), and
+// the VECTIS_E2E_* variables that deploy/kind/e2e-kind.sh sets for kind.
+//
+// The local backend: kube-apiserver and kube-controller-manager (kubetest),
+// the chart rendered by `helm template` and server-side applied, a process
+// kubelet (kubelet_test.go) that runs each Pod as a `vectis serve` process
+// on a loopback address of its own with the Pod's environment, volumes and
+// ServiceAccount token, and a service proxy (proxy_test.go) that routes
+// the PeSIT Service to its ready EndpointSlice endpoints like kube-proxy.
 package e2e
 
 import (

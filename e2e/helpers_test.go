@@ -307,3 +307,35 @@ func checkLogin(ctx context.Context, c Cluster, p Pod, user, password string) er
 	}
 	return nil
 }
+
+// podMetric reads one unlabelled metric from a pod's /metrics.
+func podMetric(ctx context.Context, c Cluster, p Pod, name string) (float64, error) {
+	base, err := c.PodAPI(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				return 0, fmt.Errorf("metric %s: %q: %w", name, v, err)
+			}
+			return f, nil
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found in /metrics", name)
+}

@@ -148,6 +148,18 @@ func (s *suite) install(ctx context.Context, t *testing.T, r *row) {
 	if acc := acceptingPods(ctx, s.c, st.Pods); len(acc) != 1 || acc[0] != st.Leader.Name {
 		t.Errorf("pods accepting on their PeSIT port: %v, want exactly the leader %s", acc, st.Leader.Name)
 	}
+	// /metrics agrees with the status API on every pod.
+	for _, p := range st.Pods {
+		want := 0.0
+		if p.Name == st.Leader.Name {
+			want = 1
+		}
+		if got, err := podMetric(ctx, s.c, p, "vectis_cluster_is_leader"); err != nil {
+			t.Errorf("pod %s: %v", p.Name, err)
+		} else if got != want {
+			t.Errorf("pod %s: vectis_cluster_is_leader %v, want %v", p.Name, got, want)
+		}
+	}
 	// The chart's users Secret (api.users in the values, mounted as the
 	// usersFile): its admin must be able to log in. Checked once, so that a
 	// failure does not lock the client out.
