@@ -568,6 +568,9 @@ func (e *env) etcdMemberLost(ctx context.Context, t *testing.T, c *cluster, rec 
 	}
 	rec(func(r *row) {
 		r.takeover = "no change (" + leader.name + ")"
+		if epoch2 != epoch || member2 != leader.name {
+			r.takeover = fmt.Sprintf("CHANGED %s -> %s (epoch %d -> %d)", leader.name, member2, epoch, epoch2)
+		}
 		r.note = "members lost in turn: " + strings.Join(notes, ", ")
 	})
 }
