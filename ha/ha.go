@@ -181,6 +181,7 @@ func (l *Loop) runMember(ctx context.Context, m *election.Member) {
 			return
 		default:
 		}
+		campaignStart := time.Now()
 		lead, err := l.campaign(ctx, m)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -189,7 +190,7 @@ func (l *Loop) runMember(ctx context.Context, m *election.Member) {
 			l.log.Warn("campaign ended without leadership", "err", err)
 			continue
 		}
-		l.lead(ctx, m, lead)
+		l.lead(ctx, m, lead, campaignStart)
 	}
 }
 
@@ -212,14 +213,10 @@ func (l *Loop) campaign(ctx context.Context, m *election.Member) (*election.Lead
 }
 
 // lead runs one term: fence, start, label, then wait for its end.
-func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Leadership) {
+func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Leadership, campaignStart time.Time) {
 	won := time.Now()
 	epoch := lead.Epoch()
-	previous, lostAt := l.lastLoss()
-	start := won
-	if !lostAt.IsZero() && won.Sub(lostAt) < time.Minute {
-		start = lostAt
-	}
+	previous, start := l.takeLoss(lead.Key(), campaignStart, won)
 	fctx, span := l.tracer.Start(lead.Context(), "vectis.failover", trace.WithTimestamp(start),
 		trace.WithAttributes(
 			attribute.String("vectis.previous_leader", previous),
@@ -419,10 +416,25 @@ func (l *Loop) setMember(m *election.Member) {
 	l.mu.Unlock()
 }
 
-func (l *Loop) lastLoss() (string, time.Time) {
+// takeLoss says which leader this node replaces and since when it knew the
+// leader was gone, for the failover span and metric. The campaign returning
+// is itself a detection: the key ahead of ours was deleted. The observer may
+// have seen the deletion a little earlier, or not yet; a loss it recorded
+// before this campaign began belongs to an older term. The recorded loss is
+// consumed, so that a later term cannot reuse it.
+func (l *Loop) takeLoss(ownKey string, campaignStart, won time.Time) (string, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.lostLeader, l.lostAt
+	previous, start := "", won
+	switch {
+	case l.leader.Name != "" && l.leader.Key != ownKey:
+		// The observer has not delivered the old leader's deletion yet.
+		previous = l.leader.Name
+	case l.lostLeader != "" && !l.lostAt.Before(campaignStart):
+		previous, start = l.lostLeader, l.lostAt
+	}
+	l.lostLeader, l.lostAt = "", time.Time{}
+	return previous, start
 }
 
 func lossReason(previous string) string {

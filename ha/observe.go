@@ -35,7 +35,9 @@ func (l *Loop) noteLeader(info election.LeaderInfo) {
 	l.mu.Lock()
 	prev := l.leader
 	l.leader = info
-	if prev.Name != "" && prev.Key != info.Key {
+	// Another leader is lost when its key goes away, whether the observer
+	// sees "no leader" or the next leader (perhaps this node) first.
+	if prev.Name != "" && prev.Key != info.Key && prev.Name != l.cfg.Election.Name {
 		l.lostAt = time.Now()
 		l.lostLeader = prev.Name
 	}
