@@ -249,6 +249,12 @@ func (m *Member) keepAlive() {
 		timeout := min(interval, time.Until(m.Deadline()))
 		actx, cancel := context.WithTimeout(clientv3.WithRequireLeader(m.ctx), timeout)
 		resp, err := m.cli.KeepAliveOnce(actx, m.lease)
+		if err == nil {
+			// A partitioned etcd leader still answers lease renewals until
+			// it notices it lost its quorum. A linearizable read needs the
+			// quorum, so only a renewal followed by one extends the deadline.
+			_, err = m.cli.Get(actx, m.memberKey(m.cfg.Name), clientv3.WithCountOnly())
+		}
 		cancel()
 		switch {
 		case err == nil:
@@ -346,12 +352,38 @@ func (m *Member) Campaign(ctx context.Context) (*Leadership, error) {
 		}
 		return nil, fmt.Errorf("election: campaign won on a lost session: %w", cause)
 	}
+	// A hung etcd member that resumes can revoke a lease renewed meanwhile
+	// through another member (etcd-io/etcd#15247): make sure the key that
+	// won is still ours, with a linearizable read, and watch it from its
+	// creation so that a deletion in between is seen too.
+	if err := m.checkOwnKey(ctx, e); err != nil {
+		m.wg.Done()
+		rctx, rcancel := context.WithTimeout(context.Background(), m.cfg.Margin)
+		_ = e.Resign(rctx)
+		rcancel()
+		return nil, err
+	}
 	l := &Leadership{m: m, e: e, epoch: e.Rev(), key: e.Key()}
 	l.ctx, l.cancel = context.WithCancelCause(m.ctx)
-	go l.watchKey(e.Header().Revision + 1)
+	go l.watchKey(e.Rev() + 1)
 	won = true
 	m.log.Info("election: elected", "epoch", l.epoch, "deadline", m.Deadline())
 	return l, nil
+}
+
+// checkOwnKey verifies that the leader key e won with exists, on this
+// member's lease, created at e's revision.
+func (m *Member) checkOwnKey(ctx context.Context, e *concurrency.Election) error {
+	cctx, cancel := context.WithTimeout(ctx, m.cfg.keepAliveInterval())
+	defer cancel()
+	resp, err := m.cli.Get(cctx, e.Key())
+	if err != nil {
+		return fmt.Errorf("election: verify leader key: %w", err)
+	}
+	if len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != e.Rev() || clientv3.LeaseID(resp.Kvs[0].Lease) != m.lease {
+		return fmt.Errorf("election: campaign won with a key that is gone: %w", ErrKeyDeleted)
+	}
+	return nil
 }
 
 // watchKey ends leadership if the leader key is deleted while the lease

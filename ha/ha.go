@@ -188,6 +188,9 @@ func (l *Loop) runMember(ctx context.Context, m *election.Member) {
 				return
 			}
 			l.log.Warn("campaign ended without leadership", "err", err)
+			if !sleep(ctx, l.cfg.RetryInterval) {
+				return
+			}
 			continue
 		}
 		l.lead(ctx, m, lead, campaignStart)
@@ -236,7 +239,7 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "fencing failed")
 		span.End()
-		l.stepDown(context.WithoutCancel(ctx), lead, "fencing failed", false)
+		l.stepDown(context.WithoutCancel(ctx), lead, "fencing failed", true)
 		return
 	}
 	if err := l.transition(fctx, "pesit.start", func(ctx context.Context) error {
@@ -246,7 +249,7 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "pesit start failed")
 		span.End()
-		l.stepDown(context.WithoutCancel(ctx), lead, "pesit start failed", false)
+		l.stepDown(context.WithoutCancel(ctx), lead, "pesit start failed", true)
 		return
 	}
 	l.becomeLeader(epoch, won)
@@ -331,6 +334,13 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason s
 	}
 	cancel()
 	span.AddEvent("sessions ended")
+	if !resign {
+		// Leadership is already over; release it all the same, so that the
+		// member can campaign again and a key that etcd still holds goes.
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = lead.Resign(rctx)
+		cancel()
+	}
 	if l.cfg.Labeler != nil {
 		uctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
 		if err := l.cfg.Labeler.Unlabel(uctx); err != nil {
