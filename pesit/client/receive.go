@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/internal/codepage"
 )
 
 // ReceiveRequest describes a pull: SELECT, READ, DTFs.
@@ -54,7 +55,7 @@ type receiver struct {
 	lastArm  time.Time
 	lastProg time.Time
 	article  func([]byte) error
-	ebcdic   *ebcdicTables // EBCDIC text: translate to the local code
+	ebcdic   *codepage.EBCDIC037 // EBCDIC text: translate to the local code
 }
 
 // Receive pulls req.VirtualFile from the server into req.Dest. With restart
@@ -149,7 +150,7 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	}
 	x.text = len(format) == 1 && format[0]&0x80 != 0 && dataCodeFromWire(code).text()
 	if x.text && dataCodeFromWire(code) == DataEBCDIC {
-		x.ebcdic = newEBCDICTables()
+		x.ebcdic = codepage.NewEBCDIC037()
 	}
 	if l, ok := ack.Params.Uint(fpdu.PIArticleLength); ok {
 		x.maxArt = int(l)
@@ -308,7 +309,7 @@ func (x *receiver) read(p uint32, cands []syncPoint) (uint32, error) {
 
 func (x *receiver) writeArticle(a []byte) error {
 	if x.ebcdic != nil {
-		translate(a, &x.ebcdic.toASCII) // a aliases the reader's buffer, which is ours until the next read
+		codepage.Translate(a, &x.ebcdic.ToASCII) // a aliases the reader's buffer, which is ours until the next read
 	}
 	if _, err := x.bw.Write(a); err != nil {
 		return err
@@ -372,7 +373,7 @@ func (x *receiver) data() error {
 				return s.protocolError(fpdu.DiagProtocolError, "%s out of sequence", f.Kind)
 			}
 			if x.ebcdic != nil {
-				translate(f.Data, &x.ebcdic.toASCII)
+				codepage.Translate(f.Data, &x.ebcdic.ToASCII)
 			}
 			if _, err := x.bw.Write(f.Data); err != nil {
 				return x.localFailure(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/internal/codepage"
 )
 
 // SendRequest describes a push: CREATE, WRITE, DTFs.
@@ -93,7 +94,7 @@ type sender struct {
 	multiN       int
 	lastProgress time.Time
 	lastArm      time.Time
-	ebcdic       *ebcdicTables // text in EBCDIC: translate each line
+	ebcdic       *codepage.EBCDIC037 // text in EBCDIC: translate each line
 }
 
 // Send pushes req.Source to the server. With restart state from an earlier
@@ -408,7 +409,7 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 		next = ls.next
 		if x.req.DataCode == DataEBCDIC {
 			// Lines are split on the local "\n" first, then translated.
-			x.ebcdic = newEBCDICTables()
+			x.ebcdic = codepage.NewEBCDIC037()
 		}
 	} else {
 		fs := newFixedSource(src, x.artLen, &s.dataBuf)
@@ -451,7 +452,7 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 			return x.interrupt(ctx, 4, fpdu.DiagIOError, &LocalError{Op: "read", Path: x.req.Source, Err: rerr})
 		}
 		if x.ebcdic != nil {
-			translate(art, &x.ebcdic.toEBCDIC)
+			codepage.Translate(art, &x.ebcdic.ToEBCDIC)
 		}
 		if len(art) > x.artLen {
 			return x.interrupt(ctx, 16, fpdu.DiagArticleTooLong, &LocalError{Op: "read", Path: x.req.Source,
@@ -903,7 +904,13 @@ func (l *lineSource) next() ([]byte, int, error) {
 	line, err := l.br.ReadSlice('\n')
 	switch {
 	case err == nil:
-		return line[:len(line)-1], len(line), nil
+		// The end of line is not data: "\n", or "\r\n" from a CRLF file
+		// (the receiver re-adds its own, so CRLF comes back as LF).
+		art := line[:len(line)-1]
+		if len(art) > 0 && art[len(art)-1] == '\r' {
+			art = art[:len(art)-1]
+		}
+		return art, len(line), nil
 	case errors.Is(err, bufio.ErrBufferFull):
 		return line, len(line), nil // too long; the caller reports it
 	case err == io.EOF && len(line) > 0:

@@ -128,6 +128,7 @@ type serverOpts struct {
 	entity int
 	multi  bool // partner agreed to multi-article and segmented DTFs
 	text   bool // virtual files are variable-format ASCII
+	ebcdic bool // virtual files are variable-format EBCDIC
 	tls    bool
 	maxSes int
 }
@@ -144,6 +145,9 @@ func startServer(t testing.TB, o serverOpts) *testServer {
 	dir := &memDirectory{in: ts.in, out: ts.out, multi: o.multi, recFormat: server.RecordVariable, dataCode: 2}
 	if o.text {
 		dir.dataCode = 0
+	}
+	if o.ebcdic {
+		dir.dataCode = 1
 	}
 	cfg := server.Config{ID: "VECTIS", Addr: "127.0.0.1:0", SyncIntervalKB: o.syncKB, SyncWindow: o.window,
 		MaxEntitySize: o.entity, MaxSessions: o.maxSes, InactivityTimeout: 20 * time.Second}

@@ -29,6 +29,30 @@
 //     follow) for 2/213, 2/215, 2/219, PI 19 = 12 otherwise (2/220, 2/222,
 //     2/224); protocol errors end the session with ABORT.
 //   - ${transferId} in a name pattern is PI 13, the requester's id.
-//   - Articles are stored as they come (binary): no line-ending or EBCDIC
-//     conversion for PI 16 = 0/1.
+//   - Binary files (PI 16 = 2) and fixed-format files are stored and sent
+//     as they are, articles concatenated.
+//   - Text files: a variable-format file (PI 31 = 0x80) with data code
+//     ASCII (PI 16 = 0) or EBCDIC (1) is one article per line without its
+//     end of line, like pesit/client. Received: each article is written
+//     followed by "\n" (EBCDIC translated from code page 037 to Latin-1).
+//     Sent: the file is split on "\n", a "\r" before it is dropped, and a
+//     last line without "\n" is a line too. So an LF file comes back
+//     byte-identical; CRLF comes back as LF and a missing final "\n" is
+//     added. PI 27 counts article bytes (no end of line), PI 28 lines; sync
+//     point offsets are file offsets.
+//   - Empty lines are zero-length articles, and an empty DTF does not exist
+//     (nor do we send byte 5 = 1): an empty line always travels in a
+//     multi-article DTF (N >= 2) with the line before or after it. To a
+//     partner not configured for multi-article DTFs only these groups are
+//     multi-article (receivers must accept them, digest §6); other lines go
+//     one per DTF. PI 32 leaves room for [empty, line, empty] in one DTF,
+//     so text is never segmented. The one file this cannot carry, a single
+//     empty line, ends with IDT 2/299.
+//   - A pull restarts from any sync point the interrupted transfer sent
+//     (acknowledged or not, any window): sync points go before the article
+//     that would exceed the interval, never before an empty line, so their
+//     places follow from the file, the interval and PI 32. The journal
+//     keeps the last point sent; an earlier one is found by replaying the
+//     placement over the file, checked against the journaled one (a
+//     different interval or article length gets 2/214).
 package server

@@ -7,6 +7,7 @@ import (
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/fsm"
+	"github.com/vectis-ft/vectis/pesit/internal/codepage"
 )
 
 // receive handles WRITE and the data phase TDE02B..TDE07 (digest §4.1).
@@ -40,7 +41,8 @@ func (s *session) receive(f *fpdu.FPDU) error {
 		}
 	}
 	x.syncNum, x.lastAck, x.restartAt = point, point, point
-	x.lastSync = syncPoint{num: point, offset: x.sink.bytes, articles: x.sink.articles}
+	x.lastSync = syncPoint{num: point, offset: x.sink.bytes, articles: x.sink.articles, data: x.dataBytes(x.sink.bytes, x.sink.articles)}
+	x.startPoint = x.lastSync
 	x.sinceSync = 0
 	x.inSeg = false
 	ack := fpdu.FPDU{Kind: fpdu.AckWrite, DstID: s.peerID}
@@ -138,9 +140,22 @@ func (s *session) receiveArticle(a []byte) error {
 	if err := s.receiveData(a); err != nil {
 		return err
 	}
-	s.xfer.sink.articles++
+	return s.endArticle()
+}
+
+// endArticle counts a complete article; a text line gets its "\n".
+func (s *session) endArticle() error {
+	x := s.xfer
+	if x.text {
+		if err := x.sink.write(newline); err != nil {
+			return ioDiag(err)
+		}
+	}
+	x.sink.articles++
 	return nil
 }
+
+var newline = []byte{'\n'}
 
 func (s *session) receiveSegment(p []byte, last bool) error {
 	x := s.xfer
@@ -153,7 +168,7 @@ func (s *session) receiveSegment(p []byte, last bool) error {
 	}
 	if last {
 		x.inSeg = false
-		x.sink.articles++
+		return s.endArticle()
 	}
 	return nil
 }
@@ -163,6 +178,9 @@ func (s *session) receiveData(p []byte) error {
 	x.sinceSync += int64(len(p))
 	if s.syncBytes > 0 && x.sinceSync > s.syncBytes {
 		return fmt.Errorf("%d bytes since the last sync point, interval %d: %w", x.sinceSync, s.syncBytes, fpdu.DiagTooMuchDataWithoutSync)
+	}
+	if x.ebcdic != nil {
+		codepage.Translate(p, &x.ebcdic.ToASCII) // p aliases the reader's buffer, ours until the next read
 	}
 	if x.vf.MaxSize > 0 && x.sink.bytes+int64(len(p)) > x.vf.MaxSize {
 		return fmt.Errorf("file over its limit of %d bytes: %w", x.vf.MaxSize, fpdu.DiagFileLargerThanAnnounced)
@@ -354,7 +372,8 @@ func (s *session) awaitTransEnd() error {
 func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 	x := s.xfer
 	sk := x.sink
-	if err := checkCounts(f, sk.bytes, sk.articles, x.restart); err != nil {
+	data := x.dataBytes(sk.bytes, sk.articles)
+	if err := checkCounts(f, data, sk.articles, x.startPoint); err != nil {
 		sk.discard()
 		s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
 		return abortf(fpdu.DiagCountMismatch, "%v", err)
@@ -362,7 +381,7 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 	fail := func(d fpdu.Diagnostic, detail string) error {
 		sk.discard()
 		s.finish(StatusFailed, d, detail)
-		return s.ackTransEnd(d, sk.bytes, sk.articles)
+		return s.ackTransEnd(d, data, sk.articles)
 	}
 	if !x.dtfEndDiag.OK() {
 		return fail(x.dtfEndDiag, "sender ended the data with "+x.dtfEndDiag.String())
@@ -379,16 +398,13 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 		return fail(d, err.Error())
 	}
 	s.finish(StatusDone, fpdu.DiagOK, x.finalAbs)
-	return s.ackTransEnd(fpdu.DiagOK, sk.bytes, sk.articles)
+	return s.ackTransEnd(fpdu.DiagOK, data, sk.articles)
 }
 
 // checkCounts compares PI 27/28 with ours. After a restart the requester
 // may count the whole file or only this session's part: both are accepted.
-func checkCounts(f *fpdu.FPDU, bytes, articles int64, rs *RestartState) error {
-	var b0, a0 int64
-	if rs != nil {
-		b0, a0 = rs.Offset, rs.Articles
-	}
+func checkCounts(f *fpdu.FPDU, bytes, articles int64, start syncPoint) error {
+	b0, a0 := start.data, start.articles
 	if v, ok := f.Params.Uint(fpdu.PIByteCount); ok && int64(v) != bytes && int64(v) != bytes-b0 {
 		return fmt.Errorf("PI 27 = %d, received %d bytes", v, bytes)
 	}

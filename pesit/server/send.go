@@ -12,6 +12,7 @@ import (
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/fsm"
+	"github.com/vectis-ft/vectis/pesit/internal/codepage"
 )
 
 // errIDTSent stops the send loop once an IDT has gone out.
@@ -19,15 +20,17 @@ var errIDTSent = errors.New("IDT sent")
 
 // sender streams the selected file in articles (TDL02B, digest §4.1).
 type sender struct {
-	s       *session
-	x       *transfer
-	br      *bufio.Reader
-	art     []byte // one article
-	payload []byte // multi-article DTF payload being built
-	n       int    // articles in payload
-	multi   bool
-	maxSeg  int // largest DTF data part
-	f       fpdu.FPDU
+	s        *session
+	x        *transfer
+	br       *bufio.Reader
+	art      []byte // one article
+	payload  []byte // multi-article DTF payload being built
+	n        int    // articles in payload
+	last     int    // offset in payload of the last article's length
+	nonEmpty int    // non-empty articles in payload
+	multi    bool
+	maxSeg   int // largest DTF data part
+	f        fpdu.FPDU
 	// sincePoll counts data bytes since we last looked at what the
 	// receiver sent: without a window to wait on, an IDT or RESYN would
 	// otherwise only be seen after the whole file.
@@ -66,35 +69,137 @@ func (sd *sender) poll() error {
 func (s *session) send(f *fpdu.FPDU) error {
 	x := s.xfer
 	p, _ := f.Params.Uint(fpdu.PIRestartPoint)
-	start := syncPoint{}
-	switch {
-	case p == 0:
-	case x.restart != nil && uint64(x.restart.Sync) == p && x.restart.Offset <= x.size:
-		start = syncPoint{num: x.restart.Sync, offset: x.restart.Offset, articles: x.restart.Articles}
-	default:
+	sd := &sender{s: s, x: x, br: bufio.NewReaderSize(x.src, max(64<<10, x.recLen+2)), art: make([]byte, x.recLen), maxSeg: x.entity - fpdu.HeaderLen}
+	sd.multi = s.partner.MultiArticle && x.recLen+2+fpdu.HeaderLen <= x.entity
+	if sd.multi || x.text {
+		sd.payload = make([]byte, 0, x.entity-fpdu.HeaderLen)
+	}
+	start, ok, err := sd.restartPoint(p)
+	if err != nil {
+		s.log.Error("cannot read the source file", "err", err)
+		return s.writeAck(fpdu.AckRead, fpdu.DiagIOError)
+	}
+	if !ok {
 		s.log.Warn("unknown restart point", "point", p)
 		return s.writeAck(fpdu.AckRead, fpdu.DiagRestartPointRefused)
-	}
-	sd := &sender{s: s, x: x, br: bufio.NewReaderSize(x.src, 64<<10), art: make([]byte, x.recLen), maxSeg: x.entity - fpdu.HeaderLen}
-	sd.multi = s.partner.MultiArticle && x.recLen+2+fpdu.HeaderLen <= x.entity
-	if sd.multi {
-		sd.payload = make([]byte, 0, x.entity-fpdu.HeaderLen)
 	}
 	if err := sd.seek(start); err != nil {
 		s.log.Error("cannot position the source file", "err", err)
 		return s.writeAck(fpdu.AckRead, fpdu.DiagIOError)
 	}
-	x.restartAt = start.num
+	x.restartAt, x.startPoint, x.lastSent = start.num, start, start
 	if err := s.writeAck(fpdu.AckRead, fpdu.DiagOK); err != nil {
 		return err
 	}
-	s.log.Info("sending", "id", x.id, "restart_point", start.num, "offset", start.offset, "size", x.size)
+	s.log.Info("sending", "id", x.id, "restart_point", start.num, "offset", start.offset, "size", x.size, "text", x.text)
 	s.wmu.Lock()
 	s.w.SetEntitySize(x.entity)
 	s.wmu.Unlock()
 	s.dataPhase.Store(true)
 	defer s.dataPhase.Store(false)
 	return sd.run()
+}
+
+// textSpare is what a text article leaves of the entity size: the header
+// and three length prefixes ([empty, line, empty] fits one DTF).
+const textSpare = fpdu.HeaderLen + 6
+
+// restartPoint resolves READ PI 18 = p. Sync points are placed
+// deterministically (before the article that would exceed the interval,
+// never before an empty line), so any point the interrupted transfer SENT
+// can be found again by replaying the placement over the file, as long as
+// the interval and article length are the same: the journal's point (the
+// last one sent) checks that the replay agrees, and p may be any point up
+// to it, acknowledged or not.
+func (sd *sender) restartPoint(p uint64) (syncPoint, bool, error) {
+	rs := sd.x.restart
+	if p == 0 {
+		return syncPoint{}, true, nil
+	}
+	if rs == nil || p > uint64(rs.Sync) || rs.Offset > sd.x.size {
+		return syncPoint{}, false, nil
+	}
+	known := syncPoint{num: rs.Sync, offset: rs.Offset, articles: rs.Articles}
+	return sd.replay(uint32(p), known)
+}
+
+// replay re-runs the sync point placement from the start of the file up
+// to known.num and returns point p, or false when the placement does not
+// reach known where the journal says (other interval or article length).
+func (sd *sender) replay(p uint32, known syncPoint) (syncPoint, bool, error) {
+	x, s := sd.x, sd.s
+	if _, err := x.src.Seek(0, io.SeekStart); err != nil {
+		return syncPoint{}, false, err
+	}
+	sd.br.Reset(x.src)
+	var cur, found syncPoint
+	var since int64
+	for cur.num < known.num {
+		art, raw, err := sd.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return syncPoint{}, false, err
+		}
+		n := int64(len(art))
+		if n > 0 && s.syncBytes > 0 && since+n > s.syncBytes {
+			cur.num++
+			since = 0
+			if cur.num == p {
+				found = cur
+			}
+			if cur.num == known.num {
+				break
+			}
+		}
+		since += n
+		cur.offset += int64(len(raw))
+		cur.data += n
+		cur.articles++
+	}
+	if cur.num != known.num || cur.offset != known.offset || cur.articles != known.articles {
+		s.log.Warn("sync point placement differs from the interrupted transfer", "replayed", cur.num, "offset", cur.offset, "journal", known.num, "journal_offset", known.offset)
+		return syncPoint{}, false, nil
+	}
+	return found, found.num == p, nil
+}
+
+// next returns the next article of the file and the file bytes it came
+// from: a fixed slice of PI 32 bytes for a binary file, a line without its
+// "\n" (and a "\r" before it) for a text file. io.EOF at the end.
+func (sd *sender) next() (art, raw []byte, err error) {
+	if !sd.x.text {
+		n, err := io.ReadFull(sd.br, sd.art)
+		if n == 0 {
+			if err == nil || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = io.EOF
+			}
+			return nil, nil, err
+		}
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, nil, err
+		}
+		return sd.art[:n], sd.art[:n], nil
+	}
+	line, err := sd.br.ReadSlice('\n')
+	switch {
+	case err == nil:
+		art = line[:len(line)-1]
+		if len(art) > 0 && art[len(art)-1] == '\r' {
+			art = art[:len(art)-1]
+		}
+	case errors.Is(err, io.EOF) && len(line) > 0:
+		art = line // a last line without "\n"
+	case errors.Is(err, bufio.ErrBufferFull):
+		art = line
+	default:
+		return nil, nil, err
+	}
+	if len(art) > sd.x.recLen {
+		return nil, nil, fmt.Errorf("line of more than %d bytes at article %d: %w", sd.x.recLen, sd.x.articles+1, fpdu.DiagArticleTooLong)
+	}
+	return art, line, nil
 }
 
 // seek positions the file at point p and rebuilds the hash of the prefix.
@@ -108,8 +213,8 @@ func (sd *sender) seek(p syncPoint) error {
 		return err
 	}
 	sd.br.Reset(x.src)
-	sd.payload, sd.n = sd.payload[:0], 0
-	x.bytes, x.articles = p.offset, p.articles
+	sd.payload, sd.n, sd.nonEmpty, sd.last = sd.payload[:0], 0, 0, 0
+	x.off, x.bytes, x.articles = p.offset, p.data, p.articles
 	x.syncNum, x.lastAck, x.sinceSync = p.num, p.num, 0
 	x.lastSync = p
 	x.points = x.points[:0]
@@ -140,7 +245,7 @@ func (sd *sender) run() error {
 			}
 			if f.Kind == fpdu.TransEnd {
 				s.dataPhase.Store(false)
-				if err := checkCounts(f, x.bytes, x.articles, x.restart); err != nil {
+				if err := checkCounts(f, x.bytes, x.articles, x.startPoint); err != nil {
 					s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
 					return abortf(fpdu.DiagCountMismatch, "%v", err)
 				}
@@ -172,26 +277,42 @@ var (
 func (sd *sender) stream() error {
 	s, x := sd.s, sd.x
 	for {
-		n, rerr := io.ReadFull(sd.br, sd.art)
-		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
-			if err := s.localIDT(ioDiag(rerr)); err != nil {
+		a, raw, rerr := sd.next()
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			d := ioDiag(rerr)
+			if errors.Is(rerr, fpdu.DiagArticleTooLong) {
+				d = rerr
+			}
+			if err := s.localIDT(d); err != nil {
 				return err
 			}
 			return errIDTSent
 		}
-		if n == 0 {
-			break
-		}
-		a := sd.art[:n]
-		if s.syncBytes > 0 && x.sinceSync+int64(n) > s.syncBytes {
+		x.h.Write(raw) // the file as it is, before any conversion
+		n := len(a)
+		// Empty lines never take a sync point: placement stays a function
+		// of the data (replay) and an empty line keeps its neighbour.
+		if n > 0 && s.syncBytes > 0 && x.sinceSync+int64(n) > s.syncBytes {
 			if err := sd.syn(); err != nil {
 				return err
 			}
 		}
-		if err := sd.article(a); err != nil {
+		var err error
+		if x.text {
+			if x.ebcdic != nil {
+				codepage.Translate(a, &x.ebcdic.ToEBCDIC) // a aliases our read buffer
+			}
+			err = sd.textArticle(a)
+		} else {
+			err = sd.article(a)
+		}
+		if err != nil {
 			return err
 		}
-		x.h.Write(a)
+		x.off += int64(len(raw))
 		x.bytes += int64(n)
 		x.articles++
 		x.sinceSync += int64(n)
@@ -201,11 +322,14 @@ func (sd *sender) stream() error {
 				return err
 			}
 		}
-		if rerr != nil {
-			break
-		}
 	}
 	if err := sd.flushMulti(); err != nil {
+		if errors.Is(err, errLoneEmpty) {
+			if err := s.localIDT(fmt.Errorf("%w: %w", fpdu.DiagFileOther, err)); err != nil {
+				return err
+			}
+			return errIDTSent
+		}
 		return err
 	}
 	end := fpdu.FPDU{Kind: fpdu.DTFEnd, DstID: s.peerID}
@@ -215,6 +339,9 @@ func (sd *sender) stream() error {
 	}
 	return s.flush()
 }
+
+// errLoneEmpty: a text file made of one empty line has no PeSIT form.
+var errLoneEmpty = errors.New("a text file of one empty line cannot be sent: an empty article needs a multi-article DTF with another article")
 
 // article emits one article: in a multi-article DTF, in its own DTF, or
 // segmented when it does not fit the entity size.
@@ -226,9 +353,7 @@ func (sd *sender) article(a []byte) error {
 				return err
 			}
 		}
-		sd.payload = binary.BigEndian.AppendUint16(sd.payload, uint16(len(a)))
-		sd.payload = append(sd.payload, a...)
-		sd.n++
+		sd.appendArticle(a)
 		return nil
 	}
 	if len(a) <= sd.maxSeg {
@@ -250,11 +375,62 @@ func (sd *sender) article(a []byte) error {
 	return nil
 }
 
+func (sd *sender) appendArticle(a []byte) {
+	sd.last = len(sd.payload)
+	sd.payload = binary.BigEndian.AppendUint16(sd.payload, uint16(len(a)))
+	sd.payload = append(sd.payload, a...)
+	sd.n++
+	if len(a) > 0 {
+		sd.nonEmpty++
+	}
+}
+
+// textArticle groups the lines of a text file into DTFs so that an empty
+// line (a zero-length article) is never alone in one: it shares a
+// multi-article DTF with the lines around it. To a partner not configured
+// for multi-article DTFs, non-empty lines still go one per DTF and only
+// empty lines are grouped (package doc). The line length is capped so that
+// [empty, line, empty] always fits.
+func (sd *sender) textArticle(a []byte) error {
+	fits := sd.n < 255 && len(sd.payload)+2+len(a) <= sd.maxSeg
+	switch {
+	case len(a) > 0:
+		if !fits || (!sd.multi && sd.nonEmpty > 0) {
+			if err := sd.flushMulti(); err != nil {
+				return err
+			}
+		}
+	case !fits:
+		// Send all but the last article, which keeps this empty line
+		// company. The cap on the line length makes the group sent hold
+		// at least two articles.
+		keep := sd.payload[sd.last:]
+		lastNonEmpty := len(keep) > 2
+		sd.payload, sd.n = sd.payload[:sd.last], sd.n-1
+		if lastNonEmpty {
+			sd.nonEmpty--
+		}
+		if err := sd.flushMulti(); err != nil {
+			return err
+		}
+		sd.payload = append(sd.payload[:0], keep...)
+		sd.n, sd.last, sd.nonEmpty = 1, 0, 0
+		if lastNonEmpty {
+			sd.nonEmpty = 1
+		}
+	}
+	sd.appendArticle(a)
+	return nil
+}
+
 func (sd *sender) flushMulti() error {
 	if sd.n == 0 {
 		return nil
 	}
 	s := sd.s
+	if sd.n == 1 && len(sd.payload) == 2 {
+		return errLoneEmpty // an empty single-article DTF does not exist
+	}
 	if sd.n == 1 {
 		// Never byte 5 = 1 (digest §7): a lone article goes bare.
 		sd.f = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peerID, Data: sd.payload[2:]}
@@ -262,7 +438,7 @@ func (sd *sender) flushMulti() error {
 		sd.f = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peerID, SrcID: byte(sd.n), Data: sd.payload}
 	}
 	err := sd.queue(&sd.f)
-	sd.payload, sd.n = sd.payload[:0], 0
+	sd.payload, sd.n, sd.nonEmpty, sd.last = sd.payload[:0], 0, 0, 0
 	return err
 }
 
@@ -304,11 +480,12 @@ func (sd *sender) syn() error {
 		return err
 	}
 	x.syncNum++
+	sp := syncPoint{num: x.syncNum, offset: x.off, articles: x.articles, data: x.bytes}
 	// Keep a bounded history: RESYN asks for a recent point.
 	if len(x.points) == maxSyncHistory {
 		x.points = append(x.points[:0], x.points[maxSyncHistory/2:]...)
 	}
-	x.points = append(x.points, syncPoint{num: x.syncNum, offset: x.bytes, articles: x.articles})
+	x.points = append(x.points, sp)
 	syn := fpdu.FPDU{Kind: fpdu.Syn, DstID: s.peerID}
 	syn.Params.AddUint(fpdu.PISyncNumber, uint64(x.syncNum))
 	if err := sd.queue(&syn); err != nil {
@@ -316,6 +493,14 @@ func (sd *sender) syn() error {
 	}
 	x.sinceSync = 0
 	x.syncCount++
+	// Journal the point as SENT, acknowledged or not: a restart may ask for
+	// any point up to it (the receiver's ACK can be lost, or there is none
+	// with a window of 0), and replay finds the earlier ones.
+	x.lastSent = sp
+	if err := s.srv.jnl.SyncPoint(s.ctx, x.id, sp.num, sp.offset, sp.articles); err != nil {
+		// Only our restart state lags: a restart may get 2/214.
+		s.log.Warn("journal sync point failed", "id", x.id, "sync", sp.num, "err", err)
+	}
 	if s.syncWindow == 0 {
 		// Nobody acknowledges: the point is as durable as it will get.
 		return sd.acked(x.syncNum)
@@ -409,10 +594,6 @@ func (sd *sender) acked(n uint32) error {
 	x.lastAck, x.lastSync = n, p
 	if m := s.srv.met; m != nil {
 		m.SyncPoints.Inc()
-	}
-	if err := s.srv.jnl.SyncPoint(s.ctx, x.id, p.num, p.offset, p.articles); err != nil {
-		// The data is safe with the receiver; only our restart state lags.
-		s.log.Warn("journal sync point failed", "id", x.id, "sync", p.num, "err", err)
 	}
 	return nil
 }

@@ -20,13 +20,15 @@ import (
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/fsm"
+	"github.com/vectis-ft/vectis/pesit/internal/codepage"
 )
 
 // syncPoint maps a sync number to the position it marks.
 type syncPoint struct {
 	num      uint32
-	offset   int64
+	offset   int64 // in the local file
 	articles int64
+	data     int64 // PI 27 bytes: offset less the line ends of a text file
 }
 
 // transfer is the file selected by CREATE or SELECT, until DESELECT.
@@ -42,7 +44,11 @@ type transfer struct {
 	recLen   int   // PI 32: maximum article length
 	declared int64 // bytes announced by PGI 40, 0 = unknown
 	started  time.Time
-	span     trace.Span
+	// text: a variable-format file with data code ASCII or EBCDIC, one
+	// article per line without its end of line (see the package doc).
+	text   bool
+	ebcdic *codepage.EBCDIC037 // EBCDIC text: translate at the edge
+	span   trace.Span
 
 	// Receive.
 	root     *os.Root
@@ -58,7 +64,8 @@ type transfer struct {
 	srcPath  string
 	size     int64
 	modTime  time.Time
-	bytes    int64
+	off      int64 // file position (bytes differs for a text file)
+	bytes    int64 // PI 27: data bytes sent
 	articles int64
 	h        hash.Hash
 
@@ -67,12 +74,33 @@ type transfer struct {
 	sinceSync  int64
 	syncCount  int
 	restartAt  uint32
+	startPoint syncPoint   // where this data phase began (counts after a restart)
 	points     []syncPoint // send: recent points sent (RESYN targets)
-	lastSync   syncPoint   // receive: last durable point
+	lastSync   syncPoint   // receive: last durable point; send: last acknowledged
+	lastSent   syncPoint   // send: last point sent, journaled for a restart
 	dtfEndDiag fpdu.Diagnostic
 
 	finished  bool // outcome recorded
 	resumable bool // interrupted by IDT code 4: a new WRITE/READ may resume
+}
+
+// setText applies the data code (PI 16) and article format (PI 31) of
+// the transfer: text files are converted line by line.
+func (x *transfer) setText(code uint64, format byte) {
+	x.text = format&0x80 != 0 && code <= 1
+	if x.text && code == 1 {
+		x.ebcdic = codepage.NewEBCDIC037()
+	}
+}
+
+// dataBytes converts a receive position (file bytes, articles) to the data
+// byte count of PI 27: in a text file every article was written with one
+// "\n" that the wire did not carry.
+func (x *transfer) dataBytes(fileBytes, articles int64) int64 {
+	if x.text {
+		return fileBytes - articles
+	}
+	return fileBytes
 }
 
 func (x *transfer) counts() (bytes, articles int64) {
@@ -143,6 +171,15 @@ func (s *session) create(f *fpdu.FPDU) error {
 	}
 	x := &transfer{dir: DirectionReceive, vf: vf, file: name, pesitID: uint32(pi13), started: srv.now()}
 	x.fileType, _ = f.Params.Uint(fpdu.PIFileType)
+	code, ok := f.Params.Uint(fpdu.PIDataCode)
+	if !ok {
+		code = 2 // absent: binary (digest §10)
+	}
+	var format byte
+	if b, ok := f.Params.Bytes(fpdu.PIArticleFormat); ok && len(b) == 1 {
+		format = b[0]
+	}
+	x.setText(code, format)
 	x.recLen = vf.RecordLength
 	if x.recLen == 0 {
 		x.recLen = srv.cfg.DefaultRecordLength
@@ -296,6 +333,7 @@ func (s *session) selectFile(f *fpdu.FPDU) error {
 		return s.refuseFile(fpdu.AckSelect, fpdu.DiagFileNotFound, "%s is not a regular file", rel)
 	}
 	x.src, x.srcPath, x.size, x.modTime = src, filepath.Join(vf.SendDir, rel), st.Size(), st.ModTime()
+	x.setText(uint64(vf.DataCode), byte(vf.RecordFormat))
 	if x.entity, err = s.negotiateEntity(f, 1, true); err != nil {
 		src.Close()
 		return s.refuseFile(fpdu.AckSelect, diagOf(err, fpdu.DiagInsufficientCharacteristics), "%v", err)
@@ -306,6 +344,11 @@ func (s *session) selectFile(f *fpdu.FPDU) error {
 	}
 	if !s.partner.Segmented && x.recLen > x.entity-6 {
 		x.recLen = x.entity - 6
+	}
+	if x.text && x.recLen > x.entity-textSpare {
+		// Room for an empty line on each side of a longest line in one
+		// DTF: an empty line never travels alone (package doc).
+		x.recLen = max(x.entity-textSpare, 1)
 	}
 	if s.syncBytes > 0 && int64(x.recLen) > s.syncBytes {
 		x.recLen = int(s.syncBytes) // a SYN only goes between articles
@@ -554,8 +597,12 @@ func (s *session) resumeInPlace() error {
 		return abortf(fpdu.DiagCongestion, "journal unavailable: %v", err)
 	}
 	srv.trackTransfer(x.id, nil)
+	p := x.lastSync
+	if x.dir == DirectionSend {
+		p = x.lastSent // any point sent can be resumed (send.go, replay)
+	}
 	x.restart = &RestartState{TransferID: x.id, Path: t.Path, TempPath: t.TempPath,
-		Sync: x.lastSync.num, Offset: x.lastSync.offset, Articles: x.lastSync.articles}
+		Sync: p.num, Offset: p.offset, Articles: p.articles}
 	x.id, x.started, x.finished, x.resumable = id, t.Started, false, false
 	x.sink = nil // receive reopens the temporary file at the point
 	s.xferID.Store(id)
