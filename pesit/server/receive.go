@@ -251,7 +251,23 @@ func (s *session) receiveSyn(f *fpdu.FPDU) error {
 	a := &s.scratch
 	*a = fpdu.FPDU{Kind: fpdu.AckSyn, DstID: s.peerID, Params: a.Params[:0]}
 	a.Params.AddUint(fpdu.PISyncNumber, n)
-	return s.write(a)
+	// If our IDT (the admin API's) went out while this SYN was in flight,
+	// the SYN goes unanswered: after IDT we only wait for ACK(IDT) (TDE05)
+	// and the receive loop drops what follows. The point stays durable;
+	// the requester knows every point it sent.
+	return s.writeUnlessIDT(a)
+}
+
+// writeUnlessIDT sends an answer to what the peer sent during the data
+// phase, unless an IDT of ours went out meanwhile (another goroutine may
+// send one): the peer's FPDU crossed it and gets no answer.
+func (s *session) writeUnlessIDT(f *fpdu.FPDU) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.idtPending.Load() {
+		return nil
+	}
+	return s.writeLocked(f)
 }
 
 // interruptAtSync sends IDT when a sync point cannot be made durable (it is
@@ -281,7 +297,7 @@ func (s *session) receiveResyn(f *fpdu.FPDU) error {
 	x.sinceSync, x.inSeg, x.syncNum = 0, false, lp.num
 	ack := fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peerID}
 	ack.Params.AddUint(fpdu.PIRestartPoint, uint64(lp.num))
-	return s.write(&ack)
+	return s.writeUnlessIDT(&ack)
 }
 
 // peerIDT answers an IDT from the requester (digest §4.6).
