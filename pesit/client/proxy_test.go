@@ -18,6 +18,9 @@ type cutProxy struct {
 	upstream string
 	budgets  []int64
 	rate     int64 // bytes per second per direction; 0 = unlimited
+	// dropAckSyn drops every ACK(SYN) from the client on connections
+	// that will be cut (plain TCP only): acknowledgements lost in flight.
+	dropAckSyn bool
 
 	mu    sync.Mutex
 	n     int
@@ -133,7 +136,36 @@ func (p *cutProxy) accept() {
 			}
 		}
 		p.wg.Add(2)
-		go pipe(up, c)
+		if budget >= 0 && p.dropAckSyn {
+			go func() {
+				defer p.wg.Done()
+				defer kill()
+				dropAckSyns(up, c)
+			}()
+		} else {
+			go pipe(up, c)
+		}
 		go pipe(c, up)
+	}
+}
+
+// dropAckSyns copies frames from src to dst, leaving out those that start
+// with an ACK(SYN) (phase C0, type 38).
+func dropAckSyns(dst, src net.Conn) {
+	buf := make([]byte, 2+65535)
+	for {
+		if _, err := io.ReadFull(src, buf[:2]); err != nil {
+			return
+		}
+		n := int(buf[0])<<8 | int(buf[1])
+		if _, err := io.ReadFull(src, buf[2:2+n]); err != nil {
+			return
+		}
+		if n >= 6 && buf[4] == 0xC0 && buf[5] == 0x38 {
+			continue
+		}
+		if _, err := dst.Write(buf[:2+n]); err != nil {
+			return
+		}
 	}
 }

@@ -176,3 +176,52 @@ func TestRestartFromStateFile(t *testing.T) {
 		})
 	}
 }
+
+// TestPullRestartFromUnacknowledgedPoint cuts a pull after the client made
+// a sync point durable that the server never saw acknowledged: its
+// ACK(SYN)s are lost (window 2), or there are none (window 0, the server
+// has sent points beyond the client's). The resumed pull starts from the
+// client's point, not from 0, and the file is byte-identical.
+func TestPullRestartFromUnacknowledgedPoint(t *testing.T) {
+	const syncKB = 16
+	for _, c := range []struct {
+		name   string
+		window uint8
+		text   bool
+		cut    int64
+	}{
+		{"ACK(SYN) lost, window 2", 2, false, 24 << 10},
+		{"window 0", 0, false, 300 << 10},
+		{"window 0, text", 0, true, 300 << 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			ts := startServer(t, serverOpts{syncKB: syncKB, window: c.window, entity: 4096, text: c.text})
+			proxy := newCutProxy(t, ts.addr, c.cut)
+			proxy.dropAckSyn = true
+			cfg := ts.config(false, syncKB, c.window)
+			cfg.Addr = proxy.addr()
+			local := t.TempDir()
+			var want string
+			if c.text {
+				want = writeText(t, ts.out, "CUT", 40000, 5)
+			} else {
+				want = writeRandom(t, ts.out, "CUT", 2<<20, 5)
+			}
+			got := filepath.Join(local, "f.bin")
+			res, err := Pull(ctx, cfg, ReceiveRequest{VirtualFile: "CUT", Dest: got}, Retry{Retries: 2, Backoff: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatalf("pull: %v", err)
+			}
+			sameFile(t, want, got)
+			if proxy.cuts.Load() != 1 || res.Attempts != 2 || !res.Restarted || res.RestartPoint == 0 {
+				t.Fatalf("result %+v after %d cuts: want a restart from a sync point > 0 on attempt 2", res, proxy.cuts.Load())
+			}
+			ts.jnl.mu.Lock()
+			first := ts.jnl.recs[0].sync
+			ts.jnl.mu.Unlock()
+			t.Logf("restarted from sync point %d; the server had sent up to %d", res.RestartPoint, first)
+		})
+	}
+}
