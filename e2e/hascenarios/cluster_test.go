@@ -62,6 +62,7 @@ type cluster struct {
 	ns      string
 	name    string // Vectis cluster name
 	dir     string
+	ttl     time.Duration // election TTL of the nodes
 	etcd    *etcdtest.Cluster
 	proxies [][]*etcdtest.Proxy // [node][etcd member]: every node reaches etcd through its own proxies
 	pgURL   string
@@ -77,11 +78,11 @@ type cluster struct {
 
 // newCluster prepares a scenario (index idx picks its addresses) and
 // starts the three nodes together.
-func (e *env) newCluster(t *testing.T, idx int) *cluster {
+func (e *env) newCluster(t *testing.T, idx int, electionTTL time.Duration) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := &cluster{t: t, env: e, ns: fmt.Sprintf("ha-s%d", idx), name: fmt.Sprintf("ha-s%d", idx), dir: t.TempDir()}
+	c := &cluster{t: t, env: e, ns: fmt.Sprintf("ha-s%d", idx), name: fmt.Sprintf("ha-s%d", idx), dir: t.TempDir(), ttl: electionTTL}
 	if d := os.Getenv("VECTIS_E2E_ARTIFACTS"); d != "" {
 		// Keep the node logs and configurations of the scenario.
 		c.dir = filepath.Join(d, "hascenarios", strings.ReplaceAll(t.Name(), "/", "_"))
@@ -226,7 +227,7 @@ func (c *cluster) nodeConfig(n *vnode, i int, kubeconfig string) string {
         direction: receive
         receiveDir: %[19]s
         namePattern: "${partner}/${file}-${transferId}"
-`, n.name, n.ip, filepath.Join(c.dir, "data-"+n.name), c.name, ttl, labelKey, podSelector,
+`, n.name, n.ip, filepath.Join(c.dir, "data-"+n.name), c.name, c.ttl, labelKey, podSelector,
 		strings.Join(eps, ", "), kubeconfig, c.pgURL, apiPort, apiUser, apiPassword,
 		serverID, pesitPort, partnerID, partnerPass, fileID, c.recvDir, nodeLogLevel())
 }
