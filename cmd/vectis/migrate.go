@@ -113,4 +113,3 @@ func printMigrations(w io.Writer, driver string, ms []store.Migration) error {
 	}
 	return tw.Flush()
 }
-
