@@ -15,6 +15,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(benchServerEnv); spec != "" {
+		os.Exit(runBenchServer(spec))
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -6,14 +6,22 @@ import (
 	"io"
 )
 
-// readerBufSize holds one maximal frame (2 + 65535 bytes) plus room to read
-// ahead, so that a stream of small frames costs one read per many frames.
-const readerBufSize = 2 * (2 + MaxFPDULen)
+// Reader buffer bounds. A session starts with a small buffer (connection
+// FPDUs are small, and an idle session should cost little) and grows it by
+// doubling when a frame does not fit, up to one maximal frame (2 + 65535
+// bytes). A peer's claimed length can only pick the next step within that
+// protocol bound, so it never sizes an allocation beyond it; once a stream's
+// frame size is reached there is no further allocation. A stream of small
+// frames still costs one read per many frames (read-ahead in the buffer).
+const (
+	readerMinBuf = 4 << 10
+	readerMaxBuf = 2 + MaxFPDULen
+)
 
 // Reader reads frames (2-byte length + NSDU) from a byte stream and returns
 // the FPDUs they hold one at a time, splitting concatenated NSDUs on the
-// inner lengths. It owns one fixed buffer: a length claimed by the peer never
-// sizes an allocation. Not safe for concurrent use.
+// inner lengths. It owns one buffer, grown in bounded steps up to one
+// maximal frame (see readerMaxBuf). Not safe for concurrent use.
 type Reader struct {
 	r        io.Reader
 	buf      []byte
@@ -27,7 +35,7 @@ type Reader struct {
 
 // NewReader returns a Reader on r with a frame limit of 65535 bytes.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: r, buf: make([]byte, readerBufSize), maxFrame: MaxFPDULen}
+	return &Reader{r: r, buf: make([]byte, readerMinBuf), maxFrame: MaxFPDULen}
 }
 
 // Reset makes r read from src as if new, keeping its buffer and frame limit
@@ -43,10 +51,14 @@ func (r *Reader) SetMaxFrame(n int) {
 	r.maxFrame = min(max(n, HeaderLen), MaxFPDULen)
 }
 
-// fill ensures that at least n unread bytes are buffered (n <= len(buf)).
+// fill ensures that at least n unread bytes are buffered
+// (n <= readerMaxBuf).
 func (r *Reader) fill(n int) error {
 	if r.wpos-r.rpos >= n {
 		return nil
+	}
+	if n > len(r.buf) {
+		r.grow(n)
 	}
 	if r.rpos+n > len(r.buf) {
 		// Compact: the previous FPDU's slices are no longer valid anyway.
@@ -77,6 +89,20 @@ func (r *Reader) fill(n int) error {
 		empty = 0
 	}
 	return nil
+}
+
+// grow replaces the buffer by one of the next doubling step that holds n
+// bytes, capped at readerMaxBuf, keeping the unread bytes.
+func (r *Reader) grow(n int) {
+	size := len(r.buf)
+	for size < n {
+		size *= 2
+	}
+	size = min(size, readerMaxBuf)
+	buf := make([]byte, size)
+	r.wpos = copy(buf, r.buf[r.rpos:r.wpos])
+	r.rpos = 0
+	r.buf = buf
 }
 
 // readFrame reads one frame and returns its NSDU, aliasing r.buf.

@@ -157,7 +157,8 @@ func TestReaderErrors(t *testing.T) {
 }
 
 // TestReaderMaxFrames streams maximal 65535-byte frames back to back: the
-// fixed buffer must compact and never grow.
+// buffer starts small, grows to one maximal frame and no further, and then
+// compacts without growing.
 func TestReaderMaxFrames(t *testing.T) {
 	big := make([]byte, MaxFPDULen-HeaderLen)
 	for i := range big {
@@ -173,7 +174,9 @@ func TestReaderMaxFrames(t *testing.T) {
 		stream = append(stream, frame(encode(t, sample(Syn)))...)
 	}
 	r := NewReader(bytes.NewReader(stream))
-	bufCap := cap(r.buf)
+	if cap(r.buf) != readerMinBuf {
+		t.Fatalf("initial buffer of %d bytes, want %d", cap(r.buf), readerMinBuf)
+	}
 	for i := range 10 {
 		f, err := r.Next()
 		if err != nil {
@@ -182,9 +185,36 @@ func TestReaderMaxFrames(t *testing.T) {
 		if i%2 == 0 && (f.Kind != DTF || !bytes.Equal(f.Data, big)) {
 			t.Fatalf("FPDU %d: %s", i, f)
 		}
+		if cap(r.buf) != readerMaxBuf {
+			t.Fatalf("after FPDU %d the buffer holds %d bytes, want %d", i, cap(r.buf), readerMaxBuf)
+		}
 	}
-	if cap(r.buf) != bufCap {
-		t.Fatalf("buffer grew")
+}
+
+// TestReaderSmallFramesStaySmall: a session of small frames, and a claimed
+// length that the stream never delivers, do not grow the buffer beyond the
+// step that holds the frame.
+func TestReaderSmallFramesStaySmall(t *testing.T) {
+	var stream []byte
+	for range 1000 {
+		stream = append(stream, frame(encode(t, sample(Syn)))...)
+	}
+	r := NewReader(bytes.NewReader(stream))
+	for range 1000 {
+		if _, err := r.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cap(r.buf) != readerMinBuf {
+		t.Fatalf("buffer grew to %d bytes for small frames", cap(r.buf))
+	}
+	// A prefix claiming 5000 bytes: one step (8 KiB), then a truncation error.
+	r = NewReader(bytes.NewReader([]byte{0x13, 0x88, 0, 6}))
+	if _, err := r.Next(); err == nil {
+		t.Fatal("truncated frame accepted")
+	}
+	if cap(r.buf) != 2*readerMinBuf {
+		t.Fatalf("buffer of %d bytes for a 5000-byte claim, want %d", cap(r.buf), 2*readerMinBuf)
 	}
 }
 

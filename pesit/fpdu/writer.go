@@ -12,18 +12,45 @@ type Writer struct {
 	w      io.Writer
 	buf    []byte // frame under construction: 2-byte prefix + queued FPDUs
 	entity int
+	sized  bool // SetEntitySize was called: size the buffer for data
 	err    error
 }
 
-// NewWriter returns a Writer on w with an entity size of 65535.
+// writerMinBuf is the first buffer of a Writer that has not been given an
+// entity size: connection FPDUs and acknowledgements are small, and a
+// server that only receives never needs more (append grows it otherwise).
+const writerMinBuf = 512
+
+// NewWriter returns a Writer on w with an entity size of 65535. Its buffer
+// is allocated at first use.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: w, buf: make([]byte, 2, 2*(2+MaxFPDULen)), entity: MaxFPDULen}
+	return &Writer{w: w, entity: MaxFPDULen}
 }
 
 // SetEntitySize sets the negotiated PI 25, which bounds every queued NSDU.
-// Values outside 6..65535 are clamped.
+// Values outside 6..65535 are clamped. The buffer is (re)sized at its next
+// use for a full NSDU plus the FPDU that overflows it, so that queuing data
+// does not allocate.
 func (w *Writer) SetEntitySize(n int) {
 	w.entity = min(max(n, HeaderLen), MaxFPDULen)
+	w.sized = true
+	if want := w.dataCap(); len(w.buf) <= 2 && (cap(w.buf) < want || cap(w.buf) > 2*want) {
+		w.buf = nil
+	}
+}
+
+func (w *Writer) dataCap() int { return 2 + 2*w.entity }
+
+// frame returns the frame under construction, allocating it at first use.
+func (w *Writer) frame() []byte {
+	if w.buf == nil {
+		c := writerMinBuf
+		if w.sized {
+			c = w.dataCap()
+		}
+		w.buf = make([]byte, 2, c)
+	}
+	return w.buf
 }
 
 // EntitySize returns the current NSDU bound.
@@ -34,7 +61,7 @@ func (w *Writer) Write(f *FPDU) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	b, err := AppendEncode(w.buf[:2], f)
+	b, err := AppendEncode(w.frame()[:2], f)
 	if err != nil {
 		return err
 	}
@@ -53,7 +80,7 @@ func (w *Writer) Queue(f *FPDU) error {
 	if !f.Kind.Concatenable() {
 		return fmt.Errorf("fpdu: queue %s: only DTF, DTFDA, DTFMA, DTFFA, DTF.END and SYN may be concatenated", f.Kind)
 	}
-	mark := len(w.buf)
+	mark := len(w.frame())
 	b, err := AppendEncode(w.buf, f)
 	if err != nil {
 		return err
@@ -86,7 +113,7 @@ func (w *Writer) QueueDTF(dstID byte, articles ...[]byte) error {
 	if w.err != nil {
 		return w.err
 	}
-	mark := len(w.buf)
+	mark := len(w.frame())
 	b, err := AppendDTF(w.buf, dstID, articles...)
 	if err != nil {
 		return err
@@ -95,7 +122,7 @@ func (w *Writer) QueueDTF(dstID byte, articles ...[]byte) error {
 }
 
 // Pending returns the number of NSDU bytes queued and not yet sent.
-func (w *Writer) Pending() int { return len(w.buf) - 2 }
+func (w *Writer) Pending() int { return max(len(w.buf)-2, 0) }
 
 // Flush sends the pending NSDU, if any, as one frame. After a write error
 // the Writer is broken and returns that error forever.
@@ -104,7 +131,7 @@ func (w *Writer) Flush() error {
 		return w.err
 	}
 	n := len(w.buf) - 2
-	if n == 0 {
+	if n <= 0 {
 		return nil
 	}
 	w.buf[0], w.buf[1] = byte(n>>8), byte(n)

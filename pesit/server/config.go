@@ -51,7 +51,8 @@ type Config struct {
 	// AbortPIForm sends ABORT diagnostics as a PI 2 unit instead of the bare
 	// 3-byte form that CX uses.
 	AbortPIForm bool
-	// WriteBuffer is the receive-side file buffer; 0 = 256 KiB.
+	// WriteBuffer is the receive-side file buffer; 0 = 64 KiB (one buffer
+	// per receiving session: 1,000 concurrent pushes hold 64 MiB of them).
 	WriteBuffer int
 	// DebugFPDU logs every FPDU but data at debug level, PI 5 redacted.
 	DebugFPDU bool
@@ -90,7 +91,7 @@ func (c *Config) setDefaults() {
 		c.DefaultRecordLength = 4096
 	}
 	if c.WriteBuffer == 0 {
-		c.WriteBuffer = 256 << 10
+		c.WriteBuffer = 64 << 10
 	}
 	if c.TracerProvider == nil {
 		c.TracerProvider = noop.NewTracerProvider()
