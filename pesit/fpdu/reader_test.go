@@ -402,3 +402,30 @@ func TestTCPSession(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWriterBufferSizing: a Writer allocates nothing until used, stays small
+// for connection FPDUs, and sizes its buffer to the entity size once it is
+// set, so that queuing data does not allocate.
+func TestWriterBufferSizing(t *testing.T) {
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	if w.buf != nil {
+		t.Fatal("buffer allocated before use")
+	}
+	if err := w.Write(sample(AckSyn)); err != nil {
+		t.Fatal(err)
+	}
+	if cap(w.buf) > writerMinBuf {
+		t.Fatalf("buffer of %d bytes for an ACK(SYN)", cap(w.buf))
+	}
+	w.SetEntitySize(4096)
+	art := bytes.Repeat([]byte{'x'}, 1000)
+	allocs := testing.AllocsPerRun(50, func() {
+		if err := w.QueueDTF(1, art, art, art); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 || cap(w.buf) != 2+2*4096 {
+		t.Fatalf("%v allocs per queued DTF, buffer %d bytes; want 0 and %d", allocs, cap(w.buf), 2+2*4096)
+	}
+}
