@@ -286,6 +286,10 @@ func (rc *rawConn) receive() error {
 		}
 		switch f.Kind {
 		case fpdu.DTF:
+			if f.SrcID == 1 {
+				// Never sent (digest §7): empty lines go in N >= 2 DTFs.
+				rc.s.t.Errorf("the client sent a DTF with byte 5 = 1")
+			}
 			if err := f.ForEachArticle(put); err != nil {
 				return err
 			}

@@ -92,6 +92,9 @@ type sender struct {
 	timer   *time.Timer
 
 	multiN       int
+	multiLast    int // offset in s.multi of the last article's length
+	multiFull    int // non-empty articles in s.multi
+	text         bool
 	lastProgress time.Time
 	lastArm      time.Time
 	ebcdic       *codepage.EBCDIC037 // text in EBCDIC: translate each line
@@ -407,6 +410,7 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 	if x.req.Format == FormatVariable && x.req.DataCode.text() {
 		ls := newLineSource(src, x.artLen)
 		next = ls.next
+		x.text = true
 		if x.req.DataCode == DataEBCDIC {
 			// Lines are split on the local "\n" first, then translated.
 			x.ebcdic = codepage.NewEBCDIC037()
@@ -415,8 +419,8 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 		fs := newFixedSource(src, x.artLen, &s.dataBuf)
 		next = fs.next
 	}
-	x.multiN = 0
-	if x.req.MultiArticle > 1 {
+	x.multiN, x.multiLast, x.multiFull = 0, 0, 0
+	if x.req.MultiArticle > 1 || x.text {
 		if cap(s.multi) < x.entity {
 			s.multi = make([]byte, 0, x.entity)
 		}
@@ -463,8 +467,12 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 				return err
 			}
 		}
-		if err := x.emit(art); err != nil {
-			return err
+		emit := x.emit
+		if x.text {
+			emit = x.emitLine
+		}
+		if err := emit(art); err != nil {
+			return x.loneEmpty(ctx, err)
 		}
 		x.since += int64(len(art))
 		x.bytes += int64(len(art))
@@ -482,7 +490,7 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 		}
 	}
 	if err := x.flushMulti(); err != nil {
-		return err
+		return x.loneEmpty(ctx, err)
 	}
 
 	// DTF.END, TRANS.END.
@@ -730,32 +738,100 @@ func (x *sender) emit(art []byte) error {
 
 func (x *sender) flushMulti() error {
 	s := x.s
-	switch x.multiN {
+	n := x.multiN
+	x.multiN, x.multiLast, x.multiFull = 0, 0, 0
+	switch n {
 	case 0:
 		return nil
 	case 1:
 		// Never send byte 5 = 1: a lone article goes as a plain DTF.
-		x.multiN = 0
 		err := x.single(s.multi[2:])
 		s.multi = s.multi[:0]
 		return err
 	}
-	s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, SrcID: byte(x.multiN), Data: s.multi}
-	x.multiN = 0
+	s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, SrcID: byte(n), Data: s.multi}
 	err := x.queue(&s.out)
 	s.multi = s.multi[:0]
 	return err
+}
+
+// errLoneEmpty: an empty line that could not share a DTF.
+var errLoneEmpty = errors.New("an empty line cannot be sent alone: PeSIT has no empty DTF (it needs a neighbouring line of at most the entity size - 12 bytes)")
+
+// loneEmpty turns errLoneEmpty into an interruption (IDT 2/299, PI 19 =
+// 16); other errors pass.
+func (x *sender) loneEmpty(ctx context.Context, err error) error {
+	if !errors.Is(err, errLoneEmpty) {
+		return err
+	}
+	return x.interrupt(ctx, 16, fpdu.DiagFileOther, &LocalError{Op: "send", Path: x.req.Source, Err: err})
+}
+
+// emitLine sends one line of a text file. An empty line is a zero-length
+// article, which only exists inside a multi-article DTF (there is no empty
+// DTF, and we never send byte 5 = 1): empty lines always share a DTF with
+// the line before or after them, even when MultiArticle is not set (a
+// receiver must accept multi-article DTFs); other lines then still go one
+// per DTF. Like pesit/server. A line too long to share a DTF with an empty
+// one (entity size - 12) goes alone; an empty line left alone next to it
+// fails the transfer (errLoneEmpty), as does a file of one empty line.
+func (x *sender) emitLine(art []byte) error {
+	s := x.s
+	room := x.entity - fpdu.HeaderLen
+	if 6+len(art) > room {
+		if x.multiN == 1 && len(s.multi) == 2 {
+			return errLoneEmpty
+		}
+		if err := x.flushMulti(); err != nil {
+			return err
+		}
+		return x.single(art)
+	}
+	maxN := 255
+	if x.req.MultiArticle > 1 {
+		maxN = max(x.req.MultiArticle, 3) // [empty, line, empty] must fit
+	}
+	fits := x.multiN < maxN && len(s.multi)+2+len(art) <= room
+	switch {
+	case len(art) > 0:
+		if !fits || (x.req.MultiArticle <= 1 && x.multiFull > 0) {
+			if err := x.flushMulti(); err != nil {
+				return err
+			}
+		}
+	case !fits:
+		// Send all but the last article, which keeps this empty line
+		// company; the group sent holds at least two articles.
+		keep := s.multi[x.multiLast:]
+		full := len(keep) > 2
+		s.multi, x.multiN = s.multi[:x.multiLast], x.multiN-1
+		if full {
+			x.multiFull--
+		}
+		if err := x.flushMulti(); err != nil {
+			return err
+		}
+		s.multi = append(s.multi[:0], keep...)
+		x.multiN, x.multiLast = 1, 0
+		if full {
+			x.multiFull = 1
+		}
+	}
+	x.multiLast = len(s.multi)
+	s.multi = append(s.multi, byte(len(art)>>8), byte(len(art)))
+	s.multi = append(s.multi, art...)
+	x.multiN++
+	if len(art) > 0 {
+		x.multiFull++
+	}
+	return nil
 }
 
 func (x *sender) single(art []byte) error {
 	s := x.s
 	room := x.entity - fpdu.HeaderLen
 	if len(art) == 0 {
-		// An empty single-article DTF does not exist: a lone empty line goes
-		// as the one-article prefixed form (byte 5 = 1, length 0), which
-		// receivers read as one empty article.
-		s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, SrcID: 1, Data: s.zero[:]}
-		return x.queue(&s.out)
+		return errLoneEmpty // an empty single-article DTF does not exist
 	}
 	if len(art) <= room {
 		s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, Data: art}

@@ -46,7 +46,6 @@ type Session struct {
 	out     fpdu.FPDU
 	dataBuf []byte
 	multi   []byte
-	zero    [2]byte
 }
 
 // Negotiated reports the sync options agreed in ACONNECT: interval in KiB (0:
