@@ -432,9 +432,8 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 	// loop never blocks on a read it does not need.
 	_ = s.conn.SetReadDeadline(time.Time{})
 	x.armWrite(time.Now())
-	if s.canceled.Load() {
-		_ = s.conn.SetDeadline(time.Unix(1, 0))
-	}
+	s.graceful.Store(true)
+	defer s.graceful.Store(false)
 	x.events = make(chan sendEvent, 8)
 	x.done = make(chan struct{})
 	go x.readLoop()
@@ -448,6 +447,9 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 	}()
 
 	for {
+		if s.canceled.Load() {
+			return x.cancel(ctx)
+		}
 		art, raw, rerr := next()
 		if rerr == io.EOF {
 			break
@@ -534,7 +536,7 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 func (x *sender) armWrite(now time.Time) {
 	x.lastArm = now
 	_ = x.s.conn.SetWriteDeadline(now.Add(x.s.tp))
-	if x.s.canceled.Load() {
+	if x.s.cancelNow() {
 		_ = x.s.conn.SetDeadline(time.Unix(1, 0))
 	}
 }
@@ -641,6 +643,9 @@ func (x *sender) waitEvent(ctx context.Context, what string) (sendEvent, error) 
 		_ = x.s.conn.Close()
 		return sendEvent{}, &ConnectionError{Op: what, Err: fmt.Errorf("no answer from the server in %s", x.s.tp)}
 	case <-ctx.Done():
+		if x.s.graceful.Load() {
+			return sendEvent{}, errCancelled
+		}
 		x.s.broken = true
 		_ = x.s.conn.Close()
 		return sendEvent{}, fmt.Errorf("%s: %w", what, context.Cause(ctx))
@@ -703,6 +708,9 @@ func (x *sender) sync(ctx context.Context) error {
 	x.progress(false)
 	for x.window > 0 && x.syncSent-x.acked >= x.window {
 		ev, err := x.waitEvent(ctx, "wait for ACK(SYN)")
+		if errors.Is(err, errCancelled) {
+			return x.cancel(ctx)
+		}
 		if err != nil {
 			return err
 		}
@@ -859,6 +867,22 @@ func (x *sender) queue(f *fpdu.FPDU) error {
 		return x.s.ioError("send "+f.Kind.String(), err)
 	}
 	return nil
+}
+
+// errCancelled: the context was cancelled during the data phase of a push,
+// which then ends with IDT (see cancel).
+var errCancelled = errors.New("push cancelled")
+
+// cancel ends a cancelled push in order: IDT with PI 19 = 16 (cancelled by
+// the requester) and 2/216 (voluntary stop), ACK(IDT), CRF, DESELECT,
+// within cancelGrace. It returns an error wrapping context.Canceled (or the
+// context's error).
+func (x *sender) cancel(ctx context.Context) error {
+	cause := ctx.Err()
+	if cause == nil {
+		cause = context.Canceled
+	}
+	return x.interrupt(ctx, 16, fpdu.DiagVoluntaryStop, fmt.Errorf("push of %s: %w", x.req.Source, cause))
 }
 
 // interrupt sends IDT with end code and diagnostic d for a local failure

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,11 @@ type Session struct {
 	// context of the running operation is done, so that a later re-arming of
 	// the deadline cannot hide the cancellation.
 	canceled atomic.Bool
+	// graceful is set during the data phase of a push: a cancellation then
+	// interrupts the transfer with IDT (PI 19 = 16) and closes the file, so
+	// the server records a cancellation and the session stays usable; the
+	// deadline is forced only if that takes longer than cancelGrace.
+	graceful atomic.Bool
 
 	// ConnectLatency is the time from sending CONNECT to receiving ACONNECT.
 	connectLatency time.Duration
@@ -260,21 +266,59 @@ func (s *Session) Close() error {
 }
 
 // watch forces the connection deadline into the past when ctx is done, so
-// that a blocked read or write returns at once. The returned function stops
-// watching.
+// that a blocked read or write returns at once; during the data phase of a
+// push (graceful) it leaves cancelGrace to the transfer to end with IDT
+// first. The returned function stops watching.
 func (s *Session) watch(ctx context.Context) func() {
 	s.canceled.Store(false)
+	var mu sync.Mutex
+	var grace *time.Timer
+	stopped := false
+	force := func() {
+		s.graceful.Store(false)
+		_ = s.conn.SetDeadline(time.Unix(1, 0))
+	}
 	stop := context.AfterFunc(ctx, func() {
 		s.canceled.Store(true)
-		_ = s.conn.SetDeadline(time.Unix(1, 0))
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		if s.graceful.Load() {
+			grace = time.AfterFunc(cancelGrace, func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if !stopped {
+					force()
+				}
+			})
+			return
+		}
+		force()
 	})
-	return func() { stop() }
+	return func() {
+		stop()
+		mu.Lock()
+		stopped = true
+		if grace != nil {
+			grace.Stop()
+		}
+		mu.Unlock()
+	}
 }
+
+// cancelGrace bounds the orderly end (IDT, ACK(IDT), CRF, DESELECT) of a
+// cancelled push.
+const cancelGrace = 2 * time.Second
+
+// cancelNow reports a cancellation that must cut the connection now.
+func (s *Session) cancelNow() bool { return s.canceled.Load() && !s.graceful.Load() }
 
 // arm sets the inactivity deadline Tp for the next exchange.
 func (s *Session) arm() {
 	_ = s.conn.SetDeadline(time.Now().Add(s.tp))
-	if s.canceled.Load() {
+	if s.cancelNow() {
 		_ = s.conn.SetDeadline(time.Unix(1, 0))
 	}
 }

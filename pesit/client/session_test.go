@@ -6,10 +6,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/server"
 )
 
 // TestPreConnection sends the EBCDIC pre-connection message before CONNECT;
@@ -36,7 +38,8 @@ func TestPreConnection(t *testing.T) {
 }
 
 // TestCancel cancels the context in the middle of a push: Send returns at
-// once with context.Canceled, which is not retried.
+// once with context.Canceled, which is not retried, after ending the
+// transfer with IDT (PI 19 = 16), so the session stays usable.
 func TestCancel(t *testing.T) {
 	ts := startServer(t, serverOpts{syncKB: 4, window: 1, entity: 4096})
 	src := writeRandom(t, t.TempDir(), "src.bin", 64<<20, 10)
@@ -57,6 +60,17 @@ func TestCancel(t *testing.T) {
 	}
 	if Retryable(err) {
 		t.Fatal("a cancellation must not be retried")
+	}
+	// The push ended with IDT PI 19 = 16, not a cut: the server recorded a
+	// cancellation by the requester and the session is still usable.
+	ts.jnl.mu.Lock()
+	o := ts.jnl.recs[0].outcome
+	ts.jnl.mu.Unlock()
+	if o == nil || o.Status != server.StatusCancelled || !strings.Contains(o.Detail, "PI 19 = 16") {
+		t.Fatalf("server outcome %+v, want cancelled by the requester (PI 19 = 16)", o)
+	}
+	if err := s.Message(context.Background(), "after cancel"); err != nil {
+		t.Fatalf("session unusable after a cancelled push: %v", err)
 	}
 	// Push with retries stops too.
 	res, err := Push(ctx, ts.config(false, 4, 1), SendRequest{Source: src, VirtualFile: "CANCEL2"}, Retry{Retries: 5})
