@@ -54,10 +54,13 @@ type Config struct {
 	// interval proposes no sync. The server may lower both.
 	SyncIntervalKB uint16
 	SyncWindow     uint8
-	// Resync proposes PI 23 = 1 (F.RESTART within a transfer). The client
-	// never initiates RESYN and does not answer one yet: a RESYN from the
-	// server ends the connection with ABORT 3/311, and Push/Pull resume
-	// with a restart instead. Leave it false unless testing a server.
+	// Resync proposes PI 23 = 1 (F.RESTART within a transfer). When the
+	// server agrees, a RESYN{PI 18 = p} from it during a push (receiver-
+	// initiated) is answered with ACK(RESYN){p} (or 0 for a point we no
+	// longer know) and the data is resent from p, also when the RESYN
+	// crosses our TRANS.END. The client never initiates RESYN, and a RESYN
+	// during a pull still ends the connection with ABORT 3/311 (Push/Pull
+	// then resume with a restart).
 	Resync bool
 	// AccessType is PI 22.
 	AccessType AccessType

@@ -147,3 +147,53 @@ func TestRawEBCDICText(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRawResyn: with resynchronisation negotiated (PI 23 = 1), the server
+// answers sync point 3 with RESYN{PI 18 = 2} instead of ACK(SYN); the client
+// answers ACK(RESYN){2}, resends from point 2 and the file arrives whole,
+// binary and text (window 2, and window 0 where RESYN is the only answer).
+func TestRawResyn(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		window uint8
+		text   bool
+	}{{"binary window 2", 2, false}, {"binary window 0", 0, false}, {"text window 2", 2, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			srv := newRawServer(t, 4, c.window)
+			srv.resynAt = 3
+			cfg := rawConfig(srv.addr())
+			cfg.SyncIntervalKB, cfg.SyncWindow, cfg.Resync = 4, c.window, true
+			local := t.TempDir()
+			name, req := "resyn.bin", SendRequest{}
+			var src string
+			if c.text {
+				name = "resyn.txt"
+				req = SendRequest{Format: FormatVariable, DataCode: DataASCII, ArticleLength: 1000}
+				src = writeText(t, local, name, 2000, 8)
+			} else {
+				src = writeRandom(t, local, name, 200<<10, 8)
+			}
+			s, err := Dial(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, _, rs := s.Negotiated(); !rs {
+				t.Fatal("resynchronisation not negotiated")
+			}
+			req.Source = src
+			if _, err := s.Send(ctx, req); err != nil {
+				t.Fatalf("push with a RESYN: %v", err)
+			}
+			if n := srv.resyns.Load(); n != 1 {
+				t.Fatalf("the server sent %d RESYNs, want 1", n)
+			}
+			sameFile(t, src, filepath.Join(srv.dir, name))
+			if err := s.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
@@ -28,6 +30,11 @@ type rawServer struct {
 	syncKB   uint16
 	window   uint8
 	entity   int
+	// resynAt, when set, makes a push receive answer PI 23 = 1 and, at sync
+	// point resynAt, send RESYN{1/100, PI 18 = resynAt-1} instead of
+	// ACK(SYN): the client must resume from that point.
+	resynAt uint32
+	resyns  atomic.Int32
 
 	mu       sync.Mutex
 	restarts map[uint32]*rawRestart // by PI 13
@@ -130,6 +137,9 @@ func (s *rawServer) serve(c net.Conn) error {
 	var p fpdu.Params
 	p.AddUint(fpdu.PIVersion, 2)
 	p.AddSyncOption(rc.syncKB, rc.window)
+	if v, _ := f.Params.Uint(fpdu.PIResync); v == 1 && s.resynAt > 0 {
+		p.AddUint(fpdu.PIResync, 1)
+	}
 	if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.AConnect, DstID: rc.peer, SrcID: 0x61, Params: p}); err != nil {
 		return err
 	}
@@ -314,6 +324,41 @@ func (rc *rawConn) receive() error {
 			rs.points[uint32(n)] = [3]int64{off, arts, bytes}
 			rs.last = uint32(n)
 			s.mu.Unlock()
+			if uint32(n) == s.resynAt && s.resyns.CompareAndSwap(0, 1) {
+				// Ask to resume from the previous point: drop what follows
+				// it, ignore data until ACK(RESYN).
+				back := uint32(n) - 1
+				var p fpdu.Params
+				p.AddDiagnostic(fpdu.DiagTransmissionError)
+				p.AddUint(fpdu.PIRestartPoint, uint64(back))
+				if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.Resyn, DstID: rc.peer, Params: p}); err != nil {
+					return err
+				}
+				for {
+					g, err := rc.r.Next()
+					if err != nil {
+						return err
+					}
+					if g.Kind == fpdu.AckResyn {
+						if v, _ := g.Params.Uint(fpdu.PIRestartPoint); uint32(v) != back {
+							return fmt.Errorf("ACK(RESYN) %d, asked %d", v, back)
+						}
+						break
+					}
+				}
+				s.mu.Lock()
+				bp := rs.points[back]
+				s.mu.Unlock()
+				off, arts, bytes = bp[0], bp[1], bp[2]
+				if err := out.Truncate(off); err != nil {
+					return err
+				}
+				if _, err := out.Seek(off, 0); err != nil {
+					return err
+				}
+				bw.Reset(out)
+				continue
+			}
 			if rc.window > 0 {
 				var p fpdu.Params
 				p.AddUint(fpdu.PISyncNumber, n)

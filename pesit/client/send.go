@@ -54,6 +54,7 @@ type SendRequest struct {
 type sendEvent struct {
 	kind     fpdu.Kind
 	n        uint64 // PI 20 of ACK(SYN)
+	point    uint64 // PI 18 of RESYN
 	diag     fpdu.Diagnostic
 	endCode  uint8
 	bytes    int64
@@ -92,6 +93,7 @@ type sender struct {
 	timer   *time.Timer
 
 	multiN       int
+	resyncs      int
 	multiLast    int // offset in s.multi of the last article's length
 	multiFull    int // non-empty articles in s.multi
 	text         bool
@@ -406,18 +408,32 @@ func (s *Session) deselect(cause error) error {
 // DTF.END and TRANS.END, and checks ACK(TRANS.END).
 func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 	s := x.s
-	var next func() ([]byte, int, error)
-	if x.req.Format == FormatVariable && x.req.DataCode.text() {
-		ls := newLineSource(src, x.artLen)
-		next = ls.next
-		x.text = true
-		if x.req.DataCode == DataEBCDIC {
-			// Lines are split on the local "\n" first, then translated.
-			x.ebcdic = codepage.NewEBCDIC037()
+	x.text = x.req.Format == FormatVariable && x.req.DataCode.text()
+	if x.text && x.req.DataCode == DataEBCDIC {
+		// Lines are split on the local "\n" first, then translated.
+		x.ebcdic = codepage.NewEBCDIC037()
+	}
+	source := func() func() ([]byte, int, error) {
+		if x.text {
+			return newLineSource(src, x.artLen).next
 		}
-	} else {
-		fs := newFixedSource(src, x.artLen, &s.dataBuf)
-		next = fs.next
+		return newFixedSource(src, x.artLen, &s.dataBuf).next
+	}
+	next := source()
+	// resynced resumes from the point a RESYN asked for (see resync).
+	resynced := func(err error) error {
+		var rq *resynRequest
+		if !errors.As(err, &rq) {
+			return err
+		}
+		if err := x.resync(rq.point); err != nil {
+			return err
+		}
+		if _, err := src.Seek(x.fileOff, io.SeekStart); err != nil {
+			return x.interrupt(ctx, 4, fpdu.DiagIOError, &LocalError{Op: "seek", Path: x.req.Source, Err: err})
+		}
+		next = source()
+		return nil
 	}
 	x.multiN, x.multiLast, x.multiFull = 0, 0, 0
 	if x.req.MultiArticle > 1 || x.text {
@@ -446,80 +462,100 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 		}
 	}()
 
+	var ev sendEvent
+again:
 	for {
-		if s.canceled.Load() {
-			return x.cancel(ctx)
-		}
-		art, raw, rerr := next()
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return x.interrupt(ctx, 4, fpdu.DiagIOError, &LocalError{Op: "read", Path: x.req.Source, Err: rerr})
-		}
-		if x.ebcdic != nil {
-			codepage.Translate(art, &x.ebcdic.ToEBCDIC)
-		}
-		if len(art) > x.artLen {
-			return x.interrupt(ctx, 16, fpdu.DiagArticleTooLong, &LocalError{Op: "read", Path: x.req.Source,
-				Err: fmt.Errorf("line of %d bytes at offset %d is longer than the article length %d", len(art), x.fileOff, x.artLen)})
-		}
-		if x.limit > 0 && x.since > 0 && x.since+int64(len(art)) > x.limit {
-			if err := x.sync(ctx); err != nil {
-				return err
+		for {
+			if s.canceled.Load() {
+				return x.cancel(ctx)
+			}
+			art, raw, rerr := next()
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return x.interrupt(ctx, 4, fpdu.DiagIOError, &LocalError{Op: "read", Path: x.req.Source, Err: rerr})
+			}
+			if x.ebcdic != nil {
+				codepage.Translate(art, &x.ebcdic.ToEBCDIC)
+			}
+			if len(art) > x.artLen {
+				return x.interrupt(ctx, 16, fpdu.DiagArticleTooLong, &LocalError{Op: "read", Path: x.req.Source,
+					Err: fmt.Errorf("line of %d bytes at offset %d is longer than the article length %d", len(art), x.fileOff, x.artLen)})
+			}
+			if x.limit > 0 && x.since > 0 && x.since+int64(len(art)) > x.limit {
+				if err := x.sync(ctx); err != nil {
+					if err := resynced(err); err != nil {
+						return err
+					}
+					continue
+				}
+			}
+			emit := x.emit
+			if x.text {
+				emit = x.emitLine
+			}
+			if err := emit(art); err != nil {
+				return x.loneEmpty(ctx, err)
+			}
+			x.since += int64(len(art))
+			x.bytes += int64(len(art))
+			x.articles++
+			x.fileOff += int64(raw)
+			if err := x.poll(); err != nil {
+				if err := resynced(err); err != nil {
+					return err
+				}
+				continue
+			}
+			if x.articles&15 == 0 {
+				now := time.Now()
+				if now.Sub(x.lastArm) > s.tp/8 {
+					x.armWrite(now)
+				}
+				x.progress(false)
 			}
 		}
-		emit := x.emit
-		if x.text {
-			emit = x.emitLine
-		}
-		if err := emit(art); err != nil {
+		if err := x.flushMulti(); err != nil {
 			return x.loneEmpty(ctx, err)
 		}
-		x.since += int64(len(art))
-		x.bytes += int64(len(art))
-		x.articles++
-		x.fileOff += int64(raw)
-		if err := x.poll(); err != nil {
+
+		// DTF.END, TRANS.END.
+		var p fpdu.Params
+		p.AddDiagnostic(fpdu.DiagOK)
+		if err := x.queue(&fpdu.FPDU{Kind: fpdu.DTFEnd, DstID: s.peer, Params: p}); err != nil {
 			return err
 		}
-		if x.articles&15 == 0 {
-			now := time.Now()
-			if now.Sub(x.lastArm) > s.tp/8 {
-				x.armWrite(now)
-			}
-			x.progress(false)
+		var q fpdu.Params
+		q.AddUint(fpdu.PIByteCount, uint64(x.bytes))
+		q.AddUint(fpdu.PIArticleCount, uint64(x.articles))
+		if err := s.w.Flush(); err != nil {
+			return s.ioError("send DTF.END", err)
 		}
-	}
-	if err := x.flushMulti(); err != nil {
-		return x.loneEmpty(ctx, err)
-	}
-
-	// DTF.END, TRANS.END.
-	var p fpdu.Params
-	p.AddDiagnostic(fpdu.DiagOK)
-	if err := x.queue(&fpdu.FPDU{Kind: fpdu.DTFEnd, DstID: s.peer, Params: p}); err != nil {
-		return err
-	}
-	var q fpdu.Params
-	q.AddUint(fpdu.PIByteCount, uint64(x.bytes))
-	q.AddUint(fpdu.PIArticleCount, uint64(x.articles))
-	if err := s.w.Flush(); err != nil {
-		return s.ioError("send DTF.END", err)
-	}
-	if err := s.write(&fpdu.FPDU{Kind: fpdu.TransEnd, DstID: s.peer, Params: q}); err != nil {
-		return err
-	}
-	ev, err := x.waitTerminal()
-	if err != nil {
-		return err
-	}
-	switch ev.kind {
-	case fpdu.AckTransEnd:
-	case fpdu.IDT:
-		return x.s.closeFile(x.ackIDT(ev))
-	default:
-		return s.protocolError(fpdu.DiagProtocolError, "expected ACK(TRANS.END), got %s", ev.kind)
+		if err := s.write(&fpdu.FPDU{Kind: fpdu.TransEnd, DstID: s.peer, Params: q}); err != nil {
+			return err
+		}
+		ev, err = x.waitTerminal()
+		if err != nil {
+			return err
+		}
+		switch ev.kind {
+		case fpdu.AckTransEnd:
+			break again
+		case fpdu.Resyn:
+			// RESYN wins over TRANS.END (digest §4.5): resend from its point.
+			if !s.resync {
+				return s.protocolError(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
+			}
+			if err := resynced(&resynRequest{point: uint32(min(ev.point, 0xFFFFFF))}); err != nil {
+				return err
+			}
+			continue again
+		case fpdu.IDT:
+			return x.s.closeFile(x.ackIDT(ev))
+		default:
+			return s.protocolError(fpdu.DiagProtocolError, "expected ACK(TRANS.END), got %s", ev.kind)
+		}
 	}
 	if !ev.diag.OK() {
 		return x.closeFile(&TransferError{Op: fpdu.AckTransEnd, Diagnostic: ev.diag})
@@ -553,6 +589,7 @@ func (x *sender) readLoop() {
 		} else {
 			ev.kind = f.Kind
 			ev.n, _ = f.Params.Uint(fpdu.PISyncNumber)
+			ev.point, _ = f.Params.Uint(fpdu.PIRestartPoint)
 			if d, ok := f.Params.Diagnostic(); ok {
 				ev.diag = d
 			}
@@ -587,7 +624,57 @@ func (x *sender) handle(ev sendEvent) error {
 	x.term, x.hasTerm = ev, true
 	<-x.done
 	x.done = nil
+	if ev.err == nil && ev.kind == fpdu.Resyn && x.s.resync {
+		x.hasTerm = false
+		return &resynRequest{point: uint32(min(ev.point, 0xFFFFFF))}
+	}
 	return x.terminalError(ev)
+}
+
+// resynRequest is a RESYN from the server (receiver-initiated
+// resynchronisation, digest §4.5), negotiated with PI 23 = 1.
+type resynRequest struct{ point uint32 }
+
+func (r *resynRequest) Error() string { return fmt.Sprintf("RESYN to sync point %d", r.point) }
+
+// maxResyncs bounds the RESYNs of one transfer (then 3/320).
+const maxResyncs = 16
+
+// resync answers RESYN{p}: ACK(RESYN){p} and the counts of point p, or 0
+// (the start of the file) for a point we do not know. Data sent after the
+// RESYN crossed it and is dropped by the server until our ACK(RESYN). The
+// caller repositions the file at x.fileOff.
+func (x *sender) resync(p uint32) error {
+	s := x.s
+	if x.resyncs++; x.resyncs > maxResyncs {
+		return s.protocolError(fpdu.DiagTooManyResyncs, "%d RESYNs in one transfer", x.resyncs)
+	}
+	pt, ok := x.st.point(p)
+	if !ok || p > x.syncSent {
+		p, pt = 0, syncPoint{}
+	}
+	s.multi = s.multi[:0]
+	x.multiN, x.multiLast, x.multiFull = 0, 0, 0
+	if err := s.w.Flush(); err != nil {
+		return s.ioError("send data", err)
+	}
+	var q fpdu.Params
+	q.AddUint(fpdu.PIRestartPoint, uint64(p))
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peer, Params: q}); err != nil {
+		return err
+	}
+	s.log.Info("pesit resynchronised", "point", p, "offset", pt.Offset)
+	x.syncSent, x.acked = p, min(x.acked, p)
+	x.fileOff, x.articles, x.bytes, x.since = pt.Offset, pt.Articles, pt.Bytes, 0
+	x.st.Points = slices.DeleteFunc(x.st.Points, func(sp syncPoint) bool { return sp.N > p })
+	// The reader stopped at the RESYN (a terminal event): start it again,
+	// with no read deadline, as at the start of the data phase.
+	_ = s.conn.SetReadDeadline(time.Time{})
+	x.armWrite(time.Now())
+	x.events = make(chan sendEvent, 8)
+	x.done = make(chan struct{})
+	go x.readLoop()
+	return nil
 }
 
 func (x *sender) terminalError(ev sendEvent) error {
