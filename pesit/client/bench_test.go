@@ -219,6 +219,7 @@ func BenchmarkSendDTF(b *testing.B) {
 // Bounded to 5 minutes; all pushes must complete. It reports the server's
 // and the client process's peak RSS and the p50/p99 CONNECT->ACONNECT
 // latency. The goal of the issue: server peak RSS <= 256 MiB, p99 <= 50 ms.
+// VECTIS_BENCH_SERVER_CPUPROFILE=<file> writes the server's CPU profile.
 func BenchmarkConcurrentPushes(b *testing.B) {
 	n := 1000
 	if v := os.Getenv("VECTIS_BENCH_PUSHES"); v != "" {

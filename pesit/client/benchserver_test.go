@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -55,6 +56,13 @@ func runBenchServer(spec string) int {
 	if err := srv.Start(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if path := os.Getenv("VECTIS_BENCH_SERVER_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 	}
 	fmt.Printf("ADDR %s\n", srv.Addr())
 	_, _ = io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
