@@ -10,6 +10,7 @@ import (
 	"net"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -175,9 +176,20 @@ func (s server) loadConfig(t *testing.T) *config.Config {
 	// A password file mounted from a Secret is read by the loader unless the
 	// password is already set; the stand-in keeps the test off /etc.
 	environ = append(environ, "VECTIS_CLUSTER_ETCD_PASSWORD=stand-in")
-	cfg, err := config.Load(config.Source{File: path, Environ: environ})
+	// Likewise the users file mounted from a Secret: a stand-in with the
+	// Secret's format replaces the path under /etc.
+	var sets []string
+	if strings.Contains(text, "usersFile:") {
+		users := filepath.Join(t.TempDir(), "users.yaml")
+		writeFile(t, users, "- {name: admin, passwordHash: \"$2a$10$standinstandinstandinstaOqfAmHmdB2mHuj5aSD6tC3b3uS6o2\", role: admin}\n")
+		sets = append(sets, "api.usersFile="+users)
+	}
+	cfg, err := config.Load(config.Source{File: path, Environ: environ, Sets: sets})
 	if err != nil {
 		t.Fatalf("the rendered vectis.yaml does not load: %v\n%s", err, text)
+	}
+	if m := regexp.MustCompile(`usersFile: (\S+)`).FindStringSubmatch(text); m != nil {
+		cfg.API.UsersFile = m[1] // the path the pod mounts, checked below
 	}
 	return cfg
 }
