@@ -56,6 +56,9 @@ type session struct {
 	log  *slog.Logger
 	span trace.Span
 	ctx  context.Context
+	// requested is the PI 12 of the CREATE or SELECT being answered, for
+	// the span of a refusal.
+	requested string
 
 	r *fpdu.Reader
 
@@ -249,6 +252,8 @@ func (s *session) connect(f *fpdu.FPDU) error {
 		srv.countDiag(d)
 		s.outcomeDiag = d
 		s.log.Warn("connection refused", "diag", d.String(), "detail", fmt.Sprintf(detail, args...))
+		// A refused connection is an error of the session in a trace backend.
+		s.span.SetStatus(codes.Error, "RCONNECT "+d.String()+" "+d.Text())
 		rc := fpdu.FPDU{Kind: fpdu.RConnect, DstID: s.peerID}
 		rc.Params.AddDiagnostic(d)
 		if err := s.write(&rc); err != nil {

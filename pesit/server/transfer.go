@@ -113,7 +113,21 @@ func (x *transfer) counts() (bytes, articles int64) {
 // refuseFile answers CREATE or SELECT with a diagnostic; the session
 // stays connected (digest §4.1).
 func (s *session) refuseFile(k fpdu.Kind, d fpdu.Diagnostic, detail string, args ...any) error {
-	s.log.Warn("file request refused", "fpdu", k.String(), "diag", d.String(), "detail", fmt.Sprintf(detail, args...))
+	text := fmt.Sprintf(detail, args...)
+	s.log.Warn("file request refused", "fpdu", k.String(), "diag", d.String(), "detail", text)
+	// A refused request is a transfer that failed at once: it gets its own
+	// pesit.transfer span in error, so that "which partner failed, with
+	// which diagnostic" is answered from traces too.
+	dir := DirectionReceive
+	if k == fpdu.AckSelect {
+		dir = DirectionSend
+	}
+	_, span := s.srv.tracer.Start(s.ctx, "pesit.transfer", trace.WithAttributes(
+		attribute.String("pesit.virtual_file", s.requested),
+		attribute.String("pesit.direction", dir.String()),
+		attribute.String("pesit.diagnostic", d.String())))
+	span.SetStatus(codes.Error, d.String()+" "+text)
+	span.End()
 	return s.writeAck(k, d)
 }
 
@@ -123,6 +137,7 @@ func (s *session) fileCommon(f *fpdu.FPDU, ack fpdu.Kind, want Direction) (Virtu
 		return VirtualFile{}, "", false, abortf(diagOf(err, fpdu.DiagBadParameter), "%v: %v", f.Kind, err)
 	}
 	name, _ := f.Params.String(fpdu.PIFileName)
+	s.requested = name
 	if err := checkFileID(name); err != nil {
 		return VirtualFile{}, "", false, s.refuseFile(ack, fpdu.DiagTransferRefused, "PI 12: %v", err)
 	}
