@@ -12,8 +12,6 @@ type Metrics struct {
 	isLeader      prometheus.Gauge
 	leaderChanges prometheus.Counter
 	failover      prometheus.Histogram
-	// LabelErrors counts failed pod-label patches; the k8s labeller adds to it.
-	LabelErrors prometheus.Counter
 }
 
 // NewMetrics creates and registers the cluster metrics.
@@ -33,11 +31,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "On the node that took over: from the old leader's loss being observed to PeSIT accepting.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
-		LabelErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "vectis_k8s_label_errors_total", Help: "Failed attempts to set or remove the leader pod label.",
-		}),
 	}
-	for _, c := range []prometheus.Collector{m.members, m.isLeader, m.leaderChanges, m.failover, m.LabelErrors} {
+	for _, c := range []prometheus.Collector{m.members, m.isLeader, m.leaderChanges, m.failover} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -68,4 +69,14 @@ func NewInClusterOrConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("k8s: not in a cluster and no usable kubeconfig: %w", err)
 	}
 	return cfg, nil
+}
+
+// NewMetadataClient returns the client a Labeler needs: pods' metadata
+// only (list, watch, get, patch).
+func NewMetadataClient(cfg *rest.Config) (metadata.Interface, error) {
+	c, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("k8s: metadata client: %w", err)
+	}
+	return c, nil
 }

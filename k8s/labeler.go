@@ -7,17 +7,24 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 )
+
+// podsResource is the only resource the labeler touches. It goes through
+// the metadata client (PartialObjectMetadata): labels are all it reads or
+// writes, and the typed clientset would link every API group into the
+// binary (about half of its size) for one patch and one watch.
+var podsResource = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 
 // Defaults for LabelerConfig.
 const (
@@ -30,7 +37,8 @@ const (
 
 // LabelerConfig configures a Labeler.
 type LabelerConfig struct {
-	Client kubernetes.Interface
+	// Client reads and patches pods' metadata; see NewMetadataClient.
+	Client metadata.Interface
 	Pod    PodIdentity
 	// Selector selects every pod of the release, e.g.
 	// "app.kubernetes.io/instance=vectis". Pods outside it are never touched.
@@ -43,8 +51,9 @@ type LabelerConfig struct {
 	ResyncInterval time.Duration
 	// MinBackoff/MaxBackoff bound the retry delay after a failure.
 	MinBackoff, MaxBackoff time.Duration
-	// OnError is called for every failed reconciliation or unlabel attempt,
-	// e.g. to count vectis_k8s_label_errors_total. It must not block.
+	// OnError, if set, is called for every failed reconciliation or unlabel
+	// attempt, besides the count in vectis_k8s_label_errors_total. It must
+	// not block.
 	OnError func(error)
 	Logger  *slog.Logger
 }
@@ -52,11 +61,16 @@ type LabelerConfig struct {
 // Labeler puts the leader label on its own pod and strips it from every
 // other pod of the release. Run it while leading; call Unlabel after
 // stepping down (and at start-up, for a label left by a crash).
+//
+// A Labeler is a prometheus.Collector of its own error counter,
+// vectis_k8s_label_errors_total: register it where the process's metrics
+// are served.
 type Labeler struct {
 	cfg      LabelerConfig
+	pods     metadata.ResourceInterface
 	selector labels.Selector
 	log      *slog.Logger
-	errors   atomic.Uint64
+	errors   prometheus.Counter
 }
 
 // NewLabeler validates cfg and fills defaults.
@@ -94,16 +108,34 @@ func NewLabeler(cfg LabelerConfig) (*Labeler, error) {
 	}
 	return &Labeler{
 		cfg:      cfg,
+		pods:     cfg.Client.Resource(podsResource).Namespace(cfg.Pod.Namespace),
 		selector: sel,
 		log:      cfg.Logger.With("pod", cfg.Pod.Name, "namespace", cfg.Pod.Namespace, "label", cfg.LabelKey),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vectis_k8s_label_errors_total",
+			Help: "Failed attempts to set or remove the leader pod label.",
+		}),
 	}, nil
 }
 
-// Errors is the number of failed API attempts so far.
-func (l *Labeler) Errors() uint64 { return l.errors.Load() }
+// Describe implements prometheus.Collector.
+func (l *Labeler) Describe(ch chan<- *prometheus.Desc) { l.errors.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (l *Labeler) Collect(ch chan<- prometheus.Metric) { l.errors.Collect(ch) }
+
+// Errors is the number of failed API attempts so far: the value of
+// vectis_k8s_label_errors_total.
+func (l *Labeler) Errors() uint64 {
+	var m dto.Metric
+	if err := l.errors.Write(&m); err != nil {
+		return 0 // a plain counter cannot fail to write
+	}
+	return uint64(m.GetCounter().GetValue())
+}
 
 func (l *Labeler) fail(err error) {
-	l.errors.Add(1)
+	l.errors.Inc()
 	if l.cfg.OnError != nil {
 		l.cfg.OnError(err)
 	}
@@ -169,7 +201,7 @@ func (l *Labeler) Run(ctx context.Context) error {
 		dirty = false
 		backoff = l.cfg.MinBackoff
 		if w == nil && canWatch {
-			w, err = l.cfg.Client.CoreV1().Pods(l.cfg.Pod.Namespace).Watch(ctx, metav1.ListOptions{
+			w, err = l.pods.Watch(ctx, metav1.ListOptions{
 				LabelSelector:       l.cfg.Selector,
 				ResourceVersion:     rv,
 				AllowWatchBookmarks: true,
@@ -191,7 +223,7 @@ func (l *Labeler) Run(ctx context.Context) error {
 
 // needsWork reports whether a watch event shows a pod out of place.
 func (l *Labeler) needsWork(ev watch.Event) bool {
-	pod, ok := ev.Object.(*corev1.Pod)
+	pod, ok := ev.Object.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return false // bookmarks and the like
 	}
@@ -206,13 +238,12 @@ func (l *Labeler) needsWork(ev watch.Event) bool {
 // release, then put it on this pod. It returns the list's resource
 // version, from which a watch can start.
 func (l *Labeler) Reconcile(ctx context.Context) (string, error) {
-	pods := l.cfg.Client.CoreV1().Pods(l.cfg.Pod.Namespace)
-	list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
+	list, err := l.pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
 	if err != nil {
 		return "", fmt.Errorf("k8s: list pods %q: %w", l.cfg.Selector, err)
 	}
 	var errs []error
-	var self *corev1.Pod
+	var self *metav1.PartialObjectMetadata
 	for i := range list.Items {
 		p := &list.Items[i]
 		if p.Name == l.cfg.Pod.Name {
@@ -232,7 +263,7 @@ func (l *Labeler) Reconcile(ctx context.Context) (string, error) {
 	}
 	if self == nil {
 		// Our pod does not match the selector: label it anyway, but say so.
-		got, err := pods.Get(ctx, l.cfg.Pod.Name, metav1.GetOptions{})
+		got, err := l.pods.Get(ctx, l.cfg.Pod.Name, metav1.GetOptions{})
 		if err != nil {
 			return "", errors.Join(append(errs, fmt.Errorf("k8s: get own pod: %w", err))...)
 		}
@@ -283,7 +314,7 @@ func (l *Labeler) patchLabel(ctx context.Context, name string, value *string) er
 	if err != nil {
 		return fmt.Errorf("k8s: encode label patch: %w", err)
 	}
-	_, err = l.cfg.Client.CoreV1().Pods(l.cfg.Pod.Namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err = l.pods.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err != nil {
 		return fmt.Errorf("k8s: patch pod %s/%s: %w", l.cfg.Pod.Namespace, name, err)
 	}

@@ -10,12 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
 )
@@ -90,7 +93,7 @@ func TestLabeler(t *testing.T) {
 	saCfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", kubetest.PodLabelerRules)
 	// Fail fast while the API server is down, so the test sees errors.
 	saCfg.Timeout = 2 * time.Second
-	sa, err := kubernetes.NewForConfig(saCfg)
+	sa, err := NewMetadataClient(saCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +157,18 @@ func TestLabeler(t *testing.T) {
 	if l.Errors() < 2 || hookErrs.Load() != l.Errors() {
 		t.Fatalf("errors with the API server down: counter %d, hook %d; want >= 2 and equal", l.Errors(), hookErrs.Load())
 	}
+	// The labeler owns vectis_k8s_label_errors_total: registered as a
+	// collector, it serves the same count.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(l)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "vectis_k8s_label_errors_total" ||
+		uint64(mfs[0].GetMetric()[0].GetCounter().GetValue()) != l.Errors() {
+		t.Fatalf("gathered %v, want vectis_k8s_label_errors_total = %d", mfs, l.Errors())
+	}
 	if err := cp.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +217,7 @@ func TestLabelerWithoutWatch(t *testing.T) {
 	saCfg := cp.ServiceAccountConfig(ctx, t, ns, "nowatch", []rbacv1.PolicyRule{{
 		APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch"},
 	}})
-	sa, err := kubernetes.NewForConfig(saCfg)
+	sa, err := NewMetadataClient(saCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,11 +255,15 @@ func TestPodIdentityRequired(t *testing.T) {
 	if err != nil || id != (PodIdentity{Name: "p", Namespace: "ns"}) {
 		t.Fatalf("PodIdentityFromEnv = %+v, %v", id, err)
 	}
+	mc, err := metadata.NewForConfig(&rest.Config{Host: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, cfg := range []LabelerConfig{
-		{Pod: PodIdentity{Name: "p", Namespace: "ns"}, Selector: "a=b"},                                   // no client
-		{Client: &kubernetes.Clientset{}, Pod: PodIdentity{Namespace: "ns"}, Selector: "a=b"},             // no name
-		{Client: &kubernetes.Clientset{}, Pod: PodIdentity{Name: "p", Namespace: "ns"}},                   // no selector
-		{Client: &kubernetes.Clientset{}, Pod: PodIdentity{Name: "p", Namespace: "ns"}, Selector: "a=(("}, // bad selector
+		{Pod: PodIdentity{Name: "p", Namespace: "ns"}, Selector: "a=b"},              // no client
+		{Client: mc, Pod: PodIdentity{Namespace: "ns"}, Selector: "a=b"},             // no name
+		{Client: mc, Pod: PodIdentity{Name: "p", Namespace: "ns"}},                   // no selector
+		{Client: mc, Pod: PodIdentity{Name: "p", Namespace: "ns"}, Selector: "a=(("}, // bad selector
 	} {
 		if _, err := NewLabeler(cfg); err == nil {
 			t.Errorf("NewLabeler accepted %+v", cfg)

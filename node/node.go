@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vectis-ft/vectis/api"
 	"github.com/vectis-ft/vectis/config"
 	"github.com/vectis-ft/vectis/election"
@@ -33,9 +35,9 @@ type Options struct {
 	// Labeler sets the leader pod label in cluster mode; nil runs without
 	// Kubernetes (the caller builds it from the k8s package).
 	Labeler ha.Labeler
-	// OnLabelErrors receives the label error counter once metrics exist, so
-	// that the caller's labeler can count into it. May be nil.
-	OnLabelErrors func(inc func())
+	// Collectors are the caller's own metrics (e.g. the labeller's error
+	// counter), registered with the node's registry at start.
+	Collectors []prometheus.Collector
 }
 
 // Run starts the node and blocks until ctx ends, then stops in order: PeSIT
@@ -63,6 +65,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		_ = tel.Shutdown(sctx)
 	}()
 	log := tel.Logger.With("node", cfg.Node.Name)
+	for _, c := range opts.Collectors {
+		if err := tel.Registry.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
 
 	st, err := openStore(ctx, cfg, tel, log)
 	if err != nil {
@@ -114,9 +121,6 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		metrics, err := ha.NewMetrics(n.tel.Registry)
 		if err != nil {
 			return fmt.Errorf("cluster metrics: %w", err)
-		}
-		if opts.OnLabelErrors != nil {
-			opts.OnLabelErrors(metrics.LabelErrors.Inc)
 		}
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, func(err error) {
 			if n.loop != nil {

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vectis-ft/vectis/config"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
@@ -86,14 +88,14 @@ func baseConfig(t *testing.T, dir, name string) config.Config {
 	return cfg
 }
 
-func startNode(t *testing.T, cfg config.Config) *testNode {
+func startNode(t *testing.T, cfg config.Config, collectors ...prometheus.Collector) *testNode {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &testNode{cfg: cfg, api: "http://" + cfg.API.Listen, pesit: config.BindHost(cfg.PeSIT.Servers[0].Listen, cfg.Node.BindAddress), log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	go func() { n.done <- Run(ctx, &n.cfg, Options{Version: "test", LogOutput: n.log}) }()
+	go func() { n.done <- Run(ctx, &n.cfg, Options{Version: "test", LogOutput: n.log, Collectors: collectors}) }()
 	t.Cleanup(func() {
 		n.stop(t)
 		if t.Failed() {

@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
-
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/vectis-ft/vectis/config"
 	"github.com/vectis-ft/vectis/k8s"
@@ -13,8 +10,8 @@ import (
 )
 
 // withLabeler adds the Kubernetes pod labeller to a cluster node whose
-// Kubernetes access is enabled. Its failures are counted in
-// vectis_k8s_label_errors_total once the node has created that counter.
+// Kubernetes access is enabled. The labeller counts its own failures in
+// vectis_k8s_label_errors_total; the node registers it with its metrics.
 func withLabeler(_ context.Context, cfg *config.Config, opts *node.Options) error {
 	if !cfg.Cluster.Enabled || !cfg.Cluster.Kubernetes.Enabled {
 		return nil
@@ -23,27 +20,21 @@ func withLabeler(_ context.Context, cfg *config.Config, opts *node.Options) erro
 	if err != nil {
 		return fmt.Errorf("kubernetes client configuration: %w", err)
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	mc, err := k8s.NewMetadataClient(rc)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	var countError atomic.Pointer[func()]
 	l, err := k8s.NewLabeler(k8s.LabelerConfig{
-		Client:   cs,
+		Client:   mc,
 		Pod:      k8s.PodIdentity{Name: cfg.Cluster.PodName, Namespace: cfg.Cluster.Namespace},
 		Selector: cfg.Cluster.PodSelector,
 		LabelKey: cfg.Cluster.LabelKey,
-		OnError: func(error) {
-			if inc := countError.Load(); inc != nil {
-				(*inc)()
-			}
-		},
 	})
 	if err != nil {
 		return fmt.Errorf("pod labeller: %w", err)
 	}
 	opts.Labeler = podLabeler{l}
-	opts.OnLabelErrors = func(inc func()) { countError.Store(&inc) }
+	opts.Collectors = append(opts.Collectors, l)
 	return nil
 }
 
