@@ -12,12 +12,21 @@ TEST_TIMEOUT ?= 30m
 
 export VECTIS_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: all build run test lint bench bench-failover fuzz tools e2e e2e-kind image clean
+.PHONY: all build size run test lint bench bench-failover fuzz tools e2e e2e-kind image clean
 
 all: lint test
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vectis
+
+# The stripped release binary must stay within SIZE_LIMIT bytes (36 MB): a
+# dependency that links the typed Kubernetes clientset again, or the like,
+# fails here.
+SIZE_LIMIT ?= 36000000
+size: build
+	@size=$$(wc -c < $(BIN)); \
+	  echo "$(BIN): $$size bytes ($$(awk "BEGIN{printf \"%.1f\", $$size/1e6}") MB), limit $(SIZE_LIMIT)"; \
+	  if [ $$size -gt $(SIZE_LIMIT) ]; then echo "$(BIN) is larger than $(SIZE_LIMIT) bytes"; exit 1; fi
 
 run: build
 	./$(BIN) serve --config examples/vectis-dev.yaml
