@@ -55,6 +55,7 @@ type (
 	TransferReader interface {
 		GetTransfer(ctx context.Context, id string) (store.Transfer, error)
 		ListTransfers(ctx context.Context, f store.TransferFilter) (store.TransferPage, error)
+		TransferStats(ctx context.Context, f store.TransferFilter) (store.TransferStats, error)
 	}
 	// AuditLog is the audit trail.
 	AuditLog interface {

@@ -260,37 +260,9 @@ func (w *where) sql() string {
 // ListTransfers returns a page of transfers, newest first.
 func (s *Store) ListTransfers(ctx context.Context, f TransferFilter) (_ TransferPage, err error) {
 	defer s.observe("list_transfers", &err)()
-	var w where
-	if f.Status != "" {
-		w.add("status = ?", string(f.Status))
-	}
-	if f.PartnerID != "" {
-		w.add("partner_id = ?", f.PartnerID)
-	}
-	if f.ServerID != "" {
-		w.add("server_id = ?", f.ServerID)
-	}
-	if f.FileID != "" {
-		w.add("file_id = ?", f.FileID)
-	}
-	if f.Direction != "" {
-		w.add("direction = ?", string(f.Direction))
-	}
-	if !f.Since.IsZero() {
-		w.add("created_at >= ?", s.d.ts(f.Since))
-	}
-	if !f.Until.IsZero() {
-		w.add("created_at < ?", s.d.ts(f.Until))
-	}
-	if f.Cursor != "" {
-		ct, cid, err := decodeCursor(f.Cursor)
-		if err != nil {
-			return TransferPage{}, fmt.Errorf("list transfers: %w", err)
-		}
-		w.add("(created_at < ?", s.d.ts(ct))
-		w.args = append(w.args, s.d.ts(ct), cid)
-		n := len(w.args)
-		w.conds[len(w.conds)-1] += fmt.Sprintf(" OR (created_at = $%d AND id < $%d))", n-1, n)
+	w, err := s.transferWhere(f)
+	if err != nil {
+		return TransferPage{}, fmt.Errorf("list transfers: %w", err)
 	}
 	limit := pageSize(f.Limit)
 	items, err := listAll(ctx, s.db, `SELECT `+transferCols+` FROM transfers`+w.sql()+

@@ -36,6 +36,7 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"FencingUnderLoad", testFencingUnderLoad},
 		{"Transfers", testTransfers},
 		{"TransferPagination", testTransferPagination},
+		{"TransferStats", testTransferStats},
 		{"ConcurrentTransferUpdates", testConcurrentTransferUpdates},
 		{"Audit", testAudit},
 		{"Purge", testPurge},
