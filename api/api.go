@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/vectis-ft/vectis/internal/credential"
 	"github.com/vectis-ft/vectis/store"
 )
 
@@ -128,6 +129,10 @@ type Config struct {
 	LoginRefill time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Verifier checks passwords; the node shares one with its PeSIT
+	// servers so that the bound on derivations holds per process. Nil: the
+	// API makes its own, with 4 slots.
+	Verifier *credential.Verifier
 }
 
 // API is the admin API handler. It is safe for concurrent use.
@@ -208,7 +213,7 @@ func New(cfg Config) (*API, error) {
 		refill = 12 * time.Second
 	}
 	a.limiter = newLoginLimiter(burst, refill, 10000, a.now)
-	auth, err := newAuthenticator(cfg.Users, cfg.Store, a.limiter, a.now)
+	auth, err := newAuthenticator(cfg.Users, cfg.Store, a.limiter, cfg.Verifier, a.now)
 	if err != nil {
 		return nil, err
 	}

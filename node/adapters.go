@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vectis-ft/vectis/internal/credential"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 )
@@ -14,7 +15,10 @@ import (
 // directory serves partners and virtual files to the PeSIT servers straight
 // from the store, so that an API change applies to the next CONNECT or
 // CREATE without a restart.
-type directory struct{ st *store.Store }
+type directory struct {
+	st *store.Store
+	v  *credential.Verifier // bounds the derivations; see credentials.go
+}
 
 func (d directory) Partner(ctx context.Context, id string) (server.Partner, error) {
 	p, err := d.st.GetPartner(ctx, id)
@@ -36,9 +40,11 @@ func (d directory) Partner(ctx context.Context, id string) (server.Partner, erro
 		sp.CertFingerprints = []string{strings.ToLower(p.CertSHA256)}
 	}
 	if hash != "" {
+		// The server checks passwords through partnerPasswords; this is
+		// for callers without one, bounded all the same.
 		sp.VerifyPassword = func(password string) bool {
-			ok, err := store.VerifyPassword(hash, password)
-			return err == nil && ok
+			res, err := d.v.Verify(context.Background(), credential.RealmPeSIT, "partner:"+id, hash, password, nil, nil)
+			return err == nil && res == credential.Accepted
 		}
 	}
 	return sp, nil
