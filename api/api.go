@@ -340,10 +340,11 @@ func (a *API) wrap(rt route) http.Handler {
 	label := rt.path
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := a.now()
-		ctx, span := a.tracer.Start(r.Context(), r.Method+" "+label,
+		method := methodLabel(r.Method)
+		ctx, span := a.tracer.Start(r.Context(), method+" "+label,
 			trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(
-				attribute.String("http.request.method", r.Method),
+				attribute.String("http.request.method", method),
 				attribute.String("http.route", label),
 				attribute.String("client.address", clientAddr(r)),
 			))
@@ -378,8 +379,8 @@ func (a *API) wrap(rt route) http.Handler {
 		}
 		el := a.now().Sub(start)
 		code := strconv.Itoa(rec.status)
-		a.m.requests.WithLabelValues(label, r.Method, code).Inc()
-		a.m.duration.WithLabelValues(label, r.Method).Observe(el.Seconds())
+		a.m.requests.WithLabelValues(label, method, code).Inc()
+		a.m.duration.WithLabelValues(label, method).Observe(el.Seconds())
 		span.SetAttributes(attribute.Int("http.response.status_code", rec.status))
 		if rec.status >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(rec.status))
@@ -459,4 +460,16 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b)
+}
+
+// methodLabel maps a request method to a closed set for metric labels and
+// span names: any client can invent methods (or send 60 KB ones), and each
+// new label value is a new series kept for the life of the process.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -265,5 +266,41 @@ func TestPerAddressLimitAndFirstFPDUTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("idle sockets held for %v, want about the first-FPDU timeout of 500ms", d)
+	}
+}
+
+// Regression for issue 16 defect 2: diagnostics from a peer's ABORT are
+// labelled only when the spec lists them; any other code is "other". Before
+// the fix each invented code made a new series of
+// vectis_pesit_diagnostics_total.
+func TestPeerDiagnosticsKeepMetricsBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	for i := range 60 {
+		p := dial(t, e.srv.Addr())
+		p.connect()
+		d := fpdu.Diagnostic(uint32(1+i%3)<<16 | uint32(4000+i*997)) // unlisted
+		if i%10 == 0 {
+			d = fpdu.DiagTransmissionError
+		}
+		p.sendKind(fpdu.Abort, diagParam(d))
+		p.expectClosed()
+	}
+	waitFor(t, "60 aborts counted", func() bool {
+		var n float64
+		for k, v := range gather(t, e) {
+			if strings.HasPrefix(k, "vectis_pesit_diagnostics_total") {
+				n += v
+			}
+		}
+		return n == 60
+	})
+	series := map[string]float64{}
+	for k, v := range gather(t, e) {
+		if strings.HasPrefix(k, "vectis_pesit_diagnostics_total") {
+			series[k] = v
+		}
+	}
+	if len(series) != 2 {
+		t.Errorf("diagnostics series %v, want 1/100 and other", series)
 	}
 }

@@ -423,6 +423,12 @@ func (s *Server) countConn(result string) {
 
 func (s *Server) countDiag(d fpdu.Diagnostic) {
 	if s.met != nil && !d.OK() {
-		s.met.Diagnostics.WithLabelValues(d.String()).Inc()
+		// A peer's ABORT or IDT may carry any code: the label set must stay
+		// closed, or a peer could grow /metrics without bound.
+		code := "other"
+		if d.Known() {
+			code = d.String()
+		}
+		s.met.Diagnostics.WithLabelValues(code).Inc()
 	}
 }
