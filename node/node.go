@@ -89,13 +89,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 	// One verifier for the PeSIT servers and the API: the bound on password
 	// derivations (about 19 MiB each) holds for the whole process.
-	verifier, err := credential.New(credential.Config{Registerer: tel.Registry})
+	verifier, err := credential.New(credential.Config{Slots: cfg.PeSIT.Limits.PasswordVerifications, Registerer: tel.Registry})
 	if err != nil {
 		return err
 	}
 	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier}
 	n.pesit = &pesitManager{
-		st: st, timers: cfg.PeSIT.Timers, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
+		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
 		dir: directory{st: st, v: verifier},

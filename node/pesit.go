@@ -27,6 +27,7 @@ var errNotLeader = errors.New("this node is not the leader")
 type pesitManager struct {
 	st      *store.Store
 	timers  config.Timers
+	limits  config.Limits
 	bind    string // node.bindAddress for port-only listen addresses
 	debug   bool
 	metrics *server.Metrics
@@ -119,6 +120,10 @@ func (m *pesitManager) serverConfig(d store.Server) (server.Config, error) {
 		ConnectTimeout:    m.timers.Connect,
 		InactivityTimeout: m.timers.Inactivity,
 		IdleTimeout:       m.timers.Idle,
+		FirstFPDUTimeout:  m.limits.FirstFPDU,
+		MaxConnsPerAddr:   m.limits.MaxConnectionsPerAddress,
+		LoginBurst:        m.limits.LoginFailureBurst,
+		LoginRefill:       m.limits.LoginFailureRefill,
 		SyncIntervalKB:    1024,
 		SyncWindow:        4,
 		MaxEntitySize:     65535,

@@ -106,10 +106,15 @@ func (l *loginThrottle) wait(now time.Time, keys ...string) time.Duration {
 	return w
 }
 
-func (l *loginThrottle) fail(now time.Time, keys ...string) {
+// take reserves one failure from every key's bucket, or none if any is
+// empty. A derivation runs only with a reservation, so that derivations
+// running in parallel cannot all pass a bucket holding one token; a success
+// gives the reservation back.
+func (l *loginThrottle) take(now time.Time, keys ...string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, k := range keys {
+	bs := make([]*bucket, len(keys))
+	for i, k := range keys {
 		b, ok := l.buckets[k]
 		if !ok {
 			if len(l.buckets) >= l.max {
@@ -118,8 +123,25 @@ func (l *loginThrottle) fail(now time.Time, keys ...string) {
 			b = &bucket{tokens: l.burst, last: now}
 			l.buckets[k] = b
 		}
-		l.level(b, now)
-		b.tokens = math.Max(0, b.tokens-1)
+		if l.level(b, now) < 1 {
+			return false
+		}
+		bs[i] = b
+	}
+	for _, b := range bs {
+		b.tokens--
+	}
+	return true
+}
+
+// give returns a reservation taken by take.
+func (l *loginThrottle) give(now time.Time, keys ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keys {
+		if b, ok := l.buckets[k]; ok {
+			b.tokens = math.Min(l.burst, l.level(b, now)+1)
+		}
 	}
 }
 
@@ -158,10 +180,10 @@ func hostOf(a net.Addr) string {
 func (s *session) checkPassword(p Partner, id string, known bool, password string) PasswordVerdict {
 	srv := s.srv
 	keys := []string{"a:" + s.addr, "p:" + id}
-	gate := func() bool { return srv.throttle.wait(srv.now(), keys...) == 0 }
+	gate := func() bool { return srv.throttle.take(srv.now(), keys...) }
 	onDerived := func(ok bool) {
-		if !ok {
-			srv.throttle.fail(srv.now(), keys...)
+		if ok {
+			srv.throttle.give(srv.now(), keys...)
 		}
 	}
 	if srv.passwords != nil {
