@@ -109,8 +109,18 @@ type Verifier struct {
 	checks *prometheus.CounterVec
 	inUse  prometheus.Gauge
 
-	mu    sync.Mutex
-	cache map[string]entry
+	mu       sync.Mutex
+	cache    map[string]entry
+	inflight map[string]*call
+}
+
+// call is a derivation in flight; identical checks wait for its result
+// rather than queueing their own: 1,000 sessions of one partner opened at
+// once cost one derivation, not 1,000.
+type call struct {
+	done chan struct{}
+	res  Result
+	err  error
 }
 
 type entry struct {
@@ -149,7 +159,7 @@ func New(cfg Config) (*Verifier, error) {
 	v := &Verifier{
 		slots: make(chan struct{}, cfg.Slots), maxWait: cfg.MaxWait, ttl: cfg.CacheTTL, size: cfg.CacheSize,
 		now: cfg.Now, derive: cfg.Derive, dummy: dummy, key: key,
-		cache: make(map[string]entry),
+		cache: make(map[string]entry), inflight: make(map[string]*call),
 		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "vectis_credential_wait_seconds",
 			Help:    "Time a password verification waited for a derivation slot.",
@@ -200,22 +210,68 @@ func (v *Verifier) cacheID(subject, hash, password string) string {
 // from all slipping past a throttle that only their failures would close.
 // onDerived (if not nil) is called with the result while the slot is still
 // held, so a failure is counted before the next queued guess checks gate.
+//
+// Identical checks (subject, hash and password) running at once share one
+// derivation. A shared failure calls gate and onDerived as a derivation
+// would, so that a throttle counts it.
 func (v *Verifier) Verify(ctx context.Context, realm, subject, hash, password string, gate func() bool, onDerived func(ok bool)) (Result, error) {
 	known := hash != ""
-	var id string
-	if known {
-		id = v.cacheID(subject, hash, password)
+	if !known {
+		hash = v.dummy
+	}
+	id := v.cacheID(subject, hash, password)
+	var c *call
+	for c == nil {
 		now := v.now()
 		v.mu.Lock()
-		e, ok := v.cache[id]
-		v.mu.Unlock()
-		if ok && now.Before(e.expires) {
+		if e, ok := v.cache[id]; ok && known && now.Before(e.expires) {
+			v.mu.Unlock()
 			v.checks.WithLabelValues(realm, "cached").Inc()
 			return Accepted, nil
 		}
-	} else {
-		hash = v.dummy
+		other, busy := v.inflight[id]
+		if !busy {
+			c = &call{done: make(chan struct{})}
+			v.inflight[id] = c
+		}
+		v.mu.Unlock()
+		if busy {
+			select {
+			case <-other.done:
+			case <-ctx.Done():
+				return Rejected, ctx.Err()
+			}
+			// The same subject, hash and password were just checked: share a
+			// definite answer; after a throttle or an error, try again. A
+			// shared failure still passes the gate and is reported, so that
+			// a throttle counts every guess, identical or not.
+			if other.err == nil && other.res == Rejected {
+				if gate != nil && !gate() {
+					v.checks.WithLabelValues(realm, "throttled").Inc()
+					return Throttled, nil
+				}
+				if onDerived != nil {
+					onDerived(false)
+				}
+				v.checks.WithLabelValues(realm, "rejected").Inc()
+				return Rejected, nil
+			}
+		}
 	}
+	res, err := v.derivation(ctx, realm, subject, hash, password, known, gate, onDerived)
+	c.res, c.err = res, err
+	v.mu.Lock()
+	delete(v.inflight, id)
+	v.mu.Unlock()
+	close(c.done)
+	if res == Accepted {
+		v.remember(id, subject)
+	}
+	return res, err
+}
+
+// derivation runs one derivation in a slot.
+func (v *Verifier) derivation(ctx context.Context, realm, subject, hash, password string, known bool, gate func() bool, onDerived func(ok bool)) (Result, error) {
 
 	start := time.Now()
 	timer := time.NewTimer(v.maxWait)
@@ -252,7 +308,6 @@ func (v *Verifier) Verify(ctx context.Context, realm, subject, hash, password st
 		return Rejected, nil
 	}
 	v.checks.WithLabelValues(realm, "accepted").Inc()
-	v.remember(id, subject)
 	return Accepted, nil
 }
 

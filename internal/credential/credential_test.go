@@ -2,6 +2,7 @@ package credential_test
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -65,7 +66,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, "wrong"+string(rune('a'+i%26)), nil, nil)
+			r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, fmt.Sprint("wrong", i), nil, nil)
 			if err != nil || r != credential.Rejected {
 				t.Errorf("wrong password: %v %v", r, err)
 			}
@@ -199,5 +200,45 @@ func TestBusyAfterMaxWait(t *testing.T) {
 	}
 	if busy != 1 || waits != 2 {
 		t.Errorf("busy count = %v, wait observations = %d; want 1 and 2", busy, waits)
+	}
+}
+
+// Issue 17 item 3: 1,000 sessions of one partner opened at once must not
+// queue 1,000 derivations of the same password: identical checks share one.
+func TestIdenticalChecksShareOneDerivation(t *testing.T) {
+	c := &counting{hold: 50 * time.Millisecond}
+	v := newVerifier(t, credential.Config{Slots: 2}, c)
+	h := hash(t, "right")
+	var wg sync.WaitGroup
+	var accepted, rejected atomic.Int64
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pw := "right"
+			if i%2 == 1 {
+				pw = "wrong"
+			}
+			r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, pw, nil, nil)
+			switch {
+			case err != nil:
+				t.Error(err)
+			case r == credential.Accepted && pw == "right":
+				accepted.Add(1)
+			case r == credential.Rejected && pw == "wrong":
+				rejected.Add(1)
+			default:
+				t.Errorf("password %q: %v", pw, r)
+			}
+		}()
+	}
+	wg.Wait()
+	if accepted.Load() != 50 || rejected.Load() != 50 {
+		t.Errorf("accepted %d, rejected %d; want 50 and 50", accepted.Load(), rejected.Load())
+	}
+	// One derivation per distinct password, give or take a check that
+	// arrived after its twin had finished (a wrong one is not cached).
+	if n := c.n.Load(); n > 6 {
+		t.Errorf("%d derivations for 100 checks of 2 distinct passwords", n)
 	}
 }
