@@ -14,18 +14,19 @@ import (
 // credential.Verifier, which the admin API shares: the bound on concurrent
 // argon2id derivations holds for the whole process.
 type partnerPasswords struct {
-	st *store.Store
-	v  *credential.Verifier
+	dir directory
+	v   *credential.Verifier
 }
 
 // CheckPassword implements server.PasswordChecker. The stored hash is read
-// here rather than captured by the directory, so that a partner edited
-// since its lookup is checked against its current hash; an unknown partner
-// (or one without a password) derives the dummy hash at the same cost.
+// (from the partner view) here rather than captured by the directory, so
+// that a partner edited since its lookup is checked against its current
+// hash; an unknown partner (or one without a password) derives the dummy
+// hash at the same cost.
 func (pp partnerPasswords) CheckPassword(ctx context.Context, r server.PasswordRequest) server.PasswordVerdict {
 	hash := ""
 	if r.Known {
-		h, err := pp.st.PartnerPasswordHash(ctx, r.Partner)
+		_, h, err := pp.dir.partner(ctx, r.Partner)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return server.PasswordBusy // the store is down: try later, not "wrong password"
 		}

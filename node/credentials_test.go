@@ -98,3 +98,50 @@ func TestPeSITLoginsThrottledAndAudited(t *testing.T) {
 		t.Errorf("pesit.auth audit outcomes %v, want 1 success (derived) and 5 failures", outcomes)
 	}
 }
+
+// Issue 17 item 3: a CONNECT reads its partner from the in-memory view, not
+// the store, and the view follows API changes: a disabled partner is
+// refused, a new password replaces the old one (also in the cache).
+func TestPartnerViewFollowsChanges(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, baseConfig(t, dir, "viewed"))
+	ctx := context.Background()
+	connect := func(password string) error {
+		s, err := client.Dial(ctx, clientConfig(n.pesit, "CXCLIENT", password))
+		if err != nil {
+			return err
+		}
+		return s.Close()
+	}
+	storeOps := func(op string) float64 {
+		v := value(scrape(t, n.api), "vectis_store_operation_seconds", map[string]string{"operation": op})
+		if v < 0 {
+			t.Fatal("no vectis_store_operation_seconds on /metrics")
+		}
+		return v
+	}
+	if err := connect("test123"); err != nil {
+		t.Fatal(err)
+	}
+	before := storeOps("get_partner") + storeOps("partner_password_hash")
+	for range 10 {
+		if err := connect("test123"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := storeOps("get_partner") + storeOps("partner_password_hash"); after != before {
+		t.Errorf("10 CONNECTs made %v partner reads from the store, want 0 (the view)", after-before)
+	}
+
+	if code, body := n.do(t, "PUT", "/api/v1/partners/CXCLIENT/password", map[string]string{"password": "n3wpass"}); code/100 != 2 {
+		t.Fatalf("password change: %d %s", code, body)
+	}
+	waitFor(t, "the old password refused", 5*time.Second, func() bool { return connect("test123") != nil })
+	if err := connect("n3wpass"); err != nil {
+		t.Errorf("new password: %v", err)
+	}
+	if code, body := n.do(t, "PUT", "/api/v1/partners/CXCLIENT", map[string]any{"access": "both", "enabled": false}); code/100 != 2 {
+		t.Fatalf("disable: %d %s", code, body)
+	}
+	waitFor(t, "the disabled partner refused", 5*time.Second, func() bool { return connect("n3wpass") != nil })
+}

@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
-		dir: directory{st: st, v: verifier},
+		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit"))},
 	}
 	return n.run(ctx, opts)
 }
@@ -202,9 +202,10 @@ func (n *node) run(ctx context.Context, opts Options) error {
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); errc <- api.Serve(runCtx, httpSrv, ln) }()
 	go func() { defer wg.Done(); n.followChanges(runCtx) }()
+	go func() { defer wg.Done(); n.pesit.dir.view.run(runCtx) }()
 
 	if n.loop != nil {
 		wg.Add(1)

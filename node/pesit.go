@@ -97,7 +97,7 @@ func (m *pesitManager) start(ctx context.Context, d store.Server) error {
 	}
 	srv, err := server.New(cfg, server.Deps{
 		Directory: m.dir, Journal: m.journal, Metrics: m.metrics, Logger: m.log,
-		Passwords: partnerPasswords{st: m.st, v: m.dir.v}, OnLogin: auditLogin(m.st, m.log),
+		Passwords: partnerPasswords{dir: m.dir, v: m.dir.v}, OnLogin: auditLogin(m.st, m.log),
 	})
 	if err != nil {
 		return fmt.Errorf("pesit server %s: %w", d.ID, err)
