@@ -122,9 +122,10 @@ type Config struct {
 	Logger         *slog.Logger
 	// MaxBodyBytes bounds a request body (default 1 MiB); larger is 413.
 	MaxBodyBytes int64
-	// LoginBurst failed authentications from one address are allowed in a
-	// row (default 5); then one more per LoginRefill (default 12s), and 429
-	// until then.
+	// LoginBurst failed authentications of one user from one address are
+	// allowed in a row (default 5); then one more per LoginRefill (default
+	// 12s), and 429 until then. One address gets ten times that, whatever
+	// the user names. Valid tokens and cached passwords are never throttled.
 	LoginBurst  int
 	LoginRefill time.Duration
 	// Now is the clock (tests); nil means time.Now.
@@ -150,7 +151,7 @@ type API struct {
 	now       func() time.Time
 
 	auth    *authenticator
-	limiter *loginLimiter
+	limiter *loginThrottle
 	csrf    *http.CrossOriginProtection
 	mux     *http.ServeMux
 	routes  []route
@@ -212,7 +213,7 @@ func New(cfg Config) (*API, error) {
 	if refill <= 0 {
 		refill = 12 * time.Second
 	}
-	a.limiter = newLoginLimiter(burst, refill, 10000, a.now)
+	a.limiter = newLoginThrottle(burst, refill, 10000, a.now)
 	auth, err := newAuthenticator(cfg.Users, cfg.Store, a.limiter, cfg.Verifier, a.now)
 	if err != nil {
 		return nil, err

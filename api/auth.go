@@ -60,7 +60,7 @@ type authenticator struct {
 	// a keyed MAC, and derives a dummy hash for unknown users so that they
 	// cost the same time as a wrong password.
 	verifier *credential.Verifier
-	limiter  *loginLimiter
+	limiter  *loginThrottle
 }
 
 // maxConcurrentVerifications and authCacheTTL size the verifier the API
@@ -70,7 +70,7 @@ const (
 	authCacheTTL               = time.Minute
 )
 
-func newAuthenticator(static []StaticUser, users UserStore, limiter *loginLimiter, v *credential.Verifier, now func() time.Time) (*authenticator, error) {
+func newAuthenticator(static []StaticUser, users UserStore, limiter *loginThrottle, v *credential.Verifier, now func() time.Time) (*authenticator, error) {
 	if v == nil {
 		var err error
 		if v, err = credential.New(credential.Config{Slots: maxConcurrentVerifications, CacheTTL: authCacheTTL, Now: now}); err != nil {
@@ -130,10 +130,10 @@ var (
 // requests arrived. An empty hash (unknown user) derives a dummy.
 func (au *authenticator) verify(ctx context.Context, addr, user, hash, password string) (bool, error) {
 	res, err := au.verifier.Verify(ctx, credential.RealmAPI, "user:"+user, hash, password,
-		func() bool { ok, _ := au.limiter.allow(addr); return ok },
+		func() bool { ok, _ := au.limiter.allow(user, addr); return ok },
 		func(ok bool) {
 			if !ok {
-				au.limiter.fail(addr)
+				au.limiter.fail(user, addr)
 			}
 		})
 	switch {
@@ -251,21 +251,22 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (*Principal, 
 		return nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "authentication required: HTTP basic or a bearer token")
 	}
 	addr := clientAddr(r)
-	throttled := func() error {
-		_, wait := a.limiter.allow(addr)
-		a.m.authFailures.WithLabelValues("throttled").Inc()
-		secs := max(1, int(math.Ceil(wait.Seconds())))
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		return errorf(http.StatusTooManyRequests, CodeTooManyRequests, "too many failed logins from %s; retry in %d s", addr, secs)
-	}
-	if ok, _ := a.limiter.allow(addr); !ok {
-		return nil, throttled()
-	}
 	var (
 		p    *Principal
 		err  error
 		user string
 	)
+	throttled := func() error {
+		_, wait := a.limiter.allow(user, addr)
+		a.m.authFailures.WithLabelValues("throttled").Inc()
+		secs := max(1, int(math.Ceil(wait.Seconds())))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		return errorf(http.StatusTooManyRequests, CodeTooManyRequests, "too many failed logins from %s; retry in %d s", addr, secs)
+	}
+	// No throttle check here: a password the verifier has cached and a
+	// valid token pass whatever other clients of the address did; the
+	// throttle gates password derivations (in verify) and is consulted
+	// below for the other failures.
 	scheme, cred, _ := strings.Cut(h, " ")
 	switch {
 	case strings.EqualFold(scheme, "Basic"):
@@ -294,7 +295,13 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (*Principal, 
 	case !errors.Is(err, errBadCredentials):
 		return nil, storeError(err, "credentials")
 	case !errors.Is(err, errCountedFailure):
-		a.limiter.fail(addr)
+		// A failure that cost no derivation (bad token, malformed header):
+		// once the bucket is empty it is refused unaudited, so that bogus
+		// tokens cannot flood the audit log.
+		if ok, _ := a.limiter.allow(user, addr); !ok {
+			return nil, throttled()
+		}
+		a.limiter.fail(user, addr)
 	}
 	a.m.authFailures.WithLabelValues("invalid").Inc()
 	if checkUserName(user) != nil {
