@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/vectis-ft/vectis/internal/credential"
 	"github.com/vectis-ft/vectis/store"
 )
 
@@ -122,13 +123,18 @@ type Config struct {
 	Logger         *slog.Logger
 	// MaxBodyBytes bounds a request body (default 1 MiB); larger is 413.
 	MaxBodyBytes int64
-	// LoginBurst failed authentications from one address are allowed in a
-	// row (default 5); then one more per LoginRefill (default 12s), and 429
-	// until then.
+	// LoginBurst failed authentications of one user from one address are
+	// allowed in a row (default 5); then one more per LoginRefill (default
+	// 12s), and 429 until then. One address gets ten times that, whatever
+	// the user names. Valid tokens and cached passwords are never throttled.
 	LoginBurst  int
 	LoginRefill time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Verifier checks passwords; the node shares one with its PeSIT
+	// servers so that the bound on derivations holds per process. Nil: the
+	// API makes its own, with 4 slots.
+	Verifier *credential.Verifier
 }
 
 // API is the admin API handler. It is safe for concurrent use.
@@ -146,7 +152,7 @@ type API struct {
 	now       func() time.Time
 
 	auth    *authenticator
-	limiter *loginLimiter
+	limiter *loginThrottle
 	csrf    *http.CrossOriginProtection
 	mux     *http.ServeMux
 	routes  []route
@@ -208,8 +214,8 @@ func New(cfg Config) (*API, error) {
 	if refill <= 0 {
 		refill = 12 * time.Second
 	}
-	a.limiter = newLoginLimiter(burst, refill, 10000, a.now)
-	auth, err := newAuthenticator(cfg.Users, cfg.Store, a.limiter, a.now)
+	a.limiter = newLoginThrottle(burst, refill, 10000, a.now)
+	auth, err := newAuthenticator(cfg.Users, cfg.Store, a.limiter, cfg.Verifier, a.now)
 	if err != nil {
 		return nil, err
 	}
@@ -336,10 +342,11 @@ func (a *API) wrap(rt route) http.Handler {
 	label := rt.path
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := a.now()
-		ctx, span := a.tracer.Start(r.Context(), r.Method+" "+label,
+		method := methodLabel(r.Method)
+		ctx, span := a.tracer.Start(r.Context(), method+" "+label,
 			trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(
-				attribute.String("http.request.method", r.Method),
+				attribute.String("http.request.method", method),
 				attribute.String("http.route", label),
 				attribute.String("client.address", clientAddr(r)),
 			))
@@ -374,8 +381,8 @@ func (a *API) wrap(rt route) http.Handler {
 		}
 		el := a.now().Sub(start)
 		code := strconv.Itoa(rec.status)
-		a.m.requests.WithLabelValues(label, r.Method, code).Inc()
-		a.m.duration.WithLabelValues(label, r.Method).Observe(el.Seconds())
+		a.m.requests.WithLabelValues(label, method, code).Inc()
+		a.m.duration.WithLabelValues(label, method).Observe(el.Seconds())
 		span.SetAttributes(attribute.Int("http.response.status_code", rec.status))
 		if rec.status >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(rec.status))
@@ -455,4 +462,16 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b)
+}
+
+// methodLabel maps a request method to a closed set for metric labels and
+// span names: any client can invent methods (or send 60 KB ones), and each
+// new label value is a new series kept for the life of the process.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }

@@ -3,18 +3,15 @@ package api
 import (
 	"cmp"
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/credential"
 	"github.com/vectis-ft/vectis/store"
 )
 
@@ -56,43 +53,37 @@ type authenticator struct {
 	static map[string]StaticUser
 	users  UserStore
 	now    func() time.Time
-	// dummyHash is compared when the user does not exist, so that an
-	// unknown user costs the same time as a wrong password.
-	dummyHash string
-
-	// cache remembers recent successful password checks (keyed by an HMAC
-	// of user, stored hash and password under a per-process random key, so
-	// no password is kept) to spare a bcrypt derivation on every request.
-	cacheKey []byte
-	mu       sync.Mutex
-	cache    map[string]time.Time
-
-	// slots bounds the password derivations running at once: argon2id
-	// takes ~19 MiB each, and a flood of logins must neither exhaust memory
-	// nor outrun the per-address throttle by sheer parallelism.
-	slots   chan struct{}
-	limiter *loginLimiter
+	// verifier runs every password derivation through the node's bounded
+	// slots (shared with PeSIT: argon2id takes ~19 MiB each, and a flood of
+	// logins must neither exhaust memory nor outrun the per-address
+	// throttle by sheer parallelism), remembers recent good passwords under
+	// a keyed MAC, and derives a dummy hash for unknown users so that they
+	// cost the same time as a wrong password.
+	verifier *credential.Verifier
+	limiter  *loginThrottle
 }
 
-// maxConcurrentVerifications is the size of authenticator.slots.
-const maxConcurrentVerifications = 4
-
+// maxConcurrentVerifications and authCacheTTL size the verifier the API
+// makes for itself when the node gives it none (tests, embedding).
 const (
-	authCacheTTL  = time.Minute
-	authCacheSize = 1024
+	maxConcurrentVerifications = 4
+	authCacheTTL               = time.Minute
 )
 
-func newAuthenticator(static []StaticUser, users UserStore, limiter *loginLimiter, now func() time.Time) (*authenticator, error) {
+func newAuthenticator(static []StaticUser, users UserStore, limiter *loginThrottle, v *credential.Verifier, now func() time.Time) (*authenticator, error) {
+	if v == nil {
+		var err error
+		if v, err = credential.New(credential.Config{Slots: maxConcurrentVerifications, CacheTTL: authCacheTTL, Now: now}); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+	}
 	a := &authenticator{
 		limiter:  limiter,
 		static:   make(map[string]StaticUser, len(static)),
 		users:    users,
 		now:      now,
-		cacheKey: make([]byte, 32),
-		cache:    make(map[string]time.Time),
-		slots:    make(chan struct{}, maxConcurrentVerifications),
+		verifier: v,
 	}
-	_, _ = rand.Read(a.cacheKey)
 	for _, u := range static {
 		if err := checkUserName(u.Name); err != nil {
 			return nil, fmt.Errorf("api: configured user %q: %w", u.Name, err)
@@ -118,11 +109,6 @@ func newAuthenticator(static []StaticUser, users UserStore, limiter *loginLimite
 		u.Password = ""
 		a.static[u.Name] = u
 	}
-	h, err := store.HashPassword(randomHex(16))
-	if err != nil {
-		return nil, err
-	}
-	a.dummyHash = h
 	return a, nil
 }
 
@@ -134,63 +120,31 @@ var (
 	errBadCredentials = errors.New("invalid credentials")
 	errCountedFailure = fmt.Errorf("%w", errBadCredentials)
 	errThrottled      = errors.New("throttled")
+	errBusy           = errors.New("password verification busy")
 )
 
-func (au *authenticator) cacheID(user, hash, password string) string {
-	m := hmac.New(sha256.New, au.cacheKey)
-	m.Write([]byte(user))
-	m.Write([]byte{0})
-	m.Write([]byte(hash))
-	m.Write([]byte{0})
-	m.Write([]byte(password))
-	return string(m.Sum(nil))
-}
-
-// derive runs one password verification in a slot. The throttle is checked
-// again once the slot is held, and a failure is recorded before the slot is
-// released, so parallel guesses from one address cannot all slip past the
-// check made when their requests arrived.
-func (au *authenticator) derive(ctx context.Context, addr, hash, password string) (bool, error) {
-	select {
-	case au.slots <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-	defer func() { <-au.slots }()
-	if ok, _ := au.limiter.allow(addr); !ok {
+// verify runs one password check. A cached good password passes at once;
+// otherwise the throttle is checked again once a derivation slot is held,
+// and a failure is recorded before the slot is released, so parallel
+// guesses from one address cannot all slip past the check made when their
+// requests arrived. An empty hash (unknown user) derives a dummy.
+func (au *authenticator) verify(ctx context.Context, addr, user, hash, password string) (bool, error) {
+	res, err := au.verifier.Verify(ctx, credential.RealmAPI, "user:"+user, hash, password,
+		func() bool { ok, _ := au.limiter.allow(user, addr); return ok },
+		func(ok bool) {
+			if !ok {
+				au.limiter.fail(user, addr)
+			}
+		})
+	switch {
+	case errors.Is(err, credential.ErrBusy):
+		return false, errBusy
+	case err != nil:
+		return false, err
+	case res == credential.Throttled:
 		return false, errThrottled
 	}
-	good, err := store.VerifyPassword(hash, password)
-	if err != nil || !good {
-		au.limiter.fail(addr)
-	}
-	return good, err
-}
-
-func (au *authenticator) verify(ctx context.Context, addr, user, hash, password string) (bool, error) {
-	id := au.cacheID(user, hash, password)
-	now := au.now()
-	au.mu.Lock()
-	exp, ok := au.cache[id]
-	au.mu.Unlock()
-	if ok && now.Before(exp) {
-		return true, nil
-	}
-	good, err := au.derive(ctx, addr, hash, password)
-	if err != nil || !good {
-		return false, err
-	}
-	au.mu.Lock()
-	if len(au.cache) >= authCacheSize {
-		for k, e := range au.cache {
-			if !now.Before(e) || len(au.cache) >= authCacheSize {
-				delete(au.cache, k)
-			}
-		}
-	}
-	au.cache[id] = now.Add(authCacheTTL)
-	au.mu.Unlock()
-	return true, nil
+	return res == credential.Accepted, nil
 }
 
 // basic checks a user name and password. Errors other than
@@ -198,7 +152,7 @@ func (au *authenticator) verify(ctx context.Context, addr, user, hash, password 
 func (au *authenticator) basic(ctx context.Context, addr, user, password string) (*Principal, error) {
 	if su, ok := au.static[user]; ok {
 		good, err := au.verify(ctx, addr, user, su.PasswordHash, password)
-		if ctx.Err() != nil || errors.Is(err, errThrottled) {
+		if ctx.Err() != nil || errors.Is(err, errThrottled) || errors.Is(err, errBusy) {
 			return nil, cmp.Or(ctx.Err(), err) // the client left, or was throttled, while waiting for a slot
 		}
 		if err != nil || !good {
@@ -206,7 +160,7 @@ func (au *authenticator) basic(ctx context.Context, addr, user, password string)
 		}
 		return &Principal{Name: user, Role: su.Role, Method: "basic"}, nil
 	}
-	hash := au.dummyHash
+	hash := ""
 	known := true
 	if checkUserName(user) != nil {
 		known = false
@@ -222,13 +176,13 @@ func (au *authenticator) basic(ctx context.Context, addr, user, password string)
 		}
 	}
 	if !known {
-		if _, err := au.derive(ctx, addr, au.dummyHash, password); ctx.Err() != nil || errors.Is(err, errThrottled) {
+		if _, err := au.verify(ctx, addr, user, "", password); ctx.Err() != nil || errors.Is(err, errThrottled) || errors.Is(err, errBusy) {
 			return nil, cmp.Or(ctx.Err(), err)
 		}
 		return nil, fmt.Errorf("%w: unknown user", errCountedFailure)
 	}
 	good, err := au.verify(ctx, addr, user, hash, password)
-	if ctx.Err() != nil || errors.Is(err, errThrottled) {
+	if ctx.Err() != nil || errors.Is(err, errThrottled) || errors.Is(err, errBusy) {
 		return nil, cmp.Or(ctx.Err(), err)
 	}
 	if err != nil || !good {
@@ -297,21 +251,22 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (*Principal, 
 		return nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "authentication required: HTTP basic or a bearer token")
 	}
 	addr := clientAddr(r)
-	throttled := func() error {
-		_, wait := a.limiter.allow(addr)
-		a.m.authFailures.WithLabelValues("throttled").Inc()
-		secs := max(1, int(math.Ceil(wait.Seconds())))
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		return errorf(http.StatusTooManyRequests, CodeTooManyRequests, "too many failed logins from %s; retry in %d s", addr, secs)
-	}
-	if ok, _ := a.limiter.allow(addr); !ok {
-		return nil, throttled()
-	}
 	var (
 		p    *Principal
 		err  error
 		user string
 	)
+	throttled := func() error {
+		_, wait := a.limiter.allow(user, addr)
+		a.m.authFailures.WithLabelValues("throttled").Inc()
+		secs := max(1, int(math.Ceil(wait.Seconds())))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		return errorf(http.StatusTooManyRequests, CodeTooManyRequests, "too many failed logins from %s; retry in %d s", addr, secs)
+	}
+	// No throttle check here: a password the verifier has cached and a
+	// valid token pass whatever other clients of the address did; the
+	// throttle gates password derivations (in verify) and is consulted
+	// below for the other failures.
 	scheme, cred, _ := strings.Cut(h, " ")
 	switch {
 	case strings.EqualFold(scheme, "Basic"):
@@ -334,10 +289,19 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (*Principal, 
 		return p, nil
 	case errors.Is(err, errThrottled):
 		return nil, throttled()
+	case errors.Is(err, errBusy):
+		w.Header().Set("Retry-After", "1")
+		return nil, errorf(http.StatusServiceUnavailable, CodeUnavailable, "too many logins in progress; retry shortly")
 	case !errors.Is(err, errBadCredentials):
 		return nil, storeError(err, "credentials")
 	case !errors.Is(err, errCountedFailure):
-		a.limiter.fail(addr)
+		// A failure that cost no derivation (bad token, malformed header):
+		// once the bucket is empty it is refused unaudited, so that bogus
+		// tokens cannot flood the audit log.
+		if ok, _ := a.limiter.allow(user, addr); !ok {
+			return nil, throttled()
+		}
+		a.limiter.fail(user, addr)
 	}
 	a.m.authFailures.WithLabelValues("invalid").Inc()
 	if checkUserName(user) != nil {

@@ -91,3 +91,37 @@ func (l *loginLimiter) prune(now time.Time) {
 		delete(l.buckets, k)
 	}
 }
+
+// loginThrottle keys failed logins on the user and the client address, so
+// that behind a NAT or an ingress one bad client locks out only the user it
+// guesses, not every user of the address; a looser bucket per address (ten
+// times the burst, refilled ten times faster) still stops one address from
+// spraying user names. Bearer tokens count under the user "token". A
+// credential the verifier has cached, and a valid token, pass without
+// consulting it.
+type loginThrottle struct {
+	byUser, byAddr *loginLimiter
+}
+
+func newLoginThrottle(burst int, refill time.Duration, max int, now func() time.Time) *loginThrottle {
+	return &loginThrottle{
+		byUser: newLoginLimiter(burst, refill, max, now),
+		byAddr: newLoginLimiter(10*burst, refill/10, max, now),
+	}
+}
+
+func userKey(user, addr string) string { return user + "\x00" + addr }
+
+// allow reports whether user may try to authenticate from addr now, and if
+// not, how long until it may.
+func (t *loginThrottle) allow(user, addr string) (bool, time.Duration) {
+	ok1, w1 := t.byUser.allow(userKey(user, addr))
+	ok2, w2 := t.byAddr.allow(addr)
+	return ok1 && ok2, max(w1, w2)
+}
+
+// fail records a failed authentication of user from addr.
+func (t *loginThrottle) fail(user, addr string) {
+	t.byUser.fail(userKey(user, addr))
+	t.byAddr.fail(addr)
+}

@@ -9,5 +9,5 @@ import (
 // TestMain checks that every server, exporter and receiver a benchmark
 // starts is stopped with it.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { removeBuild() }))
 }

@@ -120,6 +120,25 @@ type PeSIT struct {
 	Partners []Partner     `koanf:"partners"`
 	Files    []VirtualFile `koanf:"files"`
 	Timers   Timers        `koanf:"timers"`
+	Limits   Limits        `koanf:"limits"`
+}
+
+// Limits bound what an unauthenticated peer can make the node do
+// (docs/security.md). Zero values take the defaults shown.
+type Limits struct {
+	// FirstFPDU: the first FPDU must arrive this soon after accept (10s).
+	FirstFPDU time.Duration `koanf:"firstFPDU"`
+	// MaxConnectionsPerAddress bounds the open PeSIT connections of one
+	// peer IP (64); -1 = no bound.
+	MaxConnectionsPerAddress int `koanf:"maxConnectionsPerAddress"`
+	// LoginFailureBurst failed PeSIT logins per address and per partner
+	// are allowed in a row (5), then one more per LoginFailureRefill (2s).
+	LoginFailureBurst  int           `koanf:"loginFailureBurst"`
+	LoginFailureRefill time.Duration `koanf:"loginFailureRefill"`
+	// PasswordVerifications bounds the concurrent password derivations of
+	// the node, PeSIT and API together (GOMAXPROCS, 2..8): each argon2id
+	// one holds about 19 MiB.
+	PasswordVerifications int `koanf:"passwordVerifications"`
 }
 
 // Timers are the PeSIT session timers (digest §4.8).

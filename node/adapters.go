@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vectis-ft/vectis/internal/credential"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 )
@@ -14,15 +15,32 @@ import (
 // directory serves partners and virtual files to the PeSIT servers straight
 // from the store, so that an API change applies to the next CONNECT or
 // CREATE without a restart.
-type directory struct{ st *store.Store }
+type directory struct {
+	st   *store.Store
+	v    *credential.Verifier // bounds the derivations; see credentials.go
+	view *partnerView         // partners in memory; nil or not current: the store
+}
 
-func (d directory) Partner(ctx context.Context, id string) (server.Partner, error) {
+// partner reads a partner and its password hash from the view, or from the
+// store when the view is not current.
+func (d directory) partner(ctx context.Context, id string) (store.Partner, string, error) {
+	if p, hash, ok, err := d.view.partner(id); ok {
+		return p, hash, err
+	}
 	p, err := d.st.GetPartner(ctx, id)
 	if err != nil {
-		return server.Partner{}, storeErr(err)
+		return p, "", err
 	}
 	hash, err := d.st.PartnerPasswordHash(ctx, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return p, "", err
+	}
+	return p, hash, nil
+}
+
+func (d directory) Partner(ctx context.Context, id string) (server.Partner, error) {
+	p, hash, err := d.partner(ctx, id)
+	if err != nil {
 		return server.Partner{}, storeErr(err)
 	}
 	sp := server.Partner{
@@ -36,9 +54,11 @@ func (d directory) Partner(ctx context.Context, id string) (server.Partner, erro
 		sp.CertFingerprints = []string{strings.ToLower(p.CertSHA256)}
 	}
 	if hash != "" {
+		// The server checks passwords through partnerPasswords; this is
+		// for callers without one, bounded all the same.
 		sp.VerifyPassword = func(password string) bool {
-			ok, err := store.VerifyPassword(hash, password)
-			return err == nil && ok
+			res, err := d.v.Verify(context.Background(), credential.RealmPeSIT, "partner:"+id, hash, password, nil, nil)
+			return err == nil && res == credential.Accepted
 		}
 	}
 	return sp, nil

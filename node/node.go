@@ -23,6 +23,7 @@ import (
 	"github.com/vectis-ft/vectis/config"
 	"github.com/vectis-ft/vectis/election"
 	"github.com/vectis-ft/vectis/ha"
+	"github.com/vectis-ft/vectis/internal/credential"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 	"github.com/vectis-ft/vectis/telemetry"
@@ -93,12 +94,18 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	log.Info("declared configuration applied", "result", fmt.Sprintf("%+v", res))
 
-	n := &node{cfg: cfg, st: st, tel: tel, log: log}
+	// One verifier for the PeSIT servers and the API: the bound on password
+	// derivations (about 19 MiB each) holds for the whole process.
+	verifier, err := credential.New(credential.Config{Slots: cfg.PeSIT.Limits.PasswordVerifications, Registerer: tel.Registry})
+	if err != nil {
+		return err
+	}
+	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier}
 	n.pesit = &pesitManager{
-		st: st, timers: cfg.PeSIT.Timers, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
+		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
-		dir: directory{st: st},
+		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit"))},
 	}
 	return n.run(ctx, opts)
 }
@@ -110,6 +117,8 @@ type node struct {
 	log   *slog.Logger
 	pesit *pesitManager
 	loop  *ha.Loop
+	// verifier checks every password of the process (PeSIT and API).
+	verifier *credential.Verifier
 }
 
 func (n *node) run(ctx context.Context, opts Options) error {
@@ -169,6 +178,7 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		Canceller:      n.pesit,
 		Readiness:      api.ReadinessFunc(n.ready),
 		Users:          staticUsers(n.cfg.API.Users),
+		Verifier:       n.verifier,
 		Metrics:        n.tel.Registry,
 		TracerProvider: n.tel.TracerProvider,
 		Logger:         n.log.With("component", "api"),
@@ -196,9 +206,10 @@ func (n *node) run(ctx context.Context, opts Options) error {
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); errc <- api.Serve(runCtx, httpSrv, ln) }()
 	go func() { defer wg.Done(); n.followChanges(runCtx) }()
+	go func() { defer wg.Done(); n.pesit.dir.view.run(runCtx) }()
 
 	if n.loop != nil {
 		wg.Add(1)
@@ -276,6 +287,11 @@ func (n *node) followChanges(ctx context.Context) {
 	for ch := range n.st.Subscribe(ctx) {
 		if ch.Kind == store.KindServer {
 			n.pesit.restartChanged(ctx, ch.ID)
+		}
+		if ch.Kind == store.KindPartner {
+			// A disabled, deleted or re-keyed partner is checked against the
+			// store again at its next CONNECT, not let in from the cache.
+			n.verifier.Forget("partner:" + ch.ID)
 		}
 		n.log.Debug("configuration change", "kind", ch.Kind, "id", ch.ID, "op", ch.Op)
 	}

@@ -27,6 +27,7 @@ var errNotLeader = errors.New("this node is not the leader")
 type pesitManager struct {
 	st      *store.Store
 	timers  config.Timers
+	limits  config.Limits
 	bind    string // node.bindAddress for port-only listen addresses
 	debug   bool
 	metrics *server.Metrics
@@ -96,6 +97,7 @@ func (m *pesitManager) start(ctx context.Context, d store.Server) error {
 	}
 	srv, err := server.New(cfg, server.Deps{
 		Directory: m.dir, Journal: m.journal, Metrics: m.metrics, Logger: m.log,
+		Passwords: partnerPasswords{dir: m.dir, v: m.dir.v}, OnLogin: auditLogin(m.st, m.log),
 	})
 	if err != nil {
 		return fmt.Errorf("pesit server %s: %w", d.ID, err)
@@ -118,6 +120,10 @@ func (m *pesitManager) serverConfig(d store.Server) (server.Config, error) {
 		ConnectTimeout:    m.timers.Connect,
 		InactivityTimeout: m.timers.Inactivity,
 		IdleTimeout:       m.timers.Idle,
+		FirstFPDUTimeout:  m.limits.FirstFPDU,
+		MaxConnsPerAddr:   m.limits.MaxConnectionsPerAddress,
+		LoginBurst:        m.limits.LoginFailureBurst,
+		LoginRefill:       m.limits.LoginFailureRefill,
 		SyncIntervalKB:    1024,
 		SyncWindow:        4,
 		MaxEntitySize:     65535,

@@ -38,6 +38,10 @@ var catalogue = map[string]bool{ // name -> is a histogram
 	"vectis_pesit_sync_points_total":         false,
 	"vectis_pesit_restarts_total":            false,
 	"vectis_pesit_diagnostics_total":         false,
+	"vectis_pesit_logins_total":              false,
+	"vectis_credential_wait_seconds":         true,
+	"vectis_credential_checks_total":         false,
+	"vectis_credential_derivations_active":   false,
 	"vectis_store_operation_seconds":         true,
 }
 

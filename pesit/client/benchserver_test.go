@@ -45,7 +45,8 @@ func runBenchServer(spec string) int {
 		}
 	}
 	cfg := server.Config{ID: "VECTIS", Addr: "127.0.0.1:0", SyncIntervalKB: uint16(syncKB), SyncWindow: uint8(window),
-		MaxEntitySize: entity, MaxSessions: maxSes, InactivityTimeout: 2 * time.Minute}
+		MaxEntitySize: entity, MaxSessions: maxSes, InactivityTimeout: 2 * time.Minute,
+		MaxConnsPerAddr: -1} // every bench client comes from 127.0.0.1
 	srv, err := server.New(cfg, server.Deps{Directory: dir, Journal: &memJournal{}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -42,6 +42,13 @@ func (d Diagnostic) Text() string {
 	return "unlisted diagnostic"
 }
 
+// Known reports whether d is one of the spec's diagnostics: metrics label
+// only those, since a peer can send any of 256 × 65,536 codes.
+func (d Diagnostic) Known() bool {
+	_, ok := diagTexts[d]
+	return ok
+}
+
 // Error makes a Diagnostic usable as an error, so that code deep in a session
 // can return the diagnostic the peer must see.
 func (d Diagnostic) Error() string { return "pesit diagnostic " + d.String() + ": " + d.Text() }

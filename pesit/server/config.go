@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -35,6 +36,22 @@ type Config struct {
 	InactivityTimeout time.Duration
 	// IdleTimeout (Td) bounds idleness between transfers (ABORT 3/313); 0 = 5m.
 	IdleTimeout time.Duration
+	// FirstFPDUTimeout bounds the wait for the first FPDU (CONNECT or a
+	// pre-connection) after accept, TLS handshake included, when shorter
+	// than ConnectTimeout: an idle socket holds a slot for no longer; 0 = 10s.
+	FirstFPDUTimeout time.Duration
+
+	// MaxConnsPerAddr bounds the open connections of one peer IP address,
+	// so that one client cannot take every connection slot; 0 = 64, < 0 =
+	// no bound.
+	MaxConnsPerAddr int
+	// LoginBurst failed password logins per address and per partner are
+	// allowed in a row; then one more every LoginRefill. Beyond that a
+	// login is refused (3/304) without any password work, its answer held
+	// for up to MaxThrottleDelay. 0 = 5, 2s and 5s.
+	LoginBurst       int
+	LoginRefill      time.Duration
+	MaxThrottleDelay time.Duration
 
 	// SyncIntervalKB and SyncWindow are the largest sync interval (KB) and
 	// acknowledgement window we accept; a proposal is lowered to them.
@@ -69,6 +86,11 @@ type Deps struct {
 	Logger    *slog.Logger // nil = discard
 	// Now is the clock for file-name placeholders and records; nil = time.Now.
 	Now func() time.Time
+	// Passwords verifies passwords with bounded work; nil = call
+	// Partner.VerifyPassword directly (tests, benchmarks).
+	Passwords PasswordChecker
+	// OnLogin records password login decisions (audit); nil = none.
+	OnLogin func(ctx context.Context, ev LoginEvent)
 }
 
 func (c *Config) setDefaults() {
@@ -83,6 +105,21 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.FirstFPDUTimeout == 0 {
+		c.FirstFPDUTimeout = 10 * time.Second
+	}
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = 64
+	}
+	if c.LoginBurst == 0 {
+		c.LoginBurst = 5
+	}
+	if c.LoginRefill == 0 {
+		c.LoginRefill = 2 * time.Second
+	}
+	if c.MaxThrottleDelay == 0 {
+		c.MaxThrottleDelay = 5 * time.Second
 	}
 	if c.MaxEntitySize == 0 {
 		c.MaxEntitySize = 4096
@@ -109,6 +146,9 @@ func (c *Config) validate() error {
 	if c.TLSAddr != "" && (c.TLS == nil || (len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil)) {
 		errs = append(errs, errors.New("TLSAddr set without a TLS certificate"))
 	}
+	if c.LoginBurst < 0 {
+		errs = append(errs, fmt.Errorf("login burst %d < 0", c.LoginBurst))
+	}
 	if c.MaxSessions < 0 {
 		errs = append(errs, fmt.Errorf("max sessions %d < 0", c.MaxSessions))
 	}
@@ -121,7 +161,8 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"connect timeout", c.ConnectTimeout}, {"inactivity timeout", c.InactivityTimeout}, {"idle timeout", c.IdleTimeout}} {
+	}{{"connect timeout", c.ConnectTimeout}, {"inactivity timeout", c.InactivityTimeout}, {"idle timeout", c.IdleTimeout},
+		{"first FPDU timeout", c.FirstFPDUTimeout}, {"login refill", c.LoginRefill}, {"max throttle delay", c.MaxThrottleDelay}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v < 0", d.name, d.v))
 		}

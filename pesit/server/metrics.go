@@ -15,6 +15,7 @@ type Metrics struct {
 	SyncPoints       prometheus.Counter
 	Restarts         prometheus.Counter
 	Diagnostics      *prometheus.CounterVec // {code}
+	Logins           *prometheus.CounterVec // {server,result}
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not registered).
@@ -45,10 +46,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Diagnostics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vectis_pesit_diagnostics_total", Help: "Non-zero diagnostics sent or received.",
 		}, []string{"code"}),
+		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vectis_pesit_logins_total", Help: "PeSIT password logins by result (success, failure, throttled, busy).",
+		}, []string{"server", "result"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.SessionsActive, m.Connections, m.Transfers, m.TransferBytes,
-			m.TransferDuration, m.SyncPoints, m.Restarts, m.Diagnostics)
+			m.TransferDuration, m.SyncPoints, m.Restarts, m.Diagnostics, m.Logins)
 	}
 	return m
 }

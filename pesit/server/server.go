@@ -43,8 +43,12 @@ type Server struct {
 	byPartner map[string]int // sessions per partner (3/309)
 	transfers map[int64]*session
 	receiving map[string]struct{} // final paths being received (2/207)
-	wg        sync.WaitGroup      // accept loops and sessions
-	done      chan struct{}       // closed when Shutdown has finished
+	perAddr   map[string]int      // open connections per peer IP
+	throttle  *loginThrottle
+	passwords PasswordChecker
+	onLogin   func(ctx context.Context, ev LoginEvent)
+	wg        sync.WaitGroup // accept loops and sessions
+	done      chan struct{}  // closed when Shutdown has finished
 
 	// base parents every session's context; cancelled when Shutdown gives
 	// up draining, so that a session blocked on the journal lets go too.
@@ -84,6 +88,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		byPartner:  make(map[string]int),
 		transfers:  make(map[int64]*session),
 		receiving:  make(map[string]struct{}),
+		perAddr:    make(map[string]int),
+		throttle:   newLoginThrottle(cfg.LoginBurst, cfg.LoginRefill, 100000),
+		passwords:  deps.Passwords,
+		onLogin:    deps.OnLogin,
 		done:       make(chan struct{}),
 	}, nil
 }
@@ -305,7 +313,19 @@ func (s *Server) acceptLoop(l net.Listener) {
 			c.Close()
 			continue
 		}
+		// One address may not hold every slot (idle sockets, a guesser's
+		// parallel CONNECTs): its excess connections are closed at once,
+		// before any goroutine, buffer or byte read is spent on them.
+		host := hostOf(c.RemoteAddr())
+		if s.cfg.MaxConnsPerAddr > 0 && s.perAddr[host] >= s.cfg.MaxConnsPerAddr {
+			s.mu.Unlock()
+			s.countConn("dropped_per_address")
+			c.Close()
+			continue
+		}
+		s.perAddr[host]++
 		ss := newSession(s, c)
+		ss.addr = host
 		s.sessions[ss] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -314,6 +334,9 @@ func (s *Server) acceptLoop(l net.Listener) {
 			ss.run()
 			s.mu.Lock()
 			delete(s.sessions, ss)
+			if s.perAddr[host]--; s.perAddr[host] <= 0 {
+				delete(s.perAddr, host)
+			}
 			s.mu.Unlock()
 		}()
 	}
@@ -400,6 +423,12 @@ func (s *Server) countConn(result string) {
 
 func (s *Server) countDiag(d fpdu.Diagnostic) {
 	if s.met != nil && !d.OK() {
-		s.met.Diagnostics.WithLabelValues(d.String()).Inc()
+		// A peer's ABORT or IDT may carry any code: the label set must stay
+		// closed, or a peer could grow /metrics without bound.
+		code := "other"
+		if d.Known() {
+			code = d.String()
+		}
+		s.met.Diagnostics.WithLabelValues(code).Inc()
 	}
 }

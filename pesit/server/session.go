@@ -53,6 +53,7 @@ func abortf(d fpdu.Diagnostic, format string, args ...any) error {
 type session struct {
 	srv  *Server
 	conn net.Conn
+	addr string // peer IP: the key of per-address limits
 	log  *slog.Logger
 	span trace.Span
 	ctx  context.Context
@@ -68,7 +69,8 @@ type session struct {
 
 	peerID     byte
 	partner    Partner
-	admitted   bool
+	admitted   bool   // holds a session slot of partner (reserved before authentication)
+	authed     bool   // partner authenticated
 	accessType uint64 // PI 22
 	certFP     string
 	certCN     string
@@ -145,14 +147,21 @@ func (s *session) run() {
 			span.RecordError(err)
 		}
 	}
-	span.SetAttributes(attribute.String("pesit.partner", s.partner.ID),
+	partner := ""
+	if s.authed {
+		partner = s.partner.ID
+	}
+	span.SetAttributes(attribute.String("pesit.partner", partner),
 		attribute.String("pesit.diagnostic", s.outcomeDiag.String()))
 }
 
 // serve runs the connection phase, then the connected loop.
 func (s *session) serve() error {
 	cfg := &s.srv.cfg
-	s.setReadDeadline(cfg.ConnectTimeout)
+	// An idle socket holds a connection slot: the first FPDU must come
+	// soon, whatever Tc allows for the CONNECT.
+	firstFPDU := min(cfg.FirstFPDUTimeout, cfg.ConnectTimeout)
+	s.setReadDeadline(firstFPDU)
 	if tc, ok := s.conn.(*tls.Conn); ok {
 		s.conn.SetWriteDeadline(time.Now().Add(cfg.ConnectTimeout))
 		if err := tc.HandshakeContext(s.ctx); err != nil {
@@ -183,6 +192,7 @@ func (s *session) serve() error {
 		if err := s.preConnection(pre); err != nil {
 			return err
 		}
+		s.setReadDeadline(firstFPDU)
 	}
 	f, err := s.next()
 	if err != nil {
@@ -218,26 +228,54 @@ func (s *session) preConnection(pre *fpdu.PreConnection) error {
 }
 
 func (s *session) checkPreConnection(pre *fpdu.PreConnection) bool {
-	p, err := s.srv.dir.Partner(s.ctx, strings.TrimRight(pre.RequesterID, " "))
-	if err != nil || !p.Enabled {
+	id := strings.TrimRight(pre.RequesterID, " ")
+	p, err := s.srv.dir.Partner(s.ctx, id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return false
 	}
-	return s.authenticate(p, strings.TrimRight(pre.Password, " "))
+	v, _ := s.authenticate(p, id, err == nil && p.Enabled, strings.TrimRight(pre.Password, " "))
+	return v == PasswordAccepted || v == PasswordCached
 }
 
 // authenticate accepts a matching client certificate or a good password.
 // A partner pinned to certificate fingerprints must present one of them.
-func (s *session) authenticate(p Partner, password string) bool {
-	certMatch := s.certFP != "" && (slices.ContainsFunc(p.CertFingerprints, func(fp string) bool {
-		return strings.EqualFold(strings.ReplaceAll(fp, ":", ""), s.certFP)
-	}) || (s.certOK && s.certCN == p.ID))
-	if len(p.CertFingerprints) > 0 && !certMatch {
-		return false
+// known is false for an unknown or disabled partner: its password is still
+// checked (against a dummy, through the same bounded checker and throttle),
+// so that it costs what a wrong password costs. A throttled login has its
+// answer held here. The reason is for the log and the audit.
+func (s *session) authenticate(p Partner, id string, known bool, password string) (PasswordVerdict, string) {
+	if known {
+		certMatch := s.certFP != "" && (slices.ContainsFunc(p.CertFingerprints, func(fp string) bool {
+			return strings.EqualFold(strings.ReplaceAll(fp, ":", ""), s.certFP)
+		}) || (s.certOK && s.certCN == p.ID))
+		if len(p.CertFingerprints) > 0 && !certMatch {
+			return PasswordRejected, "certificate required"
+		}
+		if certMatch {
+			return PasswordAccepted, "" // no password work, no throttle: not a login to audit
+		}
 	}
-	if certMatch {
-		return true
+	if password == "" {
+		return PasswordRejected, "no password"
 	}
-	return password != "" && p.VerifyPassword != nil && p.VerifyPassword(password)
+	reason := "bad credentials"
+	if !known {
+		reason = "unknown or disabled partner"
+	}
+	v := s.checkPassword(p, id, known, password)
+	switch v {
+	case PasswordAccepted, PasswordCached:
+		reason = ""
+	case PasswordThrottled:
+		reason = "throttled"
+	case PasswordBusy:
+		reason = "password verification busy"
+	}
+	s.login(id, v, reason)
+	if v == PasswordThrottled {
+		s.holdThrottled(id)
+	}
+	return v, reason
 }
 
 // connect validates CONNECT and answers ACONNECT or RCONNECT (digest §8.1.3).
@@ -282,17 +320,32 @@ func (s *session) connect(f *fpdu.FPDU) error {
 		}
 		password = strings.TrimRight(string(pw), " ")
 	}
+	// Cheap refusals first: a full server answers 3/303 before any lookup
+	// or password work, whoever asks.
+	if srv.full() {
+		return refuse(fpdu.DiagTooManyConnections, "session limit")
+	}
 	p, err := srv.dir.Partner(s.ctx, reqID)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return refuse(fpdu.DiagNotAuthorised, "unknown requester %q", reqID)
-	case err != nil:
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		s.log.Error("partner lookup failed", "requester", reqID, "err", err)
 		return refuse(fpdu.DiagCongestion, "partner lookup failed")
-	case !p.Enabled:
-		return refuse(fpdu.DiagNotAuthorised, "requester %q disabled", reqID)
-	case !s.authenticate(p, password):
-		return refuse(fpdu.DiagNotAuthorised, "requester %q: bad credentials", reqID)
+	}
+	known := err == nil && p.Enabled
+	if known {
+		// Reserve the slot before the password work, so that CONNECTs the
+		// limits would refuse cost nothing; run() releases it on refusal.
+		if d := srv.admit(p); !d.OK() {
+			return refuse(d, "session limit for %q", p.ID)
+		}
+		s.partner, s.admitted = p, true
+	}
+	switch v, reason := s.authenticate(p, reqID, known, password); v {
+	case PasswordAccepted, PasswordCached:
+		s.authed = true
+	case PasswordBusy:
+		return refuse(fpdu.DiagCongestion, "requester %q: %s", reqID, reason)
+	default:
+		return refuse(fpdu.DiagNotAuthorised, "requester %q: %s", reqID, reason)
 	}
 	s.accessType = 2
 	if at, ok := f.Params.Uint(fpdu.PIAccessType); ok {
@@ -315,10 +368,6 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	if err != nil {
 		return refuse(diagOf(err, fpdu.DiagBadParameter), "%v", err)
 	}
-	if d := srv.admit(p); !d.OK() {
-		return refuse(d, "session limit for %q", p.ID)
-	}
-	s.partner, s.admitted = p, true
 	s.wmu.Lock() // other goroutines log under wmu
 	s.log = s.log.With("partner", p.ID)
 	s.wmu.Unlock()

@@ -1,0 +1,244 @@
+package credential_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vectis-ft/vectis/internal/credential"
+	"github.com/vectis-ft/vectis/store"
+)
+
+// counting wraps store.VerifyPassword and records how many derivations ran,
+// and how many at most ran at once.
+type counting struct {
+	n, cur, peak atomic.Int64
+	hold         time.Duration
+}
+
+func (c *counting) derive(hash, password string) (bool, error) {
+	c.n.Add(1)
+	cur := c.cur.Add(1)
+	defer c.cur.Add(-1)
+	for {
+		p := c.peak.Load()
+		if cur <= p || c.peak.CompareAndSwap(p, cur) {
+			break
+		}
+	}
+	time.Sleep(c.hold)
+	return store.VerifyPassword(hash, password)
+}
+
+func newVerifier(t *testing.T, cfg credential.Config, c *counting) *credential.Verifier {
+	t.Helper()
+	cfg.Derive = c.derive
+	v, err := credential.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func hash(t *testing.T, pw string) string {
+	t.Helper()
+	h, err := store.HashPassword(pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// Regression for issue 16 defect 1: 64 concurrent wrong passwords never run
+// more derivations at once than there are slots.
+func TestConcurrencyIsBounded(t *testing.T) {
+	c := &counting{hold: 5 * time.Millisecond}
+	v := newVerifier(t, credential.Config{Slots: 2, MaxWait: time.Minute}, c)
+	h := hash(t, "right")
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, fmt.Sprint("wrong", i), nil, nil)
+			if err != nil || r != credential.Rejected {
+				t.Errorf("wrong password: %v %v", r, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := c.n.Load(); got != 64 {
+		t.Errorf("derivations = %d, want 64", got)
+	}
+	if got := c.peak.Load(); got > 2 {
+		t.Errorf("peak concurrent derivations = %d, want <= 2 slots", got)
+	}
+}
+
+func TestCacheSparesTheDerivation(t *testing.T) {
+	c := &counting{}
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	v := newVerifier(t, credential.Config{CacheTTL: time.Minute, Now: clock}, c)
+	h := hash(t, "right")
+	ctx := context.Background()
+	for i := range 3 {
+		r, err := v.Verify(ctx, credential.RealmPeSIT, "P", h, "right", func() bool {
+			if i > 0 {
+				t.Error("gate called on a cached credential")
+			}
+			return true
+		}, nil)
+		if err != nil || r != credential.Accepted {
+			t.Fatalf("verify %d: %v %v", i, r, err)
+		}
+	}
+	if got := c.n.Load(); got != 1 {
+		t.Errorf("derivations for 3 good logins = %d, want 1", got)
+	}
+	// The cache never accepts a wrong password, nor the right password for
+	// another subject or another stored hash.
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", h, "wrong", nil, nil); r != credential.Rejected {
+		t.Errorf("wrong password after a cached good one: %v", r)
+	}
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "Q", h, "right", nil, nil); r != credential.Accepted || c.n.Load() != 3 {
+		t.Errorf("other subject: %v after %d derivations, want accepted after a derivation", r, c.n.Load())
+	}
+	h2 := hash(t, "new")
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", h2, "right", nil, nil); r != credential.Rejected {
+		t.Errorf("old password after a password change: %v, want rejected", r)
+	}
+	// Forget and expiry both send the next login back to the derivation.
+	n := c.n.Load()
+	v.Forget("P")
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", h, "right", nil, nil); r != credential.Accepted || c.n.Load() != n+1 {
+		t.Errorf("after Forget: %v, derivations %d -> %d", r, n, c.n.Load())
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", h, "right", nil, nil); r != credential.Accepted || c.n.Load() != n+2 {
+		t.Errorf("after expiry: %v, derivations %d -> %d", r, n+1, c.n.Load())
+	}
+}
+
+// An unknown subject (empty hash) derives the dummy hash: the same work as a
+// wrong password, and never Accepted, even for the dummy's own password.
+func TestUnknownSubjectCostsADerivation(t *testing.T) {
+	c := &counting{}
+	v := newVerifier(t, credential.Config{}, c)
+	for _, pw := range []string{"", "x", "anything"} {
+		r, err := v.Verify(context.Background(), credential.RealmAPI, "nobody", "", pw, nil, nil)
+		if err != nil || r != credential.Rejected {
+			t.Errorf("unknown subject: %v %v", r, err)
+		}
+	}
+	if got := c.n.Load(); got != 3 {
+		t.Errorf("derivations = %d, want 3 (one dummy per unknown login)", got)
+	}
+}
+
+func TestGateRefusesWithoutDeriving(t *testing.T) {
+	c := &counting{}
+	v := newVerifier(t, credential.Config{}, c)
+	h := hash(t, "right")
+	var derived []bool
+	r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, "right", func() bool { return false }, func(ok bool) { derived = append(derived, ok) })
+	if err != nil || r != credential.Throttled || c.n.Load() != 0 || len(derived) != 0 {
+		t.Errorf("gated: %v %v, %d derivations, onDerived %v", r, err, c.n.Load(), derived)
+	}
+	r, _ = v.Verify(context.Background(), credential.RealmPeSIT, "P", h, "wrong", nil, func(ok bool) { derived = append(derived, ok) })
+	if r != credential.Rejected || len(derived) != 1 || derived[0] {
+		t.Errorf("onDerived after a wrong password: %v %v", r, derived)
+	}
+}
+
+func TestBusyAfterMaxWait(t *testing.T) {
+	c := &counting{hold: 300 * time.Millisecond}
+	reg := prometheus.NewRegistry()
+	v := newVerifier(t, credential.Config{Slots: 1, MaxWait: 20 * time.Millisecond, Registerer: reg}, c)
+	h := hash(t, "right")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = v.Verify(context.Background(), credential.RealmPeSIT, "P", h, "a", nil, nil)
+	}()
+	for c.cur.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	_, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, "b", nil, nil)
+	if !errors.Is(err, credential.ErrBusy) {
+		t.Errorf("second verify with the only slot held: %v, want ErrBusy", err)
+	}
+	<-done
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var busy float64
+	var waits uint64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "vectis_credential_checks_total":
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "result" && l.GetValue() == "busy" {
+						busy += m.GetCounter().GetValue()
+					}
+				}
+			case "vectis_credential_wait_seconds":
+				waits += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	if busy != 1 || waits != 2 {
+		t.Errorf("busy count = %v, wait observations = %d; want 1 and 2", busy, waits)
+	}
+}
+
+// Issue 17 item 3: 1,000 sessions of one partner opened at once must not
+// queue 1,000 derivations of the same password: identical checks share one.
+func TestIdenticalChecksShareOneDerivation(t *testing.T) {
+	c := &counting{hold: 50 * time.Millisecond}
+	v := newVerifier(t, credential.Config{Slots: 2}, c)
+	h := hash(t, "right")
+	var wg sync.WaitGroup
+	var accepted, rejected atomic.Int64
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pw := "right"
+			if i%2 == 1 {
+				pw = "wrong"
+			}
+			r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, pw, nil, nil)
+			switch {
+			case err != nil:
+				t.Error(err)
+			case r == credential.Accepted && pw == "right":
+				accepted.Add(1)
+			case r == credential.Rejected && pw == "wrong":
+				rejected.Add(1)
+			default:
+				t.Errorf("password %q: %v", pw, r)
+			}
+		}()
+	}
+	wg.Wait()
+	if accepted.Load() != 50 || rejected.Load() != 50 {
+		t.Errorf("accepted %d, rejected %d; want 50 and 50", accepted.Load(), rejected.Load())
+	}
+	// One derivation per distinct password, give or take a check that
+	// arrived after its twin had finished (a wrong one is not cached).
+	if n := c.n.Load(); n > 6 {
+		t.Errorf("%d derivations for 100 checks of 2 distinct passwords", n)
+	}
+}
