@@ -45,6 +45,7 @@ func (s *session) receive(f *fpdu.FPDU) error {
 	x.startPoint = x.lastSync
 	x.sinceSync = 0
 	x.inSeg = false
+	x.dataStarted = true
 	ack := fpdu.FPDU{Kind: fpdu.AckWrite, DstID: s.peerID}
 	ack.Params.AddDiagnostic(fpdu.DiagOK)
 	ack.Params.AddUint(fpdu.PIRestartPoint, uint64(point))
@@ -402,8 +403,10 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 	if !x.dtfEndDiag.OK() {
 		return fail(x.dtfEndDiag, "sender ended the data with "+x.dtfEndDiag.String())
 	}
-	if x.declared > 0 && sk.bytes > x.declared {
-		return fail(fpdu.DiagFileLargerThanAnnounced, fmt.Sprintf("%d bytes received, %d announced", sk.bytes, x.declared))
+	// PI 42 announces the data, not our local file: a text file gets a
+	// "\n" per article that never travelled.
+	if x.declared > 0 && data > x.declared {
+		return fail(fpdu.DiagFileLargerThanAnnounced, fmt.Sprintf("%d bytes received, %d announced", data, x.declared))
 	}
 	if err := sk.commit(x.vf.Overwrite); err != nil {
 		d := diagOf(ioDiag(err), fpdu.DiagIOError)

@@ -82,6 +82,11 @@ type transfer struct {
 
 	finished  bool // outcome recorded
 	resumable bool // interrupted by IDT code 4: a new WRITE/READ may resume
+	// dataStarted: a WRITE or READ was accepted. A restart that ends
+	// before (READ PI 18 refused with 2/214, DESELECT without WRITE) has
+	// changed nothing, so it keeps the interrupted transfer's point.
+	dataStarted  bool
+	pointRefused uint64 // last READ PI 18 refused with 2/214, 0 = none
 }
 
 // setText applies the data code (PI 16) and article format (PI 31) of
@@ -486,6 +491,12 @@ func (s *session) endTransfer(cause error) {
 				st = StatusInterrupted
 			}
 		}
+		if x.restart != nil && !x.dataStarted && st != StatusCancelled {
+			st = s.keepRestartPoint(x)
+			if x.pointRefused != 0 && cause == nil {
+				d, detail = fpdu.DiagRestartPointRefused, fmt.Sprintf("restart point %d refused; the transfer stays resumable from %d", x.pointRefused, x.restart.Sync)
+			}
+		}
 		if s.idtPending.Load() {
 			// Our IDT went out and the line dropped before its ACK: the
 			// IDT says what happened.
@@ -524,6 +535,24 @@ func (s *session) endTransfer(cause error) {
 	s.xferID.Store(0)
 	x.span.End()
 	s.xfer = nil
+}
+
+// keepRestartPoint carries the interrupted transfer's point over to x, a
+// restart that ended before its data phase: without it the journal's
+// newest record for the key would be a failure and the transfer could
+// never be resumed (a refused READ PI 18 would be final).
+func (s *session) keepRestartPoint(x *transfer) Status {
+	rs := x.restart
+	if rs.Sync == 0 {
+		return StatusInterrupted
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.srv.jnl.SyncPoint(ctx, x.id, rs.Sync, rs.Offset, rs.Articles); err != nil {
+		s.log.Warn("journal restart point failed", "id", x.id, "sync", rs.Sync, "err", err)
+		return StatusFailed
+	}
+	return StatusInterrupted
 }
 
 // message handles MSG and MSGDM..MSGFM (digest §4.7).

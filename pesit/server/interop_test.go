@@ -1,0 +1,105 @@
+package server_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/server"
+)
+
+// TestPullRefusedRestartPointStaysResumable (issue 14, item 1): READ PI 18
+// beyond what was sent gets 2/214, the requester deselects and comes back
+// with a valid point on a new connection: the restart must still be found.
+func TestPullRefusedRestartPointStaysResumable(t *testing.T) {
+	e := newEnv(t, nil)
+	data := randomData(200_000, 11)
+	os.WriteFile(filepath.Join(e.sendDir, "TESTFILE"), data, 0o640)
+	p := dial(t, e.srv.Addr())
+	p.connect()
+	id, recLen := p.selectAndRead("TESTFILE", 0, false, 0)
+	first := p.pull(recLen, 3)
+	waitFor(t, "sync point 3 journaled", func() bool {
+		r, _ := e.jnl.Last()
+		return len(r.Syncs) > 0 && r.Syncs[len(r.Syncs)-1].Number >= 3
+	})
+	p.c.Close()
+	waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+
+	// Restart with a point never sent: refused, then deselected.
+	q := dial(t, e.srv.Addr())
+	q.connect()
+	q.raw(selectFrame(q.srvID, "TESTFILE", uint32(id), true))
+	q.expectDiag(fpdu.AckSelect, fpdu.DiagOK)
+	q.sendKind(fpdu.Orf)
+	q.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+	q.sendKind(fpdu.Read, uintParam(fpdu.PIRestartPoint, 91))
+	q.expectDiag(fpdu.AckRead, fpdu.DiagRestartPointRefused)
+	q.closeFile()
+	q.release()
+	recs := e.jnl.Records()
+	last := recs[len(recs)-1]
+	if last.Outcome == nil || last.Outcome.Status != server.StatusInterrupted || last.Outcome.Diagnostic != fpdu.DiagRestartPointRefused {
+		t.Fatalf("refused restart recorded as %+v, want interrupted 2/214", last.Outcome)
+	}
+
+	// The valid point works, on yet another connection.
+	r := dial(t, e.srv.Addr())
+	r.connect()
+	r.raw(selectFrame(r.srvID, "TESTFILE", uint32(id), true))
+	r.expectDiag(fpdu.AckSelect, fpdu.DiagOK)
+	r.sendKind(fpdu.Orf)
+	r.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+	r.sendKind(fpdu.Read, uintParam(fpdu.PIRestartPoint, 3))
+	r.expectDiag(fpdu.AckRead, fpdu.DiagOK)
+	rest := r.pull(recLen, 0)
+	if n := first.syncs[3]; !bytes.Equal(append(first.data[:n:n], rest.data...), data) {
+		t.Fatalf("resumed data differs (prefix %d + %d bytes)", n, len(rest.data))
+	}
+	r.transEnd(len(data), (len(data)+recLen-1)/recLen)
+	r.closeFile()
+	r.release()
+	for _, rec := range e.jnl.Records() {
+		if rec.Outcome != nil && rec.Outcome.Diagnostic == fpdu.DiagAbnormalEnd {
+			t.Fatalf("a record failed with 2/223: %+v", rec.Outcome)
+		}
+	}
+}
+
+// TestTextPushExactPI42 (issue 14, item 2): a text push whose PI 42 is
+// exactly its data (1024 articles of 1 KiB, PI 42 = 1024 KB) is accepted,
+// although the stored file holds a "\n" per article more.
+func TestTextPushExactPI42(t *testing.T) {
+	e := newEnv(t, nil)
+	line := bytes.Repeat([]byte("x"), 1024)
+	data := bytes.Repeat(line, 1024)
+	p := dial(t, e.srv.Addr())
+	p.connect()
+	p.openForWrite(createOpts{file: "TESTFILE", pi13: 0x42, text: true, spaceKB: 1024})
+	pushArticles(t, p, data, 0)
+	p.sendKind(fpdu.DTFEnd, diagParam(fpdu.DiagOK))
+	p.transEnd(len(data), 1024)
+	p.closeFile()
+	p.release()
+	got, err := os.ReadFile(filepath.Join(e.recvDir, "TESTFILE"))
+	if err != nil || len(got) != len(data)+1024 {
+		t.Fatalf("stored %d bytes (%v), want %d", len(got), err, len(data)+1024)
+	}
+}
+
+// TestTextPushOverPI42 keeps the check honest: one article more than PI 42
+// announced is 2/224.
+func TestTextPushOverPI42(t *testing.T) {
+	e := newEnv(t, nil)
+	line := bytes.Repeat([]byte("x"), 1024)
+	data := bytes.Repeat(line, 1025)
+	p := dial(t, e.srv.Addr())
+	p.connect()
+	p.openForWrite(createOpts{file: "TESTFILE", pi13: 0x43, text: true, spaceKB: 1024})
+	pushArticles(t, p, data, 0)
+	p.sendKind(fpdu.DTFEnd, diagParam(fpdu.DiagOK))
+	p.sendKind(fpdu.TransEnd, uintParam(fpdu.PIByteCount, uint64(len(data))), uintParam(fpdu.PIArticleCount, 1025))
+	p.expectDiag(fpdu.AckTransEnd, fpdu.DiagFileLargerThanAnnounced)
+}
