@@ -177,15 +177,16 @@ func (j *journal) Begin(ctx context.Context, t server.Transfer) (int64, error) {
 		}
 	}
 	rec, err := j.st.CreateTransfer(ctx, j.epoch(), store.Transfer{
-		ServerID:  t.ServerID,
-		PartnerID: t.Partner,
-		FileID:    t.VirtualFile,
-		Direction: transferDirection(t),
-		PesitID:   int64(t.PeSITID),
-		Status:    store.StatusInProgress,
-		LocalPath: t.Path,
-		TempPath:  t.TempPath,
-		Node:      j.node,
+		ServerID:    t.ServerID,
+		PartnerID:   t.Partner,
+		FileID:      t.VirtualFile,
+		Direction:   transferDirection(t),
+		PesitID:     int64(t.PeSITID),
+		Status:      store.StatusInProgress,
+		LocalPath:   t.Path,
+		TempPath:    t.TempPath,
+		Node:        j.node,
+		FileCreated: t.FileCreated,
 	})
 	if err != nil {
 		return 0, j.check(fmt.Errorf("record transfer: %w", err))
@@ -244,11 +245,12 @@ func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (serve
 		return server.RestartState{}, false, err
 	}
 	return server.RestartState{
-		TransferID: j.number(rec.ID),
-		TempPath:   rec.TempPath,
-		Path:       rec.LocalPath,
-		Sync:       uint32(rec.SyncPoint.Number),
-		Offset:     rec.SyncPoint.Offset,
-		Articles:   rec.SyncPoint.Articles,
+		TransferID:  j.number(rec.ID),
+		TempPath:    rec.TempPath,
+		Path:        rec.LocalPath,
+		FileCreated: rec.FileCreated,
+		Sync:        uint32(rec.SyncPoint.Number),
+		Offset:      rec.SyncPoint.Offset,
+		Articles:    rec.SyncPoint.Articles,
 	}, true, nil
 }

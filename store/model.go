@@ -195,12 +195,14 @@ type Transfer struct {
 	LocalPath    string            `json:"localPath,omitempty"`
 	// TempPath is the partial file of a receive until it completes; a
 	// restart on any node resumes into it.
-	TempPath   string    `json:"-"`
-	Node       string    `json:"node,omitempty"`
-	Epoch      int64     `json:"epoch"` // leader epoch of the last write
-	CreatedAt  time.Time `json:"createdAt"`
-	UpdatedAt  time.Time `json:"updatedAt"`
-	FinishedAt time.Time `json:"finishedAt,omitzero"` // zero until a final status
+	TempPath string `json:"-"`
+	// FileCreated is PI 51 of a received file: a restart must repeat it.
+	FileCreated string    `json:"fileCreated,omitempty"`
+	Node        string    `json:"node,omitempty"`
+	Epoch       int64     `json:"epoch"` // leader epoch of the last write
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	FinishedAt  time.Time `json:"finishedAt,omitzero"` // zero until a final status
 }
 
 // RestartKey finds the transfer a PeSIT restart refers to.

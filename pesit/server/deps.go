@@ -125,8 +125,11 @@ type Transfer struct {
 	Path         string // final path (receive) or source path (send)
 	TempPath     string // temporary file (receive)
 	DeclaredSize int64  // bytes announced by PI 42, 0 if unknown
-	Text         string // message text (MSG)
-	Started      time.Time
+	// FileCreated is PI 51 as the requester sent it in CREATE: part of
+	// the file's identity, which a restart must repeat (digest §4.4).
+	FileCreated string
+	Text        string // message text (MSG)
+	Started     time.Time
 }
 
 // Status is the outcome of a transfer.
@@ -164,9 +167,11 @@ type RestartState struct {
 	TransferID int64
 	Path       string
 	TempPath   string
-	Sync       uint32
-	Offset     int64
-	Articles   int64
+	// FileCreated is the interrupted transfer's PI 51 ("" when unknown).
+	FileCreated string
+	Sync        uint32
+	Offset      int64
+	Articles    int64
 }
 
 // Journal records transfers and their restart state. It is touched at

@@ -103,3 +103,40 @@ func TestTextPushOverPI42(t *testing.T) {
 	p.sendKind(fpdu.TransEnd, uintParam(fpdu.PIByteCount, uint64(len(data))), uintParam(fpdu.PIArticleCount, 1025))
 	p.expectDiag(fpdu.AckTransEnd, fpdu.DiagFileLargerThanAnnounced)
 }
+
+// TestPushRestartOtherCreationDate (issue 14, item 5): a restart CREATE
+// whose PI 51 differs from the interrupted transfer's is another file: it
+// is refused with 2/226 and the partial file is kept for the right one.
+func TestPushRestartOtherCreationDate(t *testing.T) {
+	e := newEnv(t, nil)
+	data := randomData(100_000, 9)
+	p := dial(t, e.srv.Addr())
+	p.connect()
+	p.openForWrite(createOpts{file: "TESTFILE", pi13: 0x51, created: "260119012505"})
+	pushArticles(t, p, data[:65536+1024], 0)
+	p.c.Close()
+	waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+
+	q := dial(t, e.srv.Addr())
+	q.connect()
+	q.raw(createFrame(q.srvID, createOpts{file: "TESTFILE", pi13: 0x51, restart: true, created: "260120080000"}))
+	q.expectDiag(fpdu.AckCreate, fpdu.DiagTransferRefused)
+	// The same file, same PI 51, still resumes at point 2.
+	q.raw(createFrame(q.srvID, createOpts{file: "TESTFILE", pi13: 0x51, restart: true, created: "260119012505"}))
+	q.expectDiag(fpdu.AckCreate, fpdu.DiagOK)
+	q.sendKind(fpdu.Orf)
+	q.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+	q.sendKind(fpdu.Write)
+	if pt, _ := q.expectDiag(fpdu.AckWrite, fpdu.DiagOK).Params.Uint(fpdu.PIRestartPoint); pt != 2 {
+		t.Fatalf("ACK(WRITE) PI 18 = %d, want 2", pt)
+	}
+	pushArticles(t, q, data[65536:], 2)
+	q.sendKind(fpdu.DTFEnd, diagParam(fpdu.DiagOK))
+	q.transEnd(len(data), (len(data)+1023)/1024)
+	q.closeFile()
+	q.release()
+	got, err := os.ReadFile(filepath.Join(e.recvDir, "TESTFILE"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("restarted file differs (%d bytes, %v)", len(got), err)
+	}
+}

@@ -40,9 +40,10 @@ type transfer struct {
 	fileType uint64 // PI 11
 	pesitID  uint32 // PI 13
 	restart  *RestartState
-	entity   int   // negotiated PI 25
-	recLen   int   // PI 32: maximum article length
-	declared int64 // bytes announced by PGI 40, 0 = unknown
+	entity   int    // negotiated PI 25
+	recLen   int    // PI 32: maximum article length
+	declared int64  // bytes announced by PGI 40, 0 = unknown
+	created  string // PI 51 of CREATE
 	started  time.Time
 	// text: a variable-format file with data code ASCII or EBCDIC, one
 	// article per line without its end of line (see the package doc).
@@ -225,6 +226,8 @@ func (s *session) create(f *fpdu.FPDU) error {
 		return s.refuseFile(fpdu.AckCreate, fpdu.DiagQuotaExceeded, "announced %d bytes, limit %d", x.declared, vf.MaxSize)
 	}
 	restart, _ := f.Params.Uint(fpdu.PIRestart)
+	created, _ := f.Params.String(fpdu.PICreated)
+	x.created = created
 	var rs RestartState
 	found := false
 	if restart == 1 {
@@ -232,6 +235,14 @@ func (s *session) create(f *fpdu.FPDU) error {
 		if err != nil {
 			s.log.Error("restart lookup failed", "err", err)
 			return s.refuseFile(fpdu.AckCreate, fpdu.DiagTemporaryNoResources, "restart lookup failed")
+		}
+		// A restart resends the file's identity unchanged (spec: "les
+		// mêmes paramètres que ceux utilisés lors du transfert initial"):
+		// another PI 51 is another file, whose end must not be spliced
+		// onto this one's beginning. The spec has no code of its own for
+		// it; 2/226 (transfer refused) is its F.CREATE refusal.
+		if found && rs.FileCreated != "" && created != rs.FileCreated {
+			return s.refuseFile(fpdu.AckCreate, fpdu.DiagTransferRefused, "restart of a different file: PI 51 = %q, the interrupted transfer had %q", created, rs.FileCreated)
 		}
 	}
 	root, err := os.OpenRoot(vf.ReceiveDir)
@@ -276,7 +287,7 @@ func (s *session) create(f *fpdu.FPDU) error {
 	}
 	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: vf.ID, Direction: DirectionReceive,
 		PeSITID: x.pesitID, Restart: restart == 1, Path: x.finalAbs, TempPath: filepath.Join(vf.ReceiveDir, x.tempRel),
-		DeclaredSize: x.declared, Started: x.started}
+		DeclaredSize: x.declared, FileCreated: created, Started: x.started}
 	if x.restart != nil {
 		t.RestartOf = x.restart.TransferID
 	}
@@ -630,7 +641,7 @@ func (s *session) resumeInPlace() error {
 	}
 	srv := s.srv
 	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: x.vf.ID, Direction: x.dir,
-		PeSITID: x.pesitID, Restart: true, RestartOf: x.id, DeclaredSize: x.declared, Started: srv.now()}
+		PeSITID: x.pesitID, Restart: true, RestartOf: x.id, DeclaredSize: x.declared, FileCreated: x.created, Started: srv.now()}
 	if x.dir == DirectionReceive {
 		t.Path, t.TempPath = x.finalAbs, filepath.Join(x.vf.ReceiveDir, x.tempRel)
 	} else {

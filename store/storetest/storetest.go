@@ -107,7 +107,8 @@ func SampleServer(id string) store.Server {
 // SampleTransfer returns a valid transfer to create.
 func SampleTransfer(partner string, pesitID int64) store.Transfer {
 	return store.Transfer{ServerID: "PESITSRV", PartnerID: partner, FileID: "INBOX", Direction: store.DirReceive,
-		PesitID: pesitID, LocalPath: "/data/in/x", TempPath: "/data/in/.x.part", Node: "node-a"}
+		PesitID: pesitID, LocalPath: "/data/in/x", TempPath: "/data/in/.x.part", Node: "node-a",
+		FileCreated: "260119012505"}
 }
 
 func testMigrations(t *testing.T, newConfig NewConfig) {
@@ -470,6 +471,10 @@ func testTransfers(t *testing.T, newConfig NewConfig) {
 	// A restart on another node resumes into the same partial file.
 	if r.TempPath != "/data/in/.x.part" || r.LocalPath != "/data/in/x" {
 		t.Fatalf("restartable paths %q %q, want the recorded temporary and final paths", r.TempPath, r.LocalPath)
+	}
+	// PI 51 is kept: a restart CREATE with another one is refused.
+	if r.FileCreated != "260119012505" {
+		t.Fatalf("restartable PI 51 %q, want the recorded one", r.FileCreated)
 	}
 	for _, k := range []store.RestartKey{
 		{PartnerID: "OTHER", Direction: store.DirReceive, PesitID: 42, FileID: "INBOX"},
