@@ -59,8 +59,9 @@ type sendEvent struct {
 	endCode  uint8
 	bytes    int64
 	articles int64
-	counts   bool
-	err      error
+	// okBytes, okArticles: PI 27 and PI 28 were present.
+	okBytes, okArticles bool
+	err                 error
 }
 
 func (e sendEvent) terminal() bool {
@@ -100,6 +101,8 @@ type sender struct {
 	lastProgress time.Time
 	lastArm      time.Time
 	ebcdic       *codepage.EBCDIC037 // text in EBCDIC: translate each line
+	start        syncPoint           // where this session's data began
+	anoms        []Anomaly
 }
 
 // Send pushes req.Source to the server. With restart state from an earlier
@@ -135,9 +138,9 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	}
 
 	// Restart state.
-	key := &transferState{Version: 1, Direction: "send", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
+	key := &transferState{Version: stateVersion, Direction: "send", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
 		Partner: s.cfg.RequesterID, VirtualFile: req.VirtualFile, Local: abs, Size: fi.Size(),
-		ModTime: fi.ModTime().UnixNano()}
+		ModTime: fi.ModTime().UnixNano(), Options: x.options()}
 	var prev *transferState
 	if !req.NoRestart {
 		sf, st, err := openState(statePath(req.StateDir, key), key)
@@ -237,7 +240,10 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	s.log.Debug("pesit write", "transfer", x.st.TransferID, "restart_point", p, "offset", pt.Offset,
 		"entity", x.entity, "article", x.artLen, "sync_bytes", x.limit, "window", x.window)
 
-	if err := x.data(ctx, src); err != nil {
+	x.start = pt
+	err = x.data(ctx, src)
+	res.Anomalies = x.anoms
+	if err != nil {
 		return res, err
 	}
 	if err := x.closeFile(nil); err != nil {
@@ -252,6 +258,14 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	res.SyncPoints = x.syncSent
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// options names what shapes the pushed data; a restart state written with
+// other options is not resumed.
+func (x *sender) options() string {
+	r := x.req
+	return fmt.Sprintf("type=%d format=%d len=%d code=%d multi=%d seg=%v entity=%d sync=%d/%d",
+		r.FileType, r.Format.wire(), x.artLen, r.DataCode.wire(), r.MultiArticle, r.Segment, x.entity, x.limit, x.window)
 }
 
 // plan fixes the entity size proposal and the article length.
@@ -541,6 +555,10 @@ again:
 		}
 		switch ev.kind {
 		case fpdu.AckTransEnd:
+			// The exchange is complete, whatever its outcome: nothing is
+			// left to resume, so the next send starts over (new PI 13).
+			x.sf.remove()
+			x.sf = nil
 			break again
 		case fpdu.Resyn:
 			// RESYN wins over TRANS.END (digest §4.5): resend from its point.
@@ -560,9 +578,9 @@ again:
 	if !ev.diag.OK() {
 		return x.closeFile(&TransferError{Op: fpdu.AckTransEnd, Diagnostic: ev.diag})
 	}
-	if ev.counts && (ev.bytes != x.bytes || ev.articles != x.articles) {
-		return s.protocolError(fpdu.DiagCountMismatch, "server counted %d bytes/%d articles, we sent %d/%d",
-			ev.bytes, ev.articles, x.bytes, x.articles)
+	if err := s.checkPeerCounts(&x.anoms, uint64(ev.bytes), uint64(ev.articles), ev.okBytes, ev.okArticles,
+		x.bytes, x.articles, x.start.Bytes, x.start.Articles); err != nil {
+		return s.protocolError(fpdu.DiagCountMismatch, "ACK(TRANS.END): %v", err)
 	}
 	return nil
 }
@@ -598,7 +616,7 @@ func (x *sender) readLoop() {
 			}
 			b, okb := f.Params.Uint(fpdu.PIByteCount)
 			a, oka := f.Params.Uint(fpdu.PIArticleCount)
-			ev.bytes, ev.articles, ev.counts = int64(b), int64(a), okb && oka
+			ev.bytes, ev.articles, ev.okBytes, ev.okArticles = int64(b), int64(a), okb, oka
 		}
 		x.events <- ev
 		if ev.terminal() {
