@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -207,5 +208,74 @@ func TestSendRestartNeedsSameOptions(t *testing.T) {
 				t.Fatalf("restarted = %v, want %v", res.Restarted, same)
 			}
 		})
+	}
+}
+
+// TestTextSendAdaptsToEntitySize (item 12): a text send with the default
+// article length against a server that lowers PI 25 to 4096 adapts its
+// line length, as a binary send does, instead of failing locally.
+func TestTextSendAdaptsToEntitySize(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ts := startServer(t, serverOpts{syncKB: 64, window: 2, entity: 4096, text: true})
+	src := writeText(t, t.TempDir(), "src.txt", 5000, 27)
+	s, err := Dial(ctx, ts.config(false, 64, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Send(ctx, SendRequest{Source: src, VirtualFile: "TEXT", Format: FormatVariable, DataCode: DataASCII}); err != nil {
+		t.Fatalf("text send: %v", err)
+	}
+	sameFile(t, src, filepath.Join(ts.in, "TEXT"))
+}
+
+// TestLocalRefusalIsNotTheServers (item 10): when the client gives up after
+// a positive ACK(CREATE), the error says so and carries no server
+// diagnostic.
+func TestLocalRefusalIsNotTheServers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ts := startServer(t, serverOpts{syncKB: 64, window: 2, entity: 4096})
+	src := writeRandom(t, t.TempDir(), "f.bin", 100_000, 28)
+	s, err := Dial(ctx, ts.config(false, 64, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Send(ctx, SendRequest{Source: src, VirtualFile: "F", Format: FormatFixed, ArticleLength: 8192})
+	var rl *RefusedLocallyError
+	var te *TransferError
+	if !errors.As(err, &rl) || errors.As(err, &te) {
+		t.Fatalf("err %v (%T), want a local refusal and no server diagnostic", err, err)
+	}
+	if strings.HasPrefix(err.Error(), "ACK(CREATE)") || !strings.Contains(err.Error(), "refused by the client") {
+		t.Fatalf("message %q reads as the server's refusal", err)
+	}
+	// The session is still usable: the refusal deselected cleanly.
+	if _, err := s.Send(ctx, SendRequest{Source: src, VirtualFile: "F"}); err != nil {
+		t.Fatalf("send after the refusal: %v", err)
+	}
+}
+
+// TestReceiveTransferID (item 11): ReceiveRequest.TransferID goes out as
+// SELECT PI 13 of a new pull.
+func TestReceiveTransferID(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 64, 2)
+	want := writeRandom(t, srv.dir, "f.bin", 100_000, 29)
+	got := filepath.Join(t.TempDir(), "f.bin")
+	s, err := Dial(ctx, interopConfig(srv.addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Receive(ctx, ReceiveRequest{VirtualFile: "f.bin", Dest: got, TransferID: 0x1234}); err != nil {
+		t.Fatal(err)
+	}
+	sameFile(t, want, got)
+	if id := srv.lastSelectID.Load(); id != 0x1234 {
+		t.Fatalf("SELECT PI 13 = %#x, want 0x1234", id)
 	}
 }

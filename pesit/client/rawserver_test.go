@@ -46,6 +46,7 @@ type rawServer struct {
 	articleSkew   int64
 	renumber      bool
 	zeroSelectID  bool
+	lastSelectID  atomic.Uint32 // PI 13 of the last SELECT
 
 	mu       sync.Mutex
 	restarts map[uint32]*rawRestart // by PI 13
@@ -213,6 +214,9 @@ func (rc *rawConn) open(f *fpdu.FPDU) error {
 	rc.create = f.Kind == fpdu.Create
 	rc.text = strings.HasSuffix(rc.name, ".txt") || strings.HasSuffix(rc.name, ".ebc")
 	id, _ := f.Params.Uint(fpdu.PITransferID)
+	if !rc.create {
+		s.lastSelectID.Store(uint32(id))
+	}
 	restart, _ := f.Params.Uint(fpdu.PIRestart)
 	rc.id = uint32(id)
 	s.mu.Lock()

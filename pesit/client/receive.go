@@ -25,6 +25,10 @@ type ReceiveRequest struct {
 	// EntitySize is the PI 25 proposal (0: DefaultEntitySize).
 	EntitySize int
 	Priority   uint8 // PI 17
+	// TransferID is PI 13 of a new SELECT (0: let the server choose, as
+	// the spec says; some servers want a non-zero one, as CX sends). A
+	// restart sends the server's id from the restart state.
+	TransferID uint32
 
 	// StateDir holds the restart state; empty: a hidden file beside Dest.
 	StateDir string
@@ -74,6 +78,9 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	}
 	if req.Dest == "" {
 		req.Dest = filepath.Base(req.VirtualFile)
+	}
+	if req.TransferID > 0xFFFFFF {
+		return res, fmt.Errorf("transfer id (PI 13) %d does not fit 24 bits", req.TransferID)
 	}
 	abs, err := filepath.Abs(req.Dest)
 	if err != nil {
@@ -252,7 +259,7 @@ func (x *receiver) selectFile(p uint32) (*fpdu.FPDU, error) {
 	if p > 0 {
 		q.AddUint(fpdu.PITransferID, uint64(x.st.TransferID))
 	} else {
-		q.AddUint(fpdu.PITransferID, 0)
+		q.AddUint(fpdu.PITransferID, uint64(req.TransferID))
 	}
 	q.Add(fpdu.PIAttributes, []byte{0xE0})
 	if p > 0 {

@@ -186,15 +186,23 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	if x.entity < fpdu.HeaderLen+1 {
 		return res, s.protocolError(fpdu.DiagBadParameter, "entity size %d too small", x.entity)
 	}
-	if x.autoLen && req.Format == FormatVariable && !req.DataCode.text() && x.artLen+fpdu.HeaderLen > x.entity {
-		// Binary data in variable format: PI 32 is only a maximum, so
-		// shorter articles that fit the server's entity size are fine.
-		x.artLen = x.entity - fpdu.HeaderLen
+	if x.autoLen && req.Format == FormatVariable {
+		// Variable format: PI 32 is only a maximum, so shorter articles
+		// that fit the server's entity size are fine. A text line leaves
+		// room for an empty line on each side ([empty, line, empty] in one
+		// DTF: an empty article never travels alone).
+		room := x.entity - fpdu.HeaderLen
+		if req.DataCode.text() {
+			room -= 6
+		}
+		if x.artLen > room {
+			x.artLen = max(room, 1)
+		}
 	}
 	if x.artLen+fpdu.HeaderLen > x.entity && !req.Segment {
-		err := fmt.Errorf("server lowered the entity size to %d, below article length %d + 6: enable segmentation",
-			x.entity, x.artLen)
-		return res, x.endFile(&TransferError{Op: fpdu.AckCreate, Diagnostic: fpdu.DiagInsufficientCharacteristics, Text: err.Error()})
+		return res, x.endFile(&RefusedLocallyError{Op: fpdu.AckCreate, Diagnostic: fpdu.DiagInsufficientCharacteristics,
+			Text: fmt.Sprintf("the server lowered the entity size to %d, below article length %d + 6: enable segmentation or lower the article length",
+				x.entity, x.artLen)})
 	}
 	s.w.SetEntitySize(x.entity)
 	if err := x.sf.save(x.st); err != nil {
@@ -228,8 +236,8 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 			x.sf = nil
 		}
 		return res, x.interrupt(ctx, 16, fpdu.DiagRestartPointRefused,
-			&TransferError{Op: fpdu.AckWrite, Diagnostic: fpdu.DiagRestartPointRefused,
-				Text: fmt.Sprintf("server asked to restart from unknown sync point %d", p)})
+			&RefusedLocallyError{Op: fpdu.AckWrite, Diagnostic: fpdu.DiagRestartPointRefused,
+				Text: fmt.Sprintf("the server asked to restart from sync point %d, which we do not know; the next attempt starts over", p)})
 	}
 	res.Restarted, res.RestartPoint = restart, p
 	x.syncSent, x.acked = p, p
@@ -287,8 +295,12 @@ func (x *sender) plan() error {
 	if x.artLen == 0 {
 		x.autoLen = true
 		x.artLen = DefaultArticleLength
-		if !req.Segment && x.artLen > x.entity-fpdu.HeaderLen {
-			x.artLen = x.entity - fpdu.HeaderLen
+		room := x.entity - fpdu.HeaderLen
+		if req.Format == FormatVariable && req.DataCode.text() {
+			room -= 6 // [empty, line, empty] fits one DTF
+		}
+		if !req.Segment && x.artLen > room {
+			x.artLen = max(room, 1)
 		}
 		if x.limit > 0 && int64(x.artLen) > x.limit {
 			x.artLen = int(x.limit)
