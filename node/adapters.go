@@ -226,8 +226,17 @@ func (j *journal) Finish(ctx context.Context, n int64, o server.Outcome) error {
 	}
 	err := j.st.FinishTransfer(ctx, j.epoch(), id, store.TransferResult{
 		Status: status, Bytes: o.Bytes, Articles: o.Articles, SHA256: o.SHA256, Diagnostic: diag,
+		Anomalies: anomalyNames(o.Anomalies),
 	})
 	return j.check(err)
+}
+
+func anomalyNames(as []server.Anomaly) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, string(a))
+	}
+	return out
 }
 
 func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (server.RestartState, bool, error) {

@@ -197,12 +197,15 @@ type Transfer struct {
 	// restart on any node resumes into it.
 	TempPath string `json:"-"`
 	// FileCreated is PI 51 of a received file: a restart must repeat it.
-	FileCreated string    `json:"fileCreated,omitempty"`
-	Node        string    `json:"node,omitempty"`
-	Epoch       int64     `json:"epoch"` // leader epoch of the last write
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-	FinishedAt  time.Time `json:"finishedAt,omitzero"` // zero until a final status
+	FileCreated string `json:"fileCreated,omitempty"`
+	// Anomalies are the peer's tolerated deviations from the spec
+	// (docs/interop.md), such as a miscounted PI 28.
+	Anomalies  []string  `json:"anomalies,omitempty"`
+	Node       string    `json:"node,omitempty"`
+	Epoch      int64     `json:"epoch"` // leader epoch of the last write
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"` // zero until a final status
 }
 
 // RestartKey finds the transfer a PeSIT restart refers to.
@@ -220,6 +223,7 @@ type TransferResult struct {
 	Articles   int64
 	SHA256     string
 	Diagnostic string
+	Anomalies  []string // tolerated peer anomalies (docs/interop.md)
 }
 
 // TransferFilter selects transfers for ListTransfers. Zero fields do not

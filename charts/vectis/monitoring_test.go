@@ -38,6 +38,7 @@ var catalogue = map[string]bool{ // name -> is a histogram
 	"vectis_pesit_sync_points_total":         false,
 	"vectis_pesit_restarts_total":            false,
 	"vectis_pesit_diagnostics_total":         false,
+	"vectis_pesit_peer_anomalies_total":      false,
 	"vectis_store_operation_seconds":         true,
 }
 

@@ -52,6 +52,9 @@ type Partner struct {
 	// and segmented articles to this partner (Hors-SIT: agreed beforehand).
 	MultiArticle bool
 	Segmented    bool
+	// Strict fails a transfer on a peer anomaly that is otherwise
+	// tolerated, logged and counted (docs/interop.md).
+	Strict bool
 }
 
 // Direction of a transfer, seen from the server.
@@ -152,6 +155,8 @@ type Outcome struct {
 	Diagnostic fpdu.Diagnostic
 	Detail     string
 	Finished   time.Time
+	// Anomalies are the peer's tolerated deviations (docs/interop.md).
+	Anomalies []Anomaly
 }
 
 // RestartKey identifies the transfer a PI 15 = 1 request resumes (digest §4.4).

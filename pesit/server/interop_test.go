@@ -140,3 +140,116 @@ func TestPushRestartOtherCreationDate(t *testing.T) {
 		t.Fatalf("restarted file differs (%d bytes, %v)", len(got), err)
 	}
 }
+
+// anomalyCount reads vectis_pesit_peer_anomalies_total{kind}.
+func anomalyCount(t *testing.T, e *env, kind server.Anomaly) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "vectis_pesit_peer_anomalies_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == string(kind) {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no vectis_pesit_peer_anomalies_total{kind=%q}", kind)
+	return 0
+}
+
+// strictPartner replaces the test partner by one with Strict set.
+func strictPartner(e *env) {
+	e.dir.AddPartner(server.Partner{ID: partnerID, Enabled: true, Access: server.AccessBoth, Strict: true,
+		VerifyPassword: func(s string) bool { return s == password }})
+}
+
+// TestArticleCountAnomaly: TRANS.END PI 28 off while PI 27 and the data
+// agree is accepted in both directions, counted and kept on the record;
+// a strict partner gets 3/319.
+func TestArticleCountAnomaly(t *testing.T) {
+	for _, dir := range []string{"push", "pull"} {
+		for _, strict := range []bool{false, true} {
+			t.Run(dir, func(t *testing.T) {
+				e := newEnv(t, nil)
+				if strict {
+					strictPartner(e)
+				}
+				data := randomData(100_000, 13)
+				p := dial(t, e.srv.Addr())
+				p.connect()
+				articles := (len(data) + 1023) / 1024
+				if dir == "push" {
+					p.openForWrite(createOpts{file: "TESTFILE", pi13: 0x28})
+					pushArticles(t, p, data, 0)
+					p.sendKind(fpdu.DTFEnd, diagParam(fpdu.DiagOK))
+				} else {
+					os.WriteFile(filepath.Join(e.sendDir, "TESTFILE"), data, 0o640)
+					_, recLen := p.selectAndRead("TESTFILE", 0, false, 0)
+					got := p.pull(recLen, 0)
+					if !bytes.Equal(got.data, data) {
+						t.Fatal("pulled data differs")
+					}
+					articles = got.articles
+				}
+				// A peer counting DTFs plus segments: 5 more.
+				p.sendKind(fpdu.TransEnd, uintParam(fpdu.PIByteCount, uint64(len(data))), uintParam(fpdu.PIArticleCount, uint64(articles+5)))
+				if strict {
+					p.expectDiag(fpdu.Abort, fpdu.DiagCountMismatch)
+					return
+				}
+				p.expectDiag(fpdu.AckTransEnd, fpdu.DiagOK)
+				p.closeFile()
+				p.release()
+				rec, _ := e.jnl.Last()
+				if rec.Outcome == nil || rec.Outcome.Status != server.StatusDone ||
+					len(rec.Outcome.Anomalies) != 1 || rec.Outcome.Anomalies[0] != server.AnomalyArticleCount {
+					t.Fatalf("outcome %+v, want done with the article_count anomaly", rec.Outcome)
+				}
+				if n := anomalyCount(t, e, server.AnomalyArticleCount); n != 1 {
+					t.Fatalf("article_count anomalies = %v, want 1", n)
+				}
+			})
+		}
+	}
+}
+
+// TestEntityExceededAnomaly: a DTF larger than the negotiated PI 25 (CX
+// exceeds it by a segment) is accepted up to the frame limit and counted;
+// a strict partner is aborted with 3/318.
+func TestEntityExceededAnomaly(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		t.Run(map[bool]string{false: "liberal", true: "strict"}[strict], func(t *testing.T) {
+			e := newEnv(t, nil)
+			if strict {
+				strictPartner(e)
+			}
+			data := randomData(6000, 14)
+			p := dial(t, e.srv.Addr())
+			p.connect()
+			p.openForWrite(createOpts{file: "TESTFILE", pi13: 0x25, entity: 4096, recLen: 8192})
+			p.send(&fpdu.FPDU{Kind: fpdu.DTF, DstID: p.srvID, Data: data})
+			if strict {
+				p.expectDiag(fpdu.Abort, fpdu.DiagBadParameter)
+				return
+			}
+			p.sendKind(fpdu.DTFEnd, diagParam(fpdu.DiagOK))
+			p.transEnd(len(data), 1)
+			p.closeFile()
+			p.release()
+			got, err := os.ReadFile(filepath.Join(e.recvDir, "TESTFILE"))
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("stored file differs (%v)", err)
+			}
+			if n := anomalyCount(t, e, server.AnomalyEntityExceeded); n != 1 {
+				t.Fatalf("entity_exceeded anomalies = %v, want 1", n)
+			}
+		})
+	}
+}

@@ -15,6 +15,7 @@ type Metrics struct {
 	SyncPoints       prometheus.Counter
 	Restarts         prometheus.Counter
 	Diagnostics      *prometheus.CounterVec // {code}
+	PeerAnomalies    *prometheus.CounterVec // {kind}: closed set, see Anomalies
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not registered).
@@ -45,10 +46,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Diagnostics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vectis_pesit_diagnostics_total", Help: "Non-zero diagnostics sent or received.",
 		}, []string{"code"}),
+		PeerAnomalies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vectis_pesit_peer_anomalies_total", Help: "Peer deviations from the spec that were tolerated (docs/interop.md), by kind.",
+		}, []string{"kind"}),
+	}
+	for _, a := range Anomalies {
+		m.PeerAnomalies.WithLabelValues(string(a)) // exported at 0: the kinds are known
 	}
 	if reg != nil {
 		reg.MustRegister(m.SessionsActive, m.Connections, m.Transfers, m.TransferBytes,
-			m.TransferDuration, m.SyncPoints, m.Restarts, m.Diagnostics)
+			m.TransferDuration, m.SyncPoints, m.Restarts, m.Diagnostics, m.PeerAnomalies)
 	}
 	return m
 }

@@ -247,7 +247,7 @@ func (sd *sender) run() error {
 			}
 			if f.Kind == fpdu.TransEnd {
 				s.dataPhase.Store(false)
-				if err := checkCounts(f, x.bytes, x.articles, x.startPoint); err != nil {
+				if err := s.checkTransEnd(f, x.bytes, x.articles); err != nil {
 					s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
 					return abortf(fpdu.DiagCountMismatch, "%v", err)
 				}

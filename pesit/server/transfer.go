@@ -81,8 +81,9 @@ type transfer struct {
 	lastSent   syncPoint   // send: last point sent, journaled for a restart
 	dtfEndDiag fpdu.Diagnostic
 
-	finished  bool // outcome recorded
-	resumable bool // interrupted by IDT code 4: a new WRITE/READ may resume
+	anomalies []Anomaly // tolerated peer anomalies, kept on the record
+	finished  bool      // outcome recorded
+	resumable bool      // interrupted by IDT code 4: a new WRITE/READ may resume
 	// dataStarted: a WRITE or READ was accepted. A restart that ends
 	// before (READ PI 18 refused with 2/214, DESELECT without WRITE) has
 	// changed nothing, so it keeps the interrupted transfer's point.
@@ -445,7 +446,7 @@ func (s *session) finish(st Status, d fpdu.Diagnostic, detail string) {
 	x.finished = true
 	srv := s.srv
 	b, a := x.counts()
-	o := Outcome{Status: st, Bytes: b, Articles: a, Diagnostic: d, Detail: detail, Finished: srv.now()}
+	o := Outcome{Status: st, Bytes: b, Articles: a, Diagnostic: d, Detail: detail, Finished: srv.now(), Anomalies: x.anomalies}
 	if st == StatusDone {
 		if x.sink != nil {
 			o.SHA256 = x.sink.sum()

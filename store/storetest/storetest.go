@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -501,10 +502,10 @@ func testTransfers(t *testing.T, newConfig NewConfig) {
 		t.Fatalf("mutate error not returned: %v", err)
 	}
 	must(t, s.FinishTransfer(ctx, 1, tr.ID, store.TransferResult{Status: store.StatusCompleted, Bytes: 5 << 20,
-		Articles: 1280, SHA256: fmt.Sprintf("%064x", 1)}), "complete")
+		Articles: 1280, SHA256: fmt.Sprintf("%064x", 1), Anomalies: []string{"article_count", "entity_exceeded"}}), "complete")
 	got, _ = s.GetTransfer(ctx, tr.ID)
 	if got.Status != store.StatusCompleted || got.FinishedAt.IsZero() || got.Bytes != 5<<20 || got.RestartCount != 1 ||
-		got.SHA256 != fmt.Sprintf("%064x", 1) {
+		got.SHA256 != fmt.Sprintf("%064x", 1) || !slices.Equal(got.Anomalies, []string{"article_count", "entity_exceeded"}) {
 		t.Fatalf("completed %+v", got)
 	}
 	_, err = s.FindRestartable(ctx, key)
