@@ -25,15 +25,25 @@ func (d directory) Partner(ctx context.Context, id string) (server.Partner, erro
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return server.Partner{}, storeErr(err)
 	}
+	return serverPartner(p, hash), nil
+}
+
+// serverPartner is the one projection of a stored partner onto the PeSIT
+// server's; TestPartnerProjections fails when a field is not carried.
+func serverPartner(p store.Partner, hash string) server.Partner {
 	sp := server.Partner{
-		ID:          p.ID,
-		Enabled:     p.Enabled,
-		Access:      partnerAccess(p.Access),
-		Files:       p.Files,
-		MaxSessions: p.MaxSessions,
+		ID:           p.ID,
+		Enabled:      p.Enabled,
+		Access:       partnerAccess(p.Access),
+		Files:        p.Files,
+		MaxSessions:  p.MaxSessions,
+		CertCN:       p.CertCN,
+		MultiArticle: p.MultiArticle,
+		Segmented:    p.Segment,
+		Strict:       p.Strict,
 	}
-	if p.CertSHA256 != "" {
-		sp.CertFingerprints = []string{strings.ToLower(p.CertSHA256)}
+	for _, fp := range p.CertSHA256 {
+		sp.CertFingerprints = append(sp.CertFingerprints, strings.ToLower(fp))
 	}
 	if hash != "" {
 		sp.VerifyPassword = func(password string) bool {
@@ -41,7 +51,7 @@ func (d directory) Partner(ctx context.Context, id string) (server.Partner, erro
 			return err == nil && ok
 		}
 	}
-	return sp, nil
+	return sp
 }
 
 func (d directory) VirtualFile(ctx context.Context, id string) (server.VirtualFile, error) {

@@ -45,6 +45,10 @@ type Partner struct {
 	// authenticate this partner. When non-empty, a matching certificate is
 	// required on a TLS connection and the password becomes optional.
 	CertFingerprints []string
+	// CertCN authenticates the partner by the subject CN of a client
+	// certificate verified against the server's client CAs; empty: the CN
+	// must equal the partner id. When set, such a certificate is required.
+	CertCN string
 	// VerifyPassword checks PI 5 (blank-trimmed) against the stored hash. Nil
 	// means no password is accepted (certificate only).
 	VerifyPassword func(password string) bool

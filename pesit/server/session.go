@@ -228,10 +228,14 @@ func (s *session) checkPreConnection(pre *fpdu.PreConnection) bool {
 // authenticate accepts a matching client certificate or a good password.
 // A partner pinned to certificate fingerprints must present one of them.
 func (s *session) authenticate(p Partner, password string) bool {
+	cn := p.CertCN
+	if cn == "" {
+		cn = p.ID
+	}
 	certMatch := s.certFP != "" && (slices.ContainsFunc(p.CertFingerprints, func(fp string) bool {
 		return strings.EqualFold(strings.ReplaceAll(fp, ":", ""), s.certFP)
-	}) || (s.certOK && s.certCN == p.ID))
-	if len(p.CertFingerprints) > 0 && !certMatch {
+	}) || (s.certOK && s.certCN == cn))
+	if (len(p.CertFingerprints) > 0 || p.CertCN != "") && !certMatch {
 		return false
 	}
 	if certMatch {

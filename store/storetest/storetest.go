@@ -172,9 +172,14 @@ func testPartners(t *testing.T, newConfig NewConfig) {
 	mustIs(t, err, store.ErrNotFound, "password of missing partner")
 
 	p.Description, p.Access, p.Files, p.Enabled = "changed", store.AccessRead, nil, false
-	p.CertCN, p.CertSHA256 = "", "ab"+fmt.Sprintf("%062x", 7)
+	// Every fingerprint is kept, and the interop settings round-trip.
+	p.CertCN, p.CertSHA256 = "", []string{"ab" + fmt.Sprintf("%062x", 7), "cd" + fmt.Sprintf("%062x", 8)}
+	p.MultiArticle, p.Segment, p.Strict = true, true, true
 	upd, err := s.UpdatePartner(ctx, p)
 	must(t, err, "update")
+	if !upd.MultiArticle || !upd.Segment || !upd.Strict || len(upd.CertSHA256) != 2 {
+		t.Fatalf("update lost settings: %+v", upd)
+	}
 	if upd.Description != "changed" || upd.Access != store.AccessRead || upd.Files != nil || upd.Enabled ||
 		!upd.CreatedAt.Equal(created.CreatedAt) || upd.UpdatedAt.Before(created.UpdatedAt) {
 		t.Fatalf("update result %+v", upd)
@@ -187,11 +192,15 @@ func testPartners(t *testing.T, newConfig NewConfig) {
 	if ok, _ := store.VerifyPassword(stored, "other"); !ok {
 		t.Fatal("UpdatePartner must not touch the password")
 	}
-	byFP, err := s.PartnerByCert(ctx, "whatever", p.CertSHA256)
-	must(t, err, "by fingerprint")
-	if byFP.ID != "CXCLIENT" {
-		t.Fatalf("by fingerprint: %s", byFP.ID)
+	for _, fp := range p.CertSHA256 {
+		byFP, err := s.PartnerByCert(ctx, "whatever", fp)
+		must(t, err, "by fingerprint")
+		if byFP.ID != "CXCLIENT" {
+			t.Fatalf("by fingerprint: %s", byFP.ID)
+		}
 	}
+	_, err = s.PartnerByCert(ctx, "", "ab"+fmt.Sprintf("%062x", 9))
+	mustIs(t, err, store.ErrNotFound, "unknown fingerprint")
 	_, err = s.PartnerByCert(ctx, "client.example", "")
 	mustIs(t, err, store.ErrNotFound, "cleared CN mapping")
 
