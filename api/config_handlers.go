@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -51,8 +53,34 @@ type partnerInput struct {
 	Files       []string     `json:"files"`
 	MaxSessions int          `json:"maxSessions"`
 	CertCN      string       `json:"certCN"`
-	CertSHA256  string       `json:"certSHA256"`
-	Password    *string      `json:"password"`
+	CertSHA256  fingerprints `json:"certSHA256"`
+	// MultiArticle, Segment and Strict reach the PeSIT server
+	// (docs/configuration.md, docs/interop.md).
+	MultiArticle bool    `json:"multiArticle"`
+	Segment      bool    `json:"segment"`
+	Strict       bool    `json:"strict"`
+	Password     *string `json:"password"`
+}
+
+// fingerprints is certSHA256: one fingerprint (the original form) or a
+// list of them.
+type fingerprints []string
+
+func (f *fingerprints) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*f = nil
+		if one != "" {
+			*f = fingerprints{one}
+		}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return fmt.Errorf("certSHA256: want a fingerprint or a list of them")
+	}
+	*f = many
+	return nil
 }
 
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -61,7 +89,10 @@ func (in partnerInput) partner() (store.Partner, error) {
 	p := store.Partner{
 		ID: in.ID, Description: in.Description, Enabled: true, Access: in.Access,
 		Files: in.Files, MaxSessions: in.MaxSessions, CertCN: in.CertCN,
-		CertSHA256: strings.ToLower(strings.ReplaceAll(in.CertSHA256, ":", "")),
+		MultiArticle: in.MultiArticle, Segment: in.Segment, Strict: in.Strict,
+	}
+	for _, fp := range in.CertSHA256 {
+		p.CertSHA256 = append(p.CertSHA256, strings.ToLower(strings.ReplaceAll(fp, ":", "")))
 	}
 	if in.Enabled != nil {
 		p.Enabled = *in.Enabled
@@ -94,8 +125,13 @@ func (in partnerInput) partner() (store.Partner, error) {
 	if len(p.CertCN) > 256 || strings.ContainsFunc(p.CertCN, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return p, invalid("certCN must be at most 256 printable characters")
 	}
-	if p.CertSHA256 != "" && !sha256Hex.MatchString(p.CertSHA256) {
-		return p, invalid("certSHA256 must be the 64 hex digits of the certificate's SHA-256")
+	if len(p.CertSHA256) > 100 {
+		return p, invalid("certSHA256 lists more than 100 fingerprints")
+	}
+	for _, fp := range p.CertSHA256 {
+		if !sha256Hex.MatchString(fp) {
+			return p, invalid("certSHA256 must be the 64 hex digits of the certificate's SHA-256")
+		}
 	}
 	return p, nil
 }
@@ -140,7 +176,7 @@ func (a *API) createPartner(w http.ResponseWriter, r *http.Request, who *Princip
 		if hash, err = store.HashPassword(*in.Password); err != nil {
 			return err
 		}
-	case p.CertCN == "" && p.CertSHA256 == "":
+	case p.CertCN == "" && len(p.CertSHA256) == 0:
 		return invalid("password is required unless the partner authenticates by certificate (certCN or certSHA256)")
 	}
 	created, err := a.store.CreatePartner(r.Context(), p, hash)

@@ -176,11 +176,17 @@ type Partner struct {
 	Files        []string `koanf:"files"`
 	MaxSessions  int      `koanf:"maxSessions"`
 	CertSHA256   []string `koanf:"certSHA256"`
-	Disabled     bool     `koanf:"disabled"`
+	// CertCN authenticates the partner by the subject CN of a client
+	// certificate verified against the server's clientCAFile.
+	CertCN   string `koanf:"certCN"`
+	Disabled bool   `koanf:"disabled"`
 	// MultiArticle and Segment say how Vectis sends to this partner: they are
 	// not negotiated in Hors-SIT, so they need prior agreement.
 	MultiArticle bool `koanf:"multiArticle"`
 	Segment      bool `koanf:"segment"`
+	// Strict fails transfers on peer anomalies that are otherwise
+	// tolerated (docs/interop.md).
+	Strict bool `koanf:"strict"`
 }
 
 // VirtualFile maps a PI 12 name to directories.
@@ -323,8 +329,8 @@ func (c *Config) Validate() error {
 		default:
 			bad(key+".access", "must be read, write or both, not %q", p.Access)
 		}
-		if p.Password == "" && p.PasswordHash == "" {
-			bad(key, "partner %q: password or passwordHash is required", p.ID)
+		if p.Password == "" && p.PasswordHash == "" && p.CertCN == "" && len(p.CertSHA256) == 0 {
+			bad(key, "partner %q: password or passwordHash is required unless certCN or certSHA256 authenticates it", p.ID)
 		}
 		if len(p.Password) > 8 {
 			bad(key+".password", "partner %q: PI 5 carries at most 8 password characters", p.ID)

@@ -43,15 +43,25 @@ func (d directory) Partner(ctx context.Context, id string) (server.Partner, erro
 	if err != nil {
 		return server.Partner{}, storeErr(err)
 	}
+	return serverPartner(p, hash), nil
+}
+
+// serverPartner is the one projection of a stored partner onto the PeSIT
+// server's; TestPartnerProjections fails when a field is not carried.
+func serverPartner(p store.Partner, hash string) server.Partner {
 	sp := server.Partner{
-		ID:          p.ID,
-		Enabled:     p.Enabled,
-		Access:      partnerAccess(p.Access),
-		Files:       p.Files,
-		MaxSessions: p.MaxSessions,
+		ID:           p.ID,
+		Enabled:      p.Enabled,
+		Access:       partnerAccess(p.Access),
+		Files:        p.Files,
+		MaxSessions:  p.MaxSessions,
+		CertCN:       p.CertCN,
+		MultiArticle: p.MultiArticle,
+		Segmented:    p.Segment,
+		Strict:       p.Strict,
 	}
-	if p.CertSHA256 != "" {
-		sp.CertFingerprints = []string{strings.ToLower(p.CertSHA256)}
+	for _, fp := range p.CertSHA256 {
+		sp.CertFingerprints = append(sp.CertFingerprints, strings.ToLower(fp))
 	}
 	if hash != "" {
 		// The server checks passwords through partnerPasswords; this is
@@ -61,7 +71,7 @@ func (d directory) Partner(ctx context.Context, id string) (server.Partner, erro
 			return err == nil && res == credential.Accepted
 		}
 	}
-	return sp, nil
+	return sp
 }
 
 func (d directory) VirtualFile(ctx context.Context, id string) (server.VirtualFile, error) {
@@ -197,15 +207,16 @@ func (j *journal) Begin(ctx context.Context, t server.Transfer) (int64, error) {
 		}
 	}
 	rec, err := j.st.CreateTransfer(ctx, j.epoch(), store.Transfer{
-		ServerID:  t.ServerID,
-		PartnerID: t.Partner,
-		FileID:    t.VirtualFile,
-		Direction: transferDirection(t),
-		PesitID:   int64(t.PeSITID),
-		Status:    store.StatusInProgress,
-		LocalPath: t.Path,
-		TempPath:  t.TempPath,
-		Node:      j.node,
+		ServerID:    t.ServerID,
+		PartnerID:   t.Partner,
+		FileID:      t.VirtualFile,
+		Direction:   transferDirection(t),
+		PesitID:     int64(t.PeSITID),
+		Status:      store.StatusInProgress,
+		LocalPath:   t.Path,
+		TempPath:    t.TempPath,
+		Node:        j.node,
+		FileCreated: t.FileCreated,
 	})
 	if err != nil {
 		return 0, j.check(fmt.Errorf("record transfer: %w", err))
@@ -245,8 +256,17 @@ func (j *journal) Finish(ctx context.Context, n int64, o server.Outcome) error {
 	}
 	err := j.st.FinishTransfer(ctx, j.epoch(), id, store.TransferResult{
 		Status: status, Bytes: o.Bytes, Articles: o.Articles, SHA256: o.SHA256, Diagnostic: diag,
+		Anomalies: anomalyNames(o.Anomalies),
 	})
 	return j.check(err)
+}
+
+func anomalyNames(as []server.Anomaly) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, string(a))
+	}
+	return out
 }
 
 func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (server.RestartState, bool, error) {
@@ -264,11 +284,12 @@ func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (serve
 		return server.RestartState{}, false, err
 	}
 	return server.RestartState{
-		TransferID: j.number(rec.ID),
-		TempPath:   rec.TempPath,
-		Path:       rec.LocalPath,
-		Sync:       uint32(rec.SyncPoint.Number),
-		Offset:     rec.SyncPoint.Offset,
-		Articles:   rec.SyncPoint.Articles,
+		TransferID:  j.number(rec.ID),
+		TempPath:    rec.TempPath,
+		Path:        rec.LocalPath,
+		FileCreated: rec.FileCreated,
+		Sync:        uint32(rec.SyncPoint.Number),
+		Offset:      rec.SyncPoint.Offset,
+		Articles:    rec.SyncPoint.Articles,
 	}, true, nil
 }

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"strings"
+
 	"github.com/vectis-ft/vectis/api"
 	"github.com/vectis-ft/vectis/config"
 	"github.com/vectis-ft/vectis/store"
@@ -21,21 +23,7 @@ func declared(cfg *config.Config) store.Declared {
 		})
 	}
 	for _, p := range cfg.PeSIT.Partners {
-		access := store.Access(p.Access)
-		if access == "" {
-			access = store.AccessBoth
-		}
-		dp := store.DeclaredPartner{
-			Partner: store.Partner{
-				ID: p.ID, Description: p.Description, Enabled: !p.Disabled, Access: access,
-				Files: p.Files, MaxSessions: p.MaxSessions,
-			},
-			Password: p.Password, PasswordHash: p.PasswordHash,
-		}
-		if len(p.CertSHA256) > 0 {
-			dp.CertSHA256 = p.CertSHA256[0]
-		}
-		d.Partners = append(d.Partners, dp)
+		d.Partners = append(d.Partners, declaredPartner(p))
 	}
 	for _, f := range cfg.PeSIT.Files {
 		vf := store.VirtualFile{
@@ -53,6 +41,27 @@ func declared(cfg *config.Config) store.Declared {
 		d.Files = append(d.Files, vf)
 	}
 	return d
+}
+
+// declaredPartner is the one projection of a configured partner onto the
+// store; TestPartnerProjections fails when a field is not carried.
+func declaredPartner(p config.Partner) store.DeclaredPartner {
+	access := store.Access(p.Access)
+	if access == "" {
+		access = store.AccessBoth
+	}
+	var fps []string
+	for _, fp := range p.CertSHA256 {
+		fps = append(fps, strings.ToLower(strings.ReplaceAll(fp, ":", "")))
+	}
+	return store.DeclaredPartner{
+		Partner: store.Partner{
+			ID: p.ID, Description: p.Description, Enabled: !p.Disabled, Access: access,
+			Files: p.Files, MaxSessions: p.MaxSessions, CertCN: p.CertCN, CertSHA256: fps,
+			MultiArticle: p.MultiArticle, Segment: p.Segment, Strict: p.Strict,
+		},
+		Password: p.Password, PasswordHash: p.PasswordHash,
+	}
 }
 
 func staticUsers(users []config.User) []api.StaticUser {

@@ -4,20 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
+	"reflect"
+	"strings"
 )
 
 // ---- partners ----
 
-const partnerCols = `id, description, enabled, access, files, max_sessions, cert_cn, cert_sha256, created_at, updated_at`
+const partnerCols = `id, description, enabled, access, files, max_sessions, cert_cn, cert_sha256, created_at, updated_at,
+	multi_article, segment, strict`
 
 func (s *Store) scanPartner(r row) (Partner, error) {
 	var p Partner
-	var files string
-	err := r.Scan(&p.ID, &p.Description, &p.Enabled, &p.Access, &files, &p.MaxSessions, &p.CertCN, &p.CertSHA256,
-		tsScan{&p.CreatedAt}, tsScan{&p.UpdatedAt})
+	var files, fps string
+	err := r.Scan(&p.ID, &p.Description, &p.Enabled, &p.Access, &files, &p.MaxSessions, &p.CertCN, &fps,
+		tsScan{&p.CreatedAt}, tsScan{&p.UpdatedAt}, &p.MultiArticle, &p.Segment, &p.Strict)
 	if err != nil {
 		return Partner{}, err
+	}
+	if fps != "" {
+		p.CertSHA256 = strings.Split(fps, ",")
 	}
 	if err := json.Unmarshal([]byte(files), &p.Files); err != nil {
 		return Partner{}, fmt.Errorf("partner %s: files column: %w", p.ID, err)
@@ -37,7 +42,16 @@ func normPartner(p Partner) Partner {
 	if len(p.Files) == 0 {
 		p.Files = nil
 	}
+	if len(p.CertSHA256) == 0 {
+		p.CertSHA256 = nil
+	}
 	return p
+}
+
+// partnerArgs are the values of partnerCols, in order.
+func (s *Store) partnerArgs(p Partner) []any {
+	return []any{p.ID, p.Description, p.Enabled, string(p.Access), filesJSON(p.Files), p.MaxSessions, p.CertCN,
+		strings.Join(p.CertSHA256, ","), s.d.ts(p.CreatedAt), s.d.ts(p.UpdatedAt), p.MultiArticle, p.Segment, p.Strict}
 }
 
 // CreatePartner adds a partner; ErrConflict if the id exists.
@@ -57,9 +71,8 @@ func (s *Store) CreatePartner(ctx context.Context, p Partner, passwordHash strin
 
 func (s *Store) insertPartner(ctx context.Context, q queryer, p Partner, hash string) error {
 	_, err := q.exec(ctx, `INSERT INTO partners (`+partnerCols+`, password_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		p.ID, p.Description, p.Enabled, string(p.Access), filesJSON(p.Files), p.MaxSessions, p.CertCN, p.CertSHA256,
-		s.d.ts(p.CreatedAt), s.d.ts(p.UpdatedAt), hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		append(s.partnerArgs(p), hash)...)
 	return err
 }
 
@@ -93,19 +106,20 @@ func (s *Store) UpdatePartner(ctx context.Context, p Partner) (_ Partner, err er
 
 func (s *Store) updatePartner(ctx context.Context, q queryer, p Partner) error {
 	n, err := q.exec(ctx, `UPDATE partners SET description = $2, enabled = $3, access = $4, files = $5,
-		max_sessions = $6, cert_cn = $7, cert_sha256 = $8, updated_at = $9 WHERE id = $1`,
-		p.ID, p.Description, p.Enabled, string(p.Access), filesJSON(p.Files), p.MaxSessions, p.CertCN, p.CertSHA256,
-		s.d.ts(p.UpdatedAt))
+		max_sessions = $6, cert_cn = $7, cert_sha256 = $8, created_at = $9, updated_at = $10,
+		multi_article = $11, segment = $12, strict = $13 WHERE id = $1`,
+		s.partnerArgs(p)...)
 	if err == nil && n == 0 {
 		err = ErrNotFound
 	}
 	return err
 }
 
+// partnerEqual compares the settings, not the bookkeeping timestamps. It
+// compares every field, so that a new one cannot be forgotten.
 func partnerEqual(a, b Partner) bool {
-	return a.ID == b.ID && a.Description == b.Description && a.Enabled == b.Enabled && a.Access == b.Access &&
-		slices.Equal(a.Files, b.Files) && a.MaxSessions == b.MaxSessions && a.CertCN == b.CertCN &&
-		a.CertSHA256 == b.CertSHA256
+	a.CreatedAt, a.UpdatedAt = b.CreatedAt, b.UpdatedAt
+	return reflect.DeepEqual(normPartner(a), normPartner(b))
 }
 
 // SetPartnerPassword replaces a partner's password hash (see HashPassword).
@@ -164,8 +178,11 @@ func (s *Store) PartnerPasswordHash(ctx context.Context, id string) (_ string, e
 func (s *Store) PartnerByCert(ctx context.Context, cn, sha256hex string) (_ Partner, err error) {
 	defer s.observe("partner_by_cert", &err)()
 	if sha256hex != "" {
+		// cert_sha256 holds a comma-separated list of hex fingerprints;
+		// hex has no LIKE wildcard.
 		p, err := s.scanPartner(s.db.queryRow(ctx,
-			`SELECT `+partnerCols+` FROM partners WHERE cert_sha256 = $1 ORDER BY id LIMIT 1`, sha256hex))
+			`SELECT `+partnerCols+` FROM partners WHERE ',' || cert_sha256 || ',' LIKE $1 ORDER BY id LIMIT 1`,
+			"%,"+strings.ToLower(sha256hex)+",%"))
 		if err == nil || !isNoRows(err) {
 			return p, s.wrap("partner by certificate", err)
 		}

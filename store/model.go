@@ -108,12 +108,21 @@ type Partner struct {
 	Files       []string `json:"files,omitempty"` // allowed virtual files; empty means all
 	MaxSessions int      `json:"maxSessions"`     // 0 means unlimited
 	// TLS client-certificate mapping: a session whose client certificate has
-	// this subject CN or this SHA-256 fingerprint (lowercase hex of the DER)
-	// is this partner. Both empty: no mapping.
-	CertCN     string    `json:"certCN,omitempty"`
-	CertSHA256 string    `json:"certSHA256,omitempty"`
-	CreatedAt  time.Time `json:"createdAt"`
-	UpdatedAt  time.Time `json:"updatedAt"`
+	// this subject CN (verified against the server's client CAs) or one of
+	// these SHA-256 fingerprints (lowercase hex of the DER) is this partner,
+	// and a partner with either set must present such a certificate. Both
+	// empty: no mapping.
+	CertCN     string   `json:"certCN,omitempty"`
+	CertSHA256 []string `json:"certSHA256,omitempty"`
+	// MultiArticle and Segment let the server send multi-article DTFs and
+	// segmented articles to this partner (Hors-SIT: agreed beforehand).
+	MultiArticle bool `json:"multiArticle"`
+	Segment      bool `json:"segment"`
+	// Strict fails transfers on peer anomalies that are otherwise
+	// tolerated (docs/interop.md).
+	Strict    bool      `json:"strict"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // MayUse reports whether the partner may use the virtual file id.
@@ -195,7 +204,12 @@ type Transfer struct {
 	LocalPath    string            `json:"localPath,omitempty"`
 	// TempPath is the partial file of a receive until it completes; a
 	// restart on any node resumes into it.
-	TempPath   string    `json:"-"`
+	TempPath string `json:"-"`
+	// FileCreated is PI 51 of a received file: a restart must repeat it.
+	FileCreated string `json:"fileCreated,omitempty"`
+	// Anomalies are the peer's tolerated deviations from the spec
+	// (docs/interop.md), such as a miscounted PI 28.
+	Anomalies  []string  `json:"anomalies,omitempty"`
 	Node       string    `json:"node,omitempty"`
 	Epoch      int64     `json:"epoch"` // leader epoch of the last write
 	CreatedAt  time.Time `json:"createdAt"`
@@ -218,6 +232,7 @@ type TransferResult struct {
 	Articles   int64
 	SHA256     string
 	Diagnostic string
+	Anomalies  []string // tolerated peer anomalies (docs/interop.md)
 }
 
 // TransferFilter selects transfers for ListTransfers. Zero fields do not
@@ -396,8 +411,10 @@ func (p Partner) Validate() error {
 			return fmt.Errorf("partner %s: %w", p.ID, err)
 		}
 	}
-	if p.CertSHA256 != "" && !hex64.MatchString(p.CertSHA256) {
-		return fmt.Errorf("%w: partner %s: certSHA256 must be 64 lowercase hex digits", ErrInvalid, p.ID)
+	for _, fp := range p.CertSHA256 {
+		if !hex64.MatchString(fp) {
+			return fmt.Errorf("%w: partner %s: certSHA256 must be 64 lowercase hex digits", ErrInvalid, p.ID)
+		}
 	}
 	return nil
 }

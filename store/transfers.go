@@ -16,15 +16,25 @@ import (
 
 const transferCols = `id, server_id, partner_id, file_id, direction, pesit_id, status, bytes, articles,
 	sync_number, sync_offset, sync_articles, restart_count, sha256, diagnostic, local_path, node, epoch,
-	created_at, updated_at, finished_at, temp_path`
+	created_at, updated_at, finished_at, temp_path, file_created, anomalies`
 
 func (s *Store) scanTransfer(r row) (Transfer, error) {
 	var t Transfer
+	var anomalies string
 	err := r.Scan(&t.ID, &t.ServerID, &t.PartnerID, &t.FileID, &t.Direction, &t.PesitID, &t.Status, &t.Bytes,
 		&t.Articles, &t.SyncPoint.Number, &t.SyncPoint.Offset, &t.SyncPoint.Articles, &t.RestartCount, &t.SHA256,
 		&t.Diagnostic, &t.LocalPath, &t.Node, &t.Epoch, tsScan{&t.CreatedAt}, tsScan{&t.UpdatedAt},
-		tsScan{&t.FinishedAt}, &t.TempPath)
+		tsScan{&t.FinishedAt}, &t.TempPath, &t.FileCreated, &anomalies)
+	t.Anomalies = splitAnomalies(anomalies)
 	return t, err
+}
+
+// splitAnomalies reads the comma-separated anomalies column.
+func splitAnomalies(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }
 
 func isNoRows(err error) bool {
@@ -91,11 +101,11 @@ func (s *Store) CreateTransfer(ctx context.Context, epoch int64, t Transfer) (_ 
 			return nil, err
 		}
 		_, err := q.exec(ctx, `INSERT INTO transfers (`+transferCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7,
-			$8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
+			$8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`,
 			t.ID, t.ServerID, t.PartnerID, t.FileID, string(t.Direction), t.PesitID, string(t.Status), t.Bytes,
 			t.Articles, t.SyncPoint.Number, t.SyncPoint.Offset, t.SyncPoint.Articles, t.RestartCount, t.SHA256,
 			t.Diagnostic, t.LocalPath, t.Node, t.Epoch, s.d.ts(t.CreatedAt), s.d.ts(t.UpdatedAt), s.d.nts(t.FinishedAt),
-			t.TempPath)
+			t.TempPath, t.FileCreated, strings.Join(t.Anomalies, ","))
 		return nil, err
 	})
 	return t, s.wrap("create transfer", err)
@@ -140,8 +150,9 @@ func (s *Store) FinishTransfer(ctx context.Context, epoch int64, id string, r Tr
 		finished = ts
 	}
 	n, err := s.db.exec(ctx, `UPDATE transfers SET status = $2, bytes = $3, articles = $4, sha256 = $5,
-		diagnostic = $6, epoch = $7, updated_at = $8, finished_at = $9 WHERE id = $1 AND `+s.epochGuard(7),
-		id, string(r.Status), r.Bytes, r.Articles, r.SHA256, r.Diagnostic, epoch, s.d.ts(ts), s.d.nts(finished))
+		diagnostic = $6, epoch = $7, updated_at = $8, finished_at = $9, anomalies = $10 WHERE id = $1 AND `+s.epochGuard(7),
+		id, string(r.Status), r.Bytes, r.Articles, r.SHA256, r.Diagnostic, epoch, s.d.ts(ts), s.d.nts(finished),
+		strings.Join(r.Anomalies, ","))
 	if err == nil && n == 0 {
 		err = s.staleOrMissing(ctx, s.db, epoch, id)
 	}
@@ -180,11 +191,13 @@ func (s *Store) UpdateTransfer(ctx context.Context, epoch int64, id string, muta
 		_, err = t.exec(ctx, `UPDATE transfers SET server_id = $2, partner_id = $3, file_id = $4, direction = $5,
 			pesit_id = $6, status = $7, bytes = $8, articles = $9, sync_number = $10, sync_offset = $11,
 			sync_articles = $12, restart_count = $13, sha256 = $14, diagnostic = $15, local_path = $16, node = $17,
-			epoch = $18, updated_at = $19, finished_at = $20, temp_path = $21 WHERE id = $1`,
+			epoch = $18, updated_at = $19, finished_at = $20, temp_path = $21,
+			file_created = $22, anomalies = $23 WHERE id = $1`,
 			next.ID, next.ServerID, next.PartnerID, next.FileID, string(next.Direction), next.PesitID,
 			string(next.Status), next.Bytes, next.Articles, next.SyncPoint.Number, next.SyncPoint.Offset,
 			next.SyncPoint.Articles, next.RestartCount, next.SHA256, next.Diagnostic, next.LocalPath, next.Node,
-			next.Epoch, s.d.ts(next.UpdatedAt), s.d.nts(next.FinishedAt), next.TempPath)
+			next.Epoch, s.d.ts(next.UpdatedAt), s.d.nts(next.FinishedAt), next.TempPath, next.FileCreated,
+			strings.Join(next.Anomalies, ","))
 		out = next
 		return nil, err
 	})

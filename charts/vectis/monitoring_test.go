@@ -42,6 +42,7 @@ var catalogue = map[string]bool{ // name -> is a histogram
 	"vectis_credential_wait_seconds":         true,
 	"vectis_credential_checks_total":         false,
 	"vectis_credential_derivations_active":   false,
+	"vectis_pesit_peer_anomalies_total":      false,
 	"vectis_store_operation_seconds":         true,
 }
 

@@ -164,6 +164,7 @@ func exitFor(err error) error {
 		te *client.TransferError
 		ae *client.AbortError
 		pe *client.ProtocolError
+		rl *client.RefusedLocallyError
 	)
 	code := 1
 	switch {
@@ -175,7 +176,7 @@ func exitFor(err error) error {
 		code = exitLocalIO
 	case errors.As(err, &re):
 		code = exitConnection
-	case errors.As(err, &te), errors.As(err, &ae), errors.As(err, &pe):
+	case errors.As(err, &te), errors.As(err, &ae), errors.As(err, &pe), errors.As(err, &rl):
 		code = exitTransfer
 	case errors.As(err, &ce):
 		code = exitConnection

@@ -10,6 +10,7 @@ import (
 
 func newReceiveCommand() *cobra.Command {
 	var f clientFlags
+	var transferID uint32
 	cmd := &cobra.Command{
 		Use:          "receive VFILE [DEST]",
 		SilenceUsage: true,
@@ -52,6 +53,10 @@ variable; there is deliberately no --password flag.
 				EntitySize:  f.entitySize,
 				Priority:    f.priority,
 				StateDir:    f.stateDir,
+				TransferID:  transferID,
+			}
+			if transferID > 0xFFFFFF {
+				return usageError("--transfer-id must fit 24 bits")
 			}
 			progress, clear := f.progressBar(cmd.ErrOrStderr())
 			req.Progress = progress
@@ -61,5 +66,6 @@ variable; there is deliberately no --password flag.
 		},
 	}
 	f.register(cmd)
+	cmd.Flags().Uint32Var(&transferID, "transfer-id", 0, "transfer id, PI 13, of SELECT (default 0: the server chooses; some servers want one)")
 	return cmd
 }

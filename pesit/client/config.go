@@ -74,6 +74,11 @@ type Config struct {
 	// wait for an answer or for the next data FPDU.
 	Timeout time.Duration
 
+	// Strict fails a transfer on a peer anomaly that Vectis otherwise
+	// tolerates and reports (Result.Anomalies, docs/interop.md), such as a
+	// PI 28 that miscounts while PI 27 and the data agree.
+	Strict bool
+
 	// Logger receives debug traces of the session; nil discards them.
 	Logger *slog.Logger
 }

@@ -61,6 +61,22 @@ func (e *TransferError) Error() string {
 // Unwrap exposes the diagnostic to errors.Is/As.
 func (e *TransferError) Unwrap() error { return e.Diagnostic }
 
+// RefusedLocallyError is a transfer the client gave up itself after the
+// server had accepted it (for example an entity size the articles cannot
+// fit): the diagnostic is the client's, never the server's answer.
+type RefusedLocallyError struct {
+	Op         fpdu.Kind // the server's positive answer the refusal followed
+	Diagnostic fpdu.Diagnostic
+	Text       string
+}
+
+func (e *RefusedLocallyError) Error() string {
+	return fmt.Sprintf("refused by the client after a positive %s (%s: %s): %s", e.Op, e.Diagnostic.String(), e.Diagnostic.Text(), e.Text)
+}
+
+// Unwrap exposes the diagnostic to errors.Is/As.
+func (e *RefusedLocallyError) Unwrap() error { return e.Diagnostic }
+
 // ProtocolError is a violation of the protocol by the server (unexpected FPDU,
 // missing or bad parameter, wrong counts). The client ABORTs the connection.
 type ProtocolError struct {
@@ -114,12 +130,17 @@ func Retryable(err error) bool {
 		ae *AbortError
 		te *TransferError
 		pe *ProtocolError
+		rl *RefusedLocallyError
 	)
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
 	case errors.As(err, &le):
 		return false
+	case errors.As(err, &rl):
+		// An unknown restart point dropped the state: the next attempt
+		// starts over. Other local refusals would only repeat.
+		return rl.Diagnostic == fpdu.DiagRestartPointRefused
 	case errors.As(err, &re):
 		return retryableDiag(re.Diagnostic)
 	case errors.As(err, &te):

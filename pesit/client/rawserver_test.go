@@ -36,6 +36,18 @@ type rawServer struct {
 	resynAt uint32
 	resyns  atomic.Int32
 
+	// Third-party behaviours met in interop tests (issue 14):
+	// sessionCounts: ACK(TRANS.END) PI 27/28 count only the data of this
+	// session after a restart. articleSkew is added to PI 28 there (a
+	// server counting DTFs or segments). renumber: after READ PI 18 = p
+	// the SYNs start again from 1, while a restart point still names the
+	// offset of the first numbering. zeroSelectID: ACK(SELECT) PI 13 = 0.
+	sessionCounts bool
+	articleSkew   int64
+	renumber      bool
+	zeroSelectID  bool
+	lastSelectID  atomic.Uint32 // PI 13 of the last SELECT
+
 	mu       sync.Mutex
 	restarts map[uint32]*rawRestart // by PI 13
 	nextID   uint32
@@ -202,6 +214,9 @@ func (rc *rawConn) open(f *fpdu.FPDU) error {
 	rc.create = f.Kind == fpdu.Create
 	rc.text = strings.HasSuffix(rc.name, ".txt") || strings.HasSuffix(rc.name, ".ebc")
 	id, _ := f.Params.Uint(fpdu.PITransferID)
+	if !rc.create {
+		s.lastSelectID.Store(uint32(id))
+	}
 	restart, _ := f.Params.Uint(fpdu.PIRestart)
 	rc.id = uint32(id)
 	s.mu.Lock()
@@ -230,7 +245,11 @@ func (rc *rawConn) open(f *fpdu.FPDU) error {
 	g.AddUint(fpdu.PIFileType, 0)
 	g.AddString(fpdu.PIFileName, rc.name)
 	q.AddGroup(fpdu.PGIFileID, g)
-	q.AddUint(fpdu.PITransferID, uint64(rc.id))
+	if s.zeroSelectID {
+		q.AddUint(fpdu.PITransferID, 0)
+	} else {
+		q.AddUint(fpdu.PITransferID, uint64(rc.id))
+	}
 	var l fpdu.Params
 	if rc.text {
 		code := uint64(0)
@@ -272,6 +291,7 @@ func (rc *rawConn) receive() error {
 		return err
 	}
 	off, arts, bytes := pt[0], pt[1], pt[2]
+	arts0, bytes0 := arts, bytes
 	var q fpdu.Params
 	q.AddUint(fpdu.PIRestartPoint, uint64(rc.p))
 	if err := rc.ack(fpdu.AckWrite, fpdu.DiagOK, q...); err != nil {
@@ -377,8 +397,12 @@ func (rc *rawConn) receive() error {
 				return errors.New("expected TRANS.END")
 			}
 			var q fpdu.Params
-			q.AddUint(fpdu.PIByteCount, uint64(bytes))
-			q.AddUint(fpdu.PIArticleCount, uint64(arts))
+			rb, ra := bytes, arts
+			if s.sessionCounts {
+				rb, ra = bytes-bytes0, arts-arts0
+			}
+			q.AddUint(fpdu.PIByteCount, uint64(rb))
+			q.AddUint(fpdu.PIArticleCount, uint64(ra+s.articleSkew))
 			s.mu.Lock()
 			delete(s.restarts, rc.id)
 			s.mu.Unlock()
@@ -411,7 +435,11 @@ func (rc *rawConn) send(p uint32) error {
 		return err
 	}
 	off, arts, bytes := pt[0], pt[1], pt[2]
+	arts0, bytes0 := arts, bytes
 	sent, acked := p, p
+	if s.renumber {
+		sent, acked = 0, 0
+	}
 	var since int64
 	limit := int64(rc.syncKB) * 1024
 	br := bufio.NewReaderSize(in, 64<<10)
@@ -456,7 +484,9 @@ func (rc *rawConn) send(p uint32) error {
 				return err
 			}
 			s.mu.Lock()
-			rs.points[sent] = [3]int64{off, arts, bytes}
+			if _, known := rs.points[sent]; !known || !s.renumber {
+				rs.points[sent] = [3]int64{off, arts, bytes}
+			}
 			s.mu.Unlock()
 			since = 0
 			for rc.window > 0 && sent-acked >= uint32(rc.window) {
@@ -499,9 +529,13 @@ func (rc *rawConn) send(p uint32) error {
 		if int64(b) != bytes || int64(a) != arts {
 			d = fpdu.DiagCountMismatch
 		}
+		rb, ra := bytes, arts
+		if s.sessionCounts {
+			rb, ra = bytes-bytes0, arts-arts0
+		}
 		var e fpdu.Params
-		e.AddUint(fpdu.PIByteCount, uint64(bytes))
-		e.AddUint(fpdu.PIArticleCount, uint64(arts))
+		e.AddUint(fpdu.PIByteCount, uint64(rb))
+		e.AddUint(fpdu.PIArticleCount, uint64(ra+s.articleSkew))
 		return rc.ack(fpdu.AckTransEnd, d, e...)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
@@ -24,6 +25,10 @@ type ReceiveRequest struct {
 	// EntitySize is the PI 25 proposal (0: DefaultEntitySize).
 	EntitySize int
 	Priority   uint8 // PI 17
+	// TransferID is PI 13 of a new SELECT (0: let the server choose, as
+	// the spec says; some servers want a non-zero one, as CX sends). A
+	// restart sends the server's id from the restart state.
+	TransferID uint32
 
 	// StateDir holds the restart state; empty: a hidden file beside Dest.
 	StateDir string
@@ -56,6 +61,8 @@ type receiver struct {
 	lastProg time.Time
 	article  func([]byte) error
 	ebcdic   *codepage.EBCDIC037 // EBCDIC text: translate to the local code
+	start    syncPoint           // where this session's data began
+	anoms    []Anomaly
 }
 
 // Receive pulls req.VirtualFile from the server into req.Dest. With restart
@@ -72,6 +79,9 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	if req.Dest == "" {
 		req.Dest = filepath.Base(req.VirtualFile)
 	}
+	if req.TransferID > 0xFFFFFF {
+		return res, fmt.Errorf("transfer id (PI 13) %d does not fit 24 bits", req.TransferID)
+	}
 	abs, err := filepath.Abs(req.Dest)
 	if err != nil {
 		return res, &LocalError{Op: "resolve", Path: req.Dest, Err: err}
@@ -79,8 +89,9 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	x := &receiver{s: s, req: &req, window: s.syncWindow,
 		tmpPath: filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".vectis-part")}
 	x.article = x.writeArticle
-	key := &transferState{Version: 1, Direction: "receive", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
-		Partner: s.cfg.RequesterID, VirtualFile: req.VirtualFile, Local: abs}
+	key := &transferState{Version: stateVersion, Direction: "receive", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
+		Partner: s.cfg.RequesterID, VirtualFile: req.VirtualFile, Local: abs,
+		Options: fmt.Sprintf("type=%d entity=%d sync=%d/%d", req.FileType, req.EntitySize, s.syncKB, s.syncWindow)}
 	var prev *transferState
 	if !req.NoRestart {
 		sf, st, err := openState(statePath(req.StateDir, key), key)
@@ -103,12 +114,13 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	// point than our last one if our last ACK(SYN) was lost in the cut.
 	var cands []syncPoint
 	if prev != nil {
-		if fi, err := os.Stat(x.tmpPath); err == nil {
-			for i := len(prev.Points) - 1; i >= 0; i-- {
-				if q := prev.Points[i]; q.N > 0 && q.N <= prev.Acked && q.Offset <= fi.Size() {
-					cands = append(cands, q)
-				}
-			}
+		fi, err := os.Stat(x.tmpPath)
+		if err == nil {
+			cands, err = restartCandidates(prev, fi.Size())
+		}
+		if err != nil {
+			s.log.Warn("restart state dropped; the transfer starts over", "state", x.sf.path, "reason", err)
+			prev, cands = nil, nil
 		}
 	}
 	var p uint32
@@ -133,8 +145,16 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 		return res, err
 	}
 	id, _ := ack.Params.Uint(fpdu.PITransferID)
-	if id == 0 || id > 0xFFFFFF {
+	if id > 0xFFFFFF {
 		return res, s.protocolError(fpdu.DiagBadParameter, "ACK(SELECT) transfer id %d", id)
+	}
+	if id == 0 {
+		// PI 13 is mandatory in ACK(SELECT), but the data can still flow;
+		// only a restart by id is impossible.
+		if s.noteAnomaly(&x.anoms, AnomalyZeroTransferID, "ACK(SELECT) PI 13 = 0") {
+			return res, s.deselect(&ProtocolError{Diagnostic: fpdu.DiagBadParameter, Msg: "ACK(SELECT) PI 13 = 0 (strict mode)"})
+		}
+		x.dropState("ACK(SELECT) PI 13 = 0: the pull cannot be restarted")
 	}
 	if p > 0 && uint32(id) != x.st.TransferID {
 		s.log.Info("server started a new transfer instead of restarting", "old", x.st.TransferID, "new", id)
@@ -158,6 +178,26 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	if kb, ok := ack.Params.Uint(fpdu.PISpaceMax); ok && kb < 1<<40 {
 		x.total = int64(kb) * 1024
 	}
+	created, _ := ack.Params.String(fpdu.PICreated)
+	kb, _ := ack.Params.Uint(fpdu.PISpaceMax)
+	source := fmt.Sprintf("created=%s kb=%d", created, kb)
+	var why string
+	switch {
+	case p == 0:
+	case x.total > 0 && pt.Bytes > x.total:
+		why = fmt.Sprintf("restart point %d at %d data bytes, file announced at %d bytes", p, pt.Bytes, x.total)
+	case x.st.Source != "" && x.st.Source != source:
+		why = fmt.Sprintf("the server's file changed (%s, was %s)", source, x.st.Source)
+	}
+	if why != "" {
+		// The state belongs to another content: resuming would splice
+		// two files. READ PI 18 = 0 is always legal.
+		s.log.Warn("restart state dropped; the transfer starts over", "reason", why)
+		p, pt, cands = 0, syncPoint{}, nil
+		key.TransferID = x.st.TransferID
+		x.st = key
+	}
+	x.st.Source = source
 
 	if err := x.openTemp(pt); err != nil {
 		return res, x.s.deselect(err)
@@ -169,10 +209,13 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	if err != nil {
 		return res, err
 	}
+	x.start = syncPoint{N: x.lastSync, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes}
 	res.Restarted, res.RestartPoint = p > 0, p
 	s.log.Debug("pesit read", "transfer", x.st.TransferID, "restart_point", p, "offset", x.fileOff, "text", x.text)
 
-	if err := x.data(); err != nil {
+	err = x.data()
+	res.Anomalies = x.anoms
+	if err != nil {
 		return res, err
 	}
 	// Everything is on disk (fsynced before TRANS.END): deliver the file
@@ -216,7 +259,7 @@ func (x *receiver) selectFile(p uint32) (*fpdu.FPDU, error) {
 	if p > 0 {
 		q.AddUint(fpdu.PITransferID, uint64(x.st.TransferID))
 	} else {
-		q.AddUint(fpdu.PITransferID, 0)
+		q.AddUint(fpdu.PITransferID, uint64(req.TransferID))
 	}
 	q.Add(fpdu.PIAttributes, []byte{0xE0})
 	if p > 0 {
@@ -228,6 +271,41 @@ func (x *receiver) selectFile(p uint32) (*fpdu.FPDU, error) {
 		return nil, err
 	}
 	return s.expectOK(fpdu.AckSelect)
+}
+
+// dropState forgets the restart state of this pull: an interruption now
+// starts over from the beginning.
+func (x *receiver) dropState(why string) {
+	if x.sf == nil {
+		return
+	}
+	x.s.log.Warn("restart state dropped; an interruption will start over", "reason", why)
+	x.sf.remove()
+	x.sf = nil
+}
+
+// restartCandidates returns the points of prev a pull may resume from,
+// latest first, or an error when the state contradicts itself or the
+// partial file: numbers and offsets must grow together, every point must be
+// acknowledged and within the partial file, and data bytes never exceed
+// file bytes.
+func restartCandidates(prev *transferState, partial int64) ([]syncPoint, error) {
+	var out []syncPoint
+	for i, q := range prev.Points {
+		switch {
+		case q.N == 0 || q.N > prev.Acked:
+			return nil, fmt.Errorf("point %d not acknowledged (last %d)", q.N, prev.Acked)
+		case q.Offset > partial:
+			return nil, fmt.Errorf("point %d at offset %d beyond the partial file (%d bytes)", q.N, q.Offset, partial)
+		case q.Bytes > q.Offset || q.Articles < 0 || q.Bytes < 0:
+			return nil, fmt.Errorf("point %d: %d data bytes, %d articles at offset %d", q.N, q.Bytes, q.Articles, q.Offset)
+		case i > 0 && (q.N <= prev.Points[i-1].N || q.Offset < prev.Points[i-1].Offset):
+			return nil, fmt.Errorf("point %d at %d follows point %d at %d", q.N, q.Offset, prev.Points[i-1].N, prev.Points[i-1].Offset)
+		}
+		out = append(out, q)
+	}
+	slices.Reverse(out)
+	return out, nil
 }
 
 // openTemp opens the temporary file, cut back to the restart point.
@@ -425,6 +503,17 @@ func (x *receiver) sync(n uint32) error {
 	if err := x.flush(); err != nil {
 		return x.localFailure(err)
 	}
+	if n <= x.lastSync {
+		// After READ PI 18 = p the numbering goes on from p (digest §4.3);
+		// a server that starts again from 1 gives numbers that no longer
+		// name the offsets we would store under them: storing them would
+		// poison every later restart. Keep receiving, keep no state.
+		detail := fmt.Sprintf("SYN %d after sync point %d", n, x.lastSync)
+		if s.noteAnomaly(&x.anoms, AnomalySyncRenumbered, detail) {
+			return s.protocolError(fpdu.DiagBadParameter, "%s (strict mode)", detail)
+		}
+		x.dropState("the server renumbered its sync points")
+	}
 	x.lastSync = n
 	x.st.Acked = n
 	// Keep the points the server may still restart from: those not yet
@@ -465,9 +554,15 @@ func (x *receiver) end(d fpdu.Diagnostic) error {
 		return err
 	}
 	f, err := s.expectOK(fpdu.AckTransEnd)
+	var te *TransferError
+	if err == nil || errors.As(err, &te) {
+		// The exchange is complete, whatever its outcome: there is
+		// nothing left to resume, and the next attempt starts over.
+		x.sf.remove()
+		x.sf = nil
+	}
 	if err != nil {
-		var te *TransferError
-		if errors.As(err, &te) {
+		if te != nil {
 			return s.closeFile(err)
 		}
 		return err
@@ -477,9 +572,8 @@ func (x *receiver) end(d fpdu.Diagnostic) error {
 	}
 	b, okb := f.Params.Uint(fpdu.PIByteCount)
 	a, oka := f.Params.Uint(fpdu.PIArticleCount)
-	if okb && oka && (int64(b) != x.bytes || int64(a) != x.articles) {
-		return s.protocolError(fpdu.DiagCountMismatch, "server sent %d bytes/%d articles, we received %d/%d",
-			b, a, x.bytes, x.articles)
+	if err := s.checkPeerCounts(&x.anoms, b, a, okb, oka, x.bytes, x.articles, x.start.Bytes, x.start.Articles); err != nil {
+		return s.protocolError(fpdu.DiagCountMismatch, "ACK(TRANS.END): %v", err)
 	}
 	return nil
 }

@@ -59,8 +59,9 @@ type sendEvent struct {
 	endCode  uint8
 	bytes    int64
 	articles int64
-	counts   bool
-	err      error
+	// okBytes, okArticles: PI 27 and PI 28 were present.
+	okBytes, okArticles bool
+	err                 error
 }
 
 func (e sendEvent) terminal() bool {
@@ -100,6 +101,8 @@ type sender struct {
 	lastProgress time.Time
 	lastArm      time.Time
 	ebcdic       *codepage.EBCDIC037 // text in EBCDIC: translate each line
+	start        syncPoint           // where this session's data began
+	anoms        []Anomaly
 }
 
 // Send pushes req.Source to the server. With restart state from an earlier
@@ -135,9 +138,9 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	}
 
 	// Restart state.
-	key := &transferState{Version: 1, Direction: "send", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
+	key := &transferState{Version: stateVersion, Direction: "send", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
 		Partner: s.cfg.RequesterID, VirtualFile: req.VirtualFile, Local: abs, Size: fi.Size(),
-		ModTime: fi.ModTime().UnixNano()}
+		ModTime: fi.ModTime().UnixNano(), Options: x.options()}
 	var prev *transferState
 	if !req.NoRestart {
 		sf, st, err := openState(statePath(req.StateDir, key), key)
@@ -183,15 +186,23 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	if x.entity < fpdu.HeaderLen+1 {
 		return res, s.protocolError(fpdu.DiagBadParameter, "entity size %d too small", x.entity)
 	}
-	if x.autoLen && req.Format == FormatVariable && !req.DataCode.text() && x.artLen+fpdu.HeaderLen > x.entity {
-		// Binary data in variable format: PI 32 is only a maximum, so
-		// shorter articles that fit the server's entity size are fine.
-		x.artLen = x.entity - fpdu.HeaderLen
+	if x.autoLen && req.Format == FormatVariable {
+		// Variable format: PI 32 is only a maximum, so shorter articles
+		// that fit the server's entity size are fine. A text line leaves
+		// room for an empty line on each side ([empty, line, empty] in one
+		// DTF: an empty article never travels alone).
+		room := x.entity - fpdu.HeaderLen
+		if req.DataCode.text() {
+			room -= 6
+		}
+		if x.artLen > room {
+			x.artLen = max(room, 1)
+		}
 	}
 	if x.artLen+fpdu.HeaderLen > x.entity && !req.Segment {
-		err := fmt.Errorf("server lowered the entity size to %d, below article length %d + 6: enable segmentation",
-			x.entity, x.artLen)
-		return res, x.endFile(&TransferError{Op: fpdu.AckCreate, Diagnostic: fpdu.DiagInsufficientCharacteristics, Text: err.Error()})
+		return res, x.endFile(&RefusedLocallyError{Op: fpdu.AckCreate, Diagnostic: fpdu.DiagInsufficientCharacteristics,
+			Text: fmt.Sprintf("the server lowered the entity size to %d, below article length %d + 6: enable segmentation or lower the article length",
+				x.entity, x.artLen)})
 	}
 	s.w.SetEntitySize(x.entity)
 	if err := x.sf.save(x.st); err != nil {
@@ -225,8 +236,8 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 			x.sf = nil
 		}
 		return res, x.interrupt(ctx, 16, fpdu.DiagRestartPointRefused,
-			&TransferError{Op: fpdu.AckWrite, Diagnostic: fpdu.DiagRestartPointRefused,
-				Text: fmt.Sprintf("server asked to restart from unknown sync point %d", p)})
+			&RefusedLocallyError{Op: fpdu.AckWrite, Diagnostic: fpdu.DiagRestartPointRefused,
+				Text: fmt.Sprintf("the server asked to restart from sync point %d, which we do not know; the next attempt starts over", p)})
 	}
 	res.Restarted, res.RestartPoint = restart, p
 	x.syncSent, x.acked = p, p
@@ -237,7 +248,10 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	s.log.Debug("pesit write", "transfer", x.st.TransferID, "restart_point", p, "offset", pt.Offset,
 		"entity", x.entity, "article", x.artLen, "sync_bytes", x.limit, "window", x.window)
 
-	if err := x.data(ctx, src); err != nil {
+	x.start = pt
+	err = x.data(ctx, src)
+	res.Anomalies = x.anoms
+	if err != nil {
 		return res, err
 	}
 	if err := x.closeFile(nil); err != nil {
@@ -252,6 +266,14 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	res.SyncPoints = x.syncSent
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// options names what shapes the pushed data; a restart state written with
+// other options is not resumed.
+func (x *sender) options() string {
+	r := x.req
+	return fmt.Sprintf("type=%d format=%d len=%d code=%d multi=%d seg=%v entity=%d sync=%d/%d",
+		r.FileType, r.Format.wire(), x.artLen, r.DataCode.wire(), r.MultiArticle, r.Segment, x.entity, x.limit, x.window)
 }
 
 // plan fixes the entity size proposal and the article length.
@@ -273,8 +295,12 @@ func (x *sender) plan() error {
 	if x.artLen == 0 {
 		x.autoLen = true
 		x.artLen = DefaultArticleLength
-		if !req.Segment && x.artLen > x.entity-fpdu.HeaderLen {
-			x.artLen = x.entity - fpdu.HeaderLen
+		room := x.entity - fpdu.HeaderLen
+		if req.Format == FormatVariable && req.DataCode.text() {
+			room -= 6 // [empty, line, empty] fits one DTF
+		}
+		if !req.Segment && x.artLen > room {
+			x.artLen = max(room, 1)
 		}
 		if x.limit > 0 && int64(x.artLen) > x.limit {
 			x.artLen = int(x.limit)
@@ -541,6 +567,10 @@ again:
 		}
 		switch ev.kind {
 		case fpdu.AckTransEnd:
+			// The exchange is complete, whatever its outcome: nothing is
+			// left to resume, so the next send starts over (new PI 13).
+			x.sf.remove()
+			x.sf = nil
 			break again
 		case fpdu.Resyn:
 			// RESYN wins over TRANS.END (digest §4.5): resend from its point.
@@ -560,9 +590,9 @@ again:
 	if !ev.diag.OK() {
 		return x.closeFile(&TransferError{Op: fpdu.AckTransEnd, Diagnostic: ev.diag})
 	}
-	if ev.counts && (ev.bytes != x.bytes || ev.articles != x.articles) {
-		return s.protocolError(fpdu.DiagCountMismatch, "server counted %d bytes/%d articles, we sent %d/%d",
-			ev.bytes, ev.articles, x.bytes, x.articles)
+	if err := s.checkPeerCounts(&x.anoms, uint64(ev.bytes), uint64(ev.articles), ev.okBytes, ev.okArticles,
+		x.bytes, x.articles, x.start.Bytes, x.start.Articles); err != nil {
+		return s.protocolError(fpdu.DiagCountMismatch, "ACK(TRANS.END): %v", err)
 	}
 	return nil
 }
@@ -598,7 +628,7 @@ func (x *sender) readLoop() {
 			}
 			b, okb := f.Params.Uint(fpdu.PIByteCount)
 			a, oka := f.Params.Uint(fpdu.PIArticleCount)
-			ev.bytes, ev.articles, ev.counts = int64(b), int64(a), okb && oka
+			ev.bytes, ev.articles, ev.okBytes, ev.okArticles = int64(b), int64(a), okb, oka
 		}
 		x.events <- ev
 		if ev.terminal() {

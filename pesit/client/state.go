@@ -30,18 +30,25 @@ const maxSendPoints = 256
 // transferState is the restart state of one transfer, persisted as JSON so
 // that a retry in a new process can resume.
 type transferState struct {
-	Version     int         `json:"version"`
-	Direction   string      `json:"direction"` // "send" or "receive"
-	Addr        string      `json:"addr"`
-	ServerID    string      `json:"server_id"`
-	Partner     string      `json:"partner"`
-	VirtualFile string      `json:"virtual_file"`
-	Local       string      `json:"local"` // absolute path of the source or of the final destination
-	Size        int64       `json:"size,omitempty"`
-	ModTime     int64       `json:"mtime,omitempty"`
-	TransferID  uint32      `json:"transfer_id"` // PI 13: ours for a send, the server's for a receive
-	Acked       uint32      `json:"acked"`       // last sync point acknowledged (send) or fsynced and acknowledged (receive)
-	Points      []syncPoint `json:"points,omitempty"`
+	Version     int    `json:"version"`
+	Direction   string `json:"direction"` // "send" or "receive"
+	Addr        string `json:"addr"`
+	ServerID    string `json:"server_id"`
+	Partner     string `json:"partner"`
+	VirtualFile string `json:"virtual_file"`
+	Local       string `json:"local"` // absolute path of the source or of the final destination
+	Size        int64  `json:"size,omitempty"`
+	ModTime     int64  `json:"mtime,omitempty"`
+	// Options are the settings that shape the exchange (article length
+	// and format, data code, DTF packing, entity size, sync interval):
+	// a restart with other options would be another transfer.
+	Options string `json:"options"`
+	// Source identifies the server's file of a pull (PI 51 and PI 42 of
+	// ACK(SELECT)), checked when a restart is answered.
+	Source     string      `json:"source,omitempty"`
+	TransferID uint32      `json:"transfer_id"` // PI 13: ours for a send, the server's for a receive
+	Acked      uint32      `json:"acked"`       // last sync point acknowledged (send) or fsynced and acknowledged (receive)
+	Points     []syncPoint `json:"points,omitempty"`
 }
 
 func (st *transferState) point(n uint32) (syncPoint, bool) {
@@ -68,10 +75,14 @@ func (st *transferState) addPoint(p syncPoint) {
 // between a node and its standby), same files, same source contents (size
 // and mtime).
 func (st *transferState) sameTransfer(o *transferState) bool {
-	return st.Version == 1 && st.Direction == o.Direction &&
+	return st.Version == stateVersion && st.Direction == o.Direction && st.Options == o.Options &&
 		st.ServerID == o.ServerID && st.Partner == o.Partner && st.VirtualFile == o.VirtualFile &&
 		st.Local == o.Local && st.Size == o.Size && st.ModTime == o.ModTime && st.TransferID != 0
 }
+
+// stateVersion 2 added Options: a version 1 state may have been written
+// for other options, so it is not resumed.
+const stateVersion = 2
 
 // stateFile is the JSON file holding a transferState. It is rewritten in
 // place at every sync point: a torn write only loses the ability to restart

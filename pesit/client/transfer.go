@@ -88,6 +88,8 @@ type Result struct {
 	Attempts     int           // connections used (Push/Pull)
 	ConnectTime  time.Duration // CONNECT to ACONNECT of the last connection (Push/Pull)
 	Duration     time.Duration // of the last attempt
+	// Anomalies lists the peer's tolerated deviations (docs/interop.md).
+	Anomalies []Anomaly
 }
 
 // newTransferID draws a non-zero 24-bit PI 13.

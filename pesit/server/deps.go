@@ -45,6 +45,10 @@ type Partner struct {
 	// authenticate this partner. When non-empty, a matching certificate is
 	// required on a TLS connection and the password becomes optional.
 	CertFingerprints []string
+	// CertCN authenticates the partner by the subject CN of a client
+	// certificate verified against the server's client CAs; empty: the CN
+	// must equal the partner id. When set, such a certificate is required.
+	CertCN string
 	// VerifyPassword checks PI 5 (blank-trimmed) against the stored hash. Nil
 	// means no password is accepted (certificate only).
 	VerifyPassword func(password string) bool
@@ -52,6 +56,9 @@ type Partner struct {
 	// and segmented articles to this partner (Hors-SIT: agreed beforehand).
 	MultiArticle bool
 	Segmented    bool
+	// Strict fails a transfer on a peer anomaly that is otherwise
+	// tolerated, logged and counted (docs/interop.md).
+	Strict bool
 }
 
 // Direction of a transfer, seen from the server.
@@ -125,8 +132,11 @@ type Transfer struct {
 	Path         string // final path (receive) or source path (send)
 	TempPath     string // temporary file (receive)
 	DeclaredSize int64  // bytes announced by PI 42, 0 if unknown
-	Text         string // message text (MSG)
-	Started      time.Time
+	// FileCreated is PI 51 as the requester sent it in CREATE: part of
+	// the file's identity, which a restart must repeat (digest §4.4).
+	FileCreated string
+	Text        string // message text (MSG)
+	Started     time.Time
 }
 
 // Status is the outcome of a transfer.
@@ -149,6 +159,8 @@ type Outcome struct {
 	Diagnostic fpdu.Diagnostic
 	Detail     string
 	Finished   time.Time
+	// Anomalies are the peer's tolerated deviations (docs/interop.md).
+	Anomalies []Anomaly
 }
 
 // RestartKey identifies the transfer a PI 15 = 1 request resumes (digest §4.4).
@@ -164,9 +176,11 @@ type RestartState struct {
 	TransferID int64
 	Path       string
 	TempPath   string
-	Sync       uint32
-	Offset     int64
-	Articles   int64
+	// FileCreated is the interrupted transfer's PI 51 ("" when unknown).
+	FileCreated string
+	Sync        uint32
+	Offset      int64
+	Articles    int64
 }
 
 // Journal records transfers and their restart state. It is touched at

@@ -278,6 +278,8 @@ type createOpts struct {
 	entity  uint16
 	recLen  uint16
 	spaceKB uint32
+	text    bool   // PI 16 = 0 (ASCII), else binary
+	created string // PI 51, default 260119012505
 }
 
 func createFrame(dst byte, o createOpts) []byte {
@@ -290,6 +292,13 @@ func createFrame(dst byte, o createOpts) []byte {
 	if o.spaceKB == 0 {
 		o.spaceKB = 1024
 	}
+	if o.created == "" {
+		o.created = "260119012505"
+	}
+	code := byte(2)
+	if o.text {
+		code = 0
+	}
 	units := [][]byte{
 		pgi(fpdu.PGIFileID, pi(fpdu.PIFileType, 0), pis(fpdu.PIFileName, o.file)),
 		pi(fpdu.PITransferID, byte(o.pi13>>16), byte(o.pi13>>8), byte(o.pi13)),
@@ -298,10 +307,10 @@ func createFrame(dst byte, o createOpts) []byte {
 		units = append(units, pi(fpdu.PIRestart, 1))
 	}
 	units = append(units,
-		pi(fpdu.PIDataCode, 2), pi(fpdu.PIPriority, 0), pi(fpdu.PIEntitySize, byte(o.entity>>8), byte(o.entity)),
+		pi(fpdu.PIDataCode, code), pi(fpdu.PIPriority, 0), pi(fpdu.PIEntitySize, byte(o.entity>>8), byte(o.entity)),
 		pgi(fpdu.PGILogical, pi(fpdu.PIArticleFormat, 0x80), pi(fpdu.PIArticleLength, byte(o.recLen>>8), byte(o.recLen))),
 		pgi(fpdu.PGIPhysical, pi(fpdu.PISpaceUnit, 0), pi(fpdu.PISpaceMax, byte(o.spaceKB>>24), byte(o.spaceKB>>16), byte(o.spaceKB>>8), byte(o.spaceKB))),
-		pgi(fpdu.PGIHistorical, pis(fpdu.PICreated, "260119012505")))
+		pgi(fpdu.PGIHistorical, pis(fpdu.PICreated, o.created)))
 	return frame(fpdu.Create, dst, 0, units...)
 }
 

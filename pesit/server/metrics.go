@@ -16,6 +16,7 @@ type Metrics struct {
 	Restarts         prometheus.Counter
 	Diagnostics      *prometheus.CounterVec // {code}
 	Logins           *prometheus.CounterVec // {server,result}
+	PeerAnomalies    *prometheus.CounterVec // {kind}: closed set, see Anomalies
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not registered).
@@ -49,10 +50,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vectis_pesit_logins_total", Help: "PeSIT password logins by result (success, failure, throttled, busy).",
 		}, []string{"server", "result"}),
+		PeerAnomalies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vectis_pesit_peer_anomalies_total", Help: "Peer deviations from the spec that were tolerated (docs/interop.md), by kind.",
+		}, []string{"kind"}),
+	}
+	for _, a := range Anomalies {
+		m.PeerAnomalies.WithLabelValues(string(a)) // exported at 0: the kinds are known
 	}
 	if reg != nil {
 		reg.MustRegister(m.SessionsActive, m.Connections, m.Transfers, m.TransferBytes,
-			m.TransferDuration, m.SyncPoints, m.Restarts, m.Diagnostics, m.Logins)
+			m.TransferDuration, m.SyncPoints, m.Restarts, m.Diagnostics, m.Logins, m.PeerAnomalies)
 	}
 	return m
 }

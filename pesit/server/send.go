@@ -81,6 +81,7 @@ func (s *session) send(f *fpdu.FPDU) error {
 	}
 	if !ok {
 		s.log.Warn("unknown restart point", "point", p)
+		x.pointRefused = p
 		return s.writeAck(fpdu.AckRead, fpdu.DiagRestartPointRefused)
 	}
 	if err := sd.seek(start); err != nil {
@@ -88,6 +89,7 @@ func (s *session) send(f *fpdu.FPDU) error {
 		return s.writeAck(fpdu.AckRead, fpdu.DiagIOError)
 	}
 	x.restartAt, x.startPoint, x.lastSent = start.num, start, start
+	x.dataStarted = true
 	if err := s.writeAck(fpdu.AckRead, fpdu.DiagOK); err != nil {
 		return err
 	}
@@ -245,7 +247,7 @@ func (sd *sender) run() error {
 			}
 			if f.Kind == fpdu.TransEnd {
 				s.dataPhase.Store(false)
-				if err := checkCounts(f, x.bytes, x.articles, x.startPoint); err != nil {
+				if err := s.checkTransEnd(f, x.bytes, x.articles); err != nil {
 					s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
 					return abortf(fpdu.DiagCountMismatch, "%v", err)
 				}

@@ -242,13 +242,18 @@ func (s *session) checkPreConnection(pre *fpdu.PreConnection) bool {
 // known is false for an unknown or disabled partner: its password is still
 // checked (against a dummy, through the same bounded checker and throttle),
 // so that it costs what a wrong password costs. A throttled login has its
-// answer held here. The reason is for the log and the audit.
+// answer held here. The reason is for the log and the audit. A partner with a
+// certCN is matched on that CN, otherwise on its id.
 func (s *session) authenticate(p Partner, id string, known bool, password string) (PasswordVerdict, string) {
 	if known {
+		cn := p.CertCN
+		if cn == "" {
+			cn = p.ID
+		}
 		certMatch := s.certFP != "" && (slices.ContainsFunc(p.CertFingerprints, func(fp string) bool {
 			return strings.EqualFold(strings.ReplaceAll(fp, ":", ""), s.certFP)
-		}) || (s.certOK && s.certCN == p.ID))
-		if len(p.CertFingerprints) > 0 && !certMatch {
+		}) || (s.certOK && s.certCN == cn))
+		if (len(p.CertFingerprints) > 0 || p.CertCN != "") && !certMatch {
 			return PasswordRejected, "certificate required"
 		}
 		if certMatch {

@@ -195,3 +195,47 @@ func TestTLSCNNeedsVerifiedChain(t *testing.T) {
 	p, _ := dialTLS(t, e, ca, tls.VersionTLS13, &rogue)
 	checkRefused(t, p, p.connectWith(serverID, "CNPART", "", 2, 2), fpdu.DiagNotAuthorised)
 }
+
+// TestTLSCertCNPartner (issue 14, item 4): a partner declared with certCN
+// connects with a verified certificate of that CN, whatever its id, and is
+// refused with any other certificate, even with a good password; every
+// declared fingerprint authenticates.
+func TestTLSCertCNPartner(t *testing.T) {
+	ca := newCA(t)
+	e := tlsEnv(t, ca, tls.VerifyClientCertIfGiven)
+	mapped := ca.issue(t, "acme-pesit.example", false)
+	other := ca.issue(t, "ACME", false) // CN equal to the id: not the declared CN
+	fp1, fp2 := ca.issue(t, "fp-one", false), ca.issue(t, "fp-two", false)
+	e.dir.AddPartner(server.Partner{ID: "ACME", Enabled: true, Access: server.AccessBoth, CertCN: "acme-pesit.example",
+		VerifyPassword: func(s string) bool { return s == "pw" }})
+	e.dir.AddPartner(server.Partner{ID: "TWOFP", Enabled: true, Access: server.AccessBoth,
+		CertFingerprints: []string{fingerprint(fp1), fingerprint(fp2)}})
+	for _, tc := range []struct {
+		name      string
+		cert      *tls.Certificate
+		requester string
+		pw        string
+		ok        bool
+	}{
+		{"declared CN", &mapped, "ACME", "", true},
+		{"CN equal to the id only", &other, "ACME", "pw", false},
+		{"no certificate, good password", nil, "ACME", "pw", false},
+		{"first fingerprint", &fp1, "TWOFP", "", true},
+		{"second fingerprint", &fp2, "TWOFP", "", true},
+		{"CN-mapped certificate for the other partner", &mapped, "TWOFP", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _ := dialTLS(t, e, ca, tls.VersionTLS13, tc.cert)
+			f := p.connectWith(serverID, tc.requester, tc.pw, 2, 2)
+			if tc.ok {
+				if f.Kind != fpdu.AConnect {
+					d, _ := f.Params.Diagnostic()
+					t.Fatalf("got %v %v", f.Kind, d)
+				}
+				p.release()
+				return
+			}
+			checkRefused(t, p, f, fpdu.DiagNotAuthorised)
+		})
+	}
+}

@@ -40,9 +40,10 @@ type transfer struct {
 	fileType uint64 // PI 11
 	pesitID  uint32 // PI 13
 	restart  *RestartState
-	entity   int   // negotiated PI 25
-	recLen   int   // PI 32: maximum article length
-	declared int64 // bytes announced by PGI 40, 0 = unknown
+	entity   int    // negotiated PI 25
+	recLen   int    // PI 32: maximum article length
+	declared int64  // bytes announced by PGI 40, 0 = unknown
+	created  string // PI 51 of CREATE
 	started  time.Time
 	// text: a variable-format file with data code ASCII or EBCDIC, one
 	// article per line without its end of line (see the package doc).
@@ -80,8 +81,14 @@ type transfer struct {
 	lastSent   syncPoint   // send: last point sent, journaled for a restart
 	dtfEndDiag fpdu.Diagnostic
 
-	finished  bool // outcome recorded
-	resumable bool // interrupted by IDT code 4: a new WRITE/READ may resume
+	anomalies []Anomaly // tolerated peer anomalies, kept on the record
+	finished  bool      // outcome recorded
+	resumable bool      // interrupted by IDT code 4: a new WRITE/READ may resume
+	// dataStarted: a WRITE or READ was accepted. A restart that ends
+	// before (READ PI 18 refused with 2/214, DESELECT without WRITE) has
+	// changed nothing, so it keeps the interrupted transfer's point.
+	dataStarted  bool
+	pointRefused uint64 // last READ PI 18 refused with 2/214, 0 = none
 }
 
 // setText applies the data code (PI 16) and article format (PI 31) of
@@ -220,6 +227,8 @@ func (s *session) create(f *fpdu.FPDU) error {
 		return s.refuseFile(fpdu.AckCreate, fpdu.DiagQuotaExceeded, "announced %d bytes, limit %d", x.declared, vf.MaxSize)
 	}
 	restart, _ := f.Params.Uint(fpdu.PIRestart)
+	created, _ := f.Params.String(fpdu.PICreated)
+	x.created = created
 	var rs RestartState
 	found := false
 	if restart == 1 {
@@ -227,6 +236,14 @@ func (s *session) create(f *fpdu.FPDU) error {
 		if err != nil {
 			s.log.Error("restart lookup failed", "err", err)
 			return s.refuseFile(fpdu.AckCreate, fpdu.DiagTemporaryNoResources, "restart lookup failed")
+		}
+		// A restart resends the file's identity unchanged (spec: "les
+		// mêmes paramètres que ceux utilisés lors du transfert initial"):
+		// another PI 51 is another file, whose end must not be spliced
+		// onto this one's beginning. The spec has no code of its own for
+		// it; 2/226 (transfer refused) is its F.CREATE refusal.
+		if found && rs.FileCreated != "" && created != rs.FileCreated {
+			return s.refuseFile(fpdu.AckCreate, fpdu.DiagTransferRefused, "restart of a different file: PI 51 = %q, the interrupted transfer had %q", created, rs.FileCreated)
 		}
 	}
 	root, err := os.OpenRoot(vf.ReceiveDir)
@@ -271,7 +288,7 @@ func (s *session) create(f *fpdu.FPDU) error {
 	}
 	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: vf.ID, Direction: DirectionReceive,
 		PeSITID: x.pesitID, Restart: restart == 1, Path: x.finalAbs, TempPath: filepath.Join(vf.ReceiveDir, x.tempRel),
-		DeclaredSize: x.declared, Started: x.started}
+		DeclaredSize: x.declared, FileCreated: created, Started: x.started}
 	if x.restart != nil {
 		t.RestartOf = x.restart.TransferID
 	}
@@ -429,7 +446,7 @@ func (s *session) finish(st Status, d fpdu.Diagnostic, detail string) {
 	x.finished = true
 	srv := s.srv
 	b, a := x.counts()
-	o := Outcome{Status: st, Bytes: b, Articles: a, Diagnostic: d, Detail: detail, Finished: srv.now()}
+	o := Outcome{Status: st, Bytes: b, Articles: a, Diagnostic: d, Detail: detail, Finished: srv.now(), Anomalies: x.anomalies}
 	if st == StatusDone {
 		if x.sink != nil {
 			o.SHA256 = x.sink.sum()
@@ -486,6 +503,12 @@ func (s *session) endTransfer(cause error) {
 				st = StatusInterrupted
 			}
 		}
+		if x.restart != nil && !x.dataStarted && st != StatusCancelled {
+			st = s.keepRestartPoint(x)
+			if x.pointRefused != 0 && cause == nil {
+				d, detail = fpdu.DiagRestartPointRefused, fmt.Sprintf("restart point %d refused; the transfer stays resumable from %d", x.pointRefused, x.restart.Sync)
+			}
+		}
 		if s.idtPending.Load() {
 			// Our IDT went out and the line dropped before its ACK: the
 			// IDT says what happened.
@@ -524,6 +547,24 @@ func (s *session) endTransfer(cause error) {
 	s.xferID.Store(0)
 	x.span.End()
 	s.xfer = nil
+}
+
+// keepRestartPoint carries the interrupted transfer's point over to x, a
+// restart that ended before its data phase: without it the journal's
+// newest record for the key would be a failure and the transfer could
+// never be resumed (a refused READ PI 18 would be final).
+func (s *session) keepRestartPoint(x *transfer) Status {
+	rs := x.restart
+	if rs.Sync == 0 {
+		return StatusInterrupted
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.srv.jnl.SyncPoint(ctx, x.id, rs.Sync, rs.Offset, rs.Articles); err != nil {
+		s.log.Warn("journal restart point failed", "id", x.id, "sync", rs.Sync, "err", err)
+		return StatusFailed
+	}
+	return StatusInterrupted
 }
 
 // message handles MSG and MSGDM..MSGFM (digest §4.7).
@@ -601,7 +642,7 @@ func (s *session) resumeInPlace() error {
 	}
 	srv := s.srv
 	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: x.vf.ID, Direction: x.dir,
-		PeSITID: x.pesitID, Restart: true, RestartOf: x.id, DeclaredSize: x.declared, Started: srv.now()}
+		PeSITID: x.pesitID, Restart: true, RestartOf: x.id, DeclaredSize: x.declared, FileCreated: x.created, Started: srv.now()}
 	if x.dir == DirectionReceive {
 		t.Path, t.TempPath = x.finalAbs, filepath.Join(x.vf.ReceiveDir, x.tempRel)
 	} else {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -108,7 +109,8 @@ func SampleServer(id string) store.Server {
 // SampleTransfer returns a valid transfer to create.
 func SampleTransfer(partner string, pesitID int64) store.Transfer {
 	return store.Transfer{ServerID: "PESITSRV", PartnerID: partner, FileID: "INBOX", Direction: store.DirReceive,
-		PesitID: pesitID, LocalPath: "/data/in/x", TempPath: "/data/in/.x.part", Node: "node-a"}
+		PesitID: pesitID, LocalPath: "/data/in/x", TempPath: "/data/in/.x.part", Node: "node-a",
+		FileCreated: "260119012505"}
 }
 
 func testMigrations(t *testing.T, newConfig NewConfig) {
@@ -171,9 +173,14 @@ func testPartners(t *testing.T, newConfig NewConfig) {
 	mustIs(t, err, store.ErrNotFound, "password of missing partner")
 
 	p.Description, p.Access, p.Files, p.Enabled = "changed", store.AccessRead, nil, false
-	p.CertCN, p.CertSHA256 = "", "ab"+fmt.Sprintf("%062x", 7)
+	// Every fingerprint is kept, and the interop settings round-trip.
+	p.CertCN, p.CertSHA256 = "", []string{"ab" + fmt.Sprintf("%062x", 7), "cd" + fmt.Sprintf("%062x", 8)}
+	p.MultiArticle, p.Segment, p.Strict = true, true, true
 	upd, err := s.UpdatePartner(ctx, p)
 	must(t, err, "update")
+	if !upd.MultiArticle || !upd.Segment || !upd.Strict || len(upd.CertSHA256) != 2 {
+		t.Fatalf("update lost settings: %+v", upd)
+	}
 	if upd.Description != "changed" || upd.Access != store.AccessRead || upd.Files != nil || upd.Enabled ||
 		!upd.CreatedAt.Equal(created.CreatedAt) || upd.UpdatedAt.Before(created.UpdatedAt) {
 		t.Fatalf("update result %+v", upd)
@@ -186,11 +193,15 @@ func testPartners(t *testing.T, newConfig NewConfig) {
 	if ok, _ := store.VerifyPassword(stored, "other"); !ok {
 		t.Fatal("UpdatePartner must not touch the password")
 	}
-	byFP, err := s.PartnerByCert(ctx, "whatever", p.CertSHA256)
-	must(t, err, "by fingerprint")
-	if byFP.ID != "CXCLIENT" {
-		t.Fatalf("by fingerprint: %s", byFP.ID)
+	for _, fp := range p.CertSHA256 {
+		byFP, err := s.PartnerByCert(ctx, "whatever", fp)
+		must(t, err, "by fingerprint")
+		if byFP.ID != "CXCLIENT" {
+			t.Fatalf("by fingerprint: %s", byFP.ID)
+		}
 	}
+	_, err = s.PartnerByCert(ctx, "", "ab"+fmt.Sprintf("%062x", 9))
+	mustIs(t, err, store.ErrNotFound, "unknown fingerprint")
 	_, err = s.PartnerByCert(ctx, "client.example", "")
 	mustIs(t, err, store.ErrNotFound, "cleared CN mapping")
 
@@ -472,6 +483,10 @@ func testTransfers(t *testing.T, newConfig NewConfig) {
 	if r.TempPath != "/data/in/.x.part" || r.LocalPath != "/data/in/x" {
 		t.Fatalf("restartable paths %q %q, want the recorded temporary and final paths", r.TempPath, r.LocalPath)
 	}
+	// PI 51 is kept: a restart CREATE with another one is refused.
+	if r.FileCreated != "260119012505" {
+		t.Fatalf("restartable PI 51 %q, want the recorded one", r.FileCreated)
+	}
 	for _, k := range []store.RestartKey{
 		{PartnerID: "OTHER", Direction: store.DirReceive, PesitID: 42, FileID: "INBOX"},
 		{PartnerID: "CXCLIENT", Direction: store.DirSend, PesitID: 42, FileID: "INBOX"},
@@ -497,10 +512,10 @@ func testTransfers(t *testing.T, newConfig NewConfig) {
 		t.Fatalf("mutate error not returned: %v", err)
 	}
 	must(t, s.FinishTransfer(ctx, 1, tr.ID, store.TransferResult{Status: store.StatusCompleted, Bytes: 5 << 20,
-		Articles: 1280, SHA256: fmt.Sprintf("%064x", 1)}), "complete")
+		Articles: 1280, SHA256: fmt.Sprintf("%064x", 1), Anomalies: []string{"article_count", "entity_exceeded"}}), "complete")
 	got, _ = s.GetTransfer(ctx, tr.ID)
 	if got.Status != store.StatusCompleted || got.FinishedAt.IsZero() || got.Bytes != 5<<20 || got.RestartCount != 1 ||
-		got.SHA256 != fmt.Sprintf("%064x", 1) {
+		got.SHA256 != fmt.Sprintf("%064x", 1) || !slices.Equal(got.Anomalies, []string{"article_count", "entity_exceeded"}) {
 		t.Fatalf("completed %+v", got)
 	}
 	_, err = s.FindRestartable(ctx, key)

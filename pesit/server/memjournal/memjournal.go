@@ -103,7 +103,7 @@ func (j *Journal) FindRestart(_ context.Context, k server.RestartKey) (server.Re
 		if r.Superseded || r.Outcome == nil || r.Outcome.Status != server.StatusInterrupted {
 			return server.RestartState{}, false, nil
 		}
-		st := server.RestartState{TransferID: r.ID, Path: t.Path, TempPath: t.TempPath}
+		st := server.RestartState{TransferID: r.ID, Path: t.Path, TempPath: t.TempPath, FileCreated: t.FileCreated}
 		if j.ForgetTempPaths {
 			st.TempPath = ""
 		}
