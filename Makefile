@@ -65,9 +65,11 @@ bench-failover: build
 tools:
 	./tools/build.sh $(TOOLS_BIN)
 
+# The container image, built with no registry: the static binary on scratch
+# (Dockerfile, context prepared by tools/image/build.sh).
 IMAGE ?= vectis:$(VERSION)
-image:
-	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) -t $(IMAGE) .
+image: build
+	./tools/image/build.sh $(BIN) $(IMAGE) $(VERSION)
 
 clean:
 	rm -rf bin
