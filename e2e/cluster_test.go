@@ -61,6 +61,9 @@ type Cluster interface {
 	PodAPI(ctx context.Context, p Pod) (string, error)
 	// PodPeSIT is host:port of a pod's own PeSIT port (not the Service).
 	PodPeSIT(ctx context.Context, p Pod) (string, error)
+	// PodPeSITTLS is host:port of a pod's own PeSIT over TLS port (the e2e
+	// values turn TLS on).
+	PodPeSITTLS(ctx context.Context, p Pod) (string, error)
 	// ServiceAddr is host:port of the PeSIT Service.
 	ServiceAddr() string
 	// Etcdctl runs etcdctl against Vectis' etcd and returns its standard

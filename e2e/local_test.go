@@ -284,6 +284,13 @@ func (lc *localCluster) PodPeSIT(_ context.Context, p Pod) (string, error) {
 	return loopbackFor(p.IP) + ":5000", nil
 }
 
+func (lc *localCluster) PodPeSITTLS(_ context.Context, p Pod) (string, error) {
+	if p.IP == "" {
+		return "", fmt.Errorf("pod %s has no IP yet", p.Name)
+	}
+	return loopbackFor(p.IP) + ":5001", nil
+}
+
 func (lc *localCluster) Etcdctl(ctx context.Context, args ...string) (string, error) {
 	return runEtcdctl(ctx, lc.etcdctl, append([]string{"--endpoints=" + strings.Join(lc.etcd.Endpoints(), ",")}, args...)...)
 }

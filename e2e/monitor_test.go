@@ -5,19 +5,20 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 )
 
 // monitor checks the two safety invariants of the HA design for as long as
-// it runs: at most one pod accepts on its PeSIT port, and at most one pod
-// carries the leader label. Every probeInterval it reads every pod's labels
-// and connects to every PeSIT address it has ever seen (a dead pod's address
-// is never reused), and it keeps the longest run of rounds in which two
-// or more pods did either.
+// it runs: at most one pod accepts on its PeSIT ports (plain or TLS), and at
+// most one pod carries the leader label. Every probeInterval it reads every
+// pod's labels and connects to every PeSIT address, plain and TLS, it has
+// ever seen (a dead pod's address is never reused), and it keeps the longest
+// run of rounds in which two or more pods did either.
 type monitor struct {
 	c        Cluster
 	interval time.Duration
@@ -99,10 +100,12 @@ func (m *monitor) run(ctx context.Context) {
 				labelled = append(labelled, p.Name)
 			}
 			if p.IP != "" {
-				if a, err := m.c.PodPeSIT(ctx, p); err == nil {
-					m.mu.Lock()
-					m.addrs[a] = p.Name
-					m.mu.Unlock()
+				for _, addr := range []func(context.Context, Pod) (string, error){m.c.PodPeSIT, m.c.PodPeSITTLS} {
+					if a, err := addr(ctx, p); err == nil {
+						m.mu.Lock()
+						m.addrs[a] = p.Name
+						m.mu.Unlock()
+					}
 				}
 			}
 		}
@@ -112,24 +115,27 @@ func (m *monitor) run(ctx context.Context) {
 			addrs[a] = n
 		}
 		m.mu.Unlock()
-		var accepting []string
+		// A pod counts once however many of its ports accept.
+		accepting := map[string]bool{}
 		for a, name := range addrs {
+			if accepting[name] {
+				continue
+			}
 			if p, ok := m.c.(acceptProber); ok {
 				if p.Accepting(ctx, a) {
-					accepting = append(accepting, name)
+					accepting[name] = true
 				}
 				continue
 			}
 			conn, err := d.DialContext(ctx, "tcp", a)
 			if err == nil {
 				conn.Close()
-				accepting = append(accepting, name)
+				accepting[name] = true
 			}
 		}
-		sort.Strings(accepting)
 		m.mu.Lock()
 		m.label.observe(now, labelled)
-		m.listen.observe(now, accepting)
+		m.listen.observe(now, slices.Sorted(maps.Keys(accepting)))
 		m.rounds++
 		m.mu.Unlock()
 	}
