@@ -48,9 +48,14 @@ GROUP
 chmod 0644 "$r/etc/passwd" "$r/etc/group"
 cp "$root/Dockerfile" "$ctx/Dockerfile"
 
-DOCKER_BUILDKIT=0 docker build --quiet \
+# The classic builder warns that it is deprecated on every run: show its
+# output only when it fails.
+if ! out=$(DOCKER_BUILDKIT=0 docker build --quiet \
   --build-arg VERSION="$version" \
   --build-arg REVISION="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)" \
   --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  -t "$image" "$ctx" >/dev/null
+  -t "$image" "$ctx" 2>&1); then
+  echo "$out" >&2
+  exit 1
+fi
 docker image ls --format 'image: {{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' "$image"
