@@ -16,9 +16,10 @@ import (
 // monitor checks the two safety invariants of the HA design for as long as
 // it runs: at most one pod accepts on its PeSIT ports (plain or TLS), and at
 // most one pod carries the leader label. Every probeInterval it reads every
-// pod's labels and connects to every PeSIT address, plain and TLS, it has
-// ever seen (a dead pod's address is never reused), and it keeps the longest
-// run of rounds in which two or more pods did either.
+// pod's labels and connects, all at once, to every PeSIT address, plain and
+// TLS, it has seen and not found dead (a dead pod's address is never
+// reused), and it keeps the longest run of rounds in which two or more pods
+// did either.
 type monitor struct {
 	c        Cluster
 	interval time.Duration
@@ -95,7 +96,9 @@ func (m *monitor) run(ctx context.Context) {
 		}
 		now := time.Now()
 		var labelled []string
+		present := map[string]bool{}
 		for _, p := range pods {
+			present[p.Name] = true
 			if p.Labels[labelKey] == "true" {
 				labelled = append(labelled, p.Name)
 			}
@@ -115,24 +118,46 @@ func (m *monitor) run(ctx context.Context) {
 			addrs[a] = n
 		}
 		m.mu.Unlock()
-		// A pod counts once however many of its ports accept.
-		accepting := map[string]bool{}
+		// Every address is probed at once, so that two pods seen accepting
+		// in one round accepted at the same time, not one after the other
+		// across a round made long by dials to dead pods timing out. A pod
+		// counts once however many of its ports accept.
+		var (
+			amu       sync.Mutex
+			accepting = map[string]bool{}
+			dead      []string
+			pwg       sync.WaitGroup
+		)
 		for a, name := range addrs {
-			if accepting[name] {
-				continue
-			}
-			if p, ok := m.c.(acceptProber); ok {
-				if p.Accepting(ctx, a) {
-					accepting[name] = true
+			pwg.Add(1)
+			go func() {
+				defer pwg.Done()
+				ok := false
+				if p, isProber := m.c.(acceptProber); isProber {
+					ok = p.Accepting(ctx, a)
+				} else if conn, err := d.DialContext(ctx, "tcp", a); err == nil {
+					conn.Close()
+					ok = true
 				}
-				continue
-			}
-			conn, err := d.DialContext(ctx, "tcp", a)
-			if err == nil {
-				conn.Close()
-				accepting[name] = true
-			}
+				amu.Lock()
+				if ok {
+					accepting[name] = true
+				} else if !present[name] {
+					dead = append(dead, a)
+				}
+				amu.Unlock()
+			}()
 		}
+		pwg.Wait()
+		// A pod that is gone from the API and whose port no longer accepts
+		// never accepts again (a closed listener of a deleted pod does not
+		// come back): stop probing it, so that dials to it timing out do
+		// not stretch every later round.
+		m.mu.Lock()
+		for _, a := range dead {
+			delete(m.addrs, a)
+		}
+		m.mu.Unlock()
 		m.mu.Lock()
 		m.label.observe(now, labelled)
 		m.listen.observe(now, slices.Sorted(maps.Keys(accepting)))
