@@ -37,6 +37,11 @@ type Pod struct {
 	Ready       bool
 	Terminating bool
 	Created     time.Time
+	// Node, ContainerID (runtime://id) and Restarts of the vectis
+	// container, as the kubelet reports them.
+	Node        string
+	ContainerID string
+	Restarts    int32
 }
 
 // Cluster is what a scenario needs from a backend. Addresses it returns are

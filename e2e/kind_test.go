@@ -251,6 +251,22 @@ func (kc *kindCluster) Accepting(ctx context.Context, addr string) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// KillContainer kills the process of p's vectis container with SIGKILL,
+// from inside its kind node (a crash, or the OOM killer): the pod stays and
+// the kubelet restarts the container in it.
+func (kc *kindCluster) KillContainer(ctx context.Context, p Pod) error {
+	id, ok := strings.CutPrefix(p.ContainerID, "containerd://")
+	if !ok || p.Node == "" {
+		return fmt.Errorf("pod %s: no containerd container on a node yet (%q on %q)", p.Name, p.ContainerID, p.Node)
+	}
+	script := `pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$1") && kill -KILL "$pid"`
+	out, err := exec.CommandContext(ctx, "docker", "exec", p.Node, "sh", "-c", script, "kill", id).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("kill container %s of pod %s on %s: %v: %s", id, p.Name, p.Node, err, out)
+	}
+	return nil
+}
+
 func (kc *kindCluster) Etcdctl(ctx context.Context, args ...string) (string, error) {
 	return runEtcdctl(ctx, "kubectl", append([]string{"--context", kc.kctx, "-n", kc.deps, "exec", "etcd-0", "--", "etcdctl"}, args...)...)
 }

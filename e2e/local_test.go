@@ -253,10 +253,17 @@ func podOf(p *corev1.Pod) Pod {
 			ready = true
 		}
 	}
-	return Pod{
+	out := Pod{
 		Name: p.Name, UID: string(p.UID), IP: p.Status.PodIP, Labels: p.Labels,
 		Ready: ready, Terminating: p.DeletionTimestamp != nil, Created: p.CreationTimestamp.Time,
+		Node: p.Spec.NodeName,
 	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == "vectis" {
+			out.ContainerID, out.Restarts = cs.ContainerID, cs.RestartCount
+		}
+	}
+	return out
 }
 
 func (lc *localCluster) DeletePod(ctx context.Context, name string, grace *int64) error {

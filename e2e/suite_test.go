@@ -100,6 +100,7 @@ func runSuite(t *testing.T, c Cluster) *report {
 		s.leaderDelete(ctx, t, r, nil, 2)
 	})
 	s.scenario(t, "rollout-restart", 4*time.Minute, s.rolloutRestart)
+	s.scenario(t, "leader-container-restart", 3*time.Minute, s.containerRestart)
 	s.scenario(t, "transfer-across-failover", 4*time.Minute, s.interruptedTransfer)
 	s.scenario(t, "failover-span", 3*time.Minute, s.failoverSpan)
 	return s.rep
@@ -479,7 +480,10 @@ func (s *suite) interruptedTransfer(ctx context.Context, t *testing.T, r *row) {
 	cfg := pesitConfig(s.c.ServiceAddr())
 	cfg.SyncIntervalKB, cfg.SyncWindow = 1024, 4
 	cfg.Timeout = 10 * time.Second
-	halfway := make(chan struct{})
+	// The push is held at the halfway mark until the leader is dead: a real
+	// kubelet stops a pod deleted with grace 0 only after a moment, long
+	// enough for the rest of the file to reach the old leader.
+	halfway, resume := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	type outcome struct {
 		res client.Result
@@ -492,7 +496,13 @@ func (s *suite) interruptedTransfer(ctx context.Context, t *testing.T, r *row) {
 			Source: src, VirtualFile: "LOOPBACK", StateDir: dir,
 			Progress: func(p client.Progress) {
 				if p.Bytes >= 16<<20 {
-					once.Do(func() { close(halfway) })
+					once.Do(func() {
+						close(halfway)
+						select {
+						case <-resume:
+						case <-ctx.Done():
+						}
+					})
 				}
 			},
 		}, client.Retry{Retries: 40, Backoff: 200 * time.Millisecond, MaxBackoff: time.Second,
@@ -509,8 +519,12 @@ func (s *suite) interruptedTransfer(ctx context.Context, t *testing.T, r *row) {
 	zero := int64(0)
 	kill := time.Now()
 	if err := s.c.DeletePod(ctx, st.Leader.Name, &zero); err != nil {
+		close(resume)
 		t.Fatalf("delete leader: %v", err)
 	}
+	for podAccepts(ctx, s.c, st.Leader) && sleepCtx(ctx, 20*time.Millisecond) {
+	}
+	close(resume)
 	if d, err := timeToConnect(ctx, s.c, kill, &st.Leader, time.Minute); err != nil {
 		t.Errorf("after the kill: %v", err)
 	} else {
@@ -598,6 +612,61 @@ func (s *suite) oneFailoverSpan(ctx context.Context, t *testing.T, r *row, recv 
 	}
 	if !containsAll(children, want) {
 		t.Errorf("run %d: children of vectis.failover: %v, want %v", run, children, want)
+	}
+}
+
+// containerKiller is for backends with a real kubelet, which restarts a
+// container that died inside its pod.
+type containerKiller interface {
+	KillContainer(ctx context.Context, p Pod) error
+}
+
+// containerRestart kills the leader's container process (SIGKILL, as a
+// crash or the OOM killer would) without deleting its pod. A standby must
+// take over once the old lease expires, and the kubelet's restart of the
+// container in the same pod must rejoin as a standby, not take the lead
+// back or fight for it.
+func (s *suite) containerRestart(ctx context.Context, t *testing.T, r *row) {
+	ck, ok := s.c.(containerKiller)
+	if !ok {
+		t.Skipf("the %s backend has no kubelet that restarts a container in its pod", s.c.Backend())
+	}
+	st := waitSteady(ctx, t, s.c, 90*time.Second)
+	old := st.Leader
+	kill := time.Now()
+	if err := ck.KillContainer(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	d, err := timeToConnect(ctx, s.c, kill, &old, time.Minute)
+	if err != nil {
+		t.Fatalf("after killing the leader's container: %v", err)
+	}
+	r.Connect, r.Runs = append(r.Connect, d), 1
+	// Steady again, with the same pods, the old one restarted in place.
+	ctx2, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	var last error
+	for {
+		after, err := steadyState(ctx2, s.c, true)
+		if err == nil {
+			i := slices.IndexFunc(after.Pods, func(p Pod) bool { return p.Name == old.Name })
+			switch {
+			case i < 0:
+				t.Fatalf("pod %s is gone: the kubelet should have restarted its container in place", old.Name)
+			case after.Pods[i].Restarts <= old.Restarts:
+				err = fmt.Errorf("pod %s: restart count %d, not yet above %d", old.Name, after.Pods[i].Restarts, old.Restarts)
+			case after.Leader.Name == old.Name:
+				t.Fatalf("the restarted %s leads again; want a standby to have taken over", old.Name)
+			default:
+				t.Logf("leader container of %s killed: first CONNECT through the Service after %v, new leader %s, %s restarted (%d restarts) and rejoined as a standby",
+					old.Name, d.Round(time.Millisecond), after.Leader.Name, old.Name, after.Pods[i].Restarts)
+				return
+			}
+		}
+		last = err
+		if !sleepCtx(ctx2, 200*time.Millisecond) {
+			t.Fatalf("no steady cluster with %s restarted: %v", old.Name, last)
+		}
 	}
 }
 
