@@ -1,39 +1,13 @@
-# syntax=docker/dockerfile:1
+# Vectis container image: the static binary on scratch, non-root (65532),
+# with CA certificates and /etc/passwd, /etc/group: what distroless/static
+# gives, assembled locally so that the image builds with no registry at all.
 #
-# Vectis container image: a static Go binary on distroless, non-root.
-#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
-#     --build-arg REVISION=$(git rev-parse HEAD) \
-#     --build-arg CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ) -t vectis:dev .
-# (`make image` runs this with -t $(IMAGE).)
+# Build it with `make image` (tools/image/build.sh): it builds the static
+# binary and prepares the build context (rootfs/) that this file copies from,
+# then runs `docker build -f Dockerfile <context>`. The repository root is not
+# the build context: there is no remote FROM, hence no Go toolchain image.
 
-ARG GO_VERSION=1.26
-
-# ---- build -----------------------------------------------------------------
-FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
-WORKDIR /src
-
-# Modules first: this layer is reused until go.mod or go.sum change.
-COPY go.mod go.sum ./
-RUN --mount=type=cache,target=/go/pkg/mod \
-    go mod download
-
-COPY . .
-ARG TARGETOS TARGETARCH
-ARG VERSION=dev
-# CGO off: a static binary that runs on distroless/static (no libc). SQLite is
-# modernc.org/sqlite, pure Go, so nothing is lost.
-RUN --mount=type=cache,target=/go/pkg/mod \
-    --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
-    go build -trimpath -buildvcs=false \
-      -ldflags "-s -w -X main.version=${VERSION}" \
-      -o /out/vectis ./cmd/vectis \
- && mkdir -p /out/var/lib/vectis
-
-# ---- runtime ---------------------------------------------------------------
-# distroless static: CA certificates, tzdata, /etc/passwd with nonroot (65532),
-# no shell and no package manager.
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM scratch
 
 ARG VERSION=dev
 ARG REVISION=unknown
@@ -48,17 +22,20 @@ LABEL org.opencontainers.image.title="vectis" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot"
+      org.opencontainers.image.base.name="scratch"
 
-COPY --from=build /out/vectis /usr/local/bin/vectis
+# etc/passwd, etc/group (root and nonroot 65532), etc/ssl/certs, tmp (1777)
+# and usr/local/bin/vectis, owned by root.
+COPY rootfs/ /
 # The working and data directory, writable by the runtime user (without a
 # config file, `vectis serve` keeps its SQLite store and files in ./data).
-COPY --from=build --chown=65532:65532 /out/var/lib/vectis /var/lib/vectis
+COPY --chown=65532:65532 data/ /var/lib/vectis/
 
-# 65532 is "nonroot" in distroless; numeric so that runAsNonRoot can verify it.
+# 65532 is "nonroot" as in distroless; numeric so that runAsNonRoot can verify it.
 USER 65532:65532
 WORKDIR /var/lib/vectis
 VOLUME ["/var/lib/vectis"]
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 
 # 8080 admin API and /metrics (every pod); 5000 PeSIT and 5001 PeSIT over TLS
 # (the leader only).

@@ -12,7 +12,7 @@ TEST_TIMEOUT ?= 30m
 
 export VECTIS_TOOLS_BIN := $(TOOLS_BIN)
 
-.PHONY: all build size run test lint bench bench-failover fuzz tools e2e e2e-kind image clean
+.PHONY: all build size run test lint bench bench-failover fuzz tools e2e e2e-kind kind-node-image image clean
 
 all: lint test
 
@@ -61,9 +61,16 @@ E2E_TIMEOUT ?= 45m
 e2e: build
 	VECTIS_E2E_BINARY=$(CURDIR)/$(BIN) $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v -run 'Test' ./e2e/...
 
-# The same suite against a kind cluster (needs Docker and kind).
-e2e-kind:
+# The same suite against a kind cluster (needs Docker; KEEP=1 keeps the
+# cluster, STOCK_IMAGES=1 uses the registries' images instead of building them).
+e2e-kind: tools
 	./deploy/kind/e2e-kind.sh
+
+# The kind node image (Kubernetes v1.36.3) and the e2e service images, built
+# with no registry from the Go module proxy and a Debian mirror; skipped when
+# they exist (FORCE=1 rebuilds). See tools/kind/node-image.sh.
+kind-node-image:
+	./tools/kind/node-image.sh
 
 # Failover timing over repeated leader kills (p50/p99, with the failover spans).
 bench-failover: build
@@ -74,9 +81,11 @@ bench-failover: build
 tools:
 	./tools/build.sh $(TOOLS_BIN)
 
+# The container image, built with no registry: the static binary on scratch
+# (Dockerfile, context prepared by tools/image/build.sh).
 IMAGE ?= vectis:$(VERSION)
-image:
-	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) -t $(IMAGE) .
+image: build
+	./tools/image/build.sh $(BIN) $(IMAGE) $(VERSION)
 
 clean:
 	rm -rf bin

@@ -67,7 +67,7 @@ func BenchmarkFailover(b *testing.B) {
 		if err := lc.DeletePod(ctx, old, &zero); err != nil {
 			b.Fatalf("kill %d: delete leader %s: %v", i+1, old, err)
 		}
-		fo, err := timeToConnect(ctx, lc, kill, time.Minute)
+		fo, err := timeToConnect(ctx, lc, kill, &st.Leader, time.Minute)
 		if err != nil {
 			b.Fatalf("kill %d: %v", i+1, err)
 		}

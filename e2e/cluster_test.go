@@ -37,6 +37,11 @@ type Pod struct {
 	Ready       bool
 	Terminating bool
 	Created     time.Time
+	// Node, ContainerID (runtime://id) and Restarts of the vectis
+	// container, as the kubelet reports them.
+	Node        string
+	ContainerID string
+	Restarts    int32
 }
 
 // Cluster is what a scenario needs from a backend. Addresses it returns are
@@ -61,6 +66,9 @@ type Cluster interface {
 	PodAPI(ctx context.Context, p Pod) (string, error)
 	// PodPeSIT is host:port of a pod's own PeSIT port (not the Service).
 	PodPeSIT(ctx context.Context, p Pod) (string, error)
+	// PodPeSITTLS is host:port of a pod's own PeSIT over TLS port (the e2e
+	// values turn TLS on).
+	PodPeSITTLS(ctx context.Context, p Pod) (string, error)
 	// ServiceAddr is host:port of the PeSIT Service.
 	ServiceAddr() string
 	// Etcdctl runs etcdctl against Vectis' etcd and returns its standard

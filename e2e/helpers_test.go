@@ -207,13 +207,20 @@ func connectOnce(ctx context.Context, addr string) error {
 }
 
 // timeToConnect polls CONNECT through the Service every 20 ms until one
-// succeeds and returns the time since from.
-func timeToConnect(ctx context.Context, c Cluster, from time.Time, timeout time.Duration) (time.Duration, error) {
+// succeeds that the deposed leader old cannot have served, and returns the
+// time since from (old nil: any pod may serve it). A CONNECT counts only if
+// old's own PeSIT port refused just before it: a deleted pod's listener
+// never comes back, so the session was served by another pod, the new
+// leader. A CONNECT that the dying leader still answered (its process
+// outlives the delete call) is not a failover.
+func timeToConnect(ctx context.Context, c Cluster, from time.Time, old *Pod, timeout time.Duration) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
 	for {
-		if err := connectOnce(ctx, c.ServiceAddr()); err == nil {
+		if old != nil && podAccepts(ctx, c, *old) {
+			last = fmt.Errorf("the deleted leader %s still accepts on its own PeSIT port", old.Name)
+		} else if err := connectOnce(ctx, c.ServiceAddr()); err == nil {
 			return time.Since(from), nil
 		} else {
 			last = err
@@ -224,17 +231,29 @@ func timeToConnect(ctx context.Context, c Cluster, from time.Time, timeout time.
 	}
 }
 
-// acceptingPods are the pods whose own PeSIT port accepts a TCP connection.
+// podAccepts tells whether p's own PeSIT port accepts a connection.
+func podAccepts(ctx context.Context, c Cluster, p Pod) bool {
+	a, err := c.PodPeSIT(ctx, p)
+	if err != nil {
+		return false
+	}
+	if ap, ok := c.(acceptProber); ok {
+		return ap.Accepting(ctx, a)
+	}
+	d := net.Dialer{Timeout: 200 * time.Millisecond}
+	conn, err := d.DialContext(ctx, "tcp", a)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+// acceptingPods are the pods whose own PeSIT port accepts a connection.
 func acceptingPods(ctx context.Context, c Cluster, pods []Pod) []string {
 	var out []string
 	for _, p := range pods {
-		a, err := c.PodPeSIT(ctx, p)
-		if err != nil {
-			continue
-		}
-		d := net.Dialer{Timeout: 200 * time.Millisecond}
-		if conn, err := d.DialContext(ctx, "tcp", a); err == nil {
-			conn.Close()
+		if podAccepts(ctx, c, p) {
 			out = append(out, p.Name)
 		}
 	}

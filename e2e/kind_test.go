@@ -63,8 +63,9 @@ func kindUnavailable() string {
 }
 
 // kindCluster is the kind backend: the release installed by e2e-kind.sh,
-// pods reached through `kubectl port-forward`, the PeSIT Service through
-// the NodePort that kind-config.yaml maps to the host.
+// pods reached on their own IPs (routed to this host by e2e-kind.sh) or
+// else through `kubectl port-forward`, the PeSIT Service through the
+// NodePort that kind-config.yaml maps to the host.
 type kindCluster struct {
 	t        testing.TB
 	kctx     string
@@ -72,6 +73,8 @@ type kindCluster struct {
 	cs       kubernetes.Interface
 	svc      string
 	release  string
+	// podRoutes: pod IPs are routed to this host (see podAddr).
+	podRoutes bool
 
 	mu       sync.Mutex
 	forwards map[string]string // pod/port -> local address
@@ -87,13 +90,14 @@ func envOr(k, def string) string {
 
 func newKindCluster(t testing.TB) *kindCluster {
 	kc := &kindCluster{
-		t:        t,
-		kctx:     envOr("VECTIS_E2E_KUBECONTEXT", "kind-vectis-e2e"),
-		ns:       envOr("VECTIS_E2E_NAMESPACE", "vectis"),
-		deps:     envOr("VECTIS_E2E_DEPS_NAMESPACE", "vectis-deps"),
-		svc:      envOr("VECTIS_E2E_PESIT_ADDR", "127.0.0.1:5000"),
-		release:  envOr("VECTIS_E2E_RELEASE", releaseName),
-		forwards: map[string]string{},
+		t:         t,
+		kctx:      envOr("VECTIS_E2E_KUBECONTEXT", "kind-vectis-e2e"),
+		ns:        envOr("VECTIS_E2E_NAMESPACE", "vectis"),
+		deps:      envOr("VECTIS_E2E_DEPS_NAMESPACE", "vectis-deps"),
+		svc:       envOr("VECTIS_E2E_PESIT_ADDR", "127.0.0.1:5000"),
+		release:   envOr("VECTIS_E2E_RELEASE", releaseName),
+		podRoutes: os.Getenv("VECTIS_E2E_POD_ROUTES") == "1",
+		forwards:  map[string]string{},
 	}
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 		clientcmd.NewDefaultClientConfigLoadingRules(),
@@ -198,8 +202,21 @@ func (kc *kindCluster) forward(ctx context.Context, p Pod, port int) (string, er
 	}
 }
 
+// podAddr is a pod's own address for port: its IP when e2e-kind.sh routed
+// the pod network to this host (VECTIS_E2E_POD_ROUTES=1), so that probes see
+// exactly what the pod's socket does; else a kubectl port-forward.
+func (kc *kindCluster) podAddr(ctx context.Context, p Pod, port int) (string, error) {
+	if kc.podRoutes {
+		if p.IP == "" {
+			return "", fmt.Errorf("pod %s has no IP yet", p.Name)
+		}
+		return net.JoinHostPort(p.IP, fmt.Sprint(port)), nil
+	}
+	return kc.forward(ctx, p, port)
+}
+
 func (kc *kindCluster) PodAPI(ctx context.Context, p Pod) (string, error) {
-	a, err := kc.forward(ctx, p, 8080)
+	a, err := kc.podAddr(ctx, p, 8080)
 	if err != nil {
 		return "", err
 	}
@@ -207,7 +224,11 @@ func (kc *kindCluster) PodAPI(ctx context.Context, p Pod) (string, error) {
 }
 
 func (kc *kindCluster) PodPeSIT(ctx context.Context, p Pod) (string, error) {
-	return kc.forward(ctx, p, 5000)
+	return kc.podAddr(ctx, p, 5000)
+}
+
+func (kc *kindCluster) PodPeSITTLS(ctx context.Context, p Pod) (string, error) {
+	return kc.podAddr(ctx, p, 5001)
 }
 
 // Accepting tells a pod that accepts from a closed port behind the
@@ -221,10 +242,29 @@ func (kc *kindCluster) Accepting(ctx context.Context, addr string) bool {
 		return false
 	}
 	defer conn.Close()
+	if kc.podRoutes {
+		return true // the pod's own socket accepted
+	}
 	_ = conn.SetReadDeadline(time.Now().Add(150 * time.Millisecond))
 	_, err = conn.Read(make([]byte, 1))
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// KillContainer kills the process of p's vectis container with SIGKILL,
+// from inside its kind node (a crash, or the OOM killer): the pod stays and
+// the kubelet restarts the container in it.
+func (kc *kindCluster) KillContainer(ctx context.Context, p Pod) error {
+	id, ok := strings.CutPrefix(p.ContainerID, "containerd://")
+	if !ok || p.Node == "" {
+		return fmt.Errorf("pod %s: no containerd container on a node yet (%q on %q)", p.Name, p.ContainerID, p.Node)
+	}
+	script := `pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$1") && kill -KILL "$pid"`
+	out, err := exec.CommandContext(ctx, "docker", "exec", p.Node, "sh", "-c", script, "kill", id).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("kill container %s of pod %s on %s: %v: %s", id, p.Name, p.Node, err, out)
+	}
+	return nil
 }
 
 func (kc *kindCluster) Etcdctl(ctx context.Context, args ...string) (string, error) {

@@ -253,10 +253,17 @@ func podOf(p *corev1.Pod) Pod {
 			ready = true
 		}
 	}
-	return Pod{
+	out := Pod{
 		Name: p.Name, UID: string(p.UID), IP: p.Status.PodIP, Labels: p.Labels,
 		Ready: ready, Terminating: p.DeletionTimestamp != nil, Created: p.CreationTimestamp.Time,
+		Node: p.Spec.NodeName,
 	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == "vectis" {
+			out.ContainerID, out.Restarts = cs.ContainerID, cs.RestartCount
+		}
+	}
+	return out
 }
 
 func (lc *localCluster) DeletePod(ctx context.Context, name string, grace *int64) error {
@@ -282,6 +289,13 @@ func (lc *localCluster) PodPeSIT(_ context.Context, p Pod) (string, error) {
 		return "", fmt.Errorf("pod %s has no IP yet", p.Name)
 	}
 	return loopbackFor(p.IP) + ":5000", nil
+}
+
+func (lc *localCluster) PodPeSITTLS(_ context.Context, p Pod) (string, error) {
+	if p.IP == "" {
+		return "", fmt.Errorf("pod %s has no IP yet", p.Name)
+	}
+	return loopbackFor(p.IP) + ":5001", nil
 }
 
 func (lc *localCluster) Etcdctl(ctx context.Context, args ...string) (string, error) {

@@ -5,19 +5,21 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 )
 
 // monitor checks the two safety invariants of the HA design for as long as
-// it runs: at most one pod accepts on its PeSIT port, and at most one pod
-// carries the leader label. Every probeInterval it reads every pod's labels
-// and connects to every PeSIT address it has ever seen (a dead pod's address
-// is never reused), and it keeps the longest run of rounds in which two
-// or more pods did either.
+// it runs: at most one pod accepts on its PeSIT ports (plain or TLS), and at
+// most one pod carries the leader label. Every probeInterval it reads every
+// pod's labels and connects, all at once, to every PeSIT address, plain and
+// TLS, it has seen and not found dead (a dead pod's address is never
+// reused), and it keeps the longest run of rounds in which two or more pods
+// did either.
 type monitor struct {
 	c        Cluster
 	interval time.Duration
@@ -94,15 +96,19 @@ func (m *monitor) run(ctx context.Context) {
 		}
 		now := time.Now()
 		var labelled []string
+		present := map[string]bool{}
 		for _, p := range pods {
+			present[p.Name] = true
 			if p.Labels[labelKey] == "true" {
 				labelled = append(labelled, p.Name)
 			}
 			if p.IP != "" {
-				if a, err := m.c.PodPeSIT(ctx, p); err == nil {
-					m.mu.Lock()
-					m.addrs[a] = p.Name
-					m.mu.Unlock()
+				for _, addr := range []func(context.Context, Pod) (string, error){m.c.PodPeSIT, m.c.PodPeSITTLS} {
+					if a, err := addr(ctx, p); err == nil {
+						m.mu.Lock()
+						m.addrs[a] = p.Name
+						m.mu.Unlock()
+					}
 				}
 			}
 		}
@@ -112,24 +118,49 @@ func (m *monitor) run(ctx context.Context) {
 			addrs[a] = n
 		}
 		m.mu.Unlock()
-		var accepting []string
+		// Every address is probed at once, so that two pods seen accepting
+		// in one round accepted at the same time, not one after the other
+		// across a round made long by dials to dead pods timing out. A pod
+		// counts once however many of its ports accept.
+		var (
+			amu       sync.Mutex
+			accepting = map[string]bool{}
+			dead      []string
+			pwg       sync.WaitGroup
+		)
 		for a, name := range addrs {
-			if p, ok := m.c.(acceptProber); ok {
-				if p.Accepting(ctx, a) {
-					accepting = append(accepting, name)
+			pwg.Add(1)
+			go func() {
+				defer pwg.Done()
+				ok := false
+				if p, isProber := m.c.(acceptProber); isProber {
+					ok = p.Accepting(ctx, a)
+				} else if conn, err := d.DialContext(ctx, "tcp", a); err == nil {
+					conn.Close()
+					ok = true
 				}
-				continue
-			}
-			conn, err := d.DialContext(ctx, "tcp", a)
-			if err == nil {
-				conn.Close()
-				accepting = append(accepting, name)
-			}
+				amu.Lock()
+				if ok {
+					accepting[name] = true
+				} else if !present[name] {
+					dead = append(dead, a)
+				}
+				amu.Unlock()
+			}()
 		}
-		sort.Strings(accepting)
+		pwg.Wait()
+		// A pod that is gone from the API and whose port no longer accepts
+		// never accepts again (a closed listener of a deleted pod does not
+		// come back): stop probing it, so that dials to it timing out do
+		// not stretch every later round.
+		m.mu.Lock()
+		for _, a := range dead {
+			delete(m.addrs, a)
+		}
+		m.mu.Unlock()
 		m.mu.Lock()
 		m.label.observe(now, labelled)
-		m.listen.observe(now, accepting)
+		m.listen.observe(now, slices.Sorted(maps.Keys(accepting)))
 		m.rounds++
 		m.mu.Unlock()
 	}

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # End-to-end run of Vectis on a kind cluster (make e2e-kind).
 #
-#   1. create the kind cluster from kind-config.yaml (1 control plane, 3 workers)
-#   2. build the image and `kind load docker-image` it
+#   1. the images: Vectis (make image), and unless STOCK_IMAGES=1 the kind
+#      node image, etcd, PostgreSQL and a shell image built with no registry
+#      (tools/kind/node-image.sh, cached)
+#   2. create the kind cluster from kind-config.yaml (1 control plane, 3
+#      workers), give it its pod network (ptp CNI + routes), load the images
 #   3. deploy etcd (3 members) and PostgreSQL into namespace vectis-deps
 #   4. helm install charts/vectis with charts/vectis/ci/e2e-values.yaml
 #   5. wait for exactly one leader, run `helm test` (send, receive back, compare)
 #   6. run the Go e2e suite against the cluster
 #   7. delete the cluster, unless KEEP=1
 #
-# Needs docker (a running engine), kind, kubectl, helm and go. Environment:
+# Needs docker (a running engine) and go; kind and kubectl come from
+# .tools/kind/bin, helm from .tools/bin (make tools). Environment:
 #   KEEP=1                keep the cluster afterwards (also kept on failure if KEEP=1)
+#   STOCK_IMAGES=1        use kind's stock node image and the public etcd,
+#                         postgres and busybox images (needs registry access)
 #   KIND_CLUSTER=name     cluster name (default vectis-e2e)
 #   IMAGE=vectis:e2e      image tag; must match the e2e values (image.repository:image.tag)
 #   E2E_RUN=regexp        go test -run filter for the e2e suite (default: every test)
@@ -36,14 +42,47 @@ CTX="kind-$KIND_CLUSTER"
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'e2e-kind: %s\n' "$*" >&2; exit 1; }
 
-for tool in docker kind kubectl helm go; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (needed: docker, kind, kubectl, helm, go)"
+. tools/kind/versions.sh
+STOCK_IMAGES=${STOCK_IMAGES:-0}
+KIND_CACHE=${KIND_CACHE:-$root/.tools/kind}
+TOOLS_BIN=${VECTIS_TOOLS_BIN:-$root/.tools/bin}
+export PATH=$KIND_CACHE/bin:$TOOLS_BIN:$PATH
+t0=$SECONDS
+timing() { printf '== TIMING %s: %ss\n' "$1" "$((SECONDS - t0))" >&2; t0=$SECONDS; }
+
+for tool in docker go; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
 done
-docker info >/dev/null 2>&1 || die "no Docker engine reachable (docker info failed); kind needs one"
+docker info >/dev/null 2>&1 || die "no Docker engine reachable (docker info failed; tools/kind/docker-host.sh starts one)"
+[ -x "$TOOLS_BIN/helm" ] || ./tools/build.sh "$TOOLS_BIN"
+
+log "images"
+make -s image IMAGE="$IMAGE"
+if [ "$STOCK_IMAGES" = 1 ]; then
+  [ -x "$KIND_CACHE/bin/kind" ] || GOBIN=$KIND_CACHE/bin GOFLAGS=-buildvcs=false go install "sigs.k8s.io/kind@$KIND_VERSION"
+  command -v kubectl >/dev/null || die "STOCK_IMAGES=1 needs kubectl in PATH"
+  node_image=""                 # kind's default node image
+  etcd_image=quay.io/coreos/etcd:v3.6.16
+  pg_image=postgres:16
+  shell_image=busybox:1.37
+  for i in $etcd_image $pg_image $shell_image; do docker image inspect "$i" >/dev/null 2>&1 || docker pull -q "$i"; done
+else
+  ./tools/kind/node-image.sh
+  node_image=$NODE_IMAGE
+  etcd_image=vectis-e2e/etcd:v3.6.16
+  pg_image=vectis-e2e/postgresql:$DEBIAN_SUITE
+  shell_image=vectis-e2e/shell:$DEBIAN_SUITE
+fi
+# kind runs its nodes --privileged; where this host cannot, a runtime
+# wrapper is put in front of docker for kind (printed dir, else nothing).
+shim=$(CHECK_IMAGE=$shell_image ./tools/kind/docker-host.sh)
+[ -z "$shim" ] || export PATH=$shim:$PATH
+timing images
 
 kc() { kubectl --context "$CTX" "$@"; }
 
 created=0
+host_routes=0
 cleanup() {
   rc=$?
   if [ "$rc" != 0 ] && [ "$created" = 1 ]; then
@@ -60,6 +99,7 @@ cleanup() {
   fi
   if [ "$created" = 1 ] && [ "$KEEP" != 1 ]; then
     log "deleting kind cluster $KIND_CLUSTER (KEEP=1 keeps it)"
+    [ "$host_routes" = 0 ] || ./deploy/kind/pod-network.sh --delete-host-routes "$KIND_CLUSTER" || true
     kind delete cluster --name "$KIND_CLUSTER" || true
   elif [ "$created" = 1 ]; then
     log "KEEP=1: cluster $KIND_CLUSTER kept (kubectl --context $CTX ...; kind delete cluster --name $KIND_CLUSTER)"
@@ -73,21 +113,28 @@ mkdir -p "$SHARED/data"
 # Vectis runs as 65532; the hostPath PV is not chowned by fsGroup.
 chmod 0777 "$SHARED" "$SHARED/data"
 if ! kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
-  kind create cluster --name "$KIND_CLUSTER" --config kind-config.yaml --wait 120s
+  kind create cluster --name "$KIND_CLUSTER" --config kind-config.yaml ${node_image:+--image "$node_image"}
 fi
 created=1
+timing "kind create cluster"
 
-log "image $IMAGE"
-docker build \
-  --build-arg VERSION="$(git describe --tags --always --dirty 2>/dev/null || echo e2e)" \
-  --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
-  --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  -t "$IMAGE" .
-kind load docker-image "$IMAGE" --name "$KIND_CLUSTER"
+log "pod network"
+./deploy/kind/pod-network.sh "$KIND_CLUSTER"
+# The monitor probes every pod on its own IP from this host.
+host_routes=1
+./deploy/kind/pod-network.sh --host-routes "$KIND_CLUSTER"
+kc wait --for=condition=Ready nodes --all --timeout=180s
+kc -n kube-system wait --for=condition=Ready pods --all --timeout=180s
+timing "pod network, nodes and system pods Ready"
+
+log "loading images"
+kind load docker-image --name "$KIND_CLUSTER" "$IMAGE" "$etcd_image" "$pg_image" "$shell_image"
+timing "kind load"
 
 log "etcd and PostgreSQL in $DEPS_NS"
 kc create namespace "$DEPS_NS" --dry-run=client -o yaml | kc apply -f -
-kc apply -f deploy/kind/etcd.yaml -f deploy/kind/postgresql.yaml
+sed -e "s|image: quay.io/coreos/etcd:v3.6.16|image: $etcd_image|" deploy/kind/etcd.yaml | kc apply -f -
+sed -e "s|image: postgres:16|image: $pg_image|" deploy/kind/postgresql.yaml | kc apply -f -
 kc apply -f deploy/kind/shared-pv.yaml
 kc -n "$DEPS_NS" rollout status statefulset/etcd --timeout=180s
 kc -n "$DEPS_NS" rollout status statefulset/postgresql --timeout=180s
@@ -97,7 +144,9 @@ helm --kube-context "$CTX" upgrade --install "$RELEASE" charts/vectis \
   --namespace "$NS" --create-namespace \
   --values charts/vectis/ci/e2e-values.yaml \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
+  --set tests.shellImage="$shell_image" \
   --wait --timeout 5m
+timing "etcd, PostgreSQL, helm install"
 
 log "waiting for exactly one leader"
 leader=""
@@ -115,13 +164,20 @@ kc -n "$DEPS_NS" exec etcd-0 -- etcdctl get --prefix /vectis/vectis-e2e/election
   --sort-by=CREATE --order=ASCEND --limit=1 --print-value-only
 
 log "helm test (send, receive back, compare SHA-256)"
-helm --kube-context "$CTX" test "$RELEASE" --namespace "$NS" --logs --timeout 5m
+# (No --logs: the chart deletes a test pod that succeeded, and helm then
+# fails to fetch its logs; a failed one is kept and its logs shown.)
+if ! helm --kube-context "$CTX" test "$RELEASE" --namespace "$NS" --timeout 5m; then
+  kc -n "$NS" logs --all-containers --prefix "$RELEASE-test-transfer" || true
+  die "helm test failed"
+fi
+timing "leader, helm test"
 
 log "e2e suite (go test -tags e2e -run $E2E_RUN ./e2e/...)"
 # The suite picks its kind backend from these variables; the addresses are
 # the host ports kind-config.yaml maps to the NodePorts of the e2e values.
 VECTIS_E2E_BACKEND=kind \
 VECTIS_E2E_KIND=1 \
+VECTIS_E2E_POD_ROUTES=1 \
 VECTIS_E2E_ARTIFACTS="$ARTIFACTS" \
 VECTIS_E2E_KUBECONTEXT="$CTX" \
 VECTIS_E2E_NAMESPACE="$NS" \
@@ -133,4 +189,5 @@ VECTIS_E2E_API_ADDR=127.0.0.1:8080 \
 VECTIS_E2E_CLUSTER_NAME=vectis-e2e \
   go test -tags e2e -count=1 -timeout "$E2E_TIMEOUT" -v -run "$E2E_RUN" ./e2e/...
 
+timing "e2e suite"
 log "e2e-kind passed"
