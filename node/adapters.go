@@ -43,12 +43,21 @@ func (d directory) Partner(ctx context.Context, id string) (server.Partner, erro
 	if err != nil {
 		return server.Partner{}, storeErr(err)
 	}
-	return serverPartner(p, hash), nil
+	var verify func(string) bool
+	if hash != "" {
+		// The server checks passwords through partnerPasswords; this is
+		// for callers without one, bounded all the same.
+		verify = func(password string) bool {
+			res, err := d.v.Verify(context.Background(), credential.RealmPeSIT, "partner:"+id, hash, password, nil, nil)
+			return err == nil && res == credential.Accepted
+		}
+	}
+	return serverPartner(p, verify), nil
 }
 
 // serverPartner is the one projection of a stored partner onto the PeSIT
 // server's; TestPartnerProjections fails when a field is not carried.
-func serverPartner(p store.Partner, hash string) server.Partner {
+func serverPartner(p store.Partner, verifyPassword func(string) bool) server.Partner {
 	sp := server.Partner{
 		ID:           p.ID,
 		Enabled:      p.Enabled,
@@ -63,14 +72,7 @@ func serverPartner(p store.Partner, hash string) server.Partner {
 	for _, fp := range p.CertSHA256 {
 		sp.CertFingerprints = append(sp.CertFingerprints, strings.ToLower(fp))
 	}
-	if hash != "" {
-		// The server checks passwords through partnerPasswords; this is
-		// for callers without one, bounded all the same.
-		sp.VerifyPassword = func(password string) bool {
-			res, err := d.v.Verify(context.Background(), credential.RealmPeSIT, "partner:"+id, hash, password, nil, nil)
-			return err == nil && res == credential.Accepted
-		}
-	}
+	sp.VerifyPassword = verifyPassword
 	return sp
 }
 
