@@ -120,7 +120,7 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		}
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, func(err error) {
 			if n.loop != nil {
-				n.loop.Demote(err.Error())
+				n.loop.Demote(ha.ReasonStaleEpoch, err.Error())
 			}
 		})
 		loop, err := ha.New(ha.Config{
