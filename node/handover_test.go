@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ type serviceProxy struct {
 	wg       sync.WaitGroup
 
 	mu    sync.Mutex
+	held  bool // refuse new connections, as a Service with no ready endpoint
 	conns []net.Conn
 	dials []string // backend of each accepted connection, in order
 }
@@ -56,6 +58,12 @@ func newServiceProxy(t *testing.T, rate int64, backends ...string) *serviceProxy
 
 func (p *serviceProxy) addr() string { return p.ln.Addr().String() }
 
+func (p *serviceProxy) hold(on bool) {
+	p.mu.Lock()
+	p.held = on
+	p.mu.Unlock()
+}
+
 func (p *serviceProxy) backendsUsed() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -68,6 +76,13 @@ func (p *serviceProxy) serve() {
 		c, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		p.mu.Lock()
+		held := p.held
+		p.mu.Unlock()
+		if held {
+			c.Close()
+			continue
 		}
 		var up net.Conn
 		var to string
@@ -148,11 +163,18 @@ type clusterStatus struct {
 	Epoch       int64   `json:"epoch"`
 }
 
+// statusOf reads the node's cluster status; false while it does not answer.
 func statusOf(t *testing.T, n *testNode) (clusterStatus, bool) {
 	t.Helper()
-	code, body := n.do(t, "GET", "/api/cluster/status", nil)
+	req, _ := http.NewRequest("GET", n.api+"/api/cluster/status", nil)
+	req.SetBasicAuth("admin", "admin-pw")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return clusterStatus{}, false
+	}
+	defer resp.Body.Close()
 	var st clusterStatus
-	return st, code == 200 && json.Unmarshal(body, &st) == nil
+	return st, resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&st) == nil
 }
 
 // startCluster starts two nodes on PostgreSQL and etcd with the given drain
