@@ -324,6 +324,8 @@ func errorClass(err error) string {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return "not_found"
+	case errors.Is(err, ErrNotOwner):
+		return "not_owner" // before conflict, which it also is
 	case errors.Is(err, ErrConflict):
 		return "conflict"
 	case errors.Is(err, ErrStaleEpoch):

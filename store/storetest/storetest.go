@@ -1180,6 +1180,14 @@ func testMetrics(t *testing.T, newConfig NewConfig) {
 	mustIs(t, err, store.ErrNotFound, "get")
 	_, _ = s.ListPartners(ctx)
 	_, _ = s.ListPartners(ctx)
+	// A write of a transfer's former owner is counted apart from a conflict.
+	must(t, s.ClaimLeadership(ctx, 1, "a"), "claim")
+	tr, err := s.CreateTransfer(ctx, 1, SampleTransfer("P", 1))
+	must(t, err, "create")
+	must(t, s.ClaimLeadership(ctx, 2, "b"), "claim")
+	_, err = s.TakeOverTransfer(ctx, 2, "b", tr.ID, 1)
+	must(t, err, "take over")
+	mustIs(t, s.RecordSyncPoint(ctx, 1, tr.ID, store.SyncPoint{Number: 1}), store.ErrNotOwner, "old owner")
 	mfs, err := reg.Gather()
 	must(t, err, "gather")
 	counts := map[string]uint64{}
@@ -1202,7 +1210,7 @@ func testMetrics(t *testing.T, newConfig NewConfig) {
 			}
 		}
 	}
-	if len(errs) != 1 || errs["get_partner/not_found"] != 1 {
+	if len(errs) != 2 || errs["get_partner/not_found"] != 1 || errs["record_sync_point/not_owner"] != 1 {
 		t.Fatalf("error counts %v", errs)
 	}
 	// A second store on the same registry shares the collectors.
