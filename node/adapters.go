@@ -115,6 +115,9 @@ type journal struct {
 	node    string
 	epoch   func() int64
 	onStale func(error)
+	// onLost is told, from the session's goroutine, that transfer n was
+	// taken over by a newer term; it must not block. May be nil.
+	onLost func(n int64)
 
 	mu     sync.Mutex
 	next   int64
@@ -212,6 +215,11 @@ func (j *journal) SyncPoint(ctx context.Context, n int64, sync uint32, offset, a
 		return fmt.Errorf("sync point for unknown transfer %d", n)
 	}
 	err := j.st.RecordSyncPoint(ctx, owner, id, store.SyncPoint{Number: int64(sync), Offset: offset, Articles: articles})
+	if errors.Is(err, store.ErrNotOwner) && j.onLost != nil {
+		// A receive ends its transfer on this error; a send only logs it
+		// and would go on sending for a transfer that is no longer ours.
+		j.onLost(n)
+	}
 	return j.check(err)
 }
 

@@ -27,6 +27,7 @@ type serviceProxy struct {
 	ln       net.Listener
 	backends []string
 	rate     int64
+	down     bool // pace the server's data instead of the partner's
 	wg       sync.WaitGroup
 
 	mu    sync.Mutex
@@ -37,11 +38,16 @@ type serviceProxy struct {
 
 func newServiceProxy(t *testing.T, rate int64, backends ...string) *serviceProxy {
 	t.Helper()
+	return startServiceProxy(t, &serviceProxy{backends: backends, rate: rate})
+}
+
+func startServiceProxy(t *testing.T, p *serviceProxy) *serviceProxy {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &serviceProxy{ln: ln, backends: backends, rate: rate}
+	p.ln = ln
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(func() {
@@ -101,8 +107,12 @@ func (p *serviceProxy) serve() {
 		p.dials = append(p.dials, to)
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go func() { defer p.wg.Done(); p.pace(up, c); c.Close(); up.Close() }()
-		go func() { defer p.wg.Done(); _, _ = io.Copy(c, up); c.Close(); up.Close() }()
+		upCopy, downCopy := p.pace, func(dst io.Writer, src io.Reader) { _, _ = io.Copy(dst, src) }
+		if p.down {
+			upCopy, downCopy = downCopy, p.pace
+		}
+		go func() { defer p.wg.Done(); upCopy(up, c); c.Close(); up.Close() }()
+		go func() { defer p.wg.Done(); downCopy(c, up); c.Close(); up.Close() }()
 	}
 }
 
