@@ -31,6 +31,13 @@ func (c threeMembers) Status(context.Context) (api.ClusterStatus, error) {
 	}, nil
 }
 
+// noLeader is a standby that sees no leader (between two terms).
+type noLeader struct{}
+
+func (noLeader) Status(context.Context) (api.ClusterStatus, error) {
+	return api.ClusterStatus{ClusterName: "vectis-cluster", Members: []api.Member{{Name: "vectis-1", Address: "10.0.0.11"}}, MemberCount: 1}, nil
+}
+
 func TestClusterStatusJSON(t *testing.T) {
 	st := openStore(t, store.DriverSQLite)
 	cases := []struct {
@@ -56,6 +63,19 @@ func TestClusterStatusJSON(t *testing.T) {
 			extras: map[string]any{"epoch": float64(7), "leader": "vectis-0", "leaderSince": "2026-01-02T03:04:05Z"},
 		},
 	}
+	cases = append(cases, struct {
+		name    string
+		view    api.ClusterView
+		want    string
+		extras  map[string]any
+		members int
+	}{
+		name: "no leader",
+		view: noLeader{},
+		want: `{"clusterName": "vectis-cluster", "isLeader": false,
+			"members": [{"name": "vectis-1", "address": "10.0.0.11", "isLeader": false}], "memberCount": 1}`,
+		extras: map[string]any{"leader": nil},
+	})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t, st, func(cfg *api.Config) { cfg.Cluster = c.view; cfg.Leadership = nil })
@@ -80,6 +100,9 @@ func TestClusterStatusJSON(t *testing.T) {
 				}
 			}
 			for k, v := range c.extras {
+				if _, ok := got[k]; !ok {
+					t.Errorf("extra %s missing", k)
+				}
 				if !reflect.DeepEqual(got[k], v) {
 					t.Errorf("extra %s = %#v, want %#v", k, got[k], v)
 				}

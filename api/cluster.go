@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 )
 
@@ -18,10 +19,29 @@ type ClusterStatus struct {
 	IsLeader    bool      `json:"isLeader"`
 	Members     []Member  `json:"members"`
 	MemberCount int       `json:"memberCount"`
-	Node        string    `json:"node,omitempty"`   // this node's name
-	Leader      string    `json:"leader,omitempty"` // the leader's name, empty while there is none
-	Epoch       int64     `json:"epoch,omitempty"`  // fencing epoch of the current leadership
+	Node        string    `json:"node,omitempty"`  // this node's name
+	Leader      string    `json:"leader"`          // the leader's name; JSON null while there is none
+	Epoch       int64     `json:"epoch,omitempty"` // fencing epoch of the current leadership
 	LeaderSince time.Time `json:"leaderSince,omitzero"`
+}
+
+// MarshalJSON writes "leader": null while there is no leader, so that a
+// client tells "no leader" from "field not supported".
+func (s ClusterStatus) MarshalJSON() ([]byte, error) {
+	var leader *string
+	if s.Leader != "" {
+		leader = &s.Leader
+	}
+	return json.Marshal(struct {
+		ClusterName string    `json:"clusterName"`
+		IsLeader    bool      `json:"isLeader"`
+		Members     []Member  `json:"members"`
+		MemberCount int       `json:"memberCount"`
+		Node        string    `json:"node,omitempty"`
+		Leader      *string   `json:"leader"`
+		Epoch       int64     `json:"epoch,omitempty"`
+		LeaderSince time.Time `json:"leaderSince,omitzero"`
+	}{s.ClusterName, s.IsLeader, s.Members, s.MemberCount, s.Node, leader, s.Epoch, s.LeaderSince})
 }
 
 // Member is one node of the cluster.

@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/vectis-ft/vectis/election"
 )
 
@@ -82,7 +84,7 @@ type Loop struct {
 	cfg    Config
 	log    *slog.Logger
 	tracer trace.Tracer
-	demote chan string
+	demote chan demotion
 
 	mu          sync.Mutex
 	state       State
@@ -92,6 +94,13 @@ type Loop struct {
 	leaderSince time.Time
 	lostAt      time.Time // when the last leader was seen gone
 	lostLeader  string
+	lostInfo    election.LeaderInfo // the lost leader's key, to tell a resignation from an expiry
+}
+
+// demotion is a request to step down.
+type demotion struct {
+	reason Reason
+	detail string
 }
 
 // New checks cfg and returns a loop in the follower state.
@@ -121,16 +130,16 @@ func New(cfg Config) (*Loop, error) {
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "ha", "member", cfg.Election.Name),
 		tracer: cfg.TracerProvider.Tracer("github.com/vectis-ft/vectis/ha"),
-		demote: make(chan string, 1),
+		demote: make(chan demotion, 1),
 		state:  StateFollower,
 	}, nil
 }
 
 // Demote asks the leader to step down, e.g. because the store rejected its
-// epoch. It does not block; it is a no-op when not leading.
-func (l *Loop) Demote(reason string) {
+// epoch (ReasonStaleEpoch). It does not block; it is a no-op when not leading.
+func (l *Loop) Demote(r Reason, detail string) {
 	select {
-	case l.demote <- reason:
+	case l.demote <- demotion{reason: r, detail: detail}:
 	default:
 	}
 }
@@ -219,15 +228,20 @@ func (l *Loop) campaign(ctx context.Context, m *election.Member) (*election.Lead
 func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Leadership, campaignStart time.Time) {
 	won := time.Now()
 	epoch := lead.Epoch()
-	previous, start := l.takeLoss(lead.Key(), campaignStart, won)
+	loss := l.takeLoss(lead.Key(), campaignStart, won)
+	start, detection := l.outageStart(lead.Context(), m, loss)
 	fctx, span := l.tracer.Start(lead.Context(), "vectis.failover", trace.WithTimestamp(start),
 		trace.WithAttributes(
-			attribute.String("vectis.previous_leader", previous),
+			attribute.String("vectis.previous_leader", loss.leader),
 			attribute.String("vectis.new_leader", m.Name()),
 			attribute.Int64("vectis.epoch", epoch),
-			attribute.String("vectis.reason", lossReason(previous)),
+			attribute.String("vectis.reason", loss.reason()),
+			attribute.Float64("vectis.failover.detection_seconds", detection.Seconds()),
 		))
-	span.AddEvent("campaign won")
+	if !loss.seen.IsZero() {
+		span.AddEvent("leader loss observed", trace.WithTimestamp(loss.seen))
+	}
+	span.AddEvent("campaign won", trace.WithTimestamp(won))
 
 	termCtx, endTerm := context.WithCancel(lead.Context())
 	defer endTerm()
@@ -239,7 +253,7 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "fencing failed")
 		span.End()
-		l.stepDown(context.WithoutCancel(ctx), lead, "fencing failed", true)
+		l.stepDown(context.WithoutCancel(ctx), lead, ReasonFencingFailed, err.Error())
 		return
 	}
 	if err := l.transition(fctx, "pesit.start", func(ctx context.Context) error {
@@ -249,7 +263,7 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "pesit start failed")
 		span.End()
-		l.stepDown(context.WithoutCancel(ctx), lead, "pesit start failed", true)
+		l.stepDown(context.WithoutCancel(ctx), lead, ReasonStartFailed, err.Error())
 		return
 	}
 	l.becomeLeader(epoch, won)
@@ -267,11 +281,11 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 	}
 	span.SetAttributes(attribute.Float64("vectis.failover_seconds", serving.Sub(start).Seconds()))
 	span.End()
-	if previous != "" && previous != m.Name() {
+	if loss.leader != "" && loss.leader != m.Name() {
 		l.cfg.Metrics.observeFailover(serving.Sub(start))
 	}
-	l.log.Info("leading", "epoch", epoch, "previous", previous,
-		"failover", serving.Sub(start).Round(time.Millisecond))
+	l.log.Info("leading", "epoch", epoch, "previous", loss.leader,
+		"failover", serving.Sub(start).Round(time.Millisecond), "detection", detection.Round(time.Millisecond))
 
 	var wg sync.WaitGroup
 	if l.cfg.Labeler != nil {
@@ -283,58 +297,59 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		go func() { defer wg.Done(); l.cfg.LeaderJobs(termCtx, epoch) }()
 	}
 
-	var reason string
-	resign := false
+	var d demotion
 	select {
 	case <-lead.Done():
-		reason = fmt.Sprintf("leadership lost: %v", lead.Err())
-	case r := <-l.demote:
-		reason = "demoted: " + r
-		resign = true
+		d = demotion{reason: lossReason(lead.Err()), detail: fmt.Sprint(lead.Err())}
+	case d = <-l.demote:
 	case <-ctx.Done():
-		reason = "shutdown"
-		resign = true
+		d = demotion{reason: ReasonShutdown, detail: "node stopping"}
 	}
 	endTerm()
 	wg.Wait()
-	l.stepDown(context.WithoutCancel(ctx), lead, reason, resign)
+	l.stepDown(context.WithoutCancel(ctx), lead, d.reason, d.detail)
 }
 
-// stepDown stops serving before anything else. On shutdown it resigns right
-// after the listeners close, so a standby wins in one round trip while the
-// live sessions drain; when leadership is already lost they are aborted at
-// once, since another member may be leading.
-func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason string, resign bool) {
-	l.setState(StateSteppingDown, reason)
+// stepDown stops serving before anything else, then does what the step-down
+// table says for reason: on shutdown or demotion it resigns right after the
+// listeners close, so a standby wins in one round trip while the live
+// sessions drain (they finish the transfers they own); when leadership may
+// already be someone else's they are aborted at once.
+func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason Reason, detail string) {
+	mode := ModeOf(reason)
+	l.setState(StateSteppingDown, string(reason))
+	l.cfg.Metrics.steppedDown(reason)
 	ctx, span := l.tracer.Start(ctx, "vectis.stepdown", trace.WithAttributes(
 		attribute.String("vectis.member", l.cfg.Election.Name),
 		attribute.Int64("vectis.epoch", lead.Epoch()),
-		attribute.String("vectis.reason", reason),
+		attribute.String("vectis.reason", string(reason)),
+		attribute.String("vectis.stepdown.reason", string(reason)),
+		attribute.String("vectis.stepdown.detail", detail),
+		attribute.Bool("vectis.stepdown.resign", mode.Resign),
+		attribute.Bool("vectis.stepdown.drain", mode.Drain),
 	))
 	defer span.End()
 	began := time.Now()
+	l.log.Info("stepping down", "reason", string(reason), "detail", detail, "resign", mode.Resign, "drain", mode.Drain)
 
 	l.cfg.Serving.StopAccepting()
 	span.AddEvent("listeners closed")
-	drain := l.cfg.DrainTimeout
-	if resign {
+	if mode.Resign {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if err := lead.Resign(rctx); err != nil {
 			l.log.Warn("resign", "err", err)
 		}
 		cancel()
 		span.AddEvent("resigned")
-	} else {
-		drain = 0
 	}
-	dctx, cancel := context.WithTimeout(ctx, drain)
+	dctx, cancel := context.WithTimeout(ctx, mode.wait(l.cfg.DrainTimeout))
 	if err := l.cfg.Serving.Drain(dctx); err != nil {
 		span.RecordError(err)
 		l.log.Warn("drain", "err", err)
 	}
 	cancel()
 	span.AddEvent("sessions ended")
-	if !resign {
+	if !mode.Resign {
 		// Leadership is already over; release it all the same, so that the
 		// member can campaign again and a key that etcd still holds goes.
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -354,8 +369,8 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason s
 	l.leaderSince = time.Time{}
 	l.mu.Unlock()
 	l.cfg.Metrics.setLeader(false)
-	l.setState(StateFollower, reason)
-	l.log.Info("stepped down", "reason", reason, "took", time.Since(began).Round(time.Millisecond))
+	l.setState(StateFollower, string(reason))
+	l.log.Info("stepped down", "reason", string(reason), "took", time.Since(began).Round(time.Millisecond))
 }
 
 // keepLabel reconciles the label while leading: the API server may have been
@@ -426,32 +441,103 @@ func (l *Loop) setMember(m *election.Member) {
 	l.mu.Unlock()
 }
 
-// takeLoss says which leader this node replaces and since when it knew the
-// leader was gone, for the failover span and metric. The campaign returning
-// is itself a detection: the key ahead of ours was deleted. The observer may
-// have seen the deletion a little earlier, or not yet; a loss it recorded
-// before this campaign began belongs to an older term. The recorded loss is
-// consumed, so that a later term cannot reuse it.
-func (l *Loop) takeLoss(ownKey string, campaignStart, won time.Time) (string, time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	previous, start := "", won
-	switch {
-	case l.leader.Name != "" && l.leader.Key != ownKey:
-		// The observer has not delivered the old leader's deletion yet.
-		previous = l.leader.Name
-	case l.lostLeader != "" && !l.lostAt.Before(campaignStart):
-		previous, start = l.lostLeader, l.lostAt
-	}
-	l.lostLeader, l.lostAt = "", time.Time{}
-	return previous, start
+// loss is what this node knows of the leader it replaces.
+type loss struct {
+	leader string              // "" when there was none
+	info   election.LeaderInfo // its key, revision and lease, if known
+	seen   time.Time           // when its key was seen gone (the campaign win at the latest)
 }
 
-func lossReason(previous string) string {
-	if previous == "" {
+func (x loss) reason() string {
+	if x.leader == "" {
 		return "no previous leader"
 	}
 	return "previous leader lost"
+}
+
+// takeLoss says which leader this node replaces and since when it knew the
+// leader was gone. The campaign returning is itself a detection: the key
+// ahead of ours was deleted. The observer may have seen the deletion a little
+// earlier, or not yet; a loss it recorded before this campaign began belongs
+// to an older term. The recorded loss is consumed, so that a later term
+// cannot reuse it.
+func (l *Loop) takeLoss(ownKey string, campaignStart, won time.Time) loss {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := loss{seen: won}
+	switch {
+	case l.leader.Name != "" && l.leader.Key != ownKey:
+		// The observer has not delivered the old leader's deletion yet.
+		out.leader, out.info = l.leader.Name, l.leader
+	case l.lostLeader != "" && !l.lostAt.Before(campaignStart):
+		out.leader, out.info, out.seen = l.lostLeader, l.lostInfo, l.lostAt
+	}
+	l.lostLeader, l.lostAt, l.lostInfo = "", time.Time{}, election.LeaderInfo{}
+	return out
+}
+
+// outageStart is the best time this node can know for when the old leader
+// stopped serving, and how long it took to notice (the detection latency).
+//
+// A leader that resigned deleted its key while its lease lived: the outage
+// began when the key went. A leader whose lease expired (killed, or cut off
+// from etcd) stopped serving at the latest at its own deadline, shortly after
+// its last renewal, which etcd dates at expiry - TTL: the outage began then,
+// a TTL before the key went. The two differ in etcd's history: a resignation
+// deletes the leader key alone, a lease expiry (or revocation) deletes it in
+// the same revision as the member's registration key. Reading that history
+// costs two round trips, bounded by TTL/5; if they fail the outage is dated
+// from the observation, which only under-reports.
+func (l *Loop) outageStart(ctx context.Context, m *election.Member, x loss) (time.Time, time.Duration) {
+	if x.leader == "" || x.info.Key == "" {
+		return x.seen, 0
+	}
+	ttl := l.cfg.Election.TTL
+	if ttl <= 0 {
+		ttl = election.DefaultTTL
+	}
+	cctx, cancel := context.WithTimeout(ctx, min(ttl/5, 250*time.Millisecond))
+	defer cancel()
+	expired, err := leaseEnded(cctx, m.Client(), x.info, election.MembersPrefix(l.cfg.Election.Cluster)+x.leader)
+	if err != nil {
+		l.log.Debug("failover: cannot tell resignation from expiry", "err", err)
+		return x.seen, 0
+	}
+	if !expired {
+		return x.seen, 0
+	}
+	return x.seen.Add(-ttl), ttl
+}
+
+// leaseEnded reports whether the leader key in info went with its lease
+// (expiry or revocation) rather than alone (resignation).
+func leaseEnded(ctx context.Context, cli *clientv3.Client, info election.LeaderInfo, memberKey string) (bool, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var deleted int64
+	for resp := range cli.Watch(wctx, info.Key, clientv3.WithRev(info.Epoch), clientv3.WithFilterPut()) {
+		if err := resp.Err(); err != nil {
+			return false, fmt.Errorf("watch %s: %w", info.Key, err)
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				deleted = ev.Kv.ModRevision
+				break
+			}
+		}
+		if deleted != 0 {
+			break
+		}
+	}
+	if deleted == 0 {
+		return false, fmt.Errorf("deletion of %s not found: %w", info.Key, ctx.Err())
+	}
+	resp, err := cli.Get(ctx, memberKey, clientv3.WithRev(deleted))
+	if err != nil {
+		return false, fmt.Errorf("member key at revision %d: %w", deleted, err)
+	}
+	survived := len(resp.Kvs) == 1 && resp.Kvs[0].Lease == info.Lease
+	return !survived, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 
 	"github.com/vectis-ft/vectis/election"
@@ -120,12 +122,19 @@ type node struct {
 
 func startNode(t *testing.T, endpoints []string, st *store.Store, mon *monitor, name string, ttl time.Duration) *node {
 	t.Helper()
+	return startNodeWith(t, endpoints, st, mon, name, ttl, nil)
+}
+
+// startNodeWith is startNode with a last word on the configuration.
+func startNodeWith(t *testing.T, endpoints []string, st *store.Store, mon *monitor, name string, ttl time.Duration,
+	edit func(*Config)) *node {
+	t.Helper()
 	rec := &recorder{name: name, mon: mon}
 	metrics, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	loop, err := New(Config{
+	cfg := Config{
 		Election: election.Config{
 			Endpoints: endpoints, TTL: ttl, Cluster: "ha-test", Name: name, Address: name + ":5000",
 			Logger: slog.New(slog.DiscardHandler),
@@ -134,7 +143,11 @@ func startNode(t *testing.T, endpoints []string, st *store.Store, mon *monitor, 
 		Fence:        st,
 		DrainTimeout: time.Second,
 		Metrics:      metrics,
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	loop, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +267,12 @@ func TestDemoteOnStaleEpochHandsOver(t *testing.T) {
 	if !errors.Is(err, store.ErrStaleEpoch) {
 		t.Fatalf("CheckEpoch with the old epoch: %v, want ErrStaleEpoch", err)
 	}
-	leader.loop.Demote("stale epoch")
+	leader.loop.Demote(ReasonStaleEpoch, "test")
+	defer func() {
+		if got := counterValue(t, a.loop.cfg.Metrics.stepdowns.WithLabelValues(string(ReasonStaleEpoch))); got != 1 {
+			t.Errorf("vectis_cluster_stepdowns_total{reason=stale_epoch} = %v, want 1", got)
+		}
+	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for a.serve.accepting() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -303,4 +321,108 @@ func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
 		t.Fatal(err)
 	}
 	return m.GetGauge().GetValue()
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// failoverSpan waits for the vectis.failover span of a term that replaced
+// previous.
+func failoverSpan(t *testing.T, rec *tracetest.SpanRecorder, previous string) sdktrace.ReadOnlySpan {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range rec.Ended() {
+			if s.Name() != "vectis.failover" {
+				continue
+			}
+			for _, a := range s.Attributes() {
+				if a.Key == "vectis.previous_leader" && a.Value.AsString() == previous {
+					return s
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no vectis.failover span replacing %s", previous)
+	return nil
+}
+
+func floatAttr(s sdktrace.ReadOnlySpan, key string) (float64, bool) {
+	for _, a := range s.Attributes() {
+		if string(a.Key) == key {
+			return a.Value.AsFloat64(), true
+		}
+	}
+	return 0, false
+}
+
+// TestFailoverSpanCoversOutage: the failover span starts when the old leader
+// stopped serving, not when the standby noticed. After a resignation that is
+// the resignation (detection ~0); after a leader is cut off from etcd, as
+// after a SIGKILL, it is its last lease renewal, within TTL/5 of the cut
+// (renewals go every TTL/5), and the detection latency is about a TTL.
+func TestFailoverSpanCoversOutage(t *testing.T) {
+	const ttl = 2 * time.Second
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon := &monitor{}
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	withTraces := func(c *Config) { c.TracerProvider = tp }
+
+	proxy := etcdtest.NewProxy(t, cluster.Endpoints()[0][len("http://"):])
+	a := startNodeWith(t, []string{proxy.URL()}, st, mon, "a", ttl, withTraces)
+	waitLeader(t, []*node{a}, 10*time.Second)
+	b := startNodeWith(t, cluster.Endpoints(), st, mon, "b", ttl, withTraces)
+	time.Sleep(500 * time.Millisecond)
+
+	// Cut off: a keeps serving until its own deadline, then b wins at expiry.
+	cut := time.Now()
+	proxy.Cut()
+	s := failoverSpan(t, spans, "a")
+	start := s.StartTime()
+	if d := start.Sub(cut); d > ttl/5 || d < -ttl/5 {
+		t.Errorf("failover span after a lost lease starts %v from the cut, want within TTL/5 = %v", d, ttl/5)
+	}
+	det, ok := floatAttr(s, "vectis.failover.detection_seconds")
+	if !ok || det < ttl.Seconds()*0.9 {
+		t.Errorf("detection_seconds = %v (%v), want about the TTL %v", det, ok, ttl)
+	}
+	if got := s.EndTime().Sub(start); got < ttl*4/5 {
+		t.Errorf("failover span lasts %v for an outage of at least TTL - margin", got)
+	}
+	waitLeader(t, []*node{b}, 5*time.Second)
+	if got := counterValue(t, a.loop.cfg.Metrics.stepdowns.WithLabelValues(string(ReasonDeadlineExceeded))) +
+		counterValue(t, a.loop.cfg.Metrics.stepdowns.WithLabelValues(string(ReasonLeaseLost))) +
+		counterValue(t, a.loop.cfg.Metrics.stepdowns.WithLabelValues(string(ReasonQuorumLost))); got != 1 {
+		t.Errorf("a counted %v lost-lease step-downs, want 1", got)
+	}
+
+	// Resignation: c stands by, b stops gracefully.
+	c := startNodeWith(t, cluster.Endpoints(), st, mon, "c", ttl, withTraces)
+	time.Sleep(500 * time.Millisecond)
+	stopped := time.Now()
+	b.stop()
+	s = failoverSpan(t, spans, "b")
+	if d := s.StartTime().Sub(stopped); d < 0 || d > 200*time.Millisecond {
+		t.Errorf("failover span after a resignation starts %v after the stop, want within 200ms", d)
+	}
+	if det, ok := floatAttr(s, "vectis.failover.detection_seconds"); !ok || det > 0.2 {
+		t.Errorf("detection_seconds after a resignation = %v (%v), want about 0", det, ok)
+	}
+	if got := counterValue(t, b.loop.cfg.Metrics.stepdowns.WithLabelValues(string(ReasonShutdown))); got != 1 {
+		t.Errorf("vectis_cluster_stepdowns_total{reason=shutdown} on b = %v, want 1", got)
+	}
+	if d, n := mon.overlap(); d > 0 || n > 1 {
+		t.Errorf("two nodes accepted at once for %s", d)
+	}
+	_ = c
 }

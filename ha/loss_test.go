@@ -23,27 +23,27 @@ func TestTakeLoss(t *testing.T) {
 
 	// The observer has not seen the deletion yet: the leader it shows is the one replaced.
 	l := newLoop()
-	l.noteLeader(election.LeaderInfo{Name: "a", Key: "ka"})
-	if prev, start := l.takeLoss("kme", campaign, won); prev != "a" || !start.Equal(won) {
-		t.Errorf("observer behind: %q %v, want a at the win", prev, start)
+	l.noteLeader(election.LeaderInfo{Name: "a", Key: "ka", Lease: 7})
+	if x := l.takeLoss("kme", campaign, won); x.leader != "a" || !x.seen.Equal(won) || x.info.Lease != 7 {
+		t.Errorf("observer behind: %+v, want a (lease 7) at the win", x)
 	}
 
 	// The observer saw the old leader go (to nobody, or straight to us).
 	for _, next := range []election.LeaderInfo{{}, {Name: "me", Key: "kme"}} {
 		l = newLoop()
-		l.noteLeader(election.LeaderInfo{Name: "a", Key: "ka"})
+		l.noteLeader(election.LeaderInfo{Name: "a", Key: "ka", Lease: 9})
 		l.lostAt = time.Time{}
 		l.noteLeader(next)
 		seen := l.lostAt
 		if seen.IsZero() {
 			t.Fatalf("loss of a not recorded when the observer saw %+v", next)
 		}
-		prev, start := l.takeLoss("kme", seen.Add(-time.Millisecond), seen.Add(time.Second))
-		if prev != "a" || !start.Equal(seen) {
-			t.Errorf("observer ahead (%+v): %q %v, want a from %v", next, prev, start, seen)
+		x := l.takeLoss("kme", seen.Add(-time.Millisecond), seen.Add(time.Second))
+		if x.leader != "a" || !x.seen.Equal(seen) || x.info.Lease != 9 {
+			t.Errorf("observer ahead (%+v): %+v, want a (lease 9) from %v", next, x, seen)
 		}
 		// Consumed: a later term does not reuse it.
-		if l.lostLeader != "" || !l.lostAt.IsZero() {
+		if l.lostLeader != "" || !l.lostAt.IsZero() || l.lostInfo.Key != "" {
 			t.Errorf("the loss of a was not consumed")
 		}
 	}
@@ -51,8 +51,8 @@ func TestTakeLoss(t *testing.T) {
 	// A loss recorded before this campaign began belongs to an older term.
 	l = newLoop()
 	l.lostLeader, l.lostAt = "old", t0
-	if prev, start := l.takeLoss("kme", campaign, won); prev != "" || !start.Equal(won) {
-		t.Errorf("stale loss: %q %v, want none", prev, start)
+	if x := l.takeLoss("kme", campaign, won); x.leader != "" || !x.seen.Equal(won) {
+		t.Errorf("stale loss: %+v, want none", x)
 	}
 }
 

@@ -12,6 +12,7 @@ type Metrics struct {
 	isLeader      prometheus.Gauge
 	leaderChanges prometheus.Counter
 	failover      prometheus.Histogram
+	stepdowns     *prometheus.CounterVec
 }
 
 // NewMetrics creates and registers the cluster metrics.
@@ -27,12 +28,19 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "vectis_cluster_leader_changes_total", Help: "Leader changes observed by this node.",
 		}),
 		failover: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "vectis_cluster_failover_seconds",
-			Help:    "On the node that took over: from the old leader's loss being observed to PeSIT accepting.",
+			Name: "vectis_cluster_failover_seconds",
+			Help: "On the node that took over: from the best known time the old leader stopped serving " +
+				"(its resignation, or its last lease renewal = expiry - TTL) to PeSIT accepting.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
+		stepdowns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vectis_cluster_stepdowns_total", Help: "Leader step-downs on this node, by reason.",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.members, m.isLeader, m.leaderChanges, m.failover} {
+	for r := range modes {
+		m.stepdowns.WithLabelValues(string(r)) // every reason is exported, at 0 until it happens
+	}
+	for _, c := range []prometheus.Collector{m.members, m.isLeader, m.leaderChanges, m.failover, m.stepdowns} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -66,5 +74,11 @@ func (m *Metrics) leaderChanged() {
 func (m *Metrics) observeFailover(d time.Duration) {
 	if m != nil {
 		m.failover.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) steppedDown(r Reason) {
+	if m != nil {
+		m.stepdowns.WithLabelValues(string(r)).Inc()
 	}
 }

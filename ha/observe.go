@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"time"
 
@@ -25,6 +26,10 @@ func (l *Loop) observe(ctx context.Context, m *election.Member) {
 				return
 			}
 			l.noteLeader(info)
+			// A leader change usually comes with a member change (the old
+			// leader's key expired with its lease, or it is restarting):
+			// refresh now rather than up to a tick later.
+			l.refreshMembers(ctx, m)
 		case <-t.C:
 			l.refreshMembers(ctx, m)
 		}
@@ -40,6 +45,7 @@ func (l *Loop) noteLeader(info election.LeaderInfo) {
 	if prev.Name != "" && prev.Key != info.Key && prev.Name != l.cfg.Election.Name {
 		l.lostAt = time.Now()
 		l.lostLeader = prev.Name
+		l.lostInfo = prev
 	}
 	l.mu.Unlock()
 	if info.Name != "" && info.Key != prev.Key {
@@ -105,6 +111,8 @@ func (l *Loop) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return st, err
 	}
+	// The gauge never lags what the status API shows.
+	l.cfg.Metrics.setMembers(len(members))
 	for _, mi := range members {
 		st.Members = append(st.Members, Member{Name: mi.Name, Address: mi.Address, IsLeader: mi.Name == leader.Name})
 	}
@@ -131,4 +139,16 @@ func (l *Loop) Epoch() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.epoch
+}
+
+// Members lists the live cluster members (membership keys whose lease is
+// alive). Without a session it fails.
+func (l *Loop) Members(ctx context.Context) ([]election.MemberInfo, error) {
+	l.mu.Lock()
+	m := l.member
+	l.mu.Unlock()
+	if m == nil {
+		return nil, errors.New("ha: not joined to the cluster")
+	}
+	return m.View.Members(ctx)
 }

@@ -133,7 +133,12 @@ func fileDirection(d store.FileDirection) server.Direction {
 	return server.DirectionBoth
 }
 
-// journal records transfers in the store under the current leader epoch.
+// journal records transfers in the store. A transfer belongs to the term
+// that began it (or took it over on a restart): its sync points and outcome
+// carry that term's epoch, not the current one, so that a node that stepped
+// down may finish the transfers it owns while it drains, and is refused
+// (store.ErrNotOwner) once a newer term took one over. Beginning or taking
+// over a transfer is leader-only and carries the current epoch.
 // The PeSIT server numbers transfers with int64 ids for its own bookkeeping;
 // the store uses string ids. The mapping lives as long as the process, which
 // is as long as the server's sessions.
@@ -142,38 +147,48 @@ type journal struct {
 	node    string
 	epoch   func() int64
 	onStale func(error)
+	// onLost is told, from the session's goroutine, that transfer n was
+	// taken over by a newer term; it must not block. May be nil.
+	onLost func(n int64)
 
 	mu     sync.Mutex
 	next   int64
 	byNum  map[int64]string
 	byName map[string]int64
+	owner  map[int64]int64 // transfer number -> owner epoch as last known
 }
 
 func newJournal(st *store.Store, node string, epoch func() int64, onStale func(error)) *journal {
-	return &journal{st: st, node: node, epoch: epoch, onStale: onStale, byNum: map[int64]string{}, byName: map[string]int64{}}
+	return &journal{st: st, node: node, epoch: epoch, onStale: onStale,
+		byNum: map[int64]string{}, byName: map[string]int64{}, owner: map[int64]int64{}}
 }
 
-func (j *journal) number(id string) int64 {
+// number maps a store id to a server number and remembers its owner epoch.
+func (j *journal) number(id string, owner int64) int64 {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if n, ok := j.byName[id]; ok {
-		return n
+	n, ok := j.byName[id]
+	if !ok {
+		j.next++
+		n = j.next
+		j.byNum[n] = id
+		j.byName[id] = n
 	}
-	j.next++
-	j.byNum[j.next] = id
-	j.byName[id] = j.next
-	return j.next
+	j.owner[n] = owner
+	return n
 }
 
-func (j *journal) name(n int64) (string, bool) {
+// name returns the store id of transfer n and the epoch that owns it.
+func (j *journal) name(n int64) (string, int64, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	id, ok := j.byNum[n]
-	return id, ok
+	return id, j.owner[n], ok
 }
 
 // check passes err on, and reports a stale epoch to the HA loop: another
-// leader has been elected and this node must stop serving.
+// leader has been elected and this node must stop serving. A lost transfer
+// (ErrNotOwner) is not such a report: it only ends that transfer's session.
 func (j *journal) check(err error) error {
 	if errors.Is(err, store.ErrStaleEpoch) && j.onStale != nil {
 		j.onStale(err)
@@ -192,23 +207,24 @@ func transferDirection(t server.Transfer) store.TransferDirection {
 }
 
 func (j *journal) Begin(ctx context.Context, t server.Transfer) (int64, error) {
+	epoch := j.epoch()
 	if t.RestartOf != 0 {
-		if id, ok := j.name(t.RestartOf); ok {
-			_, err := j.st.UpdateTransfer(ctx, j.epoch(), id, func(r *store.Transfer) error {
-				r.Status = store.StatusInProgress
-				r.RestartCount++
-				r.Node = j.node
-				return nil
-			})
+		if id, from, ok := j.name(t.RestartOf); ok {
+			// Take the transfer over from the owner FindRestart saw. A
+			// compare-and-set: from now on the old owner's writes are refused.
+			_, err := j.st.TakeOverTransfer(ctx, epoch, j.node, id, from)
 			if err == nil {
+				j.number(id, epoch)
 				return t.RestartOf, nil
 			}
-			if errors.Is(err, store.ErrStaleEpoch) {
-				return 0, j.check(err)
+			if errors.Is(err, store.ErrStaleEpoch) || errors.Is(err, store.ErrNotOwner) {
+				// Another session took it first: resuming into the same
+				// file would race it.
+				return 0, j.check(fmt.Errorf("take over transfer: %w", err))
 			}
 		}
 	}
-	rec, err := j.st.CreateTransfer(ctx, j.epoch(), store.Transfer{
+	rec, err := j.st.CreateTransfer(ctx, epoch, store.Transfer{
 		ServerID:    t.ServerID,
 		PartnerID:   t.Partner,
 		FileID:      t.VirtualFile,
@@ -223,20 +239,25 @@ func (j *journal) Begin(ctx context.Context, t server.Transfer) (int64, error) {
 	if err != nil {
 		return 0, j.check(fmt.Errorf("record transfer: %w", err))
 	}
-	return j.number(rec.ID), nil
+	return j.number(rec.ID, epoch), nil
 }
 
 func (j *journal) SyncPoint(ctx context.Context, n int64, sync uint32, offset, articles int64) error {
-	id, ok := j.name(n)
+	id, owner, ok := j.name(n)
 	if !ok {
 		return fmt.Errorf("sync point for unknown transfer %d", n)
 	}
-	err := j.st.RecordSyncPoint(ctx, j.epoch(), id, store.SyncPoint{Number: int64(sync), Offset: offset, Articles: articles})
+	err := j.st.RecordSyncPoint(ctx, owner, id, store.SyncPoint{Number: int64(sync), Offset: offset, Articles: articles})
+	if errors.Is(err, store.ErrNotOwner) && j.onLost != nil {
+		// A receive ends its transfer on this error; a send only logs it
+		// and would go on sending for a transfer that is no longer ours.
+		j.onLost(n)
+	}
 	return j.check(err)
 }
 
 func (j *journal) Finish(ctx context.Context, n int64, o server.Outcome) error {
-	id, ok := j.name(n)
+	id, owner, ok := j.name(n)
 	if !ok {
 		return fmt.Errorf("finish unknown transfer %d", n)
 	}
@@ -245,7 +266,8 @@ func (j *journal) Finish(ctx context.Context, n int64, o server.Outcome) error {
 	case server.StatusDone:
 		status = store.StatusCompleted
 	case server.StatusInterrupted:
-		status = store.StatusRestartable
+		// Kept for a restart, as the orphan sweep leaves a transfer.
+		status = store.StatusInterrupted
 	case server.StatusCancelled:
 		status = store.StatusCancelled
 	}
@@ -256,7 +278,7 @@ func (j *journal) Finish(ctx context.Context, n int64, o server.Outcome) error {
 			diag += " " + o.Detail
 		}
 	}
-	err := j.st.FinishTransfer(ctx, j.epoch(), id, store.TransferResult{
+	err := j.st.FinishTransfer(ctx, owner, id, store.TransferResult{
 		Status: status, Bytes: o.Bytes, Articles: o.Articles, SHA256: o.SHA256, Diagnostic: diag,
 		Anomalies: anomalyNames(o.Anomalies),
 	})
@@ -286,7 +308,7 @@ func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (serve
 		return server.RestartState{}, false, err
 	}
 	return server.RestartState{
-		TransferID:  j.number(rec.ID),
+		TransferID:  j.number(rec.ID, rec.Epoch),
 		TempPath:    rec.TempPath,
 		Path:        rec.LocalPath,
 		FileCreated: rec.FileCreated,

@@ -133,9 +133,10 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		}
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, func(err error) {
 			if n.loop != nil {
-				n.loop.Demote(err.Error())
+				n.loop.Demote(ha.ReasonStaleEpoch, err.Error())
 			}
 		})
+		n.pesit.journal.onLost = n.pesit.lost
 		loop, err := ha.New(ha.Config{
 			Election: election.Config{
 				Endpoints: n.cfg.Cluster.Etcd.Endpoints,
@@ -166,6 +167,7 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		view, leadership = clusterView{loop}, loop
 	} else {
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, nil)
+		n.pesit.journal.onLost = n.pesit.lost
 		sa := api.Standalone{ClusterName: n.cfg.Cluster.Name, Name: n.cfg.Node.Name, Address: n.advertised(), Since: time.Now()}
 		view, leadership = sa, sa
 	}
@@ -258,25 +260,91 @@ func (n *node) leadStandalone(ctx context.Context) error {
 	return nil
 }
 
-// leaderJobs runs the leader-only housekeeping until the term ends.
+// leaderJobs runs the leader-only housekeeping until the term ends: the
+// orphan sweep at once and then every cluster TTL, retention every hour.
 func (n *node) leaderJobs(ctx context.Context, epoch int64) {
-	if n.cfg.Store.Retention <= 0 {
-		return
+	sweep := n.cfg.Cluster.TTL
+	if sweep <= 0 {
+		sweep = 5 * time.Second
 	}
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
+	orphans := time.NewTicker(sweep)
+	defer orphans.Stop()
+	retention := time.NewTicker(time.Hour)
+	defer retention.Stop()
+	n.sweepOrphans(ctx, epoch)
+	n.purge(ctx, epoch)
 	for {
-		res, err := n.st.Purge(ctx, epoch, n.cfg.Store.Retention)
-		if err != nil && ctx.Err() == nil {
-			n.log.Warn("retention purge", "err", err)
-		} else if err == nil {
-			n.log.Debug("retention purge", "result", fmt.Sprintf("%+v", res))
-		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-orphans.C:
+			n.sweepOrphans(ctx, epoch)
+		case <-retention.C:
+			n.purge(ctx, epoch)
 		}
+	}
+}
+
+func (n *node) purge(ctx context.Context, epoch int64) {
+	if n.cfg.Store.Retention <= 0 {
+		return
+	}
+	res, err := n.st.Purge(ctx, epoch, n.cfg.Store.Retention)
+	if err != nil && ctx.Err() == nil {
+		n.log.Warn("retention purge", "err", err)
+	} else if err == nil {
+		n.log.Debug("retention purge", "result", fmt.Sprintf("%+v", res))
+	}
+}
+
+// sweepOrphans marks interrupted the in_progress transfers whose owner is
+// gone, keeping their sync points, so that the partner's restart resumes
+// them here. See ownerGone for who counts as gone.
+func (n *node) sweepOrphans(ctx context.Context, epoch int64) {
+	var members []election.MemberInfo
+	if n.loop != nil {
+		var err error
+		if members, err = n.loop.Members(ctx); err != nil {
+			if ctx.Err() == nil {
+				n.log.Warn("orphan sweep: cannot list members", "err", err)
+			}
+			return
+		}
+	}
+	gone := ownerGone(n.cfg.Node.Name, epoch, n.loop == nil, members)
+	out, err := n.st.InterruptOrphans(ctx, epoch, n.cfg.Node.Name, gone)
+	if err != nil && ctx.Err() == nil {
+		n.log.Warn("orphan sweep", "err", err)
+	}
+	for _, t := range out {
+		n.log.Warn("orphan transfer interrupted; a restart resumes it", "transfer", t.ID, "partner", t.PartnerID,
+			"sync", t.SyncPoint.Number, "offset", t.SyncPoint.Offset, "diag", t.Diagnostic)
+	}
+}
+
+// ownerGone decides whether the owner of an in_progress transfer is gone.
+// This node's older terms are gone: a term ends only after its sessions did.
+// Without a cluster every other owner is gone (an earlier process). In a
+// cluster, an owner is alive while its member key is (its lease lives) and
+// it registered before the transfer's last write: a member that registered
+// since is a new session of that node, which drained or aborted everything
+// of the old one first. An old leader that drains after a handover keeps its
+// key, so its transfers are left to it; if it dies, its key goes within a
+// TTL and the next sweep takes them.
+func ownerGone(self string, epoch int64, standalone bool, members []election.MemberInfo) func(store.Transfer) bool {
+	started := make(map[string]time.Time, len(members))
+	for _, m := range members {
+		started[m.Name] = m.StartedAt
+	}
+	return func(t store.Transfer) bool {
+		if t.Node == self && t.Epoch < epoch {
+			return true
+		}
+		if standalone {
+			return true
+		}
+		since, ok := started[t.Node]
+		return !ok || since.After(t.UpdatedAt)
 	}
 }
 

@@ -27,6 +27,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(nodeHelperEnv); spec != "" {
+		os.Exit(runNodeHelper(spec))
+	}
 	code := m.Run()
 	pgtest.Shutdown()
 	os.Exit(code)

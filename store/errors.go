@@ -1,6 +1,9 @@
 package store
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Typed errors. Every error the store returns that falls in one of these
 // classes wraps the matching value, so callers test with errors.Is and the
@@ -19,4 +22,9 @@ var (
 	ErrUnavailable = errors.New("store: database unavailable")
 	// ErrInvalid: the record failed validation.
 	ErrInvalid = errors.New("store: invalid")
+	// ErrNotOwner: a transfer write came from a session that no longer owns
+	// the transfer, because a newer term took it over (a restart on the new
+	// leader, or the orphan sweep). It is a conflict (HTTP 409) and never a
+	// reason to step down: the writer is a draining old leader.
+	ErrNotOwner = fmt.Errorf("%w: transfer owned by a newer term", ErrConflict)
 )

@@ -209,9 +209,13 @@ type Transfer struct {
 	FileCreated string `json:"fileCreated,omitempty"`
 	// Anomalies are the peer's tolerated deviations from the spec
 	// (docs/interop.md), such as a miscounted PI 28.
-	Anomalies  []string  `json:"anomalies,omitempty"`
+	Anomalies []string `json:"anomalies,omitempty"`
+	// Node and Epoch are the transfer's owner: the node and the leader term
+	// whose session runs it (or ran it last). Sync points and the outcome
+	// are written only by the owner, so a draining old leader may finish
+	// what it owns; a restart on a new leader takes ownership atomically.
 	Node       string    `json:"node,omitempty"`
-	Epoch      int64     `json:"epoch"` // leader epoch of the last write
+	Epoch      int64     `json:"epoch"`
 	CreatedAt  time.Time `json:"createdAt"`
 	UpdatedAt  time.Time `json:"updatedAt"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"` // zero until a final status

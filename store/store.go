@@ -51,11 +51,23 @@ type Servers interface {
 	ListServers(ctx context.Context) ([]Server, error)
 }
 
-// Transfers is the transfer record aggregate. Every write is leader-only and
-// carries the caller's leader epoch; it fails with ErrStaleEpoch unless that
-// epoch is the recorded one (see Leader).
+// Transfers is the transfer record aggregate. A transfer belongs to the term
+// (epoch) that created or last took it over. Creating, taking over and
+// UpdateTransfer are leader-only: they fail with ErrStaleEpoch unless epoch
+// is the recorded leader epoch (see Leader). Sync points, progress and the
+// outcome are owner-only: they carry the owner's epoch, which may be older
+// than the leader's while a stepped-down node drains, and fail with
+// ErrNotOwner once a newer term took the transfer over.
 type Transfers interface {
 	CreateTransfer(ctx context.Context, epoch int64, t Transfer) (Transfer, error)
+	// TakeOverTransfer makes (node, epoch) the owner of a transfer whose
+	// owner epoch is still from, marks it in_progress and counts a restart:
+	// a compare-and-set, ErrNotOwner when from is no longer the owner.
+	TakeOverTransfer(ctx context.Context, epoch int64, node, id string, from int64) (Transfer, error)
+	// InterruptOrphans marks interrupted every in_progress transfer whose
+	// owner gone reports true, keeping its sync point, and makes (node,
+	// epoch) its owner so that a late write of the gone session is refused.
+	InterruptOrphans(ctx context.Context, epoch int64, node string, gone func(Transfer) bool) ([]Transfer, error)
 	// RecordSyncPoint persists the restart state at a sync point in one
 	// statement: sync point number, offset and article count, and Bytes and
 	// Articles set to the same offset and count.
@@ -312,6 +324,8 @@ func errorClass(err error) string {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return "not_found"
+	case errors.Is(err, ErrNotOwner):
+		return "not_owner" // before conflict, which it also is
 	case errors.Is(err, ErrConflict):
 		return "conflict"
 	case errors.Is(err, ErrStaleEpoch):

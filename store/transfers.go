@@ -41,21 +41,18 @@ func isNoRows(err error) bool {
 	return errors.Is(err, pgx.ErrNoRows) || errors.Is(err, sql.ErrNoRows) || errors.Is(err, ErrNotFound)
 }
 
-// epochGuard is the condition every leader-only write adds: the caller's
-// epoch is the recorded one. On PostgreSQL the leader row is share-locked, so
-// a concurrent ClaimLeadership waits for this write to commit and a write
-// that queued behind a claim re-reads the new epoch and matches nothing: once
-// ClaimLeadership(N+1) has returned, no write carrying N can commit.
-func (s *Store) epochGuard(param int) string {
-	return fmt.Sprintf(`EXISTS (SELECT 1 FROM cluster_leader WHERE id = 1 AND epoch = $%d%s)`, param, s.d.forShare)
-}
-
-// staleOrMissing explains a leader-only write that matched no row.
-func (s *Store) staleOrMissing(ctx context.Context, q queryer, epoch int64, id string) error {
-	if err := s.checkEpoch(ctx, q, epoch); err != nil {
+// notOwnerOrMissing explains an owner-only write that matched no row.
+func (s *Store) notOwnerOrMissing(ctx context.Context, q queryer, epoch int64, id string) error {
+	var owner int64
+	var node string
+	err := q.queryRow(ctx, `SELECT epoch, node FROM transfers WHERE id = $1`, id).Scan(&owner, &node)
+	if isNoRows(err) {
+		return fmt.Errorf("transfer %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("transfer %s: %w", id, ErrNotFound)
+	return fmt.Errorf("transfer %s: %w: caller epoch %d, owner %s at epoch %d", id, ErrNotOwner, epoch, node, owner)
 }
 
 func validTransfer(t Transfer) error {
@@ -111,6 +108,14 @@ func (s *Store) CreateTransfer(ctx context.Context, epoch int64, t Transfer) (_ 
 	return t, s.wrap("create transfer", err)
 }
 
+// Owner-only writes (sync points, progress, outcome) match the row only
+// while its epoch is the caller's. A takeover changes the epoch under the row
+// lock, so on PostgreSQL a write queued behind it re-reads the row and
+// matches nothing, and on SQLite the two are serialised: once
+// TakeOverTransfer has returned, no write of the old owner can commit. These
+// writes do not read the leader row, so that a stepped-down leader may still
+// finish the transfers it owns while it drains.
+
 // RecordSyncPoint persists the restart state acknowledged at a sync point.
 func (s *Store) RecordSyncPoint(ctx context.Context, epoch int64, id string, sp SyncPoint) (err error) {
 	defer s.observe("record_sync_point", &err)()
@@ -118,10 +123,10 @@ func (s *Store) RecordSyncPoint(ctx context.Context, epoch int64, id string, sp 
 		return fmt.Errorf("record sync point: %w: negative value", ErrInvalid)
 	}
 	n, err := s.db.exec(ctx, `UPDATE transfers SET sync_number = $2, sync_offset = $3, sync_articles = $4,
-		bytes = $3, articles = $4, epoch = $5, updated_at = $6 WHERE id = $1 AND `+s.epochGuard(5),
+		bytes = $3, articles = $4, updated_at = $6 WHERE id = $1 AND epoch = $5`,
 		id, sp.Number, sp.Offset, sp.Articles, epoch, s.d.ts(now()))
 	if err == nil && n == 0 {
-		err = s.staleOrMissing(ctx, s.db, epoch, id)
+		err = s.notOwnerOrMissing(ctx, s.db, epoch, id)
 	}
 	return s.wrap("record sync point", err)
 }
@@ -129,11 +134,11 @@ func (s *Store) RecordSyncPoint(ctx context.Context, epoch int64, id string, sp 
 // AddTransferProgress adds bytes and articles in one atomic statement.
 func (s *Store) AddTransferProgress(ctx context.Context, epoch int64, id string, bytes, articles int64) (err error) {
 	defer s.observe("add_transfer_progress", &err)()
-	n, err := s.db.exec(ctx, `UPDATE transfers SET bytes = bytes + $2, articles = articles + $3, epoch = $4,
-		updated_at = $5 WHERE id = $1 AND `+s.epochGuard(4),
+	n, err := s.db.exec(ctx, `UPDATE transfers SET bytes = bytes + $2, articles = articles + $3,
+		updated_at = $5 WHERE id = $1 AND epoch = $4`,
 		id, bytes, articles, epoch, s.d.ts(now()))
 	if err == nil && n == 0 {
-		err = s.staleOrMissing(ctx, s.db, epoch, id)
+		err = s.notOwnerOrMissing(ctx, s.db, epoch, id)
 	}
 	return s.wrap("add transfer progress", err)
 }
@@ -150,11 +155,11 @@ func (s *Store) FinishTransfer(ctx context.Context, epoch int64, id string, r Tr
 		finished = ts
 	}
 	n, err := s.db.exec(ctx, `UPDATE transfers SET status = $2, bytes = $3, articles = $4, sha256 = $5,
-		diagnostic = $6, epoch = $7, updated_at = $8, finished_at = $9, anomalies = $10 WHERE id = $1 AND `+s.epochGuard(7),
+		diagnostic = $6, updated_at = $8, finished_at = $9, anomalies = $10 WHERE id = $1 AND epoch = $7`,
 		id, string(r.Status), r.Bytes, r.Articles, r.SHA256, r.Diagnostic, epoch, s.d.ts(ts), s.d.nts(finished),
 		strings.Join(r.Anomalies, ","))
 	if err == nil && n == 0 {
-		err = s.staleOrMissing(ctx, s.db, epoch, id)
+		err = s.notOwnerOrMissing(ctx, s.db, epoch, id)
 	}
 	return s.wrap("finish transfer", err)
 }
@@ -202,6 +207,78 @@ func (s *Store) UpdateTransfer(ctx context.Context, epoch int64, id string, muta
 		return nil, err
 	})
 	return out, s.wrap("update transfer "+id, err)
+}
+
+// TakeOverTransfer moves a transfer to (node, epoch) if its owner epoch is
+// still from: a compare-and-set under the leader guard, so that a node that
+// is no longer the leader cannot take anything over.
+func (s *Store) TakeOverTransfer(ctx context.Context, epoch int64, node, id string, from int64) (_ Transfer, err error) {
+	defer s.observe("take_over_transfer", &err)()
+	var out Transfer
+	err = s.inTx(ctx, func(t tx) ([]Change, error) {
+		if err := s.checkEpochLocked(ctx, t, epoch); err != nil {
+			return nil, err
+		}
+		n, err := t.exec(ctx, `UPDATE transfers SET epoch = $2, node = $3, status = 'in_progress',
+			restart_count = restart_count + 1, updated_at = $4, finished_at = NULL
+			WHERE id = $1 AND epoch = $5 AND status IN ('in_progress', 'interrupted', 'restartable')`,
+			id, epoch, node, s.d.ts(now()), from)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, s.notOwnerOrMissing(ctx, t, from, id)
+		}
+		out, err = s.scanTransfer(t.queryRow(ctx, `SELECT `+transferCols+` FROM transfers WHERE id = $1`, id))
+		return nil, err
+	})
+	return out, s.wrap("take over transfer "+id, err)
+}
+
+// InterruptOrphans is the new leader's sweep: every in_progress transfer
+// whose owner is gone (gone decides; the store knows nothing of etcd) is
+// marked interrupted with its sync point kept, so that the partner's restart
+// resumes it, and (node, epoch) becomes its owner, so that a late write of
+// the gone session is refused. Each row is a compare-and-set on its owner
+// epoch: a transfer that finished or was taken over meanwhile is left alone.
+func (s *Store) InterruptOrphans(ctx context.Context, epoch int64, node string, gone func(Transfer) bool) (_ []Transfer, err error) {
+	defer s.observe("interrupt_orphans", &err)()
+	if err := s.checkEpoch(ctx, s.db, epoch); err != nil {
+		return nil, s.wrap("interrupt orphans", err)
+	}
+	live, err := listAll(ctx, s.db, `SELECT `+transferCols+` FROM transfers
+		WHERE status = 'in_progress' AND NOT (epoch = $1 AND node = $2)`,
+		s.scanTransfer, epoch, node)
+	if err != nil {
+		return nil, s.wrap("interrupt orphans: list", err)
+	}
+	var out []Transfer
+	for _, t := range live {
+		if !gone(t) {
+			continue
+		}
+		diag := fmt.Sprintf("owner %s (epoch %d) gone; interrupted by %s (epoch %d)", t.Node, t.Epoch, node, epoch)
+		ts := now()
+		var n int64
+		err := s.inTx(ctx, func(q tx) ([]Change, error) {
+			if err := s.checkEpochLocked(ctx, q, epoch); err != nil {
+				return nil, err
+			}
+			var err error
+			n, err = q.exec(ctx, `UPDATE transfers SET status = 'interrupted', diagnostic = $2, epoch = $3, node = $4,
+				updated_at = $5 WHERE id = $1 AND epoch = $6 AND status = 'in_progress'`,
+				t.ID, diag, epoch, node, s.d.ts(ts), t.Epoch)
+			return nil, err
+		})
+		if err != nil {
+			return out, s.wrap("interrupt orphan "+t.ID, err)
+		}
+		if n == 1 {
+			t.Status, t.Diagnostic, t.Epoch, t.Node, t.UpdatedAt = StatusInterrupted, diag, epoch, node, ts
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 // GetTransfer returns one transfer.

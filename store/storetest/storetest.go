@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +36,7 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"Servers", testServers},
 		{"Leadership", testLeadership},
 		{"FencingUnderLoad", testFencingUnderLoad},
+		{"Ownership", testOwnership},
 		{"Transfers", testTransfers},
 		{"TransferPagination", testTransferPagination},
 		{"TransferStats", testTransferStats},
@@ -328,32 +330,43 @@ func testLeadership(t *testing.T, newConfig NewConfig) {
 	mustIs(t, s.ClaimLeadership(ctx, 4, "b"), store.ErrStaleEpoch, "lower epoch")
 	must(t, s.CheckEpoch(ctx, 5), "check current epoch")
 
-	// A write carrying epoch N is rejected once N+1 is recorded.
+	// A leader-only write carrying epoch N is rejected once N+1 is recorded;
+	// the owner of a transfer may still write its sync points and outcome
+	// (it drains), until a newer term takes the transfer over.
 	tr, err := s.CreateTransfer(ctx, 5, SampleTransfer("P", 1))
 	must(t, err, "create transfer at epoch 5")
 	must(t, s.ClaimLeadership(ctx, 6, "b"), "claim 6 b")
 	mustIs(t, s.CheckEpoch(ctx, 5), store.ErrStaleEpoch, "check old epoch")
 	_, err = s.CreateTransfer(ctx, 5, SampleTransfer("P", 2))
 	mustIs(t, err, store.ErrStaleEpoch, "create with old epoch")
-	mustIs(t, s.RecordSyncPoint(ctx, 5, tr.ID, store.SyncPoint{Number: 1, Offset: 10, Articles: 1}),
-		store.ErrStaleEpoch, "sync point with old epoch")
-	mustIs(t, s.AddTransferProgress(ctx, 5, tr.ID, 1, 1), store.ErrStaleEpoch, "progress with old epoch")
-	mustIs(t, s.FinishTransfer(ctx, 5, tr.ID, store.TransferResult{Status: store.StatusCompleted}),
-		store.ErrStaleEpoch, "finish with old epoch")
 	_, err = s.UpdateTransfer(ctx, 5, tr.ID, func(*store.Transfer) error { return nil })
 	mustIs(t, err, store.ErrStaleEpoch, "update with old epoch")
+	_, err = s.TakeOverTransfer(ctx, 5, "a", tr.ID, 5)
+	mustIs(t, err, store.ErrStaleEpoch, "take over with old epoch")
 	_, err = s.Purge(ctx, 5, time.Hour)
 	mustIs(t, err, store.ErrStaleEpoch, "purge with old epoch")
-	// Nor is a future epoch that was never claimed accepted.
-	mustIs(t, s.RecordSyncPoint(ctx, 7, tr.ID, store.SyncPoint{Number: 1}), store.ErrStaleEpoch, "unclaimed epoch")
+	_, err = s.InterruptOrphans(ctx, 5, "a", func(store.Transfer) bool { return true })
+	mustIs(t, err, store.ErrStaleEpoch, "orphan sweep with old epoch")
+	must(t, s.RecordSyncPoint(ctx, 5, tr.ID, store.SyncPoint{Number: 1, Offset: 10, Articles: 1}), "owner drains")
+	// Nor is a write from an epoch that does not own the transfer accepted.
+	mustIs(t, s.RecordSyncPoint(ctx, 6, tr.ID, store.SyncPoint{Number: 2}), store.ErrNotOwner, "leader, not owner")
+	mustIs(t, s.RecordSyncPoint(ctx, 7, tr.ID, store.SyncPoint{Number: 2}), store.ErrNotOwner, "unclaimed epoch")
 	got, _ := s.GetTransfer(ctx, tr.ID)
-	if got.SyncPoint != (store.SyncPoint{}) || got.Bytes != 0 || got.Status != store.StatusInProgress || got.Epoch != 5 {
-		t.Fatalf("stale writes changed the record: %+v", got)
+	if got.SyncPoint != (store.SyncPoint{Number: 1, Offset: 10, Articles: 1}) || got.Status != store.StatusInProgress || got.Epoch != 5 {
+		t.Fatalf("refused writes changed the record: %+v", got)
 	}
-	must(t, s.RecordSyncPoint(ctx, 6, tr.ID, store.SyncPoint{Number: 1, Offset: 10, Articles: 1}), "new leader writes")
+	_, err = s.TakeOverTransfer(ctx, 6, "b", tr.ID, 5)
+	must(t, err, "new leader takes over")
+	mustIs(t, s.RecordSyncPoint(ctx, 5, tr.ID, store.SyncPoint{Number: 9}), store.ErrNotOwner, "old owner after takeover")
+	mustIs(t, s.FinishTransfer(ctx, 5, tr.ID, store.TransferResult{Status: store.StatusCompleted}),
+		store.ErrNotOwner, "old owner finishes after takeover")
+	if !errors.Is(store.ErrNotOwner, store.ErrConflict) {
+		t.Fatal("ErrNotOwner must be a conflict (HTTP 409)")
+	}
+	must(t, s.RecordSyncPoint(ctx, 6, tr.ID, store.SyncPoint{Number: 2, Offset: 20, Articles: 2}), "new owner writes")
 	got, _ = s.GetTransfer(ctx, tr.ID)
-	if got.Epoch != 6 {
-		t.Fatalf("epoch not recorded on write: %+v", got)
+	if got.Epoch != 6 || got.Node != "b" || got.SyncPoint.Number != 2 {
+		t.Fatalf("owner not recorded on takeover: %+v", got)
 	}
 	mustIs(t, s.ClaimLeadership(ctx, 0, "x"), store.ErrInvalid, "epoch 0")
 
@@ -365,9 +378,10 @@ func testLeadership(t *testing.T, newConfig NewConfig) {
 	}
 }
 
-// testFencingUnderLoad: writers hammer a transfer with epoch 1 while another
-// member claims epoch 2 and writes a marker. From the moment the claim
-// returns, no epoch-1 write may succeed, and the marker must survive.
+// testFencingUnderLoad: the owner hammers a transfer with epoch 1 while
+// another member claims epoch 2, takes the transfer over and writes a marker.
+// From the moment the takeover returns, no epoch-1 write may succeed, and the
+// marker must survive.
 func testFencingUnderLoad(t *testing.T, newConfig NewConfig) {
 	ctx := ctxT(t)
 	cfg := newConfig(t)
@@ -379,21 +393,22 @@ func testFencingUnderLoad(t *testing.T, newConfig NewConfig) {
 	must(t, oldLeader.ClaimLeadership(ctx, 1, "old"), "claim 1")
 	tr, err := oldLeader.CreateTransfer(ctx, 1, SampleTransfer("P", 1))
 	must(t, err, "create")
-	isClaimed := make(chan struct{})
+	isTaken := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
+	var landed atomic.Int64
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := int64(1); i < 100000; i++ {
 				select {
-				case <-isClaimed:
-					// After the claim: every stale write must fail, for a while.
+				case <-isTaken:
+					// After the takeover: every write of the old owner must fail, for a while.
 					for j := range 20 {
 						err := oldLeader.RecordSyncPoint(ctx, 1, tr.ID, store.SyncPoint{Number: int64(w*1000 + j)})
-						if !errors.Is(err, store.ErrStaleEpoch) {
-							errs <- fmt.Errorf("stale write after claim returned %v", err)
+						if !errors.Is(err, store.ErrNotOwner) {
+							errs <- fmt.Errorf("old owner's write after takeover returned %v", err)
 							return
 						}
 					}
@@ -401,7 +416,9 @@ func testFencingUnderLoad(t *testing.T, newConfig NewConfig) {
 				default:
 				}
 				err := oldLeader.RecordSyncPoint(ctx, 1, tr.ID, store.SyncPoint{Number: i})
-				if err != nil && !errors.Is(err, store.ErrStaleEpoch) {
+				if err == nil {
+					landed.Add(1)
+				} else if !errors.Is(err, store.ErrNotOwner) {
 					errs <- err
 					return
 				}
@@ -410,17 +427,132 @@ func testFencingUnderLoad(t *testing.T, newConfig NewConfig) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	must(t, newLeader.ClaimLeadership(ctx, 2, "new"), "claim 2")
-	must(t, newLeader.RecordSyncPoint(ctx, 2, tr.ID, store.SyncPoint{Number: 999999}), "new leader write")
-	close(isClaimed)
+	_, err = newLeader.TakeOverTransfer(ctx, 2, "new", tr.ID, 1)
+	must(t, err, "take over")
+	must(t, newLeader.RecordSyncPoint(ctx, 2, tr.ID, store.SyncPoint{Number: 999999}), "new owner write")
+	close(isTaken)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
 	}
+	if landed.Load() == 0 {
+		t.Fatal("no write of the owner landed before the takeover: the test proved nothing")
+	}
 	got, err := newLeader.GetTransfer(ctx, tr.ID)
 	must(t, err, "get")
-	if got.SyncPoint.Number != 999999 || got.Epoch != 2 {
-		t.Fatalf("a stale write landed after the new leader's: %+v", got.SyncPoint)
+	if got.SyncPoint.Number != 999999 || got.Epoch != 2 || got.Node != "new" {
+		t.Fatalf("an old owner's write landed after the takeover: %+v", got)
+	}
+}
+
+// testOwnership: the takeover is a compare-and-set on the owner epoch, two
+// takeovers from the same owner race and exactly one wins, and the orphan
+// sweep interrupts only what gone says, keeping sync points.
+func testOwnership(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	cfg := newConfig(t)
+	a := Open(t, cfg)
+	b := a
+	if a.Driver() == store.DriverPostgres {
+		b = Open(t, cfg)
+	}
+	must(t, a.ClaimLeadership(ctx, 3, "a"), "claim 3")
+	in := SampleTransfer("P", 1)
+	in.Node = "a"
+	tr, err := a.CreateTransfer(ctx, 3, in)
+	must(t, err, "create")
+	if tr.Epoch != 3 || tr.Node != "a" {
+		t.Fatalf("owner at create %+v", tr)
+	}
+	must(t, a.RecordSyncPoint(ctx, 3, tr.ID, store.SyncPoint{Number: 4, Offset: 4096, Articles: 4}), "sync")
+	must(t, b.ClaimLeadership(ctx, 4, "b"), "claim 4")
+
+	// Two sessions of the new leader race for the same transfer.
+	var wins, refused atomic.Int32
+	var wg sync.WaitGroup
+	for _, s := range []*store.Store{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.TakeOverTransfer(ctx, 4, "b", tr.ID, 3)
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, store.ErrNotOwner):
+				refused.Add(1)
+			default:
+				t.Errorf("take over: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 || refused.Load() != 3 {
+		t.Fatalf("takeover race: %d won, %d refused; want 1 and 3", wins.Load(), refused.Load())
+	}
+	got, _ := b.GetTransfer(ctx, tr.ID)
+	if got.Epoch != 4 || got.Node != "b" || got.RestartCount != 1 || got.Status != store.StatusInProgress ||
+		got.SyncPoint.Number != 4 {
+		t.Fatalf("after takeover %+v", got)
+	}
+	_, err = b.TakeOverTransfer(ctx, 4, "b", "missing", 3)
+	mustIs(t, err, store.ErrNotFound, "take over a missing transfer")
+	must(t, b.FinishTransfer(ctx, 4, tr.ID, store.TransferResult{Status: store.StatusCompleted}), "complete")
+	_, err = b.TakeOverTransfer(ctx, 4, "b", tr.ID, 4)
+	mustIs(t, err, store.ErrNotOwner, "a completed transfer is not taken over")
+
+	// Orphans: gone owners' in_progress transfers are interrupted.
+	must(t, b.ClaimLeadership(ctx, 5, "c"), "claim 5")
+	mk := func(node string, pi int64) store.Transfer {
+		x := SampleTransfer("P", pi)
+		x.Node = node
+		r, err := b.CreateTransfer(ctx, 5, x)
+		must(t, err, "create")
+		return r
+	}
+	dead := mk("c", 10)
+	must(t, b.RecordSyncPoint(ctx, 5, dead.ID, store.SyncPoint{Number: 7, Offset: 7000, Articles: 7}), "sync")
+	own := mk("c", 11) // c restarted it, say, and still runs it
+	must(t, b.ClaimLeadership(ctx, 6, "d"), "claim 6")
+	draining := SampleTransfer("P", 12)
+	draining.Node = "d"
+	dr, err := b.CreateTransfer(ctx, 6, draining)
+	must(t, err, "create")
+	must(t, b.ClaimLeadership(ctx, 7, "e"), "claim 7")
+	mine := SampleTransfer("P", 13)
+	mine.Node = "e"
+	mr, err := b.CreateTransfer(ctx, 7, mine)
+	must(t, err, "create")
+	var asked []string
+	out, err := b.InterruptOrphans(ctx, 7, "e", func(x store.Transfer) bool {
+		asked = append(asked, x.ID)
+		return x.ID == dead.ID
+	})
+	must(t, err, "sweep")
+	if len(out) != 1 || out[0].ID != dead.ID {
+		t.Fatalf("sweep interrupted %+v, want only %s", out, dead.ID)
+	}
+	if len(asked) != 3 {
+		t.Fatalf("sweep asked about %d transfers, want 3 (its own live one is not asked)", len(asked))
+	}
+	got, _ = b.GetTransfer(ctx, dead.ID)
+	if got.Status != store.StatusInterrupted || got.SyncPoint != (store.SyncPoint{Number: 7, Offset: 7000, Articles: 7}) ||
+		got.Epoch != 7 || got.Node != "e" || got.Diagnostic == "" {
+		t.Fatalf("orphan after sweep %+v", got)
+	}
+	mustIs(t, b.RecordSyncPoint(ctx, 5, dead.ID, store.SyncPoint{Number: 8}), store.ErrNotOwner, "gone owner after sweep")
+	for _, id := range []string{own.ID, dr.ID, mr.ID} {
+		got, _ := b.GetTransfer(ctx, id)
+		if got.Status != store.StatusInProgress {
+			t.Fatalf("live transfer %s swept: %+v", id, got)
+		}
+	}
+	// The draining owner finishes what it owns; the sweep does not race it.
+	must(t, b.FinishTransfer(ctx, 6, dr.ID, store.TransferResult{Status: store.StatusCompleted}), "drained")
+	r, err := b.FindRestartable(ctx, store.RestartKey{PartnerID: "P", Direction: store.DirReceive, PesitID: 10, FileID: "INBOX"})
+	must(t, err, "orphan is restartable")
+	if r.ID != dead.ID {
+		t.Fatalf("restartable %+v", r)
 	}
 }
 
@@ -1064,6 +1196,14 @@ func testMetrics(t *testing.T, newConfig NewConfig) {
 	mustIs(t, err, store.ErrNotFound, "get")
 	_, _ = s.ListPartners(ctx)
 	_, _ = s.ListPartners(ctx)
+	// A write of a transfer's former owner is counted apart from a conflict.
+	must(t, s.ClaimLeadership(ctx, 1, "a"), "claim")
+	tr, err := s.CreateTransfer(ctx, 1, SampleTransfer("P", 1))
+	must(t, err, "create")
+	must(t, s.ClaimLeadership(ctx, 2, "b"), "claim")
+	_, err = s.TakeOverTransfer(ctx, 2, "b", tr.ID, 1)
+	must(t, err, "take over")
+	mustIs(t, s.RecordSyncPoint(ctx, 1, tr.ID, store.SyncPoint{Number: 1}), store.ErrNotOwner, "old owner")
 	mfs, err := reg.Gather()
 	must(t, err, "gather")
 	counts := map[string]uint64{}
@@ -1086,7 +1226,7 @@ func testMetrics(t *testing.T, newConfig NewConfig) {
 			}
 		}
 	}
-	if len(errs) != 1 || errs["get_partner/not_found"] != 1 {
+	if len(errs) != 2 || errs["get_partner/not_found"] != 1 || errs["record_sync_point/not_owner"] != 1 {
 		t.Fatalf("error counts %v", errs)
 	}
 	// A second store on the same registry shares the collectors.
