@@ -255,6 +255,7 @@ func (s *session) receiveSyn(f *fpdu.FPDU) error {
 	if err := x.sink.sync(); err != nil {
 		return s.interruptAtSync(ioDiag(err))
 	}
+	x.syncTried = syncPoint{num: uint32(n), offset: x.sink.bytes, articles: x.sink.articles}
 	if err := s.srv.jnl.SyncPoint(s.ctx, x.id, uint32(n), x.sink.bytes, x.sink.articles); err != nil {
 		return s.interruptAtSync(fmt.Errorf("journal sync point: %w: %w", fpdu.DiagSystemError, err))
 	}
@@ -313,7 +314,7 @@ func (s *session) receiveResyn(f *fpdu.FPDU) error {
 	if err := x.sink.truncate(lp.offset, lp.articles); err != nil {
 		return abortf(fpdu.DiagResyncImpossible, "resync: %v", err)
 	}
-	x.sinceSync, x.inSeg, x.syncNum = 0, false, lp.num
+	x.sinceSync, x.inSeg, x.syncNum, x.syncTried = 0, false, lp.num, lp
 	ack := fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peerID}
 	ack.Params.AddUint(fpdu.PIRestartPoint, uint64(lp.num))
 	return s.writeUnlessIDT(&ack)
@@ -344,8 +345,9 @@ func (s *session) interrupted(d fpdu.Diagnostic, code uint64, why string) {
 	}
 	if x.sink != nil {
 		if st == StatusInterrupted {
-			// Only what was acknowledged at a sync point is kept.
-			if err := x.sink.truncate(x.lastSync.offset, x.lastSync.articles); err != nil {
+			// Only what a sync point made durable is kept.
+			keep := x.keptPoint()
+			if err := x.sink.truncate(keep.offset, keep.articles); err != nil {
 				s.log.Warn("truncating interrupted file", "err", err)
 			}
 			x.sink.close()

@@ -101,6 +101,47 @@ func TestJournalOutage(t *testing.T) {
 	}
 }
 
+// TestJournalErrorAfterCommit: a sync point whose journal write went
+// through but reported an error (a context cancelled after the commit, as
+// at the end of a drain) interrupts the transfer, and the partial file keeps
+// the data of that point: the journal's restart point must always be in
+// the file, or the restart falls back to 0.
+func TestJournalErrorAfterCommit(t *testing.T) {
+	e := newEnv(t, nil)
+	p := dial(t, e.srv.Addr())
+	p.connect()
+	p.openForWrite(createOpts{file: "TESTFILE", pi13: 6})
+	for i := 0; i < 32; i++ {
+		p.send(&fpdu.FPDU{Kind: fpdu.DTF, DstID: p.srvID, Data: randomData(1024, uint64(i))})
+	}
+	p.sendKind(fpdu.Syn, uintParam(fpdu.PISyncNumber, 1))
+	p.expect(fpdu.AckSyn)
+	e.jnl.FailSyncPointsAfterRecording(context.Canceled)
+	for i := 32; i < 64; i++ {
+		p.send(&fpdu.FPDU{Kind: fpdu.DTF, DstID: p.srvID, Data: randomData(1024, uint64(i))})
+	}
+	p.sendKind(fpdu.Syn, uintParam(fpdu.PISyncNumber, 2))
+	p.expectDiag(fpdu.IDT, fpdu.DiagSystemError)
+	p.sendKind(fpdu.AckIDT)
+	p.closeFile()
+	p.release()
+	r, _ := e.jnl.Last()
+	if r.Outcome == nil || r.Outcome.Status != server.StatusInterrupted {
+		t.Fatalf("outcome %+v", r.Outcome)
+	}
+	last := r.Syncs[len(r.Syncs)-1]
+	if last.Number != 2 {
+		t.Fatalf("journal holds points %+v, want 2 recorded", r.Syncs)
+	}
+	fi, err := os.Stat(r.Transfer.TempPath)
+	if err != nil {
+		t.Fatalf("partial file: %v", err)
+	}
+	if fi.Size() < last.Offset {
+		t.Fatalf("partial file holds %d bytes, below the journaled restart point at %d", fi.Size(), last.Offset)
+	}
+}
+
 // TestNamePattern: placeholders build the target path, subdirectories are
 // created, and the name stays inside the receive directory.
 func TestNamePattern(t *testing.T) {

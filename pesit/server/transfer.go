@@ -79,6 +79,11 @@ type transfer struct {
 	points     []syncPoint // send: recent points sent (RESYN targets)
 	lastSync   syncPoint   // receive: last durable point; send: last acknowledged
 	lastSent   syncPoint   // send: last point sent, journaled for a restart
+	// syncTried is the last receive point whose data was made durable and
+	// whose journal write was attempted: the store may hold it even when
+	// the write reported an error (a cancelled context after the commit),
+	// so an interrupted file is never cut below it.
+	syncTried syncPoint
 	dtfEndDiag fpdu.Diagnostic
 
 	anomalies []Anomaly // tolerated peer anomalies, kept on the record
@@ -520,7 +525,8 @@ func (s *session) endTransfer(cause error) {
 		if x.sink != nil {
 			if st == StatusInterrupted {
 				// Keep only what a sync point made durable.
-				if err := x.sink.truncate(x.lastSync.offset, x.lastSync.articles); err != nil {
+				keep := x.keptPoint()
+				if err := x.sink.truncate(keep.offset, keep.articles); err != nil {
 					s.log.Warn("truncating interrupted file", "err", err)
 				}
 				if err := x.sink.close(); err != nil {
@@ -668,4 +674,15 @@ func (s *session) resumeInPlace() error {
 	}
 	s.log.Info("transfer resumed in place", "id", id, "restart_of", t.RestartOf, "point", x.lastSync.num)
 	return nil
+}
+
+// keptPoint is where an interrupted receive's partial file is cut: the last
+// point made durable whose journal write was attempted, so that the file
+// always holds the restart point the store recorded, whichever of the two
+// the store ended up with.
+func (x *transfer) keptPoint() syncPoint {
+	if x.syncTried.offset > x.lastSync.offset && (x.sink == nil || x.syncTried.offset <= x.sink.bytes) {
+		return x.syncTried
+	}
+	return x.lastSync
 }

@@ -34,6 +34,9 @@ type Journal struct {
 	mu      sync.Mutex
 	records []*Record
 	syncErr error
+	// syncErrAfter: the point is recorded, then the error is returned, as
+	// a store whose commit went through while the caller's context ended.
+	syncErrAfter bool
 	// ForgetTempPaths makes FindRestart return no TempPath, as a journal
 	// that does not persist it would after a failover.
 	ForgetTempPaths bool
@@ -47,6 +50,15 @@ func (j *Journal) FailSyncPoints(err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.syncErr = err
+}
+
+// FailSyncPointsAfterRecording makes SyncPoint record the point and then
+// fail with err, as a store call whose commit went through while the
+// caller's context was cancelled does.
+func (j *Journal) FailSyncPointsAfterRecording(err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.syncErr, j.syncErrAfter = err, err != nil
 }
 
 // Begin implements server.Journal.
@@ -67,7 +79,7 @@ func (j *Journal) Begin(_ context.Context, t server.Transfer) (int64, error) {
 func (j *Journal) SyncPoint(_ context.Context, id int64, sync uint32, offset, articles int64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.syncErr != nil {
+	if j.syncErr != nil && !j.syncErrAfter {
 		return j.syncErr
 	}
 	r := j.get(id)
@@ -75,7 +87,7 @@ func (j *Journal) SyncPoint(_ context.Context, id int64, sync uint32, offset, ar
 		return fmt.Errorf("transfer %d: %w", id, server.ErrNotFound)
 	}
 	r.Syncs = append(r.Syncs, Sync{Number: sync, Offset: offset, Articles: articles})
-	return nil
+	return j.syncErr
 }
 
 // Finish implements server.Journal.
