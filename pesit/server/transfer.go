@@ -83,7 +83,7 @@ type transfer struct {
 	// whose journal write was attempted: the store may hold it even when
 	// the write reported an error (a cancelled context after the commit),
 	// so an interrupted file is never cut below it.
-	syncTried syncPoint
+	syncTried  syncPoint
 	dtfEndDiag fpdu.Diagnostic
 
 	anomalies []Anomaly // tolerated peer anomalies, kept on the record
