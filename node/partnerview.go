@@ -106,8 +106,11 @@ func (v *partnerView) reload(ctx context.Context, id string) {
 }
 
 // partner returns the partner and its hash. ok is false when the view is
-// not current: the caller reads the store. A partner absent from a current
-// view is store.ErrNotFound.
+// not current, or does not hold the partner: the caller reads the store.
+// A miss goes to the store because a partner created through another
+// node's API must be able to connect as soon as that API answered, before
+// its change notification arrives; a miss costs one indexed read and no
+// password work, so unknown ids stay cheap.
 func (v *partnerView) partner(id string) (p store.Partner, hash string, ok bool, err error) {
 	if v == nil {
 		return p, "", false, nil
@@ -119,7 +122,7 @@ func (v *partnerView) partner(id string) (p store.Partner, hash string, ok bool,
 	}
 	e, found := v.byID[id]
 	if !found {
-		return p, "", true, store.ErrNotFound
+		return p, "", false, nil
 	}
 	return e.p, e.hash, true, nil
 }
