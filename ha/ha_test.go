@@ -389,8 +389,12 @@ func TestFailoverSpanCoversOutage(t *testing.T) {
 	proxy.Cut()
 	s := failoverSpan(t, spans, "a")
 	start := s.StartTime()
-	if d := start.Sub(cut); d > ttl/5 || d < -ttl/5 {
-		t.Errorf("failover span after a lost lease starts %v from the cut, want within TTL/5 = %v", d, ttl/5)
+	// a's last renewal was at most TTL/5 before the cut; etcd revokes an
+	// expired lease up to its lessor's check interval (500 ms) late, which
+	// dates the start that much later.
+	t.Logf("failover span starts %v from the cut", start.Sub(cut))
+	if d := start.Sub(cut); d < -ttl/5-50*time.Millisecond || d > 600*time.Millisecond {
+		t.Errorf("failover span after a lost lease starts %v from the cut, want within [-TTL/5, +600ms]", d)
 	}
 	det, ok := floatAttr(s, "vectis.failover.detection_seconds")
 	if !ok || det < ttl.Seconds()*0.9 {
