@@ -404,6 +404,15 @@ func TestFailoverSpanCoversOutage(t *testing.T) {
 		t.Errorf("failover span lasts %v for an outage of at least TTL - margin", got)
 	}
 	waitLeader(t, []*node{b}, 5*time.Second)
+	// The members gauge follows the failover at once (a's key went with its
+	// lease), not a poll period later.
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for gaugeValue(t, b.loop.cfg.Metrics.members) != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := gaugeValue(t, b.loop.cfg.Metrics.members); got != 1 {
+		t.Errorf("vectis_cluster_members on b = %v 300 ms after it serves, want 1", got)
+	}
 	if got := counterValue(t, a.loop.cfg.Metrics.stepdowns.WithLabelValues(string(ReasonDeadlineExceeded))) +
 		counterValue(t, a.loop.cfg.Metrics.stepdowns.WithLabelValues(string(ReasonLeaseLost))) +
 		counterValue(t, a.loop.cfg.Metrics.stepdowns.WithLabelValues(string(ReasonQuorumLost))); got != 1 {
