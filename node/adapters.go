@@ -156,11 +156,12 @@ type journal struct {
 	byNum  map[int64]string
 	byName map[string]int64
 	owner  map[int64]int64 // transfer number -> owner epoch as last known
+	sends  map[int64]bool  // transfer numbers this node sends (pulls by the partner)
 }
 
 func newJournal(st *store.Store, node string, epoch func() int64, onStale func(error)) *journal {
 	return &journal{st: st, node: node, epoch: epoch, onStale: onStale,
-		byNum: map[int64]string{}, byName: map[string]int64{}, owner: map[int64]int64{}}
+		byNum: map[int64]string{}, byName: map[string]int64{}, owner: map[int64]int64{}, sends: map[int64]bool{}}
 }
 
 // number maps a store id to a server number and remembers its owner epoch.
@@ -206,7 +207,20 @@ func transferDirection(t server.Transfer) store.TransferDirection {
 	return store.DirReceive
 }
 
-func (j *journal) Begin(ctx context.Context, t server.Transfer) (int64, error) {
+func (j *journal) isSend(n int64) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.sends[n]
+}
+
+func (j *journal) Begin(ctx context.Context, t server.Transfer) (n int64, err error) {
+	defer func() {
+		if err == nil && t.Direction == server.DirectionSend && !t.Message {
+			j.mu.Lock()
+			j.sends[n] = true
+			j.mu.Unlock()
+		}
+	}()
 	epoch := j.epoch()
 	if t.RestartOf != 0 {
 		if id, from, ok := j.name(t.RestartOf); ok {
@@ -248,9 +262,10 @@ func (j *journal) SyncPoint(ctx context.Context, n int64, sync uint32, offset, a
 		return fmt.Errorf("sync point for unknown transfer %d", n)
 	}
 	err := j.st.RecordSyncPoint(ctx, owner, id, store.SyncPoint{Number: int64(sync), Offset: offset, Articles: articles})
-	if errors.Is(err, store.ErrNotOwner) && j.onLost != nil {
-		// A receive ends its transfer on this error; a send only logs it
-		// and would go on sending for a transfer that is no longer ours.
+	if errors.Is(err, store.ErrNotOwner) && j.onLost != nil && j.isSend(n) {
+		// A receive ends its transfer on this error itself, keeping the
+		// partial file (a cancellation would delete the file the new owner
+		// resumes into); a send only logs it and would go on sending.
 		j.onLost(n)
 	}
 	return j.check(err)
