@@ -16,6 +16,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -267,6 +268,42 @@ func TestPodIdentityRequired(t *testing.T) {
 	} {
 		if _, err := NewLabeler(cfg); err == nil {
 			t.Errorf("NewLabeler accepted %+v", cfg)
+		}
+	}
+}
+
+// TestNeedsWorkOnMetadataEvents: the metadata client's watch delivers
+// *metav1.PartialObjectMetadata; an event showing the label out of place
+// must trigger a reconcile, or the labeler would only converge on its
+// resync timer.
+func TestNeedsWorkOnMetadataEvents(t *testing.T) {
+	mc, err := metadata.NewForConfig(&rest.Config{Host: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewLabeler(LabelerConfig{Client: mc, Pod: PodIdentity{Name: "me", Namespace: ns}, Selector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := func(name string, lbl map[string]string) *metav1.PartialObjectMetadata {
+		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbl}}
+	}
+	leader := map[string]string{DefaultLabelKey: DefaultLabelValue}
+	for _, c := range []struct {
+		name string
+		ev   watch.Event
+		want bool
+	}{
+		{"own pod lost the label", watch.Event{Type: watch.Modified, Object: pod("me", nil)}, true},
+		{"own pod labelled", watch.Event{Type: watch.Modified, Object: pod("me", leader)}, false},
+		{"own pod deleted", watch.Event{Type: watch.Deleted, Object: pod("me", leader)}, true},
+		{"other pod got the label", watch.Event{Type: watch.Modified, Object: pod("other", leader)}, true},
+		{"other pod without it", watch.Event{Type: watch.Added, Object: pod("other", nil)}, false},
+		{"labelled pod deleted", watch.Event{Type: watch.Deleted, Object: pod("other", leader)}, false},
+		{"bookmark", watch.Event{Type: watch.Bookmark, Object: &metav1.Status{}}, false},
+	} {
+		if got := l.needsWork(c.ev); got != c.want {
+			t.Errorf("%s: needsWork = %t, want %t", c.name, got, c.want)
 		}
 	}
 }

@@ -3,71 +3,18 @@ package fpdu
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 
-	"github.com/vectis-ft/vectis/internal/testenv"
+	"github.com/vectis-ft/vectis/internal/testenv/pesitcapture"
 )
 
-// captureRecord is one record of a *.raw capture: dir(1) len(2) fpdu.
-type captureRecord struct {
-	file string
-	n    int  // 1-based record number
-	dir  byte // 0 received by the recorder (CX client), 1 sent by it
-	fpdu []byte
-}
-
-func (r captureRecord) String() string { return fmt.Sprintf("%s#%d(dir=%d)", r.file, r.n, r.dir) }
-
-// captureFiles returns the capture files, or calls testenv.Missing.
-func captureFiles(t testing.TB) []string {
+// loadCaptures returns every record of the committed captures
+// (testdata/*.raw); a missing capture fails the test.
+func loadCaptures(t testing.TB) []pesitcapture.Record {
 	t.Helper()
-	root, ok := testenv.RepoRoot()
-	if !ok {
-		testenv.Missing(t, "repository root not found")
-	}
-	files, _ := filepath.Glob(filepath.Join(root, "..", "shared", "pesit", "captures", "*.raw"))
-	if len(files) == 0 {
-		testenv.Missing(t, "no captures in %s", filepath.Join(root, "..", "shared", "pesit", "captures"))
-	}
-	return files
-}
-
-func parseCapture(name string, b []byte) ([]captureRecord, error) {
-	var recs []captureRecord
-	for len(b) > 0 {
-		if len(b) < 3 {
-			return nil, fmt.Errorf("%s: %d trailing bytes", name, len(b))
-		}
-		n := int(b[1])<<8 | int(b[2])
-		if len(b)-3 < n {
-			return nil, fmt.Errorf("%s: record %d claims %d bytes, %d left", name, len(recs)+1, n, len(b)-3)
-		}
-		recs = append(recs, captureRecord{file: filepath.Base(name), n: len(recs) + 1, dir: b[0], fpdu: b[3 : 3+n]})
-		b = b[3+n:]
-	}
-	return recs, nil
-}
-
-func loadCaptures(t testing.TB) []captureRecord {
-	t.Helper()
-	var all []captureRecord
-	for _, f := range captureFiles(t) {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs, err := parseCapture(f, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, recs...)
-	}
-	return all
+	return pesitcapture.LoadAll(t)
 }
 
 // TestCapturesDecode decodes every recorded FPDU; every FPDU the recording
@@ -79,7 +26,7 @@ func TestCapturesDecode(t *testing.T) {
 	var dir1 int
 	kinds := map[Kind]int{}
 	for _, r := range recs {
-		f, err := Decode(r.fpdu)
+		f, err := Decode(r.FPDU)
 		if err != nil {
 			t.Errorf("%v: decode: %v", r, err)
 			continue
@@ -93,10 +40,10 @@ func TestCapturesDecode(t *testing.T) {
 			t.Errorf("%v: re-encode %s: %v", r, &f, err)
 			continue
 		}
-		if r.dir == 1 {
+		if r.Sent {
 			dir1++
-			if !bytes.Equal(out, r.fpdu) {
-				t.Errorf("%v: re-encoded\n got % X\nwant % X", r, out, r.fpdu)
+			if !bytes.Equal(out, r.FPDU) {
+				t.Errorf("%v: re-encoded\n got % X\nwant % X", r, out, r.FPDU)
 			}
 			if err := Validate(&f); err != nil {
 				t.Errorf("%v: the recorder's %s does not validate: %v", r, f.Kind, err)
@@ -152,9 +99,9 @@ func TestCaptureCXConnect(t *testing.T) {
 	var f FPDU
 	var found bool
 	for _, r := range recs {
-		if r.dir == 0 && len(r.fpdu) > 3 && r.fpdu[2] == 0x40 && r.fpdu[3] == 0x20 {
+		if !r.Sent && len(r.FPDU) > 3 && r.FPDU[2] == 0x40 && r.FPDU[3] == 0x20 {
 			var err error
-			if f, err = Decode(r.fpdu); err != nil {
+			if f, err = Decode(r.FPDU); err != nil {
 				t.Fatalf("%v: %v", r, err)
 			}
 			found = true
@@ -213,15 +160,7 @@ func TestCaptureCXConnect(t *testing.T) {
 // record framed with the 2-byte prefix, data FPDUs concatenated as CX
 // would) through Reader and checks the FPDU sequence survives intact.
 func TestCaptureStream(t *testing.T) {
-	var recs []captureRecord
-	for _, r := range loadCaptures(t) {
-		if r.file == "cx-push-1mb.raw" {
-			recs = append(recs, r)
-		}
-	}
-	if len(recs) == 0 {
-		testenv.Missing(t, "cx-push-1mb.raw")
-	}
+	recs := pesitcapture.Load(t, "cx-push-1mb.raw")
 	var stream []byte
 	var frame []byte
 	flush := func() {
@@ -232,14 +171,14 @@ func TestCaptureStream(t *testing.T) {
 		}
 	}
 	for _, r := range recs {
-		k, _ := KindOf(r.fpdu[2], r.fpdu[3])
+		k, _ := KindOf(r.FPDU[2], r.FPDU[3])
 		if !k.Concatenable() {
 			flush()
-			frame = append(frame, r.fpdu...)
+			frame = append(frame, r.FPDU...)
 			flush()
 			continue
 		}
-		frame = append(frame, r.fpdu...)
+		frame = append(frame, r.FPDU...)
 		if k == Syn || k == DTFEnd {
 			flush()
 		}
@@ -254,7 +193,7 @@ func TestCaptureStream(t *testing.T) {
 		if err != nil {
 			t.Fatalf("record %d: %v", i+1, err)
 		}
-		want, _ := Decode(r.fpdu)
+		want, _ := Decode(r.FPDU)
 		if f.Kind != want.Kind || f.SrcID != want.SrcID || !reflect.DeepEqual(f.Params, want.Params) && len(want.Params) > 0 {
 			t.Fatalf("record %d: got %s want %s", i+1, f, &want)
 		}

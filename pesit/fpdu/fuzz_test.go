@@ -5,41 +5,56 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
 	"testing/iotest"
 
-	"github.com/vectis-ft/vectis/internal/testenv"
+	"github.com/vectis-ft/vectis/internal/testenv/pesitcapture"
 )
 
-// captureSeeds returns the recorded FPDUs when the captures are present.
-// Fuzzing still runs without them, on the synthetic seeds.
-func captureSeeds() [][]byte {
-	root, ok := testenv.RepoRoot()
-	if !ok {
-		return nil
-	}
-	files, _ := filepath.Glob(filepath.Join(root, "..", "shared", "pesit", "captures", "*.raw"))
+// captureSeeds returns the distinct recorded FPDUs, in capture order.
+func captureSeeds(tb testing.TB) [][]byte {
 	var out [][]byte
 	seen := map[string]bool{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		recs, err := parseCapture(f, b)
-		if err != nil {
-			continue
-		}
-		for _, r := range recs {
-			if !seen[string(r.fpdu)] {
-				seen[string(r.fpdu)] = true
-				out = append(out, r.fpdu)
-			}
+	for _, r := range pesitcapture.LoadAll(tb) {
+		if !seen[string(r.FPDU)] {
+			seen[string(r.FPDU)] = true
+			out = append(out, r.FPDU)
 		}
 	}
 	return out
+}
+
+// streams frames FPDUs into TCP-style streams of about 512 bytes at most.
+func streams(fpdus [][]byte) [][]byte {
+	var out [][]byte
+	var stream []byte
+	for _, s := range fpdus {
+		if len(stream)+len(s) > 512 && len(stream) > 0 {
+			out = append(out, stream)
+			stream = nil
+		}
+		stream = append(stream, frame(s)...)
+	}
+	return append(out, stream)
+}
+
+// TestFuzzCorpus: the committed seed corpora of FuzzDecode and
+// FuzzSplitFrames are exactly what the captures give (regenerate with
+// VECTIS_UPDATE_CORPUS=1 go test -run TestFuzzCorpus).
+func TestFuzzCorpus(t *testing.T) {
+	entries := func(seeds [][]byte) [][]byte {
+		var out [][]byte
+		for _, s := range seeds {
+			out = append(out, pesitcapture.CorpusEntry(s))
+		}
+		return out
+	}
+	t.Run("FuzzDecode", func(t *testing.T) {
+		pesitcapture.CheckCorpus(t, "FuzzDecode", entries(captureSeeds(t)))
+	})
+	t.Run("FuzzSplitFrames", func(t *testing.T) {
+		pesitcapture.CheckCorpus(t, "FuzzSplitFrames", entries(streams(captureSeeds(t))))
+	})
 }
 
 func syntheticSeeds(tb testing.TB) [][]byte {
@@ -61,9 +76,8 @@ func syntheticSeeds(tb testing.TB) [][]byte {
 // a fixed point: decode(encode(f)) has f's values and encodes to the same
 // bytes.
 func FuzzDecode(f *testing.F) {
-	for _, s := range captureSeeds() {
-		f.Add(s)
-	}
+	// The recorded FPDUs are the committed corpus, testdata/fuzz/FuzzDecode
+	// (kept in step with the captures by TestFuzzCorpus).
 	for _, s := range syntheticSeeds(f) {
 		f.Add(s)
 	}
@@ -156,16 +170,12 @@ func FuzzSplitFrames(f *testing.F) {
 	// Seeds stay small (a few hundred bytes): the fuzzer minimises every new
 	// interesting input byte by byte, and multi-kilobyte seeds made that
 	// crawl for its whole 60 s budget.
-	var stream []byte
-	for _, s := range append(captureSeeds(), syntheticSeeds(f)...) {
-		if len(stream)+len(s) > 512 && len(stream) > 0 {
-			f.Add(stream)
-			stream = nil
-		}
-		stream = append(stream, frame(s)...)
-	}
-	f.Add(stream)
+	// The recorded streams are the committed corpus,
+	// testdata/fuzz/FuzzSplitFrames (kept in step by TestFuzzCorpus).
 	seeds := syntheticSeeds(f)
+	for _, st := range streams(seeds) {
+		f.Add(st)
+	}
 	f.Add(frame(seeds[len(seeds)-4:]...)) // concatenated in one NSDU
 	pre, _ := AppendPreConnection(nil, "CXCLIENT", "pw", true)
 	f.Add(append(pre, frame(seeds[0])...))

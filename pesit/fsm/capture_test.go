@@ -2,50 +2,11 @@ package fsm
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/vectis-ft/vectis/internal/testenv"
+	"github.com/vectis-ft/vectis/internal/testenv/pesitcapture"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
-
-// record is one record of a capture file (shared/pesit/README.md):
-// dir 0 = received by the recording server, 1 = sent by it.
-type record struct {
-	sent bool
-	fpdu []byte
-}
-
-func capturesDir(t testing.TB) string {
-	t.Helper()
-	root, ok := testenv.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
-	return filepath.Join(root, "..", "shared", "pesit", "captures")
-}
-
-func readCapture(t testing.TB, name string) []record {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(capturesDir(t), name))
-	if err != nil {
-		testenv.Missing(t, "capture %s: %v", name, err)
-	}
-	var out []record
-	for len(b) > 0 {
-		if len(b) < 3 {
-			t.Fatalf("%s: truncated record header", name)
-		}
-		n := int(b[1])<<8 | int(b[2])
-		if len(b) < 3+n {
-			t.Fatalf("%s: truncated record", name)
-		}
-		out = append(out, record{sent: b[0] == 1, fpdu: b[3 : 3+n]})
-		b = b[3+n:]
-	}
-	return out
-}
 
 // restore undoes the recorder's artefacts on a received FPDU: it emptied
 // PGIs and dropped DTF payloads (README). The PGIs get the contents CX sends
@@ -92,17 +53,17 @@ func restore(f *fpdu.FPDU) {
 // server answered (byte-exact) to Sent. Every one of the 847 FPDUs must be
 // valid where it occurs, and the session must end in CN01.
 func TestCapturePush(t *testing.T) {
-	recs := readCapture(t, "cx-push-1mb.raw")
+	recs := pesitcapture.Load(t, "cx-push-1mb.raw")
 	m := NewResponder()
 	counts := map[fpdu.Kind]int{}
 	for i, r := range recs {
-		f, err := fpdu.Decode(r.fpdu)
+		f, err := fpdu.Decode(r.FPDU)
 		if err != nil {
 			t.Fatalf("record %d: %v", i, err)
 		}
 		counts[f.Kind]++
 		before := m.State()
-		if r.sent {
+		if r.Sent {
 			err = m.Sent(&f)
 		} else {
 			restore(&f)
@@ -127,14 +88,14 @@ func TestCapturePush(t *testing.T) {
 // TestCapturePull replays the recorded part of CX's pull: the data phase
 // was not recorded, so the replay stops at READ and checks what precedes.
 func TestCapturePull(t *testing.T) {
-	recs := readCapture(t, "cx-pull-1mb.raw")
+	recs := pesitcapture.Load(t, "cx-pull-1mb.raw")
 	m := NewResponder()
 	for i, r := range recs {
-		f, err := fpdu.Decode(r.fpdu)
+		f, err := fpdu.Decode(r.FPDU)
 		if err != nil {
 			t.Fatalf("record %d: %v", i, err)
 		}
-		if r.sent {
+		if r.Sent {
 			err = m.Sent(&f)
 		} else {
 			restore(&f)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/vectis-ft/vectis/internal/testenv/pesitcapture"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
@@ -16,18 +17,38 @@ import (
 // transition or a *Violation that leaves the state alone, and every answer
 // the machine says is owed must be accepted by Sent.
 func FuzzResponder(f *testing.F) {
-	for _, name := range []string{"cx-push-1mb.raw", "cx-pull-1mb.raw"} {
-		recs := readCapture(f, name)
-		f.Add(stream(f, recs, false, 0, len(recs))) // as recorded: PGIs and data lost
-		// Restored, with the data phase cut after two sync points to keep
-		// the seed small: the session still runs to RELEASE.
-		cut, end := syncCut(recs, 2)
-		f.Add(append(stream(f, recs, true, 0, cut), stream(f, recs, true, end, len(recs))...))
-	}
+	// The capture sessions are the committed corpus,
+	// testdata/fuzz/FuzzResponder (kept in step by TestFuzzCorpus).
 	f.Add(synthStream(f))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fuzzResponder(t, b)
 	})
+}
+
+// captureStreams are the fuzz seeds the captures give: each session as
+// recorded (PGIs and data lost) and restored, with the data phase cut after
+// two sync points to keep the seed small (the session still runs to
+// RELEASE).
+func captureStreams(t testing.TB) [][]byte {
+	var out [][]byte
+	for _, name := range pesitcapture.Names {
+		recs := pesitcapture.Load(t, name)
+		out = append(out, stream(t, recs, false, 0, len(recs)))
+		cut, end := syncCut(recs, 2)
+		out = append(out, append(stream(t, recs, true, 0, cut), stream(t, recs, true, end, len(recs))...))
+	}
+	return out
+}
+
+// TestFuzzCorpus: the committed seed corpus of FuzzResponder is exactly
+// what the captures give (regenerate with VECTIS_UPDATE_CORPUS=1 go test
+// -run TestFuzzCorpus).
+func TestFuzzCorpus(t *testing.T) {
+	var entries [][]byte
+	for _, s := range captureStreams(t) {
+		entries = append(entries, pesitcapture.CorpusEntry(s))
+	}
+	pesitcapture.CheckCorpus(t, "FuzzResponder", entries)
 }
 
 // synthStream is a synthetic session touching what the captures do not:
@@ -56,11 +77,11 @@ func synthStream(t testing.TB) []byte {
 
 // syncCut returns the index after the n-th SYN of recs and the index of
 // DTF.END (len(recs) for both when there are none).
-func syncCut(recs []record, n int) (cut, end int) {
+func syncCut(recs []pesitcapture.Record, n int) (cut, end int) {
 	cut, end = len(recs), len(recs)
 	for i, r := range recs {
-		k, _ := fpdu.KindOf(r.fpdu[2], r.fpdu[3])
-		if k == fpdu.Syn && !r.sent {
+		k, _ := fpdu.KindOf(r.FPDU[2], r.FPDU[3])
+		if k == fpdu.Syn && !r.Sent {
 			if n--; n == 0 {
 				cut = i + 1
 			}
@@ -77,13 +98,13 @@ func syncCut(recs []record, n int) (cut, end int) {
 
 // stream frames the received FPDUs of recs[from:to] as a TCP stream
 // (2-byte length + FPDU), restoring the recorder's losses if asked.
-func stream(t testing.TB, recs []record, restored bool, from, to int) []byte {
+func stream(t testing.TB, recs []pesitcapture.Record, restored bool, from, to int) []byte {
 	var out []byte
 	for _, r := range recs[from:to] {
-		if r.sent {
+		if r.Sent {
 			continue
 		}
-		b := r.fpdu
+		b := r.FPDU
 		if restored {
 			f, err := fpdu.Decode(b)
 			if err != nil {
@@ -184,8 +205,8 @@ func fuzzResponder(t *testing.T, b []byte) (final State, violations int) {
 // from inputs that reach every phase.
 func TestFuzzSeedsRunDeep(t *testing.T) {
 	seeds := map[string][]byte{"synthetic": synthStream(t)}
-	for _, name := range []string{"cx-push-1mb.raw", "cx-pull-1mb.raw"} {
-		recs := readCapture(t, name)
+	for _, name := range pesitcapture.Names {
+		recs := pesitcapture.Load(t, name)
 		cut, end := syncCut(recs, 2)
 		seeds[name] = append(stream(t, recs, true, 0, cut), stream(t, recs, true, end, len(recs))...)
 	}
