@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -278,4 +279,53 @@ func TestReceiveTransferID(t *testing.T) {
 	if id := srv.lastSelectID.Load(); id != 0x1234 {
 		t.Fatalf("SELECT PI 13 = %#x, want 0x1234", id)
 	}
+}
+
+// TestInteropPullRefusedThenValidPoint: the server refuses the latest
+// restart point (2/214); the client offers its older acknowledged point
+// in the same selection, which is accepted, and the file ends identical.
+func TestInteropPullRefusedThenValidPoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 64, 2)
+	srv.refuseRestarts.Store(1)
+	want := writeRandom(t, srv.dir, "f.bin", interopSize, 30)
+	proxy := newCutProxy(t, srv.addr(), 3<<19)
+	got := filepath.Join(t.TempDir(), "f.bin")
+	res, err := Pull(ctx, interopConfig(proxy.addr()), ReceiveRequest{VirtualFile: "f.bin", Dest: got},
+		Retry{Retries: 2, Backoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	sameFile(t, want, got)
+	if res.Attempts != 2 || !res.Restarted || res.RestartPoint == 0 {
+		t.Fatalf("result %+v: want a restart from an older point on attempt 2", res)
+	}
+	if srv.refuseRestarts.Load() >= 0 {
+		t.Fatal("the server never refused a restart point")
+	}
+}
+
+// TestSendRestartNeedsUnchangedSource (item 9): an edited source (other
+// mtime) is sent anew, not resumed.
+func TestSendRestartNeedsUnchangedSource(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 64, 2)
+	local := t.TempDir()
+	state := filepath.Join(local, "state")
+	src := writeRandom(t, local, "f.bin", interopSize, 31)
+	proxy := newCutProxy(t, srv.addr(), 3<<19)
+	if _, err := Push(ctx, interopConfig(proxy.addr()), SendRequest{Source: src, ArticleLength: 4096, StateDir: state}, Retry{}); err == nil {
+		t.Fatal("the cut push succeeded")
+	}
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(src, later, later); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Push(ctx, interopConfig(srv.addr()), SendRequest{Source: src, ArticleLength: 4096, StateDir: state}, Retry{})
+	if err != nil || res.Restarted {
+		t.Fatalf("push of the edited source: %+v, %v: want a new transfer", res, err)
+	}
+	sameFile(t, src, filepath.Join(srv.dir, "f.bin"))
 }

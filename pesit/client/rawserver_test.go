@@ -46,7 +46,9 @@ type rawServer struct {
 	articleSkew   int64
 	renumber      bool
 	zeroSelectID  bool
-	lastSelectID  atomic.Uint32 // PI 13 of the last SELECT
+	// refuseRestarts: the first n READs with PI 18 > 0 get 2/214.
+	refuseRestarts atomic.Int32
+	lastSelectID   atomic.Uint32 // PI 13 of the last SELECT
 
 	mu       sync.Mutex
 	restarts map[uint32]*rawRestart // by PI 13
@@ -420,7 +422,7 @@ func (rc *rawConn) send(p uint32) error {
 	rs := s.restarts[rc.id]
 	pt, ok := rs.points[p]
 	s.mu.Unlock()
-	if p > 0 && !ok {
+	if p > 0 && (!ok || s.refuseRestarts.Add(-1) >= 0) {
 		return rc.ack(fpdu.AckRead, fpdu.DiagRestartPointRefused)
 	}
 	in, err := os.Open(filepath.Join(s.dir, rc.name))
