@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/server"
 )
 
 // Interop fault matrix (issue 14) against the raw scripted responder,
@@ -328,4 +329,52 @@ func TestSendRestartNeedsUnchangedSource(t *testing.T) {
 		t.Fatalf("push of the edited source: %+v, %v: want a new transfer", res, err)
 	}
 	sameFile(t, src, filepath.Join(srv.dir, "f.bin"))
+}
+
+// TestCancelPullSendsIDT (item 13): cancelling a pull ends it with IDT
+// (PI 19 = 16, 2/216) and CRF, DESELECT, so that the server records a
+// cancellation, not a network incident; no partial file or state is left.
+func TestCancelPullSendsIDT(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ts := startServer(t, serverOpts{syncKB: 64, window: 2})
+	writeRandom(t, ts.out, "BIG", 16<<20, 32)
+	proxy := newSlowProxy(t, ts.addr, 4<<20) // about 4 s for the file
+	cfg := ts.config(false, 64, 2)
+	cfg.Addr = proxy.addr()
+	local := t.TempDir()
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	_, err := Pull(pctx, cfg, ReceiveRequest{VirtualFile: "BIG", Dest: filepath.Join(local, "big"), Progress: func(p Progress) {
+		if p.Bytes > 1<<20 {
+			pcancel()
+		}
+	}}, Retry{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want context.Canceled", err)
+	}
+	waitForRecord := func() *server.Outcome {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			ts.jnl.mu.Lock()
+			var o *server.Outcome
+			if n := len(ts.jnl.recs); n > 0 {
+				o = ts.jnl.recs[n-1].outcome
+			}
+			ts.jnl.mu.Unlock()
+			if o != nil {
+				return o
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatal("the server recorded no outcome")
+		return nil
+	}
+	o := waitForRecord()
+	if o.Status != server.StatusCancelled || o.Diagnostic != fpdu.DiagVoluntaryStop {
+		t.Fatalf("server outcome %s %v (%s), want cancelled 2/216 by IDT", o.Status, o.Diagnostic, o.Detail)
+	}
+	if m, _ := filepath.Glob(filepath.Join(local, ".*")); len(m) != 0 {
+		t.Fatalf("left behind: %v", m)
+	}
 }

@@ -429,7 +429,15 @@ func (x *receiver) nextData() (*fpdu.FPDU, error) {
 // data receives DTFs and SYNs until DTF.END, then sends TRANS.END.
 func (x *receiver) data() error {
 	s := x.s
+	// A cancelled pull ends with IDT (PI 19 = 16) and CRF, DESELECT, not a
+	// closed connection; watch forces the deadline if the server does not
+	// answer within cancelGrace.
+	s.graceful.Store(true)
+	defer s.graceful.Store(false)
 	for {
+		if s.canceled.Load() {
+			return x.cancel()
+		}
 		f, err := x.nextData()
 		if err != nil {
 			return err
@@ -578,14 +586,27 @@ func (x *receiver) end(d fpdu.Diagnostic) error {
 	return nil
 }
 
+// cancel ends a pull whose context was cancelled: IDT 2/216 with end code
+// 16 (cancelled by the requester, no restart), then CRF and DESELECT. The
+// restart state goes: nothing is to be resumed.
+func (x *receiver) cancel() error {
+	x.dropState("the pull was cancelled")
+	return x.interrupt(16, fpdu.DiagVoluntaryStop, fmt.Errorf("pull of %s: %w", x.req.VirtualFile, context.Canceled))
+}
+
 // localFailure interrupts the transfer for a local write error: IDT with end
 // code 4 (a restart may follow) and 2/213, then CRF and DESELECT.
 func (x *receiver) localFailure(cause error) error {
+	return x.interrupt(4, fpdu.DiagIOError, &LocalError{Op: "write", Path: x.tmpPath, Err: cause})
+}
+
+// interrupt sends IDT{d, PI 19 = code}, drops the data in flight until
+// ACK(IDT), then closes the file; it returns cause.
+func (x *receiver) interrupt(code uint64, d fpdu.Diagnostic, cause error) error {
 	s := x.s
-	cause = &LocalError{Op: "write", Path: x.tmpPath, Err: cause}
 	var p fpdu.Params
-	p.AddDiagnostic(fpdu.DiagIOError)
-	p.AddUint(fpdu.PIEndCode, 4)
+	p.AddDiagnostic(d)
+	p.AddUint(fpdu.PIEndCode, code)
 	if err := s.write(&fpdu.FPDU{Kind: fpdu.IDT, DstID: s.peer, Params: p}); err != nil {
 		return cause
 	}
