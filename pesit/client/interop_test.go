@@ -378,3 +378,24 @@ func TestCancelPullSendsIDT(t *testing.T) {
 		t.Fatalf("left behind: %v", m)
 	}
 }
+
+// TestPullResyncFromServer (item 13): during a pull the server (sender)
+// sends RESYN{n-1}; the client answers a durable point >= n-1 and the data
+// resumes from there, ending byte-identical.
+func TestPullResyncFromServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 64, 2)
+	srv.pullResynAt = 5
+	want := writeRandom(t, srv.dir, "f.bin", 1<<20, 33)
+	cfg := interopConfig(srv.addr())
+	cfg.Resync = true
+	got := filepath.Join(t.TempDir(), "f.bin")
+	if _, err := Pull(ctx, cfg, ReceiveRequest{VirtualFile: "f.bin", Dest: got}, Retry{}); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	sameFile(t, want, got)
+	if srv.resyns.Load() != 1 {
+		t.Fatal("the server sent no RESYN")
+	}
+}

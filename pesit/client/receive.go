@@ -63,6 +63,7 @@ type receiver struct {
 	ebcdic   *codepage.EBCDIC037 // EBCDIC text: translate to the local code
 	start    syncPoint           // where this session's data began
 	anoms    []Anomaly
+	resyncs  int
 }
 
 // Receive pulls req.VirtualFile from the server into req.Dest. With restart
@@ -492,6 +493,14 @@ func (x *receiver) data() error {
 			return x.end(d)
 		case fpdu.IDT:
 			return s.closeFile(s.answerIDT(f))
+		case fpdu.Resyn:
+			if !s.resync {
+				return s.protocolError(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
+			}
+			p, _ := f.Params.Uint(fpdu.PIRestartPoint)
+			if err := x.resyn(uint32(min(p, 0xFFFFFF))); err != nil {
+				return err
+			}
 		default:
 			return s.protocolError(fpdu.DiagProtocolError, "unexpected %s during data transfer", f.Kind)
 		}
@@ -499,6 +508,34 @@ func (x *receiver) data() error {
 			x.progress(false)
 		}
 	}
+}
+
+// resyn answers a sender-initiated RESYN{p} (digest §4.5): the receiver
+// picks a point >= p that it holds durably, or 0, and the data resumes from
+// there. Every acknowledged point is on disk (fsync before ACK(SYN)), so our
+// last one qualifies when it is >= p; otherwise the start of the file.
+func (x *receiver) resyn(p uint32) error {
+	s := x.s
+	if x.resyncs++; x.resyncs > maxResyncs {
+		return s.protocolError(fpdu.DiagTooManyResyncs, "%d RESYNs in one transfer", x.resyncs)
+	}
+	var pt syncPoint
+	if x.lastSync >= p {
+		if q, ok := x.st.point(x.lastSync); ok {
+			pt = q
+		}
+	}
+	x.inSeg = false
+	if err := x.rewind(pt); err != nil {
+		return x.localFailure(err)
+	}
+	if pt.N < x.start.N {
+		x.start = pt // counts of this session now start there
+	}
+	s.log.Info("resynchronised by the server", "asked", p, "point", pt.N, "offset", pt.Offset)
+	var q fpdu.Params
+	q.AddUint(fpdu.PIRestartPoint, uint64(pt.N))
+	return s.write(&fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peer, Params: q})
 }
 
 // sync makes everything received so far durable, records the sync point and
