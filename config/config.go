@@ -164,6 +164,10 @@ type ServerTLS struct {
 	CertFile     string `koanf:"certFile"`
 	KeyFile      string `koanf:"keyFile"`
 	ClientCAFile string `koanf:"clientCAFile"`
+	// ClientAuth: request, verify-if-given, require-any or require
+	// (docs/configuration.md); empty: verify-if-given with clientCAFile,
+	// request without.
+	ClientAuth string `koanf:"clientAuth"`
 }
 
 // Partner is a remote PeSIT requester.
@@ -314,6 +318,15 @@ func (c *Config) Validate() error {
 			if s.TLS.CertFile == "" || s.TLS.KeyFile == "" {
 				bad(key+".tls", "certFile and keyFile are required with a TLS listener")
 			}
+		}
+		switch s.TLS.ClientAuth {
+		case "", "request", "require-any":
+		case "verify-if-given", "require":
+			if s.TLS.ClientCAFile == "" {
+				bad(key+".tls.clientAuth", "%q needs clientCAFile", s.TLS.ClientAuth)
+			}
+		default:
+			bad(key+".tls.clientAuth", "must be request, verify-if-given, require-any or require, not %q", s.TLS.ClientAuth)
 		}
 		if s.MaxSessions < 0 {
 			bad(key+".maxSessions", "must not be negative")

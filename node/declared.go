@@ -19,7 +19,8 @@ func declared(cfg *config.Config) store.Declared {
 		}
 		d.Servers = append(d.Servers, store.Server{
 			ID: s.ID, Listen: s.Listen, MaxSessions: s.MaxSessions, AutoStart: auto,
-			TLS: store.ServerTLS{Listen: s.TLS.Listen, CertFile: s.TLS.CertFile, KeyFile: s.TLS.KeyFile, ClientCAFile: s.TLS.ClientCAFile},
+			TLS: store.ServerTLS{Listen: s.TLS.Listen, CertFile: s.TLS.CertFile, KeyFile: s.TLS.KeyFile, ClientCAFile: s.TLS.ClientCAFile,
+				ClientAuth: s.TLS.ClientAuth},
 		})
 	}
 	for _, p := range cfg.PeSIT.Partners {

@@ -148,9 +148,9 @@ func (m *pesitManager) serverConfig(d store.Server) (server.Config, error) {
 				return cfg, fmt.Errorf("pesit server %s: no certificate in %s", d.ID, d.TLS.ClientCAFile)
 			}
 			tc.ClientCAs = pool
-			tc.ClientAuth = tls.VerifyClientCertIfGiven
-		} else {
-			tc.ClientAuth = tls.RequestClientCert
+		}
+		if tc.ClientAuth, err = clientAuth(d.TLS); err != nil {
+			return cfg, fmt.Errorf("pesit server %s: %w", d.ID, err)
 		}
 		cfg.TLSAddr, cfg.TLS = config.BindHost(d.TLS.Listen, m.bind), tc
 	}
@@ -159,6 +159,32 @@ func (m *pesitManager) serverConfig(d store.Server) (server.Config, error) {
 
 // StopAccepting implements ha.Serving: every listener closes now; live
 // sessions go on until Drain.
+// clientAuth maps the configured mode to crypto/tls. Without a mode the
+// former behaviour holds: verify a certificate if given when client CAs
+// are configured, else only request one (fingerprints).
+func clientAuth(t store.ServerTLS) (tls.ClientAuthType, error) {
+	switch t.ClientAuth {
+	case "":
+		if t.ClientCAFile != "" {
+			return tls.VerifyClientCertIfGiven, nil
+		}
+		return tls.RequestClientCert, nil
+	case store.ClientAuthRequest:
+		return tls.RequestClientCert, nil
+	case store.ClientAuthRequireAny:
+		return tls.RequireAnyClientCert, nil
+	case store.ClientAuthVerifyIfGiven, store.ClientAuthRequire:
+		if t.ClientCAFile == "" {
+			return 0, fmt.Errorf("tls clientAuth %q needs clientCAFile", t.ClientAuth)
+		}
+		if t.ClientAuth == store.ClientAuthRequire {
+			return tls.RequireAndVerifyClientCert, nil
+		}
+		return tls.VerifyClientCertIfGiven, nil
+	}
+	return 0, fmt.Errorf("tls clientAuth %q: want request, verify-if-given, require-any or require", t.ClientAuth)
+}
+
 func (m *pesitManager) StopAccepting() {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -293,18 +293,18 @@ func (s *Store) ListFiles(ctx context.Context) (_ []VirtualFile, err error) {
 // ---- servers ----
 
 const serverCols = `id, description, listen, tls_listen, tls_cert_file, tls_key_file, tls_client_ca_file,
-	max_sessions, auto_start, created_at, updated_at`
+	max_sessions, auto_start, created_at, updated_at, tls_client_auth`
 
 func (s *Store) scanServer(r row) (Server, error) {
 	var v Server
 	err := r.Scan(&v.ID, &v.Description, &v.Listen, &v.TLS.Listen, &v.TLS.CertFile, &v.TLS.KeyFile,
-		&v.TLS.ClientCAFile, &v.MaxSessions, &v.AutoStart, tsScan{&v.CreatedAt}, tsScan{&v.UpdatedAt})
+		&v.TLS.ClientCAFile, &v.MaxSessions, &v.AutoStart, tsScan{&v.CreatedAt}, tsScan{&v.UpdatedAt}, &v.TLS.ClientAuth)
 	return v, err
 }
 
 func (s *Store) serverArgs(v Server) []any {
 	return []any{v.ID, v.Description, v.Listen, v.TLS.Listen, v.TLS.CertFile, v.TLS.KeyFile, v.TLS.ClientCAFile,
-		v.MaxSessions, v.AutoStart, s.d.ts(v.CreatedAt), s.d.ts(v.UpdatedAt)}
+		v.MaxSessions, v.AutoStart, s.d.ts(v.CreatedAt), s.d.ts(v.UpdatedAt), v.TLS.ClientAuth}
 }
 
 // serverEqual compares the settings, not the bookkeeping timestamps.
@@ -323,7 +323,7 @@ func (s *Store) CreateServer(ctx context.Context, v Server) (_ Server, err error
 	v.CreatedAt, v.UpdatedAt = ts, ts
 	err = s.inTx(ctx, func(t tx) ([]Change, error) {
 		_, err := t.exec(ctx, `INSERT INTO servers (`+serverCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, s.serverArgs(v)...)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, s.serverArgs(v)...)
 		return []Change{{KindServer, v.ID, OpCreate}}, err
 	})
 	return v, s.wrap("create server "+v.ID, err)
@@ -358,7 +358,7 @@ func (s *Store) UpdateServer(ctx context.Context, v Server) (_ Server, err error
 func (s *Store) updateServer(ctx context.Context, q queryer, v Server) error {
 	n, err := q.exec(ctx, `UPDATE servers SET description = $2, listen = $3, tls_listen = $4, tls_cert_file = $5,
 		tls_key_file = $6, tls_client_ca_file = $7, max_sessions = $8, auto_start = $9, created_at = $10,
-		updated_at = $11 WHERE id = $1`, s.serverArgs(v)...)
+		updated_at = $11, tls_client_auth = $12 WHERE id = $1`, s.serverArgs(v)...)
 	if err == nil && n == 0 {
 		err = ErrNotFound
 	}

@@ -138,7 +138,7 @@ func (s *Store) ApplyDeclared(ctx context.Context, d Declared) (_ ApplyResult, e
 			if isNoRows(err) {
 				v.CreatedAt, v.UpdatedAt = ts, ts
 				if _, err := t.exec(ctx, `INSERT INTO servers (`+serverCols+`)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, s.serverArgs(v)...); err != nil {
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, s.serverArgs(v)...); err != nil {
 					return nil, err
 				}
 				note(KindServer, v.ID, OpCreate)

@@ -175,7 +175,23 @@ type ServerTLS struct {
 	CertFile     string `json:"certFile,omitempty"`
 	KeyFile      string `json:"keyFile,omitempty"`
 	ClientCAFile string `json:"clientCAFile,omitempty"`
+	// ClientAuth says what a TLS client must show (docs/configuration.md):
+	// "request" (default without clientCAFile: a certificate is asked for,
+	// not verified, and only a pinned fingerprint authenticates with it),
+	// "verify-if-given" (default with clientCAFile), "require-any" (a
+	// certificate is required, not verified), "require" (a certificate
+	// verified against clientCAFile is required: no TLS session without
+	// one, whatever the password).
+	ClientAuth string `json:"clientAuth,omitempty"`
 }
+
+// Client authentication modes of ServerTLS.ClientAuth.
+const (
+	ClientAuthRequest       = "request"
+	ClientAuthVerifyIfGiven = "verify-if-given"
+	ClientAuthRequireAny    = "require-any"
+	ClientAuthRequire       = "require"
+)
 
 // SyncPoint is the last sync point acknowledged for a transfer: the restart
 // state. Offset is the byte offset in the file and Articles the article count
@@ -470,6 +486,15 @@ func (s Server) Validate() error {
 		if s.TLS.CertFile == "" || s.TLS.KeyFile == "" {
 			return fmt.Errorf("%w: server %s: tls listen needs certFile and keyFile", ErrInvalid, s.ID)
 		}
+	}
+	switch s.TLS.ClientAuth {
+	case "", ClientAuthRequest, ClientAuthRequireAny:
+	case ClientAuthVerifyIfGiven, ClientAuthRequire:
+		if s.TLS.ClientCAFile == "" {
+			return fmt.Errorf("%w: server %s: tls clientAuth %q needs clientCAFile", ErrInvalid, s.ID, s.TLS.ClientAuth)
+		}
+	default:
+		return fmt.Errorf("%w: server %s: tls clientAuth %q: want request, verify-if-given, require-any or require", ErrInvalid, s.ID, s.TLS.ClientAuth)
 	}
 	if s.MaxSessions < 0 {
 		return fmt.Errorf("%w: server %s: negative maxSessions", ErrInvalid, s.ID)

@@ -61,6 +61,9 @@ func TestClientCommandExitCodes(t *testing.T) {
 		{"send connection refused", newSendCommand, append([]string{src}, base...), exitConnection},
 		{"receive connection refused", newReceiveCommand, append([]string{"VF", filepath.Join(dir, "out")}, base...), exitConnection},
 		{"receive too many args", newReceiveCommand, append([]string{"a", "b", "c"}, base...), exitUsage},
+		{"receive transfer id over 24 bits", newReceiveCommand, append([]string{"--transfer-id", "16777216", "VF", filepath.Join(dir, "out")}, base...), exitUsage},
+		// A valid --transfer-id is accepted: the failure is the connection.
+		{"receive with transfer id", newReceiveCommand, append([]string{"--transfer-id", "4660", "VF", filepath.Join(dir, "out")}, base...), exitConnection},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

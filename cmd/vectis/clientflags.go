@@ -60,6 +60,7 @@ type clientFlags struct {
 	output        string
 	timeout       time.Duration
 	verbose       bool
+	strict        bool
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
@@ -80,6 +81,7 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM client key")
 	fl.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify in the server certificate (default: host of --addr)")
 	fl.BoolVar(&f.preConnection, "pre-connection", false, "send the EBCDIC pre-connection message before CONNECT")
+	fl.BoolVar(&f.strict, "strict", false, "fail on a server anomaly that is otherwise tolerated and reported, such as a miscounted PI 28 (docs/interop.md)")
 	fl.IntVar(&f.retries, "retries", 0, "retry a failed transfer N times, resuming from the last acknowledged sync point")
 	fl.DurationVar(&f.backoff, "retry-backoff", time.Second, "wait before the first retry (doubles each time, at most 30s)")
 	fl.StringVar(&f.stateDir, "state-dir", "", "directory for restart state (default: a hidden file beside the local file)")
@@ -124,6 +126,7 @@ func (f *clientFlags) config(stderr io.Writer) (client.Config, error) {
 		ServerID:       f.serverID,
 		Password:       password,
 		PreConnection:  f.preConnection,
+		Strict:         f.strict,
 		SyncIntervalKB: f.syncInterval,
 		SyncWindow:     f.syncWindow,
 		Timeout:        f.timeout,
@@ -202,12 +205,15 @@ type report struct {
 	Error        string  `json:"error,omitempty"`
 	Diagnostic   string  `json:"diagnostic,omitempty"`
 	ExitCode     int     `json:"exit_code"`
+	// Anomalies are the server's tolerated deviations (docs/interop.md).
+	Anomalies []client.Anomaly `json:"anomalies,omitempty"`
 }
 
 // finish prints the outcome and returns the command's error.
 func (f *clientFlags) finish(w io.Writer, r report, res client.Result, err error) error {
 	r.TransferID, r.Bytes, r.DataBytes, r.Articles = res.TransferID, res.FileBytes, res.DataBytes, res.Articles
 	r.Restarted, r.RestartPoint, r.Attempts = res.Restarted, res.RestartPoint, res.Attempts
+	r.Anomalies = res.Anomalies
 	r.DurationMS = res.Duration.Milliseconds()
 	if s := res.Duration.Seconds(); s > 0 {
 		r.MBps = float64(res.FileBytes) / 1e6 / s

@@ -58,9 +58,10 @@ type Config struct {
 	// server agrees, a RESYN{PI 18 = p} from it during a push (receiver-
 	// initiated) is answered with ACK(RESYN){p} (or 0 for a point we no
 	// longer know) and the data is resent from p, also when the RESYN
-	// crosses our TRANS.END. The client never initiates RESYN, and a RESYN
-	// during a pull still ends the connection with ABORT 3/311 (Push/Pull
-	// then resume with a restart).
+	// crosses our TRANS.END. During a pull, a RESYN{p} from the server
+	// (sender-initiated) is answered with our last durable point if it is
+	// >= p, else 0, and the data is received again from there. The client
+	// never initiates RESYN.
 	Resync bool
 	// AccessType is PI 22.
 	AccessType AccessType

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/pesit/server"
 )
 
 // Interop fault matrix (issue 14) against the raw scripted responder,
@@ -277,5 +279,123 @@ func TestReceiveTransferID(t *testing.T) {
 	sameFile(t, want, got)
 	if id := srv.lastSelectID.Load(); id != 0x1234 {
 		t.Fatalf("SELECT PI 13 = %#x, want 0x1234", id)
+	}
+}
+
+// TestInteropPullRefusedThenValidPoint: the server refuses the latest
+// restart point (2/214); the client offers its older acknowledged point
+// in the same selection, which is accepted, and the file ends identical.
+func TestInteropPullRefusedThenValidPoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 64, 2)
+	srv.refuseRestarts.Store(1)
+	want := writeRandom(t, srv.dir, "f.bin", interopSize, 30)
+	proxy := newCutProxy(t, srv.addr(), 3<<19)
+	got := filepath.Join(t.TempDir(), "f.bin")
+	res, err := Pull(ctx, interopConfig(proxy.addr()), ReceiveRequest{VirtualFile: "f.bin", Dest: got},
+		Retry{Retries: 2, Backoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	sameFile(t, want, got)
+	if res.Attempts != 2 || !res.Restarted || res.RestartPoint == 0 {
+		t.Fatalf("result %+v: want a restart from an older point on attempt 2", res)
+	}
+	if srv.refuseRestarts.Load() >= 0 {
+		t.Fatal("the server never refused a restart point")
+	}
+}
+
+// TestSendRestartNeedsUnchangedSource (item 9): an edited source (other
+// mtime) is sent anew, not resumed.
+func TestSendRestartNeedsUnchangedSource(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 64, 2)
+	local := t.TempDir()
+	state := filepath.Join(local, "state")
+	src := writeRandom(t, local, "f.bin", interopSize, 31)
+	proxy := newCutProxy(t, srv.addr(), 3<<19)
+	if _, err := Push(ctx, interopConfig(proxy.addr()), SendRequest{Source: src, ArticleLength: 4096, StateDir: state}, Retry{}); err == nil {
+		t.Fatal("the cut push succeeded")
+	}
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(src, later, later); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Push(ctx, interopConfig(srv.addr()), SendRequest{Source: src, ArticleLength: 4096, StateDir: state}, Retry{})
+	if err != nil || res.Restarted {
+		t.Fatalf("push of the edited source: %+v, %v: want a new transfer", res, err)
+	}
+	sameFile(t, src, filepath.Join(srv.dir, "f.bin"))
+}
+
+// TestCancelPullSendsIDT (item 13): cancelling a pull ends it with IDT
+// (PI 19 = 16, 2/216) and CRF, DESELECT, so that the server records a
+// cancellation, not a network incident; no partial file or state is left.
+func TestCancelPullSendsIDT(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ts := startServer(t, serverOpts{syncKB: 64, window: 2})
+	writeRandom(t, ts.out, "BIG", 16<<20, 32)
+	proxy := newSlowProxy(t, ts.addr, 4<<20) // about 4 s for the file
+	cfg := ts.config(false, 64, 2)
+	cfg.Addr = proxy.addr()
+	local := t.TempDir()
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	_, err := Pull(pctx, cfg, ReceiveRequest{VirtualFile: "BIG", Dest: filepath.Join(local, "big"), Progress: func(p Progress) {
+		if p.Bytes > 1<<20 {
+			pcancel()
+		}
+	}}, Retry{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want context.Canceled", err)
+	}
+	waitForRecord := func() *server.Outcome {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			ts.jnl.mu.Lock()
+			var o *server.Outcome
+			if n := len(ts.jnl.recs); n > 0 {
+				o = ts.jnl.recs[n-1].outcome
+			}
+			ts.jnl.mu.Unlock()
+			if o != nil {
+				return o
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatal("the server recorded no outcome")
+		return nil
+	}
+	o := waitForRecord()
+	if o.Status != server.StatusCancelled || o.Diagnostic != fpdu.DiagVoluntaryStop {
+		t.Fatalf("server outcome %s %v (%s), want cancelled 2/216 by IDT", o.Status, o.Diagnostic, o.Detail)
+	}
+	if m, _ := filepath.Glob(filepath.Join(local, ".*")); len(m) != 0 {
+		t.Fatalf("left behind: %v", m)
+	}
+}
+
+// TestPullResyncFromServer (item 13): during a pull the server (sender)
+// sends RESYN{n-1}; the client answers a durable point >= n-1 and the data
+// resumes from there, ending byte-identical.
+func TestPullResyncFromServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 64, 2)
+	srv.pullResynAt = 5
+	want := writeRandom(t, srv.dir, "f.bin", 1<<20, 33)
+	cfg := interopConfig(srv.addr())
+	cfg.Resync = true
+	got := filepath.Join(t.TempDir(), "f.bin")
+	if _, err := Pull(ctx, cfg, ReceiveRequest{VirtualFile: "f.bin", Dest: got}, Retry{}); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	sameFile(t, want, got)
+	if srv.resyns.Load() != 1 {
+		t.Fatal("the server sent no RESYN")
 	}
 }

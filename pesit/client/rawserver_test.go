@@ -46,7 +46,12 @@ type rawServer struct {
 	articleSkew   int64
 	renumber      bool
 	zeroSelectID  bool
-	lastSelectID  atomic.Uint32 // PI 13 of the last SELECT
+	// pullResynAt, when set, makes a pull send RESYN{PI 18 = n-1} right
+	// after SYN n, once, and resume from the point ACK(RESYN) names.
+	pullResynAt uint32
+	// refuseRestarts: the first n READs with PI 18 > 0 get 2/214.
+	refuseRestarts atomic.Int32
+	lastSelectID   atomic.Uint32 // PI 13 of the last SELECT
 
 	mu       sync.Mutex
 	restarts map[uint32]*rawRestart // by PI 13
@@ -149,7 +154,7 @@ func (s *rawServer) serve(c net.Conn) error {
 	var p fpdu.Params
 	p.AddUint(fpdu.PIVersion, 2)
 	p.AddSyncOption(rc.syncKB, rc.window)
-	if v, _ := f.Params.Uint(fpdu.PIResync); v == 1 && s.resynAt > 0 {
+	if v, _ := f.Params.Uint(fpdu.PIResync); v == 1 && (s.resynAt > 0 || s.pullResynAt > 0) {
 		p.AddUint(fpdu.PIResync, 1)
 	}
 	if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.AConnect, DstID: rc.peer, SrcID: 0x61, Params: p}); err != nil {
@@ -420,7 +425,7 @@ func (rc *rawConn) send(p uint32) error {
 	rs := s.restarts[rc.id]
 	pt, ok := rs.points[p]
 	s.mu.Unlock()
-	if p > 0 && !ok {
+	if p > 0 && (!ok || s.refuseRestarts.Add(-1) >= 0) {
 		return rc.ack(fpdu.AckRead, fpdu.DiagRestartPointRefused)
 	}
 	in, err := os.Open(filepath.Join(s.dir, rc.name))
@@ -506,6 +511,44 @@ func (rc *rawConn) send(p uint32) error {
 		arts++
 		bytes += int64(len(art))
 		since += int64(len(art))
+		// Data after the point is in flight, not durable: the client
+		// must drop it.
+		if s.pullResynAt > 0 && sent == s.pullResynAt && since >= 3*4096 && s.resyns.CompareAndSwap(0, 1) {
+			var q fpdu.Params
+			q.AddDiagnostic(fpdu.DiagTransmissionError)
+			q.AddUint(fpdu.PIRestartPoint, uint64(sent-1))
+			if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.Resyn, DstID: rc.peer, Params: q}); err != nil {
+				return err
+			}
+			var back uint32
+			for {
+				g, err := rc.r.Next()
+				if err != nil {
+					return err
+				}
+				if g.Kind == fpdu.AckResyn {
+					v, _ := g.Params.Uint(fpdu.PIRestartPoint)
+					back = uint32(v)
+					break
+				}
+				if g.Kind != fpdu.AckSyn {
+					return errors.New("expected ACK(RESYN), got " + g.Kind.String())
+				}
+			}
+			if back != 0 && back < sent-1 {
+				return fmt.Errorf("ACK(RESYN) %d, asked at least %d", back, sent-1)
+			}
+			s.mu.Lock()
+			bp := rs.points[back]
+			s.mu.Unlock()
+			off, arts, bytes = bp[0], bp[1], bp[2]
+			sent, acked, since = back, back, 0
+			if _, err := in.Seek(off, 0); err != nil {
+				return err
+			}
+			br.Reset(in)
+			continue
+		}
 	}
 	var q fpdu.Params
 	q.AddDiagnostic(fpdu.DiagOK)

@@ -63,6 +63,7 @@ type receiver struct {
 	ebcdic   *codepage.EBCDIC037 // EBCDIC text: translate to the local code
 	start    syncPoint           // where this session's data began
 	anoms    []Anomaly
+	resyncs  int
 }
 
 // Receive pulls req.VirtualFile from the server into req.Dest. With restart
@@ -429,7 +430,15 @@ func (x *receiver) nextData() (*fpdu.FPDU, error) {
 // data receives DTFs and SYNs until DTF.END, then sends TRANS.END.
 func (x *receiver) data() error {
 	s := x.s
+	// A cancelled pull ends with IDT (PI 19 = 16) and CRF, DESELECT, not a
+	// closed connection; watch forces the deadline if the server does not
+	// answer within cancelGrace.
+	s.graceful.Store(true)
+	defer s.graceful.Store(false)
 	for {
+		if s.canceled.Load() {
+			return x.cancel()
+		}
 		f, err := x.nextData()
 		if err != nil {
 			return err
@@ -484,6 +493,14 @@ func (x *receiver) data() error {
 			return x.end(d)
 		case fpdu.IDT:
 			return s.closeFile(s.answerIDT(f))
+		case fpdu.Resyn:
+			if !s.resync {
+				return s.protocolError(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
+			}
+			p, _ := f.Params.Uint(fpdu.PIRestartPoint)
+			if err := x.resyn(uint32(min(p, 0xFFFFFF))); err != nil {
+				return err
+			}
 		default:
 			return s.protocolError(fpdu.DiagProtocolError, "unexpected %s during data transfer", f.Kind)
 		}
@@ -491,6 +508,34 @@ func (x *receiver) data() error {
 			x.progress(false)
 		}
 	}
+}
+
+// resyn answers a sender-initiated RESYN{p} (digest §4.5): the receiver
+// picks a point >= p that it holds durably, or 0, and the data resumes from
+// there. Every acknowledged point is on disk (fsync before ACK(SYN)), so our
+// last one qualifies when it is >= p; otherwise the start of the file.
+func (x *receiver) resyn(p uint32) error {
+	s := x.s
+	if x.resyncs++; x.resyncs > maxResyncs {
+		return s.protocolError(fpdu.DiagTooManyResyncs, "%d RESYNs in one transfer", x.resyncs)
+	}
+	var pt syncPoint
+	if x.lastSync >= p {
+		if q, ok := x.st.point(x.lastSync); ok {
+			pt = q
+		}
+	}
+	x.inSeg = false
+	if err := x.rewind(pt); err != nil {
+		return x.localFailure(err)
+	}
+	if pt.N < x.start.N {
+		x.start = pt // counts of this session now start there
+	}
+	s.log.Info("resynchronised by the server", "asked", p, "point", pt.N, "offset", pt.Offset)
+	var q fpdu.Params
+	q.AddUint(fpdu.PIRestartPoint, uint64(pt.N))
+	return s.write(&fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peer, Params: q})
 }
 
 // sync makes everything received so far durable, records the sync point and
@@ -578,14 +623,27 @@ func (x *receiver) end(d fpdu.Diagnostic) error {
 	return nil
 }
 
+// cancel ends a pull whose context was cancelled: IDT 2/216 with end code
+// 16 (cancelled by the requester, no restart), then CRF and DESELECT. The
+// restart state goes: nothing is to be resumed.
+func (x *receiver) cancel() error {
+	x.dropState("the pull was cancelled")
+	return x.interrupt(16, fpdu.DiagVoluntaryStop, fmt.Errorf("pull of %s: %w", x.req.VirtualFile, context.Canceled))
+}
+
 // localFailure interrupts the transfer for a local write error: IDT with end
 // code 4 (a restart may follow) and 2/213, then CRF and DESELECT.
 func (x *receiver) localFailure(cause error) error {
+	return x.interrupt(4, fpdu.DiagIOError, &LocalError{Op: "write", Path: x.tmpPath, Err: cause})
+}
+
+// interrupt sends IDT{d, PI 19 = code}, drops the data in flight until
+// ACK(IDT), then closes the file; it returns cause.
+func (x *receiver) interrupt(code uint64, d fpdu.Diagnostic, cause error) error {
 	s := x.s
-	cause = &LocalError{Op: "write", Path: x.tmpPath, Err: cause}
 	var p fpdu.Params
-	p.AddDiagnostic(fpdu.DiagIOError)
-	p.AddUint(fpdu.PIEndCode, 4)
+	p.AddDiagnostic(d)
+	p.AddUint(fpdu.PIEndCode, code)
 	if err := s.write(&fpdu.FPDU{Kind: fpdu.IDT, DstID: s.peer, Params: p}); err != nil {
 		return cause
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/fsm"
@@ -148,6 +149,9 @@ func (s *session) receiveLoop() error {
 // transfer while accepting costs no memory (the buffer is sized for the
 // frame limit). Only a strict partner is held to PI 25.
 func (s *session) entityExceeded(n int) bool {
+	if slices.Contains(s.xfer.anomalies, AnomalyEntityExceeded) {
+		return s.partner.Strict // noted once: no formatting per FPDU
+	}
 	return s.anomaly(AnomalyEntityExceeded, fmt.Sprintf("data FPDU of %d bytes, PI 25 = %d", n, s.xfer.entity))
 }
 

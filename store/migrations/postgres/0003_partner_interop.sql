@@ -12,3 +12,7 @@ ALTER TABLE transfers ADD COLUMN anomalies TEXT NOT NULL DEFAULT '';
 ALTER TABLE partners ADD COLUMN multi_article BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE partners ADD COLUMN segment BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE partners ADD COLUMN strict BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- What a TLS client must show: request, verify-if-given, require-any or
+-- require ('' = the former behaviour, decided by tls_client_ca_file).
+ALTER TABLE servers ADD COLUMN tls_client_auth TEXT NOT NULL DEFAULT '';

@@ -12,3 +12,7 @@ ALTER TABLE transfers ADD COLUMN anomalies TEXT NOT NULL DEFAULT '';
 ALTER TABLE partners ADD COLUMN multi_article INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE partners ADD COLUMN segment INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE partners ADD COLUMN strict INTEGER NOT NULL DEFAULT 0;
+
+-- What a TLS client must show: request, verify-if-given, require-any or
+-- require ('' = the former behaviour, decided by tls_client_ca_file).
+ALTER TABLE servers ADD COLUMN tls_client_auth TEXT NOT NULL DEFAULT '';
