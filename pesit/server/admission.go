@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
 // This file holds what bounds the work an unauthenticated peer can make the
@@ -245,4 +247,20 @@ func (s *Server) full() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.connected >= s.cfg.MaxSessions
+}
+
+// mayAdmit is admit without the reservation: the limits are checked again
+// by admit once the partner is authenticated.
+func (s *Server) mayAdmit(p Partner) fpdu.Diagnostic {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closing:
+		return fpdu.DiagServerUnavailable
+	case s.connected >= s.cfg.MaxSessions:
+		return fpdu.DiagTooManyConnections
+	case p.MaxSessions > 0 && s.byPartner[p.ID] >= p.MaxSessions:
+		return fpdu.DiagTooManyForPartner
+	}
+	return fpdu.DiagOK
 }

@@ -304,3 +304,44 @@ func TestPeerDiagnosticsKeepMetricsBounded(t *testing.T) {
 		t.Errorf("diagnostics series %v, want 1/100 and other", series)
 	}
 }
+
+// slowChecker holds the check of the password "slow" until release is
+// closed, as a derivation queued behind a flood would be.
+type slowChecker struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (c *slowChecker) CheckPassword(_ context.Context, r server.PasswordRequest) server.PasswordVerdict {
+	if r.Password == "slow" {
+		close(c.started)
+		<-c.release
+		return server.PasswordRejected
+	}
+	if r.Known && r.Password == "pw" {
+		return server.PasswordAccepted
+	}
+	return server.PasswordRejected
+}
+
+// A CONNECT whose password check is pending does not hold a session slot
+// of its partner: the session limits are checked before the password work
+// but the slot is taken only once authenticated, so a guesser cannot lock a
+// partner out with 3/309 while its answers wait.
+func TestPendingLoginHoldsNoSlot(t *testing.T) {
+	chk := &slowChecker{started: make(chan struct{}), release: make(chan struct{})}
+	srv, dir := startServer(t, nil, server.Deps{Passwords: chk})
+	dir.AddPartner(server.Partner{ID: "ONEONLY", Enabled: true, Access: server.AccessBoth, MaxSessions: 1})
+	guesser := dial(t, srv.Addr())
+	done := make(chan *fpdu.FPDU, 1)
+	go func() { done <- guesser.connectWith(serverID, "ONEONLY", "slow", 2, 2) }()
+	<-chk.started
+	legit := dial(t, srv.Addr())
+	if f := legit.connectWith(serverID, "ONEONLY", "pw", 2, 2); f.Kind != fpdu.AConnect {
+		d, _ := f.Params.Diagnostic()
+		t.Errorf("partner's CONNECT while a guess is pending: %v %v, want ACONNECT", f.Kind, d)
+	}
+	close(chk.release)
+	refusedWith(t, <-done, fpdu.DiagNotAuthorised)
+	legit.release()
+}
