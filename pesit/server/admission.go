@@ -189,6 +189,11 @@ func (s *session) checkPassword(p Partner, id string, known bool, password strin
 		}
 	}
 	if srv.passwords != nil {
+		release, ok := srv.addrTurn(s.ctx, s.addr)
+		if !ok {
+			return PasswordBusy
+		}
+		defer release()
 		return srv.passwords.CheckPassword(s.ctx, PasswordRequest{Partner: id, Known: known, Password: password, Gate: gate, OnDerived: onDerived})
 	}
 	if !gate() {
@@ -263,4 +268,45 @@ func (s *Server) mayAdmit(p Partner) fpdu.Diagnostic {
 		return fpdu.DiagTooManyForPartner
 	}
 	return fpdu.DiagOK
+}
+
+// turn lets one password check of a peer address run at a time.
+type turn struct {
+	ch    chan struct{}
+	users int // sessions holding or waiting for ch, under Server.mu
+}
+
+// addrTurn waits until no other password check of addr is running, at most
+// Tc. One address can then have only one check queued for the node's
+// derivation slots, however many CONNECTs it sends: a flood from a few
+// addresses delays a partner from another address by a few derivations,
+// not by the whole flood. Checks of one address are cheap to serialize:
+// identical ones hit the cache, and after the burst the throttle refuses
+// without deriving.
+func (s *Server) addrTurn(ctx context.Context, addr string) (release func(), ok bool) {
+	s.mu.Lock()
+	t := s.turns[addr]
+	if t == nil {
+		t = &turn{ch: make(chan struct{}, 1)}
+		s.turns[addr] = t
+	}
+	t.users++
+	s.mu.Unlock()
+	done := func() {
+		s.mu.Lock()
+		if t.users--; t.users == 0 {
+			delete(s.turns, addr)
+		}
+		s.mu.Unlock()
+	}
+	timer := time.NewTimer(s.cfg.ConnectTimeout)
+	defer timer.Stop()
+	select {
+	case t.ch <- struct{}{}:
+		return func() { <-t.ch; done() }, true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	done()
+	return nil, false
 }

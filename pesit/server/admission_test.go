@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -336,7 +337,12 @@ func TestPendingLoginHoldsNoSlot(t *testing.T) {
 	done := make(chan *fpdu.FPDU, 1)
 	go func() { done <- guesser.connectWith(serverID, "ONEONLY", "slow", 2, 2) }()
 	<-chk.started
-	legit := dial(t, srv.Addr())
+	ld := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
+	lc, err := ld.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	legit := newPeer(t, lc)
 	if f := legit.connectWith(serverID, "ONEONLY", "pw", 2, 2); f.Kind != fpdu.AConnect {
 		d, _ := f.Params.Diagnostic()
 		t.Errorf("partner's CONNECT while a guess is pending: %v %v, want ACONNECT", f.Kind, d)
@@ -344,4 +350,51 @@ func TestPendingLoginHoldsNoSlot(t *testing.T) {
 	close(chk.release)
 	refusedWith(t, <-done, fpdu.DiagNotAuthorised)
 	legit.release()
+}
+
+// countingChecker records how many checks run at once per address (the
+// server passes none; the test dials from known addresses).
+type countingChecker struct {
+	cur, peak atomic.Int64
+	calls     atomic.Int64
+}
+
+func (c *countingChecker) CheckPassword(_ context.Context, r server.PasswordRequest) server.PasswordVerdict {
+	c.calls.Add(1)
+	n := c.cur.Add(1)
+	defer c.cur.Add(-1)
+	for p := c.peak.Load(); n > p && !c.peak.CompareAndSwap(p, n); p = c.peak.Load() {
+	}
+	time.Sleep(20 * time.Millisecond) // a derivation
+	if r.Known && r.Password == password {
+		return server.PasswordAccepted
+	}
+	return server.PasswordRejected
+}
+
+// The password checks of one address run one at a time, so that a flood
+// from one address queues one derivation for the node's slots, not all of
+// its CONNECTs; another address is not serialized with it.
+func TestPasswordChecksSerializedPerAddress(t *testing.T) {
+	chk := &countingChecker{}
+	srv, _ := startServer(t, func(c *server.Config) { c.LoginBurst = 1000 }, server.Deps{Passwords: chk})
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", srv.Addr().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			p := newPeer(t, c)
+			pw := fmt.Sprintf("guess%d", i)
+			refusedWith(t, p.connectWith(serverID, partnerID, pw, 2, 2), fpdu.DiagNotAuthorised)
+		}()
+	}
+	wg.Wait()
+	if chk.calls.Load() != 10 || chk.peak.Load() != 1 {
+		t.Errorf("%d checks, at most %d at once from one address; want 10, 1", chk.calls.Load(), chk.peak.Load())
+	}
 }
