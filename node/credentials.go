@@ -39,7 +39,8 @@ func (pp partnerPasswords) CheckPassword(ctx context.Context, r server.PasswordR
 			r.OnDerived(ok)
 		}
 	}
-	res, err := pp.v.Verify(ctx, credential.RealmPeSIT, "partner:"+r.Partner, hash, r.Password, r.Gate, onDerived)
+	res, err := pp.v.VerifyWith(ctx, credential.RealmPeSIT, "partner:"+r.Partner, hash, r.Password,
+		credential.Hooks{Turn: r.Turn, Gate: r.Gate, OnDerived: onDerived})
 	switch {
 	case errors.Is(err, credential.ErrBusy):
 		return server.PasswordBusy

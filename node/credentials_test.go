@@ -70,10 +70,10 @@ func TestPeSITLoginsThrottledAndAudited(t *testing.T) {
 		t.Errorf("credential checks: accepted %v cached %v rejected %v; want 1, 1, 5",
 			checks("accepted"), checks("cached"), checks("rejected"))
 	}
-	// One address's checks run one at a time: each non-cached one, throttled
-	// or not, waited for a slot once.
-	if w := value(fams, "vectis_credential_wait_seconds", map[string]string{"realm": "pesit"}); w != 21 {
-		t.Errorf("wait histogram count %v, want 21",
+	// Identical guesses in flight share a derivation, so the count depends
+	// on timing; the first login and the first guess waited for a slot.
+	if w := value(fams, "vectis_credential_wait_seconds", map[string]string{"realm": "pesit"}); w < 2 || w > 21 {
+		t.Errorf("wait histogram count %v, want 2 to 21",
 			value(fams, "vectis_credential_wait_seconds", map[string]string{"realm": "pesit"}))
 	}
 

@@ -242,3 +242,26 @@ func TestIdenticalChecksShareOneDerivation(t *testing.T) {
 		t.Errorf("%d derivations for 100 checks of 2 distinct passwords", n)
 	}
 }
+
+// Turn is taken for a derivation only: a cached login of a busy address
+// does not queue behind its other checks.
+func TestTurnOnlyForDerivations(t *testing.T) {
+	c := &counting{}
+	v := newVerifier(t, credential.Config{}, c)
+	h := hash(t, "right")
+	turns := 0
+	hooks := credential.Hooks{Turn: func() (func(), bool) { turns++; return func() {}, true }}
+	ctx := context.Background()
+	for range 3 {
+		if r, err := v.VerifyWith(ctx, credential.RealmPeSIT, "P", h, "right", hooks); r != credential.Accepted || err != nil {
+			t.Fatalf("%v %v", r, err)
+		}
+	}
+	if turns != 1 {
+		t.Errorf("%d turns for 1 derivation and 2 cached logins", turns)
+	}
+	refused := credential.Hooks{Turn: func() (func(), bool) { return nil, false }}
+	if _, err := v.VerifyWith(ctx, credential.RealmPeSIT, "P", h, "other", refused); !errors.Is(err, credential.ErrBusy) || c.n.Load() != 1 {
+		t.Errorf("no turn: %v after %d derivations, want ErrBusy and no derivation", err, c.n.Load())
+	}
+}

@@ -39,6 +39,10 @@ type PasswordRequest struct {
 	// that timing does not tell which partner ids exist.
 	Known    bool
 	Password string
+	// Turn is called before a derivation (not for a cached credential) and
+	// lets one check of the peer's address run at a time; the checker
+	// calls release when done, and answers PasswordBusy when not ok.
+	Turn func() (release func(), ok bool)
 	// Gate is called just before a derivation (not for a cached
 	// credential); false skips it with PasswordThrottled.
 	Gate func() bool
@@ -189,12 +193,8 @@ func (s *session) checkPassword(p Partner, id string, known bool, password strin
 		}
 	}
 	if srv.passwords != nil {
-		release, ok := srv.addrTurn(s.ctx, s.addr)
-		if !ok {
-			return PasswordBusy
-		}
-		defer release()
-		return srv.passwords.CheckPassword(s.ctx, PasswordRequest{Partner: id, Known: known, Password: password, Gate: gate, OnDerived: onDerived})
+		turn := func() (func(), bool) { return srv.addrTurn(s.ctx, s.addr) }
+		return srv.passwords.CheckPassword(s.ctx, PasswordRequest{Partner: id, Known: known, Password: password, Turn: turn, Gate: gate, OnDerived: onDerived})
 	}
 	if !gate() {
 		return PasswordThrottled
@@ -276,13 +276,12 @@ type turn struct {
 	users int // sessions holding or waiting for ch, under Server.mu
 }
 
-// addrTurn waits until no other password check of addr is running, at most
-// Tc. One address can then have only one check queued for the node's
+// addrTurn waits until no other password derivation of addr is running, at
+// most Tc. One address can then have only one check queued for the node's
 // derivation slots, however many CONNECTs it sends: a flood from a few
 // addresses delays a partner from another address by a few derivations,
-// not by the whole flood. Checks of one address are cheap to serialize:
-// identical ones hit the cache, and after the burst the throttle refuses
-// without deriving.
+// not by the whole flood. Cached logins take no turn, and past the burst
+// the throttle refuses without deriving, so one address's turns are short.
 func (s *Server) addrTurn(ctx context.Context, addr string) (release func(), ok bool) {
 	s.mu.Lock()
 	t := s.turns[addr]

@@ -352,14 +352,19 @@ func TestPendingLoginHoldsNoSlot(t *testing.T) {
 	legit.release()
 }
 
-// countingChecker records how many checks run at once per address (the
-// server passes none; the test dials from known addresses).
+// countingChecker records how many derivations run at once.
 type countingChecker struct {
 	cur, peak atomic.Int64
 	calls     atomic.Int64
 }
 
 func (c *countingChecker) CheckPassword(_ context.Context, r server.PasswordRequest) server.PasswordVerdict {
+	// As the node's checker: a cache miss takes the address's turn.
+	release, ok := r.Turn()
+	if !ok {
+		return server.PasswordBusy
+	}
+	defer release()
 	c.calls.Add(1)
 	n := c.cur.Add(1)
 	defer c.cur.Add(-1)
