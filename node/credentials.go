@@ -3,7 +3,9 @@ package node
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/vectis-ft/vectis/internal/credential"
 	"github.com/vectis-ft/vectis/pesit/server"
@@ -39,7 +41,8 @@ func (pp partnerPasswords) CheckPassword(ctx context.Context, r server.PasswordR
 			r.OnDerived(ok)
 		}
 	}
-	res, err := pp.v.Verify(ctx, credential.RealmPeSIT, "partner:"+r.Partner, hash, r.Password, r.Gate, onDerived)
+	res, err := pp.v.VerifyWith(ctx, credential.RealmPeSIT, "partner:"+r.Partner, hash, r.Password,
+		credential.Hooks{Turn: r.Turn, Gate: r.Gate, OnDerived: onDerived})
 	switch {
 	case errors.Is(err, credential.ErrBusy):
 		return server.PasswordBusy
@@ -55,13 +58,14 @@ func (pp partnerPasswords) CheckPassword(ctx context.Context, r server.PasswordR
 	return server.PasswordRejected
 }
 
+// auditTimeout bounds the audit write of one login.
+const auditTimeout = 2 * time.Second
+
 // auditLogin records a PeSIT password login in the store's audit log:
 // every failure that cost a derivation, and every success that needed one
 // (the server does not report cached or throttled logins, so a guesser
 // cannot flood the log faster than the throttle lets it guess).
-func auditLogin(st *store.Store, log interface {
-	WarnContext(context.Context, string, ...any)
-}) func(context.Context, server.LoginEvent) {
+func auditLogin(st *store.Store, log *slog.Logger) func(context.Context, server.LoginEvent) {
 	return func(ctx context.Context, ev server.LoginEvent) {
 		outcome, detail := store.OutcomeSuccess, "client "+ev.Address
 		if !ev.OK {
@@ -72,6 +76,10 @@ func auditLogin(st *store.Store, log interface {
 		if actor == "" || len(actor) > 64 || strings.ContainsFunc(actor, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			actor = "(invalid id)"
 		}
+		// The CONNECT waits for this write: bound it, so that a slow
+		// database delays a login by seconds at most.
+		ctx, cancel := context.WithTimeout(ctx, auditTimeout)
+		defer cancel()
 		if _, err := st.AppendAudit(ctx, store.AuditEvent{Actor: actor, Action: "pesit.auth", Target: ev.ServerID, Outcome: outcome, Detail: detail}); err != nil {
 			log.WarnContext(ctx, "pesit login audit failed", "err", err)
 		}

@@ -70,8 +70,10 @@ func TestPeSITLoginsThrottledAndAudited(t *testing.T) {
 		t.Errorf("credential checks: accepted %v cached %v rejected %v; want 1, 1, 5",
 			checks("accepted"), checks("cached"), checks("rejected"))
 	}
-	if w := value(fams, "vectis_credential_wait_seconds", map[string]string{"realm": "pesit"}); w < 2 || w > 6 {
-		t.Errorf("wait histogram count %v, want 2 to 6 (identical wrong guesses share a derivation)",
+	// Identical guesses in flight share a derivation, so the count depends
+	// on timing; the first login and the first guess waited for a slot.
+	if w := value(fams, "vectis_credential_wait_seconds", map[string]string{"realm": "pesit"}); w < 2 || w > 21 {
+		t.Errorf("wait histogram count %v, want 2 to 21",
 			value(fams, "vectis_credential_wait_seconds", map[string]string{"realm": "pesit"}))
 	}
 

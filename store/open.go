@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,7 +44,7 @@ func (s *Store) openPostgres(ctx context.Context, cfg Config) error {
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
-		return s.wrap(fmt.Sprintf("open postgres %s", redactURL(cfg.URL)), err)
+		return s.wrap("open postgres "+describeConn(pc), err)
 	}
 	s.d = pgDialect
 	s.db = pgDB{pgQueryer{pool}, pool}
@@ -96,19 +98,13 @@ func (s *Store) openSQLite(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// redactURL drops the password from a connection URL for error messages.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		if err != nil {
-			return "(unparsable URL)"
-		}
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
+// describeConn names the database of a connection for messages, from the
+// parsed configuration rather than the string: the password may sit in the
+// URL's user info, in its query (?password=, ?sslpassword=) or in a
+// keyword/value string, quoted or not, and none of it may reach a log.
+func describeConn(pc *pgxpool.Config) string {
+	c := pc.ConnConfig
+	return fmt.Sprintf("%s/%s as %s", net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port))), c.Database, c.User)
 }
 
 func isBusy(err error) bool {

@@ -215,6 +215,25 @@ func (v *Verifier) cacheID(subject, hash, password string) string {
 // derivation. A shared failure calls gate and onDerived as a derivation
 // would, so that a throttle counts it.
 func (v *Verifier) Verify(ctx context.Context, realm, subject, hash, password string, gate func() bool, onDerived func(ok bool)) (Result, error) {
+	return v.VerifyWith(ctx, realm, subject, hash, password, Hooks{Gate: gate, OnDerived: onDerived})
+}
+
+// Hooks let a caller take part in a check that needs a derivation. Each may
+// be nil.
+type Hooks struct {
+	// Turn is called after a cache miss, before waiting for a slot; the
+	// check runs once it returns ok, and calls release when done. A server
+	// uses it to let one peer address queue one derivation at a time,
+	// without slowing the cached logins of that address. Not ok: ErrBusy.
+	Turn func() (release func(), ok bool)
+	// Gate and OnDerived are those of Verify.
+	Gate      func() bool
+	OnDerived func(ok bool)
+}
+
+// VerifyWith is Verify with every hook.
+func (v *Verifier) VerifyWith(ctx context.Context, realm, subject, hash, password string, h Hooks) (Result, error) {
+	gate, onDerived := h.Gate, h.OnDerived
 	known := hash != ""
 	if !known {
 		hash = v.dummy
@@ -258,7 +277,7 @@ func (v *Verifier) Verify(ctx context.Context, realm, subject, hash, password st
 			}
 		}
 	}
-	res, err := v.derivation(ctx, realm, subject, hash, password, known, gate, onDerived)
+	res, err := v.derivation(ctx, realm, subject, hash, password, known, h)
 	c.res, c.err = res, err
 	v.mu.Lock()
 	delete(v.inflight, id)
@@ -271,7 +290,16 @@ func (v *Verifier) Verify(ctx context.Context, realm, subject, hash, password st
 }
 
 // derivation runs one derivation in a slot.
-func (v *Verifier) derivation(ctx context.Context, realm, subject, hash, password string, known bool, gate func() bool, onDerived func(ok bool)) (Result, error) {
+func (v *Verifier) derivation(ctx context.Context, realm, subject, hash, password string, known bool, h Hooks) (Result, error) {
+	gate, onDerived := h.Gate, h.OnDerived
+	if h.Turn != nil {
+		release, ok := h.Turn()
+		if !ok {
+			v.checks.WithLabelValues(realm, "busy").Inc()
+			return Rejected, ErrBusy
+		}
+		defer release()
+	}
 
 	start := time.Now()
 	timer := time.NewTimer(v.maxWait)

@@ -55,14 +55,14 @@ func hash(t *testing.T, pw string) string {
 	return h
 }
 
-// Regression for issue 16 defect 1: 64 concurrent wrong passwords never run
+// Regression for issue 16 defect 1: 24 concurrent wrong passwords never run
 // more derivations at once than there are slots.
 func TestConcurrencyIsBounded(t *testing.T) {
 	c := &counting{hold: 5 * time.Millisecond}
 	v := newVerifier(t, credential.Config{Slots: 2, MaxWait: time.Minute}, c)
 	h := hash(t, "right")
 	var wg sync.WaitGroup
-	for i := range 64 {
+	for i := range 24 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -73,8 +73,8 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if got := c.n.Load(); got != 64 {
-		t.Errorf("derivations = %d, want 64", got)
+	if got := c.n.Load(); got != 24 {
+		t.Errorf("derivations = %d, want 24", got)
 	}
 	if got := c.peak.Load(); got > 2 {
 		t.Errorf("peak concurrent derivations = %d, want <= 2 slots", got)
@@ -240,5 +240,28 @@ func TestIdenticalChecksShareOneDerivation(t *testing.T) {
 	// arrived after its twin had finished (a wrong one is not cached).
 	if n := c.n.Load(); n > 6 {
 		t.Errorf("%d derivations for 100 checks of 2 distinct passwords", n)
+	}
+}
+
+// Turn is taken for a derivation only: a cached login of a busy address
+// does not queue behind its other checks.
+func TestTurnOnlyForDerivations(t *testing.T) {
+	c := &counting{}
+	v := newVerifier(t, credential.Config{}, c)
+	h := hash(t, "right")
+	turns := 0
+	hooks := credential.Hooks{Turn: func() (func(), bool) { turns++; return func() {}, true }}
+	ctx := context.Background()
+	for range 3 {
+		if r, err := v.VerifyWith(ctx, credential.RealmPeSIT, "P", h, "right", hooks); r != credential.Accepted || err != nil {
+			t.Fatalf("%v %v", r, err)
+		}
+	}
+	if turns != 1 {
+		t.Errorf("%d turns for 1 derivation and 2 cached logins", turns)
+	}
+	refused := credential.Hooks{Turn: func() (func(), bool) { return nil, false }}
+	if _, err := v.VerifyWith(ctx, credential.RealmPeSIT, "P", h, "other", refused); !errors.Is(err, credential.ErrBusy) || c.n.Load() != 1 {
+		t.Errorf("no turn: %v after %d derivations, want ErrBusy and no derivation", err, c.n.Load())
 	}
 }

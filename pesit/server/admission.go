@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
 // This file holds what bounds the work an unauthenticated peer can make the
@@ -37,6 +39,10 @@ type PasswordRequest struct {
 	// that timing does not tell which partner ids exist.
 	Known    bool
 	Password string
+	// Turn is called before a derivation (not for a cached credential) and
+	// lets one check of the peer's address run at a time; the checker
+	// calls release when done, and answers PasswordBusy when not ok.
+	Turn func() (release func(), ok bool)
 	// Gate is called just before a derivation (not for a cached
 	// credential); false skips it with PasswordThrottled.
 	Gate func() bool
@@ -187,7 +193,8 @@ func (s *session) checkPassword(p Partner, id string, known bool, password strin
 		}
 	}
 	if srv.passwords != nil {
-		return srv.passwords.CheckPassword(s.ctx, PasswordRequest{Partner: id, Known: known, Password: password, Gate: gate, OnDerived: onDerived})
+		turn := func() (func(), bool) { return srv.addrTurn(s.ctx, s.addr) }
+		return srv.passwords.CheckPassword(s.ctx, PasswordRequest{Partner: id, Known: known, Password: password, Turn: turn, Gate: gate, OnDerived: onDerived})
 	}
 	if !gate() {
 		return PasswordThrottled
@@ -245,4 +252,60 @@ func (s *Server) full() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.connected >= s.cfg.MaxSessions
+}
+
+// mayAdmit is admit without the reservation: the limits are checked again
+// by admit once the partner is authenticated.
+func (s *Server) mayAdmit(p Partner) fpdu.Diagnostic {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closing:
+		return fpdu.DiagServerUnavailable
+	case s.connected >= s.cfg.MaxSessions:
+		return fpdu.DiagTooManyConnections
+	case p.MaxSessions > 0 && s.byPartner[p.ID] >= p.MaxSessions:
+		return fpdu.DiagTooManyForPartner
+	}
+	return fpdu.DiagOK
+}
+
+// turn lets one password check of a peer address run at a time.
+type turn struct {
+	ch    chan struct{}
+	users int // sessions holding or waiting for ch, under Server.mu
+}
+
+// addrTurn waits until no other password derivation of addr is running, at
+// most Tc. One address can then have only one check queued for the node's
+// derivation slots, however many CONNECTs it sends: a flood from a few
+// addresses delays a partner from another address by a few derivations,
+// not by the whole flood. Cached logins take no turn, and past the burst
+// the throttle refuses without deriving, so one address's turns are short.
+func (s *Server) addrTurn(ctx context.Context, addr string) (release func(), ok bool) {
+	s.mu.Lock()
+	t := s.turns[addr]
+	if t == nil {
+		t = &turn{ch: make(chan struct{}, 1)}
+		s.turns[addr] = t
+	}
+	t.users++
+	s.mu.Unlock()
+	done := func() {
+		s.mu.Lock()
+		if t.users--; t.users == 0 {
+			delete(s.turns, addr)
+		}
+		s.mu.Unlock()
+	}
+	timer := time.NewTimer(s.cfg.ConnectTimeout)
+	defer timer.Stop()
+	select {
+	case t.ch <- struct{}{}:
+		return func() { <-t.ch; done() }, true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	done()
+	return nil, false
 }

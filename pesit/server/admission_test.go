@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -302,5 +303,103 @@ func TestPeerDiagnosticsKeepMetricsBounded(t *testing.T) {
 	}
 	if len(series) != 2 {
 		t.Errorf("diagnostics series %v, want 1/100 and other", series)
+	}
+}
+
+// slowChecker holds the check of the password "slow" until release is
+// closed, as a derivation queued behind a flood would be.
+type slowChecker struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (c *slowChecker) CheckPassword(_ context.Context, r server.PasswordRequest) server.PasswordVerdict {
+	if r.Password == "slow" {
+		close(c.started)
+		<-c.release
+		return server.PasswordRejected
+	}
+	if r.Known && r.Password == "pw" {
+		return server.PasswordAccepted
+	}
+	return server.PasswordRejected
+}
+
+// A CONNECT whose password check is pending does not hold a session slot
+// of its partner: the session limits are checked before the password work
+// but the slot is taken only once authenticated, so a guesser cannot lock a
+// partner out with 3/309 while its answers wait.
+func TestPendingLoginHoldsNoSlot(t *testing.T) {
+	chk := &slowChecker{started: make(chan struct{}), release: make(chan struct{})}
+	srv, dir := startServer(t, nil, server.Deps{Passwords: chk})
+	dir.AddPartner(server.Partner{ID: "ONEONLY", Enabled: true, Access: server.AccessBoth, MaxSessions: 1})
+	guesser := dial(t, srv.Addr())
+	done := make(chan *fpdu.FPDU, 1)
+	go func() { done <- guesser.connectWith(serverID, "ONEONLY", "slow", 2, 2) }()
+	<-chk.started
+	ld := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
+	lc, err := ld.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	legit := newPeer(t, lc)
+	if f := legit.connectWith(serverID, "ONEONLY", "pw", 2, 2); f.Kind != fpdu.AConnect {
+		d, _ := f.Params.Diagnostic()
+		t.Errorf("partner's CONNECT while a guess is pending: %v %v, want ACONNECT", f.Kind, d)
+	}
+	close(chk.release)
+	refusedWith(t, <-done, fpdu.DiagNotAuthorised)
+	legit.release()
+}
+
+// countingChecker records how many derivations run at once.
+type countingChecker struct {
+	cur, peak atomic.Int64
+	calls     atomic.Int64
+}
+
+func (c *countingChecker) CheckPassword(_ context.Context, r server.PasswordRequest) server.PasswordVerdict {
+	// As the node's checker: a cache miss takes the address's turn.
+	release, ok := r.Turn()
+	if !ok {
+		return server.PasswordBusy
+	}
+	defer release()
+	c.calls.Add(1)
+	n := c.cur.Add(1)
+	defer c.cur.Add(-1)
+	for p := c.peak.Load(); n > p && !c.peak.CompareAndSwap(p, n); p = c.peak.Load() {
+	}
+	time.Sleep(20 * time.Millisecond) // a derivation
+	if r.Known && r.Password == password {
+		return server.PasswordAccepted
+	}
+	return server.PasswordRejected
+}
+
+// The password checks of one address run one at a time, so that a flood
+// from one address queues one derivation for the node's slots, not all of
+// its CONNECTs; another address is not serialized with it.
+func TestPasswordChecksSerializedPerAddress(t *testing.T) {
+	chk := &countingChecker{}
+	srv, _ := startServer(t, func(c *server.Config) { c.LoginBurst = 1000 }, server.Deps{Passwords: chk})
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", srv.Addr().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			p := newPeer(t, c)
+			pw := fmt.Sprintf("guess%d", i)
+			refusedWith(t, p.connectWith(serverID, partnerID, pw, 2, 2), fpdu.DiagNotAuthorised)
+		}()
+	}
+	wg.Wait()
+	if chk.calls.Load() != 10 || chk.peak.Load() != 1 {
+		t.Errorf("%d checks, at most %d at once from one address; want 10, 1", chk.calls.Load(), chk.peak.Load())
 	}
 }

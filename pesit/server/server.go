@@ -44,6 +44,7 @@ type Server struct {
 	transfers map[int64]*session
 	receiving map[string]struct{} // final paths being received (2/207)
 	perAddr   map[string]int      // open connections per peer IP
+	turns     map[string]*turn    // password checks per peer IP (one at a time)
 	throttle  *loginThrottle
 	passwords PasswordChecker
 	onLogin   func(ctx context.Context, ev LoginEvent)
@@ -89,6 +90,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		transfers:  make(map[int64]*session),
 		receiving:  make(map[string]struct{}),
 		perAddr:    make(map[string]int),
+		turns:      make(map[string]*turn),
 		throttle:   newLoginThrottle(cfg.LoginBurst, cfg.LoginRefill, 100000),
 		passwords:  deps.Passwords,
 		onLogin:    deps.OnLogin,

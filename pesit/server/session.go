@@ -69,8 +69,7 @@ type session struct {
 
 	peerID     byte
 	partner    Partner
-	admitted   bool   // holds a session slot of partner (reserved before authentication)
-	authed     bool   // partner authenticated
+	admitted   bool
 	accessType uint64 // PI 22
 	certFP     string
 	certCN     string
@@ -147,11 +146,7 @@ func (s *session) run() {
 			span.RecordError(err)
 		}
 	}
-	partner := ""
-	if s.authed {
-		partner = s.partner.ID
-	}
-	span.SetAttributes(attribute.String("pesit.partner", partner),
+	span.SetAttributes(attribute.String("pesit.partner", s.partner.ID),
 		attribute.String("pesit.diagnostic", s.outcomeDiag.String()))
 }
 
@@ -337,16 +332,15 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	}
 	known := err == nil && p.Enabled
 	if known {
-		// Reserve the slot before the password work, so that CONNECTs the
-		// limits would refuse cost nothing; run() releases it on refusal.
-		if d := srv.admit(p); !d.OK() {
+		// A CONNECT the limits would refuse costs no password work. The
+		// slot is only reserved once authenticated (admit, below), so that
+		// a guesser cannot hold a partner's slots while its answers wait.
+		if d := srv.mayAdmit(p); !d.OK() {
 			return refuse(d, "session limit for %q", p.ID)
 		}
-		s.partner, s.admitted = p, true
 	}
 	switch v, reason := s.authenticate(p, reqID, known, password); v {
 	case PasswordAccepted, PasswordCached:
-		s.authed = true
 	case PasswordBusy:
 		return refuse(fpdu.DiagCongestion, "requester %q: %s", reqID, reason)
 	default:
@@ -373,6 +367,10 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	if err != nil {
 		return refuse(diagOf(err, fpdu.DiagBadParameter), "%v", err)
 	}
+	if d := srv.admit(p); !d.OK() {
+		return refuse(d, "session limit for %q", p.ID)
+	}
+	s.partner, s.admitted = p, true
 	s.wmu.Lock() // other goroutines log under wmu
 	s.log = s.log.With("partner", p.ID)
 	s.wmu.Unlock()
