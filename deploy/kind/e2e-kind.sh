@@ -54,7 +54,7 @@ timing() { printf '== TIMING %s: %ss\n' "$1" "$((SECONDS - t0))" >&2; t0=$SECOND
 for tool in docker go; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
 done
-docker info >/dev/null 2>&1 || die "no Docker engine reachable (docker info failed; tools/kind/docker-host.sh starts one)"
+./tools/kind/docker-host.sh --start-only || die "no Docker engine reachable"
 [ -x "$TOOLS_BIN/helm" ] || ./tools/build.sh "$TOOLS_BIN"
 
 log "images"
