@@ -255,14 +255,24 @@ func (kc *kindCluster) Accepting(ctx context.Context, addr string) bool {
 // from inside its kind node (a crash, or the OOM killer): the pod stays and
 // the kubelet restarts the container in it.
 func (kc *kindCluster) KillContainer(ctx context.Context, p Pod) error {
+	return kc.signalContainer(ctx, p, "KILL")
+}
+
+// StopContainer freezes the process of p's vectis container (SIGSTOP): a
+// hung process, which acts on no signal but SIGKILL.
+func (kc *kindCluster) StopContainer(ctx context.Context, p Pod) error {
+	return kc.signalContainer(ctx, p, "STOP")
+}
+
+func (kc *kindCluster) signalContainer(ctx context.Context, p Pod, sig string) error {
 	id, ok := strings.CutPrefix(p.ContainerID, "containerd://")
 	if !ok || p.Node == "" {
 		return fmt.Errorf("pod %s: no containerd container on a node yet (%q on %q)", p.Name, p.ContainerID, p.Node)
 	}
-	script := `pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$1") && kill -KILL "$pid"`
-	out, err := exec.CommandContext(ctx, "docker", "exec", p.Node, "sh", "-c", script, "kill", id).CombinedOutput()
+	script := `pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$1") && kill -"$2" "$pid"`
+	out, err := exec.CommandContext(ctx, "docker", "exec", p.Node, "sh", "-c", script, "signal", id, sig).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("kill container %s of pod %s on %s: %v: %s", id, p.Name, p.Node, err, out)
+		return fmt.Errorf("SIG%s to container %s of pod %s on %s: %v: %s", sig, id, p.Name, p.Node, err, out)
 	}
 	return nil
 }

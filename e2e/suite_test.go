@@ -108,6 +108,7 @@ func runSuite(t *testing.T, c Cluster) *report {
 	})
 	s.scenario(t, "rollout-restart", 4*time.Minute, s.rolloutRestart)
 	s.scenario(t, "leader-container-restart", 3*time.Minute, s.containerRestart)
+	s.scenario(t, "hung-leader-sigkill", 3*time.Minute, s.hungLeaderKilled)
 	s.scenario(t, "transfer-across-failover", 4*time.Minute, s.interruptedTransfer)
 	s.scenario(t, "failover-span", 3*time.Minute, s.failoverSpan)
 	s.scenario(t, "transfer-across-graceful-stop", 4*time.Minute, s.transferAcrossGracefulStop)
@@ -672,6 +673,43 @@ func (s *suite) containerRestart(ctx context.Context, t *testing.T, r *row) {
 			t.Fatalf("no steady cluster with %s restarted: %v", old.Name, last)
 		}
 	}
+}
+
+// containerStopper is for backends with a real kubelet, whose SIGKILL at
+// the end of the grace period is the only way a hung process goes.
+type containerStopper interface {
+	StopContainer(ctx context.Context, p Pod) error
+}
+
+// hungLeaderKilled freezes the leader's process (SIGSTOP: a leader that
+// hangs and cannot act on SIGTERM), then deletes its pod with a 2 s grace
+// period: the kubelet's SIGTERM goes unanswered and its SIGKILL follows when
+// the grace period expires. A standby must take over once the lease
+// expires, with no overlap with the frozen process, whose listening socket
+// still completes TCP handshakes until it is killed.
+func (s *suite) hungLeaderKilled(ctx context.Context, t *testing.T, r *row) {
+	cs, ok := s.c.(containerStopper)
+	if !ok {
+		t.Skipf("the %s backend has no kubelet to SIGKILL a hung container after its grace period", s.c.Backend())
+	}
+	st := waitSteady(ctx, t, s.c, 90*time.Second)
+	old := st.Leader
+	if err := cs.StopContainer(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	grace := int64(2)
+	kill := time.Now()
+	if err := s.c.DeletePod(ctx, old.Name, &grace); err != nil {
+		t.Fatalf("delete the hung leader %s: %v", old.Name, err)
+	}
+	d, err := timeToConnect(ctx, s.c, kill, &old, time.Minute)
+	if err != nil {
+		t.Fatalf("after deleting the hung leader %s: %v", old.Name, err)
+	}
+	r.Connect, r.Runs = append(r.Connect, d), 1
+	after := waitReplaced(ctx, t, s.c, old.Name, 90*time.Second)
+	t.Logf("hung leader %s deleted with grace %ds (SIGKILL at its end): first CONNECT through the Service after %v, new leader %s",
+		old.Name, grace, d.Round(time.Millisecond), after.Leader.Name)
 }
 
 func containsAll(have, want []string) bool {

@@ -22,7 +22,7 @@ command -v docker >/dev/null || { echo "image: docker is not installed" >&2; exi
 [ -s "$ca" ] || { echo "image: no CA bundle at $ca (install ca-certificates or set CA_BUNDLE)" >&2; exit 1; }
 # A dynamically linked binary would not start on scratch: refuse it here
 # rather than ship an image whose entrypoint fails with "no such file".
-if file "$bin" 2>/dev/null | grep -q 'dynamically linked'; then
+if command -v file >/dev/null && file "$bin" | grep -q 'dynamically linked'; then
   echo "image: $bin is dynamically linked; build it with CGO_ENABLED=0" >&2
   exit 1
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# docker-host.sh: makes this host able to run kind nodes, and prints the
-# directory to put first on PATH for kind (empty when nothing is needed).
+# docker-host.sh [--start-only]: makes this host able to run kind nodes, and
+# prints the directory to put first on PATH for kind (empty when nothing is
+# needed). --start-only does step 1 only.
 #   1. start dockerd in the background (log: $DOCKERD_LOG) when none answers;
 #   2. check that `docker run --privileged` works (kind runs every node so).
 #      Where root lacks CAP_SYS_RESOURCE in its bounding set, some runc
@@ -24,6 +25,8 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { say "dockerd did not answer in 30 s; see $DOCKERD_LOG"; exit 1; }
 fi
+
+[ "${1:-}" != --start-only ] || exit 0
 
 err=$(docker run --rm --privileged --entrypoint /bin/true "$CHECK_IMAGE" 2>&1) && { say "docker run --privileged works: no runtime wrapper needed"; exit 0; }
 case "$err" in

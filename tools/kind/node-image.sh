@@ -308,5 +308,15 @@ step_node() {
   docker image ls "$NODE_IMAGE"
 }
 
-step=${*:-bins rootfs images node}
-for s in $step; do timed "step_$s"; done
+if [ $# -eq 0 ]; then
+  # The Debian downloads (network, dpkg) overlap the Go builds (CPU).
+  timed step_rootfs >"$KIND_CACHE/rootfs.log" 2>&1 &
+  rootfs=$!
+  timed step_bins
+  wait $rootfs || { cat "$KIND_CACHE/rootfs.log" >&2; exit 1; }
+  cat "$KIND_CACHE/rootfs.log"
+  timed step_images
+  timed step_node
+else
+  for s in "$@"; do timed "step_$s"; done
+fi
