@@ -170,11 +170,12 @@ func (s *suite) transferAcrossGracefulStop(ctx context.Context, t *testing.T, r 
 	case <-ctx.Done():
 		t.Fatal("push made no progress")
 	}
+	old := st.Leader
 	sigterm := time.Now()
 	if err := s.c.DeletePod(ctx, st.Leader.Name, nil); err != nil {
 		t.Fatalf("delete leader: %v", err)
 	}
-	if d, err := timeToConnect(ctx, s.c, sigterm, time.Minute); err != nil {
+	if d, err := timeToConnect(ctx, s.c, sigterm, &old, time.Minute); err != nil {
 		t.Errorf("after the SIGTERM: %v", err)
 	} else {
 		r.Connect = append(r.Connect, d)
