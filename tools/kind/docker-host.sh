@@ -34,8 +34,10 @@ case "$err" in
   *) say "docker run --privileged fails for another reason: $err"; exit 1 ;;
 esac
 say "docker run --privileged fails here (root lacks CAP_SYS_RESOURCE): using a runc wrapper runtime that drops it"
-mkdir -p "$KIND_CACHE/bin" "$KIND_CACHE/shim"
-wrapper=$KIND_CACHE/bin/vectis-kind-runc
+# The wrapper is a host runtime registered in dockerd's config, so it lives
+# at a host path that outlives this checkout (CI and later clones reuse it).
+wrapper=${VECTIS_KIND_RUNC:-/usr/local/libexec/vectis-kind-runc}
+mkdir -p "$(dirname "$wrapper")" "$KIND_CACHE/shim"
 cat >"$wrapper" <<'WRAP'
 #!/bin/bash
 # OCI runtime wrapper: drop CAP_SYS_RESOURCE from the container spec
@@ -60,8 +62,9 @@ esac
 exec runc "$@"
 WRAP
 chmod 0755 "$wrapper"
-if ! docker info --format '{{json .Runtimes}}' | grep -q '"vectis-kind-runc"'; then
-  cfg=/etc/docker/daemon.json
+cfg=/etc/docker/daemon.json
+registered=$(jq -r '.runtimes["vectis-kind-runc"].path // empty' $cfg 2>/dev/null || true)
+if [ "$registered" != "$wrapper" ] || ! docker info --format '{{json .Runtimes}}' | grep -q '"vectis-kind-runc"'; then
   mkdir -p /etc/docker
   [ -s $cfg ] || echo '{}' >$cfg
   jq --arg p "$wrapper" '.runtimes["vectis-kind-runc"] = {path: $p}' $cfg >$cfg.tmp && mv $cfg.tmp $cfg
