@@ -54,7 +54,7 @@ func (sd *sender) poll() error {
 		s.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
 		f, err := s.next()
 		if err != nil {
-			if _, v := fsm.IsViolation(err); !v && isTimeout(err) {
+			if _, v := fsm.IsViolation(err); !v && isDeadline(err) {
 				return nil
 			}
 			return s.readErr(err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"net"
 	"slices"
 	"strings"
@@ -406,10 +407,7 @@ func (s *session) connected() error {
 		f, err := s.next()
 		s.idle.Store(false)
 		if err != nil {
-			if isTimeout(err) {
-				return abortf(fpdu.DiagIdleTimeout, "idle for %v", s.srv.cfg.IdleTimeout)
-			}
-			return s.readErr(err)
+			return s.idleReadErr(err, s.srv.cfg.IdleTimeout)
 		}
 		switch f.Kind {
 		case fpdu.Create:
@@ -560,7 +558,7 @@ func (s *session) readErr(err error) error {
 	if v, ok := fsm.IsViolation(err); ok {
 		return abortf(v.Diag, "%v", v)
 	}
-	if isTimeout(err) {
+	if isDeadline(err) {
 		return abortf(fpdu.DiagTimerExpired, "peer silent: %v", err)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
@@ -577,9 +575,22 @@ func (s *session) readErr(err error) error {
 	return abortf(fpdu.DiagProtocolError, "malformed input: %v", err)
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+// idleReadErr maps a read failure between transfers (CN03): only our own
+// idle deadline is 3/313; anything else, a transport timeout included, is
+// what readErr says.
+func (s *session) idleReadErr(err error, idle time.Duration) error {
+	if d := fpdu.Diagnostic(s.killed.Load()); d == 0 && isDeadline(err) {
+		return abortf(fpdu.DiagIdleTimeout, "idle for %v", idle)
+	}
+	return s.readErr(err)
+}
+
+// isDeadline reports that a read or write ran into a deadline we set.
+// net.Error.Timeout() would also be true for a transport timeout (ETIMEDOUT
+// from TCP keep-alive or retransmissions): that is a lost connection, not a
+// silent peer, and must not be reported as one.
+func isDeadline(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 func diagOf(err error, def fpdu.Diagnostic) fpdu.Diagnostic {
