@@ -37,7 +37,7 @@ func (s *Store) ApplyDeclared(ctx context.Context, d Declared) (_ ApplyResult, e
 		case p.Password != "":
 			stored, err := s.PartnerPasswordHash(ctx, p.ID)
 			if err == nil {
-				if ok, _ := VerifyPassword(stored, p.Password); ok {
+				if ok, _ := VerifyPassword(stored, p.Password); ok && isCurrentHash(stored) {
 					hashes[i] = stored
 					continue
 				}
@@ -89,7 +89,7 @@ func (s *Store) ApplyDeclared(ctx context.Context, d Declared) (_ ApplyResult, e
 				return nil, err
 			}
 			hashChanged := hashes[i] != "" && hashes[i] != curHash
-			if hashChanged && dp.PasswordHash == "" && dp.Password != "" {
+			if hashChanged && dp.PasswordHash == "" && dp.Password != "" && isCurrentHash(curHash) {
 				// Another process stored its own salted hash of the same
 				// password meanwhile: that is no change.
 				if ok, _ := VerifyPassword(curHash, dp.Password); ok {

@@ -36,6 +36,15 @@ func HashPassword(password string) (string, error) {
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
 
+// isCurrentHash reports whether hash is what HashPassword makes now
+// (argon2id with the current parameters). A declared plaintext password
+// keeps its stored hash only then: a hash declared earlier as passwordHash
+// (bcrypt, other argon2id parameters) verifies the same password but is
+// not what the declaration now asks for.
+func isCurrentHash(hash string) bool {
+	return strings.HasPrefix(hash, fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$", argon2.Version, argonMemory, argonTime, argonThreads))
+}
+
 // ErrMalformedHash: a stored hash is neither argon2id (PHC form) nor bcrypt.
 var ErrMalformedHash = errors.New("store: malformed password hash")
 

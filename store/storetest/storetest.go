@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/vectis-ft/vectis/store"
 )
@@ -46,6 +48,7 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"UsersAndTokens", testUsersAndTokens},
 		{"ApplyDeclaredIdempotent", testApplyDeclared},
 		{"ApplyDeclaredConcurrent", testApplyDeclaredConcurrent},
+		{"ApplyDeclaredHashToPassword", testApplyDeclaredHashToPassword},
 		{"Subscribe", testSubscribe},
 		{"Metrics", testMetrics},
 	}
@@ -1088,6 +1091,42 @@ func testApplyDeclared(t *testing.T, newConfig NewConfig) {
 	d.Servers = append(d.Servers, SampleServer("PESITSRV"))
 	_, err = s.ApplyDeclared(ctx, d)
 	mustIs(t, err, store.ErrInvalid, "duplicate declaration")
+}
+
+// testApplyDeclaredHashToPassword: a partner declared with passwordHash,
+// then with password (the same one), gets the node's own argon2id hash. It
+// used to keep the declared hash because that verified the password.
+func testApplyDeclaredHashToPassword(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	bc, err := bcrypt.GenerateFromPassword([]byte("secret1"), bcrypt.MinCost)
+	must(t, err, "bcrypt")
+	d := store.Declared{Partners: []store.DeclaredPartner{{Partner: SamplePartner("CXCLIENT"), PasswordHash: string(bc)}}}
+	_, err = s.ApplyDeclared(ctx, d)
+	must(t, err, "apply with passwordHash")
+	h, _ := s.PartnerPasswordHash(ctx, "CXCLIENT")
+	if h != string(bc) {
+		t.Fatalf("declared hash not stored: %q", h)
+	}
+	d.Partners[0].PasswordHash, d.Partners[0].Password = "", "secret1"
+	res, err := s.ApplyDeclared(ctx, d)
+	must(t, err, "apply with password")
+	h, _ = s.PartnerPasswordHash(ctx, "CXCLIENT")
+	if !strings.HasPrefix(h, "$argon2id$") {
+		t.Fatalf("after switching to password the stored hash is still %q", h)
+	}
+	if ok, _ := store.VerifyPassword(h, "secret1"); !ok {
+		t.Fatal("new hash does not verify the password")
+	}
+	if res.Updated != 1 {
+		t.Fatalf("switch reported %+v, want 1 updated", res)
+	}
+	// Declaring the same password again changes nothing.
+	res, err = s.ApplyDeclared(ctx, d)
+	must(t, err, "apply again")
+	if h2, _ := s.PartnerPasswordHash(ctx, "CXCLIENT"); res.Changes() != 0 || h2 != h {
+		t.Fatalf("second apply with password: %+v, hash changed %v", res, h2 != h)
+	}
 }
 
 // testApplyDeclaredConcurrent: three nodes starting at once apply the same
