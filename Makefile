@@ -51,8 +51,15 @@ fuzz:
 	  done; \
 	done
 
+# BENCH selects benchmarks (a -bench pattern), BENCH_PKGS the packages;
+# BENCH_SIZE and BENCH_PAIRS, when set, are the bytes per transfer and the
+# rounds of BenchmarkRealPath (bench/realpath_test.go). For example:
+#   make bench BENCH=RealPath BENCH_PKGS=./bench BENCH_SIZE=268435456 BENCH_PAIRS=3
+BENCH      ?= .
+BENCH_PKGS ?= ./...
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	$(if $(BENCH_SIZE),VECTIS_BENCH_SIZE=$(BENCH_SIZE)) $(if $(BENCH_PAIRS),VECTIS_BENCH_PAIRS=$(BENCH_PAIRS)) \
+	  $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) -timeout $(TEST_TIMEOUT) $(BENCH_PKGS)
 
 # The end-to-end suite on a local control plane (real etcd, kube-apiserver,
 # kube-controller-manager, PostgreSQL; vectis pods as processes). It prints a

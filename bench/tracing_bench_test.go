@@ -122,7 +122,7 @@ func (p *pushTarget) push(b *testing.B, src string, size int64) run {
 }
 
 // run is the cost of one push.
-type run struct{ wall, cpu time.Duration }
+type run struct{ wall, cpu, server time.Duration }
 
 // cpuTime is the user and system CPU time of this process so far.
 func cpuTime(b *testing.B) time.Duration {
