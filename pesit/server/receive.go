@@ -60,6 +60,14 @@ func (s *session) receive(f *fpdu.FPDU) error {
 }
 
 func (s *session) receiveLoop() error {
+	err := s.receiveFrames()
+	// No ACK(SYN) from the sink's worker once the data phase is over, and
+	// the transfer's state holds every point made durable.
+	s.settle()
+	return err
+}
+
+func (s *session) receiveFrames() error {
 	x := s.xfer
 	s.setReadDeadline(s.srv.cfg.InactivityTimeout)
 	for {
@@ -119,6 +127,12 @@ func (s *session) receiveLoop() error {
 				return abortf(fpdu.DiagProtocolError, "DTF.END inside a segmented article")
 			}
 			x.dtfEndDiag, _ = f.Params.Diagnostic()
+			// Every sync point answered before the data phase ends; a
+			// failure to make one durable has sent IDT meanwhile.
+			s.settle()
+			if s.idtPending.Load() {
+				return s.awaitAckIDT(nil)
+			}
 			return s.awaitTransEnd()
 		case fpdu.IDT:
 			return s.peerIDT(f)
@@ -256,30 +270,75 @@ func (s *session) receiveSyn(f *fpdu.FPDU) error {
 	if !ok || n <= uint64(x.syncNum) || n > 999999 {
 		return abortf(fpdu.DiagBadParameter, "SYN %d after %d", n, x.syncNum)
 	}
-	if err := x.sink.sync(); err != nil {
-		return s.interruptAtSync(ioDiag(err))
-	}
-	x.syncTried = syncPoint{num: uint32(n), offset: x.sink.bytes, articles: x.sink.articles}
-	if err := s.srv.jnl.SyncPoint(s.ctx, x.id, uint32(n), x.sink.bytes, x.sink.articles); err != nil {
-		return s.interruptAtSync(fmt.Errorf("journal sync point: %w: %w", fpdu.DiagSystemError, err))
-	}
-	x.syncNum, x.lastAck, x.sinceSync = uint32(n), uint32(n), 0
-	x.lastSync = syncPoint{num: uint32(n), offset: x.sink.bytes, articles: x.sink.articles}
+	// The point is made durable off the session goroutine: the sink's
+	// worker fsyncs the data up to here, then the journal records the
+	// point, then ACK(SYN) goes out; meanwhile we go on receiving the data
+	// that the window lets the sender send. The ACK still follows both
+	// fsyncs, in that order (a point is acknowledged only when the data
+	// behind it and the way to find it again are durable), and a failure
+	// interrupts the transfer with IDT from the worker, as the admin API
+	// does from its own goroutine.
+	pt := syncPoint{num: uint32(n), offset: x.sink.bytes, articles: x.sink.articles}
+	x.syncTried = pt // the file holds it from now on; its journal write is under way
+	x.syncNum, x.sinceSync = pt.num, 0
 	x.syncCount++
+	s.collectDurable()
+	sk := x.sink
+	sk.syncAsync(func() error { return s.pointDurable(sk, x.id, pt) }, func(err error) {
+		if err := s.localIDT(err); err != nil {
+			s.log.Debug("IDT not sent", "err", err)
+		}
+	})
+	return nil
+}
+
+// pointDurable runs on the sink's worker once the data up to pt is
+// durable: it journals the point, then acknowledges it.
+func (s *session) pointDurable(sk *sink, id int64, pt syncPoint) error {
+	if err := s.srv.jnl.SyncPoint(s.ctx, id, pt.num, pt.offset, pt.articles); err != nil {
+		return fmt.Errorf("journal sync point: %w: %w", fpdu.DiagSystemError, err)
+	}
+	sk.markDurable(pt)
 	if m := s.srv.met; m != nil {
 		m.SyncPoints.Inc()
 	}
 	if s.syncWindow == 0 {
 		return nil // W = 0: sync points are not acknowledged
 	}
-	a := &s.scratch
-	*a = fpdu.FPDU{Kind: fpdu.AckSyn, DstID: s.peerID, Params: a.Params[:0]}
-	a.Params.AddUint(fpdu.PISyncNumber, n)
+	a := fpdu.FPDU{Kind: fpdu.AckSyn, DstID: s.peerID}
+	a.Params.AddUint(fpdu.PISyncNumber, uint64(pt.num))
 	// If our IDT (the admin API's) went out while this SYN was in flight,
 	// the SYN goes unanswered: after IDT we only wait for ACK(IDT) (TDE05)
 	// and the receive loop drops what follows. The point stays durable;
-	// the requester knows every point it sent.
-	return s.writeUnlessIDT(a)
+	// the requester knows every point it sent. A write error is the
+	// session's to see, on its next read.
+	if err := s.writeUnlessIDT(&a); err != nil {
+		s.log.Debug("ACK(SYN) not sent", "sync", pt.num, "err", err)
+	}
+	return nil
+}
+
+// collectDurable takes the points the sink's worker made durable into the
+// transfer's state (session goroutine).
+func (s *session) collectDurable() {
+	x := s.xfer
+	pt, ok := x.sink.durable()
+	if ok && pt.num > x.lastSync.num || (pt.num == x.lastSync.num && pt.offset > x.lastSync.offset) {
+		pt.data = x.dataBytes(pt.offset, pt.articles)
+		x.lastSync, x.lastAck = pt, pt.num
+	}
+}
+
+// settle waits until every sync point handed to the sink's worker is
+// durable and answered (or failed), and takes them into the transfer's
+// state: before anything that reads that state or ends the data phase.
+func (s *session) settle() {
+	x := s.xfer
+	if x == nil || x.sink == nil {
+		return
+	}
+	_ = x.sink.wait()
+	s.collectDurable()
 }
 
 // writeUnlessIDT sends an answer to what the peer sent during the data
@@ -294,18 +353,6 @@ func (s *session) writeUnlessIDT(f *fpdu.FPDU) error {
 	return s.writeLocked(f)
 }
 
-// interruptAtSync sends IDT when a sync point cannot be made durable (it is
-// then not acknowledged) and returns errStop once ACK(IDT) came back.
-func (s *session) interruptAtSync(cause error) error {
-	if err := s.localIDT(cause); err != nil {
-		return err
-	}
-	if err := s.awaitAckIDT(nil); err != nil {
-		return err
-	}
-	return errStop
-}
-
 // receiveResyn: the sender asks to resume from point p; we resume from our
 // last durable point, which is the last one we acknowledged (RESYN is only
 // negotiated with sync points, and every SYN is made durable at once).
@@ -314,6 +361,7 @@ func (s *session) receiveResyn(f *fpdu.FPDU) error {
 	if !s.resync {
 		return abortf(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
 	}
+	s.settle()
 	lp := x.lastSync
 	if err := x.sink.truncate(lp.offset, lp.articles); err != nil {
 		return abortf(fpdu.DiagResyncImpossible, "resync: %v", err)
@@ -341,6 +389,7 @@ func (s *session) peerIDT(f *fpdu.FPDU) error {
 // dropped (12, 16).
 func (s *session) interrupted(d fpdu.Diagnostic, code uint64, why string) {
 	x := s.xfer
+	s.settle()
 	s.dataPhase.Store(false)
 	s.idtPending.Store(false)
 	st := StatusCancelled
