@@ -7,8 +7,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
@@ -29,7 +31,13 @@ func TestDiskFull(t *testing.T) {
 	p.openForWrite(createOpts{file: "FULL", pi13: 77})
 	data := randomData(1<<20, 4)
 	var f *fpdu.FPDU
-	// Push until the server interrupts; its IDT may cross our SYN.
+	// Push until the server interrupts; its IDT may cross our SYN. The
+	// window of 2 is kept: the server acknowledges a point once it is
+	// durable, off its read loop, and takes data past the window for the
+	// protocol error it is (2/217).
+	var acked atomic.Uint64
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		defer func() { recover() }()
 		for off, n := 0, uint64(0); off < len(data); off += 1024 {
@@ -37,6 +45,13 @@ func TestDiskFull(t *testing.T) {
 				n++
 				if p.w.Write(fpdu.New(fpdu.Syn, p.srvID, 0, uintParam(fpdu.PISyncNumber, n))) != nil {
 					return
+				}
+				for n-acked.Load() >= 2 {
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Millisecond):
+					}
 				}
 			}
 			if p.w.Write(&fpdu.FPDU{Kind: fpdu.DTF, DstID: p.srvID, Data: data[off : off+1024]}) != nil {
@@ -52,6 +67,8 @@ func TestDiskFull(t *testing.T) {
 		if f.Kind != fpdu.AckSyn {
 			t.Fatalf("got %v before IDT", f.Kind)
 		}
+		n, _ := f.Params.Uint(fpdu.PISyncNumber)
+		acked.Store(n)
 	}
 	if d, _ := f.Params.Diagnostic(); d != fpdu.DiagSpaceExhausted {
 		t.Fatalf("IDT %v, want 2/219", d)

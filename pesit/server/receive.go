@@ -22,6 +22,7 @@ func (s *session) receive(f *fpdu.FPDU) error {
 		x.sink, err = resumeSink(x.root, x.tempRel, x.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles)
 		if err == nil {
 			point = rs.Sync
+			s.hookSink(x.sink, x.id)
 		} else {
 			// 0 is always a legal restart point: start the file again.
 			s.log.Warn("cannot resume, restarting from 0", "err", err)
@@ -40,6 +41,7 @@ func (s *session) receive(f *fpdu.FPDU) error {
 			s.log.Error("cannot create temporary file", "file", x.tempRel, "err", err)
 			return s.writeAck(fpdu.AckWrite, d)
 		}
+		s.hookSink(x.sink, x.id)
 	}
 	x.syncNum, x.lastAck, x.restartAt = point, point, point
 	x.lastSync = syncPoint{num: point, offset: x.sink.bytes, articles: x.sink.articles, data: x.dataBytes(x.sink.bytes, x.sink.articles)}
@@ -75,8 +77,19 @@ func (s *session) receiveFrames() error {
 		if err != nil {
 			if v, ok := fsm.IsViolation(err); ok && v.Diag.Type() == 2 && !s.idtPending.Load() {
 				// 2/217, 2/222: the transfer, not the connection, is at fault.
-				if err := s.localIDT(v); err != nil {
-					return err
+				// A failure of the file under way (a full disk) says better
+				// why the sender ran out of acknowledgements.
+				var cause error = v
+				if x.sink != nil {
+					if err := x.sink.flush(); err != nil {
+						cause = err
+					}
+					s.collectDurable()
+				}
+				if !s.idtPending.Load() {
+					if err := s.localIDT(cause); err != nil {
+						return err
+					}
 				}
 				return s.awaitAckIDT(nil)
 			}
@@ -283,37 +296,49 @@ func (s *session) receiveSyn(f *fpdu.FPDU) error {
 	x.syncNum, x.sinceSync = pt.num, 0
 	x.syncCount++
 	s.collectDurable()
-	sk := x.sink
-	sk.syncAsync(func() error { return s.pointDurable(sk, x.id, pt) }, func(err error) {
-		if err := s.localIDT(err); err != nil {
-			s.log.Debug("IDT not sent", "err", err)
-		}
-	})
+	x.sink.syncAsync(pt)
 	return nil
 }
 
-// pointDurable runs on the sink's worker once the data up to pt is
-// durable: it journals the point, then acknowledges it.
-func (s *session) pointDurable(sk *sink, id int64, pt syncPoint) error {
-	if err := s.srv.jnl.SyncPoint(s.ctx, id, pt.num, pt.offset, pt.articles); err != nil {
+// hookSink makes x.sink's second goroutine journal and acknowledge the
+// points made durable, and interrupt the transfer with IDT when one cannot
+// be, as the admin API does from its own goroutine.
+func (s *session) hookSink(sk *sink, id int64) {
+	sk.onDurable = func(pts []syncPoint) error { return s.pointsDurable(sk, id, pts) }
+	sk.onFail = func(err error) {
+		if err := s.localIDT(err); err != nil {
+			s.log.Debug("IDT not sent", "err", err)
+		}
+	}
+}
+
+// pointsDurable runs on the sink's second goroutine once the data up to
+// the last of pts is durable: it journals that point (it supersedes the
+// others as the restart point), then acknowledges each.
+func (s *session) pointsDurable(sk *sink, id int64, pts []syncPoint) error {
+	last := pts[len(pts)-1]
+	if err := s.srv.jnl.SyncPoint(s.ctx, id, last.num, last.offset, last.articles); err != nil {
 		return fmt.Errorf("journal sync point: %w: %w", fpdu.DiagSystemError, err)
 	}
-	sk.markDurable(pt)
+	sk.markDurable(last)
 	if m := s.srv.met; m != nil {
-		m.SyncPoints.Inc()
+		m.SyncPoints.Add(float64(len(pts)))
 	}
 	if s.syncWindow == 0 {
 		return nil // W = 0: sync points are not acknowledged
 	}
-	a := fpdu.FPDU{Kind: fpdu.AckSyn, DstID: s.peerID}
-	a.Params.AddUint(fpdu.PISyncNumber, uint64(pt.num))
-	// If our IDT (the admin API's) went out while this SYN was in flight,
-	// the SYN goes unanswered: after IDT we only wait for ACK(IDT) (TDE05)
-	// and the receive loop drops what follows. The point stays durable;
-	// the requester knows every point it sent. A write error is the
-	// session's to see, on its next read.
-	if err := s.writeUnlessIDT(&a); err != nil {
-		s.log.Debug("ACK(SYN) not sent", "sync", pt.num, "err", err)
+	for _, pt := range pts {
+		a := fpdu.FPDU{Kind: fpdu.AckSyn, DstID: s.peerID}
+		a.Params.AddUint(fpdu.PISyncNumber, uint64(pt.num))
+		// If our IDT (the admin API's) went out while this SYN was in
+		// flight, the SYN goes unanswered: after IDT we only wait for
+		// ACK(IDT) (TDE05) and the receive loop drops what follows. The
+		// point stays durable; the requester knows every point it sent.
+		// A write error is the session's to see, on its next read.
+		if err := s.writeUnlessIDT(&a); err != nil {
+			s.log.Debug("ACK(SYN) not sent", "sync", pt.num, "err", err)
+			break
+		}
 	}
 	return nil
 }

@@ -16,21 +16,23 @@ import (
 )
 
 // sink is the file a transfer is received into. The session goroutine
-// copies data into a buffer; a full buffer goes to the sink's worker
+// copies data into a buffer; a full buffer goes to the sink's writer
 // goroutine, which writes it to the temporary file and feeds the running
 // SHA-256, so that neither the write(2) nor the hash is on the session's
 // critical path (issue 17: the hash alone was a third of a push's CPU, in
-// series with the reads). syncAsync makes the data durable in the worker
-// and then runs the sync point's journal write and ACK(SYN) there, while
-// the session goes on receiving; commit() makes the file appear atomically
-// under its final name.
+// series with the reads). syncAsync asks for a sync point: the writer
+// fsyncs the data, then the sink's second goroutine runs onDurable (the
+// journal write of the point and its ACK(SYN)), so that the fsync of the
+// next point overlaps the journal commit of this one while the session goes
+// on receiving what the window lets the sender send. commit() makes the
+// file appear atomically under its final name.
 //
-// The worker is started by createSink/resumeSink and stopped by commit,
-// close or discard, one of which every transfer ends with (endTransfer).
-// Between the two goroutines, ownership goes with the channels: a buffer
-// sent on jobs is the worker's until it comes back on free, and h, err and
-// the file offset are the worker's while it runs and the session's after a
-// barrier (wait) or once the worker has stopped.
+// Both goroutines are started by createSink/resumeSink and stopped by
+// commit, close or discard, one of which every transfer ends with
+// (endTransfer). Ownership goes with the channels: a buffer sent on jobs is
+// the writer's until it comes back on free; h and the file offset are the
+// writer's while it runs and the session's after a barrier (wait) or once
+// it has stopped.
 type sink struct {
 	root     *os.Root
 	tempRel  string
@@ -42,39 +44,40 @@ type sink struct {
 	articles int64
 	closed   bool
 
+	// onDurable runs on the sink's second goroutine with sync points whose
+	// data is durable, oldest first (several when they queued up); it
+	// must record the last and acknowledge all. onFail gets the first
+	// error of either goroutine, once. Set before the first syncAsync.
+	onDurable func(pts []syncPoint) error
+	onFail    func(error)
+
 	jobs    chan sinkJob
 	free    chan []byte
-	done    chan struct{} // closed when the worker has returned
+	durQ    chan durableJob
+	done    chan struct{} // closed when both goroutines have returned
 	stopped bool
-	failed  atomic.Bool // the worker met an error: err says which
-	err     error
+	failed  atomic.Bool // err is set
 
-	mu          sync.Mutex
-	lastDurable syncPoint // the last sync point journaled by the worker
-	anyDurable  bool
+	mu           sync.Mutex
+	err          error
+	failNotified bool
+	lastDurable  syncPoint // the last point onDurable recorded
+	anyDurable   bool
 }
 
-// markDurable records, on the worker, that pt is durable and journaled.
-func (s *sink) markDurable(pt syncPoint) {
-	s.mu.Lock()
-	s.lastDurable, s.anyDurable = pt, true
-	s.mu.Unlock()
-}
-
-// durable returns the last point markDurable recorded.
-func (s *sink) durable() (syncPoint, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastDurable, s.anyDurable
-}
-
-// sinkJob is one step of the worker, in order: write data, then fsync and
-// run then when sync is set, then close barrier.
+// sinkJob is one step of the writer, in order: write data; with sync,
+// fsync and pass pt on; then pass barrier on.
 type sinkJob struct {
 	data    []byte
 	sync    bool
-	then    func() error // after the fsync, when it and all before succeeded
-	fail    func(error)  // instead of then, with the first error
+	pt      syncPoint
+	notify  bool // pt goes to onDurable
+	barrier chan struct{}
+}
+
+// durableJob is a point made durable, or a barrier, for the second goroutine.
+type durableJob struct {
+	pt      syncPoint
 	barrier chan struct{}
 }
 
@@ -93,9 +96,11 @@ func putBuffer(b []byte) { sinkBuffers.Put(&b) }
 
 func newSink(root *os.Root, tempRel, finalRel string, f *os.File, bufSize int, h hash.Hash, bytes, articles int64) *sink {
 	s := &sink{root: root, tempRel: tempRel, finalRel: finalRel, f: f, h: h, bytes: bytes, articles: articles,
-		buf: getBuffer(bufSize), jobs: make(chan sinkJob, 16), free: make(chan []byte, 1), done: make(chan struct{})}
+		buf: getBuffer(bufSize), jobs: make(chan sinkJob, 16), free: make(chan []byte, 1),
+		durQ: make(chan durableJob, 64), done: make(chan struct{})}
 	s.free <- getBuffer(bufSize)
-	go s.work()
+	go s.write0()
+	go s.post()
 	return s
 }
 
@@ -142,57 +147,129 @@ func resumeSink(root *os.Root, tempRel, finalRel string, bufSize int, offset, ar
 	return newSink(root, tempRel, finalRel, f, bufSize, h, offset, articles), nil
 }
 
-// work is the sink's worker goroutine. After an error it writes nothing
-// more and runs no then; each later sync job gets fail instead.
-func (s *sink) work() {
-	defer close(s.done)
+// write0 is the writer goroutine. After an error it writes nothing more.
+func (s *sink) write0() {
+	defer close(s.durQ)
 	for j := range s.jobs {
 		if j.data != nil {
-			if s.err == nil {
+			if !s.failed.Load() {
 				if _, err := s.f.Write(j.data); err != nil {
-					s.setErr(err)
+					s.setErr(ioDiag(err))
 				} else {
 					s.h.Write(j.data)
 				}
 			}
 			s.free <- j.data[:0]
 		}
-		if j.sync {
-			if s.err == nil {
-				if err := s.f.Sync(); err != nil {
-					s.setErr(err)
-				}
-			}
-			switch {
-			case s.err != nil:
-				if j.fail != nil {
-					j.fail(ioDiag(s.err))
-				}
-			case j.then != nil:
-				if err := j.then(); err != nil {
-					s.setErr(err)
-					if j.fail != nil {
-						j.fail(err)
-					}
-				}
+		if j.sync && !s.failed.Load() {
+			if err := s.f.Sync(); err != nil {
+				s.setErr(ioDiag(err))
+			} else if j.notify {
+				s.durQ <- durableJob{pt: j.pt}
 			}
 		}
+		if j.notify && s.failed.Load() {
+			s.fail() // the point will not be acknowledged: say so
+		}
 		if j.barrier != nil {
-			close(j.barrier)
+			s.durQ <- durableJob{barrier: j.barrier}
 		}
 	}
 }
 
+// post is the second goroutine: it hands the points made durable to
+// onDurable, all those queued at once so that one journal write records
+// several when the store is slower than the disk.
+func (s *sink) post() {
+	defer close(s.done)
+	var pts []syncPoint
+	flush := func() {
+		if len(pts) > 0 && !s.failed.Load() {
+			if err := s.onDurable(pts); err != nil {
+				s.setErr(err)
+				s.fail()
+			}
+		}
+		pts = pts[:0]
+	}
+	for j := range s.durQ {
+		if j.barrier == nil {
+			pts = append(pts, j.pt)
+		}
+	more:
+		for {
+			select {
+			case k, ok := <-s.durQ:
+				if !ok {
+					break more
+				}
+				if k.barrier != nil {
+					flush()
+					close(k.barrier)
+					continue
+				}
+				pts = append(pts, k.pt)
+			default:
+				break more
+			}
+		}
+		flush()
+		if j.barrier != nil {
+			close(j.barrier)
+		}
+	}
+	flush()
+}
+
+// setErr records the first error.
 func (s *sink) setErr(err error) {
-	s.err = err
-	s.failed.Store(true)
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+		s.failed.Store(true)
+	}
+	s.mu.Unlock()
+}
+
+// fail tells onFail, once, that a sync point asked for with syncAsync will
+// not be acknowledged. The session's own calls (sync, commit) get their
+// errors back instead.
+func (s *sink) fail() {
+	s.mu.Lock()
+	err, first := s.err, !s.failNotified
+	s.failNotified = true
+	s.mu.Unlock()
+	if first && s.onFail != nil {
+		s.onFail(err)
+	}
+}
+
+func (s *sink) firstErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// markDurable records, on the second goroutine, that pt is durable and
+// journaled.
+func (s *sink) markDurable(pt syncPoint) {
+	s.mu.Lock()
+	s.lastDurable, s.anyDurable = pt, true
+	s.mu.Unlock()
+}
+
+// durable returns the last point markDurable recorded.
+func (s *sink) durable() (syncPoint, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastDurable, s.anyDurable
 }
 
 // write appends data; it does not allocate. An error of the worker's
 // (a full disk) comes back from the next write after it.
 func (s *sink) write(p []byte) error {
 	if s.failed.Load() {
-		return s.wait()
+		return s.firstErr()
 	}
 	for len(p) > 0 {
 		n := copy(s.buf[len(s.buf):cap(s.buf)], p)
@@ -223,7 +300,16 @@ func (s *sink) wait() error {
 		s.jobs <- sinkJob{barrier: b}
 		<-b
 	}
-	return s.err
+	return s.firstErr()
+}
+
+// flush writes out the buffer and waits, without fsync.
+func (s *sink) flush() error {
+	if s.stopped {
+		return s.firstErr()
+	}
+	s.handOff()
+	return s.wait()
 }
 
 // sync writes out the buffer and fsyncs the temporary file, and waits.
@@ -235,15 +321,15 @@ func (s *sink) sync() error {
 	b := make(chan struct{})
 	s.jobs <- sinkJob{sync: true, barrier: b}
 	<-b
-	return s.err
+	return s.firstErr()
 }
 
-// syncAsync writes out the buffer and returns at once; the worker fsyncs
-// the file, then runs then (the journal write of the sync point and its
-// ACK), or fail with the first error of the fsync, an earlier write or then.
-func (s *sink) syncAsync(then func() error, fail func(error)) {
+// syncAsync writes out the buffer and returns at once; the writer fsyncs
+// the file, then onDurable records and acknowledges pt on the second
+// goroutine, unless an error came first (onFail).
+func (s *sink) syncAsync(pt syncPoint) {
 	s.handOff()
-	s.jobs <- sinkJob{sync: true, then: then, fail: fail}
+	s.jobs <- sinkJob{sync: true, pt: pt, notify: true}
 }
 
 // stop waits for the worker to finish and return, once.
@@ -278,8 +364,10 @@ func (s *sink) truncate(offset, articles int64) error {
 		return err
 	}
 	s.bytes, s.articles = offset, articles
-	s.err = nil
+	s.mu.Lock()
+	s.err, s.failNotified = nil, false
 	s.failed.Store(false)
+	s.mu.Unlock()
 	return nil
 }
 
