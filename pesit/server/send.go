@@ -31,6 +31,7 @@ type sender struct {
 	multi    bool
 	maxSeg   int // largest DTF data part
 	f        fpdu.FPDU
+	tail     *sendTail // hash and journal, off this goroutine
 	// sincePoll counts data bytes since we last looked at what the
 	// receiver sent: without a window to wait on, an IDT or RESYN would
 	// otherwise only be seen after the whole file.
@@ -99,7 +100,15 @@ func (s *session) send(f *fpdu.FPDU) error {
 	s.wmu.Unlock()
 	s.dataPhase.Store(true)
 	defer s.dataPhase.Store(false)
+	sd.startTail()
+	defer func() { sd.tail.stop() }()
 	return sd.run()
+}
+
+// startTail hands the hash (of the file up to x.off) to a new sendTail.
+func (sd *sender) startTail() {
+	s, x := sd.s, sd.x
+	sd.tail = startSendTail(s.ctx, s.srv.jnl, x.id, x.src, x.h, x.off, s.log)
 }
 
 // textSpare is what a text article leaves of the entity size: the header
@@ -227,6 +236,9 @@ func (sd *sender) run() error {
 	s, x := sd.s, sd.x
 	for {
 		err := sd.stream()
+		// The hash and the journal are complete before anything reads
+		// them or finishes the transfer.
+		sd.tail.wait()
 		switch {
 		case errors.Is(err, errIDTSent):
 			s.flush()
@@ -293,7 +305,6 @@ func (sd *sender) stream() error {
 			}
 			return errIDTSent
 		}
-		x.h.Write(raw) // the file as it is, before any conversion
 		n := len(a)
 		// Empty lines never take a sync point: placement stays a function
 		// of the data (replay) and an empty line keeps its neighbour.
@@ -320,11 +331,13 @@ func (sd *sender) stream() error {
 		x.sinceSync += int64(n)
 		if sd.sincePoll += n; sd.sincePoll >= pollEvery {
 			sd.sincePoll = 0
+			sd.tail.hashTo(x.off) // the file as it is, before any conversion
 			if err := sd.poll(); err != nil {
 				return err
 			}
 		}
 	}
+	sd.tail.hashTo(x.off)
 	if err := sd.flushMulti(); err != nil {
 		if errors.Is(err, errLoneEmpty) {
 			if err := s.localIDT(fmt.Errorf("%w: %w", fpdu.DiagFileOther, err)); err != nil {
@@ -497,12 +510,11 @@ func (sd *sender) syn() error {
 	x.syncCount++
 	// Journal the point as SENT, acknowledged or not: a restart may ask for
 	// any point up to it (the receiver's ACK can be lost, or there is none
-	// with a window of 0), and replay finds the earlier ones.
+	// with a window of 0), and replay finds the earlier ones. The write is
+	// the tail's, so that the data goes on meanwhile; it is done before the
+	// transfer ends (run waits for it).
 	x.lastSent = sp
-	if err := s.srv.jnl.SyncPoint(s.ctx, x.id, sp.num, sp.offset, sp.articles); err != nil {
-		// Only our restart state lags: a restart may get 2/214.
-		s.log.Warn("journal sync point failed", "id", x.id, "sync", sp.num, "err", err)
-	}
+	sd.tail.sent(sp)
 	if s.syncWindow == 0 {
 		// Nobody acknowledges: the point is as durable as it will get.
 		return sd.acked(x.syncNum)
@@ -526,6 +538,9 @@ func (sd *sender) syn() error {
 // incoming handles what the receiver may send while we send.
 func (sd *sender) incoming(f *fpdu.FPDU) error {
 	s, x := sd.s, sd.x
+	if f.Kind != fpdu.AckSyn {
+		sd.tail.wait() // what follows may end the transfer
+	}
 	if s.idtPending.Load() {
 		// The admin API sent IDT while we waited: wait for its ACK.
 		if err := s.awaitAckIDT(f); err != nil {
@@ -565,7 +580,10 @@ func (sd *sender) incoming(f *fpdu.FPDU) error {
 		if err := s.flush(); err != nil {
 			return err
 		}
-		if err := sd.seek(target); err != nil {
+		sd.tail.stop() // seek rebuilds the hash
+		err := sd.seek(target)
+		sd.startTail()
+		if err != nil {
 			return abortf(fpdu.DiagResyncImpossible, "resync: %v", err)
 		}
 		ack := fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peerID}

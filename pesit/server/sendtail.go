@@ -1,0 +1,99 @@
+package server
+
+import (
+	"context"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+)
+
+// sendTail takes two things off a pull's session goroutine (issue 17: the
+// pull was limited by a synchronous store write per SYN sent, and the hash
+// ran in series with the reads): the SHA-256 of the file, which it reads
+// back with pread from the page cache behind the sender, and the journal
+// write of each sync point sent. Jobs run in order on one goroutine, owned
+// by the sender: start, then wait before reading the hash or letting the
+// transfer finish, and stop when the data phase is over.
+type sendTail struct {
+	jobs chan tailJob
+	done chan struct{}
+}
+
+// tailJob: hash the file up to hashTo, journal pt, or close barrier.
+type tailJob struct {
+	hashTo  int64
+	pt      *syncPoint
+	barrier chan struct{}
+}
+
+// startSendTail starts the goroutine. h holds the hash of the file up to
+// from; the goroutine owns it until wait returns.
+func startSendTail(ctx context.Context, jnl Journal, id int64, src *os.File, h hash.Hash, from int64, log *slog.Logger) *sendTail {
+	t := &sendTail{jobs: make(chan tailJob, 64), done: make(chan struct{})}
+	go t.run(ctx, jnl, id, src, h, from, log)
+	return t
+}
+
+func (t *sendTail) run(ctx context.Context, jnl Journal, id int64, src *os.File, h hash.Hash, hashed int64, log *slog.Logger) {
+	defer close(t.done)
+	var last *syncPoint // sent, not journaled yet
+	journal := func() {
+		if last == nil {
+			return
+		}
+		// Only our restart state lags: a restart may then ask for a
+		// later point than the journal's, which the client answers by
+		// falling back to an earlier one it holds.
+		if err := jnl.SyncPoint(ctx, id, last.num, last.offset, last.articles); err != nil {
+			log.Warn("journal sync point failed", "id", id, "sync", last.num, "err", err)
+		}
+		last = nil
+	}
+	var hashErr error
+	for j := range t.jobs {
+		if j.hashTo > hashed && hashErr == nil {
+			// The sender read these bytes already: a read error here is
+			// the file changing under us, which the count check or the
+			// receiver's own hash will see; the sum is then wrong, and
+			// said so in the log.
+			n, err := io.Copy(h, io.NewSectionReader(src, hashed, j.hashTo-hashed))
+			hashed += n
+			if err != nil {
+				hashErr = err
+				log.Warn("hashing the sent file failed", "id", id, "err", err)
+			}
+		}
+		if j.pt != nil {
+			last = j.pt
+			// Several points queued: one journal write for the latest.
+			if len(t.jobs) == 0 {
+				journal()
+			}
+		}
+		if j.barrier != nil {
+			journal()
+			close(j.barrier)
+		}
+	}
+	journal()
+}
+
+// hashTo asks for the hash of the file up to off.
+func (t *sendTail) hashTo(off int64) { t.jobs <- tailJob{hashTo: off} }
+
+// sent journals pt, sent, after hashing up to it.
+func (t *sendTail) sent(pt syncPoint) { t.jobs <- tailJob{hashTo: pt.offset, pt: &pt} }
+
+// wait returns once everything asked so far is done.
+func (t *sendTail) wait() {
+	b := make(chan struct{})
+	t.jobs <- tailJob{barrier: b}
+	<-b
+}
+
+// stop waits for the goroutine to finish and return.
+func (t *sendTail) stop() {
+	close(t.jobs)
+	<-t.done
+}
