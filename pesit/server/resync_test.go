@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"testing"
@@ -83,5 +85,10 @@ func TestResync(t *testing.T) {
 		p.transEnd(len(data), (len(data)+recLen-1)/recLen)
 		p.closeFile()
 		p.release()
+		// The hash, computed behind the sender, was rebuilt at the point.
+		sum := sha256.Sum256(data)
+		if rec, _ := e.jnl.Last(); rec.Outcome == nil || rec.Outcome.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("journal outcome %+v, want SHA-256 %x", rec.Outcome, sum)
+		}
 	})
 }
