@@ -171,3 +171,7 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 	}
 	return r.readFrame()
 }
+
+// Pending reports whether the reader holds bytes not returned yet: FPDUs of
+// the current frame, or the start of the next frame.
+func (r *Reader) Pending() bool { return len(r.nsdu) != 0 || r.wpos > r.rpos }

@@ -44,13 +44,16 @@ const pollEvery = 1 << 20
 
 // poll handles, without blocking, what the receiver sent meanwhile
 // (ACK(SYN), IDT, RESYN, ABORT). The reader keeps a partial frame across
-// the timeout, so a frame cut by it is completed by the next read.
+// the timeout, so a frame cut by it is completed by the next read. It only
+// reads when there is input: a read with a deadline always waited that
+// deadline out when there was none, 1 ms per MiB sent, which was what
+// limited a pull without sync points (issue 17).
 func (sd *sender) poll() error {
 	s := sd.s
 	if err := s.flush(); err != nil {
 		return err
 	}
-	for {
+	for s.r.Pending() || readable(s.conn) {
 		// A deadline already past would not even try the read.
 		s.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
 		f, err := s.next()
@@ -64,6 +67,7 @@ func (sd *sender) poll() error {
 			return err
 		}
 	}
+	return nil
 }
 
 // send handles READ{PI 18}: ACK(READ), then the data phase.
