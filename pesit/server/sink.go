@@ -95,6 +95,9 @@ func getBuffer(size int) []byte {
 func putBuffer(b []byte) { sinkBuffers.Put(&b) }
 
 func newSink(root *os.Root, tempRel, finalRel string, f *os.File, bufSize int, h hash.Hash, bytes, articles int64) *sink {
+	// Two buffers of half the configured size: a receiving session holds
+	// the memory it held with one (WriteBuffer), 1,000 of them 64 MiB.
+	bufSize = max(bufSize/2, 4<<10)
 	s := &sink{root: root, tempRel: tempRel, finalRel: finalRel, f: f, h: h, bytes: bytes, articles: articles,
 		buf: getBuffer(bufSize), jobs: make(chan sinkJob, 16), free: make(chan []byte, 1),
 		durQ: make(chan durableJob, 64), done: make(chan struct{})}
