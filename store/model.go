@@ -308,9 +308,10 @@ type AuditFilter struct {
 	Until   time.Time
 	Limit   int
 	Cursor  string
-	// ExcludeActionPrefixes leaves out events whose action starts with one
-	// of these (e.g. "user." for a viewer, who may not read them).
-	ExcludeActionPrefixes []string
+	// ExcludeActions leaves out events with these actions; an entry ending
+	// in "." leaves out every action it starts (e.g. "user." for a viewer,
+	// who may not read them).
+	ExcludeActions []string
 }
 
 // AuditPage is one page of audit events.

@@ -1365,25 +1365,25 @@ func testCancelResting(t *testing.T, newConfig NewConfig) {
 	mustIs(t, err, store.ErrNotFound, "restart of a cancelled transfer")
 }
 
-// testAuditExcludePrefixes: the filter that keeps credential events from
+// testAuditExcludePrefixes: the exclusion filter that keeps credential events from
 // viewers (issue 16, defect 11).
 func testAuditExcludePrefixes(t *testing.T, newConfig NewConfig) {
 	ctx := ctxT(t)
 	s := Open(t, newConfig(t))
-	for _, action := range []string{"user.put", "token.create", "api.auth", "partner.update", "transfer.cancel"} {
+	for _, action := range []string{"user.put", "token.create", "api.auth", "api.authorize", "partner.update", "transfer.cancel"} {
 		_, err := s.AppendAudit(ctx, store.AuditEvent{Actor: "a", Action: action})
 		must(t, err, "append "+action)
 	}
-	p, err := s.ListAudit(ctx, store.AuditFilter{ExcludeActionPrefixes: []string{"user.", "token.", "api.auth"}})
+	p, err := s.ListAudit(ctx, store.AuditFilter{ExcludeActions: []string{"user.", "token.", "api.auth"}})
 	must(t, err, "list")
 	var got []string
 	for _, e := range p.Items {
 		got = append(got, e.Action)
 	}
-	if !reflect.DeepEqual(got, []string{"transfer.cancel", "partner.update"}) {
-		t.Fatalf("actions %v, want transfer.cancel and partner.update only", got)
+	if !reflect.DeepEqual(got, []string{"transfer.cancel", "partner.update", "api.authorize"}) {
+		t.Fatalf("actions %v, want transfer.cancel, partner.update and api.authorize only", got)
 	}
-	_, err = s.ListAudit(ctx, store.AuditFilter{ExcludeActionPrefixes: []string{"user%"}})
+	_, err = s.ListAudit(ctx, store.AuditFilter{ExcludeActions: []string{"user%"}})
 	mustIs(t, err, store.ErrInvalid, "wildcard in a prefix")
 }
 
