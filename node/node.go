@@ -24,6 +24,7 @@ import (
 	"github.com/vectis-ft/vectis/election"
 	"github.com/vectis-ft/vectis/ha"
 	"github.com/vectis-ft/vectis/internal/credential"
+	"github.com/vectis-ft/vectis/internal/fileroot"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 	"github.com/vectis-ft/vectis/telemetry"
@@ -100,12 +101,20 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier}
+	roots, err := fileroot.New(cfg.FileRootDir())
+	if err != nil {
+		return err
+	}
+	leftovers, err := newLeftoverMetrics(tel.Registry)
+	if err != nil {
+		return err
+	}
+	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier, roots: roots, leftovers: leftovers}
 	n.pesit = &pesitManager{
 		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
-		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit"))},
+		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit")), root: roots},
 	}
 	return n.run(ctx, opts)
 }
@@ -119,6 +128,10 @@ type node struct {
 	loop  *ha.Loop
 	// verifier checks every password of the process (PeSIT and API).
 	verifier *credential.Verifier
+	// roots confines virtual file directories and the partial files the
+	// node deletes (vectis.fileRoot).
+	roots     fileroot.Root
+	leftovers *leftoverMetrics
 }
 
 func (n *node) run(ctx context.Context, opts Options) error {
@@ -177,7 +190,8 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		Cluster:        view,
 		Leadership:     leadership,
 		Servers:        serverControl{n.pesit},
-		Canceller:      n.pesit,
+		Canceller:      transferCanceller{n},
+		FileRoot:       n.roots,
 		Readiness:      api.ReadinessFunc(n.ready),
 		Users:          staticUsers(n.cfg.API.Users),
 		Verifier:       n.verifier,
@@ -261,7 +275,8 @@ func (n *node) leadStandalone(ctx context.Context) error {
 }
 
 // leaderJobs runs the leader-only housekeeping until the term ends: the
-// orphan sweep at once and then every cluster TTL, retention every hour.
+// orphan sweep and the partial-file gauge at once and then every cluster
+// TTL, the expiry of interrupted transfers and retention every hour.
 func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	sweep := n.cfg.Cluster.TTL
 	if sweep <= 0 {
@@ -271,15 +286,21 @@ func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	defer orphans.Stop()
 	retention := time.NewTicker(time.Hour)
 	defer retention.Stop()
+	// Only the leader reports partial files: the sum over pods is the total.
+	defer n.leftovers.partialBytes.Set(0)
 	n.sweepOrphans(ctx, epoch)
+	n.expireLeftovers(ctx, epoch)
 	n.purge(ctx, epoch)
+	n.measurePartials(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-orphans.C:
 			n.sweepOrphans(ctx, epoch)
+			n.measurePartials(ctx)
 		case <-retention.C:
+			n.expireLeftovers(ctx, epoch)
 			n.purge(ctx, epoch)
 		}
 	}

@@ -192,6 +192,7 @@ func (c *cluster) nodeConfig(n *vnode, i int, kubeconfig string) string {
     address: %[2]s
     bindAddress: %[2]s
   dataDir: %[3]s
+  fileRoot: %[21]s
   cluster:
     enabled: true
     name: %[4]s
@@ -229,7 +230,7 @@ func (c *cluster) nodeConfig(n *vnode, i int, kubeconfig string) string {
         namePattern: "${partner}/${file}-${transferId}"
 `, n.name, n.ip, filepath.Join(c.dir, "data-"+n.name), c.name, c.ttl, labelKey, podSelector,
 		strings.Join(eps, ", "), kubeconfig, c.pgURL, apiPort, apiUser, apiPassword,
-		serverID, pesitPort, partnerID, partnerPass, fileID, c.recvDir, nodeLogLevel())
+		serverID, pesitPort, partnerID, partnerPass, fileID, c.recvDir, nodeLogLevel(), c.dir)
 }
 
 // nodeLogLevel is the nodes' log level: VECTIS_HA_LOG_LEVEL (debug shows
