@@ -73,7 +73,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		}
 	}
 
-	st, err := openStore(ctx, cfg, tel, log)
+	st, err := openStoreWaiting(ctx, cfg, tel, log)
+	if errors.Is(err, errStoppedWaiting) {
+		log.Info("node stopped before the store was reachable")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
