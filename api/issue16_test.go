@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/api"
+	"github.com/vectis-ft/vectis/internal/fileroot"
 	"github.com/vectis-ft/vectis/store"
 )
 
@@ -167,4 +169,34 @@ func TestDotIDsRefused(t *testing.T) {
 		e.must(400, asAdmin, "POST", "/api/v1/files", map[string]any{"id": id, "direction": "send", "sendDir": "/out"})
 	}
 	e.must(201, asAdmin, "POST", "/api/v1/files", map[string]any{"id": "a.b", "direction": "send", "sendDir": "/out"})
+}
+
+// TestFileDirectoriesConfinedToRoot: an admin cannot point a virtual file
+// at /etc: receiveDir and sendDir must be under vectis.fileRoot (issue 16,
+// defect 13).
+func TestFileDirectoriesConfinedToRoot(t *testing.T) {
+	st := openStore(t, store.DriverSQLite)
+	root := t.TempDir()
+	fr, err := fileroot.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, st, func(c *api.Config) { c.FileRoot = fr })
+	for _, body := range []map[string]any{
+		{"id": "ETC", "direction": "receive", "receiveDir": "/etc"},
+		{"id": "ROOT", "direction": "send", "sendDir": "/root"},
+		{"id": "UP", "direction": "receive", "receiveDir": root + "-sibling/in"},
+	} {
+		r := e.must(400, asAdmin, "POST", "/api/v1/files", body)
+		if !strings.Contains(string(r.body), "outside the file root") {
+			t.Errorf("%v: %s", body, r.body)
+		}
+	}
+	e.must(201, asAdmin, "POST", "/api/v1/files", map[string]any{"id": "IN", "direction": "receive", "receiveDir": root + "/in"})
+	e.must(400, asAdmin, "PUT", "/api/v1/files/IN", map[string]any{"direction": "receive", "receiveDir": "/etc/cron.d"})
+	var f store.VirtualFile
+	e.must(200, asAdmin, "GET", "/api/v1/files/IN", nil).json(t, &f)
+	if f.ReceiveDir != root+"/in" {
+		t.Fatalf("receiveDir after a refused update: %q", f.ReceiveDir)
+	}
 }
