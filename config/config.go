@@ -439,6 +439,9 @@ func checkPeSITID(id string, max int) error {
 			return fmt.Errorf("%q must be printable ASCII without blanks", id)
 		}
 	}
+	if strings.Trim(id, ".") == "" {
+		return fmt.Errorf("%q names a directory, not an id", id)
+	}
 	return nil
 }
 

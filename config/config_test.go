@@ -236,6 +236,16 @@ vectis:
 	}
 }
 
+func TestDotIDsAreRejected(t *testing.T) {
+	for _, id := range []string{".", ".."} {
+		p := writeFile(t, "vectis:\n  pesit:\n    partners:\n      - {id: \""+id+"\", password: pw}\n    files:\n      - {id: \""+id+"\", direction: send, sendDir: ./data/out}\n")
+		_, err := Load(Source{File: p})
+		if err == nil || !strings.Contains(err.Error(), "pesit.partners[0].id") || !strings.Contains(err.Error(), "pesit.files[0].id") {
+			t.Errorf("id %q: %v", id, err)
+		}
+	}
+}
+
 func TestNegativeInterruptedExpiryIsRejected(t *testing.T) {
 	_, err := Load(Source{Sets: []string{"store.interruptedExpiry=-1h"}})
 	if err == nil || !strings.Contains(err.Error(), "store.interruptedExpiry") {
