@@ -1272,20 +1272,28 @@ func testExpireInterrupted(t *testing.T, newConfig NewConfig) {
 	oldRestartable := mk(2, store.StatusRestartable)
 	oldLive := mk(3, store.StatusInProgress)
 	oldDone := mk(4, store.StatusCompleted)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
 	fresh := mk(5, store.StatusInterrupted)
+	// The cutoff falls halfway between the old transfers and the fresh one,
+	// computed just before each call, so that a slow machine does not
+	// expire the fresh one too.
+	lastOld, err := s.GetTransfer(ctx, oldDone.ID)
+	must(t, err, "get")
+	freshRec, err := s.GetTransfer(ctx, fresh.ID)
+	must(t, err, "get")
+	mid := lastOld.UpdatedAt.Add(freshRec.UpdatedAt.Sub(lastOld.UpdatedAt) / 2)
 
 	parts, err := s.PartialFiles(ctx)
 	must(t, err, "partial files")
 	if len(parts) != 4 {
 		t.Fatalf("partial files %+v, want the 4 unfinished transfers", parts)
 	}
-	_, err = s.ExpireInterrupted(ctx, 2, "n", 150*time.Millisecond)
+	_, err = s.ExpireInterrupted(ctx, 2, "n", time.Since(mid))
 	mustIs(t, err, store.ErrStaleEpoch, "expire with an old epoch")
 	_, err = s.ExpireInterrupted(ctx, 3, "n", 0)
 	mustIs(t, err, store.ErrInvalid, "zero expiry")
 
-	out, err := s.ExpireInterrupted(ctx, 3, "n", 150*time.Millisecond)
+	out, err := s.ExpireInterrupted(ctx, 3, "n", time.Since(mid))
 	must(t, err, "expire")
 	got := map[string]string{}
 	for _, tr := range out {
@@ -1309,7 +1317,7 @@ func testExpireInterrupted(t *testing.T, newConfig NewConfig) {
 		}
 	}
 	// The expired ones are final now: the retention purge removes them.
-	again, err := s.ExpireInterrupted(ctx, 3, "n", 150*time.Millisecond)
+	again, err := s.ExpireInterrupted(ctx, 3, "n", time.Since(mid))
 	must(t, err, "expire again")
 	if len(again) != 0 {
 		t.Fatalf("second expiry %+v, want nothing", again)
