@@ -105,6 +105,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
+		applied: map[string]store.Server{}, listenErr: map[string]string{},
 		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit"))},
 	}
 	return n.run(ctx, opts)
@@ -354,7 +355,8 @@ func ownerGone(self string, epoch int64, standalone bool, members []election.Mem
 func (n *node) followChanges(ctx context.Context) {
 	for ch := range n.st.Subscribe(ctx) {
 		if ch.Kind == store.KindServer {
-			n.pesit.restartChanged(ctx, ch.ID)
+			// Errors are kept for the API (ListenError) and logged there.
+			_ = n.pesit.applyChange(ctx, ch.ID)
 		}
 		if ch.Kind == store.KindPartner {
 			// A disabled, deleted or re-keyed partner is checked against the
@@ -415,6 +417,9 @@ type serverControl struct{ m *pesitManager }
 func (c serverControl) Start(ctx context.Context, id string) error { return c.m.StartServer(ctx, id) }
 func (c serverControl) Stop(ctx context.Context, id string) error  { return c.m.StopServer(ctx, id) }
 func (c serverControl) Running(id string) bool                     { return c.m.Running(id) }
+func (c serverControl) Apply(ctx context.Context, id string) error { return c.m.applyChange(ctx, id) }
+func (c serverControl) ListenError(id string) string               { return c.m.ListenError(id) }
+func (c serverControl) Listening(id string) (string, string)       { return c.m.Listening(id) }
 
 // clusterView adapts the HA loop's status to the API's contract.
 type clusterView struct{ loop *ha.Loop }
