@@ -17,6 +17,15 @@ func (s *session) receive(f *fpdu.FPDU) error {
 	srv := s.srv
 	point := uint32(0)
 	var err error
+	if x.sink == nil && x.published {
+		rs := x.restart
+		if x.sink, err = verifySink(x.root, x.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles); err != nil {
+			// Never start the file again over its published copy.
+			s.log.Error("cannot check the published file of a restart", "file", x.finalRel, "err", err)
+			return s.writeAck(fpdu.AckWrite, fpdu.DiagIOError)
+		}
+		point = rs.Sync
+	}
 	if x.sink == nil && x.restart != nil {
 		rs := x.restart
 		x.sink, err = resumeSink(x.root, x.tempRel, x.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles)

@@ -57,8 +57,11 @@ type transfer struct {
 	tempRel  string
 	finalAbs string
 	sink     *sink
-	inSeg    bool
-	segLen   int
+	// published: this restart's file was published already (see
+	// publishedBefore); its data is compared, not written (verifySink).
+	published bool
+	inSeg     bool
+	segLen    int
 
 	// Send.
 	src      *os.File
@@ -283,7 +286,15 @@ func (s *session) create(f *fpdu.FPDU) error {
 		x.tempRel = tempNameFor(rel)
 	}
 	x.finalAbs = filepath.Join(vf.ReceiveDir, x.finalRel)
-	if _, err := root.Lstat(x.finalRel); err == nil && !vf.Overwrite {
+	if x.restart != nil && publishedBefore(root, x) {
+		// Not 2/204: the file is this transfer's own. The restart goes on
+		// as usual and the data resent from its point is compared with the
+		// file, so that the requester is told the transfer is done by an
+		// ACK(TRANS.END) it knows, and no second copy is delivered.
+		x.published = true
+		s.log.Warn("restart of a transfer whose file was published already; the data resent is checked against it",
+			"file", x.finalRel, "restart_of", x.restart.TransferID, "sync", x.restart.Sync, "offset", x.restart.Offset)
+	} else if _, err := root.Lstat(x.finalRel); err == nil && !vf.Overwrite {
 		return s.refuseFile(fpdu.AckCreate, fpdu.DiagFileExists, "%s exists", x.finalRel)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return s.refuseFile(fpdu.AckCreate, fpdu.DiagTransferRefused, "%s: %v", x.finalRel, err)
@@ -310,6 +321,22 @@ func (s *session) create(f *fpdu.FPDU) error {
 	ack.Params.AddDiagnostic(fpdu.DiagOK)
 	ack.Params.AddUint(fpdu.PIEntitySize, uint64(x.entity))
 	return s.write(&ack)
+}
+
+// publishedBefore says whether the interrupted transfer that x restarts had
+// published its file already: the node stopped between the publication
+// (the rename of the temporary file) and the journal's record of it. Then
+// the final file exists, the temporary one does not, and the file holds at
+// least the data of the last sync point. Its content is checked by the
+// data phase (verifySink): size and bytes after the sync point must match
+// what the requester resends, and the SHA-256 of the whole file is recorded.
+func publishedBefore(root *os.Root, x *transfer) bool {
+	fi, err := root.Lstat(x.finalRel)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() < x.restart.Offset {
+		return false
+	}
+	_, err = root.Lstat(x.tempRel)
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // relIn returns p relative to dir, refusing anything outside it.
