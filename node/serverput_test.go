@@ -130,4 +130,26 @@ func TestServerPutKeepsSessionsAndReportsBindFailures(t *testing.T) {
 	if err := live.Release(ctx); err != nil {
 		t.Fatalf("release of the session connected before the PUTs: %v", err)
 	}
+
+	// A server an operator stopped stays stopped through a PUT; one that
+	// failed to start is started by the PUT that corrects it.
+	if code, out := n.do(t, "POST", "/api/v1/servers/PESITSRV/stop", nil); code != 200 {
+		t.Fatalf("stop: %d %s", code, out)
+	}
+	if s = n.putServer(t, map[string]any{"listen": busy.Addr().String(), "maxSessions": 50}); s.Running || s.ListenError != "" {
+		t.Fatalf("PUT on a stopped server: %+v", s)
+	}
+	if code, out := n.do(t, "POST", "/api/v1/servers/PESITSRV/start", nil); code != 409 {
+		t.Fatalf("start on an address in use: %d %s", code, out)
+	}
+	if g := n.getServer(t); g.Running || !strings.Contains(g.ListenError, "address already in use") {
+		t.Fatalf("GET after a failed start: %+v", g)
+	}
+	addr4 := freeAddr(t)
+	if s = n.putServer(t, map[string]any{"listen": addr4, "maxSessions": 50}); !s.Running || s.ListenError != "" || s.Listening.Addr != addr4 {
+		t.Fatalf("PUT correcting a failed start: %+v", s)
+	}
+	if err := push(addr4); err != nil {
+		t.Fatalf("push after the start by a PUT: %v", err)
+	}
 }
