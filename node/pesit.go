@@ -72,6 +72,8 @@ func (m *pesitManager) Start(ctx context.Context, epoch int64) error {
 	if err != nil {
 		return fmt.Errorf("list servers: %w", err)
 	}
+	m.applyMu.Lock() // no definition change applies half-way through
+	defer m.applyMu.Unlock()
 	for _, d := range defs {
 		if !d.AutoStart {
 			continue
@@ -90,6 +92,8 @@ func (m *pesitManager) StartServer(ctx context.Context, id string) error {
 	if m.epoch.Load() == 0 {
 		return errNotLeader
 	}
+	m.applyMu.Lock() // a PUT's applyChange may start the same server
+	defer m.applyMu.Unlock()
 	d, err := m.st.GetServer(ctx, id)
 	if err != nil {
 		return err
@@ -402,6 +406,9 @@ func (m *pesitManager) applyChange(ctx context.Context, id string) error {
 		cfg, err := m.serverConfig(d)
 		if err == nil {
 			err = srv.Relisten(ctx, cfg.Addr, cfg.TLSAddr, cfg.TLS)
+		}
+		if errors.Is(err, server.ErrServerClosed) {
+			return nil // stopped meanwhile (API stop, end of term): nothing to apply
 		}
 		if err != nil {
 			err = fmt.Errorf("pesit server %s: new definition not applied, old listeners kept: %w", id, err)
