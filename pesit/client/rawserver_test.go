@@ -56,6 +56,9 @@ type rawServer struct {
 	// freshCreates counts the CREATEs without it.
 	refuseRestartCreate atomic.Uint32 // an fpdu.Diagnostic
 	freshCreates        atomic.Int32
+	// failTransEnd: the next n pushes get ACK(TRANS.END) 2/215 and stay
+	// restartable, as a server whose journal could not record the end.
+	failTransEnd atomic.Int32
 
 	mu       sync.Mutex
 	restarts map[uint32]*rawRestart // by PI 13
@@ -418,6 +421,9 @@ func (rc *rawConn) receive() error {
 			}
 			q.AddUint(fpdu.PIByteCount, uint64(rb))
 			q.AddUint(fpdu.PIArticleCount, uint64(ra+s.articleSkew))
+			if s.failTransEnd.Add(-1) >= 0 {
+				return rc.ack(fpdu.AckTransEnd, fpdu.DiagSystemError, q...)
+			}
 			s.mu.Lock()
 			delete(s.restarts, rc.id)
 			s.mu.Unlock()

@@ -598,10 +598,16 @@ again:
 		}
 		switch ev.kind {
 		case fpdu.AckTransEnd:
-			// The exchange is complete, whatever its outcome: nothing is
-			// left to resume, so the next send starts over (new PI 13).
-			x.sf.remove()
-			x.sf = nil
+			// Success or a final refusal completes the exchange: nothing is
+			// left to resume. A temporary failure (the server could not
+			// record the end, issue 16) keeps the state, so that the retry
+			// restarts this transfer under its PI 13: the server resumes
+			// it, or recognises it as done if it published the file. A
+			// fresh start could deliver the file twice.
+			if ev.diag.OK() || !retryableDiag(ev.diag) {
+				x.sf.remove()
+				x.sf = nil
+			}
 			break again
 		case fpdu.Resyn:
 			// RESYN wins over TRANS.END (digest §4.5): resend from its point.

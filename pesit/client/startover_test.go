@@ -85,3 +85,28 @@ func TestRefusedRestartNeverStartsOverSilently(t *testing.T) {
 		t.Fatal("restart state left after success")
 	}
 }
+
+// TestTemporaryTransEndFailureRestarts: a server that answers ACK(TRANS.END)
+// with a temporary failure (2/215: its journal could not record the end,
+// issue 16 defect 6) keeps the transfer restartable; the retry must restart
+// it under the same PI 13, which a server that published the file already
+// recognises as done (defect 7), not start over under a new one.
+func TestTemporaryTransEndFailureRestarts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 64, 2)
+	srv.failTransEnd.Store(1)
+	local := t.TempDir()
+	src := writeRandom(t, local, "g.bin", 300_000, 22)
+	cfg := rawConfig(srv.addr())
+	cfg.SyncIntervalKB, cfg.SyncWindow = 64, 2
+	req := SendRequest{Source: src, VirtualFile: "g.bin", TransferID: 0x777, StateDir: filepath.Join(local, "state"), ArticleLength: 4096}
+	res, err := Push(ctx, cfg, req, Retry{Retries: 1, Backoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	if res.Attempts != 2 || !res.Restarted || res.TransferID != 0x777 || srv.freshCreates.Load() != 1 {
+		t.Fatalf("result %+v, %d new CREATEs: want the second attempt to restart transfer 0x777", res, srv.freshCreates.Load())
+	}
+	sameFile(t, src, filepath.Join(srv.dir, "g.bin"))
+}
