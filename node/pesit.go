@@ -429,8 +429,8 @@ func (m *pesitManager) applyChange(ctx context.Context, id string) error {
 }
 
 // sameListening says whether two definitions listen alike. The TLS files
-// are compared by name: new material under the same names needs a stop
-// and a start (or any change of the definition).
+// are compared by name: new material under the same names is read by a
+// stop and a start, or by the next change of the listening definition.
 func sameListening(a, b store.Server) bool {
 	return a.Listen == b.Listen && a.TLS == b.TLS
 }
