@@ -18,11 +18,17 @@ import (
 // requester's restart is accepted, not refused with 2/204: the data resent
 // from the sync point is compared with the published file. The same data
 // ends the transfer done, with the file's SHA-256 recorded; other data gets
-// ACK(TRANS.END) 2/204. The published file is never changed.
+// ACK(TRANS.END) 2/204. A restart announcing (PI 42) less than the
+// published file holds is another file: ACK(CREATE) 2/204. The published
+// file is never changed.
 func TestRestartOfPublishedFile(t *testing.T) {
-	for _, same := range []bool{true, false} {
-		name := map[bool]string{true: "same data", false: "other data"}[same]
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		same      bool
+		announced uint32 // PI 42 of the restart, KB
+	}{{"same data", true, 0}, {"other data", false, 0}, {"announced smaller", true, 100}} {
+		same := tc.same
+		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, nil)
 			data := randomData(200_000, 7)
 			final := filepath.Join(e.recvDir, "TESTFILE")
@@ -46,7 +52,15 @@ func TestRestartOfPublishedFile(t *testing.T) {
 
 			q := dial(t, e.srv.Addr())
 			q.connect()
-			q.raw(createFrame(q.srvID, createOpts{file: "TESTFILE", pi13: 0x0024CB, restart: true}))
+			q.raw(createFrame(q.srvID, createOpts{file: "TESTFILE", pi13: 0x0024CB, restart: true, spaceKB: tc.announced}))
+			if tc.announced != 0 {
+				q.expectDiag(fpdu.AckCreate, fpdu.DiagFileExists)
+				q.release()
+				if got, err := os.ReadFile(final); err != nil || !bytes.Equal(got, data) {
+					t.Fatal("the published file changed")
+				}
+				return
+			}
 			q.expectDiag(fpdu.AckCreate, fpdu.DiagOK)
 			q.sendKind(fpdu.Orf)
 			q.expectDiag(fpdu.AckOrf, fpdu.DiagOK)

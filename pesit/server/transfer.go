@@ -335,6 +335,9 @@ func publishedBefore(root *os.Root, x *transfer) bool {
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() < x.restart.Offset {
 		return false
 	}
+	if x.declared > 0 && !x.text && fi.Size() > x.declared {
+		return false // larger than the requester announces (PI 42): another file
+	}
 	_, err = root.Lstat(x.tempRel)
 	return errors.Is(err, fs.ErrNotExist)
 }
