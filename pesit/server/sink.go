@@ -107,6 +107,7 @@ func verifySink(root *os.Root, finalRel string, bufSize int, offset, articles in
 		f.Close()
 		return nil, fmt.Errorf("verify published %s: %w", finalRel, err)
 	}
+	bufSize = max(bufSize, 4096) // compare needs a non-empty buffer
 	return &sink{root: root, finalRel: finalRel, f: f, r: bufio.NewReaderSize(f, bufSize), cmp: make([]byte, bufSize),
 		h: h, bytes: offset, articles: articles, size: st.Size(), diff: -1}, nil
 }
