@@ -136,7 +136,6 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				n.loop.Demote(ha.ReasonStaleEpoch, err.Error())
 			}
 		})
-		n.pesit.journal.onLost = n.pesit.lost
 		loop, err := ha.New(ha.Config{
 			Election: election.Config{
 				Endpoints: n.cfg.Cluster.Etcd.Endpoints,
@@ -167,7 +166,6 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		view, leadership = clusterView{loop}, loop
 	} else {
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, nil)
-		n.pesit.journal.onLost = n.pesit.lost
 		sa := api.Standalone{ClusterName: n.cfg.Cluster.Name, Name: n.cfg.Node.Name, Address: n.advertised(), Since: time.Now()}
 		view, leadership = sa, sa
 	}
