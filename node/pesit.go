@@ -247,6 +247,31 @@ func (m *pesitManager) runningCount() int {
 	return len(m.running)
 }
 
+// live says whether a session of this node runs the transfer with store id.
+func (m *pesitManager) live(id string) bool {
+	m.journal.mu.Lock()
+	n, ok := m.journal.byName[id]
+	m.journal.mu.Unlock()
+	if !ok {
+		return false
+	}
+	m.mu.Lock()
+	servers := make([]*server.Server, 0, len(m.running)+len(m.stopping))
+	for _, s := range m.running {
+		servers = append(servers, s)
+	}
+	for _, s := range m.stopping {
+		servers = append(servers, s.srv)
+	}
+	m.mu.Unlock()
+	for _, s := range servers {
+		if s.HasTransfer(n) {
+			return true
+		}
+	}
+	return false
+}
+
 // Cancel implements api.TransferCanceller.
 func (m *pesitManager) Cancel(ctx context.Context, transferID string) (bool, error) {
 	m.journal.mu.Lock()

@@ -270,6 +270,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// HasTransfer reports whether a session of this server runs the transfer
+// with journal id.
+func (s *Server) HasTransfer(id int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.transfers[id]
+	return ok
+}
+
 func (s *Server) liveSessions() []*session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
