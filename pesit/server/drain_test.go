@@ -237,17 +237,30 @@ func TestLostTransferLeavesFile(t *testing.T) {
 		p.pushKB(data, 32, 32)
 		p.sendKind(fpdu.Syn, uintParam(fpdu.PISyncNumber, 2))
 		expectEndCode(t, p.expectDiag(fpdu.IDT, fpdu.DiagSystemError), 4)
+		// The new owner resumes into the same file meanwhile, from its
+		// restart point (1), and has written past where this session was.
+		r, _ := e.jnl.Last()
+		f, err := os.OpenFile(r.Transfer.TempPath, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(data, 32<<10); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(data[:16<<10], 96<<10); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
 		p.sendKind(fpdu.AckIDT)
 		p.closeFile()
 		p.release()
-		r, _ := e.jnl.Last()
+		// The old session left the file alone: not cut back to a point.
+		if got := fileSize(t, r.Transfer.TempPath); got != 112<<10 {
+			t.Errorf("partial file holds %d bytes, want the 112 KiB the new owner wrote: it was cut", got)
+		}
+		r, _ = e.jnl.Last()
 		if r.Outcome != nil {
 			t.Fatalf("outcome %+v recorded for a lost transfer", r.Outcome)
-		}
-		// The file holds what was made durable before the refused point:
-		// the new owner's restart point (1) and beyond, untouched.
-		if got := fileSize(t, r.Transfer.TempPath); got != 64<<10 {
-			t.Fatalf("partial file holds %d bytes, want the 64 KiB it had: it was cut", got)
 		}
 	})
 	t.Run("AtTransEnd", func(t *testing.T) {
