@@ -476,9 +476,11 @@ func (s *session) record(o Outcome, within time.Duration) error {
 	x := s.xfer
 	deadline := time.Now().Add(within)
 	for {
+		// A last record (within = 0) must go through after the drain gave
+		// up (base cancelled); a retried one gives way to the drain's end.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if within > 0 {
-			ctx, cancel = context.WithDeadline(context.Background(), deadline)
+			ctx, cancel = context.WithDeadline(s.srv.base, deadline)
 		}
 		err := s.srv.jnl.Finish(ctx, x.id, o)
 		cancel()
