@@ -291,3 +291,30 @@ func TestLostTransferLeavesFile(t *testing.T) {
 		}
 	})
 }
+
+// TestPullTransEndNotAckedUntilRecorded: the same rule when the server
+// sends: TRANS.END of a pull whose outcome cannot be recorded within Tp is
+// answered with IDT 2/215, PI 19 = 4, and nothing is recorded done.
+func TestPullTransEndNotAckedUntilRecorded(t *testing.T) {
+	e := newEnv(t, func(c *server.Config) { c.InactivityTimeout = time.Second })
+	data := randomData(100_000, 13)
+	if err := os.WriteFile(filepath.Join(e.sendDir, "TESTFILE"), data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	p := dial(t, e.srv.Addr())
+	p.connect()
+	_, recLen := p.selectAndRead("TESTFILE", 0, false, 0)
+	got := p.pull(recLen, 0)
+	if !got.ended {
+		t.Fatal("pull did not reach DTF.END")
+	}
+	e.jnl.FailFinishes(errors.New("database down"))
+	p.sendKind(fpdu.TransEnd, uintParam(fpdu.PIByteCount, uint64(len(data))), uintParam(fpdu.PIArticleCount, uint64(got.articles)))
+	expectEndCode(t, p.expectDiag(fpdu.IDT, fpdu.DiagSystemError), 4)
+	p.sendKind(fpdu.AckIDT)
+	p.closeFile()
+	p.release()
+	if r, _ := e.jnl.Last(); r.Outcome != nil {
+		t.Fatalf("outcome %+v recorded through a journal that was down", r.Outcome)
+	}
+}
