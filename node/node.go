@@ -137,7 +137,6 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				n.loop.Demote(ha.ReasonStaleEpoch, err.Error())
 			}
 		})
-		n.pesit.journal.onLost = n.pesit.lost
 		loop, err := ha.New(ha.Config{
 			Election: election.Config{
 				Endpoints: n.cfg.Cluster.Etcd.Endpoints,
@@ -168,7 +167,6 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		view, leadership = clusterView{loop}, loop
 	} else {
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, nil)
-		n.pesit.journal.onLost = n.pesit.lost
 		sa := api.Standalone{ClusterName: n.cfg.Cluster.Name, Name: n.cfg.Node.Name, Address: n.advertised(), Since: time.Now()}
 		view, leadership = sa, sa
 	}
@@ -238,6 +236,13 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		cancel()
 	}
 	wg.Wait()
+	if d := n.cfg.Cluster.ShutdownDelay; n.loop != nil && ctx.Err() != nil && d > 0 {
+		// Handed over and drained on a signal: stay alive a moment, so
+		// that connections the Service still routes here are refused
+		// rather than lost (see config.Cluster.ShutdownDelay).
+		n.log.Info("handed over and drained; waiting before exit so that late connections are refused", "shutdownDelay", d)
+		time.Sleep(d)
+	}
 	n.log.Info("node stopped")
 	return err
 }
@@ -280,6 +285,7 @@ func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 			return
 		case <-orphans.C:
 			n.sweepOrphans(ctx, epoch)
+			n.sweepUnrecorded(ctx, epoch, sweep)
 		case <-retention.C:
 			n.purge(ctx, epoch)
 		}
@@ -320,6 +326,53 @@ func (n *node) sweepOrphans(ctx context.Context, epoch int64) {
 	for _, t := range out {
 		n.log.Warn("orphan transfer interrupted; a restart resumes it", "transfer", t.ID, "partner", t.PartnerID,
 			"sync", t.SyncPoint.Number, "offset", t.SyncPoint.Offset, "diag", t.Diagnostic)
+	}
+}
+
+// errSkip leaves a record as it is in an UpdateTransfer.
+var errSkip = errors.New("record changed since listed")
+
+// sweepUnrecorded marks interrupted this term's own in_progress transfers
+// that no session here runs any longer, untouched for at least grace: their
+// session ended without recording its outcome, because the store was down
+// at their end (TRANS.END is then answered with IDT, docs/interop.md). Their
+// sync point is kept, so that a restart still resumes them; without this
+// they would stay in_progress for as long as this node leads when no restart
+// comes. The orphan sweep covers the transfers of other owners.
+func (n *node) sweepUnrecorded(ctx context.Context, epoch int64, grace time.Duration) {
+	page, err := n.st.ListTransfers(ctx, store.TransferFilter{Status: store.StatusInProgress, Limit: 1000})
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("unrecorded transfers sweep", "err", err)
+		}
+		return
+	}
+	self := n.cfg.Node.Name
+	for _, t := range page.Items {
+		if t.Node != self || t.Epoch != epoch || time.Since(t.UpdatedAt) < grace || n.pesit.live(t.ID) {
+			continue
+		}
+		_, err := n.st.UpdateTransfer(ctx, epoch, t.ID, func(cur *store.Transfer) error {
+			// A compare-and-set on what was listed: a sync point or a
+			// restart since then (which updates the row) leaves it alone.
+			if cur.Status != store.StatusInProgress || cur.Epoch != epoch || cur.Node != self ||
+				cur.RestartCount != t.RestartCount || !cur.UpdatedAt.Equal(t.UpdatedAt) || n.pesit.live(t.ID) {
+				return errSkip
+			}
+			cur.Status = store.StatusInterrupted
+			cur.Diagnostic = "session ended without recording its outcome; interrupted by the sweep"
+			return nil
+		})
+		switch {
+		case errors.Is(err, errSkip):
+		case err != nil:
+			if ctx.Err() == nil {
+				n.log.Warn("unrecorded transfers sweep", "transfer", t.ID, "err", err)
+			}
+		default:
+			n.log.Warn("transfer whose outcome was not recorded interrupted; a restart resumes it", "transfer", t.ID,
+				"partner", t.PartnerID, "sync", t.SyncPoint.Number, "offset", t.SyncPoint.Offset)
+		}
 	}
 }
 

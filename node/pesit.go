@@ -10,7 +10,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -50,7 +49,6 @@ type pesitManager struct {
 	// change feed both apply the same change, the second as a no-op.
 	applyMu  sync.Mutex
 	stopping []stopping
-	lostWG   sync.WaitGroup // endLost calls in flight; Drain waits for them
 }
 
 // stopping is a server whose listeners are closed and whose sessions drain
@@ -237,7 +235,6 @@ func (m *pesitManager) Drain(ctx context.Context) error {
 		}
 		s.cancel()
 	}
-	m.lostWG.Wait()
 	m.epoch.Store(0)
 	return nil
 }
@@ -310,36 +307,29 @@ func (m *pesitManager) runningCount() int {
 	return len(m.running)
 }
 
-// lost ends the session of transfer n, which a newer term took over: its
-// writes are refused already, and its partner must not go on. It runs the
-// cancellation apart, since it is called from that session's goroutine.
-func (m *pesitManager) lost(n int64) {
-	m.lostWG.Add(1)
-	go func() {
-		defer m.lostWG.Done()
-		m.mu.Lock()
-		servers := make([]*server.Server, 0, len(m.running)+len(m.stopping))
-		for _, s := range m.running {
-			servers = append(servers, s)
+// live says whether a session of this node runs the transfer with store id.
+func (m *pesitManager) live(id string) bool {
+	m.journal.mu.Lock()
+	n, ok := m.journal.byName[id]
+	m.journal.mu.Unlock()
+	if !ok {
+		return false
+	}
+	m.mu.Lock()
+	servers := make([]*server.Server, 0, len(m.running)+len(m.stopping))
+	for _, s := range m.running {
+		servers = append(servers, s)
+	}
+	for _, s := range m.stopping {
+		servers = append(servers, s.srv)
+	}
+	m.mu.Unlock()
+	for _, s := range servers {
+		if s.HasTransfer(n) {
+			return true
 		}
-		for _, s := range m.stopping {
-			servers = append(servers, s.srv)
-		}
-		m.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		for _, s := range servers {
-			err := s.CancelTransfer(ctx, n)
-			if err == nil {
-				m.log.Warn("transfer taken over by a newer term; its session here is ended", "transfer", n)
-				return
-			}
-			if !errors.Is(err, server.ErrNoSuchTransfer) {
-				m.log.Warn("end the session of a transfer taken over", "transfer", n, "err", err)
-				return
-			}
-		}
-	}()
+	}
+	return false
 }
 
 // Cancel implements api.TransferCanceller.

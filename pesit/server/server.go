@@ -315,8 +315,13 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// Shutdown stops accepting, lets sessions finish until ctx is done, then
-// sends ABORT 3/316 to those still open and waits for them to end.
+// Shutdown stops accepting and lets sessions finish until ctx is done. Then
+// each transfer still in its data phase is interrupted with IDT 2/216, PI 19
+// = 4 (restart will follow): its record becomes interrupted at its last
+// acknowledged sync point once ACK(IDT) comes back, and the partner's
+// restart resumes it on the next leader. Sessions still open IDTTimeout
+// later get ABORT 3/316 (their records are interrupted too when data was
+// received). Shutdown returns when every session has ended.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closing {
@@ -346,14 +351,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-drained:
 	case <-ctx.Done():
+		s.interruptTransfers(drained)
 		s.cancelBase()
-		s.mu.Lock()
-		live := make([]*session, 0, len(s.sessions))
-		for ss := range s.sessions {
-			live = append(live, ss)
-		}
-		s.mu.Unlock()
-		for _, ss := range live {
+		for _, ss := range s.liveSessions() {
 			ss.abort(fpdu.DiagAdministrativeStop, "server shutdown")
 		}
 		<-drained
@@ -362,6 +362,74 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	close(s.done)
 	s.log.Info("pesit server stopped")
 	return nil
+}
+
+// HasTransfer reports whether a session of this server runs the transfer
+// with journal id.
+func (s *Server) HasTransfer(id int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.transfers[id]
+	return ok
+}
+
+func (s *Server) liveSessions() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		live = append(live, ss)
+	}
+	return live
+}
+
+// interruptTransfers sends IDT 2/216, PI 19 = 4 to every session in its
+// data phase and waits until drained or IDTTimeout, whichever comes first.
+// A session blocked writing to a slow partner holds its write lock: its
+// IDT is sent from a goroutine of its own, and the abort that follows the
+// timeout (which breaks the write) lets that goroutine go.
+func (s *Server) interruptTransfers(drained <-chan struct{}) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	deadline := time.Now().Add(s.cfg.IDTTimeout)
+	n := 0
+	for _, ss := range s.liveSessions() {
+		if !ss.dataPhase.Load() {
+			continue
+		}
+		n++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ss.interruptForShutdown(deadline)
+		}()
+	}
+	if n == 0 {
+		return
+	}
+	s.log.Info("drain timeout: interrupting transfers for a restart", "transfers", n, "ack_wait", s.cfg.IDTTimeout)
+	t := time.NewTimer(s.cfg.IDTTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+	}
+	if !isClosed(drained) {
+		// Break the writes still stuck on a partner that does not read,
+		// so that the IDT writers, bounded by deadline, let go.
+		for _, ss := range s.liveSessions() {
+			ss.conn.SetWriteDeadline(time.Now())
+		}
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // CancelTransfer interrupts the live transfer with journal id: during data

@@ -254,6 +254,18 @@ func (s *sink) close() error {
 	return errors.Join(ferr, serr, cerr)
 }
 
+// abandon releases the file as it is on disk: the buffer is dropped, not
+// written, and nothing is truncated or removed. The transfer was taken over
+// and its new owner resumes into this file.
+func (s *sink) abandon() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.w.Reset(io.Discard)
+	s.f.Close()
+}
+
 // discard closes and removes the temporary file.
 func (s *sink) discard() error {
 	if !s.closed {
