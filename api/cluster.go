@@ -65,7 +65,16 @@ type Leadership interface {
 type ServerControl interface {
 	Start(ctx context.Context, id string) error
 	Stop(ctx context.Context, id string) error
+	// Running says whether the server listens here by its stored definition.
 	Running(id string) bool
+	// Apply brings a running server in line with its stored definition; it
+	// touches the listeners only when the listening definition changed.
+	Apply(ctx context.Context, id string) error
+	// ListenError says why the definition could not be applied here ("").
+	ListenError(id string) string
+	// Listening is where the server's listeners are bound here, which after
+	// a failed change are the old addresses.
+	Listening(id string) (addr, tlsAddr string)
 }
 
 // TransferCanceller interrupts a live PeSIT session carrying the transfer

@@ -499,13 +499,33 @@ func (in serverInput) server() (store.Server, error) {
 // serverView is a server definition with its state on this node.
 type serverView struct {
 	store.Server
-	// Running says whether this node runs the listener (always false on a
-	// standby).
+	// Running says whether this node listens by this definition (always
+	// false on a standby).
 	Running bool `json:"running"`
+	// ListenError says why this node could not listen by this definition
+	// (an address in use, unreadable TLS material); the listeners of the
+	// previous definition, if any, go on (Listening).
+	ListenError string `json:"listenError,omitempty"`
+	// Listening holds the addresses this node's listeners are bound to.
+	Listening *listening `json:"listening,omitempty"`
+}
+
+type listening struct {
+	Addr    string `json:"addr,omitempty"`
+	TLSAddr string `json:"tlsAddr,omitempty"`
 }
 
 func (a *API) view(s store.Server) serverView {
-	return serverView{Server: s, Running: a.servers != nil && a.servers.Running(s.ID)}
+	v := serverView{Server: s}
+	if a.servers == nil {
+		return v
+	}
+	v.Running = a.servers.Running(s.ID)
+	v.ListenError = a.servers.ListenError(s.ID)
+	if addr, tlsAddr := a.servers.Listening(s.ID); addr != "" || tlsAddr != "" {
+		v.Listening = &listening{Addr: addr, TLSAddr: tlsAddr}
+	}
+	return v
 }
 
 func (a *API) listServers(w http.ResponseWriter, r *http.Request, _ *Principal) error {
@@ -577,6 +597,15 @@ func (a *API) updateServer(w http.ResponseWriter, r *http.Request, who *Principa
 		return storeError(err, "server "+quote(id))
 	}
 	a.audit(r.Context(), who, "server.update", id, store.OutcomeSuccess, "")
+	// The leader applies the change before it answers, so that the answer
+	// says whether the listeners follow it (running, listenError). The
+	// definition is saved either way: the store's change feed applies it
+	// again (a no-op) and standbys ignore it.
+	if a.servers != nil && a.leader.IsLeader() {
+		if err := a.servers.Apply(r.Context(), id); err != nil {
+			a.log.WarnContext(r.Context(), "server change not applied", "server", id, "error", err)
+		}
+	}
 	writeJSON(w, http.StatusOK, a.view(updated))
 	return nil
 }

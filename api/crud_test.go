@@ -154,7 +154,7 @@ func TestFileAndServerCRUD(t *testing.T) {
 			t.Errorf("updated server %+v", s)
 		}
 		e.must(200, asOper, "POST", "/api/v1/servers/PESITSRV/stop", nil).json(t, &s)
-		if s.Running || strings.Join(e.servers.calls, ",") != "start PESITSRV,stop PESITSRV" {
+		if s.Running || strings.Join(e.servers.calls, ",") != "start PESITSRV,apply PESITSRV,stop PESITSRV" {
 			t.Errorf("after stop: running %v, calls %v", s.Running, e.servers.calls)
 		}
 		e.must(204, asAdmin, "DELETE", "/api/v1/servers/PESITSRV", nil)

@@ -41,8 +41,13 @@
 // epoch of the term that owns the transfer. A draining node may finish what
 // it owns; a restart on the new leader takes the transfer over (a
 // compare-and-set in SQL) and from then on the old session's writes are
-// refused. A node that may be cut off from etcd drains nothing: its
-// sessions are aborted at once, so it stops writing.
+// refused (it ends the transfer and leaves its file to the new owner). At
+// the end of the wait, a transfer still in its data phase is interrupted
+// with IDT, PI 19 = 4, and recorded interrupted at its last acknowledged
+// sync point for the partner to restart on the new leader; what is left
+// after 2 s more gets ABORT 3/316 (pesit/server.Server.Shutdown). A node
+// that may be cut off from etcd drains nothing: its sessions are aborted at
+// once, so it stops writing.
 //
 // # Safety
 //

@@ -118,6 +118,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
+		applied: map[string]store.Server{}, listenErr: map[string]string{},
 		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit")), root: roots},
 	}
 	return n.run(ctx, opts)
@@ -153,7 +154,6 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				n.loop.Demote(ha.ReasonStaleEpoch, err.Error())
 			}
 		})
-		n.pesit.journal.onLost = n.pesit.lost
 		loop, err := ha.New(ha.Config{
 			Election: election.Config{
 				Endpoints: n.cfg.Cluster.Etcd.Endpoints,
@@ -184,7 +184,6 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		view, leadership = clusterView{loop}, loop
 	} else {
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, nil)
-		n.pesit.journal.onLost = n.pesit.lost
 		sa := api.Standalone{ClusterName: n.cfg.Cluster.Name, Name: n.cfg.Node.Name, Address: n.advertised(), Since: time.Now()}
 		view, leadership = sa, sa
 	}
@@ -255,6 +254,13 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		cancel()
 	}
 	wg.Wait()
+	if d := n.cfg.Cluster.ShutdownDelay; n.loop != nil && ctx.Err() != nil && d > 0 {
+		// Handed over and drained on a signal: stay alive a moment, so
+		// that connections the Service still routes here are refused
+		// rather than lost (see config.Cluster.ShutdownDelay).
+		n.log.Info("handed over and drained; waiting before exit so that late connections are refused", "shutdownDelay", d)
+		time.Sleep(d)
+	}
 	n.log.Info("node stopped")
 	return err
 }
@@ -302,6 +308,7 @@ func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 			return
 		case <-orphans.C:
 			n.sweepOrphans(ctx, epoch)
+			n.sweepUnrecorded(ctx, epoch, sweep)
 			n.measurePartials(ctx)
 		case <-retention.C:
 			n.expireLeftovers(ctx, epoch)
@@ -347,6 +354,53 @@ func (n *node) sweepOrphans(ctx context.Context, epoch int64) {
 	}
 }
 
+// errSkip leaves a record as it is in an UpdateTransfer.
+var errSkip = errors.New("record changed since listed")
+
+// sweepUnrecorded marks interrupted this term's own in_progress transfers
+// that no session here runs any longer, untouched for at least grace: their
+// session ended without recording its outcome, because the store was down
+// at their end (TRANS.END is then answered with IDT, docs/interop.md). Their
+// sync point is kept, so that a restart still resumes them; without this
+// they would stay in_progress for as long as this node leads when no restart
+// comes. The orphan sweep covers the transfers of other owners.
+func (n *node) sweepUnrecorded(ctx context.Context, epoch int64, grace time.Duration) {
+	page, err := n.st.ListTransfers(ctx, store.TransferFilter{Status: store.StatusInProgress, Limit: 1000})
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("unrecorded transfers sweep", "err", err)
+		}
+		return
+	}
+	self := n.cfg.Node.Name
+	for _, t := range page.Items {
+		if t.Node != self || t.Epoch != epoch || time.Since(t.UpdatedAt) < grace || n.pesit.live(t.ID) {
+			continue
+		}
+		_, err := n.st.UpdateTransfer(ctx, epoch, t.ID, func(cur *store.Transfer) error {
+			// A compare-and-set on what was listed: a sync point or a
+			// restart since then (which updates the row) leaves it alone.
+			if cur.Status != store.StatusInProgress || cur.Epoch != epoch || cur.Node != self ||
+				cur.RestartCount != t.RestartCount || !cur.UpdatedAt.Equal(t.UpdatedAt) || n.pesit.live(t.ID) {
+				return errSkip
+			}
+			cur.Status = store.StatusInterrupted
+			cur.Diagnostic = "session ended without recording its outcome; interrupted by the sweep"
+			return nil
+		})
+		switch {
+		case errors.Is(err, errSkip):
+		case err != nil:
+			if ctx.Err() == nil {
+				n.log.Warn("unrecorded transfers sweep", "transfer", t.ID, "err", err)
+			}
+		default:
+			n.log.Warn("transfer whose outcome was not recorded interrupted; a restart resumes it", "transfer", t.ID,
+				"partner", t.PartnerID, "sync", t.SyncPoint.Number, "offset", t.SyncPoint.Offset)
+		}
+	}
+}
+
 // ownerGone decides whether the owner of an in_progress transfer is gone.
 // This node's older terms are gone: a term ends only after its sessions did.
 // Without a cluster every other owner is gone (an earlier process). In a
@@ -379,7 +433,8 @@ func ownerGone(self string, epoch int64, standalone bool, members []election.Mem
 func (n *node) followChanges(ctx context.Context) {
 	for ch := range n.st.Subscribe(ctx) {
 		if ch.Kind == store.KindServer {
-			n.pesit.restartChanged(ctx, ch.ID)
+			// Errors are kept for the API (ListenError) and logged there.
+			_ = n.pesit.applyChange(ctx, ch.ID)
 		}
 		if ch.Kind == store.KindPartner {
 			// A disabled, deleted or re-keyed partner is checked against the
@@ -440,6 +495,9 @@ type serverControl struct{ m *pesitManager }
 func (c serverControl) Start(ctx context.Context, id string) error { return c.m.StartServer(ctx, id) }
 func (c serverControl) Stop(ctx context.Context, id string) error  { return c.m.StopServer(ctx, id) }
 func (c serverControl) Running(id string) bool                     { return c.m.Running(id) }
+func (c serverControl) Apply(ctx context.Context, id string) error { return c.m.applyChange(ctx, id) }
+func (c serverControl) ListenError(id string) string               { return c.m.ListenError(id) }
+func (c serverControl) Listening(id string) (string, string)       { return c.m.Listening(id) }
 
 // clusterView adapts the HA loop's status to the API's contract.
 type clusterView struct{ loop *ha.Loop }

@@ -251,7 +251,12 @@ func (sd *sender) run() error {
 					s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
 					return abortf(fpdu.DiagCountMismatch, "%v", err)
 				}
-				s.finish(StatusDone, fpdu.DiagOK, x.srcPath)
+				// Acknowledged only once recorded (see receiveTransEnd).
+				o := s.outcome(StatusDone, fpdu.DiagOK, x.srcPath)
+				if err := s.record(o, s.srv.cfg.InactivityTimeout); err != nil {
+					return s.notDurable(err)
+				}
+				s.settle(o)
 				return s.ackTransEnd(fpdu.DiagOK, x.bytes, x.articles)
 			}
 			err = sd.incoming(f)
@@ -499,7 +504,15 @@ func (sd *sender) syn() error {
 	// any point up to it (the receiver's ACK can be lost, or there is none
 	// with a window of 0), and replay finds the earlier ones.
 	x.lastSent = sp
-	if err := s.srv.jnl.SyncPoint(s.ctx, x.id, sp.num, sp.offset, sp.articles); err != nil {
+	if err := s.srv.jnl.SyncPoint(s.ctx, x.id, sp.num, sp.offset, sp.articles); errors.Is(err, ErrTransferLost) {
+		// A newer owner runs this transfer: this session must not go on.
+		// IDT with PI 19 = 4: the partner's restart finds the new owner.
+		x.lost = true
+		if err := s.localIDT(fmt.Errorf("%w: %w", fpdu.DiagSystemError, err)); err != nil {
+			return err
+		}
+		return errIDTSent
+	} else if err != nil {
 		// Only our restart state lags: a restart may get 2/214.
 		s.log.Warn("journal sync point failed", "id", x.id, "sync", sp.num, "err", err)
 	}
