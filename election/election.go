@@ -430,6 +430,20 @@ func (l *Leadership) Err() error { return context.Cause(l.ctx) }
 // lease is renewed before; it moves forward with each renewal.
 func (l *Leadership) Deadline() time.Time { return l.m.Deadline() }
 
+// Valid reports whether this leadership may still serve at this instant:
+// it has not ended, and the member's own deadline has not passed. It reads
+// the clock itself rather than waiting for the renewal goroutine to notice
+// the deadline: a process frozen (SIGSTOP, a VM pause) past its deadline
+// wakes up with every goroutine runnable at once, and one of them may be
+// about to answer a partner before the renewal goroutine runs. Time here
+// is monotonic, which keeps running while the process is stopped.
+func (l *Leadership) Valid() bool {
+	if l.ctx.Err() != nil {
+		return false
+	}
+	return time.Now().Before(l.m.Deadline())
+}
+
 // Resign gives leadership up by deleting the leader key, so the next
 // member in line wins at once. Leadership ends even if etcd cannot be
 // reached; the lease then expires on its own.

@@ -95,6 +95,9 @@ type Loop struct {
 	lostAt      time.Time // when the last leader was seen gone
 	lostLeader  string
 	lostInfo    election.LeaderInfo // the lost leader's key, to tell a resignation from an expiry
+	// serving is the leadership whose term runs the PeSIT servers, from just
+	// before they start until the step-down begins; MayServe checks it.
+	serving *election.Leadership
 }
 
 // demotion is a request to step down.
@@ -256,6 +259,7 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		l.stepDown(context.WithoutCancel(ctx), lead, ReasonFencingFailed, err.Error())
 		return
 	}
+	l.setServing(lead)
 	if err := l.transition(fctx, "pesit.start", func(ctx context.Context) error {
 		return l.cfg.Serving.Start(ctx, epoch)
 	}); err != nil {
@@ -332,6 +336,7 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason R
 	began := time.Now()
 	l.log.Info("stepping down", "reason", string(reason), "detail", detail, "resign", mode.Resign, "drain", mode.Drain)
 
+	l.setServing(nil)
 	l.cfg.Serving.StopAccepting()
 	span.AddEvent("listeners closed")
 	if mode.Resign {
@@ -433,6 +438,26 @@ func (l *Loop) setState(s State, reason string) {
 	if prev != s {
 		l.log.Info("ha transition", "from", string(prev), "to", string(s), "reason", reason)
 	}
+}
+
+func (l *Loop) setServing(lead *election.Leadership) {
+	l.mu.Lock()
+	l.serving = lead
+	l.mu.Unlock()
+}
+
+// MayServe reports whether this node may accept a partner now: it leads,
+// and its leadership is valid at this instant by its own clock (see
+// election.Leadership.Valid). The PeSIT servers ask it right before they
+// answer ACONNECT. The step-down closes the listeners too, but only once
+// the loop has run: a node frozen past its deadline wakes up with
+// connections queued in its listeners' backlogs, and must refuse them
+// even if a session goroutine runs before the loop does.
+func (l *Loop) MayServe() bool {
+	l.mu.Lock()
+	lead := l.serving
+	l.mu.Unlock()
+	return lead != nil && lead.Valid()
 }
 
 func (l *Loop) setMember(m *election.Member) {

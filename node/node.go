@@ -164,6 +164,7 @@ func (n *node) run(ctx context.Context, opts Options) error {
 			return err
 		}
 		n.loop = loop
+		n.pesit.mayServe = loop.MayServe
 		view, leadership = clusterView{loop}, loop
 	} else {
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, nil)
