@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -73,6 +74,13 @@ type Config struct {
 	LabelTimeout time.Duration
 	// RetryInterval paces re-joining etcd after a lost session (default 500 ms).
 	RetryInterval time.Duration
+	// LivenessListener, if set, serves liveness streams to standbys while
+	// Run runs (package liveness); Run closes it.
+	LivenessListener net.Listener
+	// FastFailover makes this node, as a standby, follow the leader's
+	// liveness stream and revoke its lease when its process is gone. The
+	// leader side needs Election.ConfirmWindow and Election.Liveness.
+	FastFailover bool
 
 	Metrics        *Metrics // nil: not exported
 	TracerProvider trace.TracerProvider
@@ -85,6 +93,9 @@ type Loop struct {
 	log    *slog.Logger
 	tracer trace.Tracer
 	demote chan demotion
+	// leaderChange wakes the fast failover follower when the observed
+	// leader changes.
+	leaderChange chan struct{}
 
 	mu          sync.Mutex
 	state       State
@@ -135,6 +146,8 @@ func New(cfg Config) (*Loop, error) {
 		tracer: cfg.TracerProvider.Tracer("github.com/vectis-ft/vectis/ha"),
 		demote: make(chan demotion, 1),
 		state:  StateFollower,
+
+		leaderChange: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -157,6 +170,12 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.log.Warn("remove a stale label from this pod", "err", err)
 		}
 		cancel()
+	}
+	if l.cfg.LivenessListener != nil {
+		lctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); l.serveLiveness(lctx) }()
+		defer func() { stop(); <-done }()
 	}
 	for ctx.Err() == nil {
 		m, err := election.New(ctx, l.cfg.Election)
@@ -184,6 +203,10 @@ func (l *Loop) runMember(ctx context.Context, m *election.Member) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); l.observe(observeCtx, m) }()
+	if l.cfg.FastFailover {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.followLeader(observeCtx, m) }()
+	}
 	defer func() { stopObserve(); wg.Wait() }()
 
 	for ctx.Err() == nil {
@@ -257,6 +280,16 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		span.SetStatus(codes.Error, "fencing failed")
 		span.End()
 		l.stepDown(context.WithoutCancel(ctx), lead, ReasonFencingFailed, err.Error())
+		return
+	}
+	if err := l.transition(fctx, "fastfailover.wait", func(ctx context.Context) error {
+		return l.awaitRevoked(ctx, m)
+	}); err != nil {
+		l.log.Error("cannot wait out a revoked leader; giving up leadership", "err", err)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "fast failover wait failed")
+		span.End()
+		l.stepDown(context.WithoutCancel(ctx), lead, ReasonStartFailed, err.Error())
 		return
 	}
 	l.setServing(lead)
