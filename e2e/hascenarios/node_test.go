@@ -43,6 +43,9 @@ const (
 type vnode struct {
 	name    string
 	ip      string // its own 127.x address (node.bindAddress)
+	// extraCluster is appended to the cluster section of its configuration
+	// (lines starting with "\n    ").
+	extraCluster string
 	cfgPath string
 	logPath string
 	bin     string
