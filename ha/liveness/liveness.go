@@ -29,6 +29,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -210,34 +211,66 @@ func (f *Follower) Follow(ctx context.Context, t Target) (Outcome, error) {
 			return "", ctx.Err()
 		}
 		log.Info("liveness: stream to the leader broke", "err", err)
-		// The first dial right away: a leader that only lost this stream
-		// (a reset by an intermediary) answers it.
-		c, err = f.open(ctx, t)
-		if err == nil {
-			f.Reconnected()
-			log.Info("liveness: reconnected to the leader; no evidence")
-			continue
+		var out Outcome
+		c, out = f.afterBreak(ctx, t, log)
+		if c == nil {
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			return out, nil
 		}
-		if !refused(err) {
+		f.Reconnected()
+		log.Info("liveness: reconnected to the leader; no evidence")
+	}
+}
+
+// afterBreak redials a leader whose stream broke, at once and then every
+// ConfirmDelay, at most breakDials times. A stream again ends it (no
+// evidence: the leader lives); so does a timeout or an unreachable host,
+// which says nothing about the process. Two refusals in a row are
+// evidence. Anything else, such as a connection the kernel completed into
+// the backlog of a listener that is closing, then reset, is ambiguous: it
+// breaks a run of refusals and the next dial decides.
+func (f *Follower) afterBreak(ctx context.Context, t Target, log *slog.Logger) (net.Conn, Outcome) {
+	refusals := 0
+	for range breakDials {
+		c, err := f.open(ctx, t)
+		switch {
+		case err == nil:
+			return c, ""
+		case ctx.Err() != nil:
+			return nil, ""
+		case refused(err):
+			if refusals++; refusals == 2 {
+				log.Warn("liveness: leader's listener refused twice after its stream broke: its process is gone")
+				return nil, Evidence
+			}
+		case silent(err):
 			log.Info("liveness: leader unreachable; no evidence, the lease TTL decides", "err", err)
-			return NoEvidence, nil
+			return nil, NoEvidence
+		default:
+			log.Debug("liveness: ambiguous answer after the stream broke", "err", err)
+			refusals = 0
 		}
 		if !sleep(ctx, f.ConfirmDelay) {
-			return "", ctx.Err()
+			return nil, ""
 		}
-		c, err = f.open(ctx, t)
-		if err == nil {
-			f.Reconnected()
-			log.Info("liveness: reconnected to the leader after a refusal; no evidence")
-			continue
-		}
-		if !refused(err) {
-			log.Info("liveness: leader unreachable; no evidence, the lease TTL decides", "err", err)
-			return NoEvidence, nil
-		}
-		log.Warn("liveness: leader's listener refused twice after its stream broke: its process is gone")
-		return Evidence, nil
 	}
+	log.Info("liveness: no evidence after the stream broke; the lease TTL decides")
+	return nil, NoEvidence
+}
+
+// breakDials bounds the dials after a break: with the default delay, the
+// decision is taken within about 100 ms or left to the lease.
+const breakDials = 5
+
+// silent reports a dial that got no answer: a timeout or no route.
+func silent(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // open dials t and checks its greeting names t's leader and lease.

@@ -253,3 +253,41 @@ func TestNeverReachedIsNoEvidence(t *testing.T) {
 		t.Fatalf("Follow to an address never reached = %q, %v; want it to wait until ctx ends", out, err)
 	}
 }
+
+// TestDyingListenerIsEvidence: a process being killed closes its streams a
+// moment before its listener, so the first redial may land in the backlog
+// and be reset. That is ambiguous, not evidence; the refusals that follow
+// are.
+func TestDyingListenerIsEvidence(t *testing.T) {
+	h := Hello{Name: "vectis-0", Lease: 42}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var following atomic.Bool
+	f := &Follower{Following: following.Store}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch := follow(ctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: ln.Addr().String()})
+	c1, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.Write([]byte(`{"name":"vectis-0","lease":42}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFollowing(t, &following)
+	c1.Close()
+	c2, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c2.(*net.TCPConn).SetLinger(0)
+	c2.Close()
+	ln.Close()
+	r := <-ch
+	if r.err != nil || r.out != Evidence {
+		t.Fatalf("Follow with a reset then refusals = %q, %v; want evidence", r.out, r.err)
+	}
+}
