@@ -57,7 +57,7 @@ func vectisBinary(t testing.TB) string {
 // database, three pods in a namespace of their own, three vectis processes
 // and the invariant monitor.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	env     *env
 	ns      string
 	name    string // Vectis cluster name
@@ -81,7 +81,7 @@ type cluster struct {
 
 // newCluster prepares a scenario (index idx picks its addresses) and
 // starts the three nodes together.
-func (e *env) newCluster(t *testing.T, idx int, electionTTL time.Duration, opts ...nodeOption) *cluster {
+func (e *env) newCluster(t testing.TB, idx int, electionTTL time.Duration, opts ...nodeOption) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

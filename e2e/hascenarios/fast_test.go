@@ -29,15 +29,20 @@ const revokedSeries = "vectis_cluster_fast_failover_decisions_total"
 
 // fastKills is how many leader SIGKILLs TestFastFailover measures:
 // VECTIS_E2E_FAST_KILLS (the acceptance run uses 20), default 5 for CI.
-func fastKills(t *testing.T) int {
-	if s := os.Getenv("VECTIS_E2E_FAST_KILLS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("VECTIS_E2E_FAST_KILLS=%q: want a positive count", s)
-		}
-		return n
+func fastKills(t testing.TB) int {
+	if os.Getenv("VECTIS_E2E_FAST_KILLS") != "" {
+		return fastKillsEnv(t)
 	}
 	return 5
+}
+
+func fastKillsEnv(t testing.TB) int {
+	s := os.Getenv("VECTIS_E2E_FAST_KILLS")
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("VECTIS_E2E_FAST_KILLS=%q: want a positive count", s)
+	}
+	return n
 }
 
 // TestFastFailover measures issue 13 on the local backend, at the default
@@ -94,7 +99,7 @@ func TestFastFailover(t *testing.T) {
 
 // waitLiveness waits until every running node but the leader holds a
 // verified liveness stream to it (vectis_cluster_liveness_following 1).
-func waitLiveness(ctx context.Context, t *testing.T, c *cluster, leader int) {
+func waitLiveness(ctx context.Context, t testing.TB, c *cluster, leader int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for i, n := range c.nodes {
@@ -137,14 +142,18 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	return s[max(0, min(i, len(s)-1))]
 }
 
-func (e *env) fastKill(ctx context.Context, t *testing.T, c *cluster, rec func(func(*row))) {
-	kills := fastKills(t)
+// killSeries SIGKILLs the leader n times, restarting the killed node each
+// time, and returns kill -> first TCP accept by another node, per kill. Each
+// kill must be decided by the fast path: a standby revokes the lease.
+func killSeries(ctx context.Context, t testing.TB, c *cluster, n int) []time.Duration {
+	t.Helper()
 	leader := leaderOf(ctx, t, c)
 	var took []time.Duration
-	for k := range kills {
+	for k := range n {
 		waitFollowers(ctx, t, c, leader, 20*time.Second)
 		waitLiveness(ctx, t, c, leader)
 		old := c.nodes[leader]
+		before := decisions(ctx, c, "revoked", leader)
 		t0 := time.Now()
 		if err := old.signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -156,7 +165,11 @@ func (e *env) fastKill(ctx context.Context, t *testing.T, c *cluster, rec func(f
 			t.Fatalf("kill %d: no other node serves after SIGKILL of %s: %v", k, old.name, err)
 		}
 		took = append(took, at.Sub(t0))
-		t.Logf("kill %d: %s -> %s in %v", k, old.name, c.nodes[j].name, at.Sub(t0).Round(time.Millisecond))
+		revoked := decisions(ctx, c, "revoked", leader) - before
+		t.Logf("kill %d: %s -> %s in %v; %v revocations", k, old.name, c.nodes[j].name, at.Sub(t0).Round(time.Millisecond), revoked)
+		if revoked < 1 {
+			t.Errorf("kill %d: the fast path did not fire (no revocation by a standby)", k)
+		}
 		if err := c.nodes[j].pesitConnect(ctx); err != nil {
 			t.Errorf("kill %d: new leader %s does not serve PeSIT: %v", k, c.nodes[j].name, err)
 		}
@@ -168,9 +181,60 @@ func (e *env) fastKill(ctx context.Context, t *testing.T, c *cluster, rec func(f
 		}
 		leader = j
 	}
+	return took
+}
+
+// stopSeries SIGSTOPs the leader n times (a host that is gone without a
+// word) and returns stop -> first TCP accept by another node. The fast path
+// must not fire: the lease TTL decides. The stopped node is resumed, and
+// the test waits for it to follow.
+func stopSeries(ctx context.Context, t testing.TB, c *cluster, n int) []time.Duration {
+	t.Helper()
+	c.allowWaking = true
+	leader := leaderOf(ctx, t, c)
+	var took []time.Duration
+	for k := range n {
+		waitFollowers(ctx, t, c, leader, 20*time.Second)
+		waitLiveness(ctx, t, c, leader)
+		old := c.nodes[leader]
+		before := decisions(ctx, c, "revoked", leader)
+		t0 := time.Now()
+		if err := old.signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, fastTTL+10*time.Second)
+		j, at, err := c.mon.waitServing(wctx, t0, leader)
+		cancel()
+		if err != nil {
+			_ = old.signal(syscall.SIGCONT)
+			t.Fatalf("stop %d: no other node serves while %s is stopped: %v", k, old.name, err)
+		}
+		took = append(took, at.Sub(t0))
+		revoked := decisions(ctx, c, "revoked", leader) - before
+		if err := old.signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("stop %d: %s -> %s in %v; %v revocations", k, old.name, c.nodes[j].name, at.Sub(t0).Round(time.Millisecond), revoked)
+		if revoked != 0 {
+			t.Errorf("stop %d: the fast path fired for a stopped (live) leader: %v revocations", k, revoked)
+		}
+		if at.Sub(t0) > fastTTL+time.Second {
+			t.Errorf("stop %d: another node served after %v, want <= TTL + 1 s", k, at.Sub(t0))
+		}
+		if at.Sub(t0) < fastTTL-2*time.Second {
+			t.Errorf("stop %d: another node served after %v, before the lease could expire", k, at.Sub(t0))
+		}
+		leader = j
+	}
+	waitFollowers(ctx, t, c, leader, 20*time.Second)
+	return took
+}
+
+func (e *env) fastKill(ctx context.Context, t *testing.T, c *cluster, rec func(func(*row))) {
+	kills := fastKills(t)
+	took := killSeries(ctx, t, c, kills)
 	p50, p99 := percentile(took, .5), percentile(took, .99)
-	revoked := decisions(ctx, c, "revoked", -1)
-	note := fmt.Sprintf("%d kills: p50 %s p99 %s max %s; %v revocations", kills, ms(p50), ms(p99), ms(slices.Max(took)), revoked)
+	note := fmt.Sprintf("%d kills: p50 %s p99 %s max %s; each decided by a revocation", kills, ms(p50), ms(p99), ms(slices.Max(took)))
 	rec(func(r *row) { r.takeover = "p99 " + ms(p99) + " (bound 1000ms)"; r.note = note })
 	t.Log(note)
 	if p99 > time.Second {
@@ -179,41 +243,10 @@ func (e *env) fastKill(ctx context.Context, t *testing.T, c *cluster, rec func(f
 }
 
 func (e *env) fastStop(ctx context.Context, t *testing.T, c *cluster, rec func(func(*row))) {
-	i := leaderOf(ctx, t, c)
-	old := c.nodes[i]
-	waitFollowers(ctx, t, c, i, 20*time.Second)
-	waitLiveness(ctx, t, c, i)
-	before := decisions(ctx, c, "revoked", i)
-	t0 := time.Now()
-	if err := old.signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, fastTTL+10*time.Second)
-	defer cancel()
-	j, at, err := c.mon.waitServing(wctx, t0, i)
-	if err != nil {
-		_ = old.signal(syscall.SIGCONT)
-		t.Fatalf("no other node serves while %s is stopped: %v", old.name, err)
-	}
-	took := at.Sub(t0)
-	revoked := decisions(ctx, c, "revoked", i) - before
-	c.allowWaking = true
-	if err := old.signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-	note := fmt.Sprintf("%s -> %s in %s; %v revocations", old.name, c.nodes[j].name, ms(took), revoked)
-	rec(func(r *row) { r.takeover = ms(took) + " (bound " + ms(fastTTL+time.Second) + ")"; r.note = note })
+	took := stopSeries(ctx, t, c, 1)
+	note := fmt.Sprintf("stop -> another node serving in %s; 0 revocations (lease path)", ms(took[0]))
+	rec(func(r *row) { r.takeover = ms(took[0]) + " (bound " + ms(fastTTL+time.Second) + ")"; r.note = note })
 	t.Log(note)
-	if revoked != 0 {
-		t.Errorf("the fast path fired for a stopped (live) leader: %v revocations", revoked)
-	}
-	if took > fastTTL+time.Second {
-		t.Errorf("leader SIGSTOP: another node served after %v, want <= TTL + 1 s", took)
-	}
-	if took < fastTTL-2*time.Second {
-		t.Errorf("leader SIGSTOP: another node served after %v, before the lease could expire", took)
-	}
-	waitFollowers(ctx, t, c, j, 20*time.Second)
 }
 
 func (e *env) fastProxy(ctx context.Context, t *testing.T, c *cluster, rec func(func(*row))) {
@@ -359,4 +392,51 @@ func (p *livenessProxy) restore() {
 		return
 	}
 	p.serve(ln)
+}
+
+// BenchmarkFastFailover is issue 13's measurement on the local backend, at
+// TTL 5 s: kill -> first TCP accept by the new leader for leader SIGKILLs
+// (the crash path: fast failover) and leader SIGSTOPs (the host-loss path:
+// the lease TTL), with p50 and p99. VECTIS_E2E_FAST_KILLS kills (default
+// 20) and a quarter as many stops (at least 3). make bench-failover runs it
+// with -benchtime 1x.
+func BenchmarkFastFailover(b *testing.B) {
+	kills := 20
+	if os.Getenv("VECTIS_E2E_FAST_KILLS") != "" {
+		kills = fastKillsEnv(b)
+	}
+	stops := max(3, kills/4)
+	bin := vectisBinary(b)
+	testenv.Tool(b, "etcd")
+	testenv.Tool(b, "kube-apiserver")
+	cp := kubetest.Start(b, kubetest.Options{StartTimeout: 3 * time.Minute})
+	e := &env{bin: bin, cp: cp, admin: cp.AdminClient(b)}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	b.ResetTimer()
+	for range b.N {
+		c := e.newCluster(b, 30, fastTTL)
+		crash := killSeries(ctx, b, c, kills)
+		host := stopSeries(ctx, b, c, stops)
+		c.mon.stop()
+		listen, awake, label, desc := c.mon.overlaps()
+		if awake > 0 || label > 0 {
+			b.Errorf("overlaps during the series: %s", desc)
+		}
+		fmt.Printf("\n== BenchmarkFastFailover (3 nodes, TTL %v, probes every %v) ==\n", fastTTL, probeInterval)
+		fmt.Printf("%-40s %4s %8s %8s %8s\n", "path", "n", "p50", "p99", "max")
+		for _, p := range []struct {
+			name string
+			d    []time.Duration
+		}{{"crash (leader SIGKILL, fast path)", crash}, {"host loss (leader SIGSTOP, lease TTL)", host}} {
+			fmt.Printf("%-40s %4d %8s %8s %8s\n", p.name, len(p.d), ms(percentile(p.d, .5)), ms(percentile(p.d, .99)), ms(slices.Max(p.d)))
+		}
+		fmt.Printf("listener overlap %v (%v not counting a node waking from SIGSTOP), label overlap %v\n", listen, awake, label)
+		b.ReportMetric(float64(percentile(crash, .5).Milliseconds()), "crash-p50-ms")
+		b.ReportMetric(float64(percentile(crash, .99).Milliseconds()), "crash-p99-ms")
+		b.ReportMetric(float64(percentile(host, .5).Milliseconds()), "hostloss-p50-ms")
+		b.ReportMetric(float64(percentile(host, .99).Milliseconds()), "hostloss-p99-ms")
+		b.ReportMetric(float64(awake.Milliseconds()), "listener-overlap-ms")
+		b.ReportMetric(float64(label.Milliseconds()), "label-overlap-ms")
+	}
 }
