@@ -232,6 +232,13 @@ func (l *Loop) awaitRevoked(ctx context.Context, m *election.Member) error {
 	return nil
 }
 
+// revokedFast reports whether lease was revoked on the fast failover path
+// (its marker is still there: the next leader removes it after its wait).
+func revokedFast(ctx context.Context, cli *clientv3.Client, cluster string, lease int64) bool {
+	resp, err := cli.Get(ctx, revokedPrefix(cluster)+strconv.FormatInt(lease, 16), clientv3.WithCountOnly())
+	return err == nil && resp.Count > 0
+}
+
 func (l *Loop) confirmWindow() time.Duration {
 	w := l.cfg.Election.ConfirmWindow
 	if w <= 0 {

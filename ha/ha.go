@@ -564,6 +564,12 @@ func (l *Loop) outageStart(ctx context.Context, m *election.Member, x loss) (tim
 	if !expired {
 		return x.seen, 0
 	}
+	if revokedFast(cctx, m.Client(), l.cfg.Election.Cluster, x.info.Lease) {
+		// A standby revoked the lease within milliseconds of the process's
+		// death (fast failover): the outage began about when the key went,
+		// not a TTL earlier.
+		return x.seen, 0
+	}
 	return x.seen.Add(-ttl), ttl
 }
 
