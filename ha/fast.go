@@ -208,11 +208,12 @@ func (l *Loop) revoke(ctx context.Context, m *election.Member, info election.Lea
 
 // awaitRevoked runs on a new leader before it serves: if a lease was
 // revoked on the fast failover path, the old leader may be alive (the
-// evidence forged), so this one waits the confirmation window from now,
-// which is after the revocation, plus a tenth for clock rates. It checks
+// evidence forged), so this one waits until the confirmation window, plus
+// a tenth for clock rates, has passed since it won, which is after the
+// revocation. It checks
 // whatever its own configuration: safety must not depend on every member
 // agreeing on fast failover.
-func (l *Loop) awaitRevoked(ctx context.Context, m *election.Member) error {
+func (l *Loop) awaitRevoked(ctx context.Context, m *election.Member, won time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*l.confirmWindow())
 	defer cancel()
 	prefix := revokedPrefix(l.cfg.Election.Cluster)
@@ -220,10 +221,13 @@ func (l *Loop) awaitRevoked(ctx context.Context, m *election.Member) error {
 	if err == nil && resp.Count == 0 {
 		return nil
 	}
-	w := l.confirmWindow()
+	// The campaign returned after the old key went, hence after the
+	// revocation: the window counts from the win, and the fencing write
+	// and the other steps since then are part of it.
+	w := time.Until(won.Add(l.confirmWindow()))
 	// Without an answer, wait all the same: it costs one window.
 	l.log.Info("a lease may have been revoked on the fast failover path; waiting out the old leader's confirmation window", "wait", w, "err", err)
-	if !sleep(ctx, w) {
+	if w > 0 && !sleep(ctx, w) {
 		return ctx.Err()
 	}
 	if _, err := m.Client().Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {

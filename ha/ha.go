@@ -283,7 +283,7 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		return
 	}
 	if err := l.transition(fctx, "fastfailover.wait", func(ctx context.Context) error {
-		return l.awaitRevoked(ctx, m)
+		return l.awaitRevoked(ctx, m, won)
 	}); err != nil {
 		l.log.Error("cannot wait out a revoked leader; giving up leadership", "err", err)
 		span.RecordError(err)
