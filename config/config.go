@@ -60,7 +60,18 @@ type Cluster struct {
 	// LivenessAdvertise is how standbys reach it (default: node.address
 	// with the listen port).
 	LivenessAdvertise string `koanf:"livenessAdvertise"`
+	// ShutdownDelay keeps the process alive, listening on nothing, for this
+	// long after a signalled stop has handed over and drained. A Service's
+	// data path (kube-proxy) may still send new connections to this pod's
+	// address for a moment: while the pod lives they are refused at once
+	// and the partner retries onto the new leader; once its network is gone
+	// they would vanish and hang until the partner's connect timeout.
+	ShutdownDelay time.Duration `koanf:"shutdownDelay"`
 }
+
+// MaxShutdownDelay bounds cluster.shutdownDelay: it only needs to outlast
+// the Service's propagation delay, and it adds to every pod's stop time.
+const MaxShutdownDelay = time.Minute
 
 // KubernetesAccess says how the pod labeller reaches the API server.
 type KubernetesAccess struct {
@@ -288,6 +299,9 @@ func (c *Config) Validate() error {
 		}
 		if c.Cluster.TTL < MinTTL {
 			bad("cluster.ttl", "%s is below the minimum of %s", c.Cluster.TTL, MinTTL)
+		}
+		if c.Cluster.ShutdownDelay < 0 || c.Cluster.ShutdownDelay > MaxShutdownDelay {
+			bad("cluster.shutdownDelay", "%s is outside 0s..%s", c.Cluster.ShutdownDelay, MaxShutdownDelay)
 		}
 		if len(c.Cluster.Etcd.Endpoints) == 0 {
 			bad("cluster.etcd.endpoints", "at least one endpoint is required when the cluster is enabled")

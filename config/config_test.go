@@ -202,3 +202,20 @@ func TestUsersFileFromASecret(t *testing.T) {
 		t.Fatal("a misspelt key in the users file was accepted")
 	}
 }
+
+func TestShutdownDelayBounds(t *testing.T) {
+	base := []string{"cluster.enabled=true", "store.driver=postgres", "store.url=postgres://x", "cluster.kubernetes.enabled=false"}
+	cfg, err := Load(Source{Sets: append(base, "cluster.shutdownDelay=3s")})
+	if err != nil {
+		t.Fatalf("shutdownDelay 3s refused: %v", err)
+	}
+	if cfg.Cluster.ShutdownDelay != 3*time.Second {
+		t.Errorf("shutdownDelay = %v, want 3s", cfg.Cluster.ShutdownDelay)
+	}
+	for _, bad := range []string{"-1s", "2m"} {
+		_, err := Load(Source{Sets: append(base, "cluster.shutdownDelay="+bad)})
+		if err == nil || !strings.Contains(err.Error(), "cluster.shutdownDelay") {
+			t.Errorf("shutdownDelay %s: %v, want an error naming cluster.shutdownDelay", bad, err)
+		}
+	}
+}

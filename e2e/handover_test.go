@@ -24,7 +24,8 @@ const chartTTL = 5 * time.Second
 // checkSpanCoversOutage: after a kill, the failover span starts at the old
 // leader's last lease renewal (expiry - TTL), which was at most TTL/5 (one
 // renewal interval) before the kill, and lasts as long as the outage the
-// harness measured from the kill to the first CONNECT, within TTL/5.
+// harness measured from the kill to the new leader's listener accepting,
+// within TTL/5.
 func (s *suite) checkSpanCoversOutage(t *testing.T, r *row, run int, span otlptest.Span, kill time.Time, outage time.Duration) {
 	t.Helper()
 	bound := chartTTL / 5
@@ -34,7 +35,7 @@ func (s *suite) checkSpanCoversOutage(t *testing.T, r *row, run int, span otlpte
 	}
 	diff := span.End.Sub(span.Start) - outage
 	r.SpanVsOutage = append(r.SpanVsOutage, diff.Round(time.Millisecond))
-	t.Logf("run %d: span %v, kill->CONNECT %v, difference %v", run, span.End.Sub(span.Start), outage, diff)
+	t.Logf("run %d: span %v, outage (kill->listener accepting) %v, difference %v", run, span.End.Sub(span.Start), outage, diff)
 	if diff < -bound || diff > bound {
 		t.Errorf("run %d: vectis.failover span lasts %v, the measured outage %v: off by more than TTL/5 = %v",
 			run, span.End.Sub(span.Start), outage, bound)

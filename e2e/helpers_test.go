@@ -231,6 +231,26 @@ func timeToConnect(ctx context.Context, c Cluster, from time.Time, old *Pod, tim
 	}
 }
 
+// timeToAccept is the time from from until a pod other than old accepts on
+// its own PeSIT port: the outage as the cluster's members can know it.
+func timeToAccept(ctx context.Context, c Cluster, from time.Time, old Pod, timeout time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		pods, err := c.Pods(ctx)
+		if err == nil {
+			for _, p := range pods {
+				if p.Name != old.Name && podAccepts(ctx, c, p) {
+					return time.Since(from), nil
+				}
+			}
+		}
+		if !sleepCtx(ctx, 20*time.Millisecond) {
+			return 0, fmt.Errorf("no pod but %s accepted on its PeSIT port within %v", old.Name, timeout)
+		}
+	}
+}
+
 // podAccepts tells whether p's own PeSIT port accepts a connection.
 func podAccepts(ctx context.Context, c Cluster, p Pod) bool {
 	a, err := c.PodPeSIT(ctx, p)

@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vectis-ft/vectis/telemetry/otlptest"
 )
 
 // TestKind runs the suite against a kind cluster that deploy/kind/e2e-kind.sh
@@ -75,6 +77,10 @@ type kindCluster struct {
 	release  string
 	// podRoutes: pod IPs are routed to this host (see podAddr).
 	podRoutes bool
+	// otlp receives the pods' spans on the host's address on the kind
+	// network, where e2e-kind.sh points the release's exporter; nil when
+	// the run set no such address.
+	otlp *otlptest.Receiver
 
 	mu       sync.Mutex
 	forwards map[string]string // pod/port -> local address
@@ -99,6 +105,13 @@ func newKindCluster(t testing.TB) *kindCluster {
 		podRoutes: os.Getenv("VECTIS_E2E_POD_ROUTES") == "1",
 		forwards:  map[string]string{},
 	}
+	if addr := os.Getenv("VECTIS_E2E_OTLP_HTTP_LISTEN"); addr != "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatalf("VECTIS_E2E_OTLP_HTTP_LISTEN=%q: %v", addr, err)
+		}
+		kc.otlp = otlptest.StartAt(t, net.JoinHostPort(host, "0"), addr)
+	}
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 		clientcmd.NewDefaultClientConfigLoadingRules(),
 		&clientcmd.ConfigOverrides{CurrentContext: kc.kctx}).ClientConfig()
@@ -122,11 +135,12 @@ func newKindCluster(t testing.TB) *kindCluster {
 	return kc
 }
 
-func (kc *kindCluster) Backend() string           { return "kind" }
-func (kc *kindCluster) ClusterName() string       { return envOr("VECTIS_E2E_CLUSTER_NAME", clusterNameE2E) }
-func (kc *kindCluster) Replicas() int             { return 3 }
-func (kc *kindCluster) ServiceAddr() string       { return kc.svc }
-func (kc *kindCluster) APIAuth() (string, string) { return apiUser, apiPassword }
+func (kc *kindCluster) Backend() string            { return "kind" }
+func (kc *kindCluster) Traces() *otlptest.Receiver { return kc.otlp }
+func (kc *kindCluster) ClusterName() string        { return envOr("VECTIS_E2E_CLUSTER_NAME", clusterNameE2E) }
+func (kc *kindCluster) Replicas() int              { return 3 }
+func (kc *kindCluster) ServiceAddr() string        { return kc.svc }
+func (kc *kindCluster) APIAuth() (string, string)  { return apiUser, apiPassword }
 func (kc *kindCluster) Install(ctx context.Context) error {
 	// e2e-kind.sh ran `helm upgrade --install` with the image it loaded;
 	// here the release must exist.

@@ -525,11 +525,23 @@ func (s *suite) interruptedTransfer(ctx context.Context, t *testing.T, r *row) {
 	case <-ctx.Done():
 		t.Fatal("push made no progress")
 	}
-	zero := int64(0)
+	// A crash: the leader's process dies at once. On a real kubelet a pod
+	// deleted with grace 0 still gets SIGTERM and two seconds to drain,
+	// during which the old leader may well finish the transfer itself, so
+	// the container's process is killed there instead (the kubelet then
+	// restarts it in place). The process kubelet SIGKILLs on grace 0.
+	ck, inPlace := s.c.(containerKiller)
 	kill := time.Now()
-	if err := s.c.DeletePod(ctx, st.Leader.Name, &zero); err != nil {
+	var err error
+	if inPlace {
+		err = ck.KillContainer(ctx, st.Leader)
+	} else {
+		zero := int64(0)
+		err = s.c.DeletePod(ctx, st.Leader.Name, &zero)
+	}
+	if err != nil {
 		close(resume)
-		t.Fatalf("delete leader: %v", err)
+		t.Fatalf("kill leader: %v", err)
 	}
 	for podAccepts(ctx, s.c, st.Leader) && sleepCtx(ctx, 20*time.Millisecond) {
 	}
@@ -555,7 +567,11 @@ func (s *suite) interruptedTransfer(ctx context.Context, t *testing.T, r *row) {
 	}
 	r.Runs, r.HasBytes = 1, true
 	r.BytesLost = bytesLost(t, src, dest)
-	waitReplaced(ctx, t, s.c, st.Leader.Name, 90*time.Second)
+	if inPlace {
+		waitRestartedInPlace(ctx, t, s.c, st.Leader, 90*time.Second)
+	} else {
+		waitReplaced(ctx, t, s.c, st.Leader.Name, 90*time.Second)
+	}
 }
 
 func (s *suite) failoverSpan(ctx context.Context, t *testing.T, r *row) {
@@ -572,18 +588,48 @@ func (s *suite) failoverSpan(ctx context.Context, t *testing.T, r *row) {
 
 func (s *suite) oneFailoverSpan(ctx context.Context, t *testing.T, r *row, recv *otlptest.Receiver, run int) {
 	st := waitSteady(ctx, t, s.c, 90*time.Second)
-	zero := int64(0)
+	// A crash of the leader's process, as in transfer-across-failover: on
+	// a real kubelet, through its container (a grace-0 delete drains).
+	ck, inPlace := s.c.(containerKiller)
 	kill := time.Now()
-	if err := s.c.DeletePod(ctx, st.Leader.Name, &zero); err != nil {
-		t.Fatalf("run %d: delete leader: %v", run, err)
+	var err error
+	if inPlace {
+		err = ck.KillContainer(ctx, st.Leader)
+	} else {
+		zero := int64(0)
+		err = s.c.DeletePod(ctx, st.Leader.Name, &zero)
 	}
+	if err != nil {
+		t.Fatalf("run %d: kill leader: %v", run, err)
+	}
+	// The span is compared with the outage as the new leader lived it:
+	// kill -> its own listener accepting. kill -> CONNECT through the
+	// Service adds the Service's routing delay, which no node can see.
+	type acceptTime struct {
+		d   time.Duration
+		err error
+	}
+	accepted := make(chan acceptTime, 1)
+	go func() {
+		d, err := timeToAccept(ctx, s.c, kill, st.Leader, time.Minute)
+		accepted <- acceptTime{d, err}
+	}()
 	d, err := timeToConnect(ctx, s.c, kill, &st.Leader, time.Minute)
 	if err != nil {
 		t.Fatalf("run %d: %v", run, err)
 	}
 	r.Connect = append(r.Connect, d)
 	r.Runs++
-	after := waitReplaced(ctx, t, s.c, st.Leader.Name, 90*time.Second)
+	acc := <-accepted
+	if acc.err != nil {
+		t.Fatalf("run %d: %v", run, acc.err)
+	}
+	var after clusterState
+	if inPlace {
+		after = waitRestartedInPlace(ctx, t, s.c, st.Leader, 90*time.Second)
+	} else {
+		after = waitReplaced(ctx, t, s.c, st.Leader.Name, 90*time.Second)
+	}
 	span, err := recv.WaitFor(func(sp otlptest.Span) bool {
 		return sp.Name == "vectis.failover" && sp.Attributes["vectis.new_leader"] == after.Leader.Name && !sp.End.Before(kill)
 	}, 15*time.Second)
@@ -596,7 +642,8 @@ func (s *suite) oneFailoverSpan(ctx context.Context, t *testing.T, r *row, recv 
 		t.Errorf("run %d: vectis.failover span: previous_leader %q, want the killed leader %s",
 			run, span.Attributes["vectis.previous_leader"], st.Leader.Name)
 	}
-	s.checkSpanCoversOutage(t, r, run, span, kill, d)
+	t.Logf("run %d: kill->listener accepting %v, kill->CONNECT through the Service %v", run, acc.d, d)
+	s.checkSpanCoversOutage(t, r, run, span, kill, acc.d)
 	if got := span.Resource["k8s.pod.name"]; got != after.Leader.Name {
 		t.Errorf("run %d: span resource k8s.pod.name %q, want %s", run, got, after.Leader.Name)
 	}
@@ -647,12 +694,21 @@ func (s *suite) containerRestart(ctx context.Context, t *testing.T, r *row) {
 		t.Fatalf("after killing the leader's container: %v", err)
 	}
 	r.Connect, r.Runs = append(r.Connect, d), 1
-	// Steady again, with the same pods, the old one restarted in place.
-	ctx2, cancel := context.WithTimeout(ctx, 90*time.Second)
+	after := waitRestartedInPlace(ctx, t, s.c, old, 90*time.Second)
+	t.Logf("leader container of %s killed: first CONNECT through the Service after %v, new leader %s, %s restarted and rejoined as a standby",
+		old.Name, d.Round(time.Millisecond), after.Leader.Name, old.Name)
+}
+
+// waitRestartedInPlace waits for a steady cluster with the same pods, old's
+// container restarted in place by the kubelet and rejoined as a standby: it
+// must not take the lead back from the standby that took over.
+func waitRestartedInPlace(ctx context.Context, t testing.TB, c Cluster, old Pod, timeout time.Duration) clusterState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
 	for {
-		after, err := steadyState(ctx2, s.c, true)
+		after, err := steadyState(ctx, c, true)
 		if err == nil {
 			i := slices.IndexFunc(after.Pods, func(p Pod) bool { return p.Name == old.Name })
 			switch {
@@ -663,13 +719,11 @@ func (s *suite) containerRestart(ctx context.Context, t *testing.T, r *row) {
 			case after.Leader.Name == old.Name:
 				t.Fatalf("the restarted %s leads again; want a standby to have taken over", old.Name)
 			default:
-				t.Logf("leader container of %s killed: first CONNECT through the Service after %v, new leader %s, %s restarted (%d restarts) and rejoined as a standby",
-					old.Name, d.Round(time.Millisecond), after.Leader.Name, old.Name, after.Pods[i].Restarts)
-				return
+				return after
 			}
 		}
 		last = err
-		if !sleepCtx(ctx2, 200*time.Millisecond) {
+		if !sleepCtx(ctx, 200*time.Millisecond) {
 			t.Fatalf("no steady cluster with %s restarted: %v", old.Name, last)
 		}
 	}

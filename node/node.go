@@ -261,6 +261,13 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		cancel()
 	}
 	wg.Wait()
+	if d := n.cfg.Cluster.ShutdownDelay; n.loop != nil && ctx.Err() != nil && d > 0 {
+		// Handed over and drained on a signal: stay alive a moment, so
+		// that connections the Service still routes here are refused
+		// rather than lost (see config.Cluster.ShutdownDelay).
+		n.log.Info("handed over and drained; waiting before exit so that late connections are refused", "shutdownDelay", d)
+		time.Sleep(d)
+	}
 	n.log.Info("node stopped")
 	return err
 }

@@ -140,12 +140,28 @@ kc apply -f deploy/kind/shared-pv.yaml
 kc -n "$DEPS_NS" rollout status statefulset/etcd --timeout=180s
 kc -n "$DEPS_NS" rollout status statefulset/postgresql --timeout=180s
 
+# The pods export their spans to a receiver that the e2e suite runs on this
+# host, on its address on the kind network (the bridge's IPv4 gateway), so
+# that the failover-span scenario reads them as it does locally.
+kind_gateway=$(docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' |
+  tr ' ' '\n' | grep -E '^[0-9]+(\.[0-9]+){3}$' | head -1 || true)
+otlp_sets=()
+OTLP_LISTEN=""
+if [ -n "$kind_gateway" ]; then
+  OTLP_LISTEN="$kind_gateway:4318"
+  otlp_sets=(--set telemetry.otel.endpoint="http://$OTLP_LISTEN" --set telemetry.otel.protocol=http/protobuf
+    --set-json 'extraEnv=[{"name":"OTEL_BSP_SCHEDULE_DELAY","value":"50"},{"name":"OTEL_EXPORTER_OTLP_INSECURE","value":"true"}]')
+else
+  echo "e2e-kind: no IPv4 gateway on the kind network; the failover-span scenario will be skipped" >&2
+fi
+
 log "helm install $RELEASE"
 helm --kube-context "$CTX" upgrade --install "$RELEASE" charts/vectis \
   --namespace "$NS" --create-namespace \
   --values charts/vectis/ci/e2e-values.yaml \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
   --set tests.shellImage="$shell_image" \
+  "${otlp_sets[@]}" \
   --wait --timeout 5m
 timing "etcd, PostgreSQL, helm install"
 
@@ -190,6 +206,7 @@ VECTIS_E2E_PESIT_ADDR=127.0.0.1:5000 \
 VECTIS_E2E_PESIT_TLS_ADDR=127.0.0.1:5001 \
 VECTIS_E2E_API_ADDR=127.0.0.1:8080 \
 VECTIS_E2E_CLUSTER_NAME=vectis-e2e \
+VECTIS_E2E_OTLP_HTTP_LISTEN="$OTLP_LISTEN" \
   go test -tags e2e -count=1 -timeout "$E2E_TIMEOUT" -v -run "$E2E_RUN" ./e2e
 
 timing "e2e suite"

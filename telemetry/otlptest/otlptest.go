@@ -61,9 +61,17 @@ type Receiver struct {
 // ends.
 func Start(t testing.TB) *Receiver {
 	t.Helper()
+	return StartAt(t, "127.0.0.1:0", "127.0.0.1:0")
+}
+
+// StartAt starts a receiver with its gRPC and HTTP servers on the given
+// addresses (port 0 picks one), for exporters that cannot reach loopback:
+// the pods of a kind cluster reach the host on its docker network gateway.
+func StartAt(t testing.TB, grpcAddr, httpAddr string) *Receiver {
+	t.Helper()
 	r := &Receiver{changed: make(chan struct{})}
 
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	gl, err := net.Listen("tcp", grpcAddr)
 	if err != nil {
 		t.Fatalf("otlptest: listen grpc: %v", err)
 	}
@@ -71,7 +79,7 @@ func Start(t testing.TB) *Receiver {
 	collectortrace.RegisterTraceServiceServer(gs, r)
 	r.grpcAddr = gl.Addr().String()
 
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	hl, err := net.Listen("tcp", httpAddr)
 	if err != nil {
 		_ = gl.Close()
 		t.Fatalf("otlptest: listen http: %v", err)
