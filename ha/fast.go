@@ -118,7 +118,10 @@ func (l *Loop) followLeader(ctx context.Context, m *election.Member) {
 		case liveness.NoEvidence:
 			l.cfg.Metrics.fastDecision(DecisionNoEvidence)
 		}
-		if out != "changed" && !l.waitLeaderChange(ctx, info, 0) {
+		// Without evidence the same leader is followed again a second later
+		// (a blip must not leave the standby on the TTL path for good); a
+		// new stream has to be verified before anything counts again.
+		if out != "changed" && !l.waitLeaderChange(ctx, info, time.Second) {
 			return
 		}
 	}
@@ -139,14 +142,10 @@ func (l *Loop) target(ctx context.Context, m *election.Member, info election.Lea
 }
 
 // waitLeaderChange waits until the observed leader key differs from
-// info's, or max passes (0: no limit). It reports false when ctx ended.
-func (l *Loop) waitLeaderChange(ctx context.Context, info election.LeaderInfo, max time.Duration) bool {
-	var timeout <-chan time.Time
-	if max > 0 {
-		t := time.NewTimer(max)
-		defer t.Stop()
-		timeout = t.C
-	}
+// info's, or limit passes. It reports false when ctx ended.
+func (l *Loop) waitLeaderChange(ctx context.Context, info election.LeaderInfo, limit time.Duration) bool {
+	timeout := time.NewTimer(limit)
+	defer timeout.Stop()
 	for {
 		l.mu.Lock()
 		changed := l.leader.Key != info.Key
@@ -157,7 +156,7 @@ func (l *Loop) waitLeaderChange(ctx context.Context, info election.LeaderInfo, m
 		select {
 		case <-ctx.Done():
 			return false
-		case <-timeout:
+		case <-timeout.C:
 			return true
 		case <-l.leaderChange:
 		}

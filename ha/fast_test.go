@@ -3,6 +3,7 @@ package ha
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,18 +17,38 @@ import (
 // kernel does for a dead process and as a firewall REJECT looks from outside.
 type killableListener struct {
 	net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
+	resetNew atomic.Bool // reset new connections at once
+	mu       sync.Mutex
+	conns    []net.Conn
 }
 
 func (l *killableListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.resetNew.Load() {
+			// Ambiguous to a standby: neither a stream nor a refusal.
+			_ = c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			continue
+		}
 		l.mu.Lock()
 		l.conns = append(l.conns, c)
 		l.mu.Unlock()
+		return c, nil
 	}
-	return c, err
+}
+
+// breakStreams closes the streams accepted so far; the listener stays.
+func (l *killableListener) breakStreams() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
 }
 
 func (l *killableListener) kill() {
@@ -118,5 +139,46 @@ func TestNoRevocationWithoutLiveness(t *testing.T) {
 	}
 	if !a.loop.IsLeader() {
 		t.Error("the leader lost its leadership")
+	}
+}
+
+// TestFollowsAgainAfterNoEvidence: the leader's stream breaks and the
+// redials get neither a stream nor a refusal (no evidence). Once the
+// leader's listener answers again, the standby follows it again rather
+// than staying on the TTL path until the next leader change.
+func TestFollowsAgainAfterNoEvidence(t *testing.T) {
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon := &monitor{}
+	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", 5*time.Second)
+	waitLeader(t, []*node{a}, 10*time.Second)
+	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", 5*time.Second)
+	waitGauge := func(want float64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for gaugeValue(t, b.loop.cfg.Metrics.following) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("vectis_cluster_liveness_following did not become %v", want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitGauge(1)
+	aLn.resetNew.Store(true)
+	aLn.breakStreams()
+	deadline := time.Now().Add(10 * time.Second)
+	for counterValue(t, b.loop.cfg.Metrics.fast.WithLabelValues(DecisionNoEvidence)) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no no_evidence decision after the stream broke and redials were reset")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	aLn.resetNew.Store(false)
+	waitGauge(1)
+	if !a.loop.IsLeader() {
+		t.Error("the leader was replaced without evidence")
+	}
+	if v := counterValue(t, b.loop.cfg.Metrics.fast.WithLabelValues(DecisionRevoked)); v != 0 {
+		t.Errorf("%v revocations without evidence", v)
 	}
 }
