@@ -10,7 +10,9 @@
 // a TCP RST (ECONNREFUSED).
 //
 // Follow returns Evidence only for that: a verified stream to the leader
-// broke, and the two dials that followed were both refused. Anything else
+// broke, and of the few dials that followed, two in a row were refused
+// (the first may land in the backlog of a listener that is closing and be
+// reset: that is ambiguous, neither evidence nor a live leader). Anything else
 // (a timeout, an unreachable host, a reset while a reconnect succeeds, a
 // different process answering at the address) is not evidence, and the
 // caller falls back to the lease TTL. Evidence is necessary, not
@@ -147,7 +149,7 @@ type Follower struct {
 	DialTimeout time.Duration
 	// RetryInterval paces dials while no stream is up (default 250 ms).
 	RetryInterval time.Duration
-	// ConfirmDelay separates the two refused dials (default 20 ms): a
+	// ConfirmDelay separates the dials after a break (default 20 ms): a
 	// listener being re-created (a restart in place) is not taken for dead.
 	ConfirmDelay time.Duration
 	// Following is called with true while a verified stream is up.
@@ -181,7 +183,7 @@ func (f *Follower) defaults() {
 
 // Follow holds a stream to t until ctx ends (it returns "", ctx.Err()) or
 // the stream breaks in a way that ends following: Evidence, or NoEvidence
-// once the dials right after a break were not both refused. Before the
+// when the dials right after a break (see afterBreak) prove nothing. Before the
 // first verified stream, failed dials are retried and prove nothing: a
 // standby that has never reached the leader's listener cannot tell a dead
 // leader from a wrong address.
