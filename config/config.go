@@ -58,6 +58,15 @@ type Cluster struct {
 	// Kubernetes can be turned off for tests of the election without a
 	// control plane; it is on whenever the cluster is enabled in production.
 	Kubernetes KubernetesAccess `koanf:"kubernetes"`
+	// FastFailover lets standbys take over within a second when the
+	// leader's process dies (docs/ha.md, "Fast failover"). Default true.
+	FastFailover bool `koanf:"fastFailover"`
+	// LivenessListen is where this node serves liveness streams to standbys
+	// (default ":7947"; a port alone binds node.bindAddress).
+	LivenessListen string `koanf:"livenessListen"`
+	// LivenessAdvertise is how standbys reach it (default: node.address
+	// with the listen port).
+	LivenessAdvertise string `koanf:"livenessAdvertise"`
 	// ShutdownDelay keeps the process alive, listening on nothing, for this
 	// long after a signalled stop has handed over and drained. A Service's
 	// data path (kube-proxy) may still send new connections to this pod's
@@ -247,6 +256,9 @@ func Default() Config {
 			PodSelector: "app=vectis-server",
 			Etcd:        Etcd{Endpoints: []string{"http://127.0.0.1:2379"}},
 			Kubernetes:  KubernetesAccess{Enabled: true},
+
+			FastFailover:   true,
+			LivenessListen: ":7947",
 		},
 		Store:     Store{Driver: "sqlite", Retention: 30 * 24 * time.Hour, InterruptedExpiry: 72 * time.Hour},
 		API:       API{Listen: ":8080"},
@@ -293,6 +305,16 @@ func (c *Config) Validate() error {
 	if c.Cluster.Enabled {
 		if c.Store.Driver != "postgres" {
 			bad("store.driver", "must be postgres when the cluster is enabled: every pod shares one store")
+		}
+		if c.Cluster.FastFailover {
+			if _, _, err := net.SplitHostPort(c.Cluster.LivenessListen); err != nil {
+				bad("cluster.livenessListen", "%q is not host:port: %v", c.Cluster.LivenessListen, err)
+			}
+			if a := c.Cluster.LivenessAdvertise; a != "" {
+				if _, _, err := net.SplitHostPort(a); err != nil {
+					bad("cluster.livenessAdvertise", "%q is not host:port: %v", a, err)
+				}
+			}
 		}
 		if c.Cluster.TTL < MinTTL {
 			bad("cluster.ttl", "%s is below the minimum of %s", c.Cluster.TTL, MinTTL)

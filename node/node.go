@@ -154,6 +154,20 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				n.loop.Demote(ha.ReasonStaleEpoch, err.Error())
 			}
 		})
+		var (
+			livenessLn   net.Listener
+			livenessAddr string
+			window       time.Duration
+		)
+		if n.cfg.Cluster.FastFailover {
+			addr := config.BindHost(n.cfg.Cluster.LivenessListen, n.cfg.Node.BindAddress)
+			if livenessLn, err = net.Listen("tcp", addr); err != nil {
+				return fmt.Errorf("cluster.livenessListen %s: %w", addr, err)
+			}
+			livenessAddr = n.livenessAdvertised(livenessLn.Addr())
+			window = election.DefaultConfirmWindow
+			n.log.Info("liveness listener up; fast failover on", "addr", livenessLn.Addr().String(), "advertised", livenessAddr)
+		}
 		loop, err := ha.New(ha.Config{
 			Election: election.Config{
 				Endpoints: n.cfg.Cluster.Etcd.Endpoints,
@@ -161,26 +175,36 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				Cluster:   n.cfg.Cluster.Name,
 				Name:      n.cfg.Node.Name,
 				Address:   n.advertised(),
-				CAFile:    n.cfg.Cluster.Etcd.TLS.CAFile,
-				CertFile:  n.cfg.Cluster.Etcd.TLS.CertFile,
-				KeyFile:   n.cfg.Cluster.Etcd.TLS.KeyFile,
-				Username:  n.cfg.Cluster.Etcd.Username,
-				Password:  n.cfg.Cluster.Etcd.Password,
-				Logger:    n.log,
+				Liveness:  livenessAddr,
+				// The window is what lets a standby revoke this node's
+				// lease without waiting for the TTL; see docs/ha.md.
+				ConfirmWindow: window,
+				CAFile:        n.cfg.Cluster.Etcd.TLS.CAFile,
+				CertFile:      n.cfg.Cluster.Etcd.TLS.CertFile,
+				KeyFile:       n.cfg.Cluster.Etcd.TLS.KeyFile,
+				Username:      n.cfg.Cluster.Etcd.Username,
+				Password:      n.cfg.Cluster.Etcd.Password,
+				Logger:        n.log,
 			},
-			Serving:        n.pesit,
-			Fence:          n.st,
-			Labeler:        opts.Labeler,
-			LeaderJobs:     n.leaderJobs,
-			DrainTimeout:   n.cfg.PeSIT.Timers.Drain,
-			Metrics:        metrics,
-			TracerProvider: n.tel.TracerProvider,
-			Logger:         n.log,
+			Serving:          n.pesit,
+			Fence:            n.st,
+			Labeler:          opts.Labeler,
+			LeaderJobs:       n.leaderJobs,
+			DrainTimeout:     n.cfg.PeSIT.Timers.Drain,
+			FastFailover:     n.cfg.Cluster.FastFailover,
+			LivenessListener: livenessLn,
+			Metrics:          metrics,
+			TracerProvider:   n.tel.TracerProvider,
+			Logger:           n.log,
 		})
 		if err != nil {
+			if livenessLn != nil {
+				livenessLn.Close()
+			}
 			return err
 		}
 		n.loop = loop
+		n.pesit.mayServe = loop.MayServe
 		view, leadership = clusterView{loop}, loop
 	} else {
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, nil)
@@ -463,6 +487,19 @@ func (n *node) ready(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// livenessAdvertised is how standbys reach the liveness listener bound at
+// bound: cluster.livenessAdvertise, else the node's address with the port.
+func (n *node) livenessAdvertised(bound net.Addr) string {
+	if a := n.cfg.Cluster.LivenessAdvertise; a != "" {
+		return a
+	}
+	_, port, err := net.SplitHostPort(bound.String())
+	if err != nil {
+		return bound.String()
+	}
+	return net.JoinHostPort(n.advertised(), port)
 }
 
 func (n *node) advertised() string {

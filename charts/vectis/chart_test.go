@@ -366,6 +366,11 @@ func checkServer(t *testing.T, s server, wantReplicas int32) {
 	if got := listenPort(t, srv.Listen); got != pesitPort {
 		t.Errorf("pesit listen port %d, container port pesit %d", got, pesitPort)
 	}
+	if cfg.Cluster.Enabled && cfg.Cluster.FastFailover {
+		if got := listenPort(t, cfg.Cluster.LivenessListen); got != s.port(t, "liveness") {
+			t.Errorf("cluster.livenessListen port %d, container port liveness %d", got, s.port(t, "liveness"))
+		}
+	}
 	if srv.TLS.Listen != "" {
 		if got := listenPort(t, srv.TLS.Listen); got != s.port(t, "pesit-tls") {
 			t.Errorf("pesit TLS listen port %d, container port pesit-tls %d", got, s.port(t, "pesit-tls"))
