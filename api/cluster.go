@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"time"
+
+	"github.com/vectis-ft/vectis/store"
 )
 
 // ClusterView reports the cluster as this node sees it. The HA layer
@@ -63,7 +65,16 @@ type Leadership interface {
 type ServerControl interface {
 	Start(ctx context.Context, id string) error
 	Stop(ctx context.Context, id string) error
+	// Running says whether the server listens here by its stored definition.
 	Running(id string) bool
+	// Apply brings a running server in line with its stored definition; it
+	// touches the listeners only when the listening definition changed.
+	Apply(ctx context.Context, id string) error
+	// ListenError says why the definition could not be applied here ("").
+	ListenError(id string) string
+	// Listening is where the server's listeners are bound here, which after
+	// a failed change are the old addresses.
+	Listening(id string) (addr, tlsAddr string)
 }
 
 // TransferCanceller interrupts a live PeSIT session carrying the transfer
@@ -71,6 +82,15 @@ type ServerControl interface {
 // it on this node.
 type TransferCanceller interface {
 	Cancel(ctx context.Context, transferID string) (bool, error)
+}
+
+// RestingCanceller is what a TransferCanceller may add: cancelling a
+// transfer that no live session carries (interrupted, restartable, or in
+// progress under an owner that is gone) and deleting its partial file. It
+// returns the cancelled record, or an error wrapping store.ErrConflict
+// when the transfer is final or its owner may still finish it.
+type RestingCanceller interface {
+	CancelResting(ctx context.Context, transferID string) (store.Transfer, error)
 }
 
 // Readiness reports whether the node can do its job: the store is reachable

@@ -354,6 +354,21 @@ func (in fileInput) file() (store.VirtualFile, error) {
 	return f, nil
 }
 
+// checkFileRoot refuses directories outside vectis.fileRoot: an admin
+// account must not be enough to make the PeSIT server write to /etc or
+// serve /root.
+func (a *API) checkFileRoot(f store.VirtualFile) error {
+	for _, c := range []struct{ field, dir string }{{"receiveDir", f.ReceiveDir}, {"sendDir", f.SendDir}} {
+		if c.dir == "" {
+			continue
+		}
+		if err := a.fileRoot.Check(c.dir); err != nil {
+			return invalid("%s %q is outside the file root %s (vectis.fileRoot)", c.field, truncate(c.dir), a.fileRoot.Dir())
+		}
+	}
+	return nil
+}
+
 func (a *API) listFiles(w http.ResponseWriter, r *http.Request, _ *Principal) error {
 	fs, err := a.store.ListFiles(r.Context())
 	if err != nil {
@@ -385,6 +400,9 @@ func (a *API) createFile(w http.ResponseWriter, r *http.Request, who *Principal)
 	if err != nil {
 		return err
 	}
+	if err := a.checkFileRoot(f); err != nil {
+		return err
+	}
 	created, err := a.store.CreateFile(r.Context(), f)
 	if err != nil {
 		a.audit(r.Context(), who, "file.create", f.ID, store.OutcomeFailure, errDetail(err))
@@ -411,6 +429,9 @@ func (a *API) updateFile(w http.ResponseWriter, r *http.Request, who *Principal)
 	in.ID = id
 	f, err := in.file()
 	if err != nil {
+		return err
+	}
+	if err := a.checkFileRoot(f); err != nil {
 		return err
 	}
 	updated, err := a.store.UpdateFile(r.Context(), f)
@@ -478,13 +499,33 @@ func (in serverInput) server() (store.Server, error) {
 // serverView is a server definition with its state on this node.
 type serverView struct {
 	store.Server
-	// Running says whether this node runs the listener (always false on a
-	// standby).
+	// Running says whether this node listens by this definition (always
+	// false on a standby).
 	Running bool `json:"running"`
+	// ListenError says why this node could not listen by this definition
+	// (an address in use, unreadable TLS material); the listeners of the
+	// previous definition, if any, go on (Listening).
+	ListenError string `json:"listenError,omitempty"`
+	// Listening holds the addresses this node's listeners are bound to.
+	Listening *listening `json:"listening,omitempty"`
+}
+
+type listening struct {
+	Addr    string `json:"addr,omitempty"`
+	TLSAddr string `json:"tlsAddr,omitempty"`
 }
 
 func (a *API) view(s store.Server) serverView {
-	return serverView{Server: s, Running: a.servers != nil && a.servers.Running(s.ID)}
+	v := serverView{Server: s}
+	if a.servers == nil {
+		return v
+	}
+	v.Running = a.servers.Running(s.ID)
+	v.ListenError = a.servers.ListenError(s.ID)
+	if addr, tlsAddr := a.servers.Listening(s.ID); addr != "" || tlsAddr != "" {
+		v.Listening = &listening{Addr: addr, TLSAddr: tlsAddr}
+	}
+	return v
 }
 
 func (a *API) listServers(w http.ResponseWriter, r *http.Request, _ *Principal) error {
@@ -556,6 +597,15 @@ func (a *API) updateServer(w http.ResponseWriter, r *http.Request, who *Principa
 		return storeError(err, "server "+quote(id))
 	}
 	a.audit(r.Context(), who, "server.update", id, store.OutcomeSuccess, "")
+	// The leader applies the change before it answers, so that the answer
+	// says whether the listeners follow it (running, listenError). The
+	// definition is saved either way: the store's change feed applies it
+	// again (a no-op) and standbys ignore it.
+	if a.servers != nil && a.leader.IsLeader() {
+		if err := a.servers.Apply(r.Context(), id); err != nil {
+			a.log.WarnContext(r.Context(), "server change not applied", "server", id, "error", err)
+		}
+	}
 	writeJSON(w, http.StatusOK, a.view(updated))
 	return nil
 }

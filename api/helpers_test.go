@@ -157,6 +157,17 @@ func (s *servers) Running(id string) bool {
 	return s.running[id]
 }
 
+func (s *servers) Apply(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "apply "+id)
+	return nil
+}
+
+func (s *servers) ListenError(string) string { return "" }
+
+func (s *servers) Listening(string) (string, string) { return "", "" }
+
 // canceller stands for the PeSIT sessions: live lists the transfers that
 // have a session on this node.
 type canceller struct {

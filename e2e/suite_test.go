@@ -112,6 +112,7 @@ func runSuite(t *testing.T, c Cluster) *report {
 	s.scenario(t, "transfer-across-failover", 4*time.Minute, s.interruptedTransfer)
 	s.scenario(t, "failover-span", 3*time.Minute, s.failoverSpan)
 	s.scenario(t, "transfer-across-graceful-stop", 4*time.Minute, s.transferAcrossGracefulStop)
+	s.scenario(t, "transfer-across-short-drain", 4*time.Minute, s.transferAcrossShortDrain)
 	return s.rep
 }
 

@@ -41,8 +41,13 @@
 // epoch of the term that owns the transfer. A draining node may finish what
 // it owns; a restart on the new leader takes the transfer over (a
 // compare-and-set in SQL) and from then on the old session's writes are
-// refused. A node that may be cut off from etcd drains nothing: its
-// sessions are aborted at once, so it stops writing.
+// refused (it ends the transfer and leaves its file to the new owner). At
+// the end of the wait, a transfer still in its data phase is interrupted
+// with IDT, PI 19 = 4, and recorded interrupted at its last acknowledged
+// sync point for the partner to restart on the new leader; what is left
+// after 2 s more gets ABORT 3/316 (pesit/server.Server.Shutdown). A node
+// that may be cut off from etcd drains nothing: its sessions are aborted at
+// once, so it stops writing.
 //
 // # Safety
 //
@@ -52,6 +57,17 @@
 // every leader-only write carries the epoch, so a leader that was paused past
 // its deadline cannot write after it resumes: the store rejects the stale
 // epoch and the loop steps down (Demote with ReasonStaleEpoch).
+//
+// # Fast failover
+//
+// With Config.FastFailover, a standby follows the leader's liveness stream
+// (package liveness) and revokes the lease of a leader whose process is
+// gone; the next member wins through the normal campaign. A leader that
+// advertises a liveness listener confirms its key every ConfirmWindow/5 and
+// refuses partners once ConfirmWindow has passed without a confirmation,
+// and a new leader that finds a revocation waits a window before serving:
+// a forged refusal (a firewall's RST) replaces a live leader at worst, never
+// runs two. The argument, case by case, is in docs/ha.md.
 //
 // # Failover timing
 //

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/vectis-ft/vectis/internal/credential"
+	"github.com/vectis-ft/vectis/internal/fileroot"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 )
@@ -19,6 +20,9 @@ type directory struct {
 	st   *store.Store
 	v    *credential.Verifier // bounds the derivations; see credentials.go
 	view *partnerView         // partners in memory; nil or not current: the store
+	// root confines the directories of virtual files, including those
+	// stored before vectis.fileRoot existed.
+	root fileroot.Root
 }
 
 // partner reads a partner and its password hash from the view, or from the
@@ -80,6 +84,14 @@ func (d directory) VirtualFile(ctx context.Context, id string) (server.VirtualFi
 	f, err := d.st.GetFile(ctx, id)
 	if err != nil {
 		return server.VirtualFile{}, storeErr(err)
+	}
+	for _, dir := range []string{f.ReceiveDir, f.SendDir} {
+		if dir == "" {
+			continue
+		}
+		if err := d.root.Check(dir); err != nil {
+			return server.VirtualFile{}, fmt.Errorf("virtual file %s: %w", id, err)
+		}
 	}
 	vf := server.VirtualFile{
 		ID:           f.ID,
@@ -147,21 +159,17 @@ type journal struct {
 	node    string
 	epoch   func() int64
 	onStale func(error)
-	// onLost is told, from the session's goroutine, that transfer n was
-	// taken over by a newer term; it must not block. May be nil.
-	onLost func(n int64)
 
 	mu     sync.Mutex
 	next   int64
 	byNum  map[int64]string
 	byName map[string]int64
 	owner  map[int64]int64 // transfer number -> owner epoch as last known
-	sends  map[int64]bool  // transfer numbers this node sends (pulls by the partner)
 }
 
 func newJournal(st *store.Store, node string, epoch func() int64, onStale func(error)) *journal {
 	return &journal{st: st, node: node, epoch: epoch, onStale: onStale,
-		byNum: map[int64]string{}, byName: map[string]int64{}, owner: map[int64]int64{}, sends: map[int64]bool{}}
+		byNum: map[int64]string{}, byName: map[string]int64{}, owner: map[int64]int64{}}
 }
 
 // number maps a store id to a server number and remembers its owner epoch.
@@ -189,10 +197,15 @@ func (j *journal) name(n int64) (string, int64, bool) {
 
 // check passes err on, and reports a stale epoch to the HA loop: another
 // leader has been elected and this node must stop serving. A lost transfer
-// (ErrNotOwner) is not such a report: it only ends that transfer's session.
+// (ErrNotOwner) is not such a report: it is passed on as
+// server.ErrTransferLost, on which the session ends that transfer and
+// leaves its file to the new owner.
 func (j *journal) check(err error) error {
 	if errors.Is(err, store.ErrStaleEpoch) && j.onStale != nil {
 		j.onStale(err)
+	}
+	if errors.Is(err, store.ErrNotOwner) {
+		return fmt.Errorf("%w: %w", server.ErrTransferLost, err)
 	}
 	return err
 }
@@ -207,20 +220,7 @@ func transferDirection(t server.Transfer) store.TransferDirection {
 	return store.DirReceive
 }
 
-func (j *journal) isSend(n int64) bool {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.sends[n]
-}
-
 func (j *journal) Begin(ctx context.Context, t server.Transfer) (n int64, err error) {
-	defer func() {
-		if err == nil && t.Direction == server.DirectionSend && !t.Message {
-			j.mu.Lock()
-			j.sends[n] = true
-			j.mu.Unlock()
-		}
-	}()
 	epoch := j.epoch()
 	if t.RestartOf != 0 {
 		if id, from, ok := j.name(t.RestartOf); ok {
@@ -262,12 +262,6 @@ func (j *journal) SyncPoint(ctx context.Context, n int64, sync uint32, offset, a
 		return fmt.Errorf("sync point for unknown transfer %d", n)
 	}
 	err := j.st.RecordSyncPoint(ctx, owner, id, store.SyncPoint{Number: int64(sync), Offset: offset, Articles: articles})
-	if errors.Is(err, store.ErrNotOwner) && j.onLost != nil && j.isSend(n) {
-		// A receive ends its transfer on this error itself, keeping the
-		// partial file (a cancellation would delete the file the new owner
-		// resumes into); a send only logs it and would go on sending.
-		j.onLost(n)
-	}
 	return j.check(err)
 }
 

@@ -352,6 +352,12 @@ func TestTransferAcrossGracefulStop(t *testing.T) {
 				}
 				return
 			}
+			// The drain deadline interrupted the push with IDT 2/216, PI 19
+			// = 4, and the partner's ACK(IDT) let the old leader record it
+			// interrupted before the new one resumed it.
+			if !strings.Contains(leader.log.String(), "transfer interrupted by the shutdown") {
+				t.Errorf("the old leader did not interrupt the push with IDT at the drain deadline:\n%s", leader.log.String())
+			}
 			st, _ := statusOf(t, standby)
 			if o.res.Attempts < 2 || !o.res.Restarted || o.res.RestartPoint == 0 {
 				t.Fatalf("short drain: attempts %d restarted %v from %d; want a restart from a sync point",

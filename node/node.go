@@ -24,6 +24,7 @@ import (
 	"github.com/vectis-ft/vectis/election"
 	"github.com/vectis-ft/vectis/ha"
 	"github.com/vectis-ft/vectis/internal/credential"
+	"github.com/vectis-ft/vectis/internal/fileroot"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 	"github.com/vectis-ft/vectis/telemetry"
@@ -72,7 +73,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		}
 	}
 
-	st, err := openStore(ctx, cfg, tel, log)
+	st, err := openStoreWaiting(ctx, cfg, tel, log)
+	if errors.Is(err, errStoppedWaiting) {
+		log.Info("node stopped before the store was reachable")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -100,12 +105,21 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier}
+	roots, err := fileroot.New(cfg.FileRootDir())
+	if err != nil {
+		return err
+	}
+	leftovers, err := newLeftoverMetrics(tel.Registry)
+	if err != nil {
+		return err
+	}
+	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier, roots: roots, leftovers: leftovers}
 	n.pesit = &pesitManager{
 		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
-		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit"))},
+		applied: map[string]store.Server{}, listenErr: map[string]string{},
+		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit")), root: roots},
 	}
 	return n.run(ctx, opts)
 }
@@ -119,6 +133,10 @@ type node struct {
 	loop  *ha.Loop
 	// verifier checks every password of the process (PeSIT and API).
 	verifier *credential.Verifier
+	// roots confines virtual file directories and the partial files the
+	// node deletes (vectis.fileRoot).
+	roots     fileroot.Root
+	leftovers *leftoverMetrics
 }
 
 func (n *node) run(ctx context.Context, opts Options) error {
@@ -136,7 +154,20 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				n.loop.Demote(ha.ReasonStaleEpoch, err.Error())
 			}
 		})
-		n.pesit.journal.onLost = n.pesit.lost
+		var (
+			livenessLn   net.Listener
+			livenessAddr string
+			window       time.Duration
+		)
+		if n.cfg.Cluster.FastFailover {
+			addr := config.BindHost(n.cfg.Cluster.LivenessListen, n.cfg.Node.BindAddress)
+			if livenessLn, err = net.Listen("tcp", addr); err != nil {
+				return fmt.Errorf("cluster.livenessListen %s: %w", addr, err)
+			}
+			livenessAddr = n.livenessAdvertised(livenessLn.Addr())
+			window = election.DefaultConfirmWindow
+			n.log.Info("liveness listener up; fast failover on", "addr", livenessLn.Addr().String(), "advertised", livenessAddr)
+		}
 		loop, err := ha.New(ha.Config{
 			Election: election.Config{
 				Endpoints: n.cfg.Cluster.Etcd.Endpoints,
@@ -144,30 +175,39 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				Cluster:   n.cfg.Cluster.Name,
 				Name:      n.cfg.Node.Name,
 				Address:   n.advertised(),
-				CAFile:    n.cfg.Cluster.Etcd.TLS.CAFile,
-				CertFile:  n.cfg.Cluster.Etcd.TLS.CertFile,
-				KeyFile:   n.cfg.Cluster.Etcd.TLS.KeyFile,
-				Username:  n.cfg.Cluster.Etcd.Username,
-				Password:  n.cfg.Cluster.Etcd.Password,
-				Logger:    n.log,
+				Liveness:  livenessAddr,
+				// The window is what lets a standby revoke this node's
+				// lease without waiting for the TTL; see docs/ha.md.
+				ConfirmWindow: window,
+				CAFile:        n.cfg.Cluster.Etcd.TLS.CAFile,
+				CertFile:      n.cfg.Cluster.Etcd.TLS.CertFile,
+				KeyFile:       n.cfg.Cluster.Etcd.TLS.KeyFile,
+				Username:      n.cfg.Cluster.Etcd.Username,
+				Password:      n.cfg.Cluster.Etcd.Password,
+				Logger:        n.log,
 			},
-			Serving:        n.pesit,
-			Fence:          n.st,
-			Labeler:        opts.Labeler,
-			LeaderJobs:     n.leaderJobs,
-			DrainTimeout:   n.cfg.PeSIT.Timers.Drain,
-			Metrics:        metrics,
-			TracerProvider: n.tel.TracerProvider,
-			Logger:         n.log,
+			Serving:          n.pesit,
+			Fence:            n.st,
+			Labeler:          opts.Labeler,
+			LeaderJobs:       n.leaderJobs,
+			DrainTimeout:     n.cfg.PeSIT.Timers.Drain,
+			FastFailover:     n.cfg.Cluster.FastFailover,
+			LivenessListener: livenessLn,
+			Metrics:          metrics,
+			TracerProvider:   n.tel.TracerProvider,
+			Logger:           n.log,
 		})
 		if err != nil {
+			if livenessLn != nil {
+				livenessLn.Close()
+			}
 			return err
 		}
 		n.loop = loop
+		n.pesit.mayServe = loop.MayServe
 		view, leadership = clusterView{loop}, loop
 	} else {
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, nil)
-		n.pesit.journal.onLost = n.pesit.lost
 		sa := api.Standalone{ClusterName: n.cfg.Cluster.Name, Name: n.cfg.Node.Name, Address: n.advertised(), Since: time.Now()}
 		view, leadership = sa, sa
 	}
@@ -177,7 +217,8 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		Cluster:        view,
 		Leadership:     leadership,
 		Servers:        serverControl{n.pesit},
-		Canceller:      n.pesit,
+		Canceller:      transferCanceller{n},
+		FileRoot:       n.roots,
 		Readiness:      api.ReadinessFunc(n.ready),
 		Users:          staticUsers(n.cfg.API.Users),
 		Verifier:       n.verifier,
@@ -268,7 +309,8 @@ func (n *node) leadStandalone(ctx context.Context) error {
 }
 
 // leaderJobs runs the leader-only housekeeping until the term ends: the
-// orphan sweep at once and then every cluster TTL, retention every hour.
+// orphan sweep and the partial-file gauge at once and then every cluster
+// TTL, the expiry of interrupted transfers and retention every hour.
 func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	sweep := n.cfg.Cluster.TTL
 	if sweep <= 0 {
@@ -278,15 +320,22 @@ func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	defer orphans.Stop()
 	retention := time.NewTicker(time.Hour)
 	defer retention.Stop()
+	// Only the leader reports partial files: the sum over pods is the total.
+	defer n.leftovers.partialBytes.Set(0)
 	n.sweepOrphans(ctx, epoch)
+	n.expireLeftovers(ctx, epoch)
 	n.purge(ctx, epoch)
+	n.measurePartials(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-orphans.C:
 			n.sweepOrphans(ctx, epoch)
+			n.sweepUnrecorded(ctx, epoch, sweep)
+			n.measurePartials(ctx)
 		case <-retention.C:
+			n.expireLeftovers(ctx, epoch)
 			n.purge(ctx, epoch)
 		}
 	}
@@ -329,6 +378,53 @@ func (n *node) sweepOrphans(ctx context.Context, epoch int64) {
 	}
 }
 
+// errSkip leaves a record as it is in an UpdateTransfer.
+var errSkip = errors.New("record changed since listed")
+
+// sweepUnrecorded marks interrupted this term's own in_progress transfers
+// that no session here runs any longer, untouched for at least grace: their
+// session ended without recording its outcome, because the store was down
+// at their end (TRANS.END is then answered with IDT, docs/interop.md). Their
+// sync point is kept, so that a restart still resumes them; without this
+// they would stay in_progress for as long as this node leads when no restart
+// comes. The orphan sweep covers the transfers of other owners.
+func (n *node) sweepUnrecorded(ctx context.Context, epoch int64, grace time.Duration) {
+	page, err := n.st.ListTransfers(ctx, store.TransferFilter{Status: store.StatusInProgress, Limit: 1000})
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("unrecorded transfers sweep", "err", err)
+		}
+		return
+	}
+	self := n.cfg.Node.Name
+	for _, t := range page.Items {
+		if t.Node != self || t.Epoch != epoch || time.Since(t.UpdatedAt) < grace || n.pesit.live(t.ID) {
+			continue
+		}
+		_, err := n.st.UpdateTransfer(ctx, epoch, t.ID, func(cur *store.Transfer) error {
+			// A compare-and-set on what was listed: a sync point or a
+			// restart since then (which updates the row) leaves it alone.
+			if cur.Status != store.StatusInProgress || cur.Epoch != epoch || cur.Node != self ||
+				cur.RestartCount != t.RestartCount || !cur.UpdatedAt.Equal(t.UpdatedAt) || n.pesit.live(t.ID) {
+				return errSkip
+			}
+			cur.Status = store.StatusInterrupted
+			cur.Diagnostic = "session ended without recording its outcome; interrupted by the sweep"
+			return nil
+		})
+		switch {
+		case errors.Is(err, errSkip):
+		case err != nil:
+			if ctx.Err() == nil {
+				n.log.Warn("unrecorded transfers sweep", "transfer", t.ID, "err", err)
+			}
+		default:
+			n.log.Warn("transfer whose outcome was not recorded interrupted; a restart resumes it", "transfer", t.ID,
+				"partner", t.PartnerID, "sync", t.SyncPoint.Number, "offset", t.SyncPoint.Offset)
+		}
+	}
+}
+
 // ownerGone decides whether the owner of an in_progress transfer is gone.
 // This node's older terms are gone: a term ends only after its sessions did.
 // Without a cluster every other owner is gone (an earlier process). In a
@@ -361,7 +457,8 @@ func ownerGone(self string, epoch int64, standalone bool, members []election.Mem
 func (n *node) followChanges(ctx context.Context) {
 	for ch := range n.st.Subscribe(ctx) {
 		if ch.Kind == store.KindServer {
-			n.pesit.restartChanged(ctx, ch.ID)
+			// Errors are kept for the API (ListenError) and logged there.
+			_ = n.pesit.applyChange(ctx, ch.ID)
 		}
 		if ch.Kind == store.KindPartner {
 			// A disabled, deleted or re-keyed partner is checked against the
@@ -390,6 +487,19 @@ func (n *node) ready(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// livenessAdvertised is how standbys reach the liveness listener bound at
+// bound: cluster.livenessAdvertise, else the node's address with the port.
+func (n *node) livenessAdvertised(bound net.Addr) string {
+	if a := n.cfg.Cluster.LivenessAdvertise; a != "" {
+		return a
+	}
+	_, port, err := net.SplitHostPort(bound.String())
+	if err != nil {
+		return bound.String()
+	}
+	return net.JoinHostPort(n.advertised(), port)
 }
 
 func (n *node) advertised() string {
@@ -422,6 +532,9 @@ type serverControl struct{ m *pesitManager }
 func (c serverControl) Start(ctx context.Context, id string) error { return c.m.StartServer(ctx, id) }
 func (c serverControl) Stop(ctx context.Context, id string) error  { return c.m.StopServer(ctx, id) }
 func (c serverControl) Running(id string) bool                     { return c.m.Running(id) }
+func (c serverControl) Apply(ctx context.Context, id string) error { return c.m.applyChange(ctx, id) }
+func (c serverControl) ListenError(id string) string               { return c.m.ListenError(id) }
+func (c serverControl) Listening(id string) (string, string)       { return c.m.Listening(id) }
 
 // clusterView adapts the HA loop's status to the API's contract.
 type clusterView struct{ loop *ha.Loop }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -38,11 +37,21 @@ type pesitManager struct {
 	dir     directory
 
 	epoch atomic.Int64 // current term; 0 when not leading
+	// mayServe says whether the leadership is valid right now (nil: always,
+	// standalone); every server asks it before ACONNECT.
+	mayServe func() bool
 
-	mu       sync.Mutex
-	running  map[string]*server.Server
+	mu      sync.Mutex
+	running map[string]*server.Server
+	// applied is the definition each running server listens by; listenErr
+	// says why a server's definition could not be applied here (a start or
+	// a change that failed to bind). See applyChange.
+	applied   map[string]store.Server
+	listenErr map[string]string
+	// applyMu orders definition changes: the API's PUT and the store's
+	// change feed both apply the same change, the second as a no-op.
+	applyMu  sync.Mutex
 	stopping []stopping
-	lostWG   sync.WaitGroup // endLost calls in flight; Drain waits for them
 }
 
 // stopping is a server whose listeners are closed and whose sessions drain
@@ -57,10 +66,15 @@ type stopping struct {
 // term. On error every server it started is stopped again.
 func (m *pesitManager) Start(ctx context.Context, epoch int64) error {
 	m.epoch.Store(epoch)
+	m.mu.Lock()
+	clear(m.listenErr) // a new term reports its own failures
+	m.mu.Unlock()
 	defs, err := m.st.ListServers(ctx)
 	if err != nil {
 		return fmt.Errorf("list servers: %w", err)
 	}
+	m.applyMu.Lock() // no definition change applies half-way through
+	defer m.applyMu.Unlock()
 	for _, d := range defs {
 		if !d.AutoStart {
 			continue
@@ -79,6 +93,8 @@ func (m *pesitManager) StartServer(ctx context.Context, id string) error {
 	if m.epoch.Load() == 0 {
 		return errNotLeader
 	}
+	m.applyMu.Lock() // a PUT's applyChange may start the same server
+	defer m.applyMu.Unlock()
 	d, err := m.st.GetServer(ctx, id)
 	if err != nil {
 		return err
@@ -95,20 +111,27 @@ func (m *pesitManager) start(ctx context.Context, d store.Server) error {
 	m.mu.Unlock()
 	cfg, err := m.serverConfig(d)
 	if err != nil {
+		m.setListenErr(d.ID, err)
 		return err
 	}
 	srv, err := server.New(cfg, server.Deps{
 		Directory: m.dir, Journal: m.journal, Metrics: m.metrics, Logger: m.log,
 		Passwords: partnerPasswords{dir: m.dir, v: m.dir.v}, OnLogin: auditLogin(m.st, m.log),
+		MayServe: m.mayServe,
 	})
 	if err != nil {
+		m.setListenErr(d.ID, err)
 		return fmt.Errorf("pesit server %s: %w", d.ID, err)
 	}
 	if err := srv.Start(ctx); err != nil {
-		return fmt.Errorf("start pesit server %s on %s: %w", d.ID, d.Listen, err)
+		err = fmt.Errorf("start pesit server %s on %s: %w", d.ID, d.Listen, err)
+		m.setListenErr(d.ID, err)
+		return err
 	}
 	m.mu.Lock()
 	m.running[d.ID] = srv
+	m.applied[d.ID] = d
+	delete(m.listenErr, d.ID)
 	m.mu.Unlock()
 	m.log.Info("pesit server accepting", "server", d.ID, "addr", srv.Addr(), "tls", srv.TLSAddr())
 	return nil
@@ -216,7 +239,6 @@ func (m *pesitManager) Drain(ctx context.Context) error {
 		}
 		s.cancel()
 	}
-	m.lostWG.Wait()
 	m.epoch.Store(0)
 	return nil
 }
@@ -226,6 +248,7 @@ func (m *pesitManager) StopServer(ctx context.Context, id string) error {
 	m.mu.Lock()
 	srv, ok := m.running[id]
 	delete(m.running, id)
+	delete(m.listenErr, id) // stopped on purpose: no failure to report
 	m.mu.Unlock()
 	if !ok {
 		return nil
@@ -235,12 +258,50 @@ func (m *pesitManager) StopServer(ctx context.Context, id string) error {
 	return srv.Shutdown(ctx)
 }
 
-// Running implements api.ServerControl.
+// Running implements api.ServerControl: the server listens here by its
+// current definition. One whose changed definition could not be applied
+// (ListenError) is not running it, even though its old listeners go on.
 func (m *pesitManager) Running(id string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, ok := m.running[id]
-	return ok
+	_, failed := m.listenErr[id]
+	return ok && !failed
+}
+
+// ListenError implements api.ServerControl: why the server's definition
+// could not be applied on this node during this term, or "".
+func (m *pesitManager) ListenError(id string) string {
+	if m.epoch.Load() == 0 {
+		return ""
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.listenErr[id]
+}
+
+// Listening implements api.ServerControl: the addresses the server's
+// listeners are bound to here, which after a failed change are the old ones.
+func (m *pesitManager) Listening(id string) (addr, tlsAddr string) {
+	m.mu.Lock()
+	srv := m.running[id]
+	m.mu.Unlock()
+	if srv == nil {
+		return "", ""
+	}
+	if a := srv.Addr(); a != nil {
+		addr = a.String()
+	}
+	if a := srv.TLSAddr(); a != nil {
+		tlsAddr = a.String()
+	}
+	return addr, tlsAddr
+}
+
+func (m *pesitManager) setListenErr(id string, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.listenErr[id] = err.Error()
 }
 
 // runningCount is the number of servers accepting.
@@ -250,36 +311,29 @@ func (m *pesitManager) runningCount() int {
 	return len(m.running)
 }
 
-// lost ends the session of transfer n, which a newer term took over: its
-// writes are refused already, and its partner must not go on. It runs the
-// cancellation apart, since it is called from that session's goroutine.
-func (m *pesitManager) lost(n int64) {
-	m.lostWG.Add(1)
-	go func() {
-		defer m.lostWG.Done()
-		m.mu.Lock()
-		servers := make([]*server.Server, 0, len(m.running)+len(m.stopping))
-		for _, s := range m.running {
-			servers = append(servers, s)
+// live says whether a session of this node runs the transfer with store id.
+func (m *pesitManager) live(id string) bool {
+	m.journal.mu.Lock()
+	n, ok := m.journal.byName[id]
+	m.journal.mu.Unlock()
+	if !ok {
+		return false
+	}
+	m.mu.Lock()
+	servers := make([]*server.Server, 0, len(m.running)+len(m.stopping))
+	for _, s := range m.running {
+		servers = append(servers, s)
+	}
+	for _, s := range m.stopping {
+		servers = append(servers, s.srv)
+	}
+	m.mu.Unlock()
+	for _, s := range servers {
+		if s.HasTransfer(n) {
+			return true
 		}
-		for _, s := range m.stopping {
-			servers = append(servers, s.srv)
-		}
-		m.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		for _, s := range servers {
-			err := s.CancelTransfer(ctx, n)
-			if err == nil {
-				m.log.Warn("transfer taken over by a newer term; its session here is ended", "transfer", n)
-				return
-			}
-			if !errors.Is(err, server.ErrNoSuchTransfer) {
-				m.log.Warn("end the session of a transfer taken over", "transfer", n, "err", err)
-				return
-			}
-		}
-	}()
+	}
+	return false
 }
 
 // Cancel implements api.TransferCanceller.
@@ -308,23 +362,69 @@ func (m *pesitManager) Cancel(ctx context.Context, transferID string) (bool, err
 	return false, nil
 }
 
-// restartChanged re-creates a running server whose definition changed, so
-// that a new listen address or TLS setting applies without a node restart.
-func (m *pesitManager) restartChanged(ctx context.Context, id string) {
-	if !m.Running(id) || m.epoch.Load() == 0 {
-		return
+// applyChange brings server id on this node in line with its stored
+// definition. Only a change of the listening definition (addresses, TLS
+// material, client authentication) touches the listeners, and then without
+// ending a session: the server binds the new address before it releases the
+// old one (server.Relisten). A description or autoStart change does
+// nothing, a maxSessions change applies in place. A change that cannot be
+// applied leaves the old listeners up and is reported by ListenError and
+// Running; the next change, or the same definition again, is tried anew. A
+// server that failed to start here is started by its next change; one an
+// operator stopped stays stopped.
+func (m *pesitManager) applyChange(ctx context.Context, id string) error {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	if m.epoch.Load() == 0 {
+		return nil
 	}
 	d, err := m.st.GetServer(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return m.StopServer(ctx, id)
+	}
 	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			_ = m.StopServer(ctx, id)
+		return fmt.Errorf("read server %s: %w", id, err)
+	}
+	m.mu.Lock()
+	srv, running := m.running[id]
+	old := m.applied[id]
+	_, failed := m.listenErr[id]
+	m.mu.Unlock()
+	if !running {
+		if failed && d.AutoStart {
+			return m.start(ctx, d)
 		}
-		return
+		return nil
 	}
-	if err := m.StopServer(ctx, id); err != nil {
-		m.log.Warn("stop changed server", "server", id, "err", err)
+	if !sameListening(old, d) {
+		cfg, err := m.serverConfig(d)
+		if err == nil {
+			err = srv.Relisten(ctx, cfg.Addr, cfg.TLSAddr, cfg.TLS)
+		}
+		if errors.Is(err, server.ErrServerClosed) {
+			return nil // stopped meanwhile (API stop, end of term): nothing to apply
+		}
+		if err != nil {
+			err = fmt.Errorf("pesit server %s: new definition not applied, old listeners kept: %w", id, err)
+			m.setListenErr(id, err)
+			m.log.Error("apply server change", "server", id, "err", err)
+			return err
+		}
+		m.log.Info("pesit server listening by its new definition", "server", id, "addr", srv.Addr(), "tls", srv.TLSAddr())
 	}
-	if err := m.start(ctx, d); err != nil {
-		m.log.Error("restart changed server", "server", id, "err", err)
+	if old.MaxSessions != d.MaxSessions {
+		srv.SetMaxSessions(d.MaxSessions)
 	}
+	m.mu.Lock()
+	m.applied[id] = d
+	delete(m.listenErr, id)
+	m.mu.Unlock()
+	return nil
+}
+
+// sameListening says whether two definitions listen alike. The TLS files
+// are compared by name: new material under the same names is read by a
+// stop and a start, or by the next change of the listening definition.
+func sameListening(a, b store.Server) bool {
+	return a.Listen == b.Listen && a.TLS == b.TLS
 }

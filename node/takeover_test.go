@@ -12,13 +12,15 @@ import (
 
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/pesit/client"
+	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/store"
 )
 
 // TestOldSessionRefusedAfterTakeover: a push is running on a node when a
 // newer term takes its transfer over (as a restart on a new leader does).
 // From then on the old session's writes are refused: its next sync point
-// fails, it ends the transfer with an IDT, and its outcome is not recorded.
+// fails (server.ErrTransferLost), it ends the transfer with IDT PI 19 = 4,
+// records nothing and leaves the partial file as it is.
 // The record stays as the new owner left it, and the partial file still
 // holds, up to the sync point the new owner resumes from, the source's bytes.
 func TestOldSessionRefusedAfterTakeover(t *testing.T) {
@@ -106,8 +108,8 @@ func TestOldSessionRefusedAfterTakeover(t *testing.T) {
 		got.SyncPoint != taken.SyncPoint || got.RestartCount != 1 {
 		t.Fatalf("record after the old session ended: %+v\nwant as taken over: %+v", got, taken)
 	}
-	waitFor(t, "the old session's refused finish in the log", 5*time.Second, func() bool {
-		return strings.Contains(n.log.String(), "journal finish failed")
+	waitFor(t, "the old session's end in the log", 5*time.Second, func() bool {
+		return strings.Contains(n.log.String(), "transfer finished")
 	})
 	if !strings.Contains(n.log.String(), "transfer owned by a newer term") {
 		t.Fatalf("the refusal is not logged as lost ownership:\n%s", n.log.String())
@@ -127,9 +129,8 @@ func TestOldSessionRefusedAfterTakeover(t *testing.T) {
 }
 
 // TestOldSendSessionEndedAfterTakeover: the same for a pull (this node
-// sends). The server only logs a refused sync point of a send, so the node
-// ends the session itself: the partner gets IDT, and the record stays the
-// new owner's.
+// sends): the refused sync point ends the session with IDT PI 19 = 4, and
+// the record stays the new owner's.
 func TestOldSendSessionEndedAfterTakeover(t *testing.T) {
 	const (
 		size = 6 << 20
@@ -209,7 +210,10 @@ func TestOldSendSessionEndedAfterTakeover(t *testing.T) {
 		got.SyncPoint != taken.SyncPoint {
 		t.Fatalf("record after the old session ended: %+v\nwant as taken over: %+v", got, taken)
 	}
-	if !strings.Contains(n.log.String(), "its session here is ended") {
-		t.Fatalf("the node did not end the session of the lost transfer:\n%s", n.log.String())
+	if te.Op != fpdu.IDT || te.EndCode != 4 {
+		t.Fatalf("old send session ended with %v, want IDT with PI 19 = 4", err)
+	}
+	if !strings.Contains(n.log.String(), "transfer owned by a newer term") {
+		t.Fatalf("the refusal is not logged as lost ownership:\n%s", n.log.String())
 	}
 }

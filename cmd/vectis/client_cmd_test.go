@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vectis-ft/vectis/pesit/client"
+	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/pesit/server/memjournal"
 )
@@ -179,5 +181,35 @@ func TestClientCommandsAgainstServer(t *testing.T) {
 	stdout, err = runClientCmd(t, newReceiveCommand(), append(base, "DATA", filepath.Join(dir, "x"))...)
 	if exitCode(err) != exitConnection || json.Unmarshal([]byte(stdout), &r) != nil || r.Diagnostic != "3/304" {
 		t.Fatalf("wrong password: exit %d (%v), report %q", exitCode(err), err, stdout)
+	}
+}
+
+// TestSendTransferIDAndRefusedRestart: --transfer-id is the PI 13 of the
+// push and of its report; a refused restart (client.RestartRefusedError,
+// issue 16 defect 7) exits 4 like any refused transfer, with its
+// diagnostic in the report, and --start-over is a flag of send.
+func TestSendTransferIDAndRefusedRestart(t *testing.T) {
+	addr, _, _ := startPeSITServer(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "f.dat")
+	if err := os.WriteFile(src, bytes.Repeat([]byte("x"), 100000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VECTIS_PASSWORD", "s3cret")
+	stdout, err := runClientCmd(t, newSendCommand(), "--addr", addr, "--server-id", "BANKSRV", "--partner", "ACME",
+		"--output", "json", "--state-dir", filepath.Join(dir, "state"), "--file", "DATA", "--transfer-id", "4660", src)
+	var r report
+	if err != nil || json.Unmarshal([]byte(stdout), &r) != nil || r.TransferID != 4660 || r.AbandonedTransferID != 0 {
+		t.Fatalf("send --transfer-id 4660: %v, report %q", err, stdout)
+	}
+	refused := &client.RestartRefusedError{TransferID: 4660, Diagnostic: fpdu.DiagFileExists}
+	var buf bytes.Buffer
+	f := clientFlags{output: "json"}
+	err = f.finish(&buf, report{Direction: "send"}, client.Result{TransferID: 4660}, refused)
+	if exitCode(err) != exitTransfer || json.Unmarshal(buf.Bytes(), &r) != nil || r.Diagnostic != "2/204" || r.TransferID != 4660 {
+		t.Fatalf("refused restart: exit %d, report %q", exitCode(err), buf.String())
+	}
+	if newSendCommand().Flags().Lookup("start-over") == nil {
+		t.Fatal("send has no --start-over")
 	}
 }

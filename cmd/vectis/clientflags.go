@@ -168,6 +168,7 @@ func exitFor(err error) error {
 		ae *client.AbortError
 		pe *client.ProtocolError
 		rl *client.RefusedLocallyError
+		rr *client.RestartRefusedError
 	)
 	code := 1
 	switch {
@@ -179,7 +180,7 @@ func exitFor(err error) error {
 		code = exitLocalIO
 	case errors.As(err, &re):
 		code = exitConnection
-	case errors.As(err, &te), errors.As(err, &ae), errors.As(err, &pe), errors.As(err, &rl):
+	case errors.As(err, &te), errors.As(err, &ae), errors.As(err, &pe), errors.As(err, &rl), errors.As(err, &rr):
 		code = exitTransfer
 	case errors.As(err, &ce):
 		code = exitConnection
@@ -189,22 +190,25 @@ func exitFor(err error) error {
 
 // report is the result printed by send and receive.
 type report struct {
-	Status       string  `json:"status"`
-	Direction    string  `json:"direction"`
-	Local        string  `json:"local"`
-	VirtualFile  string  `json:"virtual_file"`
-	TransferID   uint32  `json:"transfer_id,omitempty"`
-	Bytes        int64   `json:"bytes"`
-	DataBytes    int64   `json:"data_bytes"`
-	Articles     int64   `json:"articles"`
-	Restarted    bool    `json:"restarted"`
-	RestartPoint uint32  `json:"restart_point"`
-	Attempts     int     `json:"attempts"`
-	DurationMS   int64   `json:"duration_ms"`
-	MBps         float64 `json:"mb_per_s"`
-	Error        string  `json:"error,omitempty"`
-	Diagnostic   string  `json:"diagnostic,omitempty"`
-	ExitCode     int     `json:"exit_code"`
+	Status       string `json:"status"`
+	Direction    string `json:"direction"`
+	Local        string `json:"local"`
+	VirtualFile  string `json:"virtual_file"`
+	TransferID   uint32 `json:"transfer_id,omitempty"`
+	Bytes        int64  `json:"bytes"`
+	DataBytes    int64  `json:"data_bytes"`
+	Articles     int64  `json:"articles"`
+	Restarted    bool   `json:"restarted"`
+	RestartPoint uint32 `json:"restart_point"`
+	// AbandonedTransferID is the interrupted transfer given up by
+	// --start-over for this fresh one.
+	AbandonedTransferID uint32  `json:"abandoned_transfer_id,omitempty"`
+	Attempts            int     `json:"attempts"`
+	DurationMS          int64   `json:"duration_ms"`
+	MBps                float64 `json:"mb_per_s"`
+	Error               string  `json:"error,omitempty"`
+	Diagnostic          string  `json:"diagnostic,omitempty"`
+	ExitCode            int     `json:"exit_code"`
 	// Anomalies are the server's tolerated deviations (docs/interop.md).
 	Anomalies []client.Anomaly `json:"anomalies,omitempty"`
 }
@@ -213,6 +217,7 @@ type report struct {
 func (f *clientFlags) finish(w io.Writer, r report, res client.Result, err error) error {
 	r.TransferID, r.Bytes, r.DataBytes, r.Articles = res.TransferID, res.FileBytes, res.DataBytes, res.Articles
 	r.Restarted, r.RestartPoint, r.Attempts = res.Restarted, res.RestartPoint, res.Attempts
+	r.AbandonedTransferID = res.Abandoned
 	r.Anomalies = res.Anomalies
 	r.DurationMS = res.Duration.Milliseconds()
 	if s := res.Duration.Seconds(); s > 0 {
@@ -252,6 +257,9 @@ func (f *clientFlags) finish(w io.Writer, r report, res client.Result, err error
 		r.Direction, from, arrow, to, r.Bytes, r.Articles, res.Duration.Round(time.Millisecond), r.MBps, r.TransferID)
 	if r.Restarted {
 		fmt.Fprintf(w, ", resumed from sync point %d", r.RestartPoint)
+	}
+	if r.AbandonedTransferID != 0 {
+		fmt.Fprintf(w, ", started over (interrupted transfer %d abandoned)", r.AbandonedTransferID)
 	}
 	if r.Attempts > 1 {
 		fmt.Fprintf(w, ", %d attempts", r.Attempts)

@@ -19,6 +19,7 @@ func newSendCommand() *cobra.Command {
 		multi         int
 		segment       bool
 		transferID    uint32
+		startOver     bool
 	)
 	cmd := &cobra.Command{
 		Use:          "send FILE",
@@ -33,7 +34,13 @@ variable; there is deliberately no --password flag.
 With --retries N a failed transfer is resumed on a new connection from the
 last sync point the server acknowledged. The restart state is kept in
 --state-dir or in a hidden file beside FILE, so a later "vectis send" of the
-same file to the same server resumes too.
+same file to the same server resumes too, under the transfer id of the
+interrupted attempt (--transfer-id, if given, must be that one).
+
+When the server refuses the restart (for example 2/204: it may hold the
+whole file already) or the restart state is of another --transfer-id, the
+push fails (exit 4) and the state is kept: sending the file again as a new
+transfer is an explicit decision, --start-over, reported in the result.
 
 ` + exitCodesHelp,
 		Example: `  VECTIS_PASSWORD=... vectis send --addr pesit.example:1761 --server-id BANKSRV \
@@ -60,6 +67,7 @@ same file to the same server resumes too.
 				EntitySize:    f.entitySize,
 				Priority:      f.priority,
 				StateDir:      f.stateDir,
+				StartOver:     startOver,
 			}
 			switch format {
 			case "fixed":
@@ -99,7 +107,8 @@ same file to the same server resumes too.
 	fl.StringVar(&dataCode, "data-code", "binary", "data code, PI 16: binary, ascii or ebcdic (variable-format ebcdic text is translated to code page 037)")
 	fl.IntVar(&multi, "multi-article", 0, "pack up to N articles per DTF (only for servers that agreed to it)")
 	fl.BoolVar(&segment, "segment", false, "segment articles longer than the entity size (DTFDA/DTFMA/DTFFA)")
-	fl.Uint32Var(&transferID, "transfer-id", 0, "transfer id, PI 13 (default: random)")
+	fl.Uint32Var(&transferID, "transfer-id", 0, "transfer id, PI 13 (default: random; a restart keeps the interrupted attempt's)")
+	fl.BoolVar(&startOver, "start-over", false, "if the interrupted transfer cannot be resumed, send the file again as a new transfer (reported as abandoned_transfer_id)")
 	return cmd
 }
 

@@ -77,6 +77,38 @@ func (e *RefusedLocallyError) Error() string {
 // Unwrap exposes the diagnostic to errors.Is/As.
 func (e *RefusedLocallyError) Unwrap() error { return e.Diagnostic }
 
+// RestartRefusedError is a push with restart state that was not resumed:
+// the server refused the restart (Diagnostic, Text), or the state is of
+// transfer TransferID while Requested was asked for. The state is kept; the
+// file may have been delivered already, so sending it again as a new
+// transfer is left to an explicit SendRequest.StartOver.
+type RestartRefusedError struct {
+	TransferID uint32 // PI 13 of the interrupted transfer
+	Requested  uint32 // the PI 13 asked for, when it differs
+	Diagnostic fpdu.Diagnostic
+	Text       string
+}
+
+func (e *RestartRefusedError) Error() string {
+	if e.Diagnostic == 0 {
+		return fmt.Sprintf("restart state of transfer %d found while transfer %d was asked for: resume it with that id, or start over explicitly",
+			e.TransferID, e.Requested)
+	}
+	s := fmt.Sprintf("the server refused to restart transfer %d (%s: %s)", e.TransferID, e.Diagnostic.String(), e.Diagnostic.Text())
+	if e.Text != "" {
+		s += ": " + e.Text
+	}
+	return s + "; the restart state is kept, since the server may hold the file already: check its record of the transfer, then start over explicitly to send the file again"
+}
+
+// Unwrap exposes the server's diagnostic to errors.Is/As.
+func (e *RestartRefusedError) Unwrap() error {
+	if e.Diagnostic == 0 {
+		return nil
+	}
+	return e.Diagnostic
+}
+
 // ProtocolError is a violation of the protocol by the server (unexpected FPDU,
 // missing or bad parameter, wrong counts). The client ABORTs the connection.
 type ProtocolError struct {
@@ -131,12 +163,17 @@ func Retryable(err error) bool {
 		te *TransferError
 		pe *ProtocolError
 		rl *RefusedLocallyError
+		rr *RestartRefusedError
 	)
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
 	case errors.As(err, &le):
 		return false
+	case errors.As(err, &rr):
+		// A temporary refusal (2/201) may let the restart through later;
+		// the others would only repeat.
+		return rr.Diagnostic != 0 && retryableDiag(rr.Diagnostic)
 	case errors.As(err, &rl):
 		// An unknown restart point dropped the state: the next attempt
 		// starts over. Other local refusals would only repeat.

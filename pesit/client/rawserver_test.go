@@ -52,6 +52,13 @@ type rawServer struct {
 	// refuseRestarts: the first n READs with PI 18 > 0 get 2/214.
 	refuseRestarts atomic.Int32
 	lastSelectID   atomic.Uint32 // PI 13 of the last SELECT
+	// refuseRestartCreate, when set, answers every CREATE with PI 15 = 1;
+	// freshCreates counts the CREATEs without it.
+	refuseRestartCreate atomic.Uint32 // an fpdu.Diagnostic
+	freshCreates        atomic.Int32
+	// failTransEnd: the next n pushes get ACK(TRANS.END) 2/215 and stay
+	// restartable, as a server whose journal could not record the end.
+	failTransEnd atomic.Int32
 
 	mu       sync.Mutex
 	restarts map[uint32]*rawRestart // by PI 13
@@ -223,6 +230,12 @@ func (rc *rawConn) open(f *fpdu.FPDU) error {
 		s.lastSelectID.Store(uint32(id))
 	}
 	restart, _ := f.Params.Uint(fpdu.PIRestart)
+	if d := fpdu.Diagnostic(s.refuseRestartCreate.Load()); rc.create && restart == 1 && d != 0 {
+		return rc.ack(fpdu.AckCreate, d)
+	}
+	if rc.create && restart != 1 {
+		s.freshCreates.Add(1)
+	}
 	rc.id = uint32(id)
 	s.mu.Lock()
 	rs := s.restarts[rc.id]
@@ -408,6 +421,9 @@ func (rc *rawConn) receive() error {
 			}
 			q.AddUint(fpdu.PIByteCount, uint64(rb))
 			q.AddUint(fpdu.PIArticleCount, uint64(ra+s.articleSkew))
+			if s.failTransEnd.Add(-1) >= 0 {
+				return rc.ack(fpdu.AckTransEnd, fpdu.DiagSystemError, q...)
+			}
 			s.mu.Lock()
 			delete(s.restarts, rc.id)
 			s.mu.Unlock()

@@ -600,9 +600,11 @@ func (x *receiver) end(d fpdu.Diagnostic) error {
 	}
 	f, err := s.expectOK(fpdu.AckTransEnd)
 	var te *TransferError
-	if err == nil || errors.As(err, &te) {
+	if err == nil || errors.As(err, &te) && te.Op != fpdu.IDT {
 		// The exchange is complete, whatever its outcome: there is
-		// nothing left to resume, and the next attempt starts over.
+		// nothing left to resume, and the next attempt starts over. An
+		// IDT instead of ACK(TRANS.END) (the server could not record the
+		// end) keeps the state: PI 19 says whether a restart follows.
 		x.sf.remove()
 		x.sf = nil
 	}

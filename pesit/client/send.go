@@ -23,7 +23,9 @@ type SendRequest struct {
 	VirtualFile string
 	FileType    uint16
 	// TransferID is PI 13 (non-zero); 0 draws one. A restart reuses the id
-	// saved in the restart state.
+	// saved in the restart state, which must then be this one: restart
+	// state of another transfer id fails the push (RestartRefusedError)
+	// unless StartOver.
 	TransferID uint32
 
 	Format        ArticleFormat
@@ -43,6 +45,14 @@ type SendRequest struct {
 	StateDir string
 	// NoRestart disables the restart state: every attempt starts over.
 	NoRestart bool
+	// StartOver allows a push with restart state to send the file again as
+	// a new transfer when the interrupted one cannot be resumed: the server
+	// refuses the restart, or the state is of another TransferID. Without
+	// it the push fails with a RestartRefusedError and the state is kept,
+	// since the server may hold the whole file already: a silent fresh
+	// start would deliver it twice. A fresh start is reported in
+	// Result.Abandoned.
+	StartOver bool
 
 	// Progress, when set, is called from the transfer goroutine at most
 	// every 100 ms and at the end.
@@ -153,6 +163,18 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	}
 	x.st = key
 	restart := prev != nil
+	if restart && req.TransferID != 0 && prev.TransferID != req.TransferID {
+		// The state is of another transfer: resuming it would change the
+		// identity asked for, starting over could deliver its file twice.
+		if !req.StartOver {
+			res.TransferID = prev.TransferID
+			return res, &RestartRefusedError{TransferID: prev.TransferID, Requested: req.TransferID}
+		}
+		s.log.Warn("restart state of another transfer abandoned; starting over (StartOver)",
+			"abandoned", prev.TransferID, "transfer", req.TransferID)
+		res.Abandoned = prev.TransferID
+		restart = false
+	}
 	if restart {
 		x.st = prev
 	} else {
@@ -167,12 +189,21 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 	ack, err := x.create(restart)
 	var te *TransferError
 	if restart && errors.As(err, &te) && te.Op == fpdu.AckCreate {
-		// The server does not know the interrupted transfer any more: start
-		// over under a new id on the same connection (state CN03).
-		s.log.Info("restart refused by server; starting over", "diag", te.Diagnostic.String())
+		// The server does not resume the interrupted transfer. It may hold
+		// its file already (2/204), so sending it again under a new id is
+		// the caller's decision, never ours.
+		if !req.StartOver {
+			return res, &RestartRefusedError{TransferID: x.st.TransferID, Diagnostic: te.Diagnostic, Text: te.Text}
+		}
+		s.log.Warn("restart refused by server; starting over as a new transfer (StartOver)",
+			"abandoned", x.st.TransferID, "diag", te.Diagnostic.String())
+		res.Abandoned = x.st.TransferID
 		restart = false
 		x.st = key
-		x.st.TransferID = newTransferID()
+		x.st.TransferID = req.TransferID // honoured, even when it is the abandoned one's
+		if x.st.TransferID == 0 {
+			x.st.TransferID = newTransferID()
+		}
 		res.TransferID = x.st.TransferID
 		x.st.Points, x.st.Acked = nil, 0
 		ack, err = x.create(false)
@@ -567,10 +598,16 @@ again:
 		}
 		switch ev.kind {
 		case fpdu.AckTransEnd:
-			// The exchange is complete, whatever its outcome: nothing is
-			// left to resume, so the next send starts over (new PI 13).
-			x.sf.remove()
-			x.sf = nil
+			// Success or a final refusal completes the exchange: nothing is
+			// left to resume. A temporary failure (the server could not
+			// record the end, issue 16) keeps the state, so that the retry
+			// restarts this transfer under its PI 13: the server resumes
+			// it, or recognises it as done if it published the file. A
+			// fresh start could deliver the file twice.
+			if ev.diag.OK() || !retryableDiag(ev.diag) {
+				x.sf.remove()
+				x.sf = nil
+			}
 			break again
 		case fpdu.Resyn:
 			// RESYN wins over TRANS.END (digest §4.5): resend from its point.

@@ -78,11 +78,14 @@ type Progress struct {
 
 // Result describes a completed transfer.
 type Result struct {
-	TransferID   uint32        // PI 13 of the transfer
-	FileBytes    int64         // bytes of the local file
-	DataBytes    int64         // PI 27: data bytes exchanged, whole file
-	Articles     int64         // PI 28: articles, whole file
-	Restarted    bool          // the transfer resumed an interrupted one
+	TransferID uint32 // PI 13 of the transfer
+	FileBytes  int64  // bytes of the local file
+	DataBytes  int64  // PI 27: data bytes exchanged, whole file
+	Articles   int64  // PI 28: articles, whole file
+	Restarted  bool   // the transfer resumed an interrupted one
+	// Abandoned is the PI 13 of an interrupted transfer given up for a
+	// fresh start (SendRequest.StartOver); 0 when none was.
+	Abandoned    uint32
 	RestartPoint uint32        // sync point the last attempt resumed from (0: start of file)
 	SyncPoints   uint32        // number of the last sync point of the transfer
 	Attempts     int           // connections used (Push/Pull)

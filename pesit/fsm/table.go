@@ -189,7 +189,11 @@ var responderSends = []entry{
 	{in(TDE02B, TDE07), fpdu.AckSyn, rule{next: stay, need: gAckable, fx: fxAckSyn}},
 	{in(TDE02B), fpdu.Resyn, rule{next: TDE03, need: gResync}},
 	{in(TDE04), fpdu.AckResyn, rule{next: TDE02B, fx: fxAckResyn}},
-	{in(TDE02B, TDE03, TDE04, TDE07), fpdu.IDT, rule{next: TDE05, fx: fxIDT}},
+	// IDT in TDE08B answers TRANS.END when the server cannot make the
+	// transfer's end durable (its journal is down): the requester, which
+	// accepts IDT in TDE08A, keeps its restart state, where a negative
+	// ACK(TRANS.END) would end the exchange for good.
+	{in(TDE02B, TDE03, TDE04, TDE07, TDE08B), fpdu.IDT, rule{next: TDE05, fx: fxIDT}},
 	{in(TDE06), fpdu.AckIDT, rule{next: OF02, fx: fxAckIDT}},
 	{in(TDE08B), fpdu.AckTransEnd, rule{next: OF02}},
 	// Read, server sending (table 10).
@@ -202,7 +206,7 @@ var responderSends = []entry{
 	{in(TDL02B), fpdu.DTFEnd, rule{next: TDL07, need: gWhole}},
 	{in(TDL02B), fpdu.Resyn, rule{next: TDL03, need: gResync}},
 	{in(TDL04), fpdu.AckResyn, rule{next: TDL02B, fx: fxAckResyn}},
-	{in(TDL02B, TDL03, TDL04, TDL07), fpdu.IDT, rule{next: TDL05, fx: fxIDT}},
+	{in(TDL02B, TDL03, TDL04, TDL07, TDL08B), fpdu.IDT, rule{next: TDL05, fx: fxIDT}},
 	{in(TDL06), fpdu.AckIDT, rule{next: OF02, fx: fxAckIDT}},
 	{in(TDL08B), fpdu.AckTransEnd, rule{next: OF02}},
 }

@@ -36,6 +36,11 @@ type Config struct {
 	InactivityTimeout time.Duration
 	// IdleTimeout (Td) bounds idleness between transfers (ABORT 3/313); 0 = 5m.
 	IdleTimeout time.Duration
+	// IDTTimeout bounds the wait for ACK(IDT) when Shutdown's deadline
+	// interrupts a transfer in its data phase (IDT 2/216, PI 19 = 4: the
+	// partner restarts it elsewhere); sessions still open after it get
+	// ABORT 3/316. 0 = 2s.
+	IDTTimeout time.Duration
 	// FirstFPDUTimeout bounds the wait for the first FPDU (CONNECT or a
 	// pre-connection) after accept, TLS handshake included, when shorter
 	// than ConnectTimeout: an idle socket holds a slot for no longer; 0 = 10s.
@@ -91,6 +96,13 @@ type Deps struct {
 	Passwords PasswordChecker
 	// OnLogin records password login decisions (audit); nil = none.
 	OnLogin func(ctx context.Context, ev LoginEvent)
+	// MayServe is asked right before ACONNECT is sent; false refuses the
+	// CONNECT with RCONNECT 3/302 (server unavailable). A cluster node
+	// answers whether its leadership is still valid at that instant, so
+	// that a deposed leader never accepts a partner, even one whose CONNECT
+	// waited in the listen backlog while the process was frozen. nil =
+	// always.
+	MayServe func() bool
 }
 
 func (c *Config) setDefaults() {
@@ -105,6 +117,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.IDTTimeout == 0 {
+		c.IDTTimeout = 2 * time.Second
 	}
 	if c.FirstFPDUTimeout == 0 {
 		c.FirstFPDUTimeout = 10 * time.Second

@@ -12,6 +12,13 @@ import (
 // not exist. Any other error is treated as a temporary failure.
 var ErrNotFound = errors.New("not found")
 
+// ErrTransferLost is wrapped by a Journal error when another owner took the
+// transfer over (a restart on a newer leader; see docs/ha.md). The session
+// must end the transfer without recording anything and without touching
+// its file: no truncation, no removal, no publication, because the new
+// owner resumes into that very file.
+var ErrTransferLost = errors.New("transfer taken over by another owner")
+
 // Directory gives the server the partners and virtual files it serves.
 // The lead's adapter implements it over the store.
 type Directory interface {
@@ -192,6 +199,9 @@ type Journal interface {
 	// because an ACK(SYN) follows.
 	SyncPoint(ctx context.Context, id int64, sync uint32, offset int64, articles int64) error
 	// Finish records the outcome. An interrupted transfer stays restartable.
+	// The server calls it before it publishes a received file and before
+	// it acknowledges TRANS.END, and retries it within Tp; an error wrapping
+	// ErrTransferLost is final.
 	Finish(ctx context.Context, id int64, o Outcome) error
 	// FindRestart returns the latest interrupted transfer for key.
 	FindRestart(ctx context.Context, key RestartKey) (RestartState, bool, error)

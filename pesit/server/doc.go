@@ -25,6 +25,15 @@
 //     Overwrite a hard link publishes it so an existing file is never
 //     replaced. An interrupted receive keeps the .part file, truncated to
 //     the last durable sync point, for a restart.
+//   - A restart whose file was published already (the node stopped
+//     between the rename and the journal's record of the end) is not
+//     refused with 2/204: the data resent from the sync point is compared
+//     with the published file, which is never written, and ACK(TRANS.END)
+//     says done (same bytes and size) or 2/204 (other data). See
+//     publishedBefore and verifySink.
+//   - A listener moves to a new address or TLS material without ending a
+//     session (Relisten): the new address is bound before the old one is
+//     released, an unchanged one keeps its socket.
 //   - Data errors during a transfer end it with IDT: PI 19 = 4 (restart may
 //     follow) for 2/213, 2/215, 2/219, PI 19 = 12 otherwise (2/220, 2/222,
 //     2/224); protocol errors end the session with ABORT.

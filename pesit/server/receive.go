@@ -17,6 +17,16 @@ func (s *session) receive(f *fpdu.FPDU) error {
 	srv := s.srv
 	point := uint32(0)
 	var err error
+	if x.sink == nil && x.published {
+		rs := x.restart
+		if x.sink, err = verifySink(x.root, x.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles); err != nil {
+			// Never start the file again over its published copy.
+			s.log.Error("cannot check the published file of a restart", "file", x.finalRel, "err", err)
+			return s.writeAck(fpdu.AckWrite, fpdu.DiagIOError)
+		}
+		point = rs.Sync
+		s.hookSink(x.sink, x.id)
+	}
 	if x.sink == nil && x.restart != nil {
 		rs := x.restart
 		x.sink, err = resumeSink(x.root, x.tempRel, x.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles)
@@ -65,7 +75,7 @@ func (s *session) receiveLoop() error {
 	err := s.receiveFrames()
 	// No ACK(SYN) from the sink's worker once the data phase is over, and
 	// the transfer's state holds every point made durable.
-	s.settle()
+	s.settleSyncs()
 	return err
 }
 
@@ -142,7 +152,7 @@ func (s *session) receiveFrames() error {
 			x.dtfEndDiag, _ = f.Params.Diagnostic()
 			// Every sync point answered before the data phase ends; a
 			// failure to make one durable has sent IDT meanwhile.
-			s.settle()
+			s.settleSyncs()
 			if s.idtPending.Load() {
 				return s.awaitAckIDT(nil)
 			}
@@ -318,6 +328,12 @@ func (s *session) hookSink(sk *sink, id int64) {
 func (s *session) pointsDurable(sk *sink, id int64, pts []syncPoint) error {
 	last := pts[len(pts)-1]
 	if err := s.srv.jnl.SyncPoint(s.ctx, id, last.num, last.offset, last.articles); err != nil {
+		// Not acknowledged. Lost to another owner: IDT all the same (the
+		// partner restarts, and finds the new owner), but the file is
+		// left as it is (settleSyncs sets x.lost).
+		if errors.Is(err, ErrTransferLost) {
+			sk.markLost()
+		}
 		return fmt.Errorf("journal sync point: %w: %w", fpdu.DiagSystemError, err)
 	}
 	sk.markDurable(last)
@@ -347,6 +363,9 @@ func (s *session) pointsDurable(sk *sink, id int64, pts []syncPoint) error {
 // transfer's state (session goroutine).
 func (s *session) collectDurable() {
 	x := s.xfer
+	if x.sink.isLost() {
+		x.lost = true
+	}
 	pt, ok := x.sink.durable()
 	if ok && pt.num > x.lastSync.num || (pt.num == x.lastSync.num && pt.offset > x.lastSync.offset) {
 		pt.data = x.dataBytes(pt.offset, pt.articles)
@@ -354,10 +373,10 @@ func (s *session) collectDurable() {
 	}
 }
 
-// settle waits until every sync point handed to the sink's worker is
+// settleSyncs waits until every sync point handed to the sink's worker is
 // durable and answered (or failed), and takes them into the transfer's
 // state: before anything that reads that state or ends the data phase.
-func (s *session) settle() {
+func (s *session) settleSyncs() {
 	x := s.xfer
 	if x == nil || x.sink == nil {
 		return
@@ -386,7 +405,7 @@ func (s *session) receiveResyn(f *fpdu.FPDU) error {
 	if !s.resync {
 		return abortf(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
 	}
-	s.settle()
+	s.settleSyncs()
 	lp := x.lastSync
 	if err := x.sink.truncate(lp.offset, lp.articles); err != nil {
 		return abortf(fpdu.DiagResyncImpossible, "resync: %v", err)
@@ -414,30 +433,32 @@ func (s *session) peerIDT(f *fpdu.FPDU) error {
 // dropped (12, 16).
 func (s *session) interrupted(d fpdu.Diagnostic, code uint64, why string) {
 	x := s.xfer
-	s.settle()
+	s.settleSyncs()
 	s.dataPhase.Store(false)
 	s.idtPending.Store(false)
 	st := StatusCancelled
 	if code == 0 || code == endRestart || code == endSuspended {
 		st = StatusInterrupted
 	}
-	if x.sink != nil {
-		if st == StatusInterrupted {
-			// Only what a sync point made durable is kept.
-			keep := x.keptPoint()
-			if err := x.sink.truncate(keep.offset, keep.articles); err != nil {
-				s.log.Warn("truncating interrupted file", "err", err)
-			}
-			x.sink.close()
-		} else {
-			x.sink.discard()
-		}
-	}
 	if d.OK() {
 		d = fpdu.DiagVoluntaryStop
 	}
-	s.finish(st, d, fmt.Sprintf("%s (PI 19 = %d)", why, code))
-	x.resumable = st == StatusInterrupted
+	detail := fmt.Sprintf("%s (PI 19 = %d)", why, code)
+	keep := syncPoint{}
+	if x.sink != nil && !x.sink.closed && !x.lost {
+		keep = x.keptPoint()
+	}
+	// The journal before the file: a transfer lost to another owner
+	// leaves its file as it is (releaseFile).
+	switch {
+	case x.finished:
+	case x.lost:
+		s.settle(s.outcome(st, d, detail))
+	default:
+		s.finish(st, d, detail)
+	}
+	s.releaseFile(st == StatusInterrupted, keep)
+	x.resumable = st == StatusInterrupted && !x.lost
 }
 
 // awaitAckIDT waits for ACK(IDT) after we sent IDT, dropping the data that
@@ -489,13 +510,19 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 	sk := x.sink
 	data := x.dataBytes(sk.bytes, sk.articles)
 	if err := s.checkTransEnd(f, data, sk.articles); err != nil {
-		sk.discard()
-		s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
+		if s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error()); x.lost {
+			sk.abandon()
+		} else {
+			sk.discard()
+		}
 		return abortf(fpdu.DiagCountMismatch, "%v", err)
 	}
 	fail := func(d fpdu.Diagnostic, detail string) error {
-		sk.discard()
-		s.finish(StatusFailed, d, detail)
+		if s.finish(StatusFailed, d, detail); x.lost {
+			sk.abandon()
+		} else {
+			sk.discard()
+		}
 		return s.ackTransEnd(d, data, sk.articles)
 	}
 	if !x.dtfEndDiag.OK() {
@@ -506,16 +533,50 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 	if x.declared > 0 && data > x.declared {
 		return fail(fpdu.DiagFileLargerThanAnnounced, fmt.Sprintf("%d bytes received, %d announced", data, x.declared))
 	}
+	// The data is made durable, then the outcome, then the file is
+	// published, and only then is TRANS.END acknowledged: the record is
+	// the authority, so the file appears under its final name only once
+	// the record says completed, and by this owner (a session whose
+	// transfer was taken over is refused here and publishes nothing).
+	if err := sk.sync(); err != nil {
+		s.log.Error("cannot make the file durable", "file", x.tempRel, "err", err)
+		return fail(diagOf(ioDiag(err), fpdu.DiagIOError), err.Error())
+	}
+	o := s.outcome(StatusDone, fpdu.DiagOK, x.finalAbs)
+	if err := s.record(o, s.srv.cfg.InactivityTimeout); err != nil {
+		return s.notDurable(err)
+	}
 	if err := sk.commit(x.vf.Overwrite); err != nil {
 		d := diagOf(ioDiag(err), fpdu.DiagIOError)
 		if errors.Is(err, errFinalExists) {
 			d = fpdu.DiagFileExists
 		}
 		s.log.Error("cannot deliver file", "file", x.finalRel, "err", err)
+		// Overwrites the completed outcome just recorded.
 		return fail(d, err.Error())
 	}
-	s.finish(StatusDone, fpdu.DiagOK, x.finalAbs)
+	s.settle(o)
 	return s.ackTransEnd(fpdu.DiagOK, data, sk.articles)
+}
+
+// notDurable answers a TRANS.END whose outcome the journal did not take
+// within Tp (or refused: the transfer was taken over). TRANS.END is not
+// acknowledged: IDT 2/215 with PI 19 = 4 (restart will follow) keeps the
+// partner's restart state, where a negative ACK(TRANS.END) would end the
+// exchange for good (digest §4.6; docs/interop.md). The record keeps its
+// last sync point, from which the restart resumes; ACK(IDT) is awaited for
+// at most Tp, as any IDT of ours.
+func (s *session) notDurable(cause error) error {
+	s.wmu.Lock()
+	err := s.writeIDTLocked(fpdu.DiagSystemError, endRestart)
+	s.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	if x := s.xfer; x != nil {
+		x.span.RecordError(cause)
+	}
+	return s.awaitAckIDT(nil)
 }
 
 // checkTransEnd checks the requester's TRANS.END counts against ours.

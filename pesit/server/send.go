@@ -267,7 +267,12 @@ func (sd *sender) run() error {
 					s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
 					return abortf(fpdu.DiagCountMismatch, "%v", err)
 				}
-				s.finish(StatusDone, fpdu.DiagOK, x.srcPath)
+				// Acknowledged only once recorded (see receiveTransEnd).
+				o := s.outcome(StatusDone, fpdu.DiagOK, x.srcPath)
+				if err := s.record(o, s.srv.cfg.InactivityTimeout); err != nil {
+					return s.notDurable(err)
+				}
+				s.settle(o)
 				return s.ackTransEnd(fpdu.DiagOK, x.bytes, x.articles)
 			}
 			err = sd.incoming(f)
@@ -519,6 +524,16 @@ func (sd *sender) syn() error {
 	// transfer ends (run waits for it).
 	x.lastSent = sp
 	sd.tail.sent(sp)
+	if sd.tail.lost.Load() {
+		// A newer owner runs this transfer (the journal refused an
+		// earlier point): this session must not go on. IDT with PI 19 =
+		// 4: the partner's restart finds the new owner.
+		x.lost = true
+		if err := s.localIDT(fmt.Errorf("%w: %w", fpdu.DiagSystemError, ErrTransferLost)); err != nil {
+			return err
+		}
+		return errIDTSent
+	}
 	if s.syncWindow == 0 {
 		// Nobody acknowledges: the point is as durable as it will get.
 		return sd.acked(x.syncNum)

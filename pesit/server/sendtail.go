@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"hash"
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 )
 
 // sendTail takes two things off a pull's session goroutine (issue 17: the
@@ -18,6 +20,8 @@ import (
 type sendTail struct {
 	jobs chan tailJob
 	done chan struct{}
+	// lost: the journal refused a point, the transfer has another owner.
+	lost atomic.Bool
 }
 
 // tailJob: hash the file up to hashTo, journal pt, or close barrier.
@@ -45,7 +49,9 @@ func (t *sendTail) run(ctx context.Context, jnl Journal, id int64, src *os.File,
 		// Only our restart state lags: a restart may then ask for a
 		// later point than the journal's, which the client answers by
 		// falling back to an earlier one it holds.
-		if err := jnl.SyncPoint(ctx, id, last.num, last.offset, last.articles); err != nil {
+		if err := jnl.SyncPoint(ctx, id, last.num, last.offset, last.articles); errors.Is(err, ErrTransferLost) {
+			t.lost.Store(true)
+		} else if err != nil {
 			log.Warn("journal sync point failed", "id", id, "sync", last.num, "err", err)
 		}
 		last = nil

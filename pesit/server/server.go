@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -33,11 +34,15 @@ type Server struct {
 	tracer trace.Tracer
 	now    func() time.Time
 
-	mu        sync.Mutex
-	started   bool
-	closing   bool
-	refusing  bool // StopAccepting: listeners closed, sessions go on
-	listeners []net.Listener
+	mu       sync.Mutex
+	started  bool
+	closing  bool
+	refusing bool         // StopAccepting: listeners closed, sessions go on
+	plain    net.Listener // nil when cfg.Addr is empty
+	secure   net.Listener // TLS; nil when cfg.TLSAddr is empty
+	// tlsCfg is read at every handshake, so that Relisten can change the
+	// TLS material of a listener it keeps.
+	tlsCfg    atomic.Pointer[tls.Config]
 	sessions  map[*session]struct{}
 	connected int            // sessions past CONNECT
 	byPartner map[string]int // sessions per partner (3/309)
@@ -48,6 +53,7 @@ type Server struct {
 	throttle  *loginThrottle
 	passwords PasswordChecker
 	onLogin   func(ctx context.Context, ev LoginEvent)
+	mayServe  func() bool
 	wg        sync.WaitGroup // accept loops and sessions
 	done      chan struct{}  // closed when Shutdown has finished
 
@@ -94,6 +100,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		throttle:   newLoginThrottle(cfg.LoginBurst, cfg.LoginRefill, 100000),
 		passwords:  deps.Passwords,
 		onLogin:    deps.OnLogin,
+		mayServe:   deps.MayServe,
 		done:       make(chan struct{}),
 	}, nil
 }
@@ -117,39 +124,134 @@ func (s *Server) listen(ctx context.Context) error {
 	if s.started {
 		return errors.New("pesit server already started")
 	}
-	var lc net.ListenConfig
-	var lns []net.Listener
-	fail := func(err error) error {
-		for _, l := range lns {
-			l.Close()
-		}
+	plain, secure, err := s.bind(ctx, s.cfg.Addr, s.cfg.TLSAddr)
+	if err != nil {
 		return err
 	}
-	if s.cfg.Addr != "" {
-		l, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
-		if err != nil {
-			return fail(fmt.Errorf("listen %s: %w", s.cfg.Addr, err))
-		}
-		lns = append(lns, l)
-	}
-	if s.cfg.TLSAddr != "" {
-		l, err := lc.Listen(ctx, "tcp", s.cfg.TLSAddr)
-		if err != nil {
-			return fail(fmt.Errorf("listen tls %s: %w", s.cfg.TLSAddr, err))
-		}
-		tc := s.cfg.TLS.Clone()
-		if tc.MinVersion < tls.VersionTLS12 {
-			tc.MinVersion = tls.VersionTLS12
-		}
-		lns = append(lns, tls.NewListener(l, tc))
-	}
-	s.listeners = lns
+	s.setTLS(s.cfg.TLS)
+	s.plain, s.secure = plain, secure
 	s.started = true
-	for _, l := range lns {
-		s.wg.Add(1)
-		go s.acceptLoop(l)
-	}
+	s.acceptOn(plain)
+	s.acceptOn(secure)
 	return nil
+}
+
+// bind opens the listeners for addr and tlsAddr (either may be empty), or
+// none of them.
+func (s *Server) bind(ctx context.Context, addr, tlsAddr string) (plain, secure net.Listener, err error) {
+	var lc net.ListenConfig
+	if addr != "" {
+		if plain, err = lc.Listen(ctx, "tcp", addr); err != nil {
+			return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+	}
+	if tlsAddr != "" {
+		l, err := lc.Listen(ctx, "tcp", tlsAddr)
+		if err != nil {
+			if plain != nil {
+				plain.Close()
+			}
+			return nil, nil, fmt.Errorf("listen tls %s: %w", tlsAddr, err)
+		}
+		// Every handshake reads the current configuration: Relisten may
+		// change the certificate of a listener it keeps.
+		secure = tls.NewListener(l, &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.tlsCfg.Load(), nil
+		}})
+	}
+	return plain, secure, nil
+}
+
+func (s *Server) setTLS(tc *tls.Config) {
+	if tc == nil {
+		return
+	}
+	tc = tc.Clone()
+	if tc.MinVersion < tls.VersionTLS12 {
+		tc.MinVersion = tls.VersionTLS12
+	}
+	s.tlsCfg.Store(tc)
+}
+
+// acceptOn starts an accept loop on l, if any; s.mu is held.
+func (s *Server) acceptOn(l net.Listener) {
+	if l == nil {
+		return
+	}
+	s.wg.Add(1)
+	go s.acceptLoop(l)
+}
+
+// Relisten moves a started server to new listen addresses and TLS material
+// without ending any session. A listener whose address is unchanged is kept
+// (its socket never closes, so no connection is refused meanwhile) and
+// takes tc for its next handshakes; a changed one is bound before the old
+// one is closed. On error nothing changed: the old listeners still accept.
+// An address held by the old listener under another spelling (":5000" and
+// "127.0.0.1:5000") cannot be bound before it is released: that change
+// needs a stop and a start.
+func (s *Server) Relisten(ctx context.Context, addr, tlsAddr string, tc *tls.Config) error {
+	if addr == "" && tlsAddr == "" {
+		return errors.New("relisten: no listen address")
+	}
+	if tlsAddr != "" && (tc == nil || (len(tc.Certificates) == 0 && tc.GetCertificate == nil && tc.GetConfigForClient == nil)) {
+		return errors.New("relisten: a TLS address needs a certificate")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || s.refusing {
+		return ErrServerClosed
+	}
+	if !s.started {
+		return errors.New("relisten: pesit server not started")
+	}
+	bindAddr, bindTLS := "", ""
+	if addr != s.cfg.Addr {
+		bindAddr = addr
+	}
+	if tlsAddr != s.cfg.TLSAddr {
+		bindTLS = tlsAddr
+	}
+	plain, secure, err := s.bind(ctx, bindAddr, bindTLS)
+	if err != nil {
+		return err
+	}
+	s.setTLS(tc)
+	if addr != s.cfg.Addr {
+		if s.plain != nil {
+			s.plain.Close() // its accept loop ends on net.ErrClosed
+		}
+		s.plain = plain
+		s.acceptOn(plain)
+	}
+	if tlsAddr != s.cfg.TLSAddr {
+		if s.secure != nil {
+			s.secure.Close()
+		}
+		s.secure = secure
+		s.acceptOn(secure)
+	}
+	s.cfg.Addr, s.cfg.TLSAddr, s.cfg.TLS = addr, tlsAddr, tc
+	s.log.Info("pesit server listening", "addr", addrOf(s.plain), "tls_addr", addrOf(s.secure))
+	return nil
+}
+
+// SetMaxSessions changes the session bound (3/303) of a running server;
+// sessions beyond a lowered bound go on, new ones wait for room.
+func (s *Server) SetMaxSessions(n int) {
+	if n <= 0 {
+		n = 100 // as Config
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.MaxSessions = n
+}
+
+func addrOf(l net.Listener) net.Addr {
+	if l == nil {
+		return nil
+	}
+	return l.Addr()
 }
 
 // Serve starts the server if needed and blocks until ctx is cancelled or
@@ -183,21 +285,10 @@ func (s *Server) TLSAddr() net.Addr { return s.listenerAddr(true) }
 func (s *Server) listenerAddr(wantTLS bool) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i := 0
 	if wantTLS {
-		if s.cfg.TLSAddr == "" {
-			return nil
-		}
-		if s.cfg.Addr != "" {
-			i = 1
-		}
-	} else if s.cfg.Addr == "" {
-		return nil
+		return addrOf(s.secure)
 	}
-	if i >= len(s.listeners) {
-		return nil
-	}
-	return s.listeners[i].Addr()
+	return addrOf(s.plain)
 }
 
 // ActiveSessions is the number of open connections (before and after CONNECT).
@@ -214,13 +305,25 @@ func (s *Server) StopAccepting() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.refusing = true
-	for _, l := range s.listeners {
-		l.Close()
+	s.closeListeners()
+}
+
+// closeListeners closes both listeners; s.mu is held.
+func (s *Server) closeListeners() {
+	for _, l := range []net.Listener{s.plain, s.secure} {
+		if l != nil {
+			l.Close()
+		}
 	}
 }
 
-// Shutdown stops accepting, lets sessions finish until ctx is done, then
-// sends ABORT 3/316 to those still open and waits for them to end.
+// Shutdown stops accepting and lets sessions finish until ctx is done. Then
+// each transfer still in its data phase is interrupted with IDT 2/216, PI 19
+// = 4 (restart will follow): its record becomes interrupted at its last
+// acknowledged sync point once ACK(IDT) comes back, and the partner's
+// restart resumes it on the next leader. Sessions still open IDTTimeout
+// later get ABORT 3/316 (their records are interrupted too when data was
+// received). Shutdown returns when every session has ended.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closing {
@@ -229,9 +332,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closing = true
-	for _, l := range s.listeners {
-		l.Close()
-	}
+	s.closeListeners()
 	var idle []*session
 	for ss := range s.sessions {
 		if ss.idle.Load() {
@@ -252,14 +353,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-drained:
 	case <-ctx.Done():
+		s.interruptTransfers(drained)
 		s.cancelBase()
-		s.mu.Lock()
-		live := make([]*session, 0, len(s.sessions))
-		for ss := range s.sessions {
-			live = append(live, ss)
-		}
-		s.mu.Unlock()
-		for _, ss := range live {
+		for _, ss := range s.liveSessions() {
 			ss.abort(fpdu.DiagAdministrativeStop, "server shutdown")
 		}
 		<-drained
@@ -268,6 +364,74 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	close(s.done)
 	s.log.Info("pesit server stopped")
 	return nil
+}
+
+// HasTransfer reports whether a session of this server runs the transfer
+// with journal id.
+func (s *Server) HasTransfer(id int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.transfers[id]
+	return ok
+}
+
+func (s *Server) liveSessions() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	live := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		live = append(live, ss)
+	}
+	return live
+}
+
+// interruptTransfers sends IDT 2/216, PI 19 = 4 to every session in its
+// data phase and waits until drained or IDTTimeout, whichever comes first.
+// A session blocked writing to a slow partner holds its write lock: its
+// IDT is sent from a goroutine of its own, and the abort that follows the
+// timeout (which breaks the write) lets that goroutine go.
+func (s *Server) interruptTransfers(drained <-chan struct{}) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	deadline := time.Now().Add(s.cfg.IDTTimeout)
+	n := 0
+	for _, ss := range s.liveSessions() {
+		if !ss.dataPhase.Load() {
+			continue
+		}
+		n++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ss.interruptForShutdown(deadline)
+		}()
+	}
+	if n == 0 {
+		return
+	}
+	s.log.Info("drain timeout: interrupting transfers for a restart", "transfers", n, "ack_wait", s.cfg.IDTTimeout)
+	t := time.NewTimer(s.cfg.IDTTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+	}
+	if !isClosed(drained) {
+		// Break the writes still stuck on a partner that does not read,
+		// so that the IDT writers, bounded by deadline, let go.
+		for _, ss := range s.liveSessions() {
+			ss.conn.SetWriteDeadline(time.Now())
+		}
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // CancelTransfer interrupts the live transfer with journal id: during data

@@ -387,6 +387,12 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	if ok {
 		ac.Params.AddUint(fpdu.PIResync, uint64(resync))
 	}
+	// Last, right before the answer: the lookups and the password check
+	// above may take long enough for leadership to end meanwhile.
+	// The slot reserved above is released when the session ends.
+	if srv.mayServe != nil && !srv.mayServe() {
+		return refuse(fpdu.DiagServerUnavailable, "this node no longer leads")
+	}
 	if err := s.write(&ac); err != nil {
 		return err
 	}
@@ -677,6 +683,26 @@ func (s *session) closeConn() {
 	s.closed = true
 	s.wmu.Unlock()
 	s.conn.Close()
+}
+
+// interruptForShutdown sends IDT 2/216 with PI 19 = 4 when the session is
+// in its data phase: the transfer is kept for a restart, which the partner
+// makes on the next leader. The session goroutine takes ACK(IDT) as for any
+// IDT of ours (awaitAckIDT).
+func (s *session) interruptForShutdown(deadline time.Time) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if !s.dataPhase.Load() || s.idtPending.Load() || s.closed || time.Now().After(deadline) {
+		return
+	}
+	// Bounded by the wait for ACK(IDT): past it the session is aborted.
+	s.conn.SetWriteDeadline(deadline)
+	s.writeRenew = deadline
+	if err := s.writeIDTLocked(fpdu.DiagVoluntaryStop, endRestart); err != nil {
+		s.log.Debug("shutdown IDT not sent", "err", err)
+		return
+	}
+	s.log.Info("transfer interrupted by the shutdown; the partner may restart it", "id", s.xferID.Load())
 }
 
 // cancelTransfer interrupts transfer id for the admin API.

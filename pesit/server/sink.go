@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -58,11 +60,21 @@ type sink struct {
 	stopped bool
 	failed  atomic.Bool // err is set
 
+	// Verify mode (verifySink): r reads the published file, cmp is the
+	// comparison buffer, size the file's size and diff the offset of the
+	// first byte resent that differs from it (-1: none). It runs no
+	// goroutine: everything happens on the session's.
+	r    *bufio.Reader
+	cmp  []byte
+	size int64
+	diff int64
+
 	mu           sync.Mutex
 	err          error
 	failNotified bool
 	lastDurable  syncPoint // the last point onDurable recorded
 	anyDurable   bool
+	lost         bool // the journal said the transfer has another owner
 }
 
 // sinkJob is one step of the writer, in order: write data; with sync,
@@ -148,6 +160,54 @@ func resumeSink(root *os.Root, tempRel, finalRel string, bufSize int, offset, ar
 		return nil, fmt.Errorf("resume %s: %w", tempRel, err)
 	}
 	return newSink(root, tempRel, finalRel, f, bufSize, h, offset, articles), nil
+}
+
+// verifySink is the sink of a restart whose file was already published: a
+// crash came between the publication and the journal's record of it. The
+// data resent from the restart point is compared with the published file
+// instead of written, so that the restart ends as the transfer it repeats
+// did, without a second delivery; commit succeeds only if the data matched
+// the file to its last byte. Nothing of the file is ever changed.
+func verifySink(root *os.Root, finalRel string, bufSize int, offset, articles int64) (*sink, error) {
+	f, err := root.Open(finalRel)
+	if err != nil {
+		return nil, fmt.Errorf("open published %s: %w", finalRel, err)
+	}
+	st, err := f.Stat()
+	if err == nil && st.Size() < offset {
+		err = fmt.Errorf("%s holds %d bytes, restart point needs %d", finalRel, st.Size(), offset)
+	}
+	h := sha256.New()
+	if err == nil {
+		_, err = io.Copy(h, io.NewSectionReader(f, 0, offset))
+	}
+	if err == nil {
+		_, err = f.Seek(offset, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("verify published %s: %w", finalRel, err)
+	}
+	bufSize = max(bufSize, 4096) // compare needs a non-empty buffer
+	return &sink{root: root, finalRel: finalRel, f: f, r: bufio.NewReaderSize(f, bufSize), cmp: make([]byte, bufSize),
+		h: h, bytes: offset, articles: articles, size: st.Size(), diff: -1, stopped: true}, nil
+}
+
+// verifying says whether s compares rather than writes (verifySink).
+func (s *sink) verifying() bool { return s.r != nil }
+
+// compare checks p against the published file. A difference is noted, not
+// returned: the data phase goes on to TRANS.END, whose answer reports it.
+func (s *sink) compare(p []byte) {
+	at := s.bytes
+	for len(p) > 0 && s.diff < 0 {
+		n := min(len(p), len(s.cmp))
+		if _, err := io.ReadFull(s.r, s.cmp[:n]); err != nil || !bytes.Equal(s.cmp[:n], p[:n]) {
+			s.diff = at
+			return
+		}
+		p, at = p[n:], at+int64(n)
+	}
 }
 
 // write0 is the writer goroutine. After an error it writes nothing more.
@@ -261,6 +321,20 @@ func (s *sink) markDurable(pt syncPoint) {
 	s.mu.Unlock()
 }
 
+// markLost records that the journal refused a point: the transfer was
+// taken over.
+func (s *sink) markLost() {
+	s.mu.Lock()
+	s.lost = true
+	s.mu.Unlock()
+}
+
+func (s *sink) isLost() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
+}
+
 // durable returns the last point markDurable recorded.
 func (s *sink) durable() (syncPoint, bool) {
 	s.mu.Lock()
@@ -271,6 +345,12 @@ func (s *sink) durable() (syncPoint, bool) {
 // write appends data; it does not allocate. An error of the worker's
 // (a full disk) comes back from the next write after it.
 func (s *sink) write(p []byte) error {
+	if s.verifying() {
+		s.compare(p)
+		s.h.Write(p)
+		s.bytes += int64(len(p))
+		return nil
+	}
 	if s.failed.Load() {
 		return s.firstErr()
 	}
@@ -317,6 +397,9 @@ func (s *sink) flush() error {
 
 // sync writes out the buffer and fsyncs the temporary file, and waits.
 func (s *sink) sync() error {
+	if s.verifying() {
+		return nil // the published file is durable already
+	}
 	if s.stopped {
 		return errors.New("sink closed")
 	}
@@ -331,6 +414,14 @@ func (s *sink) sync() error {
 // the file, then onDurable records and acknowledges pt on the second
 // goroutine, unless an error came first (onFail).
 func (s *sink) syncAsync(pt syncPoint) {
+	if s.verifying() {
+		// Nothing to make durable: record and acknowledge at once.
+		if err := s.onDurable([]syncPoint{pt}); err != nil {
+			s.setErr(err)
+			s.fail()
+		}
+		return
+	}
 	s.handOff()
 	s.jobs <- sinkJob{sync: true, pt: pt, notify: true}
 }
@@ -355,9 +446,20 @@ func (s *sink) stop() {
 // a point that was durable.
 func (s *sink) truncate(offset, articles int64) error {
 	_ = s.wait()
-	s.buf = s.buf[:0]
-	if err := s.f.Truncate(offset); err != nil {
-		return err
+	if s.verifying() {
+		// Compare again from offset; the file is left alone.
+		if _, err := s.f.Seek(offset, io.SeekStart); err != nil {
+			return err
+		}
+		s.r.Reset(s.f)
+		if s.diff >= offset {
+			s.diff = -1
+		}
+	} else {
+		s.buf = s.buf[:0]
+		if err := s.f.Truncate(offset); err != nil {
+			return err
+		}
 	}
 	s.h.Reset()
 	if _, err := io.Copy(s.h, io.NewSectionReader(s.f, 0, offset)); err != nil {
@@ -383,6 +485,17 @@ func (s *sink) sum() string {
 // overwrite a hard link refuses an existing target atomically; with overwrite
 // a rename replaces it. The directory is fsynced so the name is durable.
 func (s *sink) commit(overwrite bool) error {
+	if s.verifying() {
+		s.closed = true
+		s.f.Close()
+		switch {
+		case s.diff >= 0:
+			return fmt.Errorf("%w: the data resent differs from the published %s at byte %d", errFinalExists, s.finalRel, s.diff)
+		case s.bytes != s.size:
+			return fmt.Errorf("%w: %d bytes resent in all, the published %s holds %d", errFinalExists, s.bytes, s.finalRel, s.size)
+		}
+		return nil
+	}
 	if err := s.sync(); err != nil {
 		return err
 	}
@@ -424,6 +537,10 @@ func (s *sink) close() error {
 	if s.closed {
 		return nil
 	}
+	if s.verifying() {
+		s.closed = true
+		return s.f.Close()
+	}
 	var serr error
 	if !s.stopped {
 		serr = s.sync()
@@ -434,12 +551,39 @@ func (s *sink) close() error {
 	return errors.Join(serr, cerr)
 }
 
+// abandon releases the file as it is on disk: the buffer is dropped, not
+// written, and nothing is truncated or removed. The transfer was taken over
+// and its new owner resumes into this file. Data the writer has not
+// written yet is dropped too (no journaled point lies in it), and no sync
+// point is journaled or acknowledged any more; abandon returns once the
+// writer has stopped, so nothing of ours reaches the file afterwards.
+func (s *sink) abandon() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	if !s.stopped {
+		s.buf = s.buf[:0]
+		s.mu.Lock()
+		s.failNotified = true // no IDT from here: the session decides
+		s.mu.Unlock()
+		s.setErr(errAbandoned)
+		s.stop()
+	}
+	s.f.Close()
+}
+
+var errAbandoned = errors.New("transfer taken over")
+
 // discard closes and removes the temporary file.
 func (s *sink) discard() error {
 	s.stop()
 	if !s.closed {
 		s.closed = true
 		s.f.Close()
+	}
+	if s.verifying() {
+		return nil // the published file is not ours to remove
 	}
 	if err := s.root.Remove(s.tempRel); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err

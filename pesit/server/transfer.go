@@ -57,8 +57,11 @@ type transfer struct {
 	tempRel  string
 	finalAbs string
 	sink     *sink
-	inSeg    bool
-	segLen   int
+	// published: this restart's file was published already (see
+	// publishedBefore); its data is compared, not written (verifySink).
+	published bool
+	inSeg     bool
+	segLen    int
 
 	// Send.
 	src      *os.File
@@ -88,7 +91,10 @@ type transfer struct {
 
 	anomalies []Anomaly // tolerated peer anomalies, kept on the record
 	finished  bool      // outcome recorded
-	resumable bool      // interrupted by IDT code 4: a new WRITE/READ may resume
+	// lost: the journal refused a write with ErrTransferLost. The file
+	// is the new owner's from then on: it is only ever abandoned.
+	lost      bool
+	resumable bool // interrupted by IDT code 4: a new WRITE/READ may resume
 	// dataStarted: a WRITE or READ was accepted. A restart that ends
 	// before (READ PI 18 refused with 2/214, DESELECT without WRITE) has
 	// changed nothing, so it keeps the interrupted transfer's point.
@@ -283,7 +289,15 @@ func (s *session) create(f *fpdu.FPDU) error {
 		x.tempRel = tempNameFor(rel)
 	}
 	x.finalAbs = filepath.Join(vf.ReceiveDir, x.finalRel)
-	if _, err := root.Lstat(x.finalRel); err == nil && !vf.Overwrite {
+	if x.restart != nil && publishedBefore(root, x) {
+		// Not 2/204: the file is this transfer's own. The restart goes on
+		// as usual and the data resent from its point is compared with the
+		// file, so that the requester is told the transfer is done by an
+		// ACK(TRANS.END) it knows, and no second copy is delivered.
+		x.published = true
+		s.log.Warn("restart of a transfer whose file was published already; the data resent is checked against it",
+			"file", x.finalRel, "restart_of", x.restart.TransferID, "sync", x.restart.Sync, "offset", x.restart.Offset)
+	} else if _, err := root.Lstat(x.finalRel); err == nil && !vf.Overwrite {
 		return s.refuseFile(fpdu.AckCreate, fpdu.DiagFileExists, "%s exists", x.finalRel)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return s.refuseFile(fpdu.AckCreate, fpdu.DiagTransferRefused, "%s: %v", x.finalRel, err)
@@ -310,6 +324,25 @@ func (s *session) create(f *fpdu.FPDU) error {
 	ack.Params.AddDiagnostic(fpdu.DiagOK)
 	ack.Params.AddUint(fpdu.PIEntitySize, uint64(x.entity))
 	return s.write(&ack)
+}
+
+// publishedBefore says whether the interrupted transfer that x restarts had
+// published its file already: the node stopped between the publication
+// (the rename of the temporary file) and the journal's record of it. Then
+// the final file exists, the temporary one does not, and the file holds at
+// least the data of the last sync point. Its content is checked by the
+// data phase (verifySink): size and bytes after the sync point must match
+// what the requester resends, and the SHA-256 of the whole file is recorded.
+func publishedBefore(root *os.Root, x *transfer) bool {
+	fi, err := root.Lstat(x.finalRel)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() < x.restart.Offset {
+		return false
+	}
+	if x.declared > 0 && !x.text && fi.Size() > x.declared {
+		return false // larger than the requester announces (PI 42): another file
+	}
+	_, err = root.Lstat(x.tempRel)
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // relIn returns p relative to dir, refusing anything outside it.
@@ -442,16 +475,16 @@ func (s *session) beginTransfer(x *transfer) {
 	s.log.Info("transfer selected", "id", x.id, "file", x.file, "direction", x.dir.String(), "pi13", x.pesitID, "restart", x.restart != nil)
 }
 
-// finish records the outcome of the current transfer once.
-func (s *session) finish(st Status, d fpdu.Diagnostic, detail string) {
+// outcome is what finish records for the current transfer. An interrupted
+// receive counts what its file keeps: the point it is cut back to.
+func (s *session) outcome(st Status, d fpdu.Diagnostic, detail string) Outcome {
 	x := s.xfer
-	if x == nil || x.finished {
-		return
-	}
-	x.finished = true
-	srv := s.srv
 	b, a := x.counts()
-	o := Outcome{Status: st, Bytes: b, Articles: a, Diagnostic: d, Detail: detail, Finished: srv.now(), Anomalies: x.anomalies}
+	if st == StatusInterrupted && x.sink != nil && !x.sink.closed {
+		k := x.keptPoint()
+		b, a = k.offset, k.articles
+	}
+	o := Outcome{Status: st, Bytes: b, Articles: a, Diagnostic: d, Detail: detail, Finished: s.srv.now(), Anomalies: x.anomalies}
 	if st == StatusDone {
 		if x.sink != nil {
 			o.SHA256 = x.sink.sum()
@@ -459,11 +492,68 @@ func (s *session) finish(st Status, d fpdu.Diagnostic, detail string) {
 			o.SHA256 = hex.EncodeToString(x.h.Sum(nil))
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.jnl.Finish(ctx, x.id, o); err != nil {
-		s.log.Error("journal finish failed", "id", x.id, "err", err)
+	return o
+}
+
+// finishRetries is the pause between two attempts of a durable finish.
+const finishRetries = 200 * time.Millisecond
+
+// record journals o, retrying for up to within (one attempt when 0): the
+// end of a transfer is acknowledged only once it is durable, and a short
+// store outage (a failover of PostgreSQL) should not cost the partner a
+// restart. A lost transfer is not retried.
+func (s *session) record(o Outcome, within time.Duration) error {
+	x := s.xfer
+	deadline := time.Now().Add(within)
+	for {
+		// A last record (within = 0) must go through after the drain gave
+		// up (base cancelled); a retried one gives way to the drain's end.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if within > 0 {
+			ctx, cancel = context.WithDeadline(s.srv.base, deadline)
+		}
+		err := s.srv.jnl.Finish(ctx, x.id, o)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrTransferLost):
+			x.lost = true
+			s.log.Warn("transfer taken over by another owner; its outcome here is not recorded", "id", x.id, "err", err)
+			return err
+		case within <= 0 || time.Until(deadline) < finishRetries:
+			s.log.Error("journal finish failed", "id", x.id, "status", o.Status, "err", err)
+			return err
+		}
+		s.log.Warn("journal finish failed; retrying", "id", x.id, "err", err)
+		select {
+		case <-time.After(finishRetries):
+		case <-s.srv.base.Done():
+			return err
+		}
 	}
+}
+
+// finish records the outcome of the current transfer once, in one attempt,
+// and returns the journal's error.
+func (s *session) finish(st Status, d fpdu.Diagnostic, detail string) error {
+	x := s.xfer
+	if x == nil || x.finished {
+		return nil
+	}
+	o := s.outcome(st, d, detail)
+	err := s.record(o, 0)
+	s.settle(o)
+	return err
+}
+
+// settle marks the current transfer finished with o (recorded or not) and
+// counts, traces and logs it.
+func (s *session) settle(o Outcome) {
+	x := s.xfer
+	x.finished = true
+	srv := s.srv
+	st, d, detail, b, a := o.Status, o.Diagnostic, o.Detail, o.Bytes, o.Articles
 	dur := srv.now().Sub(x.started)
 	if m := srv.met; m != nil {
 		m.Transfers.WithLabelValues(srv.cfg.ID, x.dir.String(), string(st)).Inc()
@@ -522,23 +612,24 @@ func (s *session) endTransfer(cause error) {
 				st = StatusCancelled
 			}
 		}
-		if x.sink != nil {
-			if st == StatusInterrupted {
-				// Keep only what a sync point made durable.
-				keep := x.keptPoint()
-				if err := x.sink.truncate(keep.offset, keep.articles); err != nil {
-					s.log.Warn("truncating interrupted file", "err", err)
-				}
-				if err := x.sink.close(); err != nil {
-					s.log.Warn("closing interrupted file", "err", err)
-				}
-			} else {
-				x.sink.discard()
-			}
+		// The journal first: a refusal (ErrTransferLost) means the file
+		// is the new owner's and must be left alone.
+		keep := syncPoint{}
+		if x.sink != nil && !x.lost {
+			keep = x.keptPoint()
 		}
-		s.finish(st, d, detail)
+		if x.lost {
+			s.settle(s.outcome(st, d, detail))
+		} else {
+			s.finish(st, d, detail)
+		}
+		s.releaseFile(st == StatusInterrupted, keep)
 	} else if x.sink != nil && !x.sink.closed {
-		x.sink.discard()
+		if x.lost {
+			x.sink.abandon()
+		} else {
+			x.sink.discard()
+		}
 	}
 	if x.src != nil {
 		x.src.Close()
@@ -555,6 +646,28 @@ func (s *session) endTransfer(cause error) {
 	s.xfer = nil
 }
 
+// releaseFile ends an unfinished receive's temporary file: cut back to keep
+// and kept for a restart when interrupted, else removed; only abandoned
+// when the transfer was lost to another owner.
+func (s *session) releaseFile(interrupted bool, keep syncPoint) {
+	x := s.xfer
+	switch {
+	case x.sink == nil || x.sink.closed:
+	case x.lost:
+		x.sink.abandon()
+	case interrupted:
+		// Keep only what a sync point made durable.
+		if err := x.sink.truncate(keep.offset, keep.articles); err != nil {
+			s.log.Warn("truncating interrupted file", "err", err)
+		}
+		if err := x.sink.close(); err != nil {
+			s.log.Warn("closing interrupted file", "err", err)
+		}
+	default:
+		x.sink.discard()
+	}
+}
+
 // keepRestartPoint carries the interrupted transfer's point over to x, a
 // restart that ended before its data phase: without it the journal's
 // newest record for the key would be a failure and the transfer could
@@ -567,6 +680,7 @@ func (s *session) keepRestartPoint(x *transfer) Status {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.srv.jnl.SyncPoint(ctx, x.id, rs.Sync, rs.Offset, rs.Articles); err != nil {
+		x.lost = x.lost || errors.Is(err, ErrTransferLost)
 		s.log.Warn("journal restart point failed", "id", x.id, "sync", rs.Sync, "err", err)
 		return StatusFailed
 	}
@@ -647,6 +761,11 @@ func (s *session) resumeInPlace() error {
 		return abortf(fpdu.DiagProtocolError, "new data phase after the transfer ended")
 	}
 	srv := s.srv
+	if srv.isClosing() {
+		// Interrupted by the drain (or before it began): the restart
+		// belongs on the next leader, not on this stopping node.
+		return abortf(fpdu.DiagAdministrativeStop, "server shutting down: restart the transfer")
+	}
 	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: x.vf.ID, Direction: x.dir,
 		PeSITID: x.pesitID, Restart: true, RestartOf: x.id, DeclaredSize: x.declared, FileCreated: x.created, Started: srv.now()}
 	if x.dir == DirectionReceive {

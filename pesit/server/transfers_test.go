@@ -400,9 +400,11 @@ func TestMessage(t *testing.T) {
 }
 
 // TestShutdown: a graceful shutdown drains until its deadline, then sends
-// ABORT 3/316 to the stuck session.
+// ABORT 3/316 to the stuck session. Its transfer has not begun its data
+// phase (ACK(WRITE) and nothing since), so there is no IDT to send first
+// beyond a Shutdown IDT that the peer does not answer.
 func TestShutdown(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newEnv(t, func(c *server.Config) { c.IDTTimeout = 100 * time.Millisecond })
 	p := dial(t, e.srv.Addr())
 	p.connect()
 	p.openForWrite(createOpts{file: "TESTFILE", pi13: 1})
@@ -418,8 +420,9 @@ func TestShutdown(t *testing.T) {
 	if d := time.Since(start); d > 200*time.Millisecond {
 		t.Fatalf("idle session aborted after %v", d)
 	}
+	expectEndCode(t, p.expectDiag(fpdu.IDT, fpdu.DiagVoluntaryStop), 4)
 	p.expectDiag(fpdu.Abort, fpdu.DiagAdministrativeStop)
-	if d := time.Since(start); d < 250*time.Millisecond {
+	if d := time.Since(start); d < 350*time.Millisecond {
 		t.Fatalf("aborted after %v, before the deadline", d)
 	}
 	p.expectClosed()

@@ -37,6 +37,7 @@ type Journal struct {
 	// syncErrAfter: the point is recorded, then the error is returned, as
 	// a store whose commit went through while the caller's context ended.
 	syncErrAfter bool
+	finishErr    error
 	// ForgetTempPaths makes FindRestart return no TempPath, as a journal
 	// that does not persist it would after a failover.
 	ForgetTempPaths bool
@@ -59,6 +60,15 @@ func (j *Journal) FailSyncPointsAfterRecording(err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.syncErr, j.syncErrAfter = err, err != nil
+}
+
+// FailFinishes makes Finish fail with err without recording anything (nil:
+// succeed), as a store outage would; an error wrapping
+// server.ErrTransferLost plays a takeover by another owner.
+func (j *Journal) FailFinishes(err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.finishErr = err
 }
 
 // Begin implements server.Journal.
@@ -94,6 +104,9 @@ func (j *Journal) SyncPoint(_ context.Context, id int64, sync uint32, offset, ar
 func (j *Journal) Finish(_ context.Context, id int64, o server.Outcome) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.finishErr != nil {
+		return j.finishErr
+	}
 	r := j.get(id)
 	if r == nil {
 		return fmt.Errorf("transfer %d: %w", id, server.ErrNotFound)
@@ -103,7 +116,9 @@ func (j *Journal) Finish(_ context.Context, id int64, o server.Outcome) error {
 }
 
 // FindRestart implements server.Journal: the latest interrupted transfer for
-// the key that no restart has taken over yet.
+// the key that no restart has taken over yet. As in the store, a transfer
+// without an outcome (its end could not be recorded) counts as interrupted
+// at its last sync point.
 func (j *Journal) FindRestart(_ context.Context, k server.RestartKey) (server.RestartState, bool, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -112,7 +127,7 @@ func (j *Journal) FindRestart(_ context.Context, k server.RestartKey) (server.Re
 		if t.Partner != k.Partner || t.Direction != k.Direction || t.PeSITID != k.PeSITID || t.VirtualFile != k.File || t.Message {
 			continue
 		}
-		if r.Superseded || r.Outcome == nil || r.Outcome.Status != server.StatusInterrupted {
+		if r.Superseded || r.Outcome != nil && r.Outcome.Status != server.StatusInterrupted {
 			return server.RestartState{}, false, nil
 		}
 		st := server.RestartState{TransferID: r.ID, Path: t.Path, TempPath: t.TempPath, FileCreated: t.FileCreated}
