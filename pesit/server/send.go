@@ -529,7 +529,7 @@ func (sd *sender) syn() error {
 		// earlier point): this session must not go on. IDT with PI 19 =
 		// 4: the partner's restart finds the new owner.
 		x.lost = true
-		if err := s.localIDT(fmt.Errorf("%w: %w", fpdu.DiagSystemError, ErrTransferLost)); err != nil {
+		if err := s.localIDT(fmt.Errorf("%w: %w", fpdu.DiagSystemError, sd.tail.lostErr)); err != nil {
 			return err
 		}
 		return errIDTSent

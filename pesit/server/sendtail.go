@@ -20,8 +20,10 @@ import (
 type sendTail struct {
 	jobs chan tailJob
 	done chan struct{}
-	// lost: the journal refused a point, the transfer has another owner.
-	lost atomic.Bool
+	// lost: the journal refused a point with lostErr, the transfer has
+	// another owner. lostErr is written before lost is set.
+	lost    atomic.Bool
+	lostErr error
 }
 
 // tailJob: hash the file up to hashTo, journal pt, or close barrier.
@@ -50,6 +52,7 @@ func (t *sendTail) run(ctx context.Context, jnl Journal, id int64, src *os.File,
 		// later point than the journal's, which the client answers by
 		// falling back to an earlier one it holds.
 		if err := jnl.SyncPoint(ctx, id, last.num, last.offset, last.articles); errors.Is(err, ErrTransferLost) {
+			t.lostErr = err
 			t.lost.Store(true)
 		} else if err != nil {
 			log.Warn("journal sync point failed", "id", id, "sync", last.num, "err", err)
