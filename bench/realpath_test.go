@@ -43,9 +43,9 @@ func BenchmarkRealPath(b *testing.B) {
 	size := envInt(b, "VECTIS_BENCH_SIZE", 1<<30)
 	rounds := int(envInt(b, "VECTIS_BENCH_PAIRS", 5))
 
-	work := b.TempDir()
+	work := b.TempDir() // the node's file root too
 	src := writeRandom(b, work, size)
-	s := startServe(b, serveOpts{maxSessions: 10, partners: []string{"BENCH"},
+	s := startServe(b, serveOpts{maxSessions: 10, partners: []string{"BENCH"}, dir: work,
 		extra: fmt.Sprintf("      - {id: OUTBOX, direction: send, sendDir: %q}\n", filepath.Join(work, "out"))})
 	if err := os.MkdirAll(filepath.Join(work, "out"), 0o750); err != nil {
 		b.Fatal(err)

@@ -68,6 +68,7 @@ type serveOpts struct {
 	maxSessions int
 	partners    []string // ids; the password of each is pw(id)
 	extra       string   // appended under vectis.pesit (e.g. limits)
+	dir         string   // the node's directory and file root; default a new temporary one
 }
 
 // pw is the partner's password: PI 5 carries at most 8 characters.
@@ -117,7 +118,10 @@ func freePort(t testing.TB) string {
 func startServe(t testing.TB, o serveOpts) *served {
 	t.Helper()
 	bin := vectisBinary(t)
-	dir := t.TempDir()
+	dir := o.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	s := &served{pesit: freePort(t), dir: dir, log: &lockedBuffer{}, done: make(chan error, 1)}
 	apiAddr := freePort(t)
 	s.api = "http://" + apiAddr

@@ -25,6 +25,15 @@
 //     Overwrite a hard link publishes it so an existing file is never
 //     replaced. An interrupted receive keeps the .part file, truncated to
 //     the last durable sync point, for a restart.
+//   - The receive path keeps the session goroutine on the socket (sink.go):
+//     data goes through two buffers to a writer goroutine that writes and
+//     hashes it; at a SYN the writer fsyncs, then a second goroutine
+//     journals the point and sends ACK(SYN) (points that queued up behind
+//     a slow journal are recorded in one write, as the last of them), so
+//     the fsync of one point overlaps the journal commit of the one before
+//     while the session receives what the window allows. ACK(SYN) still
+//     follows the data's fsync and then the journal's commit; a failure
+//     of either sends IDT from that goroutine (2/219, 2/213, 2/215).
 //   - A restart whose file was published already (the node stopped
 //     between the rename and the journal's record of the end) is not
 //     refused with 2/204: the data resent from the sync point is compared
@@ -63,5 +72,11 @@
 //     places follow from the file, the interval and PI 32. The journal
 //     keeps the last point sent; an earlier one is found by replaying the
 //     placement over the file, checked against the journaled one (a
-//     different interval or article length gets 2/214).
+//     different interval or article length gets 2/214). The journal
+//     write of a point sent, and the SHA-256 of the file (read back from
+//     the page cache), are done by a goroutine beside the sender
+//     (sendtail.go), waited for before the transfer ends; a crash of the
+//     node can leave the journal a point or so behind what was sent, and
+//     a restart asking for a later point gets 2/214, after which
+//     pesit/client asks for an earlier point it holds.
 package server
