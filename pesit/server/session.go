@@ -100,7 +100,6 @@ type session struct {
 	writeRenew    time.Time // under wmu
 	outcomeDiag   fpdu.Diagnostic
 	onArticle     func([]byte) error // bound once: no per-DTF closure
-	scratch       fpdu.FPDU          // reused for ACK(SYN)
 }
 
 func newSession(srv *Server, c net.Conn) *session {
