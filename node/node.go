@@ -100,7 +100,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier}
+	pm, err := newPublishMetrics(tel.Registry)
+	if err != nil {
+		return err
+	}
+	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier, publishMet: pm}
 	n.pesit = &pesitManager{
 		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
@@ -120,6 +124,8 @@ type node struct {
 	loop  *ha.Loop
 	// verifier checks every password of the process (PeSIT and API).
 	verifier *credential.Verifier
+	// publishMet counts the sweep of unpublished receives (publish.go).
+	publishMet *publishMetrics
 }
 
 func (n *node) run(ctx context.Context, opts Options) error {
@@ -267,7 +273,8 @@ func (n *node) leadStandalone(ctx context.Context) error {
 }
 
 // leaderJobs runs the leader-only housekeeping until the term ends: the
-// orphan sweep at once and then every cluster TTL, retention every hour.
+// orphan and unpublished files sweeps at once and then every cluster TTL,
+// retention every hour.
 func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	sweep := n.cfg.Cluster.TTL
 	if sweep <= 0 {
@@ -277,14 +284,14 @@ func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	defer orphans.Stop()
 	retention := time.NewTicker(time.Hour)
 	defer retention.Stop()
-	n.sweepOrphans(ctx, epoch)
+	n.sweep(ctx, epoch)
 	n.purge(ctx, epoch)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-orphans.C:
-			n.sweepOrphans(ctx, epoch)
+			n.sweep(ctx, epoch)
 			n.sweepUnrecorded(ctx, epoch, sweep)
 		case <-retention.C:
 			n.purge(ctx, epoch)
@@ -304,10 +311,9 @@ func (n *node) purge(ctx context.Context, epoch int64) {
 	}
 }
 
-// sweepOrphans marks interrupted the in_progress transfers whose owner is
-// gone, keeping their sync points, so that the partner's restart resumes
-// them here. See ownerGone for who counts as gone.
-func (n *node) sweepOrphans(ctx context.Context, epoch int64) {
+// sweep runs the sweeps that need to know which owners are gone: orphans
+// first, then the completed receives whose file was not published.
+func (n *node) sweep(ctx context.Context, epoch int64) {
 	var members []election.MemberInfo
 	if n.loop != nil {
 		var err error
@@ -319,6 +325,14 @@ func (n *node) sweepOrphans(ctx context.Context, epoch int64) {
 		}
 	}
 	gone := ownerGone(n.cfg.Node.Name, epoch, n.loop == nil, members)
+	n.sweepOrphans(ctx, epoch, gone)
+	n.sweepUnpublished(ctx, epoch, gone)
+}
+
+// sweepOrphans marks interrupted the in_progress transfers whose owner is
+// gone, keeping their sync points, so that the partner's restart resumes
+// them here. See ownerGone for who counts as gone.
+func (n *node) sweepOrphans(ctx context.Context, epoch int64, gone func(store.Transfer) bool) {
 	out, err := n.st.InterruptOrphans(ctx, epoch, n.cfg.Node.Name, gone)
 	if err != nil && ctx.Err() == nil {
 		n.log.Warn("orphan sweep", "err", err)
