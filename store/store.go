@@ -96,6 +96,10 @@ type Transfers interface {
 	// FindRestartable returns the newest transfer for key whose status is
 	// in_progress, interrupted or restartable.
 	FindRestartable(ctx context.Context, key RestartKey) (Transfer, error)
+	// FindCompletedReceive returns the newest completed receive for key
+	// that finished at or after since: a requester that never got the
+	// ACK(TRANS.END) of a transfer recorded completed restarts it.
+	FindCompletedReceive(ctx context.Context, key RestartKey, since time.Time) (Transfer, error)
 }
 
 // Retention removes old history; leader-only.

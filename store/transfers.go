@@ -336,6 +336,17 @@ func (s *Store) FindRestartable(ctx context.Context, k RestartKey) (_ Transfer, 
 	return t, s.wrap(fmt.Sprintf("find restartable transfer %s/%s/%d/%s", k.PartnerID, k.Direction, k.PesitID, k.FileID), err)
 }
 
+// FindCompletedReceive returns the newest completed receive for key
+// finished since since (the index transfers_restart serves it).
+func (s *Store) FindCompletedReceive(ctx context.Context, k RestartKey, since time.Time) (_ Transfer, err error) {
+	defer s.observe("find_completed_receive", &err)()
+	t, err := s.scanTransfer(s.db.queryRow(ctx, `SELECT `+transferCols+` FROM transfers
+		WHERE partner_id = $1 AND direction = 'receive' AND pesit_id = $2 AND file_id = $3
+		AND status = 'completed' AND finished_at >= $4
+		ORDER BY created_at DESC, id DESC LIMIT 1`, k.PartnerID, k.PesitID, k.FileID, s.d.ts(since)))
+	return t, s.wrap(fmt.Sprintf("find completed receive %s/%d/%s", k.PartnerID, k.PesitID, k.FileID), err)
+}
+
 const (
 	defaultPageSize = 100
 	maxPageSize     = 1000

@@ -729,6 +729,21 @@ func testUnpublished(t *testing.T, newConfig NewConfig) {
 	_, err = s.SettlePublished(ctx, 1, second.ID, "", "")
 	mustIs(t, err, store.ErrInvalid, "settle without a path")
 
+	key := store.RestartKey{PartnerID: "CXCLIENT", Direction: store.DirReceive, PesitID: 2, FileID: "INBOX"}
+	found, err := s.FindCompletedReceive(ctx, key, time.Now().Add(-time.Hour))
+	must(t, err, "find completed receive")
+	if found.ID != second.ID {
+		t.Fatalf("completed receive %s, want %s", found.ID, second.ID)
+	}
+	_, err = s.FindCompletedReceive(ctx, key, time.Now().Add(time.Hour))
+	mustIs(t, err, store.ErrNotFound, "completed receive finished before since")
+	for _, pi := range []int64{3, 4, 5, 7} { // in progress, failed, interrupted, send
+		k := key
+		k.PesitID = pi
+		_, err = s.FindCompletedReceive(ctx, k, time.Now().Add(-time.Hour))
+		mustIs(t, err, store.ErrNotFound, fmt.Sprintf("completed receive for PI 13 = %d", pi))
+	}
+
 	must(t, s.ClaimLeadership(ctx, 2, "node-b"), "claim 2")
 	_, err = s.ListUnpublished(ctx, 1, 10)
 	mustIs(t, err, store.ErrStaleEpoch, "list by a stale leader")
