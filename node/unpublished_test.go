@@ -182,3 +182,83 @@ func TestSweepFinishesHardLinkPublication(t *testing.T) {
 	}
 }
 
+
+// TestRestartOfCompletedTransferIsDone covers the two crashes after the
+// record of a receive says completed, when the requester never got the
+// ACK(TRANS.END) and restarts: (published) the node stopped after the
+// rename, (unpublished) before it, and the next node's sweep published the
+// file. Either way the restart is answered as a completed transfer (the data
+// resent from the last sync point is checked against the published file),
+// the file is delivered once, and the completed record stays as it was.
+// Before the fix the restart found no restartable record and was refused
+// with 2/204, after which a requester starts over and delivers twice.
+func TestRestartOfCompletedTransferIsDone(t *testing.T) {
+	for name, setStore := range storeConfigs(t) {
+		for _, crash := range []string{"published", "unpublished"} {
+			t.Run(name+"/"+crash, func(t *testing.T) {
+				dir := t.TempDir()
+				cfg := baseConfig(t, dir, "solo")
+				setStore(&cfg)
+				n := startNode(t, cfg)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				src, sum := randomFile(t, dir, 1<<20+4321)
+				req := client.SendRequest{Source: src, VirtualFile: "INBOX", StateDir: filepath.Join(dir, "state")}
+				proxy := newWithholdingProxy(t, n.pesit)
+				first, err := client.Push(ctx, clientConfig(proxy.ln.Addr().String(), "CXCLIENT", "test123"), req, client.Retry{})
+				if err == nil {
+					t.Fatal("the push succeeded although its ACK(TRANS.END) was withheld")
+				}
+				n.stop(t)
+				st := openNodeStore(t, cfg)
+				page, err := st.ListTransfers(ctx, store.TransferFilter{})
+				if err != nil || len(page.Items) != 1 || page.Items[0].Status != store.StatusCompleted || page.Items[0].SyncPoint.Number == 0 {
+					t.Fatalf("records after the first attempt: %+v %v", page.Items, err)
+				}
+				rec := page.Items[0]
+				if crash == "unpublished" {
+					temp := filepath.Join(filepath.Dir(rec.LocalPath), "."+filepath.Base(rec.LocalPath)+".part")
+					if err := os.Rename(rec.LocalPath, temp); err != nil {
+						t.Fatal(err)
+					}
+					lead, err := st.Leadership(ctx)
+					if err == nil {
+						_, err = st.UpdateTransfer(ctx, lead.Epoch, rec.ID, func(x *store.Transfer) error { x.TempPath = temp; return nil })
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				st.Close()
+
+				n = startNode(t, cfg)
+				waitFor(t, "the file under its final name", 20*time.Second, func() bool {
+					_, err := os.Stat(rec.LocalPath)
+					return err == nil
+				})
+				res, err := client.Push(ctx, clientConfig(n.pesit, "CXCLIENT", "test123"), req, client.Retry{})
+				if err != nil {
+					t.Fatalf("restart of the completed transfer: %v", err)
+				}
+				if !res.Restarted || res.TransferID != first.TransferID || res.RestartPoint == 0 {
+					t.Errorf("restart %+v, want a restart of %d from a sync point", res, first.TransferID)
+				}
+				inbox := filepath.Dir(rec.LocalPath)
+				if got := files(t, inbox); len(got) != 1 || fileSHA(t, rec.LocalPath) != sum {
+					t.Fatalf("inbox holds %v: want the file once, with the source's bytes", got)
+				}
+				n.stop(t)
+				st = openNodeStore(t, cfg)
+				defer st.Close()
+				orig, err := st.GetTransfer(ctx, rec.ID)
+				if err != nil || orig.Status != store.StatusCompleted || orig.SHA256 != sum || orig.RestartCount != rec.RestartCount {
+					t.Fatalf("the completed record after the restart: %+v %v", orig, err)
+				}
+				page, err = st.ListTransfers(ctx, store.TransferFilter{})
+				if err != nil || len(page.Items) != 2 || page.Items[0].Status != store.StatusCompleted || page.Items[0].SHA256 != sum {
+					t.Fatalf("records %+v %v: want the restart's own record completed with the file's SHA-256", page.Items, err)
+				}
+			})
+		}
+	}
+}
