@@ -43,6 +43,15 @@ func openNodeStore(t *testing.T, cfg config.Config) *store.Store {
 	return st
 }
 
+// again is cfg for the node's next start, on fresh ports: a port just
+// released may be taken meanwhile (it is in the ephemeral range).
+func again(t *testing.T, cfg config.Config) config.Config {
+	cfg.API.Listen = freeAddr(t)
+	cfg.PeSIT.Servers = append([]config.Server(nil), cfg.PeSIT.Servers...)
+	cfg.PeSIT.Servers[0].Listen = freeAddr(t)
+	return cfg
+}
+
 // crashBeforePublish pushes src through a node, stops the node and puts the
 // received file and its record back into the state a crash between the
 // record and the rename leaves (pesit/server receiveTransEnd): the record
@@ -96,7 +105,7 @@ func TestSweepPublishesCompletedReceive(t *testing.T) {
 			src, sum := randomFile(t, dir, 300<<10+17)
 			rec := crashBeforePublish(t, startNode(t, cfg), src)
 
-			n := startNode(t, cfg)
+			n := startNode(t, again(t, cfg))
 			waitFor(t, "the file to be published", 20*time.Second, func() bool {
 				_, err := os.Stat(rec.LocalPath)
 				return err == nil
@@ -136,7 +145,7 @@ func TestSweepLeavesConflictingFile(t *testing.T) {
 	if err := os.WriteFile(rec.LocalPath, []byte("someone else's file"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := startNode(t, cfg)
+	n := startNode(t, again(t, cfg))
 	waitFor(t, "the sweep to log the conflict", 20*time.Second, func() bool {
 		return strings.Contains(n.log.String(), "another file holds its name")
 	})
@@ -169,7 +178,7 @@ func TestSweepFinishesHardLinkPublication(t *testing.T) {
 	if err := os.Link(rec.TempPath, rec.LocalPath); err != nil {
 		t.Fatal(err)
 	}
-	startNode(t, cfg)
+	startNode(t, again(t, cfg))
 	waitFor(t, "the temporary name to go", 20*time.Second, func() bool {
 		_, err := os.Lstat(rec.TempPath)
 		return os.IsNotExist(err)
@@ -231,7 +240,7 @@ func TestRestartOfCompletedTransferIsDone(t *testing.T) {
 				}
 				st.Close()
 
-				n = startNode(t, cfg)
+				n = startNode(t, again(t, cfg))
 				waitFor(t, "the file under its final name", 20*time.Second, func() bool {
 					_, err := os.Stat(rec.LocalPath)
 					return err == nil
