@@ -120,6 +120,9 @@ func TestSweepPublishesCompletedReceive(t *testing.T) {
 			waitFor(t, "the sweep to log the recovery", 5*time.Second, func() bool {
 				return strings.Contains(n.log.String(), "published now")
 			})
+			if v := value(scrape(t, n.api), "vectis_received_files_recovered_total", nil); v != 1 {
+				t.Errorf("vectis_received_files_recovered_total = %v, want 1", v)
+			}
 			n.stop(t)
 			st := openNodeStore(t, cfg)
 			defer st.Close()
@@ -149,6 +152,9 @@ func TestSweepLeavesConflictingFile(t *testing.T) {
 	waitFor(t, "the sweep to log the conflict", 20*time.Second, func() bool {
 		return strings.Contains(n.log.String(), "another file holds its name")
 	})
+	if v := value(scrape(t, n.api), "vectis_received_files_publish_conflicts_total", nil); v != 1 {
+		t.Errorf("vectis_received_files_publish_conflicts_total = %v, want 1", v)
+	}
 	n.stop(t)
 	if b, _ := os.ReadFile(rec.LocalPath); string(b) != "someone else's file" {
 		t.Fatalf("the other file was changed: %q", b)
@@ -164,6 +170,36 @@ func TestSweepLeavesConflictingFile(t *testing.T) {
 	}
 	if got.Status != store.StatusCompleted || !strings.Contains(got.Diagnostic, rec.TempPath) || got.TempPath != "" {
 		t.Fatalf("record %+v: want completed, its diagnostic naming %s", got, rec.TempPath)
+	}
+}
+
+// TestSweepChecksTheRecordedData: a temporary file that no longer holds
+// the data recorded (a later transfer to the same name truncated it) is not
+// published; the record says why.
+func TestSweepChecksTheRecordedData(t *testing.T) {
+	dir := t.TempDir()
+	cfg := baseConfig(t, dir, "solo")
+	src, _ := randomFile(t, dir, 100<<10)
+	rec := crashBeforePublish(t, startNode(t, cfg), src)
+	if err := os.Truncate(rec.TempPath, 1000); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, again(t, cfg))
+	waitFor(t, "the sweep to log the mismatch", 20*time.Second, func() bool {
+		return strings.Contains(n.log.String(), "no longer holds the data recorded")
+	})
+	n.stop(t)
+	if _, err := os.Lstat(rec.LocalPath); !os.IsNotExist(err) {
+		t.Fatalf("a file was published: %v", err)
+	}
+	if fi, err := os.Stat(rec.TempPath); err != nil || fi.Size() != 1000 {
+		t.Fatalf("the temporary file changed: %v", err)
+	}
+	st := openNodeStore(t, cfg)
+	defer st.Close()
+	got, err := st.GetTransfer(context.Background(), rec.ID)
+	if err != nil || got.Status != store.StatusCompleted || !strings.Contains(got.Diagnostic, "no longer holds") || got.TempPath != "" {
+		t.Fatalf("record %+v %v", got, err)
 	}
 }
 
