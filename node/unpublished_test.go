@@ -227,7 +227,6 @@ func TestSweepFinishesHardLinkPublication(t *testing.T) {
 	}
 }
 
-
 // TestRestartOfCompletedTransferIsDone covers the two crashes after the
 // record of a receive says completed, when the requester never got the
 // ACK(TRANS.END) and restarts: (published) the node stopped after the
