@@ -36,6 +36,11 @@ USER 65532:65532
 WORKDIR /var/lib/vectis
 VOLUME ["/var/lib/vectis"]
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+# The binary binds port-only listen addresses to loopback by default (a
+# server started by hand on a host exposes nothing it was not told to). In a
+# container the network namespace is the boundary and `docker run -p` or a
+# Service must reach the ports, so the image binds every interface.
+ENV VECTIS_NODE_BINDADDRESS=0.0.0.0
 
 # 8080 admin API and /metrics (every pod); 5000 PeSIT and 5001 PeSIT over TLS
 # (the leader only).

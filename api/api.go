@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/vectis-ft/vectis/internal/credential"
+	"github.com/vectis-ft/vectis/internal/fileroot"
 	"github.com/vectis-ft/vectis/store"
 )
 
@@ -131,6 +132,9 @@ type Config struct {
 	LoginRefill time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// FileRoot confines the receiveDir and sendDir of virtual files
+	// (vectis.fileRoot); the zero Root confines nothing.
+	FileRoot fileroot.Root
 	// Verifier checks passwords; the node shares one with its PeSIT
 	// servers so that the bound on derivations holds per process. Nil: the
 	// API makes its own, with 4 slots.
@@ -144,6 +148,7 @@ type API struct {
 	leader    Leadership
 	servers   ServerControl
 	canceller TransferCanceller
+	fileRoot  fileroot.Root
 	readiness Readiness
 	metrics   *prometheus.Registry
 	log       *slog.Logger
@@ -179,6 +184,7 @@ func New(cfg Config) (*API, error) {
 		leader:    cfg.Leadership,
 		servers:   cfg.Servers,
 		canceller: cfg.Canceller,
+		fileRoot:  cfg.FileRoot,
 		readiness: cfg.Readiness,
 		metrics:   cfg.Metrics,
 		log:       cfg.Logger,

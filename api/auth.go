@@ -43,6 +43,10 @@ func allows(have, need store.Role) bool {
 	return roleRank(have) > 0 && roleRank(have) >= roleRank(need)
 }
 
+// unknownActor stands in the log and the audit log for a user name that
+// names no user.
+const unknownActor = "(unknown)"
+
 // tokenPrefix starts every API token (store.NewToken), so that a leaked
 // token is easy to recognise and a random string is refused without a lookup.
 const tokenPrefix = "vt_"
@@ -119,8 +123,12 @@ func newAuthenticator(static []StaticUser, users UserStore, limiter *loginThrott
 var (
 	errBadCredentials = errors.New("invalid credentials")
 	errCountedFailure = fmt.Errorf("%w", errBadCredentials)
-	errThrottled      = errors.New("throttled")
-	errBusy           = errors.New("password verification busy")
+	// errUnknownUser is a counted failure for a name that is no user: the
+	// name is then never logged nor audited (it is often a password typed
+	// in the wrong field).
+	errUnknownUser = fmt.Errorf("%w: unknown user", errCountedFailure)
+	errThrottled   = errors.New("throttled")
+	errBusy        = errors.New("password verification busy")
 )
 
 // verify runs one password check. A cached good password passes at once;
@@ -179,7 +187,7 @@ func (au *authenticator) basic(ctx context.Context, addr, user, password string)
 		if _, err := au.verify(ctx, addr, user, "", password); ctx.Err() != nil || errors.Is(err, errThrottled) || errors.Is(err, errBusy) {
 			return nil, cmp.Or(ctx.Err(), err)
 		}
-		return nil, fmt.Errorf("%w: unknown user", errCountedFailure)
+		return nil, errUnknownUser
 	}
 	good, err := au.verify(ctx, addr, user, hash, password)
 	if ctx.Err() != nil || errors.Is(err, errThrottled) || errors.Is(err, errBusy) {
@@ -304,10 +312,18 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (*Principal, 
 		a.limiter.fail(user, addr)
 	}
 	a.m.authFailures.WithLabelValues("invalid").Inc()
-	if checkUserName(user) != nil {
-		user = "(invalid name)" // never log what may be a mistyped password
+	reason := err.Error()
+	switch {
+	case errors.Is(err, errUnknownUser) || checkUserName(user) != nil:
+		// Never log or audit what may be a mistyped password.
+		user = unknownActor
 	}
-	a.log.WarnContext(ctx, "api authentication failed", "user", user, "client", addr, "reason", err.Error())
-	a.audit(ctx, &Principal{Name: user}, "api.auth", r.Method+" "+r.URL.Path, store.OutcomeFailure, "client "+addr+": "+err.Error())
+	if errors.Is(err, errCountedFailure) {
+		// Unknown user and wrong password read the same, in the audit log
+		// as on the wire: neither tells which user names exist.
+		reason = "invalid user name or password"
+	}
+	a.log.WarnContext(ctx, "api authentication failed", "user", user, "client", addr, "reason", reason)
+	a.audit(ctx, &Principal{Name: user}, "api.auth", r.Method+" "+r.URL.Path, store.OutcomeFailure, "client "+addr+": "+reason)
 	return nil, errorf(http.StatusUnauthorized, CodeUnauthorized, "invalid credentials")
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/vectis-ft/vectis/store"
 )
@@ -24,7 +25,7 @@ func BenchmarkAuthenticatedRead(b *testing.B) {
 				b.Fatal(err)
 			}
 			plain, th, _ := store.NewToken()
-			if _, err := st.CreateToken(b.Context(), store.Token{ID: "bench", User: "admin", Role: store.RoleViewer}, th); err != nil {
+			if _, err := st.CreateToken(b.Context(), store.Token{ID: "bench", User: "admin", Role: store.RoleViewer, ExpiresAt: time.Now().Add(time.Hour)}, th); err != nil {
 				b.Fatal(err)
 			}
 			req, _ := http.NewRequest("GET", e.srv.URL+"/api/v1/partners/CXCLIENT", nil)

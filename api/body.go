@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,15 +15,25 @@ import (
 
 // decodeJSON reads exactly one JSON object into v. It refuses a content type
 // other than application/json (415: a browser cannot send that cross-site
-// without a preflight), unknown fields (400), malformed JSON (400, without
-// echoing the input, which may hold a password) and oversized bodies (413).
+// without a preflight), unknown fields (400), duplicate keys (400: which one
+// wins differs between parsers, so a proxy or a log may see another value
+// than Vectis), malformed JSON (400, without echoing the input, which may
+// hold a password) and oversized bodies (413).
 func decodeJSON(r *http.Request, v any) error {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if ct == "" || err != nil || mt != "application/json" {
 		return errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "Content-Type must be application/json")
 	}
-	dec := json.NewDecoder(r.Body)
+	// The body is bounded (MaxBytesReader) before any handler runs.
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		return jsonError(err)
+	}
+	if key, dup := duplicateKey(data); dup {
+		return badRequest("duplicate key %q in the JSON body", truncate(key))
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err)
@@ -35,6 +46,55 @@ func decodeJSON(r *http.Request, v any) error {
 		return badRequest("request body must hold a single JSON object")
 	}
 	return nil
+}
+
+// duplicateKey finds a key given twice in one object of a JSON document,
+// compared without case as encoding/json matches fields. Malformed JSON is
+// left to the decoder's error.
+func duplicateKey(data []byte) (string, bool) {
+	type frame struct {
+		keys      map[string]bool // nil for an array
+		expectKey bool
+	}
+	var stack []*frame
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			stack[n-1].expectKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		if n := len(stack); n > 0 && stack[n-1].keys != nil && stack[n-1].expectKey {
+			if k, ok := tok.(string); ok {
+				fk := strings.ToLower(k)
+				if stack[n-1].keys[fk] {
+					return k, true
+				}
+				stack[n-1].keys[fk] = true
+				stack[n-1].expectKey = false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{keys: map[string]bool{}, expectKey: true})
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+		case json.Delim('}'), json.Delim(']'):
+			if len(stack) == 0 {
+				return "", false
+			}
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 func jsonError(err error) error {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"time"
+
+	"github.com/vectis-ft/vectis/store"
 )
 
 // ClusterView reports the cluster as this node sees it. The HA layer
@@ -80,6 +82,15 @@ type ServerControl interface {
 // it on this node.
 type TransferCanceller interface {
 	Cancel(ctx context.Context, transferID string) (bool, error)
+}
+
+// RestingCanceller is what a TransferCanceller may add: cancelling a
+// transfer that no live session carries (interrupted, restartable, or in
+// progress under an owner that is gone) and deleting its partial file. It
+// returns the cancelled record, or an error wrapping store.ErrConflict
+// when the transfer is final or its owner may still finish it.
+type RestingCanceller interface {
+	CancelResting(ctx context.Context, transferID string) (store.Transfer, error)
 }
 
 // Readiness reports whether the node can do its job: the store is reachable

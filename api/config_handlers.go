@@ -354,6 +354,21 @@ func (in fileInput) file() (store.VirtualFile, error) {
 	return f, nil
 }
 
+// checkFileRoot refuses directories outside vectis.fileRoot: an admin
+// account must not be enough to make the PeSIT server write to /etc or
+// serve /root.
+func (a *API) checkFileRoot(f store.VirtualFile) error {
+	for _, c := range []struct{ field, dir string }{{"receiveDir", f.ReceiveDir}, {"sendDir", f.SendDir}} {
+		if c.dir == "" {
+			continue
+		}
+		if err := a.fileRoot.Check(c.dir); err != nil {
+			return invalid("%s %q is outside the file root %s (vectis.fileRoot)", c.field, truncate(c.dir), a.fileRoot.Dir())
+		}
+	}
+	return nil
+}
+
 func (a *API) listFiles(w http.ResponseWriter, r *http.Request, _ *Principal) error {
 	fs, err := a.store.ListFiles(r.Context())
 	if err != nil {
@@ -385,6 +400,9 @@ func (a *API) createFile(w http.ResponseWriter, r *http.Request, who *Principal)
 	if err != nil {
 		return err
 	}
+	if err := a.checkFileRoot(f); err != nil {
+		return err
+	}
 	created, err := a.store.CreateFile(r.Context(), f)
 	if err != nil {
 		a.audit(r.Context(), who, "file.create", f.ID, store.OutcomeFailure, errDetail(err))
@@ -411,6 +429,9 @@ func (a *API) updateFile(w http.ResponseWriter, r *http.Request, who *Principal)
 	in.ID = id
 	f, err := in.file()
 	if err != nil {
+		return err
+	}
+	if err := a.checkFileRoot(f); err != nil {
 		return err
 	}
 	updated, err := a.store.UpdateFile(r.Context(), f)

@@ -83,7 +83,7 @@ func TestPartnerCRUD(t *testing.T) {
 		e.must(404, asAdmin, "DELETE", "/api/v1/partners/CXCLIENT", nil)
 		// Audited with the actor.
 		var audit store.AuditPage
-		e.must(200, asViewer, "GET", "/api/v1/audit?target=CXCLIENT&outcome=success", nil).json(t, &audit)
+		e.must(200, asAdmin, "GET", "/api/v1/audit?target=CXCLIENT&outcome=success", nil).json(t, &audit)
 		var actions []string
 		for _, ev := range audit.Items {
 			if ev.Actor != "admin" {
@@ -287,7 +287,7 @@ func TestAuditFilters(t *testing.T) {
 	e.must(403, asViewer, "DELETE", "/api/v1/files/A1", nil)
 	e.must(401, cred{user: "admin", password: "wrong-password"}, "GET", "/api/v1/files", nil)
 	var p store.AuditPage
-	e.must(200, asViewer, "GET", "/api/v1/audit", nil).json(t, &p)
+	e.must(200, asAdmin, "GET", "/api/v1/audit", nil).json(t, &p)
 	if len(p.Items) != 3 {
 		t.Fatalf("audit %+v", p.Items)
 	}
@@ -297,7 +297,7 @@ func TestAuditFilters(t *testing.T) {
 		"?action=api.auth&outcome=failure": "admin api.auth GET /api/v1/files failure",
 		"?actor=viewer":                    "viewer api.authorize DELETE /api/v1/files/A1 denied",
 	} {
-		e.must(200, asViewer, "GET", "/api/v1/audit"+q, nil).json(t, &p)
+		e.must(200, asAdmin, "GET", "/api/v1/audit"+q, nil).json(t, &p)
 		if len(p.Items) != 1 {
 			t.Errorf("%s: %d events", q, len(p.Items))
 			continue
@@ -307,10 +307,10 @@ func TestAuditFilters(t *testing.T) {
 			t.Errorf("%s: %q, want %q", q, got, want)
 		}
 	}
-	e.must(200, asViewer, "GET", "/api/v1/audit?limit=1", nil).json(t, &p)
+	e.must(200, asAdmin, "GET", "/api/v1/audit?limit=1", nil).json(t, &p)
 	if len(p.Items) != 1 || p.Next == "" {
 		t.Errorf("limit=1: %d items, next %q", len(p.Items), p.Next)
 	}
-	e.must(400, asViewer, "GET", "/api/v1/audit?outcome=maybe", nil)
-	e.must(400, asViewer, "GET", "/api/v1/audit?from=nope", nil)
+	e.must(400, asAdmin, "GET", "/api/v1/audit?outcome=maybe", nil)
+	e.must(400, asAdmin, "GET", "/api/v1/audit?from=nope", nil)
 }

@@ -240,7 +240,18 @@ func (a *API) cancelTransfer(w http.ResponseWriter, r *http.Request, who *Princi
 		return err
 	}
 	if !live {
-		return conflict("transfer %q has no live session (status %s); only a running transfer can be cancelled", id, t.Status)
+		rc, ok := a.canceller.(RestingCanceller)
+		if !ok {
+			return conflict("transfer %q has no live session (status %s); only a running transfer can be cancelled", id, t.Status)
+		}
+		done, err := rc.CancelResting(r.Context(), id)
+		if err != nil {
+			a.audit(r.Context(), who, "transfer.cancel", id, store.OutcomeFailure, errDetail(err))
+			return storeError(err, "transfer "+quote(id))
+		}
+		a.audit(r.Context(), who, "transfer.cancel", id, store.OutcomeSuccess, "no live session; was "+string(t.Status))
+		writeJSON(w, http.StatusOK, done)
+		return nil
 	}
 	a.audit(r.Context(), who, "transfer.cancel", id, store.OutcomeSuccess, "")
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "cancelling": true})
@@ -272,13 +283,22 @@ func (a *API) transferStats(w http.ResponseWriter, r *http.Request, _ *Principal
 
 // ---- audit ----
 
-func (a *API) listAudit(w http.ResponseWriter, r *http.Request, _ *Principal) error {
+// credentialActions are the audit actions only an admin may read: who logs
+// in, fails to, or manages users, tokens and partner passwords. A viewer
+// reading them would learn user names, attempted names and where
+// credentials changed.
+var credentialActions = []string{"api.auth", "pesit.auth", "user.", "token.", "partner.password"}
+
+func (a *API) listAudit(w http.ResponseWriter, r *http.Request, who *Principal) error {
 	q := r.URL.Query()
 	f := store.AuditFilter{
 		Actor:   q.Get("actor"),
 		Action:  q.Get("action"),
 		Target:  q.Get("target"),
 		Outcome: store.Outcome(q.Get("outcome")),
+	}
+	if who == nil || who.Role != store.RoleAdmin {
+		f.ExcludeActions = credentialActions
 	}
 	switch f.Outcome {
 	case "", store.OutcomeSuccess, store.OutcomeFailure, store.OutcomeDenied:
@@ -505,9 +525,12 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request, _ *Principal) e
 	return nil
 }
 
-// maxTokenLifetime bounds expiresIn; a token that must live longer can be
-// created without expiry, which is then an explicit choice.
-const maxTokenLifetime = 10 * 365 * 24 * time.Hour
+// Token lifetimes: every token expires (docs/security.md), by default after
+// defaultTokenLifetime and at most after maxTokenLifetime.
+const (
+	defaultTokenLifetime = 30 * 24 * time.Hour
+	maxTokenLifetime     = 366 * 24 * time.Hour
+)
 
 func (a *API) createToken(w http.ResponseWriter, r *http.Request, who *Principal) error {
 	var in struct {
@@ -517,6 +540,11 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, who *Principal
 	}
 	if err := decodeJSON(r, &in); err != nil {
 		return err
+	}
+	// A token minted with a token would outlive the revocation of its
+	// parent: only a password login mints tokens.
+	if who.Method != "basic" {
+		return errorf(http.StatusForbidden, CodeForbidden, "tokens are created with a password login (HTTP basic), not with another token")
 	}
 	if !validRole(in.Role) {
 		return invalid("role %q: want viewer, operator or admin", truncate(string(in.Role)))
@@ -529,12 +557,18 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, who *Principal
 		}
 		d, err := time.ParseDuration(in.ExpiresIn)
 		if err != nil || d <= 0 || d > maxTokenLifetime {
-			return invalid("expiresIn %q: want a positive Go duration such as 720h, at most 10 years", truncate(in.ExpiresIn))
+			return invalid("expiresIn %q: want a positive Go duration such as 720h, at most 8784h (366 days)", truncate(in.ExpiresIn))
 		}
 		exp = now.Add(d)
 	}
-	if !exp.IsZero() && !exp.After(now) {
+	if exp.IsZero() {
+		exp = now.Add(defaultTokenLifetime)
+	}
+	if !exp.After(now) {
 		return invalid("expiresAt is in the past")
+	}
+	if exp.Sub(now) > maxTokenLifetime {
+		return invalid("expiresAt is more than 366 days ahead; tokens are rotated at least yearly")
 	}
 	plain, hash, err := store.NewToken()
 	if err != nil {

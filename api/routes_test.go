@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vectis-ft/vectis/store"
 )
@@ -137,7 +138,7 @@ func matrixFixtures(t *testing.T, st *store.Store, e *env) {
 		mustDo(err)
 		_, tokHash, err := store.NewToken()
 		mustDo(err)
-		_, err = st.CreateToken(ctx, store.Token{ID: "tok-" + w.name, User: "admin", Role: store.RoleViewer}, tokHash)
+		_, err = st.CreateToken(ctx, store.Token{ID: "tok-" + w.name, User: "admin", Role: store.RoleViewer, ExpiresAt: time.Now().Add(time.Hour)}, tokHash)
 		mustDo(err)
 	}
 }

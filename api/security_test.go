@@ -84,7 +84,7 @@ func TestBruteForceThrottled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.CreateToken(context.Background(), store.Token{ID: "nat", User: "admin", Role: store.RoleViewer}, th); err != nil {
+	if _, err := st.CreateToken(context.Background(), store.Token{ID: "nat", User: "admin", Role: store.RoleViewer, ExpiresAt: time.Now().Add(time.Hour)}, th); err != nil {
 		t.Fatal(err)
 	}
 	// The viewer logs in before the attack: its password is then cached.

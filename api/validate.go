@@ -48,6 +48,9 @@ func checkID(kind, id string, max int) error {
 	if strings.Contains(id, "..") {
 		return fmt.Errorf("%s id %q must not contain \"..\"", kind, id)
 	}
+	if id == "." {
+		return fmt.Errorf("%s id \".\" names a directory, not a %s", kind, kind)
+	}
 	return nil
 }
 

@@ -127,6 +127,7 @@ func startServe(t testing.TB, o serveOpts) *served {
 	}
 	cfg := fmt.Sprintf(`vectis:
   dataDir: %[1]s/data
+  fileRoot: %[1]s
   store: {driver: sqlite}
   api:
     listen: %[2]q

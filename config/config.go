@@ -12,12 +12,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vectis-ft/vectis/internal/fileroot"
 )
 
 // Config is the whole file; the YAML root key is "vectis".
 type Config struct {
-	Node      Node      `koanf:"node"`
-	DataDir   string    `koanf:"dataDir"`
+	Node    Node   `koanf:"node"`
+	DataDir string `koanf:"dataDir"`
+	// FileRoot confines the directories of virtual files, declared here or
+	// through the API (docs/security.md); empty means DataDir.
+	FileRoot  string    `koanf:"fileRoot"`
 	Cluster   Cluster   `koanf:"cluster"`
 	Store     Store     `koanf:"store"`
 	API       API       `koanf:"api"`
@@ -30,7 +35,9 @@ type Node struct {
 	Name    string `koanf:"name"`
 	Address string `koanf:"address"`
 	// BindAddress is the host that listen addresses without one (":5000")
-	// bind to. Empty binds every interface. A test harness running several
+	// bind to: 127.0.0.1 by default, so that a node started without a
+	// configuration is not reachable from the network; the Helm chart sets
+	// 0.0.0.0. Empty binds every interface. A test harness running several
 	// pods as processes on one machine gives each its own 127.0.0.x.
 	BindAddress string `koanf:"bindAddress"`
 }
@@ -51,6 +58,15 @@ type Cluster struct {
 	// Kubernetes can be turned off for tests of the election without a
 	// control plane; it is on whenever the cluster is enabled in production.
 	Kubernetes KubernetesAccess `koanf:"kubernetes"`
+	// FastFailover lets standbys take over within a second when the
+	// leader's process dies (docs/ha.md, "Fast failover"). Default true.
+	FastFailover bool `koanf:"fastFailover"`
+	// LivenessListen is where this node serves liveness streams to standbys
+	// (default ":7947"; a port alone binds node.bindAddress).
+	LivenessListen string `koanf:"livenessListen"`
+	// LivenessAdvertise is how standbys reach it (default: node.address
+	// with the listen port).
+	LivenessAdvertise string `koanf:"livenessAdvertise"`
 	// ShutdownDelay keeps the process alive, listening on nothing, for this
 	// long after a signalled stop has handed over and drained. A Service's
 	// data path (kube-proxy) may still send new connections to this pod's
@@ -97,6 +113,10 @@ type Store struct {
 	URLFile   string        `koanf:"urlFile"`
 	Path      string        `koanf:"path"`
 	Retention time.Duration `koanf:"retention"`
+	// InterruptedExpiry fails an interrupted or restartable transfer that
+	// no restart resumed for this long, and deletes its partial file
+	// (72h); 0 keeps them until cancelled.
+	InterruptedExpiry time.Duration `koanf:"interruptedExpiry"`
 }
 
 // API configures the admin REST API.
@@ -220,12 +240,14 @@ type VirtualFile struct {
 }
 
 // Default returns the embedded defaults: a standalone node with SQLite under
-// ./data, one PeSIT server on :5000 and the admin API on :8080. It declares
+// ./data, one PeSIT server on :5000 and the admin API on :8080, both bound to
+// 127.0.0.1 (node.bindAddress). It declares
 // no partner and no admin password: those come from a configuration file
 // (see examples/vectis-dev.yaml), or the first start generates an admin
 // password and prints it once.
 func Default() Config {
 	return Config{
+		Node:    Node{BindAddress: "127.0.0.1"},
 		DataDir: "./data",
 		Cluster: Cluster{
 			Name:        "vectis-cluster",
@@ -234,8 +256,11 @@ func Default() Config {
 			PodSelector: "app=vectis-server",
 			Etcd:        Etcd{Endpoints: []string{"http://127.0.0.1:2379"}},
 			Kubernetes:  KubernetesAccess{Enabled: true},
+
+			FastFailover:   true,
+			LivenessListen: ":7947",
 		},
-		Store:     Store{Driver: "sqlite", Retention: 30 * 24 * time.Hour},
+		Store:     Store{Driver: "sqlite", Retention: 30 * 24 * time.Hour, InterruptedExpiry: 72 * time.Hour},
 		API:       API{Listen: ":8080"},
 		Telemetry: Telemetry{LogFormat: "auto", LogLevel: "info"},
 		PeSIT: PeSIT{
@@ -268,12 +293,28 @@ func (c *Config) Validate() error {
 	default:
 		bad("store.driver", "must be sqlite or postgres, not %q", c.Store.Driver)
 	}
+	if c.Store.InterruptedExpiry < 0 {
+		bad("store.interruptedExpiry", "must not be negative (0 keeps interrupted transfers until cancelled)")
+	}
+	if c.Store.Retention < 0 {
+		bad("store.retention", "must not be negative (0 keeps history forever)")
+	}
 	if c.Store.Driver == "postgres" && c.Store.URL == "" {
 		bad("store.url", "required with the postgres driver (or VECTIS_STORE_URL, or store.urlFile)")
 	}
 	if c.Cluster.Enabled {
 		if c.Store.Driver != "postgres" {
 			bad("store.driver", "must be postgres when the cluster is enabled: every pod shares one store")
+		}
+		if c.Cluster.FastFailover {
+			if _, _, err := net.SplitHostPort(c.Cluster.LivenessListen); err != nil {
+				bad("cluster.livenessListen", "%q is not host:port: %v", c.Cluster.LivenessListen, err)
+			}
+			if a := c.Cluster.LivenessAdvertise; a != "" {
+				if _, _, err := net.SplitHostPort(a); err != nil {
+					bad("cluster.livenessAdvertise", "%q is not host:port: %v", a, err)
+				}
+			}
 		}
 		if c.Cluster.TTL < MinTTL {
 			bad("cluster.ttl", "%s is below the minimum of %s", c.Cluster.TTL, MinTTL)
@@ -363,8 +404,20 @@ func (c *Config) Validate() error {
 			bad(key+".password", "partner %q: PI 5 carries at most 8 password characters", p.ID)
 		}
 	}
+	root, rootErr := fileroot.New(c.FileRootDir())
+	if rootErr != nil {
+		bad("fileRoot", "%v", rootErr)
+	}
 	for i, f := range c.PeSIT.Files {
 		key := fmt.Sprintf("pesit.files[%d]", i)
+		for _, d := range []struct{ field, dir string }{{"receiveDir", f.ReceiveDir}, {"sendDir", f.SendDir}} {
+			if d.dir == "" || rootErr != nil {
+				continue
+			}
+			if err := root.Check(d.dir); err != nil {
+				bad(key+"."+d.field, "%v (set vectis.fileRoot to allow it)", err)
+			}
+		}
 		if err := checkPeSITID(f.ID, 76); err != nil {
 			bad(key+".id", "%v", err)
 		}
@@ -393,6 +446,15 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// FileRootDir is the directory virtual files are confined to: FileRoot, or
+// DataDir when it is empty.
+func (c *Config) FileRootDir() string {
+	if c.FileRoot != "" {
+		return c.FileRoot
+	}
+	return c.DataDir
+}
+
 func containsDotDot(p string) bool {
 	for _, part := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
 		if part == ".." {
@@ -412,6 +474,9 @@ func checkPeSITID(id string, max int) error {
 		if r <= ' ' || r > '~' {
 			return fmt.Errorf("%q must be printable ASCII without blanks", id)
 		}
+	}
+	if strings.Trim(id, ".") == "" {
+		return fmt.Errorf("%q names a directory, not an id", id)
 	}
 	return nil
 }

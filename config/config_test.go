@@ -13,7 +13,8 @@ func TestDefaultsAreValidStandalone(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(defaults): %v", err)
 	}
-	if cfg.Cluster.Enabled || cfg.Store.Driver != "sqlite" || cfg.API.Listen != ":8080" {
+	// Loopback only by default (issue 16, defect 13).
+	if cfg.Cluster.Enabled || cfg.Store.Driver != "sqlite" || cfg.API.Listen != "127.0.0.1:8080" || cfg.Node.BindAddress != "127.0.0.1" {
 		t.Fatalf("defaults: cluster=%v driver=%q api=%q", cfg.Cluster.Enabled, cfg.Store.Driver, cfg.API.Listen)
 	}
 	if len(cfg.PeSIT.Servers) != 1 || cfg.PeSIT.Servers[0].Listen != ":5000" {
@@ -200,6 +201,59 @@ func TestUsersFileFromASecret(t *testing.T) {
 	}
 	if _, err := Load(Source{Sets: []string{"api.usersFile=" + f}}); err == nil {
 		t.Fatal("a misspelt key in the users file was accepted")
+	}
+}
+
+// TestDirectoriesConfinedToFileRoot: a virtual file cannot point at /etc
+// unless vectis.fileRoot allows it; the root defaults to dataDir (issue 16,
+// defect 13).
+func TestDirectoriesConfinedToFileRoot(t *testing.T) {
+	dir := t.TempDir()
+	file := func(extra, recv string) string {
+		return writeFile(t, `
+vectis:
+  dataDir: `+dir+`/data
+`+extra+`
+  pesit:
+    files:
+      - {id: INBOX, direction: receive, receiveDir: `+recv+`}
+`)
+	}
+	if _, err := Load(Source{File: file("", dir+"/data/in")}); err != nil {
+		t.Fatalf("receiveDir under dataDir: %v", err)
+	}
+	for _, recv := range []string{"/etc", dir + "/in", dir + "/data/../in"} {
+		_, err := Load(Source{File: file("", recv)})
+		if err == nil || !strings.Contains(err.Error(), "pesit.files[0].receiveDir") || !strings.Contains(err.Error(), "outside the file root") {
+			t.Errorf("receiveDir %s: %v", recv, err)
+		}
+	}
+	if _, err := Load(Source{File: file("  fileRoot: "+dir, dir+"/in")}); err != nil {
+		t.Fatalf("receiveDir under an explicit fileRoot: %v", err)
+	}
+	if _, err := Load(Source{File: file("  fileRoot: "+dir+"/data", "/etc")}); err == nil {
+		t.Fatal("/etc accepted under an explicit fileRoot")
+	}
+}
+
+func TestDotIDsAreRejected(t *testing.T) {
+	for _, id := range []string{".", ".."} {
+		p := writeFile(t, "vectis:\n  pesit:\n    partners:\n      - {id: \""+id+"\", password: pw}\n    files:\n      - {id: \""+id+"\", direction: send, sendDir: ./data/out}\n")
+		_, err := Load(Source{File: p})
+		if err == nil || !strings.Contains(err.Error(), "pesit.partners[0].id") || !strings.Contains(err.Error(), "pesit.files[0].id") {
+			t.Errorf("id %q: %v", id, err)
+		}
+	}
+}
+
+func TestNegativeInterruptedExpiryIsRejected(t *testing.T) {
+	_, err := Load(Source{Sets: []string{"store.interruptedExpiry=-1h"}})
+	if err == nil || !strings.Contains(err.Error(), "store.interruptedExpiry") {
+		t.Fatalf("negative interruptedExpiry: %v", err)
+	}
+	cfg, err := Load(Source{})
+	if err != nil || cfg.Store.InterruptedExpiry != 72*time.Hour {
+		t.Fatalf("default interruptedExpiry: %v, %v", cfg, err)
 	}
 }
 

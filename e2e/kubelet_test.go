@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -297,6 +299,13 @@ func (k *kubelet) start(ctx context.Context, pod *corev1.Pod) error {
 		return err
 	}
 	_ = mounts
+	// The processes reach each other on loopback, not at the pod IPs: the
+	// liveness listener (fast failover) is advertised there.
+	for _, p := range c.Ports {
+		if p.Name == "liveness" {
+			env = append(env, "VECTIS_CLUSTER_LIVENESSADVERTISE="+net.JoinHostPort(loopbackFor(ip), strconv.Itoa(int(p.ContainerPort))))
+		}
+	}
 	env = append(env,
 		"VECTIS_NODE_BINDADDRESS="+loopbackFor(ip),
 		"VECTIS_CLUSTER_KUBERNETES_KUBECONFIG="+kubeconfig,

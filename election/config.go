@@ -19,6 +19,10 @@ const (
 	DefaultTTL         = 5 * time.Second
 	MinTTL             = 2 * time.Second
 	DefaultDialTimeout = 5 * time.Second
+	// DefaultConfirmWindow is the leader's confirmation window when fast
+	// failover is on: short enough for a takeover well under a second, long
+	// enough that a few slow reads do not make a leader refuse partners.
+	DefaultConfirmWindow = 500 * time.Millisecond
 )
 
 // Config says how a member reaches etcd and who it is.
@@ -37,6 +41,18 @@ type Config struct {
 	Cluster string // cluster name: keys live under /vectis/<Cluster>/
 	Name    string // member name, the pod name in Kubernetes
 	Address string // how peers/admins reach this member (published, not used here)
+	// Liveness is the address of this member's liveness listener (package
+	// ha/liveness), published in the member info. Empty: this member takes
+	// no part in fast failover, and standbys never revoke its lease.
+	Liveness string
+	// ConfirmWindow, when positive, makes a leader confirm with a
+	// linearizable read of its key every ConfirmWindow/5, and count itself
+	// invalid (Leadership.Valid) once ConfirmWindow has passed since the
+	// send time of the last confirmation. A standby that revokes this
+	// leader's lease on the fast failover path lets the next leader start
+	// only a ConfirmWindow after the revocation: by then this leader has
+	// either seen its key gone or stopped counting itself valid.
+	ConfirmWindow time.Duration
 
 	// TLS towards etcd: CAFile alone for server verification, CertFile and
 	// KeyFile for client certificates. Empty means plain TCP.
@@ -65,6 +81,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Margin == 0 {
 		c.Margin = c.TTL / 5
+	}
+	if c.ConfirmWindow < 0 || c.ConfirmWindow >= c.TTL/2 {
+		return c, fmt.Errorf("election: confirm window %v must be below TTL/2 (%v)", c.ConfirmWindow, c.TTL/2)
 	}
 	if c.Margin < 0 || c.Margin >= c.TTL/2 {
 		return c, fmt.Errorf("election: margin %v must be positive and below TTL/2 (%v)", c.Margin, c.TTL/2)

@@ -75,6 +75,9 @@ type MemberInfo struct {
 	Name      string    `json:"name"`
 	Address   string    `json:"address"`
 	StartedAt time.Time `json:"startedAt"`
+	// Liveness is the member's liveness listener; set only when the member
+	// confirms its leadership within ConfirmWindow (fast failover on).
+	Liveness string `json:"liveness,omitempty"`
 }
 
 // New connects to etcd, grants the member's lease, registers the member
@@ -126,7 +129,7 @@ func start(ctx context.Context, cfg Config, cli *clientv3.Client) (*Member, erro
 		_ = m.revoke()
 		return nil, fmt.Errorf("election: session: %w", err)
 	}
-	info, err := json.Marshal(MemberInfo{Name: cfg.Name, Address: cfg.Address, StartedAt: time.Now().UTC()})
+	info, err := json.Marshal(MemberInfo{Name: cfg.Name, Address: cfg.Address, StartedAt: time.Now().UTC(), Liveness: cfg.Liveness})
 	if err != nil {
 		return nil, fmt.Errorf("election: encode member: %w", err)
 	}
@@ -293,6 +296,9 @@ type Leadership struct {
 	key    string
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+
+	mu        sync.Mutex
+	confirmed time.Time // send time of the last read that found our key (ConfirmWindow > 0)
 }
 
 // Campaign blocks until this member leads, ctx ends, or the session is
@@ -356,6 +362,7 @@ func (m *Member) Campaign(ctx context.Context) (*Leadership, error) {
 	// through another member (etcd-io/etcd#15247): make sure the key that
 	// won is still ours, with a linearizable read, and watch it from its
 	// creation so that a deletion in between is seen too.
+	checked := time.Now()
 	if err := m.checkOwnKey(ctx, e); err != nil {
 		m.wg.Done()
 		rctx, rcancel := context.WithTimeout(context.Background(), m.cfg.Margin)
@@ -363,9 +370,21 @@ func (m *Member) Campaign(ctx context.Context) (*Leadership, error) {
 		rcancel()
 		return nil, err
 	}
-	l := &Leadership{m: m, e: e, epoch: e.Rev(), key: e.Key()}
+	l := &Leadership{m: m, e: e, epoch: e.Rev(), key: e.Key(), confirmed: checked}
 	l.ctx, l.cancel = context.WithCancelCause(m.ctx)
 	go l.watchKey(e.Rev() + 1)
+	if m.cfg.ConfirmWindow > 0 {
+		// Under mu, as above: Close cancels under mu before it waits.
+		m.mu.Lock()
+		live := m.ctx.Err() == nil
+		if live {
+			m.wg.Add(1)
+		}
+		m.mu.Unlock()
+		if live {
+			go l.confirm()
+		}
+	}
 	won = true
 	m.log.Info("election: elected", "epoch", l.epoch, "deadline", m.Deadline())
 	return l, nil
@@ -429,6 +448,67 @@ func (l *Leadership) Err() error { return context.Cause(l.ctx) }
 // Deadline is the time by which leader work must have stopped unless the
 // lease is renewed before; it moves forward with each renewal.
 func (l *Leadership) Deadline() time.Time { return l.m.Deadline() }
+
+// Valid reports whether this leadership may still serve at this instant:
+// it has not ended, and the member's own deadline has not passed. It reads
+// the clock itself rather than waiting for the renewal goroutine to notice
+// the deadline: a process frozen (SIGSTOP, a VM pause) past its deadline
+// wakes up with every goroutine runnable at once, and one of them may be
+// about to answer a partner before the renewal goroutine runs. Time here
+// is monotonic, which keeps running while the process is stopped.
+func (l *Leadership) Valid() bool {
+	if l.ctx.Err() != nil {
+		return false
+	}
+	now := time.Now()
+	if w := l.m.cfg.ConfirmWindow; w > 0 {
+		l.mu.Lock()
+		until := l.confirmed.Add(w)
+		l.mu.Unlock()
+		if !now.Before(until) {
+			return false
+		}
+	}
+	return now.Before(l.m.Deadline())
+}
+
+// confirm reads the leader key every ConfirmWindow/5 while leadership
+// lasts. A read that finds the key moves the confirmation to its send
+// time: etcd linearized it after that, so the key existed then. A read
+// that finds the key gone or on another lease (a standby revoked our lease
+// on the fast failover path, or an operator deleted it) ends leadership at
+// once. A read that fails changes nothing: Valid turns false by itself
+// when the window passes, and true again after the next good read.
+func (l *Leadership) confirm() {
+	defer l.m.wg.Done()
+	w := l.m.cfg.ConfirmWindow
+	t := time.NewTicker(w / 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+		}
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(l.ctx), w)
+		resp, err := l.m.cli.Get(ctx, l.key)
+		cancel()
+		switch {
+		case err != nil:
+			continue
+		case len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != l.epoch || clientv3.LeaseID(resp.Kvs[0].Lease) != l.m.lease:
+			l.m.log.Warn("election: leader key gone at confirmation, stepping down", "epoch", l.epoch)
+			l.cancel(ErrKeyDeleted)
+			return
+		}
+		l.mu.Lock()
+		if sent.After(l.confirmed) {
+			l.confirmed = sent
+		}
+		l.mu.Unlock()
+	}
+}
 
 // Resign gives leadership up by deleting the leader key, so the next
 // member in line wins at once. Leadership ends even if etcd cannot be

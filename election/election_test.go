@@ -537,3 +537,63 @@ func TestTLSAndAuth(t *testing.T) {
 		t.Fatal("registration outside the role's prefix accepted")
 	}
 }
+
+// TestConfirmWindow: with a confirmation window, a leader whose reads stop
+// being answered (the only etcd member hung) counts itself invalid within
+// the window, long before its lease deadline, and valid again once etcd
+// answers; and a leader whose key is deleted ends its leadership.
+func TestConfirmWindow(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const w = 300 * time.Millisecond
+	m, err := New(ctx, Config{
+		Endpoints: c.Endpoints(), TTL: 5 * time.Second, ConfirmWindow: w,
+		Cluster: "test", Name: "leader", Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	l := mustWin(t, campaignAsync(ctx, m), "leader").l
+	if !l.Valid() {
+		t.Fatal("a fresh leadership is not valid")
+	}
+	if err := c.Member(0).Pause(); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	for l.Valid() {
+		if time.Since(paused) > 2*w {
+			_ = c.Member(0).Resume()
+			t.Fatalf("still valid %v after etcd hung, want within the window %v", time.Since(paused), w)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("invalid %v after etcd hung (window %v)", time.Since(paused).Round(time.Millisecond), w)
+	if err := c.Member(0).Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := time.Now()
+	for !l.Valid() {
+		if time.Since(resumed) > 3*time.Second {
+			t.Fatalf("not valid again %v after etcd resumed: %v", time.Since(resumed), l.Err())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	if _, err := c.Client(t).Delete(ctx, l.Key()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Done():
+		if !errors.Is(l.Err(), ErrKeyDeleted) {
+			t.Fatalf("leadership ended with %v, want ErrKeyDeleted", l.Err())
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("leadership survived the deletion of its key")
+	}
+	if l.Valid() {
+		t.Fatal("an ended leadership is valid")
+	}
+}

@@ -148,3 +148,19 @@ func (v *View) Members(ctx context.Context) ([]MemberInfo, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
+
+// Member returns the member info of name and the lease its key is on.
+func (v *View) Member(ctx context.Context, name string) (MemberInfo, int64, error) {
+	resp, err := v.cli.Get(ctx, v.memberKey(name))
+	if err != nil {
+		return MemberInfo{}, 0, fmt.Errorf("election: get member %s: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return MemberInfo{}, 0, fmt.Errorf("election: member %s not registered", name)
+	}
+	var mi MemberInfo
+	if err := json.Unmarshal(resp.Kvs[0].Value, &mi); err != nil {
+		return MemberInfo{}, 0, fmt.Errorf("election: member key of %s: %w", name, err)
+	}
+	return mi, resp.Kvs[0].Lease, nil
+}

@@ -58,6 +58,17 @@
 // its deadline cannot write after it resumes: the store rejects the stale
 // epoch and the loop steps down (Demote with ReasonStaleEpoch).
 //
+// # Fast failover
+//
+// With Config.FastFailover, a standby follows the leader's liveness stream
+// (package liveness) and revokes the lease of a leader whose process is
+// gone; the next member wins through the normal campaign. A leader that
+// advertises a liveness listener confirms its key every ConfirmWindow/5 and
+// refuses partners once ConfirmWindow has passed without a confirmation,
+// and a new leader that finds a revocation waits a window before serving:
+// a forged refusal (a firewall's RST) replaces a live leader at worst, never
+// runs two. The argument, case by case, is in docs/ha.md.
+//
 // # Failover timing
 //
 // The vectis.failover span and vectis_cluster_failover_seconds start when

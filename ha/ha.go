@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -73,6 +74,13 @@ type Config struct {
 	LabelTimeout time.Duration
 	// RetryInterval paces re-joining etcd after a lost session (default 500 ms).
 	RetryInterval time.Duration
+	// LivenessListener, if set, serves liveness streams to standbys while
+	// Run runs (package liveness); Run closes it.
+	LivenessListener net.Listener
+	// FastFailover makes this node, as a standby, follow the leader's
+	// liveness stream and revoke its lease when its process is gone. The
+	// leader side needs Election.ConfirmWindow and Election.Liveness.
+	FastFailover bool
 
 	Metrics        *Metrics // nil: not exported
 	TracerProvider trace.TracerProvider
@@ -85,6 +93,9 @@ type Loop struct {
 	log    *slog.Logger
 	tracer trace.Tracer
 	demote chan demotion
+	// leaderChange wakes the fast failover follower when the observed
+	// leader changes.
+	leaderChange chan struct{}
 
 	mu          sync.Mutex
 	state       State
@@ -95,6 +106,9 @@ type Loop struct {
 	lostAt      time.Time // when the last leader was seen gone
 	lostLeader  string
 	lostInfo    election.LeaderInfo // the lost leader's key, to tell a resignation from an expiry
+	// serving is the leadership whose term runs the PeSIT servers, from just
+	// before they start until the step-down begins; MayServe checks it.
+	serving *election.Leadership
 }
 
 // demotion is a request to step down.
@@ -132,6 +146,8 @@ func New(cfg Config) (*Loop, error) {
 		tracer: cfg.TracerProvider.Tracer("github.com/vectis-ft/vectis/ha"),
 		demote: make(chan demotion, 1),
 		state:  StateFollower,
+
+		leaderChange: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -154,6 +170,12 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.log.Warn("remove a stale label from this pod", "err", err)
 		}
 		cancel()
+	}
+	if l.cfg.LivenessListener != nil {
+		lctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); l.serveLiveness(lctx) }()
+		defer func() { stop(); <-done }()
 	}
 	for ctx.Err() == nil {
 		m, err := election.New(ctx, l.cfg.Election)
@@ -181,6 +203,10 @@ func (l *Loop) runMember(ctx context.Context, m *election.Member) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); l.observe(observeCtx, m) }()
+	if l.cfg.FastFailover {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.followLeader(observeCtx, m) }()
+	}
 	defer func() { stopObserve(); wg.Wait() }()
 
 	for ctx.Err() == nil {
@@ -256,6 +282,17 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		l.stepDown(context.WithoutCancel(ctx), lead, ReasonFencingFailed, err.Error())
 		return
 	}
+	if err := l.transition(fctx, "fastfailover.wait", func(ctx context.Context) error {
+		return l.awaitRevoked(ctx, m, won)
+	}); err != nil {
+		l.log.Error("cannot wait out a revoked leader; giving up leadership", "err", err)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "fast failover wait failed")
+		span.End()
+		l.stepDown(context.WithoutCancel(ctx), lead, ReasonStartFailed, err.Error())
+		return
+	}
+	l.setServing(lead)
 	if err := l.transition(fctx, "pesit.start", func(ctx context.Context) error {
 		return l.cfg.Serving.Start(ctx, epoch)
 	}); err != nil {
@@ -332,6 +369,7 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason R
 	began := time.Now()
 	l.log.Info("stepping down", "reason", string(reason), "detail", detail, "resign", mode.Resign, "drain", mode.Drain)
 
+	l.setServing(nil)
 	l.cfg.Serving.StopAccepting()
 	span.AddEvent("listeners closed")
 	if mode.Resign {
@@ -435,6 +473,26 @@ func (l *Loop) setState(s State, reason string) {
 	}
 }
 
+func (l *Loop) setServing(lead *election.Leadership) {
+	l.mu.Lock()
+	l.serving = lead
+	l.mu.Unlock()
+}
+
+// MayServe reports whether this node may accept a partner now: it leads,
+// and its leadership is valid at this instant by its own clock (see
+// election.Leadership.Valid). The PeSIT servers ask it right before they
+// answer ACONNECT. The step-down closes the listeners too, but only once
+// the loop has run: a node frozen past its deadline wakes up with
+// connections queued in its listeners' backlogs, and must refuse them
+// even if a session goroutine runs before the loop does.
+func (l *Loop) MayServe() bool {
+	l.mu.Lock()
+	lead := l.serving
+	l.mu.Unlock()
+	return lead != nil && lead.Valid()
+}
+
 func (l *Loop) setMember(m *election.Member) {
 	l.mu.Lock()
 	l.member = m
@@ -504,6 +562,12 @@ func (l *Loop) outageStart(ctx context.Context, m *election.Member, x loss) (tim
 		return x.seen, 0
 	}
 	if !expired {
+		return x.seen, 0
+	}
+	if revokedFast(cctx, m.Client(), l.cfg.Election.Cluster, x.info.Lease) {
+		// A standby revoked the lease within milliseconds of the process's
+		// death (fast failover): the outage began about when the key went,
+		// not a TTL earlier.
 		return x.seen, 0
 	}
 	return x.seen.Add(-ttl), ttl

@@ -13,6 +13,8 @@ type Metrics struct {
 	leaderChanges prometheus.Counter
 	failover      prometheus.Histogram
 	stepdowns     *prometheus.CounterVec
+	fast          *prometheus.CounterVec
+	following     prometheus.Gauge
 }
 
 // NewMetrics creates and registers the cluster metrics.
@@ -37,10 +39,21 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "vectis_cluster_stepdowns_total", Help: "Leader step-downs on this node, by reason.",
 		}, []string{"reason"}),
 	}
+	m.fast = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vectis_cluster_fast_failover_decisions_total",
+		Help: "Decisions of this node, as a standby, after the liveness stream to the leader broke.",
+	}, []string{"decision"})
+	for _, d := range decisions {
+		m.fast.WithLabelValues(d)
+	}
+	m.following = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "vectis_cluster_liveness_following",
+		Help: "1 while this standby holds a verified liveness stream to the leader, else 0.",
+	})
 	for r := range modes {
 		m.stepdowns.WithLabelValues(string(r)) // every reason is exported, at 0 until it happens
 	}
-	for _, c := range []prometheus.Collector{m.members, m.isLeader, m.leaderChanges, m.failover, m.stepdowns} {
+	for _, c := range []prometheus.Collector{m.members, m.isLeader, m.leaderChanges, m.failover, m.stepdowns, m.fast, m.following} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -80,5 +93,22 @@ func (m *Metrics) observeFailover(d time.Duration) {
 func (m *Metrics) steppedDown(r Reason) {
 	if m != nil {
 		m.stepdowns.WithLabelValues(string(r)).Inc()
+	}
+}
+
+func (m *Metrics) fastDecision(d string) {
+	if m != nil {
+		m.fast.WithLabelValues(d).Inc()
+	}
+}
+
+func (m *Metrics) setFollowing(b bool) {
+	if m == nil {
+		return
+	}
+	if b {
+		m.following.Set(1)
+	} else {
+		m.following.Set(0)
 	}
 }

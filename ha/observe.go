@@ -48,6 +48,10 @@ func (l *Loop) noteLeader(info election.LeaderInfo) {
 		l.lostInfo = prev
 	}
 	l.mu.Unlock()
+	select {
+	case l.leaderChange <- struct{}{}:
+	default:
+	}
 	if info.Name != "" && info.Key != prev.Key {
 		l.cfg.Metrics.leaderChanged()
 		l.log.Info("leader observed", "leader", info.Name, "epoch", info.Epoch)

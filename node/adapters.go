@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/internal/credential"
+	"github.com/vectis-ft/vectis/internal/fileroot"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 )
@@ -20,6 +21,9 @@ type directory struct {
 	st   *store.Store
 	v    *credential.Verifier // bounds the derivations; see credentials.go
 	view *partnerView         // partners in memory; nil or not current: the store
+	// root confines the directories of virtual files, including those
+	// stored before vectis.fileRoot existed.
+	root fileroot.Root
 }
 
 // partner reads a partner and its password hash from the view, or from the
@@ -81,6 +85,14 @@ func (d directory) VirtualFile(ctx context.Context, id string) (server.VirtualFi
 	f, err := d.st.GetFile(ctx, id)
 	if err != nil {
 		return server.VirtualFile{}, storeErr(err)
+	}
+	for _, dir := range []string{f.ReceiveDir, f.SendDir} {
+		if dir == "" {
+			continue
+		}
+		if err := d.root.Check(dir); err != nil {
+			return server.VirtualFile{}, fmt.Errorf("virtual file %s: %w", id, err)
+		}
 	}
 	vf := server.VirtualFile{
 		ID:           f.ID,

@@ -24,6 +24,7 @@ import (
 	"github.com/vectis-ft/vectis/election"
 	"github.com/vectis-ft/vectis/ha"
 	"github.com/vectis-ft/vectis/internal/credential"
+	"github.com/vectis-ft/vectis/internal/fileroot"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 	"github.com/vectis-ft/vectis/telemetry"
@@ -72,7 +73,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		}
 	}
 
-	st, err := openStore(ctx, cfg, tel, log)
+	st, err := openStoreWaiting(ctx, cfg, tel, log)
+	if errors.Is(err, errStoppedWaiting) {
+		log.Info("node stopped before the store was reachable")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -100,17 +105,25 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	roots, err := fileroot.New(cfg.FileRootDir())
+	if err != nil {
+		return err
+	}
+	leftovers, err := newLeftoverMetrics(tel.Registry)
+	if err != nil {
+		return err
+	}
 	pm, err := newPublishMetrics(tel.Registry)
 	if err != nil {
 		return err
 	}
-	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier, publishMet: pm}
+	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier, roots: roots, leftovers: leftovers, publishMet: pm}
 	n.pesit = &pesitManager{
 		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
 		applied: map[string]store.Server{}, listenErr: map[string]string{},
-		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit"))},
+		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit")), root: roots},
 	}
 	return n.run(ctx, opts)
 }
@@ -124,6 +137,10 @@ type node struct {
 	loop  *ha.Loop
 	// verifier checks every password of the process (PeSIT and API).
 	verifier *credential.Verifier
+	// roots confines virtual file directories and the partial files the
+	// node deletes (vectis.fileRoot).
+	roots     fileroot.Root
+	leftovers *leftoverMetrics
 	// publishMet counts the sweep of unpublished receives (publish.go).
 	publishMet *publishMetrics
 }
@@ -143,6 +160,20 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				n.loop.Demote(ha.ReasonStaleEpoch, err.Error())
 			}
 		})
+		var (
+			livenessLn   net.Listener
+			livenessAddr string
+			window       time.Duration
+		)
+		if n.cfg.Cluster.FastFailover {
+			addr := config.BindHost(n.cfg.Cluster.LivenessListen, n.cfg.Node.BindAddress)
+			if livenessLn, err = net.Listen("tcp", addr); err != nil {
+				return fmt.Errorf("cluster.livenessListen %s: %w", addr, err)
+			}
+			livenessAddr = n.livenessAdvertised(livenessLn.Addr())
+			window = election.DefaultConfirmWindow
+			n.log.Info("liveness listener up; fast failover on", "addr", livenessLn.Addr().String(), "advertised", livenessAddr)
+		}
 		loop, err := ha.New(ha.Config{
 			Election: election.Config{
 				Endpoints: n.cfg.Cluster.Etcd.Endpoints,
@@ -150,26 +181,36 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				Cluster:   n.cfg.Cluster.Name,
 				Name:      n.cfg.Node.Name,
 				Address:   n.advertised(),
-				CAFile:    n.cfg.Cluster.Etcd.TLS.CAFile,
-				CertFile:  n.cfg.Cluster.Etcd.TLS.CertFile,
-				KeyFile:   n.cfg.Cluster.Etcd.TLS.KeyFile,
-				Username:  n.cfg.Cluster.Etcd.Username,
-				Password:  n.cfg.Cluster.Etcd.Password,
-				Logger:    n.log,
+				Liveness:  livenessAddr,
+				// The window is what lets a standby revoke this node's
+				// lease without waiting for the TTL; see docs/ha.md.
+				ConfirmWindow: window,
+				CAFile:        n.cfg.Cluster.Etcd.TLS.CAFile,
+				CertFile:      n.cfg.Cluster.Etcd.TLS.CertFile,
+				KeyFile:       n.cfg.Cluster.Etcd.TLS.KeyFile,
+				Username:      n.cfg.Cluster.Etcd.Username,
+				Password:      n.cfg.Cluster.Etcd.Password,
+				Logger:        n.log,
 			},
-			Serving:        n.pesit,
-			Fence:          n.st,
-			Labeler:        opts.Labeler,
-			LeaderJobs:     n.leaderJobs,
-			DrainTimeout:   n.cfg.PeSIT.Timers.Drain,
-			Metrics:        metrics,
-			TracerProvider: n.tel.TracerProvider,
-			Logger:         n.log,
+			Serving:          n.pesit,
+			Fence:            n.st,
+			Labeler:          opts.Labeler,
+			LeaderJobs:       n.leaderJobs,
+			DrainTimeout:     n.cfg.PeSIT.Timers.Drain,
+			FastFailover:     n.cfg.Cluster.FastFailover,
+			LivenessListener: livenessLn,
+			Metrics:          metrics,
+			TracerProvider:   n.tel.TracerProvider,
+			Logger:           n.log,
 		})
 		if err != nil {
+			if livenessLn != nil {
+				livenessLn.Close()
+			}
 			return err
 		}
 		n.loop = loop
+		n.pesit.mayServe = loop.MayServe
 		view, leadership = clusterView{loop}, loop
 	} else {
 		n.pesit.journal = newJournal(n.st, n.cfg.Node.Name, n.pesit.epoch.Load, nil)
@@ -182,7 +223,8 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		Cluster:        view,
 		Leadership:     leadership,
 		Servers:        serverControl{n.pesit},
-		Canceller:      n.pesit,
+		Canceller:      transferCanceller{n},
+		FileRoot:       n.roots,
 		Readiness:      api.ReadinessFunc(n.ready),
 		Users:          staticUsers(n.cfg.API.Users),
 		Verifier:       n.verifier,
@@ -273,7 +315,8 @@ func (n *node) leadStandalone(ctx context.Context) error {
 }
 
 // leaderJobs runs the leader-only housekeeping until the term ends: the
-// orphan and unpublished files sweeps at once and then every cluster TTL,
+// orphan and unpublished files sweeps and the partial-file gauge at once
+// and then every cluster TTL, the expiry of interrupted transfers and
 // retention every hour.
 func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	sweep := n.cfg.Cluster.TTL
@@ -284,8 +327,12 @@ func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	defer orphans.Stop()
 	retention := time.NewTicker(time.Hour)
 	defer retention.Stop()
+	// Only the leader reports partial files: the sum over pods is the total.
+	defer n.leftovers.partialBytes.Set(0)
 	n.sweep(ctx, epoch)
+	n.expireLeftovers(ctx, epoch)
 	n.purge(ctx, epoch)
+	n.measurePartials(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -293,7 +340,9 @@ func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 		case <-orphans.C:
 			n.sweep(ctx, epoch)
 			n.sweepUnrecorded(ctx, epoch, sweep)
+			n.measurePartials(ctx)
 		case <-retention.C:
+			n.expireLeftovers(ctx, epoch)
 			n.purge(ctx, epoch)
 		}
 	}
@@ -452,6 +501,19 @@ func (n *node) ready(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// livenessAdvertised is how standbys reach the liveness listener bound at
+// bound: cluster.livenessAdvertise, else the node's address with the port.
+func (n *node) livenessAdvertised(bound net.Addr) string {
+	if a := n.cfg.Cluster.LivenessAdvertise; a != "" {
+		return a
+	}
+	_, port, err := net.SplitHostPort(bound.String())
+	if err != nil {
+		return bound.String()
+	}
+	return net.JoinHostPort(n.advertised(), port)
 }
 
 func (n *node) advertised() string {

@@ -78,6 +78,7 @@ func baseConfig(t *testing.T, dir, name string) config.Config {
 	cfg := config.Default()
 	cfg.Node.Name = name
 	cfg.DataDir = filepath.Join(dir, name)
+	cfg.FileRoot = dir // the virtual files below are shared by the nodes of a test
 	cfg.API.Listen = freeAddr(t)
 	cfg.API.Users = []config.User{{Name: "admin", Password: "admin-pw", Role: "admin"}}
 	cfg.Telemetry.LogFormat = "json"

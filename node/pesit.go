@@ -37,6 +37,9 @@ type pesitManager struct {
 	dir     directory
 
 	epoch atomic.Int64 // current term; 0 when not leading
+	// mayServe says whether the leadership is valid right now (nil: always,
+	// standalone); every server asks it before ACONNECT.
+	mayServe func() bool
 
 	mu      sync.Mutex
 	running map[string]*server.Server
@@ -114,6 +117,7 @@ func (m *pesitManager) start(ctx context.Context, d store.Server) error {
 	srv, err := server.New(cfg, server.Deps{
 		Directory: m.dir, Journal: m.journal, Metrics: m.metrics, Logger: m.log,
 		Passwords: partnerPasswords{dir: m.dir, v: m.dir.v}, OnLogin: auditLogin(m.st, m.log),
+		MayServe: m.mayServe,
 	})
 	if err != nil {
 		m.setListenErr(d.ID, err)

@@ -110,6 +110,14 @@ func (n *node) publishReceived(ctx context.Context, t store.Transfer, mayPublish
 	if !mayPublish {
 		return "", errSkip
 	}
+	// As for the partial files the node deletes: a record written under a
+	// configuration since narrowed does not make the sweep touch files
+	// outside the file root.
+	for _, p := range []string{temp, final} {
+		if err := n.roots.Check(p); err != nil {
+			return "", err
+		}
+	}
 	ffi, err := os.Lstat(final)
 	if err != nil || !os.SameFile(tfi, ffi) {
 		// Only the bytes the record vouches for are published: the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -48,6 +49,16 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) (_ AuditPage, err 
 	}
 	if f.Outcome != "" {
 		w.add("outcome = ?", string(f.Outcome))
+	}
+	for _, p := range f.ExcludeActions {
+		switch {
+		case p == "" || strings.ContainsAny(p, `%_\`):
+			return AuditPage{}, fmt.Errorf("list audit: %w: excluded action %q", ErrInvalid, p)
+		case strings.HasSuffix(p, "."):
+			w.add("action NOT LIKE ?", p+"%")
+		default:
+			w.add("action <> ?", p)
+		}
 	}
 	if !f.Since.IsZero() {
 		w.add("at >= ?", s.d.ts(f.Since))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -307,6 +308,10 @@ type AuditFilter struct {
 	Until   time.Time
 	Limit   int
 	Cursor  string
+	// ExcludeActions leaves out events with these actions; an entry ending
+	// in "." leaves out every action it starts (e.g. "user." for a viewer,
+	// who may not read them).
+	ExcludeActions []string
 }
 
 // AuditPage is one page of audit events.
@@ -407,6 +412,11 @@ func validID(what, id string, max int) error {
 	}
 	if !idPattern.MatchString(id) {
 		return fmt.Errorf("%w: %s id %q: only letters, digits, '_', '.', '-' are allowed", ErrInvalid, what, id)
+	}
+	// "." and ".." name directories, not files or partners: a name pattern
+	// such as ${partner}/${file} would resolve them.
+	if strings.Trim(id, ".") == "" {
+		return fmt.Errorf("%w: %s id %q: an id made only of dots is not allowed", ErrInvalid, what, id)
 	}
 	return nil
 }

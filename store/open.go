@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -57,6 +58,9 @@ func (s *Store) openSQLite(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
 		return fmt.Errorf("open sqlite: %w", err)
 	}
+	if err := privateFiles(cfg.Path); err != nil {
+		return fmt.Errorf("open sqlite: %w", err)
+	}
 	// WAL with synchronous=FULL: a commit is on stable storage when it
 	// returns (ACK(SYN) depends on it). BEGIN IMMEDIATE takes the write lock
 	// up front so a read-modify-write cannot fail halfway with SQLITE_BUSY,
@@ -105,6 +109,35 @@ func (s *Store) openSQLite(ctx context.Context, cfg Config) error {
 func describeConn(pc *pgxpool.Config) string {
 	c := pc.ConnConfig
 	return fmt.Sprintf("%s/%s as %s", net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port))), c.Database, c.User)
+}
+
+// privateFiles creates the database file readable by its owner only (it
+// holds password hashes and the audit log), and takes group and other
+// access away from one an earlier version created 0644. SQLite gives its
+// -wal and -shm files the database file's mode.
+func privateFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, fi.Mode().Perm()&0o700); err != nil {
+				return fmt.Errorf("restrict %s to its owner: %w", p, err)
+			}
+		}
+	}
+	return nil
 }
 
 func isBusy(err error) bool {

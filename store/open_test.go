@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -81,4 +83,41 @@ func TestPasswords(t *testing.T) {
 			t.Errorf("VerifyPassword(%q) = %v, %v; want ErrMalformedHash", bad, ok, err)
 		}
 	}
+}
+
+// TestSQLiteFilesPrivate: the database holds password hashes and the audit
+// log, so its files are the owner's only, also when an earlier version
+// created them 0644 (issue 16, defect 13).
+func TestSQLiteFilesPrivate(t *testing.T) {
+	dir := t.TempDir()
+	check := func(path string) {
+		t.Helper()
+		ctx := context.Background()
+		s, err := store.Open(ctx, store.Config{Driver: store.DriverSQLite, Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AppendAudit(ctx, store.AuditEvent{Actor: "a", Action: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+				t.Errorf("%s has mode %v, want no group or other access", filepath.Base(p), perm)
+			}
+		}
+		s.Close()
+	}
+	check(filepath.Join(dir, "new.db"))
+	old := filepath.Join(dir, "old.db")
+	if err := os.WriteFile(old, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check(old)
 }

@@ -102,27 +102,43 @@ func (s *Store) CreateToken(ctx context.Context, t Token, tokenHash string) (_ T
 	if t.ID == "" || len(tokenHash) != 64 || !validRole(t.Role) {
 		return Token{}, fmt.Errorf("create token: %w: id, 64-hex hash and a valid role are required", ErrInvalid)
 	}
-	t.CreatedAt = now()
-	if !t.ExpiresAt.IsZero() {
-		t.ExpiresAt = t.ExpiresAt.UTC().Truncate(time.Microsecond)
+	// A token that never expires outlives every rotation policy and every
+	// forgotten CI job: an expiry is required (docs/security.md).
+	if t.ExpiresAt.IsZero() {
+		return Token{}, fmt.Errorf("create token: %w: an expiry is required", ErrInvalid)
 	}
+	t.CreatedAt = now()
+	t.ExpiresAt = t.ExpiresAt.UTC().Truncate(time.Microsecond)
 	_, err = s.db.exec(ctx, `INSERT INTO api_tokens (id, token_hash, user_name, role, expires_at, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`, t.ID, tokenHash, t.User, string(t.Role), s.d.nts(t.ExpiresAt), s.d.ts(t.CreatedAt))
 	return t, s.wrap("create token "+t.ID, err)
 }
 
+// LegacyTokenLifetime is how long a token stored without an expiry (by a
+// version that allowed it) stays valid after its creation.
+const LegacyTokenLifetime = 30 * 24 * time.Hour
+
+// unexpiredToken selects live tokens; $n is the current time and $n+1 the
+// creation time before which a token without expiry is dead.
+const unexpiredToken = `(expires_at > $%d OR (expires_at IS NULL AND created_at > $%d))`
+
 // LookupToken finds an unexpired token by hash.
 func (s *Store) LookupToken(ctx context.Context, tokenHash string) (_ Token, err error) {
 	defer s.observe("lookup_token", &err)()
+	ts := now()
 	t, err := scanToken(s.db.queryRow(ctx, `SELECT `+tokenCols+` FROM api_tokens
-		WHERE token_hash = $1 AND (expires_at IS NULL OR expires_at > $2)`, tokenHash, s.d.ts(now())))
+		WHERE token_hash = $1 AND `+fmt.Sprintf(unexpiredToken, 2, 3), tokenHash, s.d.ts(ts), s.d.ts(ts.Add(-LegacyTokenLifetime))))
 	return t, s.wrap("lookup token", err)
 }
 
-// ListTokens returns every token (never its hash), ordered by id.
+// ListTokens returns every unexpired token (never its hash), ordered by id:
+// an expired token can no longer be used, and listing it would only hide
+// the live ones.
 func (s *Store) ListTokens(ctx context.Context) (_ []Token, err error) {
 	defer s.observe("list_tokens", &err)()
-	out, err := listAll(ctx, s.db, `SELECT `+tokenCols+` FROM api_tokens ORDER BY id`, scanToken)
+	ts := now()
+	out, err := listAll(ctx, s.db, `SELECT `+tokenCols+` FROM api_tokens WHERE `+fmt.Sprintf(unexpiredToken, 1, 2)+` ORDER BY id`,
+		scanToken, s.d.ts(ts), s.d.ts(ts.Add(-LegacyTokenLifetime)))
 	return out, s.wrap("list tokens", err)
 }
 

@@ -344,6 +344,15 @@ func checkServer(t *testing.T, s server, wantReplicas int32) {
 		t.Errorf("/etc/vectis/vectis.yaml must be the ConfigMap's vectis.yaml, got mount %+v", m)
 	}
 
+	// Vectis binds 127.0.0.1 unless told otherwise (issue 16, defect 13):
+	// in a pod, the Services and probes come from outside the loopback.
+	if cfg.Node.BindAddress != "0.0.0.0" {
+		t.Errorf("node.bindAddress = %q, want 0.0.0.0 set explicitly by the chart", cfg.Node.BindAddress)
+	}
+	if h, _, _ := net.SplitHostPort(cfg.API.Listen); h != "0.0.0.0" {
+		t.Errorf("api.listen = %q, want every interface in a pod", cfg.API.Listen)
+	}
+
 	// Ports: the container ports are the ones the binary listens on.
 	apiPort := s.port(t, "api")
 	pesitPort := s.port(t, "pesit")
@@ -356,6 +365,11 @@ func checkServer(t *testing.T, s server, wantReplicas int32) {
 	srv := cfg.PeSIT.Servers[0]
 	if got := listenPort(t, srv.Listen); got != pesitPort {
 		t.Errorf("pesit listen port %d, container port pesit %d", got, pesitPort)
+	}
+	if cfg.Cluster.Enabled && cfg.Cluster.FastFailover {
+		if got := listenPort(t, cfg.Cluster.LivenessListen); got != s.port(t, "liveness") {
+			t.Errorf("cluster.livenessListen port %d, container port liveness %d", got, s.port(t, "liveness"))
+		}
 	}
 	if srv.TLS.Listen != "" {
 		if got := listenPort(t, srv.TLS.Listen); got != s.port(t, "pesit-tls") {

@@ -44,6 +44,8 @@ var catalogue = map[string]bool{ // name -> is a histogram
 	"vectis_credential_derivations_active":   false,
 	"vectis_pesit_peer_anomalies_total":      false,
 	"vectis_store_operation_seconds":         true,
+	"vectis_transfer_partial_bytes":          false,
+	"vectis_transfer_expired_total":          false,
 }
 
 // The files are read through deploy/, where operators find them; they are

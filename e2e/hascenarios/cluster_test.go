@@ -57,7 +57,7 @@ func vectisBinary(t testing.TB) string {
 // database, three pods in a namespace of their own, three vectis processes
 // and the invariant monitor.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	env     *env
 	ns      string
 	name    string // Vectis cluster name
@@ -74,11 +74,14 @@ type cluster struct {
 	// scenario checks that window itself (it must not serve in it), and
 	// the listener invariant covers every other round.
 	allowWaking bool
+	// livenessProxies[i] stands in front of node i's liveness listener
+	// (TestFastFailover/ResetProxy only).
+	livenessProxies []*livenessProxy
 }
 
 // newCluster prepares a scenario (index idx picks its addresses) and
 // starts the three nodes together.
-func (e *env) newCluster(t *testing.T, idx int, electionTTL time.Duration) *cluster {
+func (e *env) newCluster(t testing.TB, idx int, electionTTL time.Duration, opts ...nodeOption) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -140,6 +143,9 @@ func (e *env) newCluster(t *testing.T, idx int, electionTTL time.Duration) *clus
 			logPath: filepath.Join(c.dir, fmt.Sprintf("vectis-%d.log", i)),
 		}
 		n.env = nodeEnv(n.name, c.ns)
+		for _, o := range opts {
+			o(n)
+		}
 		if err := os.WriteFile(n.cfgPath, []byte(c.nodeConfig(n, i, kubeconfig)), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -165,6 +171,9 @@ func (e *env) newCluster(t *testing.T, idx int, electionTTL time.Duration) *clus
 	}
 	return c
 }
+
+// nodeOption adjusts a node before its configuration is written.
+type nodeOption func(n *vnode)
 
 // nodeEnv is the environment of a node process: the test's, without
 // VECTIS_* and OTEL_* (which would configure the node), with the
@@ -192,6 +201,7 @@ func (c *cluster) nodeConfig(n *vnode, i int, kubeconfig string) string {
     address: %[2]s
     bindAddress: %[2]s
   dataDir: %[3]s
+  fileRoot: %[21]s
   cluster:
     enabled: true
     name: %[4]s
@@ -202,7 +212,7 @@ func (c *cluster) nodeConfig(n *vnode, i int, kubeconfig string) string {
       endpoints: [%[8]s]
     kubernetes:
       enabled: true
-      kubeconfig: %[9]s
+      kubeconfig: %[9]s%[22]s
   store:
     driver: postgres
     url: %[10]q
@@ -229,7 +239,7 @@ func (c *cluster) nodeConfig(n *vnode, i int, kubeconfig string) string {
         namePattern: "${partner}/${file}-${transferId}"
 `, n.name, n.ip, filepath.Join(c.dir, "data-"+n.name), c.name, c.ttl, labelKey, podSelector,
 		strings.Join(eps, ", "), kubeconfig, c.pgURL, apiPort, apiUser, apiPassword,
-		serverID, pesitPort, partnerID, partnerPass, fileID, c.recvDir, nodeLogLevel())
+		serverID, pesitPort, partnerID, partnerPass, fileID, c.recvDir, nodeLogLevel(), c.dir, n.extraCluster)
 }
 
 // nodeLogLevel is the nodes' log level: VECTIS_HA_LOG_LEVEL (debug shows

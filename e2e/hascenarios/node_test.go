@@ -41,12 +41,15 @@ const (
 
 // vnode is one `vectis serve` process, playing one pod.
 type vnode struct {
-	name    string
-	ip      string // its own 127.x address (node.bindAddress)
-	cfgPath string
-	logPath string
-	bin     string
-	env     []string
+	name string
+	ip   string // its own 127.x address (node.bindAddress)
+	// extraCluster is appended to the cluster section of its configuration
+	// (lines starting with "\n    ").
+	extraCluster string
+	cfgPath      string
+	logPath      string
+	bin          string
+	env          []string
 
 	frozen atomic.Bool // SIGSTOPped: its listening socket is the kernel's, not the node's
 	waking atomic.Bool // SIGCONT sent, and the monitor has not yet seen its PeSIT port closed

@@ -84,7 +84,7 @@ func TestHA(t *testing.T) {
 func ms(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
 
 // leaderOf waits for the stable leader of a fresh cluster.
-func leaderOf(ctx context.Context, t *testing.T, c *cluster) int {
+func leaderOf(ctx context.Context, t testing.TB, c *cluster) int {
 	t.Helper()
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -97,7 +97,7 @@ func leaderOf(ctx context.Context, t *testing.T, c *cluster) int {
 
 // waitFollowers waits until every running node other than leader reports
 // it as the leader and itself as a follower.
-func waitFollowers(ctx context.Context, t *testing.T, c *cluster, leader int, within time.Duration) {
+func waitFollowers(ctx context.Context, t testing.TB, c *cluster, leader int, within time.Duration) {
 	t.Helper()
 	wctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()

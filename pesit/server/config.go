@@ -96,6 +96,13 @@ type Deps struct {
 	Passwords PasswordChecker
 	// OnLogin records password login decisions (audit); nil = none.
 	OnLogin func(ctx context.Context, ev LoginEvent)
+	// MayServe is asked right before ACONNECT is sent; false refuses the
+	// CONNECT with RCONNECT 3/302 (server unavailable). A cluster node
+	// answers whether its leadership is still valid at that instant, so
+	// that a deposed leader never accepts a partner, even one whose CONNECT
+	// waited in the listen backlog while the process was frozen. nil =
+	// always.
+	MayServe func() bool
 }
 
 func (c *Config) setDefaults() {

@@ -80,6 +80,11 @@ func testConfig() server.Config {
 }
 
 func newEnv(t testing.TB, mod func(*server.Config)) *env {
+	return newEnvDeps(t, mod, nil)
+}
+
+// newEnvDeps is newEnv with the server's dependencies adjusted by deps.
+func newEnvDeps(t testing.TB, mod func(*server.Config), deps func(*server.Deps)) *env {
 	tt, _ := t.(*testing.T)
 	cfg := testConfig()
 	spans := tracetest.NewSpanRecorder()
@@ -104,7 +109,11 @@ func newEnv(t testing.TB, mod func(*server.Config)) *env {
 		out = io.MultiWriter(testWriter{t}, e.logs)
 	}
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := server.New(cfg, server.Deps{Directory: e.dir, Journal: e.jnl, Logger: log, Metrics: server.NewMetrics(e.reg)})
+	d := server.Deps{Directory: e.dir, Journal: e.jnl, Logger: log, Metrics: server.NewMetrics(e.reg)}
+	if deps != nil {
+		deps(&d)
+	}
+	srv, err := server.New(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,7 @@ type Server struct {
 	throttle  *loginThrottle
 	passwords PasswordChecker
 	onLogin   func(ctx context.Context, ev LoginEvent)
+	mayServe  func() bool
 	wg        sync.WaitGroup // accept loops and sessions
 	done      chan struct{}  // closed when Shutdown has finished
 
@@ -99,6 +100,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		throttle:   newLoginThrottle(cfg.LoginBurst, cfg.LoginRefill, 100000),
 		passwords:  deps.Passwords,
 		onLogin:    deps.OnLogin,
+		mayServe:   deps.MayServe,
 		done:       make(chan struct{}),
 	}, nil
 }

@@ -386,6 +386,12 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	if ok {
 		ac.Params.AddUint(fpdu.PIResync, uint64(resync))
 	}
+	// Last, right before the answer: the lookups and the password check
+	// above may take long enough for leadership to end meanwhile.
+	// The slot reserved above is released when the session ends.
+	if srv.mayServe != nil && !srv.mayServe() {
+		return refuse(fpdu.DiagServerUnavailable, "this node no longer leads")
+	}
 	if err := s.write(&ac); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,6 +46,10 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"Audit", testAudit},
 		{"Purge", testPurge},
 		{"UsersAndTokens", testUsersAndTokens},
+		{"ExpireInterrupted", testExpireInterrupted},
+		{"CancelResting", testCancelResting},
+		{"AuditExcludePrefixes", testAuditExcludePrefixes},
+		{"DotIDs", testDotIDs},
 		{"ApplyDeclaredIdempotent", testApplyDeclared},
 		{"ApplyDeclaredConcurrent", testApplyDeclaredConcurrent},
 		{"Subscribe", testSubscribe},
@@ -1046,7 +1051,9 @@ func testUsersAndTokens(t *testing.T, newConfig NewConfig) {
 	if store.HashToken(plain) != hash {
 		t.Fatal("HashToken(plain) != hash")
 	}
-	tok, err := s.CreateToken(ctx, store.Token{ID: "ci", User: "alice", Role: store.RoleOperator}, hash)
+	_, err = s.CreateToken(ctx, store.Token{ID: "forever", User: "alice", Role: store.RoleOperator}, store.HashToken("forever"))
+	mustIs(t, err, store.ErrInvalid, "token without expiry")
+	tok, err := s.CreateToken(ctx, store.Token{ID: "ci", User: "alice", Role: store.RoleOperator, ExpiresAt: time.Now().Add(time.Hour)}, hash)
 	must(t, err, "create token")
 	found, err := s.LookupToken(ctx, store.HashToken(plain))
 	must(t, err, "lookup")
@@ -1055,7 +1062,7 @@ func testUsersAndTokens(t *testing.T, newConfig NewConfig) {
 	}
 	_, err = s.LookupToken(ctx, store.HashToken(plain+"x"))
 	mustIs(t, err, store.ErrNotFound, "wrong token")
-	_, err = s.CreateToken(ctx, store.Token{ID: "ci", Role: store.RoleViewer}, store.HashToken("other"))
+	_, err = s.CreateToken(ctx, store.Token{ID: "ci", Role: store.RoleViewer, ExpiresAt: time.Now().Add(time.Hour)}, store.HashToken("other"))
 	mustIs(t, err, store.ErrConflict, "duplicate token id")
 	_, err = s.CreateToken(ctx, store.Token{ID: "old", Role: store.RoleViewer, ExpiresAt: time.Now().Add(-time.Minute)},
 		store.HashToken("expired"))
@@ -1064,8 +1071,9 @@ func testUsersAndTokens(t *testing.T, newConfig NewConfig) {
 	mustIs(t, err, store.ErrNotFound, "expired token")
 	list, err := s.ListTokens(ctx)
 	must(t, err, "list tokens")
-	if len(list) != 2 || list[0].ID != "ci" || list[1].ID != "old" {
-		t.Fatalf("tokens %+v", list)
+	// An expired token is not listed (issue 16, defect 11).
+	if len(list) != 1 || list[0].ID != "ci" {
+		t.Fatalf("tokens %+v, want only the unexpired ci", list)
 	}
 	must(t, s.DeleteToken(ctx, "old"), "delete token")
 	mustIs(t, s.DeleteToken(ctx, "old"), store.ErrNotFound, "delete token twice")
@@ -1337,4 +1345,169 @@ func label(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// testExpireInterrupted: interrupted and restartable transfers left alone
+// for longer than the expiry fail with a diagnostic and come back with
+// their partial file; fresh ones, live ones and final ones are left alone
+// (issue 16, defect 8).
+func testExpireInterrupted(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	must(t, s.ClaimLeadership(ctx, 3, "n"), "claim")
+	mk := func(pesitID int64, status store.TransferStatus) store.Transfer {
+		tr := SampleTransfer("P", pesitID)
+		tr.TempPath = fmt.Sprintf("/data/in/.t%d.part", pesitID)
+		tr, err := s.CreateTransfer(ctx, 3, tr)
+		must(t, err, "create")
+		if status != store.StatusInProgress {
+			must(t, s.FinishTransfer(ctx, 3, tr.ID, store.TransferResult{Status: status, Bytes: 10}), "set "+string(status))
+		}
+		return tr
+	}
+	oldInterrupted := mk(1, store.StatusInterrupted)
+	oldRestartable := mk(2, store.StatusRestartable)
+	oldLive := mk(3, store.StatusInProgress)
+	oldDone := mk(4, store.StatusCompleted)
+	time.Sleep(500 * time.Millisecond)
+	fresh := mk(5, store.StatusInterrupted)
+	// The cutoff falls halfway between the old transfers and the fresh one,
+	// computed just before each call, so that a slow machine does not
+	// expire the fresh one too.
+	lastOld, err := s.GetTransfer(ctx, oldDone.ID)
+	must(t, err, "get")
+	freshRec, err := s.GetTransfer(ctx, fresh.ID)
+	must(t, err, "get")
+	mid := lastOld.UpdatedAt.Add(freshRec.UpdatedAt.Sub(lastOld.UpdatedAt) / 2)
+
+	parts, err := s.PartialFiles(ctx)
+	must(t, err, "partial files")
+	if len(parts) != 4 {
+		t.Fatalf("partial files %+v, want the 4 unfinished transfers", parts)
+	}
+	_, err = s.ExpireInterrupted(ctx, 2, "n", time.Since(mid))
+	mustIs(t, err, store.ErrStaleEpoch, "expire with an old epoch")
+	_, err = s.ExpireInterrupted(ctx, 3, "n", 0)
+	mustIs(t, err, store.ErrInvalid, "zero expiry")
+
+	out, err := s.ExpireInterrupted(ctx, 3, "n", time.Since(mid))
+	must(t, err, "expire")
+	got := map[string]string{}
+	for _, tr := range out {
+		got[tr.ID] = tr.TempPath
+	}
+	if len(out) != 2 || got[oldInterrupted.ID] != oldInterrupted.TempPath || got[oldRestartable.ID] != oldRestartable.TempPath {
+		t.Fatalf("expired %+v, want the old interrupted and restartable ones with their partial files", out)
+	}
+	for _, id := range []string{oldInterrupted.ID, oldRestartable.ID} {
+		tr, err := s.GetTransfer(ctx, id)
+		must(t, err, "get expired")
+		if tr.Status != store.StatusFailed || !strings.Contains(tr.Diagnostic, "expired") || tr.FinishedAt.IsZero() {
+			t.Fatalf("expired transfer %+v, want failed with an expiry diagnostic", tr)
+		}
+	}
+	for id, want := range map[string]store.TransferStatus{oldLive.ID: store.StatusInProgress, oldDone.ID: store.StatusCompleted, fresh.ID: store.StatusInterrupted} {
+		tr, err := s.GetTransfer(ctx, id)
+		must(t, err, "get kept")
+		if tr.Status != want {
+			t.Fatalf("transfer %s is %s, want %s untouched", id, tr.Status, want)
+		}
+	}
+	// The expired ones are final now: the retention purge removes them.
+	again, err := s.ExpireInterrupted(ctx, 3, "n", time.Since(mid))
+	must(t, err, "expire again")
+	if len(again) != 0 {
+		t.Fatalf("second expiry %+v, want nothing", again)
+	}
+}
+
+// testCancelResting: a transfer no session carries can be cancelled
+// (interrupted, restartable, in_progress with its owner gone); one whose
+// owner is alive or that is final cannot (issue 16, defect 8).
+func testCancelResting(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	must(t, s.ClaimLeadership(ctx, 2, "old"), "claim 2")
+	orphan, err := s.CreateTransfer(ctx, 2, SampleTransfer("P", 1))
+	must(t, err, "create orphan")
+	interrupted, err := s.CreateTransfer(ctx, 2, SampleTransfer("P", 2))
+	must(t, err, "create interrupted")
+	must(t, s.FinishTransfer(ctx, 2, interrupted.ID, store.TransferResult{Status: store.StatusInterrupted}), "interrupt")
+	done, err := s.CreateTransfer(ctx, 2, SampleTransfer("P", 3))
+	must(t, err, "create done")
+	must(t, s.FinishTransfer(ctx, 2, done.ID, store.TransferResult{Status: store.StatusCompleted}), "complete")
+	must(t, s.ClaimLeadership(ctx, 3, "new"), "claim 3")
+
+	alive := func(store.Transfer) bool { return false }
+	gone := func(store.Transfer) bool { return true }
+	_, err = s.CancelResting(ctx, 3, "new", orphan.ID, alive)
+	mustIs(t, err, store.ErrConflict, "cancel in_progress with a live owner")
+	_, err = s.CancelResting(ctx, 3, "new", done.ID, gone)
+	mustIs(t, err, store.ErrConflict, "cancel a completed transfer")
+	_, err = s.CancelResting(ctx, 2, "old", interrupted.ID, gone)
+	mustIs(t, err, store.ErrStaleEpoch, "cancel with an old epoch")
+	_, err = s.CancelResting(ctx, 3, "new", "no-such-id", gone)
+	mustIs(t, err, store.ErrNotFound, "cancel a missing transfer")
+
+	for _, id := range []string{orphan.ID, interrupted.ID} {
+		tr, err := s.CancelResting(ctx, 3, "new", id, gone)
+		must(t, err, "cancel resting")
+		if tr.Status != store.StatusCancelled || tr.Epoch != 3 {
+			t.Fatalf("cancel returned %+v", tr)
+		}
+		got, err := s.GetTransfer(ctx, id)
+		must(t, err, "get cancelled")
+		if got.Status != store.StatusCancelled || got.FinishedAt.IsZero() || got.Diagnostic == "" {
+			t.Fatalf("cancelled transfer %+v", got)
+		}
+	}
+	// The old owner's late write is refused: the cancel took ownership.
+	err = s.FinishTransfer(ctx, 2, orphan.ID, store.TransferResult{Status: store.StatusCompleted})
+	mustIs(t, err, store.ErrNotOwner, "late finish of the old owner")
+	// A restart does not resurrect it.
+	_, err = s.FindRestartable(ctx, store.RestartKey{PartnerID: interrupted.PartnerID, Direction: interrupted.Direction,
+		PesitID: interrupted.PesitID, FileID: interrupted.FileID})
+	mustIs(t, err, store.ErrNotFound, "restart of a cancelled transfer")
+}
+
+// testAuditExcludePrefixes: the exclusion filter that keeps credential events from
+// viewers (issue 16, defect 11).
+func testAuditExcludePrefixes(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	for _, action := range []string{"user.put", "token.create", "api.auth", "api.authorize", "partner.update", "transfer.cancel"} {
+		_, err := s.AppendAudit(ctx, store.AuditEvent{Actor: "a", Action: action})
+		must(t, err, "append "+action)
+	}
+	p, err := s.ListAudit(ctx, store.AuditFilter{ExcludeActions: []string{"user.", "token.", "api.auth"}})
+	must(t, err, "list")
+	var got []string
+	for _, e := range p.Items {
+		got = append(got, e.Action)
+	}
+	if !reflect.DeepEqual(got, []string{"transfer.cancel", "partner.update", "api.authorize"}) {
+		t.Fatalf("actions %v, want transfer.cancel, partner.update and api.authorize only", got)
+	}
+	_, err = s.ListAudit(ctx, store.AuditFilter{ExcludeActions: []string{"user%"}})
+	mustIs(t, err, store.ErrInvalid, "wildcard in a prefix")
+}
+
+// testDotIDs: "." and ".." are not partner or file ids (issue 16, defect 11).
+func testDotIDs(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	for _, id := range []string{".", "..", "..."} {
+		p := SamplePartner("X")
+		p.ID = id
+		_, err := s.CreatePartner(ctx, p, "")
+		mustIs(t, err, store.ErrInvalid, "partner "+id)
+		f := SampleFile("X")
+		f.ID = id
+		_, err = s.CreateFile(ctx, f)
+		mustIs(t, err, store.ErrInvalid, "file "+id)
+	}
+	f := SampleFile("X")
+	f.ID = "a.b"
+	_, err := s.CreateFile(ctx, f)
+	must(t, err, "a dotted id that is not only dots")
 }

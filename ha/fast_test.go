@@ -1,0 +1,184 @@
+package ha
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vectis-ft/vectis/election"
+	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
+	"github.com/vectis-ft/vectis/store"
+)
+
+// killableListener lets a test make a live process look dead to its
+// standbys: kill closes the listener and every stream accepted on it, as the
+// kernel does for a dead process and as a firewall REJECT looks from outside.
+type killableListener struct {
+	net.Listener
+	resetNew atomic.Bool // reset new connections at once
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+func (l *killableListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.resetNew.Load() {
+			// Ambiguous to a standby: neither a stream nor a refusal.
+			_ = c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			continue
+		}
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+		return c, nil
+	}
+}
+
+// breakStreams closes the streams accepted so far; the listener stays.
+func (l *killableListener) breakStreams() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
+}
+
+func (l *killableListener) kill() {
+	l.Listener.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+}
+
+func fastNode(t *testing.T, endpoints []string, st *store.Store, mon *monitor, name string, ttl time.Duration) (*node, *killableListener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kl := &killableListener{Listener: ln}
+	n := startNodeWith(t, endpoints, st, mon, name, ttl, func(c *Config) {
+		c.FastFailover = true
+		c.LivenessListener = kl
+		c.Election.Liveness = ln.Addr().String()
+		c.Election.ConfirmWindow = election.DefaultConfirmWindow
+	})
+	return n, kl
+}
+
+// TestFastFailoverForgedRefusal: the leader lives and renews its lease, but
+// its liveness listener refuses (a firewall REJECT, or the kernel of a dead
+// process). The standby revokes the lease and takes over well within the
+// TTL, and the old leader, which finds its key gone, stops accepting before
+// the new one starts.
+func TestFastFailoverForgedRefusal(t *testing.T) {
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon := &monitor{}
+	const ttl = 5 * time.Second
+	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", ttl)
+	waitLeader(t, []*node{a}, 10*time.Second)
+	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", ttl)
+	deadline := time.Now().Add(10 * time.Second)
+	for gaugeValue(t, b.loop.cfg.Metrics.following) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby never followed the leader's liveness stream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	killed := time.Now()
+	aLn.kill()
+	next, _ := waitLeader(t, []*node{a, b}, 10*time.Second)
+	for next == a {
+		time.Sleep(5 * time.Millisecond)
+		next, _ = waitLeader(t, []*node{a, b}, 10*time.Second)
+	}
+	took := time.Since(killed)
+	t.Logf("takeover after the refusal: %v", took)
+	if took > 2*time.Second {
+		t.Errorf("takeover after the refusal took %v, want well within the TTL %v (the fast path)", took, ttl)
+	}
+	if took < election.DefaultConfirmWindow {
+		t.Errorf("takeover after %v: the new leader did not wait out the old leader's confirmation window", took)
+	}
+	if d, n := mon.overlap(); d > 0 || n > 1 {
+		t.Errorf("two nodes accepted at once for %s", d)
+	}
+	if v := counterValue(t, b.loop.cfg.Metrics.fast.WithLabelValues(DecisionRevoked)); v != 1 {
+		t.Errorf("revocations counted by the standby: %v, want 1", v)
+	}
+	if a.serve.accepting() {
+		t.Error("the revoked leader still accepts")
+	}
+}
+
+// TestNoRevocationWithoutLiveness: a leader that does not advertise a
+// liveness listener (fast failover off there: it does not confirm within
+// the window) is never revoked, even by a standby that has it on.
+func TestNoRevocationWithoutLiveness(t *testing.T) {
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon := &monitor{}
+	a := startNode(t, cluster.Endpoints(), st, mon, "a", 2*time.Second)
+	waitLeader(t, []*node{a}, 10*time.Second)
+	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", 2*time.Second)
+	time.Sleep(time.Second)
+	if v := gaugeValue(t, b.loop.cfg.Metrics.following); v != 0 {
+		t.Errorf("the standby follows a leader that advertises no liveness listener")
+	}
+	if !a.loop.IsLeader() {
+		t.Error("the leader lost its leadership")
+	}
+}
+
+// TestFollowsAgainAfterNoEvidence: the leader's stream breaks and the
+// redials get neither a stream nor a refusal (no evidence). Once the
+// leader's listener answers again, the standby follows it again rather
+// than staying on the TTL path until the next leader change.
+func TestFollowsAgainAfterNoEvidence(t *testing.T) {
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon := &monitor{}
+	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", 5*time.Second)
+	waitLeader(t, []*node{a}, 10*time.Second)
+	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", 5*time.Second)
+	waitGauge := func(want float64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for gaugeValue(t, b.loop.cfg.Metrics.following) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("vectis_cluster_liveness_following did not become %v", want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitGauge(1)
+	aLn.resetNew.Store(true)
+	aLn.breakStreams()
+	deadline := time.Now().Add(10 * time.Second)
+	for counterValue(t, b.loop.cfg.Metrics.fast.WithLabelValues(DecisionNoEvidence)) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no no_evidence decision after the stream broke and redials were reset")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	aLn.resetNew.Store(false)
+	waitGauge(1)
+	if !a.loop.IsLeader() {
+		t.Error("the leader was replaced without evidence")
+	}
+	if v := counterValue(t, b.loop.cfg.Metrics.fast.WithLabelValues(DecisionRevoked)); v != 0 {
+		t.Errorf("%v revocations without evidence", v)
+	}
+}

@@ -1,0 +1,293 @@
+package liveness
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// serve starts a liveness server greeting as h on a loopback port; stop
+// closes its listener and streams, as the kernel does when the process dies.
+func serve(t *testing.T, h Hello) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = (&Server{Hello: func() (Hello, bool) { return h, true }}).Serve(ctx, ln)
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
+}
+
+type result struct {
+	out Outcome
+	err error
+}
+
+func follow(ctx context.Context, f *Follower, tg Target) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		out, err := f.Follow(ctx, tg)
+		ch <- result{out, err}
+	}()
+	return ch
+}
+
+func waitFollowing(t *testing.T, following *atomic.Bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !following.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("no verified stream to the leader within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDeadProcessIsEvidence: the listener and the stream close (the
+// process died): the standby sees the break and two refusals at once.
+func TestDeadProcessIsEvidence(t *testing.T) {
+	h := Hello{Name: "vectis-0", Lease: 42}
+	addr, stop := serve(t, h)
+	var following atomic.Bool
+	f := &Follower{Following: following.Store}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch := follow(ctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: addr})
+	waitFollowing(t, &following)
+	killed := time.Now()
+	stop()
+	r := <-ch
+	if r.err != nil || r.out != Evidence {
+		t.Fatalf("Follow after the leader's listener went = %q, %v; want evidence", r.out, r.err)
+	}
+	if took := time.Since(killed); took > time.Second {
+		t.Errorf("evidence took %v", took)
+	}
+}
+
+// resetProxy forwards to target; reset() resets every stream it carries
+// (an intermediary's RST) while new connections still go through.
+type resetProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []*net.TCPConn
+	wg     sync.WaitGroup
+}
+
+func newResetProxy(t *testing.T, target string) *resetProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &resetProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c.(*net.TCPConn), up.(*net.TCPConn))
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { defer p.wg.Done(); _, _ = io.Copy(c, up); c.Close() }()
+			go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); up.Close() }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.reset()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *resetProxy) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.SetLinger(0) // close sends RST
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestResetStreamIsNoEvidence: an intermediary resets the stream of a
+// live leader; the reconnect succeeds, so Follow goes on following.
+func TestResetStreamIsNoEvidence(t *testing.T) {
+	h := Hello{Name: "vectis-0", Lease: 42}
+	addr, _ := serve(t, h)
+	p := newResetProxy(t, addr)
+	var following atomic.Bool
+	var reconnects atomic.Int32
+	f := &Follower{Following: following.Store, Reconnected: func() { reconnects.Add(1) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := follow(ctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: p.ln.Addr().String()})
+	for i := range 20 {
+		waitFollowing(t, &following)
+		p.reset()
+		deadline := time.Now().Add(5 * time.Second)
+		for reconnects.Load() <= int32(i) {
+			select {
+			case r := <-ch:
+				t.Fatalf("reset %d: Follow returned %q, %v; want it to keep following", i, r.out, r.err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("reset %d: no reconnect within 5 s", i)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	cancel()
+	if r := <-ch; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("Follow = %q, %v; want context.Canceled", r.out, r.err)
+	}
+}
+
+// TestOtherProcessIsNoEvidence: after the break another process answers at
+// the address (an address reused by a new pod): that proves nothing.
+func TestOtherProcessIsNoEvidence(t *testing.T) {
+	h := Hello{Name: "vectis-0", Lease: 42}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	var (
+		mu    sync.Mutex
+		hello = h
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = (&Server{Hello: func() (Hello, bool) { mu.Lock(); defer mu.Unlock(); return hello, true }}).Serve(ctx, ln)
+	}()
+	defer func() { cancel(); <-done }()
+
+	var following atomic.Bool
+	f := &Follower{Following: following.Store}
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	// A reset-only proxy lets the test break the stream.
+	p := newResetProxy(t, addr)
+	ch := follow(fctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: p.ln.Addr().String()})
+	waitFollowing(t, &following)
+	mu.Lock()
+	hello = Hello{Name: "vectis-3", Lease: 7}
+	mu.Unlock()
+	p.reset()
+	r := <-ch
+	if r.err != nil || r.out != NoEvidence {
+		t.Fatalf("Follow with another process at the address = %q, %v; want no evidence", r.out, r.err)
+	}
+}
+
+// TestSilentListenerIsNoEvidence: the address accepts but never greets
+// (a frozen process's backlog, a black hole behind a proxy): a timeout,
+// not evidence.
+func TestSilentListenerIsNoEvidence(t *testing.T) {
+	h := Hello{Name: "vectis-0", Lease: 42}
+	addr, _ := serve(t, h)
+	p := newResetProxy(t, addr)
+	var following atomic.Bool
+	f := &Follower{Following: following.Store, DialTimeout: 200 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch := follow(ctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: p.ln.Addr().String()})
+	waitFollowing(t, &following)
+	// From now on the proxy's address is a listener nobody accepts on.
+	p.ln.Close()
+	silent, err := net.Listen("tcp", p.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	p.reset()
+	r := <-ch
+	if r.err != nil || r.out != NoEvidence {
+		t.Fatalf("Follow with a silent listener = %q, %v; want no evidence", r.out, r.err)
+	}
+}
+
+// TestNeverReachedIsNoEvidence: a standby that never had a stream (wrong
+// address, leader already gone) keeps trying and never claims evidence.
+func TestNeverReachedIsNoEvidence(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refused from now on
+	f := &Follower{RetryInterval: 10 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	out, err := f.Follow(ctx, Target{Name: "vectis-0", Lease: 42, Addr: addr})
+	if !errors.Is(err, context.DeadlineExceeded) || out != "" {
+		t.Fatalf("Follow to an address never reached = %q, %v; want it to wait until ctx ends", out, err)
+	}
+}
+
+// TestDyingListenerIsEvidence: a process being killed closes its streams a
+// moment before its listener, so the first redial may land in the backlog
+// and be reset. That is ambiguous, not evidence; the refusals that follow
+// are.
+func TestDyingListenerIsEvidence(t *testing.T) {
+	h := Hello{Name: "vectis-0", Lease: 42}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var following atomic.Bool
+	f := &Follower{Following: following.Store}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch := follow(ctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: ln.Addr().String()})
+	c1, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.Write([]byte(`{"name":"vectis-0","lease":42}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFollowing(t, &following)
+	c1.Close()
+	c2, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c2.(*net.TCPConn).SetLinger(0)
+	c2.Close()
+	ln.Close()
+	r := <-ch
+	if r.err != nil || r.out != Evidence {
+		t.Fatalf("Follow with a reset then refusals = %q, %v; want evidence", r.out, r.err)
+	}
+}

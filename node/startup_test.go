@@ -1,0 +1,96 @@
+package node
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
+)
+
+func probe(t *testing.T, url string) int {
+	t.Helper()
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestStartWhilePostgresDown: a node started while PostgreSQL is down
+// stays up, alive (/healthz 200) and not ready (/readyz 503), and starts
+// serving once the database is back, instead of exiting (issue 16,
+// defect 13).
+func TestStartWhilePostgresDown(t *testing.T) {
+	pg := pgtest.NewServer(t)
+	url := pg.NewDatabase(t)
+	pg.Stop(t)
+
+	dir := t.TempDir()
+	cfg := baseConfig(t, dir, "patient")
+	cfg.Store.Driver, cfg.Store.URL = "postgres", url
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &testNode{cfg: cfg, api: "http://" + cfg.API.Listen, log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	go func() { n.done <- Run(ctx, &n.cfg, Options{Version: "test", LogOutput: n.log}) }()
+	t.Cleanup(func() {
+		n.stop(t)
+		if t.Failed() {
+			t.Logf("log:\n%s", n.log.String())
+		}
+	})
+
+	waitFor(t, "/healthz while the store is down", 10*time.Second, func() bool {
+		select {
+		case err := <-n.done:
+			t.Fatalf("node exited while PostgreSQL was down: %v", err)
+		default:
+		}
+		return probe(t, n.api+"/healthz") == http.StatusOK
+	})
+	for range 3 {
+		if code := probe(t, n.api+"/readyz"); code != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz while the store is down: %d, want 503", code)
+		}
+		if code := probe(t, n.api+"/api/v1/partners"); code != http.StatusServiceUnavailable {
+			t.Fatalf("API while the store is down: %d, want 503", code)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	pg.Start(t)
+	waitFor(t, "/readyz once PostgreSQL is back", 45*time.Second, func() bool {
+		return probe(t, n.api+"/readyz") == http.StatusOK
+	})
+	if code, body := n.do(t, "GET", "/api/v1/partners/CXCLIENT", nil); code != http.StatusOK {
+		t.Fatalf("declared partner after a late start: %d %s", code, body)
+	}
+}
+
+// TestStopWhileWaitingForPostgres: SIGTERM during the wait ends the node
+// cleanly and at once.
+func TestStopWhileWaitingForPostgres(t *testing.T) {
+	pg := pgtest.NewServer(t)
+	url := pg.NewDatabase(t)
+	pg.Stop(t)
+	cfg := baseConfig(t, t.TempDir(), "stopped")
+	cfg.Store.Driver, cfg.Store.URL = "postgres", url
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, &cfg, Options{Version: "test", LogOutput: &syncBuffer{}}) }()
+	waitFor(t, "/healthz", 10*time.Second, func() bool { return probe(t, "http://"+cfg.API.Listen+"/healthz") == http.StatusOK })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after a stop while waiting: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the node did not stop while waiting for the store")
+	}
+}
