@@ -115,7 +115,9 @@ func (n *node) publishReceived(ctx context.Context, t store.Transfer, mayPublish
 	// outside the file root.
 	for _, p := range []string{temp, final} {
 		if err := n.roots.Check(p); err != nil {
-			return "", err
+			n.log.Error("received file recorded completed but not published, and outside the file root; left as it is",
+				"transfer", t.ID, "file", final, "temporary", temp, "err", err)
+			return fmt.Sprintf("received, but not published: %v; the data received is in %s", err, temp), nil
 		}
 	}
 	ffi, err := os.Lstat(final)
