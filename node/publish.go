@@ -75,7 +75,17 @@ func (n *node) sweepUnpublished(ctx context.Context, epoch int64, gone func(stor
 			return
 		}
 		mayPublish := !n.pesit.live(t.ID) && (t.Node == n.cfg.Node.Name || gone(t))
+		release := func() {}
+		if mayPublish {
+			// A new transfer to the same final name would write into the
+			// same temporary file: none starts while the sweep publishes,
+			// and one running leaves the file alone.
+			release, mayPublish = n.pesit.claimPath(t.LocalPath)
+		}
 		note, err := n.publishReceived(ctx, t, mayPublish)
+		if release != nil {
+			release()
+		}
 		if errors.Is(err, errSkip) {
 			continue
 		}

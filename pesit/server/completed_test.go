@@ -99,3 +99,31 @@ func TestRestartOfCompletedReceive(t *testing.T) {
 		t.Fatalf("after the refused restart: %v", got)
 	}
 }
+
+// TestClaimPath: the node's sweep claims a final path as a receiving session
+// does. While it holds it a CREATE for that file gets 2/205; while a session
+// receives into it the claim is refused.
+func TestClaimPath(t *testing.T) {
+	e := newEnv(t, nil)
+	final := filepath.Join(e.recvDir, "TESTFILE")
+	if !e.srv.ClaimPath(final) {
+		t.Fatal("claim of a free path refused")
+	}
+	p := dial(t, e.srv.Addr())
+	p.connect()
+	p.raw(createFrame(p.srvID, createOpts{file: "TESTFILE", pi13: 0x0031AB}))
+	p.expectDiag(fpdu.AckCreate, fpdu.DiagFileBusy)
+	e.srv.ReleasePath(final)
+	p.openForWrite(createOpts{file: "TESTFILE", pi13: 0x0031AC})
+	if e.srv.ClaimPath(final) {
+		t.Fatal("claim of a path a session receives into granted")
+	}
+	p.sendKind(fpdu.DTFEnd, diagParam(fpdu.DiagOK))
+	p.transEnd(0, 0)
+	p.closeFile()
+	p.release()
+	if !e.srv.ClaimPath(final) {
+		t.Fatal("claim refused after the session ended")
+	}
+	e.srv.ReleasePath(final)
+}
