@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -107,7 +108,8 @@ func runSuite(t *testing.T, c Cluster) *report {
 		s.leaderDelete(ctx, t, r, nil, 2)
 	})
 	s.scenario(t, "rollout-restart", 4*time.Minute, s.rolloutRestart)
-	s.scenario(t, "leader-container-restart", 3*time.Minute, s.containerRestart)
+	crashes, _ := strconv.Atoi(os.Getenv("VECTIS_E2E_CRASHES"))
+	s.scenario(t, "leader-container-restart", 2*time.Minute+time.Duration(max(crashes, 3))*40*time.Second, s.containerRestart)
 	s.scenario(t, "hung-leader-sigkill", 3*time.Minute, s.hungLeaderKilled)
 	s.scenario(t, "transfer-across-failover", 4*time.Minute, s.interruptedTransfer)
 	s.scenario(t, "failover-span", 3*time.Minute, s.failoverSpan)
@@ -676,28 +678,54 @@ type containerKiller interface {
 
 // containerRestart kills the leader's container process (SIGKILL, as a
 // crash or the OOM killer would) without deleting its pod. A standby must
-// take over once the old lease expires, and the kubelet's restart of the
-// container in the same pod must rejoin as a standby, not take the lead
-// back or fight for it.
+// take over (at once with fast failover: the dead process's liveness port
+// refuses), and the kubelet's restart of the container in the same pod must
+// rejoin as a standby, not take the lead back or fight for it. It runs
+// VECTIS_E2E_CRASHES times (default 3); between runs the restarted pod is
+// deleted, so that the kubelet's crash-loop back-off, which grows with each
+// crash of the same pod, does not stretch the run.
 func (s *suite) containerRestart(ctx context.Context, t *testing.T, r *row) {
 	ck, ok := s.c.(containerKiller)
 	if !ok {
 		t.Skipf("the %s backend has no kubelet that restarts a container in its pod", s.c.Backend())
 	}
-	st := waitSteady(ctx, t, s.c, 90*time.Second)
-	old := st.Leader
-	kill := time.Now()
-	if err := ck.KillContainer(ctx, old); err != nil {
-		t.Fatal(err)
+	runs := envInt(t, "VECTIS_E2E_CRASHES", 3)
+	for i := 1; i <= runs; i++ {
+		st := waitSteady(ctx, t, s.c, 90*time.Second)
+		old := st.Leader
+		kill := time.Now()
+		if err := ck.KillContainer(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		d, err := timeToConnect(ctx, s.c, kill, &old, time.Minute)
+		if err != nil {
+			t.Fatalf("run %d: after killing the leader's container: %v", i, err)
+		}
+		r.Connect = append(r.Connect, d)
+		r.Runs++
+		after := waitRestartedInPlace(ctx, t, s.c, old, 90*time.Second)
+		t.Logf("run %d: leader container of %s killed: first CONNECT through the Service after %v, new leader %s, %s restarted and rejoined as a standby",
+			i, old.Name, d.Round(time.Millisecond), after.Leader.Name, old.Name)
+		if i < runs {
+			if err := s.c.DeletePod(ctx, old.Name, nil); err != nil {
+				t.Fatalf("delete the restarted standby %s: %v", old.Name, err)
+			}
+			waitReplaced(ctx, t, s.c, old.Name, 90*time.Second)
+		}
 	}
-	d, err := timeToConnect(ctx, s.c, kill, &old, time.Minute)
-	if err != nil {
-		t.Fatalf("after killing the leader's container: %v", err)
+}
+
+// envInt is a positive count from the environment, else def.
+func envInt(t testing.TB, key string, def int) int {
+	v := os.Getenv(key)
+	if v == "" {
+		return def
 	}
-	r.Connect, r.Runs = append(r.Connect, d), 1
-	after := waitRestartedInPlace(ctx, t, s.c, old, 90*time.Second)
-	t.Logf("leader container of %s killed: first CONNECT through the Service after %v, new leader %s, %s restarted and rejoined as a standby",
-		old.Name, d.Round(time.Millisecond), after.Leader.Name, old.Name)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive count", key, v)
+	}
+	return n
 }
 
 // waitRestartedInPlace waits for a steady cluster with the same pods, old's

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vectis-ft/vectis/internal/credential"
 	"github.com/vectis-ft/vectis/internal/fileroot"
@@ -302,14 +303,26 @@ func anomalyNames(as []server.Anomaly) []string {
 	return out
 }
 
+// completedRestartWindow is how long after its end the restart of a
+// transfer recorded completed is recognised as such. A requester restarts
+// within minutes or hours; the bound keeps a PI 13 the partner reuses much
+// later (it has 24 bits) from matching an old transfer.
+const completedRestartWindow = 24 * time.Hour
+
 func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (server.RestartState, bool, error) {
 	dir := store.DirReceive
 	if key.Direction == server.DirectionSend {
 		dir = store.DirSend
 	}
-	rec, err := j.st.FindRestartable(ctx, store.RestartKey{
-		PartnerID: key.Partner, Direction: dir, PesitID: int64(key.PeSITID), FileID: key.File,
-	})
+	k := store.RestartKey{PartnerID: key.Partner, Direction: dir, PesitID: int64(key.PeSITID), FileID: key.File}
+	rec, err := j.st.FindRestartable(ctx, k)
+	if errors.Is(err, store.ErrNotFound) && dir == store.DirReceive {
+		// The requester may not have got the ACK(TRANS.END) of a transfer
+		// recorded completed (a crash before it, or before the file was
+		// published): its restart confirms the file instead of sending
+		// it again.
+		rec, err = j.st.FindCompletedReceive(ctx, k, time.Now().Add(-completedRestartWindow))
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return server.RestartState{}, false, nil
 	}
@@ -324,5 +337,6 @@ func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (serve
 		Sync:        uint32(rec.SyncPoint.Number),
 		Offset:      rec.SyncPoint.Offset,
 		Articles:    rec.SyncPoint.Articles,
+		Completed:   rec.Status == store.StatusCompleted,
 	}, true, nil
 }

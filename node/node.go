@@ -113,7 +113,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier, roots: roots, leftovers: leftovers}
+	pm, err := newPublishMetrics(tel.Registry)
+	if err != nil {
+		return err
+	}
+	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier, roots: roots, leftovers: leftovers, publishMet: pm}
 	n.pesit = &pesitManager{
 		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
@@ -137,6 +141,8 @@ type node struct {
 	// node deletes (vectis.fileRoot).
 	roots     fileroot.Root
 	leftovers *leftoverMetrics
+	// publishMet counts the sweep of unpublished receives (publish.go).
+	publishMet *publishMetrics
 }
 
 func (n *node) run(ctx context.Context, opts Options) error {
@@ -309,8 +315,9 @@ func (n *node) leadStandalone(ctx context.Context) error {
 }
 
 // leaderJobs runs the leader-only housekeeping until the term ends: the
-// orphan sweep and the partial-file gauge at once and then every cluster
-// TTL, the expiry of interrupted transfers and retention every hour.
+// orphan and unpublished files sweeps and the partial-file gauge at once
+// and then every cluster TTL, the expiry of interrupted transfers and
+// retention every hour.
 func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	sweep := n.cfg.Cluster.TTL
 	if sweep <= 0 {
@@ -322,7 +329,7 @@ func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 	defer retention.Stop()
 	// Only the leader reports partial files: the sum over pods is the total.
 	defer n.leftovers.partialBytes.Set(0)
-	n.sweepOrphans(ctx, epoch)
+	n.sweep(ctx, epoch)
 	n.expireLeftovers(ctx, epoch)
 	n.purge(ctx, epoch)
 	n.measurePartials(ctx)
@@ -331,7 +338,7 @@ func (n *node) leaderJobs(ctx context.Context, epoch int64) {
 		case <-ctx.Done():
 			return
 		case <-orphans.C:
-			n.sweepOrphans(ctx, epoch)
+			n.sweep(ctx, epoch)
 			n.sweepUnrecorded(ctx, epoch, sweep)
 			n.measurePartials(ctx)
 		case <-retention.C:
@@ -353,10 +360,9 @@ func (n *node) purge(ctx context.Context, epoch int64) {
 	}
 }
 
-// sweepOrphans marks interrupted the in_progress transfers whose owner is
-// gone, keeping their sync points, so that the partner's restart resumes
-// them here. See ownerGone for who counts as gone.
-func (n *node) sweepOrphans(ctx context.Context, epoch int64) {
+// sweep runs the sweeps that need to know which owners are gone: orphans
+// first, then the completed receives whose file was not published.
+func (n *node) sweep(ctx context.Context, epoch int64) {
 	var members []election.MemberInfo
 	if n.loop != nil {
 		var err error
@@ -368,6 +374,14 @@ func (n *node) sweepOrphans(ctx context.Context, epoch int64) {
 		}
 	}
 	gone := ownerGone(n.cfg.Node.Name, epoch, n.loop == nil, members)
+	n.sweepOrphans(ctx, epoch, gone)
+	n.sweepUnpublished(ctx, epoch, gone)
+}
+
+// sweepOrphans marks interrupted the in_progress transfers whose owner is
+// gone, keeping their sync points, so that the partner's restart resumes
+// them here. See ownerGone for who counts as gone.
+func (n *node) sweepOrphans(ctx context.Context, epoch int64, gone func(store.Transfer) bool) {
 	out, err := n.st.InterruptOrphans(ctx, epoch, n.cfg.Node.Name, gone)
 	if err != nil && ctx.Err() == nil {
 		n.log.Warn("orphan sweep", "err", err)

@@ -311,6 +311,35 @@ func (m *pesitManager) runningCount() int {
 	return len(m.running)
 }
 
+// claimPath reserves the final path p on every server of this node, as a
+// receiving session does (see server.ClaimPath); false, with nothing held,
+// when one of them is receiving into p. release ends the claim.
+func (m *pesitManager) claimPath(p string) (release func(), ok bool) {
+	m.mu.Lock()
+	servers := make([]*server.Server, 0, len(m.running)+len(m.stopping))
+	for _, s := range m.running {
+		servers = append(servers, s)
+	}
+	for _, s := range m.stopping {
+		servers = append(servers, s.srv)
+	}
+	m.mu.Unlock()
+	var held []*server.Server
+	release = func() {
+		for _, s := range held {
+			s.ReleasePath(p)
+		}
+	}
+	for _, s := range servers {
+		if !s.ClaimPath(p) {
+			release()
+			return nil, false
+		}
+		held = append(held, s)
+	}
+	return release, true
+}
+
 // live says whether a session of this node runs the transfer with store id.
 func (m *pesitManager) live(id string) bool {
 	m.journal.mu.Lock()

@@ -68,6 +68,17 @@ type Transfers interface {
 	// owner gone reports true, keeping its sync point, and makes (node,
 	// epoch) its owner so that a late write of the gone session is refused.
 	InterruptOrphans(ctx context.Context, epoch int64, node string, gone func(Transfer) bool) ([]Transfer, error)
+	// ListUnpublished returns at most limit completed receives whose
+	// temp_path is still set, oldest update first: the leader's sweep
+	// checks that their file was published (the record is written before
+	// the rename, so a crash between the two leaves the file under its
+	// temporary name). Leader-only.
+	ListUnpublished(ctx context.Context, epoch int64, limit int) ([]Transfer, error)
+	// SettlePublished clears the temp_path of a completed transfer whose
+	// temp_path is still temp (a compare-and-set; false when it matched no
+	// row) and, when diagnostic is not empty, sets its diagnostic.
+	// Leader-only.
+	SettlePublished(ctx context.Context, epoch int64, id, temp, diagnostic string) (bool, error)
 	// RecordSyncPoint persists the restart state at a sync point in one
 	// statement: sync point number, offset and article count, and Bytes and
 	// Articles set to the same offset and count.
@@ -85,6 +96,10 @@ type Transfers interface {
 	// FindRestartable returns the newest transfer for key whose status is
 	// in_progress, interrupted or restartable.
 	FindRestartable(ctx context.Context, key RestartKey) (Transfer, error)
+	// FindCompletedReceive returns the newest completed receive for key
+	// that finished at or after since: a requester that never got the
+	// ACK(TRANS.END) of a transfer recorded completed restarts it.
+	FindCompletedReceive(ctx context.Context, key RestartKey, since time.Time) (Transfer, error)
 }
 
 // Retention removes old history; leader-only.

@@ -281,6 +281,44 @@ func (s *Store) InterruptOrphans(ctx context.Context, epoch int64, node string, 
 	return out, nil
 }
 
+// ListUnpublished lists the completed receives whose publication the sweep
+// has not confirmed yet (temp_path set), through the partial index
+// transfers_unpublished.
+func (s *Store) ListUnpublished(ctx context.Context, epoch int64, limit int) (_ []Transfer, err error) {
+	defer s.observe("list_unpublished", &err)()
+	if err := s.checkEpoch(ctx, s.db, epoch); err != nil {
+		return nil, s.wrap("list unpublished", err)
+	}
+	out, err := listAll(ctx, s.db, `SELECT `+transferCols+` FROM transfers
+		WHERE status = 'completed' AND temp_path <> '' AND direction = 'receive'
+		ORDER BY updated_at, id LIMIT `+strconv.Itoa(pageSize(limit)), s.scanTransfer)
+	return out, s.wrap("list unpublished", err)
+}
+
+// SettlePublished forgets the temporary file of a completed receive once its
+// file is known to be published. The owner epoch is not checked (a completed
+// record has no session left to fence) but the leader's is, so that a
+// stepped-down leader's sweep writes nothing.
+func (s *Store) SettlePublished(ctx context.Context, epoch int64, id, temp, diagnostic string) (_ bool, err error) {
+	defer s.observe("settle_published", &err)()
+	if temp == "" {
+		return false, fmt.Errorf("settle published %s: %w: empty temporary path", id, ErrInvalid)
+	}
+	var n int64
+	err = s.inTx(ctx, func(q tx) ([]Change, error) {
+		if err := s.checkEpochLocked(ctx, q, epoch); err != nil {
+			return nil, err
+		}
+		var err error
+		n, err = q.exec(ctx, `UPDATE transfers SET temp_path = '',
+			diagnostic = CASE WHEN $3 = '' THEN diagnostic ELSE $3 END, updated_at = $4
+			WHERE id = $1 AND temp_path = $2 AND status = 'completed'`,
+			id, temp, diagnostic, s.d.ts(now()))
+		return nil, err
+	})
+	return n == 1, s.wrap("settle published "+id, err)
+}
+
 // GetTransfer returns one transfer.
 func (s *Store) GetTransfer(ctx context.Context, id string) (_ Transfer, err error) {
 	defer s.observe("get_transfer", &err)()
@@ -296,6 +334,17 @@ func (s *Store) FindRestartable(ctx context.Context, k RestartKey) (_ Transfer, 
 		AND status IN ('in_progress', 'interrupted', 'restartable')
 		ORDER BY created_at DESC, id DESC LIMIT 1`, k.PartnerID, string(k.Direction), k.PesitID, k.FileID))
 	return t, s.wrap(fmt.Sprintf("find restartable transfer %s/%s/%d/%s", k.PartnerID, k.Direction, k.PesitID, k.FileID), err)
+}
+
+// FindCompletedReceive returns the newest completed receive for key
+// finished since since (the index transfers_restart serves it).
+func (s *Store) FindCompletedReceive(ctx context.Context, k RestartKey, since time.Time) (_ Transfer, err error) {
+	defer s.observe("find_completed_receive", &err)()
+	t, err := s.scanTransfer(s.db.queryRow(ctx, `SELECT `+transferCols+` FROM transfers
+		WHERE partner_id = $1 AND direction = 'receive' AND pesit_id = $2 AND file_id = $3
+		AND status = 'completed' AND finished_at >= $4
+		ORDER BY created_at DESC, id DESC LIMIT 1`, k.PartnerID, k.PesitID, k.FileID, s.d.ts(since)))
+	return t, s.wrap(fmt.Sprintf("find completed receive %s/%d/%s", k.PartnerID, k.PesitID, k.FileID), err)
 }
 
 const (

@@ -188,6 +188,10 @@ type RestartState struct {
 	Sync        uint32
 	Offset      int64
 	Articles    int64
+	// Completed: the transfer was recorded completed (receive only); the
+	// requester never got its ACK(TRANS.END). Its restart may only confirm
+	// the published file, never write it again (see create).
+	Completed bool
 }
 
 // Journal records transfers and their restart state. It is touched at
@@ -203,6 +207,8 @@ type Journal interface {
 	// it acknowledges TRANS.END, and retries it within Tp; an error wrapping
 	// ErrTransferLost is final.
 	Finish(ctx context.Context, id int64, o Outcome) error
-	// FindRestart returns the latest interrupted transfer for key.
+	// FindRestart returns the latest interrupted transfer for key or,
+	// when there is none, a receive recently recorded completed
+	// (RestartState.Completed).
 	FindRestart(ctx context.Context, key RestartKey) (RestartState, bool, error)
 }

@@ -537,7 +537,10 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 	// published, and only then is TRANS.END acknowledged: the record is
 	// the authority, so the file appears under its final name only once
 	// the record says completed, and by this owner (a session whose
-	// transfer was taken over is refused here and publishes nothing).
+	// transfer was taken over is refused here and publishes nothing). A
+	// crash between the record and the rename is finished by the leader's
+	// sweep (node/publish.go), and the requester's restart of a completed
+	// transfer confirms the file (create, RestartState.Completed).
 	if err := sk.sync(); err != nil {
 		s.log.Error("cannot make the file durable", "file", x.tempRel, "err", err)
 		return fail(diagOf(ioDiag(err), fpdu.DiagIOError), err.Error())

@@ -569,6 +569,16 @@ func (s *Server) unclaimPath(p string) {
 	delete(s.receiving, p)
 }
 
+// ClaimPath reserves the final path p of a received file as a receiving
+// session does from its CREATE to its end (a CREATE for p meanwhile gets
+// 2/205); false when a session holds it. The node's sweep holds it while it
+// publishes a file whose session a crash ended, so that no new transfer
+// reuses the temporary file under it.
+func (s *Server) ClaimPath(p string) bool { return s.claimPath(p) }
+
+// ReleasePath ends a ClaimPath.
+func (s *Server) ReleasePath(p string) { s.unclaimPath(p) }
+
 func (s *Server) isRefusing() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

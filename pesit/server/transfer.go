@@ -289,6 +289,19 @@ func (s *session) create(f *fpdu.FPDU) error {
 		x.tempRel = tempNameFor(rel)
 	}
 	x.finalAbs = filepath.Join(vf.ReceiveDir, x.finalRel)
+	if x.restart != nil && x.restart.Completed && !publishedBefore(root, x) {
+		// Recorded completed, but the file is not (or no longer) under its
+		// final name. Never write it again: a crash between the record and
+		// the rename is finished by the leader's sweep, which publishes
+		// the file, so that a later attempt confirms it. A file taken away
+		// since cannot be confirmed.
+		if _, err := root.Lstat(x.tempRel); err == nil {
+			return s.refuseFile(fpdu.AckCreate, fpdu.DiagTemporaryNoResources,
+				"transfer %d recorded completed, its file %s not yet published: retry the restart", x.pesitID, x.finalRel)
+		}
+		return s.refuseFile(fpdu.AckCreate, fpdu.DiagTransferRefused,
+			"transfer %d was completed and its file %s is gone: it cannot be confirmed", x.pesitID, x.finalRel)
+	}
 	if x.restart != nil && publishedBefore(root, x) {
 		// Not 2/204: the file is this transfer's own. The restart goes on
 		// as usual and the data resent from its point is compared with the
@@ -308,7 +321,10 @@ func (s *session) create(f *fpdu.FPDU) error {
 	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: vf.ID, Direction: DirectionReceive,
 		PeSITID: x.pesitID, Restart: restart == 1, Path: x.finalAbs, TempPath: filepath.Join(vf.ReceiveDir, x.tempRel),
 		DeclaredSize: x.declared, FileCreated: created, Started: x.started}
-	if x.restart != nil {
+	if x.restart != nil && !x.restart.Completed {
+		// A completed record is not taken over: it stays as it is, and its
+		// restart, which only checks the published file, gets a record of
+		// its own.
 		t.RestartOf = x.restart.TransferID
 	}
 	id, err := srv.jnl.Begin(s.ctx, t)

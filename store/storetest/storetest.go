@@ -40,6 +40,7 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"FencingUnderLoad", testFencingUnderLoad},
 		{"Ownership", testOwnership},
 		{"Transfers", testTransfers},
+		{"Unpublished", testUnpublished},
 		{"TransferPagination", testTransferPagination},
 		{"TransferStats", testTransferStats},
 		{"ConcurrentTransferUpdates", testConcurrentTransferUpdates},
@@ -659,6 +660,102 @@ func testTransfers(t *testing.T, newConfig NewConfig) {
 	}
 	_, err = s.FindRestartable(ctx, key)
 	mustIs(t, err, store.ErrNotFound, "completed is not restartable")
+}
+
+// testUnpublished: ListUnpublished returns exactly the completed receives
+// whose temp_path is set, oldest first; SettlePublished clears it once, as
+// a compare-and-set on the path, and both are refused to a stale leader.
+func testUnpublished(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	must(t, s.ClaimLeadership(ctx, 1, "node-a"), "claim")
+	mk := func(pi int64, dir store.TransferDirection, st store.TransferStatus, temp string) store.Transfer {
+		in := SampleTransfer("CXCLIENT", pi)
+		in.Direction, in.TempPath = dir, temp
+		tr, err := s.CreateTransfer(ctx, 1, in)
+		must(t, err, "create")
+		if st != store.StatusInProgress {
+			must(t, s.FinishTransfer(ctx, 1, tr.ID, store.TransferResult{Status: st, Bytes: 10, Diagnostic: "d"}), "finish")
+		}
+		return tr
+	}
+	first := mk(1, store.DirReceive, store.StatusCompleted, "/data/in/.a.part")
+	time.Sleep(2 * time.Millisecond) // distinct updated_at
+	second := mk(2, store.DirReceive, store.StatusCompleted, "/data/in/.b.part")
+	mk(3, store.DirReceive, store.StatusInProgress, "/data/in/.c.part")
+	mk(4, store.DirReceive, store.StatusFailed, "/data/in/.d.part")
+	mk(5, store.DirReceive, store.StatusInterrupted, "/data/in/.e.part")
+	mk(6, store.DirReceive, store.StatusCompleted, "")
+	mk(7, store.DirSend, store.StatusCompleted, "/data/out/f")
+
+	ids := func(ts []store.Transfer) []string {
+		var out []string
+		for _, x := range ts {
+			out = append(out, x.ID)
+		}
+		return out
+	}
+	got, err := s.ListUnpublished(ctx, 1, 10)
+	must(t, err, "list unpublished")
+	if w := []string{first.ID, second.ID}; !reflect.DeepEqual(ids(got), w) {
+		t.Fatalf("unpublished %v, want %v (the completed receives with a temporary path, oldest first)", ids(got), w)
+	}
+	if got[0].TempPath != "/data/in/.a.part" || got[0].LocalPath != "/data/in/x" {
+		t.Fatalf("unpublished paths %q %q", got[0].TempPath, got[0].LocalPath)
+	}
+	if got, err := s.ListUnpublished(ctx, 1, 1); err != nil || !reflect.DeepEqual(ids(got), []string{first.ID}) {
+		t.Fatalf("limit 1: %v %v", ids(got), err)
+	}
+
+	ok, err := s.SettlePublished(ctx, 1, first.ID, "/data/in/.other.part", "")
+	must(t, err, "settle with another path")
+	if ok {
+		t.Fatal("settle matched a record whose temporary path differs")
+	}
+	ok, err = s.SettlePublished(ctx, 1, first.ID, "/data/in/.a.part", "")
+	must(t, err, "settle")
+	if !ok {
+		t.Fatal("settle matched nothing")
+	}
+	if ok, err := s.SettlePublished(ctx, 1, first.ID, "/data/in/.a.part", ""); err != nil || ok {
+		t.Fatalf("second settle: %v %v, want no match", ok, err)
+	}
+	rec, _ := s.GetTransfer(ctx, first.ID)
+	if rec.TempPath != "" || rec.Status != store.StatusCompleted || rec.Diagnostic != "d" || rec.Bytes != 10 {
+		t.Fatalf("after settle %+v: want temp_path cleared, the rest kept", rec)
+	}
+	ok, err = s.SettlePublished(ctx, 1, second.ID, "/data/in/.b.part", "conflict")
+	must(t, err, "settle with diagnostic")
+	rec, _ = s.GetTransfer(ctx, second.ID)
+	if !ok || rec.TempPath != "" || rec.Diagnostic != "conflict" || rec.Status != store.StatusCompleted {
+		t.Fatalf("after settle with diagnostic %+v", rec)
+	}
+	if got, err := s.ListUnpublished(ctx, 1, 10); err != nil || len(got) != 0 {
+		t.Fatalf("unpublished after settling: %v %v", ids(got), err)
+	}
+	_, err = s.SettlePublished(ctx, 1, second.ID, "", "")
+	mustIs(t, err, store.ErrInvalid, "settle without a path")
+
+	key := store.RestartKey{PartnerID: "CXCLIENT", Direction: store.DirReceive, PesitID: 2, FileID: "INBOX"}
+	found, err := s.FindCompletedReceive(ctx, key, time.Now().Add(-time.Hour))
+	must(t, err, "find completed receive")
+	if found.ID != second.ID {
+		t.Fatalf("completed receive %s, want %s", found.ID, second.ID)
+	}
+	_, err = s.FindCompletedReceive(ctx, key, time.Now().Add(time.Hour))
+	mustIs(t, err, store.ErrNotFound, "completed receive finished before since")
+	for _, pi := range []int64{3, 4, 5, 7} { // in progress, failed, interrupted, send
+		k := key
+		k.PesitID = pi
+		_, err = s.FindCompletedReceive(ctx, k, time.Now().Add(-time.Hour))
+		mustIs(t, err, store.ErrNotFound, fmt.Sprintf("completed receive for PI 13 = %d", pi))
+	}
+
+	must(t, s.ClaimLeadership(ctx, 2, "node-b"), "claim 2")
+	_, err = s.ListUnpublished(ctx, 1, 10)
+	mustIs(t, err, store.ErrStaleEpoch, "list by a stale leader")
+	_, err = s.SettlePublished(ctx, 1, first.ID, "/data/in/.a.part", "")
+	mustIs(t, err, store.ErrStaleEpoch, "settle by a stale leader")
 }
 
 func testTransferPagination(t *testing.T, newConfig NewConfig) {

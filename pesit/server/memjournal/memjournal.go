@@ -127,10 +127,13 @@ func (j *Journal) FindRestart(_ context.Context, k server.RestartKey) (server.Re
 		if t.Partner != k.Partner || t.Direction != k.Direction || t.PeSITID != k.PeSITID || t.VirtualFile != k.File || t.Message {
 			continue
 		}
-		if r.Superseded || r.Outcome != nil && r.Outcome.Status != server.StatusInterrupted {
+		// A receive recorded done is returned as Completed, as the store's
+		// journal does within its window.
+		completed := r.Outcome != nil && r.Outcome.Status == server.StatusDone && t.Direction == server.DirectionReceive
+		if r.Superseded || r.Outcome != nil && r.Outcome.Status != server.StatusInterrupted && !completed {
 			return server.RestartState{}, false, nil
 		}
-		st := server.RestartState{TransferID: r.ID, Path: t.Path, TempPath: t.TempPath, FileCreated: t.FileCreated}
+		st := server.RestartState{TransferID: r.ID, Path: t.Path, TempPath: t.TempPath, FileCreated: t.FileCreated, Completed: completed}
 		if j.ForgetTempPaths {
 			st.TempPath = ""
 		}
