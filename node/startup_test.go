@@ -32,6 +32,10 @@ func TestStartWhilePostgresDown(t *testing.T) {
 	dir := t.TempDir()
 	cfg := baseConfig(t, dir, "patient")
 	cfg.Store.Driver, cfg.Store.URL = "postgres", url
+	// The PeSIT port is bound only once the store is up, seconds after
+	// baseConfig found it free: another test may have taken it meanwhile.
+	// This test never dials it, so let the kernel choose.
+	cfg.PeSIT.Servers[0].Listen = "127.0.0.1:0"
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
