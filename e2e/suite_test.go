@@ -31,7 +31,7 @@ type row struct {
 	BytesLost     int64
 	HasBytes      bool
 	Result        string
-	SpanVsOutage  []time.Duration // failover span duration minus kill->CONNECT, per run
+	SpanVsOutage  []time.Duration // failover span duration minus kill->listener accepting, per run
 }
 
 // report collects the rows of one backend's run.
@@ -70,7 +70,7 @@ func (r *report) print(w io.Writer) {
 	tw.Flush()
 	for _, x := range r.rows {
 		if len(x.SpanVsOutage) > 0 {
-			fmt.Fprintf(w, "%s: vectis.failover span minus kill->CONNECT per run: %v (bound: TTL/5 = %v)\n",
+			fmt.Fprintf(w, "%s: vectis.failover span minus kill->listener accepting per run: %v (bound: TTL/5 = %v)\n",
 				x.Scenario, x.SpanVsOutage, chartTTL/5)
 		}
 	}
