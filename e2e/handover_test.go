@@ -196,8 +196,17 @@ func (s *suite) transferAcrossStop(ctx context.Context, t *testing.T, r *row, si
 		t.Errorf("after the SIGTERM: %v", err)
 	} else {
 		r.Connect = append(r.Connect, d)
-		if d > 2*time.Second {
-			t.Errorf("new leader served through the Service %v after the SIGTERM, want well within 2 s", d)
+		// Issue 12: the new leader serves through the Service within 0.5 s
+		// of the SIGTERM. On kind the Service is kube-proxy behind a
+		// NodePort, whose own delay (about 1 s here, docs/kubernetes.md)
+		// no node can shorten; there the bound only catches a handover
+		// that waited for a TTL.
+		bound := 500 * time.Millisecond
+		if s.c.Backend() == "kind" {
+			bound = 3 * time.Second
+		}
+		if d > bound {
+			t.Errorf("new leader served through the Service %v after the SIGTERM, want at most %v", d, bound)
 		}
 	}
 	o := <-done
