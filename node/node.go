@@ -363,17 +363,13 @@ func (n *node) purge(ctx context.Context, epoch int64) {
 // sweep runs the sweeps that need to know which owners are gone: orphans
 // first, then the completed receives whose file was not published.
 func (n *node) sweep(ctx context.Context, epoch int64) {
-	var members []election.MemberInfo
-	if n.loop != nil {
-		var err error
-		if members, err = n.loop.Members(ctx); err != nil {
-			if ctx.Err() == nil {
-				n.log.Warn("orphan sweep: cannot list members", "err", err)
-			}
-			return
+	gone, err := n.goneFunc(ctx, epoch)
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("orphan sweep", "err", err)
 		}
+		return
 	}
-	gone := ownerGone(n.cfg.Node.Name, epoch, n.loop == nil, members)
 	n.sweepOrphans(ctx, epoch, gone)
 	n.sweepUnpublished(ctx, epoch, gone)
 }
