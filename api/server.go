@@ -2,13 +2,14 @@ package api
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/vectis-ft/vectis/internal/tlsfiles"
 )
 
 // ServerConfig is the listener of the API.
@@ -43,11 +44,11 @@ func NewHTTPServer(cfg ServerConfig) (*http.Server, error) {
 		srv.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
 	}
 	if cfg.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		tc, err := tlsfiles.Load(tlsfiles.Server, tlsfiles.Files{Cert: cfg.CertFile, Key: cfg.KeyFile})
 		if err != nil {
-			return nil, fmt.Errorf("api: load TLS key pair %s: %w", cfg.CertFile, err)
+			return nil, fmt.Errorf("api: TLS: %w", err)
 		}
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		srv.TLSConfig = tc
 	}
 	return srv, nil
 }

@@ -1,15 +1,13 @@
 package election
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/tlsfiles"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -139,24 +137,9 @@ func (c Config) clientConfig() (clientv3.Config, error) {
 		Logger: zap.NewNop(),
 	}
 	if c.CAFile != "" || c.CertFile != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if c.CAFile != "" {
-			pem, err := os.ReadFile(c.CAFile)
-			if err != nil {
-				return cc, fmt.Errorf("election: read etcd CA: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return cc, fmt.Errorf("election: no certificate in %s", c.CAFile)
-			}
-			tc.RootCAs = pool
-		}
-		if c.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-			if err != nil {
-				return cc, fmt.Errorf("election: load etcd client certificate: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
+		tc, err := tlsfiles.Load(tlsfiles.Client, tlsfiles.Files{Cert: c.CertFile, Key: c.KeyFile, CA: c.CAFile})
+		if err != nil {
+			return cc, fmt.Errorf("election: etcd TLS: %w", err)
 		}
 		cc.TLS = tc
 	}

@@ -59,7 +59,7 @@ func dtfShapes(t *testing.T, addr, partner, vfile string) (data []byte, multi, s
 	exchange(&fpdu.FPDU{Kind: fpdu.Select, Params: q}, fpdu.AckSelect)
 	var o fpdu.Params
 	o.Add(fpdu.PICompression, []byte{0, 0})
-	exchange(&fpdu.FPDU{Kind: fpdu.Orf, Params: o}, fpdu.AckOrf)
+	exchange(&fpdu.FPDU{Kind: fpdu.ORF, Params: o}, fpdu.AckORF)
 	var rd fpdu.Params
 	rd.AddUint(fpdu.PIRestartPoint, 0)
 	exchange(&fpdu.FPDU{Kind: fpdu.Read, Params: rd}, fpdu.AckRead)

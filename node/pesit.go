@@ -3,17 +3,16 @@ package node
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/internal/tlsfiles"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 )
@@ -156,21 +155,14 @@ func (m *pesitManager) serverConfig(d store.Server) (server.Config, error) {
 		TracerProvider:    m.tracer,
 	}
 	if d.TLS.Listen != "" {
-		cert, err := tls.LoadX509KeyPair(d.TLS.CertFile, d.TLS.KeyFile)
-		if err != nil {
-			return cfg, fmt.Errorf("pesit server %s: TLS key pair: %w", d.ID, err)
+		// A TLS listener always presents a certificate: an empty CertFile
+		// must fail here as it did before the shared loader.
+		if d.TLS.CertFile == "" {
+			return cfg, fmt.Errorf("pesit server %s: TLS key pair: no certificate file", d.ID)
 		}
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-		if d.TLS.ClientCAFile != "" {
-			pem, err := os.ReadFile(d.TLS.ClientCAFile)
-			if err != nil {
-				return cfg, fmt.Errorf("pesit server %s: client CA: %w", d.ID, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return cfg, fmt.Errorf("pesit server %s: no certificate in %s", d.ID, d.TLS.ClientCAFile)
-			}
-			tc.ClientCAs = pool
+		tc, err := tlsfiles.Load(tlsfiles.Server, tlsfiles.Files{Cert: d.TLS.CertFile, Key: d.TLS.KeyFile, CA: d.TLS.ClientCAFile})
+		if err != nil {
+			return cfg, fmt.Errorf("pesit server %s: %w", d.ID, err)
 		}
 		if tc.ClientAuth, err = clientAuth(d.TLS); err != nil {
 			return cfg, fmt.Errorf("pesit server %s: %w", d.ID, err)

@@ -2,12 +2,12 @@ package client
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"time"
+
+	"github.com/vectis-ft/vectis/internal/tlsfiles"
 )
 
 // AccessType is PI 22 of CONNECT. The zero value is AccessMixed, which is
@@ -129,27 +129,13 @@ type TLSFiles struct {
 
 // LoadTLS builds a TLS 1.2+ client configuration from PEM files.
 func LoadTLS(f TLSFiles) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.ServerName}
-	if f.CA != "" {
-		pem, err := os.ReadFile(f.CA)
-		if err != nil {
-			return nil, fmt.Errorf("read CA bundle: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA bundle %s: no PEM certificate found", f.CA)
-		}
-		cfg.RootCAs = pool
-	}
 	if (f.Cert == "") != (f.Key == "") {
 		return nil, fmt.Errorf("client certificate and key must be given together")
 	}
-	if f.Cert != "" {
-		pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-		if err != nil {
-			return nil, fmt.Errorf("load client certificate: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
+	cfg, err := tlsfiles.Load(tlsfiles.Client, tlsfiles.Files{Cert: f.Cert, Key: f.Key, CA: f.CA})
+	if err != nil {
+		return nil, err
 	}
+	cfg.ServerName = f.ServerName
 	return cfg, nil
 }

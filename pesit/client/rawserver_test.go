@@ -179,8 +179,8 @@ func (s *rawServer) serve(c net.Conn) error {
 			if err := rc.open(f); err != nil {
 				return err
 			}
-		case fpdu.Orf:
-			if err := rc.ack(fpdu.AckOrf, fpdu.DiagOK); err != nil {
+		case fpdu.ORF:
+			if err := rc.ack(fpdu.AckORF, fpdu.DiagOK); err != nil {
 				return err
 			}
 		case fpdu.Write:
@@ -192,8 +192,8 @@ func (s *rawServer) serve(c net.Conn) error {
 			if err := rc.send(uint32(pt)); err != nil {
 				return err
 			}
-		case fpdu.Crf:
-			if err := rc.ack(fpdu.AckCrf, fpdu.DiagOK); err != nil {
+		case fpdu.CRF:
+			if err := rc.ack(fpdu.AckCRF, fpdu.DiagOK); err != nil {
 				return err
 			}
 		case fpdu.Deselect:

@@ -391,10 +391,10 @@ func (x *sender) create(restart bool) (*fpdu.FPDU, error) {
 func (s *Session) openFile() error {
 	var p fpdu.Params
 	p.Add(fpdu.PICompression, []byte{0, 0})
-	if err := s.write(&fpdu.FPDU{Kind: fpdu.Orf, DstID: s.peer, Params: p}); err != nil {
+	if err := s.write(&fpdu.FPDU{Kind: fpdu.ORF, DstID: s.peer, Params: p}); err != nil {
 		return err
 	}
-	f, err := s.expectOK(fpdu.AckOrf)
+	f, err := s.expectOK(fpdu.AckORF)
 	if err != nil {
 		return err
 	}
@@ -423,13 +423,13 @@ func (s *Session) closeFile(cause error) error {
 	}
 	var p fpdu.Params
 	p.AddDiagnostic(fpdu.DiagOK)
-	err := s.write(&fpdu.FPDU{Kind: fpdu.Crf, DstID: s.peer, Params: p})
+	err := s.write(&fpdu.FPDU{Kind: fpdu.CRF, DstID: s.peer, Params: p})
 	for err == nil {
 		// After an interruption the server may still have ACK(SYN)s or data
 		// in flight that it sent before it saw our ACK(IDT) or IDT.
 		var f *fpdu.FPDU
 		f, err = s.next()
-		if err != nil || f.Kind == fpdu.AckCrf {
+		if err != nil || f.Kind == fpdu.AckCRF {
 			break
 		}
 		if f.Kind != fpdu.AckSyn && f.Kind != fpdu.Syn && f.Kind != fpdu.DTFEnd && !f.Kind.IsData() {

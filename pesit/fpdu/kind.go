@@ -14,6 +14,11 @@ const (
 )
 
 // The FPDU kinds of PeSIT E, Hors-SIT profile (digest §2, spec §4.7.1).
+//
+// Names follow Go's initialism style: an initialism keeps its capitals (ORF,
+// CRF, DTF, IDT, the DM/MM/FM of MsgDM), an abbreviated word is written as a
+// word (RelConf for RELease CONFirmation, Syn, Resyn, Msg). String returns the
+// spec's name, which is what logs and dumps show.
 const (
 	Connect  Kind = 0x4020
 	AConnect Kind = 0x4021
@@ -28,10 +33,10 @@ const (
 	AckSelect   Kind = 0xC031
 	Deselect    Kind = 0xC013
 	AckDeselect Kind = 0xC032
-	Orf         Kind = 0xC014
-	AckOrf      Kind = 0xC033
-	Crf         Kind = 0xC015
-	AckCrf      Kind = 0xC034
+	ORF         Kind = 0xC014
+	AckORF      Kind = 0xC033
+	CRF         Kind = 0xC015
+	AckCRF      Kind = 0xC034
 	Read        Kind = 0xC001
 	AckRead     Kind = 0xC035
 	Write       Kind = 0xC002
@@ -63,8 +68,8 @@ var kindNames = map[Kind]string{
 	Connect: "CONNECT", AConnect: "ACONNECT", RConnect: "RCONNECT",
 	Release: "RELEASE", RelConf: "RELCONF", Abort: "ABORT",
 	Create: "CREATE", AckCreate: "ACK(CREATE)", Select: "SELECT", AckSelect: "ACK(SELECT)",
-	Deselect: "DESELECT", AckDeselect: "ACK(DESELECT)", Orf: "ORF", AckOrf: "ACK(ORF)",
-	Crf: "CRF", AckCrf: "ACK(CRF)", Read: "READ", AckRead: "ACK(READ)",
+	Deselect: "DESELECT", AckDeselect: "ACK(DESELECT)", ORF: "ORF", AckORF: "ACK(ORF)",
+	CRF: "CRF", AckCRF: "ACK(CRF)", Read: "READ", AckRead: "ACK(READ)",
 	Write: "WRITE", AckWrite: "ACK(WRITE)", TransEnd: "TRANS.END", AckTransEnd: "ACK(TRANS.END)",
 	DTF: "DTF", DTFDA: "DTFDA", DTFMA: "DTFMA", DTFFA: "DTFFA",
 	DTFEnd: "DTF.END", Syn: "SYN", AckSyn: "ACK(SYN)", Resyn: "RESYN", AckResyn: "ACK(RESYN)",
@@ -77,7 +82,7 @@ func Kinds() []Kind {
 	return []Kind{
 		Connect, AConnect, RConnect, Release, RelConf, Abort,
 		Create, AckCreate, Select, AckSelect, Deselect, AckDeselect,
-		Orf, AckOrf, Crf, AckCrf, Read, AckRead, Write, AckWrite, TransEnd, AckTransEnd,
+		ORF, AckORF, CRF, AckCRF, Read, AckRead, Write, AckWrite, TransEnd, AckTransEnd,
 		DTF, DTFDA, DTFMA, DTFFA, DTFEnd, Syn, AckSyn, Resyn, AckResyn, IDT, AckIDT,
 		Msg, MsgDM, MsgMM, MsgFM, AckMsg,
 	}

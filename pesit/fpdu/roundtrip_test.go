@@ -36,7 +36,7 @@ func sample(k Kind) *FPDU {
 	case RConnect:
 		p.AddDiagnostic(DiagNotAuthorised)
 		p.AddString(PIFreeMessage, "unknown partner")
-	case Release, Deselect, AckDeselect, Crf, AckCrf, AckRead, DTFEnd:
+	case Release, Deselect, AckDeselect, CRF, AckCRF, AckRead, DTFEnd:
 		if k == Release {
 			f.SrcID = 0x62
 		}
@@ -89,9 +89,9 @@ func sample(k Kind) *FPDU {
 		p.AddGroup(PGILogical, l)
 		p.AddGroup(PGIPhysical, ph)
 		p.AddGroup(PGIHistorical, h)
-	case Orf:
+	case ORF:
 		p.Add(PICompression, []byte{0, 0})
-	case AckOrf:
+	case AckORF:
 		p.AddDiagnostic(DiagOK)
 		p.Add(PICompression, []byte{0, 0})
 	case Read:
@@ -247,8 +247,8 @@ func TestEncodeStrict(t *testing.T) {
 func TestEncodeErrors(t *testing.T) {
 	cases := map[string]*FPDU{
 		"unknown kind":    {Kind: Kind(0xC0FF)},
-		"duplicate":       {Kind: Crf, Params: Params{{ID: 2, Value: []byte{0, 0, 0}}, {ID: 2, Value: []byte{0, 0, 0}}}},
-		"empty value":     {Kind: Crf, Params: Params{{ID: 99, Value: nil}}},
+		"duplicate":       {Kind: CRF, Params: Params{{ID: 2, Value: []byte{0, 0, 0}}, {ID: 2, Value: []byte{0, 0, 0}}}},
+		"empty value":     {Kind: CRF, Params: Params{{ID: 99, Value: nil}}},
 		"empty group":     {Kind: Create, Params: Params{{ID: PGIFileID, Group: Params{}}}},
 		"nested group":    {Kind: Create, Params: Params{{ID: PGIFileID, Group: Params{{ID: PGILogical, Group: Params{{ID: 32, Value: []byte{1}}}}}}}},
 		"PI with group":   {Kind: Create, Params: Params{{ID: PIFileName, Group: Params{{ID: 32, Value: []byte{1}}}}}},

@@ -56,11 +56,11 @@ func rulesFor(k Kind) []rule {
 	case AckSelect:
 		return []rule{m(PIDiagnostic), fileIDRule(), m(PITransferID), o(PIDataCode), m(PIEntitySize),
 			logicalRule(), physicalRule(), historicalRule(true), o(PIFreeMessage)}
-	case Orf:
+	case ORF:
 		return []rule{o(PICompression)}
-	case AckOrf:
+	case AckORF:
 		return []rule{m(PIDiagnostic), o(PICompression)}
-	case Crf, AckCrf, AckRead, DTFEnd:
+	case CRF, AckCRF, AckRead, DTFEnd:
 		return []rule{m(PIDiagnostic)}
 	case Read:
 		return []rule{m(PIRestartPoint)}
@@ -97,7 +97,7 @@ func rulesFor(k Kind) []rule {
 // file attributes to describe).
 func isAck(k Kind) bool {
 	switch k {
-	case AckCreate, AckSelect, AckDeselect, AckOrf, AckCrf, AckRead, AckWrite, AckTransEnd, AckMsg:
+	case AckCreate, AckSelect, AckDeselect, AckORF, AckCRF, AckRead, AckWrite, AckTransEnd, AckMsg:
 		return true
 	}
 	return false

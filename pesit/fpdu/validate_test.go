@@ -42,7 +42,7 @@ func TestValidateMandatory(t *testing.T) {
 		{AckCreate, PIEntitySize, 0}, {Select, PITransferID, 0}, {Select, PIFileName, PGIFileID},
 		{AckSelect, PITransferID, 0}, {AckSelect, PGILogical, 0},
 		{Read, PIRestartPoint, 0}, {AckWrite, PIRestartPoint, 0}, {Syn, PISyncNumber, 0}, {AckSyn, PISyncNumber, 0},
-		{Resyn, PIRestartPoint, 0}, {AckResyn, PIRestartPoint, 0}, {DTFEnd, PIDiagnostic, 0}, {Crf, PIDiagnostic, 0},
+		{Resyn, PIRestartPoint, 0}, {AckResyn, PIRestartPoint, 0}, {DTFEnd, PIDiagnostic, 0}, {CRF, PIDiagnostic, 0},
 		{Msg, PITransferID, 0}, {MsgFM, PIMessage, 0}, {AckMsg, PIDiagnostic, 0},
 	}
 	for _, c := range cases {
@@ -127,11 +127,11 @@ func TestValidateValues(t *testing.T) {
 		{"PI 51 not a date", set(Create, PICreated, []byte("26011901250X"))},
 		{"PI 51 short", set(Create, PICreated, []byte("2601190125"))},
 		{"PI 22 two bytes", set(Connect, PIAccessType, []byte{0, 2})},
-		{"PI 21 one byte", set(Orf, PICompression, []byte{0})},
+		{"PI 21 one byte", set(ORF, PICompression, []byte{0})},
 		{"PI 99 too long", set(RConnect, PIFreeMessage, []byte(strings.Repeat(" ", 255)))},
 		{"PI 91 too long", set(Msg, PIMessage, []byte(strings.Repeat("m", 4097)))},
 		{"empty value", set(Syn, PISyncNumber, []byte{})},
-		{"PI as group", &FPDU{Kind: Crf, DstID: 1, Params: Params{{ID: PIDiagnostic, Group: Params{{ID: 1, Value: []byte{0}}}}}}},
+		{"PI as group", &FPDU{Kind: CRF, DstID: 1, Params: Params{{ID: PIDiagnostic, Group: Params{{ID: 1, Value: []byte{0}}}}}}},
 		{"PGI as PI", &FPDU{Kind: Create, DstID: 1, Params: Params{{ID: PGIFileID, Value: []byte{1}}}}},
 		{"repeated by hand", &FPDU{Kind: Syn, DstID: 1, Params: Params{{ID: 20, Value: []byte{1}}, {ID: 20, Value: []byte{2}}}}},
 	}

@@ -19,8 +19,8 @@ func dataPhase(t testing.TB, o SyncOption) (c, s *Machine) {
 		{s, c, aconnect(o, false)},
 		{c, s, create(false)},
 		{s, c, answer(fpdu.AckCreate, fpdu.DiagOK)},
-		{c, s, sample(fpdu.Orf)},
-		{s, c, sample(fpdu.AckOrf)},
+		{c, s, sample(fpdu.ORF)},
+		{s, c, sample(fpdu.AckORF)},
 		{c, s, mk(fpdu.Write)},
 		{s, c, answer(fpdu.AckWrite, fpdu.DiagOK)},
 	}

@@ -57,12 +57,12 @@ func synthStream(t testing.TB) []byte {
 	kb := bytes.Repeat([]byte{'k'}, 100)
 	var synth []byte
 	for _, g := range []*fpdu.FPDU{
-		connect(2, &SyncOption{IntervalKB: 4, Window: 2}, true), create(false), sample(fpdu.Orf), mk(fpdu.Write),
+		connect(2, &SyncOption{IntervalKB: 4, Window: 2}, true), create(false), sample(fpdu.ORF), mk(fpdu.Write),
 		data(fpdu.DTF, kb), syn(1), data(fpdu.DTFDA, kb), data(fpdu.DTFMA, kb), data(fpdu.DTFFA, kb),
 		mk(fpdu.Resyn, diagPI(fpdu.DiagTransmissionError), pi(fpdu.PIRestartPoint, 1)),
-		multiDTF(3, 10), idt(8, fpdu.DiagVoluntaryStop), sample(fpdu.Crf), sample(fpdu.Deselect),
+		multiDTF(3, 10), idt(8, fpdu.DiagVoluntaryStop), sample(fpdu.CRF), sample(fpdu.Deselect),
 		sample(fpdu.MsgDM), sample(fpdu.MsgMM), sample(fpdu.MsgFM), sample(fpdu.Msg),
-		selectF(true), sample(fpdu.Orf), sample(fpdu.Read), mk(fpdu.TransEnd), sample(fpdu.Crf), sample(fpdu.Deselect),
+		selectF(true), sample(fpdu.ORF), sample(fpdu.Read), mk(fpdu.TransEnd), sample(fpdu.CRF), sample(fpdu.Deselect),
 		sample(fpdu.Release),
 	} {
 		b, err := fpdu.AppendEncode(nil, g)

@@ -109,8 +109,8 @@ func selectF(restart bool) *fpdu.FPDU {
 func answer(k fpdu.Kind, d fpdu.Diagnostic) *fpdu.FPDU {
 	if d.Type() != 0 {
 		switch k {
-		case fpdu.AckCreate, fpdu.AckSelect, fpdu.AckWrite, fpdu.AckOrf, fpdu.AckRead, fpdu.AckMsg,
-			fpdu.AckTransEnd, fpdu.AckCrf, fpdu.AckDeselect, fpdu.RConnect:
+		case fpdu.AckCreate, fpdu.AckSelect, fpdu.AckWrite, fpdu.AckORF, fpdu.AckRead, fpdu.AckMsg,
+			fpdu.AckTransEnd, fpdu.AckCRF, fpdu.AckDeselect, fpdu.RConnect:
 			return mk(k, diagPI(d))
 		}
 	}
@@ -137,12 +137,12 @@ func sample(k fpdu.Kind) *fpdu.FPDU {
 		return aconnect(SyncOption{IntervalKB: 32, Window: 2}, true)
 	case fpdu.RConnect:
 		return mk(k, diagPI(fpdu.DiagNotAuthorised))
-	case fpdu.Release, fpdu.Deselect, fpdu.AckDeselect, fpdu.Crf, fpdu.AckCrf, fpdu.AckRead, fpdu.DTFEnd,
-		fpdu.AckOrf, fpdu.AckTransEnd, fpdu.AckMsg:
+	case fpdu.Release, fpdu.Deselect, fpdu.AckDeselect, fpdu.CRF, fpdu.AckCRF, fpdu.AckRead, fpdu.DTFEnd,
+		fpdu.AckORF, fpdu.AckTransEnd, fpdu.AckMsg:
 		return mk(k, ok)
 	case fpdu.Abort:
 		return fpdu.NewAbort(0x62, 0xE2, fpdu.DiagProtocolError)
-	case fpdu.RelConf, fpdu.Orf, fpdu.Write, fpdu.TransEnd, fpdu.AckIDT:
+	case fpdu.RelConf, fpdu.ORF, fpdu.Write, fpdu.TransEnd, fpdu.AckIDT:
 		return mk(k)
 	case fpdu.Create:
 		return create(false)

@@ -195,7 +195,7 @@ func (m *Machine) Owed() (fpdu.Kind, bool) {
 var owed = map[State]fpdu.Kind{
 	CN02B: fpdu.AConnect, CN04B: fpdu.RelConf,
 	SF01B: fpdu.AckCreate, SF02B: fpdu.AckSelect, SF04B: fpdu.AckDeselect,
-	OF01B: fpdu.AckOrf, OF03B: fpdu.AckCrf, MS01B: fpdu.AckMsg,
+	OF01B: fpdu.AckORF, OF03B: fpdu.AckCRF, MS01B: fpdu.AckMsg,
 	TDE01B: fpdu.AckWrite, TDE04: fpdu.AckResyn, TDE06: fpdu.AckIDT, TDE08B: fpdu.AckTransEnd,
 	TDL01B: fpdu.AckRead, TDL04: fpdu.AckResyn, TDL06: fpdu.AckIDT, TDL08B: fpdu.AckTransEnd,
 }

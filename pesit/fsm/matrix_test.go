@@ -279,7 +279,7 @@ func feed(m *Machine, sent bool, f *fpdu.FPDU) (Action, error) {
 // has a mandatory parameter, the same FPDU without parameters is rejected
 // with 3/318 (a data FPDU without data with 3/311), and the machine stays.
 func TestMatrixBadParameters(t *testing.T) {
-	bare := map[fpdu.Kind]bool{fpdu.RelConf: true, fpdu.Orf: true, fpdu.Write: true, fpdu.TransEnd: true,
+	bare := map[fpdu.Kind]bool{fpdu.RelConf: true, fpdu.ORF: true, fpdu.Write: true, fpdu.TransEnd: true,
 		fpdu.AckIDT: true, fpdu.Abort: true}
 	for _, tc := range []struct {
 		role    Role
@@ -340,8 +340,8 @@ func TestGuards(t *testing.T) {
 		f      *fpdu.FPDU
 		break_ mod
 	}{
-		{Responder, false, SF03, sample(fpdu.Orf), ab},
-		{Requester, true, SF03, sample(fpdu.Orf), ab},
+		{Responder, false, SF03, sample(fpdu.ORF), ab},
+		{Requester, true, SF03, sample(fpdu.ORF), ab},
 		{Responder, false, OF02, sample(fpdu.Write), ab},
 		{Responder, false, OF02, sample(fpdu.Write), selected},
 		{Responder, false, OF02, sample(fpdu.Read), ab},

@@ -141,8 +141,8 @@ func TestCXPush(t *testing.T) {
 	p.in(SF01A, SF01B)
 	p.s2c(answer(fpdu.AckCreate, fpdu.DiagOK), Deliver)
 	p.in(SF03, SF03)
-	p.c2s(mk(fpdu.Orf, pi(fpdu.PICompression, 0, 0)), Answer)
-	p.s2c(sample(fpdu.AckOrf), Deliver)
+	p.c2s(mk(fpdu.ORF, pi(fpdu.PICompression, 0, 0)), Answer)
+	p.s2c(sample(fpdu.AckORF), Deliver)
 	p.in(OF02, OF02)
 	p.c2s(mk(fpdu.Write), Answer)
 	p.in(TDE01A, TDE01B)
@@ -158,8 +158,8 @@ func TestCXPush(t *testing.T) {
 	p.in(TDE08A, TDE08B)
 	p.s2c(mk(fpdu.AckTransEnd, diagPI(fpdu.DiagOK), pi(fpdu.PIByteCount, 0x10, 0, 0), pi(fpdu.PIArticleCount, 4, 0)), Deliver)
 	p.in(OF02, OF02)
-	p.c2s(sample(fpdu.Crf), Answer)
-	p.s2c(sample(fpdu.AckCrf), Deliver)
+	p.c2s(sample(fpdu.CRF), Answer)
+	p.s2c(sample(fpdu.AckCRF), Deliver)
 	p.in(SF03, SF03)
 	p.c2s(sample(fpdu.Deselect), Answer)
 	p.s2c(sample(fpdu.AckDeselect), Deliver)
@@ -178,8 +178,8 @@ func TestCXPull(t *testing.T) {
 	if !p.s.RequesterReceives() || !p.c.RequesterReceives() {
 		t.Fatal("dr not set after SELECT")
 	}
-	p.c2s(sample(fpdu.Orf), Answer)
-	p.s2c(sample(fpdu.AckOrf), Deliver)
+	p.c2s(sample(fpdu.ORF), Answer)
+	p.s2c(sample(fpdu.AckORF), Deliver)
 	// WRITE is invalid after SELECT.
 	_, err := p.s.Received(mk(fpdu.Write))
 	wantViolation(t, err, fpdu.DiagProtocolError, "WRITE after SELECT")
@@ -210,8 +210,8 @@ func TestCXPull(t *testing.T) {
 	p.c2s(mk(fpdu.TransEnd, pi(fpdu.PIByteCount, 0x01, 0x90, 0), pi(fpdu.PIArticleCount, 100)), Answer)
 	p.s2c(sample(fpdu.AckTransEnd), Deliver)
 	p.in(OF02, OF02)
-	p.c2s(sample(fpdu.Crf), Answer)
-	p.s2c(sample(fpdu.AckCrf), Deliver)
+	p.c2s(sample(fpdu.CRF), Answer)
+	p.s2c(sample(fpdu.AckCRF), Deliver)
 	p.c2s(sample(fpdu.Deselect), Answer)
 	p.s2c(sample(fpdu.AckDeselect), Deliver)
 	if p.s.RequesterReceives() {
@@ -274,8 +274,8 @@ func TestIDTRestart(t *testing.T) {
 	p.connectCX(2, cxSync)
 	p.c2s(create(false), Answer)
 	p.s2c(answer(fpdu.AckCreate, fpdu.DiagOK), Deliver)
-	p.c2s(sample(fpdu.Orf), Answer)
-	p.s2c(sample(fpdu.AckOrf), Deliver)
+	p.c2s(sample(fpdu.ORF), Answer)
+	p.s2c(sample(fpdu.AckORF), Deliver)
 	p.c2s(mk(fpdu.Write), Answer)
 	p.s2c(answer(fpdu.AckWrite, fpdu.DiagOK), Deliver)
 	p.pushBlocks(1, 3) // SYN 1 and 2 acknowledged
@@ -305,8 +305,8 @@ func TestIDTRestart(t *testing.T) {
 	if p.c.Interrupted() || p.s.Interrupted() {
 		t.Fatal("IDT code 4 set ab")
 	}
-	p.c2s(mk(fpdu.Crf, diagPI(fpdu.DiagSpaceExhausted)), Answer)
-	p.s2c(mk(fpdu.AckCrf, diagPI(fpdu.DiagCannotClose)), Deliver) // CRF cannot be refused
+	p.c2s(mk(fpdu.CRF, diagPI(fpdu.DiagSpaceExhausted)), Answer)
+	p.s2c(mk(fpdu.AckCRF, diagPI(fpdu.DiagCannotClose)), Deliver) // CRF cannot be refused
 	p.in(SF03, SF03)
 	p.c2s(sample(fpdu.Deselect), Answer)
 	p.s2c(mk(fpdu.AckDeselect, diagPI(fpdu.DiagDeselectError)), Deliver) // nor DESELECT
@@ -316,8 +316,8 @@ func TestIDTRestart(t *testing.T) {
 	if !p.s.Restart() || !p.c.Restart() {
 		t.Fatal("rel not set by CREATE PI 15 = 1")
 	}
-	p.c2s(sample(fpdu.Orf), Answer)
-	p.s2c(sample(fpdu.AckOrf), Deliver)
+	p.c2s(sample(fpdu.ORF), Answer)
+	p.s2c(sample(fpdu.AckORF), Deliver)
 	p.c2s(mk(fpdu.Write), Answer)
 	p.s2c(mk(fpdu.AckWrite, diagPI(fpdu.DiagOK), pi(fpdu.PIRestartPoint, 2)), Deliver)
 	if p.s.Window().Next() != 3 || p.c.Window().Next() != 3 {
@@ -338,8 +338,8 @@ func TestIDTSuspendSetsAB(t *testing.T) {
 		p.connectCX(2, cxSync)
 		p.c2s(create(false), Answer)
 		p.s2c(answer(fpdu.AckCreate, fpdu.DiagOK), Deliver)
-		p.c2s(sample(fpdu.Orf), Answer)
-		p.s2c(sample(fpdu.AckOrf), Deliver)
+		p.c2s(sample(fpdu.ORF), Answer)
+		p.s2c(sample(fpdu.AckORF), Deliver)
 		p.c2s(mk(fpdu.Write), Answer)
 		p.s2c(answer(fpdu.AckWrite, fpdu.DiagOK), Deliver)
 		p.c2s(data(fpdu.DTF, []byte("x")), Deliver)
@@ -353,9 +353,9 @@ func TestIDTSuspendSetsAB(t *testing.T) {
 		wantViolation(t, p.c.Sent(mk(fpdu.Write)), fpdu.DiagProtocolError, "requester WRITE with ab")
 		_, err := p.s.Received(mk(fpdu.Write))
 		wantViolation(t, err, fpdu.DiagProtocolError, "WRITE with ab")
-		p.c2s(sample(fpdu.Crf), Answer)
-		p.s2c(sample(fpdu.AckCrf), Deliver)
-		_, err = p.s.Received(sample(fpdu.Orf))
+		p.c2s(sample(fpdu.CRF), Answer)
+		p.s2c(sample(fpdu.AckCRF), Deliver)
+		_, err = p.s.Received(sample(fpdu.ORF))
 		wantViolation(t, err, fpdu.DiagProtocolError, "ORF with ab")
 		p.c2s(sample(fpdu.Deselect), Answer)
 		p.s2c(sample(fpdu.AckDeselect), Deliver)
@@ -374,8 +374,8 @@ func TestIDTCollision(t *testing.T) {
 	p.connectCX(2, cxSync)
 	p.c2s(selectF(false), Answer)
 	p.s2c(answer(fpdu.AckSelect, fpdu.DiagOK), Deliver)
-	p.c2s(sample(fpdu.Orf), Answer)
-	p.s2c(sample(fpdu.AckOrf), Deliver)
+	p.c2s(sample(fpdu.ORF), Answer)
+	p.s2c(sample(fpdu.AckORF), Deliver)
 	p.c2s(mk(fpdu.Read, pi(fpdu.PIRestartPoint, 0)), Answer)
 	p.s2c(sample(fpdu.AckRead), Deliver)
 	cIDT, sIDT := idt(16, fpdu.DiagVoluntaryStop), idt(4, fpdu.DiagIOError)
@@ -462,8 +462,8 @@ func TestSyncViolations(t *testing.T) {
 		p.connectCX(2, SyncOption{IntervalKB: 4, Window: 1})
 		p.c2s(create(false), Answer)
 		p.s2c(answer(fpdu.AckCreate, fpdu.DiagOK), Deliver)
-		p.c2s(sample(fpdu.Orf), Answer)
-		p.s2c(sample(fpdu.AckOrf), Deliver)
+		p.c2s(sample(fpdu.ORF), Answer)
+		p.s2c(sample(fpdu.AckORF), Deliver)
 		p.c2s(mk(fpdu.Write), Answer)
 		p.s2c(answer(fpdu.AckWrite, fpdu.DiagOK), Deliver)
 		return p
@@ -518,8 +518,8 @@ func TestResync(t *testing.T) {
 	}
 	p.c2s(create(false), Answer)
 	p.s2c(answer(fpdu.AckCreate, fpdu.DiagOK), Deliver)
-	p.c2s(sample(fpdu.Orf), Answer)
-	p.s2c(sample(fpdu.AckOrf), Deliver)
+	p.c2s(sample(fpdu.ORF), Answer)
+	p.s2c(sample(fpdu.AckORF), Deliver)
 	p.c2s(mk(fpdu.Write), Answer)
 	p.s2c(answer(fpdu.AckWrite, fpdu.DiagOK), Deliver)
 	p.c2s(data(fpdu.DTF, []byte("abc")), Deliver)

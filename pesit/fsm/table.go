@@ -144,8 +144,8 @@ var responderReceives = concat([]entry{
 	{in(MS02), fpdu.MsgMM, to(stay, Deliver)},
 	{in(MS02), fpdu.MsgFM, to(MS01B, Answer)},
 	// File opening (table 6).
-	{in(SF03), fpdu.Orf, when(OF01B, Answer, gNotAB, 0)},
-	{in(OF02), fpdu.Crf, to(OF03B, Answer)},
+	{in(SF03), fpdu.ORF, when(OF01B, Answer, gNotAB, 0)},
+	{in(OF02), fpdu.CRF, to(OF03B, Answer)},
 	// Write, server receiving (table 8).
 	{in(OF02), fpdu.Write, when(TDE01B, Answer, gNotAB|gCreated, 0)},
 	{in(TDE02B), fpdu.Syn, when(stay, Deliver, gSync|gWhole, fxSyn)},
@@ -182,8 +182,8 @@ var responderSends = []entry{
 	{in(SF02B), fpdu.AckSelect, split(SF03, CN03, fxFileAck)},
 	{in(SF04B), fpdu.AckDeselect, rule{next: CN03, fx: fxDeselect}}, // cannot be refused
 	{in(MS01B), fpdu.AckMsg, rule{next: CN03}},
-	{in(OF01B), fpdu.AckOrf, split(OF02, SF03, 0)},
-	{in(OF03B), fpdu.AckCrf, rule{next: SF03}}, // cannot be refused
+	{in(OF01B), fpdu.AckORF, split(OF02, SF03, 0)},
+	{in(OF03B), fpdu.AckCRF, rule{next: SF03}}, // cannot be refused
 	// Write, server receiving (table 8).
 	{in(TDE01B), fpdu.AckWrite, split(TDE02B, OF02, fxWriteAck)},
 	{in(TDE02B, TDE07), fpdu.AckSyn, rule{next: stay, need: gAckable, fx: fxAckSyn}},
@@ -220,8 +220,8 @@ var requesterReceives = concat([]entry{
 	{in(SF02A), fpdu.AckSelect, splitRx(SF03, CN03, fxFileAck)},
 	{in(SF04A), fpdu.AckDeselect, rule{next: CN03, act: Deliver, fx: fxDeselect}},
 	{in(MS01A), fpdu.AckMsg, to(CN03, Deliver)},
-	{in(OF01A), fpdu.AckOrf, splitRx(OF02, SF03, 0)},
-	{in(OF03A), fpdu.AckCrf, to(SF03, Deliver)},
+	{in(OF01A), fpdu.AckORF, splitRx(OF02, SF03, 0)},
+	{in(OF03A), fpdu.AckCRF, to(SF03, Deliver)},
 	// Write, requester sending (table 7).
 	{in(TDE01A), fpdu.AckWrite, splitRx(TDE02A, OF02, fxWriteAck)},
 	{in(TDE02A, TDE07), fpdu.AckSyn, when(stay, Deliver, gAckable, fxAckSyn)},
@@ -262,8 +262,8 @@ var requesterSends = []entry{
 	{in(MS02), fpdu.MsgMM, rule{next: stay}},
 	{in(MS02), fpdu.MsgFM, rule{next: MS01A}},
 	{in(SF03), fpdu.Deselect, rule{next: SF04A}},
-	{in(SF03), fpdu.Orf, rule{next: OF01A, need: gNotAB}},
-	{in(OF02), fpdu.Crf, rule{next: OF03A}},
+	{in(SF03), fpdu.ORF, rule{next: OF01A, need: gNotAB}},
+	{in(OF02), fpdu.CRF, rule{next: OF03A}},
 	// Write, requester sending (table 7).
 	{in(OF02), fpdu.Write, rule{next: TDE01A, need: gNotAB | gCreated}},
 	{in(TDE02A), fpdu.DTF, rule{next: stay, need: gWhole, fx: fxData}},

@@ -248,23 +248,23 @@ func (s *session) login(id string, v PasswordVerdict, reason string) {
 
 // full reports whether every session slot is taken: checked before any
 // partner lookup or password work.
-func (s *Server) full() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.connected >= s.cfg.MaxSessions
+func (srv *Server) full() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.connected >= srv.cfg.MaxSessions
 }
 
 // mayAdmit is admit without the reservation: the limits are checked again
 // by admit once the partner is authenticated.
-func (s *Server) mayAdmit(p Partner) fpdu.Diagnostic {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (srv *Server) mayAdmit(p Partner) fpdu.Diagnostic {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
 	switch {
-	case s.closing:
+	case srv.closing:
 		return fpdu.DiagServerUnavailable
-	case s.connected >= s.cfg.MaxSessions:
+	case srv.connected >= srv.cfg.MaxSessions:
 		return fpdu.DiagTooManyConnections
-	case p.MaxSessions > 0 && s.byPartner[p.ID] >= p.MaxSessions:
+	case p.MaxSessions > 0 && srv.byPartner[p.ID] >= p.MaxSessions:
 		return fpdu.DiagTooManyForPartner
 	}
 	return fpdu.DiagOK
@@ -282,23 +282,23 @@ type turn struct {
 // addresses delays a partner from another address by a few derivations,
 // not by the whole flood. Cached logins take no turn, and past the burst
 // the throttle refuses without deriving, so one address's turns are short.
-func (s *Server) addrTurn(ctx context.Context, addr string) (release func(), ok bool) {
-	s.mu.Lock()
-	t := s.turns[addr]
+func (srv *Server) addrTurn(ctx context.Context, addr string) (release func(), ok bool) {
+	srv.mu.Lock()
+	t := srv.turns[addr]
 	if t == nil {
 		t = &turn{ch: make(chan struct{}, 1)}
-		s.turns[addr] = t
+		srv.turns[addr] = t
 	}
 	t.users++
-	s.mu.Unlock()
+	srv.mu.Unlock()
 	done := func() {
-		s.mu.Lock()
+		srv.mu.Lock()
 		if t.users--; t.users == 0 {
-			delete(s.turns, addr)
+			delete(srv.turns, addr)
 		}
-		s.mu.Unlock()
+		srv.mu.Unlock()
 	}
-	timer := time.NewTimer(s.cfg.ConnectTimeout)
+	timer := time.NewTimer(srv.cfg.ConnectTimeout)
 	defer timer.Stop()
 	select {
 	case t.ch <- struct{}{}:

@@ -61,8 +61,8 @@ func TestRestartOfCompletedReceive(t *testing.T) {
 	}
 	q = restart()
 	q.expectDiag(fpdu.AckCreate, fpdu.DiagOK)
-	q.sendKind(fpdu.Orf)
-	q.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+	q.sendKind(fpdu.ORF)
+	q.expectDiag(fpdu.AckORF, fpdu.DiagOK)
 	q.sendKind(fpdu.Write)
 	if pt, _ := q.expectDiag(fpdu.AckWrite, fpdu.DiagOK).Params.Uint(fpdu.PIRestartPoint); pt != 3 {
 		t.Fatalf("ACK(WRITE) PI 18 = %d, want 3", pt)

@@ -176,8 +176,8 @@ func TestTransEndNotAckedUntilRecorded(t *testing.T) {
 	e.jnl.FailFinishes(nil)
 	p.raw(createFrame(p.srvID, createOpts{file: "TESTFILE", pi13: 9, restart: true}))
 	p.expectDiag(fpdu.AckCreate, fpdu.DiagOK)
-	p.sendKind(fpdu.Orf, fpdu.Param{ID: fpdu.PICompression, Value: []byte{0, 0}})
-	p.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+	p.sendKind(fpdu.ORF, fpdu.Param{ID: fpdu.PICompression, Value: []byte{0, 0}})
+	p.expectDiag(fpdu.AckORF, fpdu.DiagOK)
 	p.sendKind(fpdu.Write)
 	if n, _ := p.expectDiag(fpdu.AckWrite, fpdu.DiagOK).Params.Uint(fpdu.PIRestartPoint); n != 1 {
 		t.Fatalf("restart point %d, want 1", n)

@@ -18,7 +18,7 @@ import (
 func FuzzSession(f *testing.F) {
 	var push bytes.Buffer
 	push.Write(createFrame(1, createOpts{file: "TESTFILE", pi13: 0x24C9}))
-	push.Write(frame(fpdu.Orf, 1, 0, pi(fpdu.PICompression, 0, 0)))
+	push.Write(frame(fpdu.ORF, 1, 0, pi(fpdu.PICompression, 0, 0)))
 	push.Write(frame(fpdu.Write, 1, 0))
 	push.Write(frame(fpdu.DTF, 1, 0, []byte("hello")))
 	push.Write(frame(fpdu.DTF, 1, 2, []byte{0, 1, 'a', 0, 0}))

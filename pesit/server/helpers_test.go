@@ -341,8 +341,8 @@ func (p *peer) openForWrite(o createOpts) uint64 {
 	p.t.Helper()
 	p.raw(createFrame(p.srvID, o))
 	p.expectDiag(fpdu.AckCreate, fpdu.DiagOK)
-	p.sendKind(fpdu.Orf, fpdu.Param{ID: fpdu.PICompression, Value: []byte{0, 0}})
-	p.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+	p.sendKind(fpdu.ORF, fpdu.Param{ID: fpdu.PICompression, Value: []byte{0, 0}})
+	p.expectDiag(fpdu.AckORF, fpdu.DiagOK)
 	p.sendKind(fpdu.Write)
 	f := p.expectDiag(fpdu.AckWrite, fpdu.DiagOK)
 	n, ok := f.Params.Uint(fpdu.PIRestartPoint)
@@ -355,8 +355,8 @@ func (p *peer) openForWrite(o createOpts) uint64 {
 // closeFile: CRF, DESELECT.
 func (p *peer) closeFile() {
 	p.t.Helper()
-	p.sendKind(fpdu.Crf, diagParam(fpdu.DiagOK))
-	p.expectDiag(fpdu.AckCrf, fpdu.DiagOK)
+	p.sendKind(fpdu.CRF, diagParam(fpdu.DiagOK))
+	p.expectDiag(fpdu.AckCRF, fpdu.DiagOK)
 	p.sendKind(fpdu.Deselect, diagParam(fpdu.DiagOK))
 	p.expectDiag(fpdu.AckDeselect, fpdu.DiagOK)
 }

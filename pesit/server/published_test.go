@@ -62,8 +62,8 @@ func TestRestartOfPublishedFile(t *testing.T) {
 				return
 			}
 			q.expectDiag(fpdu.AckCreate, fpdu.DiagOK)
-			q.sendKind(fpdu.Orf)
-			q.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+			q.sendKind(fpdu.ORF)
+			q.expectDiag(fpdu.AckORF, fpdu.DiagOK)
 			q.sendKind(fpdu.Write)
 			if pt, _ := q.expectDiag(fpdu.AckWrite, fpdu.DiagOK).Params.Uint(fpdu.PIRestartPoint); pt != 2 {
 				t.Fatalf("ACK(WRITE) PI 18 = %d, want 2", pt)

@@ -42,8 +42,8 @@ func TestCXPush(t *testing.T) {
 	if v, _ := ack.Params.Uint(fpdu.PIEntitySize); v != 4096 {
 		t.Fatalf("ACK(CREATE) PI 25 = %d, want 4096", v)
 	}
-	p.raw(frame(fpdu.Orf, p.srvID, 0, pi(fpdu.PICompression, 0, 0)))
-	orf := p.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+	p.raw(frame(fpdu.ORF, p.srvID, 0, pi(fpdu.PICompression, 0, 0)))
+	orf := p.expectDiag(fpdu.AckORF, fpdu.DiagOK)
 	if v, _ := orf.Params.Bytes(fpdu.PICompression); !bytes.Equal(v, []byte{0, 0}) {
 		t.Fatalf("ACK(ORF) PI 21 = % x", v)
 	}

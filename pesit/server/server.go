@@ -107,38 +107,38 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 // Start binds the listeners and accepts in the background. Sessions live
 // until Shutdown; ctx only bounds the binding.
-func (s *Server) Start(ctx context.Context) error {
-	if err := s.listen(ctx); err != nil {
+func (srv *Server) Start(ctx context.Context) error {
+	if err := srv.listen(ctx); err != nil {
 		return err
 	}
-	s.log.Info("pesit server listening", "addr", s.Addr(), "tls_addr", s.TLSAddr())
+	srv.log.Info("pesit server listening", "addr", srv.Addr(), "tls_addr", srv.TLSAddr())
 	return nil
 }
 
-func (s *Server) listen(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
+func (srv *Server) listen(ctx context.Context) error {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
 		return ErrServerClosed
 	}
-	if s.started {
+	if srv.started {
 		return errors.New("pesit server already started")
 	}
-	plain, secure, err := s.bind(ctx, s.cfg.Addr, s.cfg.TLSAddr)
+	plain, secure, err := srv.bind(ctx, srv.cfg.Addr, srv.cfg.TLSAddr)
 	if err != nil {
 		return err
 	}
-	s.setTLS(s.cfg.TLS)
-	s.plain, s.secure = plain, secure
-	s.started = true
-	s.acceptOn(plain)
-	s.acceptOn(secure)
+	srv.setTLS(srv.cfg.TLS)
+	srv.plain, srv.secure = plain, secure
+	srv.started = true
+	srv.acceptOn(plain)
+	srv.acceptOn(secure)
 	return nil
 }
 
 // bind opens the listeners for addr and tlsAddr (either may be empty), or
 // none of them.
-func (s *Server) bind(ctx context.Context, addr, tlsAddr string) (plain, secure net.Listener, err error) {
+func (srv *Server) bind(ctx context.Context, addr, tlsAddr string) (plain, secure net.Listener, err error) {
 	var lc net.ListenConfig
 	if addr != "" {
 		if plain, err = lc.Listen(ctx, "tcp", addr); err != nil {
@@ -156,13 +156,13 @@ func (s *Server) bind(ctx context.Context, addr, tlsAddr string) (plain, secure 
 		// Every handshake reads the current configuration: Relisten may
 		// change the certificate of a listener it keeps.
 		secure = tls.NewListener(l, &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return s.tlsCfg.Load(), nil
+			return srv.tlsCfg.Load(), nil
 		}})
 	}
 	return plain, secure, nil
 }
 
-func (s *Server) setTLS(tc *tls.Config) {
+func (srv *Server) setTLS(tc *tls.Config) {
 	if tc == nil {
 		return
 	}
@@ -170,16 +170,16 @@ func (s *Server) setTLS(tc *tls.Config) {
 	if tc.MinVersion < tls.VersionTLS12 {
 		tc.MinVersion = tls.VersionTLS12
 	}
-	s.tlsCfg.Store(tc)
+	srv.tlsCfg.Store(tc)
 }
 
-// acceptOn starts an accept loop on l, if any; s.mu is held.
-func (s *Server) acceptOn(l net.Listener) {
+// acceptOn starts an accept loop on l, if any; srv.mu is held.
+func (srv *Server) acceptOn(l net.Listener) {
 	if l == nil {
 		return
 	}
-	s.wg.Add(1)
-	go s.acceptLoop(l)
+	srv.wg.Add(1)
+	go srv.acceptLoop(l)
 }
 
 // Relisten moves a started server to new listen addresses and TLS material
@@ -190,61 +190,61 @@ func (s *Server) acceptOn(l net.Listener) {
 // An address held by the old listener under another spelling (":5000" and
 // "127.0.0.1:5000") cannot be bound before it is released: that change
 // needs a stop and a start.
-func (s *Server) Relisten(ctx context.Context, addr, tlsAddr string, tc *tls.Config) error {
+func (srv *Server) Relisten(ctx context.Context, addr, tlsAddr string, tc *tls.Config) error {
 	if addr == "" && tlsAddr == "" {
 		return errors.New("relisten: no listen address")
 	}
 	if tlsAddr != "" && (tc == nil || (len(tc.Certificates) == 0 && tc.GetCertificate == nil && tc.GetConfigForClient == nil)) {
 		return errors.New("relisten: a TLS address needs a certificate")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing || s.refusing {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing || srv.refusing {
 		return ErrServerClosed
 	}
-	if !s.started {
+	if !srv.started {
 		return errors.New("relisten: pesit server not started")
 	}
 	bindAddr, bindTLS := "", ""
-	if addr != s.cfg.Addr {
+	if addr != srv.cfg.Addr {
 		bindAddr = addr
 	}
-	if tlsAddr != s.cfg.TLSAddr {
+	if tlsAddr != srv.cfg.TLSAddr {
 		bindTLS = tlsAddr
 	}
-	plain, secure, err := s.bind(ctx, bindAddr, bindTLS)
+	plain, secure, err := srv.bind(ctx, bindAddr, bindTLS)
 	if err != nil {
 		return err
 	}
-	s.setTLS(tc)
-	if addr != s.cfg.Addr {
-		if s.plain != nil {
-			s.plain.Close() // its accept loop ends on net.ErrClosed
+	srv.setTLS(tc)
+	if addr != srv.cfg.Addr {
+		if srv.plain != nil {
+			srv.plain.Close() // its accept loop ends on net.ErrClosed
 		}
-		s.plain = plain
-		s.acceptOn(plain)
+		srv.plain = plain
+		srv.acceptOn(plain)
 	}
-	if tlsAddr != s.cfg.TLSAddr {
-		if s.secure != nil {
-			s.secure.Close()
+	if tlsAddr != srv.cfg.TLSAddr {
+		if srv.secure != nil {
+			srv.secure.Close()
 		}
-		s.secure = secure
-		s.acceptOn(secure)
+		srv.secure = secure
+		srv.acceptOn(secure)
 	}
-	s.cfg.Addr, s.cfg.TLSAddr, s.cfg.TLS = addr, tlsAddr, tc
-	s.log.Info("pesit server listening", "addr", addrOf(s.plain), "tls_addr", addrOf(s.secure))
+	srv.cfg.Addr, srv.cfg.TLSAddr, srv.cfg.TLS = addr, tlsAddr, tc
+	srv.log.Info("pesit server listening", "addr", addrOf(srv.plain), "tls_addr", addrOf(srv.secure))
 	return nil
 }
 
 // SetMaxSessions changes the session bound (3/303) of a running server;
 // sessions beyond a lowered bound go on, new ones wait for room.
-func (s *Server) SetMaxSessions(n int) {
+func (srv *Server) SetMaxSessions(n int) {
 	if n <= 0 {
 		n = 100 // as Config
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cfg.MaxSessions = n
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.cfg.MaxSessions = n
 }
 
 func addrOf(l net.Listener) net.Addr {
@@ -257,12 +257,12 @@ func addrOf(l net.Listener) net.Addr {
 // Serve starts the server if needed and blocks until ctx is cancelled or
 // Shutdown has finished. On cancellation it aborts the remaining sessions at
 // once (ABORT 3/316); call Shutdown with a deadline for a graceful drain.
-func (s *Server) Serve(ctx context.Context) error {
-	s.mu.Lock()
-	started := s.started
-	s.mu.Unlock()
+func (srv *Server) Serve(ctx context.Context) error {
+	srv.mu.Lock()
+	started := srv.started
+	srv.mu.Unlock()
 	if !started {
-		if err := s.Start(ctx); err != nil {
+		if err := srv.Start(ctx); err != nil {
 			return err
 		}
 	}
@@ -270,47 +270,47 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 		expired, cancel := context.WithCancel(context.Background())
 		cancel()
-		return s.Shutdown(expired)
-	case <-s.done:
+		return srv.Shutdown(expired)
+	case <-srv.done:
 		return nil
 	}
 }
 
 // Addr is the address of the plain listener, or nil.
-func (s *Server) Addr() net.Addr { return s.listenerAddr(false) }
+func (srv *Server) Addr() net.Addr { return srv.listenerAddr(false) }
 
 // TLSAddr is the address of the TLS listener, or nil.
-func (s *Server) TLSAddr() net.Addr { return s.listenerAddr(true) }
+func (srv *Server) TLSAddr() net.Addr { return srv.listenerAddr(true) }
 
-func (s *Server) listenerAddr(wantTLS bool) net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (srv *Server) listenerAddr(wantTLS bool) net.Addr {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
 	if wantTLS {
-		return addrOf(s.secure)
+		return addrOf(srv.secure)
 	}
-	return addrOf(s.plain)
+	return addrOf(srv.plain)
 }
 
 // ActiveSessions is the number of open connections (before and after CONNECT).
-func (s *Server) ActiveSessions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sessions)
+func (srv *Server) ActiveSessions() int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return len(srv.sessions)
 }
 
 // StopAccepting closes the listeners at once and returns; live sessions go
 // on until Shutdown. The HA loop calls it before it resigns, so that a new
 // leader never accepts while this node still does.
-func (s *Server) StopAccepting() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.refusing = true
-	s.closeListeners()
+func (srv *Server) StopAccepting() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.refusing = true
+	srv.closeListeners()
 }
 
-// closeListeners closes both listeners; s.mu is held.
-func (s *Server) closeListeners() {
-	for _, l := range []net.Listener{s.plain, s.secure} {
+// closeListeners closes both listeners; srv.mu is held.
+func (srv *Server) closeListeners() {
+	for _, l := range []net.Listener{srv.plain, srv.secure} {
 		if l != nil {
 			l.Close()
 		}
@@ -324,22 +324,22 @@ func (s *Server) closeListeners() {
 // restart resumes it on the next leader. Sessions still open IDTTimeout
 // later get ABORT 3/316 (their records are interrupted too when data was
 // received). Shutdown returns when every session has ended.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		<-s.done
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	if srv.closing {
+		srv.mu.Unlock()
+		<-srv.done
 		return nil
 	}
-	s.closing = true
-	s.closeListeners()
+	srv.closing = true
+	srv.closeListeners()
 	var idle []*session
-	for ss := range s.sessions {
+	for ss := range srv.sessions {
 		if ss.idle.Load() {
 			idle = append(idle, ss)
 		}
 	}
-	s.mu.Unlock()
+	srv.mu.Unlock()
 	// Sessions with no transfer under way are not worth waiting for.
 	for _, ss := range idle {
 		ss.abort(fpdu.DiagAdministrativeStop, "server shutdown")
@@ -347,39 +347,39 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	drained := make(chan struct{})
 	go func() {
-		s.wg.Wait()
+		srv.wg.Wait()
 		close(drained)
 	}()
 	select {
 	case <-drained:
 	case <-ctx.Done():
-		s.interruptTransfers(drained)
-		s.cancelBase()
-		for _, ss := range s.liveSessions() {
+		srv.interruptTransfers(drained)
+		srv.cancelBase()
+		for _, ss := range srv.liveSessions() {
 			ss.abort(fpdu.DiagAdministrativeStop, "server shutdown")
 		}
 		<-drained
 	}
-	s.cancelBase()
-	close(s.done)
-	s.log.Info("pesit server stopped")
+	srv.cancelBase()
+	close(srv.done)
+	srv.log.Info("pesit server stopped")
 	return nil
 }
 
 // HasTransfer reports whether a session of this server runs the transfer
 // with journal id.
-func (s *Server) HasTransfer(id int64) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.transfers[id]
+func (srv *Server) HasTransfer(id int64) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	_, ok := srv.transfers[id]
 	return ok
 }
 
-func (s *Server) liveSessions() []*session {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	live := make([]*session, 0, len(s.sessions))
-	for ss := range s.sessions {
+func (srv *Server) liveSessions() []*session {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	live := make([]*session, 0, len(srv.sessions))
+	for ss := range srv.sessions {
 		live = append(live, ss)
 	}
 	return live
@@ -390,12 +390,12 @@ func (s *Server) liveSessions() []*session {
 // A session blocked writing to a slow partner holds its write lock: its
 // IDT is sent from a goroutine of its own, and the abort that follows the
 // timeout (which breaks the write) lets that goroutine go.
-func (s *Server) interruptTransfers(drained <-chan struct{}) {
+func (srv *Server) interruptTransfers(drained <-chan struct{}) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	deadline := time.Now().Add(s.cfg.IDTTimeout)
+	deadline := time.Now().Add(srv.cfg.IDTTimeout)
 	n := 0
-	for _, ss := range s.liveSessions() {
+	for _, ss := range srv.liveSessions() {
 		if !ss.dataPhase.Load() {
 			continue
 		}
@@ -409,8 +409,8 @@ func (s *Server) interruptTransfers(drained <-chan struct{}) {
 	if n == 0 {
 		return
 	}
-	s.log.Info("drain timeout: interrupting transfers for a restart", "transfers", n, "ack_wait", s.cfg.IDTTimeout)
-	t := time.NewTimer(s.cfg.IDTTimeout)
+	srv.log.Info("drain timeout: interrupting transfers for a restart", "transfers", n, "ack_wait", srv.cfg.IDTTimeout)
+	t := time.NewTimer(srv.cfg.IDTTimeout)
 	defer t.Stop()
 	select {
 	case <-drained:
@@ -419,7 +419,7 @@ func (s *Server) interruptTransfers(drained <-chan struct{}) {
 	if !isClosed(drained) {
 		// Break the writes still stuck on a partner that does not read,
 		// so that the IDT writers, bounded by deadline, let go.
-		for _, ss := range s.liveSessions() {
+		for _, ss := range srv.liveSessions() {
 			ss.conn.SetWriteDeadline(time.Now())
 		}
 	}
@@ -437,26 +437,26 @@ func isClosed(c <-chan struct{}) bool {
 // CancelTransfer interrupts the live transfer with journal id: during data
 // transfer with IDT (PI 19 = 12, cancelled by the server), otherwise by
 // aborting its session (3/312).
-func (s *Server) CancelTransfer(ctx context.Context, id int64) error {
-	s.mu.Lock()
-	ss := s.transfers[id]
-	s.mu.Unlock()
+func (srv *Server) CancelTransfer(ctx context.Context, id int64) error {
+	srv.mu.Lock()
+	ss := srv.transfers[id]
+	srv.mu.Unlock()
 	if ss == nil {
 		return fmt.Errorf("cancel transfer %d: %w", id, ErrNoSuchTransfer)
 	}
 	return ss.cancelTransfer(ctx, id)
 }
 
-func (s *Server) acceptLoop(l net.Listener) {
-	defer s.wg.Done()
+func (srv *Server) acceptLoop(l net.Listener) {
+	defer srv.wg.Done()
 	var delay time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing || s.isRefusing() || errors.Is(err, net.ErrClosed) {
+			srv.mu.Lock()
+			closing := srv.closing
+			srv.mu.Unlock()
+			if closing || srv.isRefusing() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			// Temporary failure (EMFILE...): back off as net/http does.
@@ -465,17 +465,17 @@ func (s *Server) acceptLoop(l net.Listener) {
 			} else if delay *= 2; delay > time.Second {
 				delay = time.Second
 			}
-			s.log.Warn("accept failed", "err", err, "retry_in", delay)
+			srv.log.Warn("accept failed", "err", err, "retry_in", delay)
 			time.Sleep(delay)
 			continue
 		}
 		delay = 0
-		s.mu.Lock()
+		srv.mu.Lock()
 		// Hard bound on raw connections: the CONNECT-level refusal (3/303)
 		// needs a session, but a flood must not get unbounded goroutines.
-		if s.closing || s.refusing || len(s.sessions) >= 2*s.cfg.MaxSessions+16 {
-			s.mu.Unlock()
-			s.countConn("dropped")
+		if srv.closing || srv.refusing || len(srv.sessions) >= 2*srv.cfg.MaxSessions+16 {
+			srv.mu.Unlock()
+			srv.countConn("dropped")
 			c.Close()
 			continue
 		}
@@ -483,90 +483,90 @@ func (s *Server) acceptLoop(l net.Listener) {
 		// parallel CONNECTs): its excess connections are closed at once,
 		// before any goroutine, buffer or byte read is spent on them.
 		host := hostOf(c.RemoteAddr())
-		if s.cfg.MaxConnsPerAddr > 0 && s.perAddr[host] >= s.cfg.MaxConnsPerAddr {
-			s.mu.Unlock()
-			s.countConn("dropped_per_address")
+		if srv.cfg.MaxConnsPerAddr > 0 && srv.perAddr[host] >= srv.cfg.MaxConnsPerAddr {
+			srv.mu.Unlock()
+			srv.countConn("dropped_per_address")
 			c.Close()
 			continue
 		}
-		s.perAddr[host]++
-		ss := newSession(s, c)
+		srv.perAddr[host]++
+		ss := newSession(srv, c)
 		ss.addr = host
-		s.sessions[ss] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
+		srv.sessions[ss] = struct{}{}
+		srv.wg.Add(1)
+		srv.mu.Unlock()
 		go func() {
-			defer s.wg.Done()
+			defer srv.wg.Done()
 			ss.run()
-			s.mu.Lock()
-			delete(s.sessions, ss)
-			if s.perAddr[host]--; s.perAddr[host] <= 0 {
-				delete(s.perAddr, host)
+			srv.mu.Lock()
+			delete(srv.sessions, ss)
+			if srv.perAddr[host]--; srv.perAddr[host] <= 0 {
+				delete(srv.perAddr, host)
 			}
-			s.mu.Unlock()
+			srv.mu.Unlock()
 		}()
 	}
 }
 
 // admit reserves a session slot for partner after CONNECT was validated.
-func (s *Server) admit(p Partner) fpdu.Diagnostic {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
+func (srv *Server) admit(p Partner) fpdu.Diagnostic {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.closing {
 		return fpdu.DiagServerUnavailable
 	}
-	if s.connected >= s.cfg.MaxSessions {
+	if srv.connected >= srv.cfg.MaxSessions {
 		return fpdu.DiagTooManyConnections
 	}
-	if p.MaxSessions > 0 && s.byPartner[p.ID] >= p.MaxSessions {
+	if p.MaxSessions > 0 && srv.byPartner[p.ID] >= p.MaxSessions {
 		return fpdu.DiagTooManyForPartner
 	}
-	s.connected++
-	s.byPartner[p.ID]++
-	if s.met != nil {
-		s.met.SessionsActive.WithLabelValues(s.cfg.ID).Inc()
+	srv.connected++
+	srv.byPartner[p.ID]++
+	if srv.met != nil {
+		srv.met.SessionsActive.WithLabelValues(srv.cfg.ID).Inc()
 	}
 	return fpdu.DiagOK
 }
 
-func (s *Server) release(p Partner) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.connected--
-	if s.byPartner[p.ID]--; s.byPartner[p.ID] <= 0 {
-		delete(s.byPartner, p.ID)
+func (srv *Server) release(p Partner) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.connected--
+	if srv.byPartner[p.ID]--; srv.byPartner[p.ID] <= 0 {
+		delete(srv.byPartner, p.ID)
 	}
-	if s.met != nil {
-		s.met.SessionsActive.WithLabelValues(s.cfg.ID).Dec()
+	if srv.met != nil {
+		srv.met.SessionsActive.WithLabelValues(srv.cfg.ID).Dec()
 	}
 }
 
-func (s *Server) trackTransfer(id int64, ss *session) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (srv *Server) trackTransfer(id int64, ss *session) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
 	if ss == nil {
-		delete(s.transfers, id)
+		delete(srv.transfers, id)
 	} else {
-		s.transfers[id] = ss
+		srv.transfers[id] = ss
 	}
 }
 
 // claimPath marks a final path as being received, so that two sessions do
 // not write the same file (2/207).
-func (s *Server) claimPath(p string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, busy := s.receiving[p]; busy {
+func (srv *Server) claimPath(p string) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if _, busy := srv.receiving[p]; busy {
 		return false
 	}
-	s.receiving[p] = struct{}{}
+	srv.receiving[p] = struct{}{}
 	return true
 }
 
-func (s *Server) unclaimPath(p string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.receiving, p)
+func (srv *Server) unclaimPath(p string) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	delete(srv.receiving, p)
 }
 
 // ClaimPath reserves the final path p of a received file as a receiving
@@ -574,37 +574,37 @@ func (s *Server) unclaimPath(p string) {
 // 2/205); false when a session holds it. The node's sweep holds it while it
 // publishes a file whose session a crash ended, so that no new transfer
 // reuses the temporary file under it.
-func (s *Server) ClaimPath(p string) bool { return s.claimPath(p) }
+func (srv *Server) ClaimPath(p string) bool { return srv.claimPath(p) }
 
 // ReleasePath ends a ClaimPath.
-func (s *Server) ReleasePath(p string) { s.unclaimPath(p) }
+func (srv *Server) ReleasePath(p string) { srv.unclaimPath(p) }
 
-func (s *Server) isRefusing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.refusing
+func (srv *Server) isRefusing() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.refusing
 }
 
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
+func (srv *Server) isClosing() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.closing
 }
 
-func (s *Server) countConn(result string) {
-	if s.met != nil {
-		s.met.Connections.WithLabelValues(s.cfg.ID, result).Inc()
+func (srv *Server) countConn(result string) {
+	if srv.met != nil {
+		srv.met.Connections.WithLabelValues(srv.cfg.ID, result).Inc()
 	}
 }
 
-func (s *Server) countDiag(d fpdu.Diagnostic) {
-	if s.met != nil && !d.OK() {
+func (srv *Server) countDiag(d fpdu.Diagnostic) {
+	if srv.met != nil && !d.OK() {
 		// A peer's ABORT or IDT may carry any code: the label set must stay
 		// closed, or a peer could grow /metrics without bound.
 		code := "other"
 		if d.Known() {
 			code = d.String()
 		}
-		s.met.Diagnostics.WithLabelValues(code).Inc()
+		srv.met.Diagnostics.WithLabelValues(code).Inc()
 	}
 }

@@ -458,8 +458,8 @@ func (s *session) fileSelected() error {
 		switch {
 		case f.Kind == fpdu.Abort:
 			return s.peerAbort(f)
-		case f.Kind == fpdu.Orf && !open:
-			ack := fpdu.FPDU{Kind: fpdu.AckOrf, DstID: s.peerID}
+		case f.Kind == fpdu.ORF && !open:
+			ack := fpdu.FPDU{Kind: fpdu.AckORF, DstID: s.peerID}
 			ack.Params.AddDiagnostic(fpdu.DiagOK)
 			// Compression is refused by answering "none" (digest §7).
 			ack.Params.Add(fpdu.PICompression, []byte{0, 0})
@@ -467,8 +467,8 @@ func (s *session) fileSelected() error {
 				return err
 			}
 			open = true
-		case f.Kind == fpdu.Crf && open:
-			if err := s.writeAck(fpdu.AckCrf, fpdu.DiagOK); err != nil {
+		case f.Kind == fpdu.CRF && open:
+			if err := s.writeAck(fpdu.AckCRF, fpdu.DiagOK); err != nil {
 				return err
 			}
 			open = false

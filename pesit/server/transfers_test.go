@@ -100,8 +100,8 @@ func (p *peer) selectAndRead(file string, pi13 uint32, restart bool, point uint6
 			p.t.Fatalf("ACK(SELECT) without %v", id)
 		}
 	}
-	p.sendKind(fpdu.Orf, fpdu.Param{ID: fpdu.PICompression, Value: []byte{0, 0}})
-	p.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+	p.sendKind(fpdu.ORF, fpdu.Param{ID: fpdu.PICompression, Value: []byte{0, 0}})
+	p.expectDiag(fpdu.AckORF, fpdu.DiagOK)
 	p.sendKind(fpdu.Read, uintParam(fpdu.PIRestartPoint, point))
 	p.expectDiag(fpdu.AckRead, fpdu.DiagOK)
 	return id, int(recLen)
@@ -197,8 +197,8 @@ func TestPullRestart(t *testing.T) {
 	if got, _ := ack.Params.Uint(fpdu.PITransferID); got != id {
 		t.Fatalf("restart ACK(SELECT) PI 13 = %d, want %d", got, id)
 	}
-	q.sendKind(fpdu.Orf)
-	q.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+	q.sendKind(fpdu.ORF)
+	q.expectDiag(fpdu.AckORF, fpdu.DiagOK)
 	q.sendKind(fpdu.Read, uintParam(fpdu.PIRestartPoint, uint64(sent)+1))
 	q.expectDiag(fpdu.AckRead, fpdu.DiagRestartPointRefused)
 	q.sendKind(fpdu.Read, uintParam(fpdu.PIRestartPoint, 3))
@@ -253,8 +253,8 @@ func TestPushRestart(t *testing.T) {
 				q.connect()
 				q.raw(createFrame(q.srvID, createOpts{file: "TESTFILE", pi13: 0x0024CA, restart: true}))
 				q.expectDiag(fpdu.AckCreate, fpdu.DiagOK)
-				q.sendKind(fpdu.Orf)
-				q.expectDiag(fpdu.AckOrf, fpdu.DiagOK)
+				q.sendKind(fpdu.ORF)
+				q.expectDiag(fpdu.AckORF, fpdu.DiagOK)
 			}
 			left := files(t, e.recvDir)
 			if len(left) != 1 || !strings.HasPrefix(left[0], ".TESTFILE.") || !strings.HasSuffix(left[0], ".part") {

@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/vectis-ft/vectis/internal/tlsfiles"
 )
 
 // TLSFiles are the PEM files of a cluster started with Options.TLS.
@@ -26,17 +28,7 @@ type TLSFiles struct {
 // Config is a client tls.Config trusting the CA and presenting the client
 // certificate.
 func (f *TLSFiles) Config() (*tls.Config, error) {
-	ca, err := os.ReadFile(f.CAFile)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	cert, err := tls.LoadX509KeyPair(f.ClientCert, f.ClientKey)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	return tlsfiles.Load(tlsfiles.Client, tlsfiles.Files{Cert: f.ClientCert, Key: f.ClientKey, CA: f.CAFile})
 }
 
 func newTLSFiles(dir string) (*TLSFiles, error) {

@@ -1,3 +1,7 @@
+// The catalog: create, read, update and delete of partners, virtual files and
+// server definitions. It is data, not the process configuration (see
+// store.Config and the declared configuration in declared.go).
+
 package store
 
 import (
@@ -139,10 +143,10 @@ func (s *Store) SetPartnerPassword(ctx context.Context, id, passwordHash string)
 // DeletePartner removes a partner; its transfer history stays.
 func (s *Store) DeletePartner(ctx context.Context, id string) (err error) {
 	defer s.observe("delete_partner", &err)()
-	return s.wrap("delete partner "+id, s.deleteConfig(ctx, "partners", KindPartner, id))
+	return s.wrap("delete partner "+id, s.deleteCatalogEntry(ctx, "partners", KindPartner, id))
 }
 
-func (s *Store) deleteConfig(ctx context.Context, table string, kind ChangeKind, id string) error {
+func (s *Store) deleteCatalogEntry(ctx context.Context, table string, kind ChangeKind, id string) error {
 	return s.inTx(ctx, func(t tx) ([]Change, error) {
 		n, err := t.exec(ctx, `DELETE FROM `+table+` WHERE id = $1`, id)
 		if err == nil && n == 0 {
@@ -273,7 +277,7 @@ func (s *Store) updateFile(ctx context.Context, q queryer, f VirtualFile) error 
 // DeleteFile removes a virtual file.
 func (s *Store) DeleteFile(ctx context.Context, id string) (err error) {
 	defer s.observe("delete_file", &err)()
-	return s.wrap("delete file "+id, s.deleteConfig(ctx, "virtual_files", KindFile, id))
+	return s.wrap("delete file "+id, s.deleteCatalogEntry(ctx, "virtual_files", KindFile, id))
 }
 
 // GetFile returns one virtual file.
@@ -368,7 +372,7 @@ func (s *Store) updateServer(ctx context.Context, q queryer, v Server) error {
 // DeleteServer removes a server definition.
 func (s *Store) DeleteServer(ctx context.Context, id string) (err error) {
 	defer s.observe("delete_server", &err)()
-	return s.wrap("delete server "+id, s.deleteConfig(ctx, "servers", KindServer, id))
+	return s.wrap("delete server "+id, s.deleteCatalogEntry(ctx, "servers", KindServer, id))
 }
 
 // GetServer returns one server definition.
