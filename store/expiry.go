@@ -70,37 +70,21 @@ func (s *Store) ExpireInterrupted(ctx context.Context, epoch int64, node string,
 	return out, nil
 }
 
-// CancelResting cancels under the row lock, so that a restart taking the
-// transfer over at the same time either wins (and the cancel is refused)
-// or finds it cancelled.
-func (s *Store) CancelResting(ctx context.Context, epoch int64, node, id string, gone func(Transfer) bool) (_ Transfer, err error) {
-	defer s.observe("cancel_resting", &err)()
-	var out Transfer
-	err = s.inTx(ctx, func(q tx) ([]Change, error) {
-		if err := s.checkEpochLocked(ctx, q, epoch); err != nil {
-			return nil, err
-		}
-		t, err := s.scanTransfer(q.queryRow(ctx, `SELECT `+transferCols+` FROM transfers WHERE id = $1`+s.d.forUpdate, id))
-		if err != nil {
-			return nil, err
-		}
+// CancelResting cancels under the row lock (UpdateTransfer), so that a
+// restart taking the transfer over at the same time either wins (and the
+// cancel is refused) or finds it cancelled.
+func (s *Store) CancelResting(ctx context.Context, epoch int64, node, id string, gone func(Transfer) bool) (Transfer, error) {
+	return s.UpdateTransfer(ctx, epoch, id, func(t *Transfer) error {
 		switch {
 		case t.Status.Final():
-			return nil, fmt.Errorf("%w: transfer is already %s", ErrConflict, t.Status)
-		case t.Status == StatusInProgress && (gone == nil || !gone(t)):
-			return nil, fmt.Errorf("%w: transfer is in progress on %s (epoch %d), whose session may still finish it", ErrConflict, t.Node, t.Epoch)
+			return fmt.Errorf("%w: transfer is already %s", ErrConflict, t.Status)
+		case t.Status == StatusInProgress && (gone == nil || !gone(*t)):
+			return fmt.Errorf("%w: transfer is in progress on %s (epoch %d), whose session may still finish it", ErrConflict, t.Node, t.Epoch)
 		}
-		ts := now()
-		diag := fmt.Sprintf("cancelled while %s; no session carried it", t.Status)
-		if _, err := q.exec(ctx, `UPDATE transfers SET status = 'cancelled', diagnostic = $2, epoch = $3, node = $4,
-			updated_at = $5, finished_at = $5 WHERE id = $1`, id, diag, epoch, node, s.d.ts(ts)); err != nil {
-			return nil, err
-		}
-		t.Status, t.Diagnostic, t.Epoch, t.Node, t.UpdatedAt, t.FinishedAt = StatusCancelled, diag, epoch, node, ts, ts
-		out = t
-		return nil, nil
+		t.Diagnostic = fmt.Sprintf("cancelled while %s; no session carried it", t.Status)
+		t.Status, t.Node = StatusCancelled, node
+		return nil
 	})
-	return out, s.wrap("cancel transfer "+id, err)
 }
 
 // PartialFiles lists the receives whose partial file may still be on disk.
