@@ -141,25 +141,38 @@ func resumeSink(root *os.Root, tempRel, finalRel string, bufSize int, offset, ar
 	if err != nil {
 		return nil, fmt.Errorf("reopen %s: %w", tempRel, err)
 	}
-	st, err := f.Stat()
-	if err == nil && st.Size() < offset {
-		err = fmt.Errorf("%s holds %d bytes, restart point needs %d", tempRel, st.Size(), offset)
-	}
-	if err == nil {
-		err = f.Truncate(offset)
-	}
-	h := sha256.New()
-	if err == nil {
-		_, err = io.Copy(h, io.NewSectionReader(f, 0, offset))
-	}
-	if err == nil {
-		_, err = f.Seek(offset, io.SeekStart)
-	}
+	h, _, err := seekRestartPoint(f, tempRel, offset, true)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("resume %s: %w", tempRel, err)
 	}
 	return newSink(root, tempRel, finalRel, f, bufSize, h, offset, articles), nil
+}
+
+// seekRestartPoint positions f at the restart point offset, which the file
+// must reach, and returns the hash of the data before it and the file's
+// size; truncate drops what lies beyond the point.
+func seekRestartPoint(f *os.File, name string, offset int64, truncate bool) (hash.Hash, int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	if st.Size() < offset {
+		return nil, 0, fmt.Errorf("%s holds %d bytes, restart point needs %d", name, st.Size(), offset)
+	}
+	if truncate {
+		if err := f.Truncate(offset); err != nil {
+			return nil, 0, err
+		}
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, offset)); err != nil {
+		return nil, 0, err
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return nil, 0, err
+	}
+	return h, st.Size(), nil
 }
 
 // verifySink is the sink of a restart whose file was already published: a
@@ -173,24 +186,14 @@ func verifySink(root *os.Root, finalRel string, bufSize int, offset, articles in
 	if err != nil {
 		return nil, fmt.Errorf("open published %s: %w", finalRel, err)
 	}
-	st, err := f.Stat()
-	if err == nil && st.Size() < offset {
-		err = fmt.Errorf("%s holds %d bytes, restart point needs %d", finalRel, st.Size(), offset)
-	}
-	h := sha256.New()
-	if err == nil {
-		_, err = io.Copy(h, io.NewSectionReader(f, 0, offset))
-	}
-	if err == nil {
-		_, err = f.Seek(offset, io.SeekStart)
-	}
+	h, size, err := seekRestartPoint(f, finalRel, offset, false)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("verify published %s: %w", finalRel, err)
 	}
 	bufSize = max(bufSize, 4096) // compare needs a non-empty buffer
 	return &sink{root: root, finalRel: finalRel, f: f, r: bufio.NewReaderSize(f, bufSize), cmp: make([]byte, bufSize),
-		h: h, bytes: offset, articles: articles, size: st.Size(), diff: -1, stopped: true}, nil
+		h: h, bytes: offset, articles: articles, size: size, diff: -1, stopped: true}, nil
 }
 
 // verifying says whether s compares rather than writes (verifySink).
