@@ -303,19 +303,26 @@ func (m *pesitManager) runningCount() int {
 	return len(m.running)
 }
 
+// servers are this node's servers that may hold sessions: the running ones
+// and those still draining.
+func (m *pesitManager) servers() []*server.Server {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*server.Server, 0, len(m.running)+len(m.stopping))
+	for _, s := range m.running {
+		out = append(out, s)
+	}
+	for _, s := range m.stopping {
+		out = append(out, s.srv)
+	}
+	return out
+}
+
 // claimPath reserves the final path p on every server of this node, as a
 // receiving session does (see server.ClaimPath); false, with nothing held,
 // when one of them is receiving into p. release ends the claim.
 func (m *pesitManager) claimPath(p string) (release func(), ok bool) {
-	m.mu.Lock()
-	servers := make([]*server.Server, 0, len(m.running)+len(m.stopping))
-	for _, s := range m.running {
-		servers = append(servers, s)
-	}
-	for _, s := range m.stopping {
-		servers = append(servers, s.srv)
-	}
-	m.mu.Unlock()
+	servers := m.servers()
 	var held []*server.Server
 	release = func() {
 		for _, s := range held {
@@ -340,15 +347,7 @@ func (m *pesitManager) live(id string) bool {
 	if !ok {
 		return false
 	}
-	m.mu.Lock()
-	servers := make([]*server.Server, 0, len(m.running)+len(m.stopping))
-	for _, s := range m.running {
-		servers = append(servers, s)
-	}
-	for _, s := range m.stopping {
-		servers = append(servers, s.srv)
-	}
-	m.mu.Unlock()
+	servers := m.servers()
 	for _, s := range servers {
 		if s.HasTransfer(n) {
 			return true
