@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/vectis-ft/vectis/pesit/server"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -191,10 +193,9 @@ func (n *node) recovered(t store.Transfer) {
 		"transfer", t.ID, "partner", t.PartnerID, "file", t.LocalPath, "bytes", t.Bytes, "sha256", t.SHA256)
 }
 
-// publishFile renames temp to final as the receiving session's sink.commit
-// does: the data is fsynced first, an existing final file is refused by a
-// hard link unless overwrite, and the directory is fsynced so that the name
-// is durable.
+// publishFile publishes temp under the name final as the receiving
+// session does (server.Publish), once the data is fsynced; publishReceived
+// checked that both lie in the file root.
 func publishFile(temp, final string, overwrite bool) error {
 	f, err := os.OpenFile(temp, os.O_RDWR, 0)
 	if err != nil {
@@ -207,35 +208,38 @@ func publishFile(temp, final string, overwrite bool) error {
 	if err != nil {
 		return fmt.Errorf("sync %s: %w", temp, err)
 	}
-	if overwrite {
-		if err := os.Rename(temp, final); err != nil {
-			return err
-		}
-	} else {
-		err := os.Link(temp, final)
-		switch {
-		case err == nil:
-			if err := os.Remove(temp); err != nil {
-				return err
-			}
-		case errors.Is(err, fs.ErrExist):
-			return fmt.Errorf("publish %s: %w", final, err)
-		default:
-			// No hard links on this file system: check, then rename.
-			if _, serr := os.Lstat(final); serr == nil {
-				return fmt.Errorf("publish %s: %w", final, fs.ErrExist)
-			}
-			if err := os.Rename(temp, final); err != nil {
-				return err
-			}
-		}
+	dir := commonDir(filepath.Dir(temp), filepath.Dir(final))
+	tempRel, err := filepath.Rel(dir, temp)
+	if err != nil {
+		return err
 	}
-	if d := filepath.Dir(temp); d != filepath.Dir(final) {
-		if err := syncDir(d); err != nil {
-			return err
-		}
+	finalRel, err := filepath.Rel(dir, final)
+	if err != nil {
+		return err
 	}
-	return syncDir(filepath.Dir(final))
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := server.Publish(root, tempRel, finalRel, overwrite); err != nil {
+		return fmt.Errorf("publish %s: %w", final, err)
+	}
+	return nil
+}
+
+// commonDir is the deepest directory holding both a and b (absolute, clean).
+func commonDir(a, b string) string {
+	for {
+		if rel, err := filepath.Rel(a, b); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return a
+		}
+		parent := filepath.Dir(a)
+		if parent == a {
+			return a
+		}
+		a = parent
+	}
 }
 
 func fileSHA256(p string) (string, error) {

@@ -507,30 +507,45 @@ func (s *sink) commit(overwrite bool) error {
 	if err := s.f.Close(); err != nil {
 		return err
 	}
+	return Publish(s.root, s.tempRel, s.finalRel, overwrite)
+}
+
+// Publish gives a received file, whose data is durable already, its final
+// name under root: finalRel is replaced only if overwrite, else an existing
+// file is refused (a hard link, which cannot replace, where the file system
+// has them); then the directories are fsynced, so that the name is
+// durable. The leader's sweep calls it too, for a receive recorded
+// completed whose node stopped before publishing.
+func Publish(root *os.Root, tempRel, finalRel string, overwrite bool) error {
 	if overwrite {
-		if err := s.root.Rename(s.tempRel, s.finalRel); err != nil {
+		if err := root.Rename(tempRel, finalRel); err != nil {
 			return err
 		}
 	} else {
-		err := s.root.Link(s.tempRel, s.finalRel)
+		err := root.Link(tempRel, finalRel)
 		switch {
 		case err == nil:
-			if err := s.root.Remove(s.tempRel); err != nil {
+			if err := root.Remove(tempRel); err != nil {
 				return err
 			}
 		case errors.Is(err, fs.ErrExist):
 			return errFinalExists
 		default:
 			// No hard links on this file system: check, then rename.
-			if _, serr := s.root.Lstat(s.finalRel); serr == nil {
+			if _, serr := root.Lstat(finalRel); serr == nil {
 				return errFinalExists
 			}
-			if err := s.root.Rename(s.tempRel, s.finalRel); err != nil {
+			if err := root.Rename(tempRel, finalRel); err != nil {
 				return err
 			}
 		}
 	}
-	return syncDir(s.root, filepath.Dir(s.finalRel))
+	if d := filepath.Dir(tempRel); d != filepath.Dir(finalRel) {
+		if err := syncDir(root, d); err != nil {
+			return err
+		}
+	}
+	return syncDir(root, filepath.Dir(finalRel))
 }
 
 var errFinalExists = errors.New("target file exists")
