@@ -528,20 +528,8 @@ func (s *suite) interruptedTransfer(ctx context.Context, t *testing.T, r *row) {
 	case <-ctx.Done():
 		t.Fatal("push made no progress")
 	}
-	// A crash: the leader's process dies at once. On a real kubelet a pod
-	// deleted with grace 0 still gets SIGTERM and two seconds to drain,
-	// during which the old leader may well finish the transfer itself, so
-	// the container's process is killed there instead (the kubelet then
-	// restarts it in place). The process kubelet SIGKILLs on grace 0.
-	ck, inPlace := s.c.(containerKiller)
 	kill := time.Now()
-	var err error
-	if inPlace {
-		err = ck.KillContainer(ctx, st.Leader)
-	} else {
-		zero := int64(0)
-		err = s.c.DeletePod(ctx, st.Leader.Name, &zero)
-	}
+	inPlace, err := crashPod(ctx, s.c, st.Leader)
 	if err != nil {
 		close(resume)
 		t.Fatalf("kill leader: %v", err)
@@ -570,11 +558,7 @@ func (s *suite) interruptedTransfer(ctx context.Context, t *testing.T, r *row) {
 	}
 	r.Runs, r.HasBytes = 1, true
 	r.BytesLost = bytesLost(t, src, dest)
-	if inPlace {
-		waitRestartedInPlace(ctx, t, s.c, st.Leader, 90*time.Second)
-	} else {
-		waitReplaced(ctx, t, s.c, st.Leader.Name, 90*time.Second)
-	}
+	waitRecovered(ctx, t, s.c, st.Leader, inPlace)
 }
 
 func (s *suite) failoverSpan(ctx context.Context, t *testing.T, r *row) {
@@ -591,17 +575,8 @@ func (s *suite) failoverSpan(ctx context.Context, t *testing.T, r *row) {
 
 func (s *suite) oneFailoverSpan(ctx context.Context, t *testing.T, r *row, recv *otlptest.Receiver, run int) {
 	st := waitSteady(ctx, t, s.c, 90*time.Second)
-	// A crash of the leader's process, as in transfer-across-failover: on
-	// a real kubelet, through its container (a grace-0 delete drains).
-	ck, inPlace := s.c.(containerKiller)
 	kill := time.Now()
-	var err error
-	if inPlace {
-		err = ck.KillContainer(ctx, st.Leader)
-	} else {
-		zero := int64(0)
-		err = s.c.DeletePod(ctx, st.Leader.Name, &zero)
-	}
+	inPlace, err := crashPod(ctx, s.c, st.Leader)
 	if err != nil {
 		t.Fatalf("run %d: kill leader: %v", run, err)
 	}
@@ -627,12 +602,7 @@ func (s *suite) oneFailoverSpan(ctx context.Context, t *testing.T, r *row, recv 
 	if acc.err != nil {
 		t.Fatalf("run %d: %v", run, acc.err)
 	}
-	var after clusterState
-	if inPlace {
-		after = waitRestartedInPlace(ctx, t, s.c, st.Leader, 90*time.Second)
-	} else {
-		after = waitReplaced(ctx, t, s.c, st.Leader.Name, 90*time.Second)
-	}
+	after := waitRecovered(ctx, t, s.c, st.Leader, inPlace)
 	span, err := recv.WaitFor(func(sp otlptest.Span) bool {
 		return sp.Name == "vectis.failover" && sp.Attributes["vectis.new_leader"] == after.Leader.Name && !sp.End.Before(kill)
 	}, 15*time.Second)
@@ -668,6 +638,29 @@ func (s *suite) oneFailoverSpan(ctx context.Context, t *testing.T, r *row, recv 
 	if !containsAll(children, want) {
 		t.Errorf("run %d: children of vectis.failover: %v, want %v", run, children, want)
 	}
+}
+
+// crashPod kills p's process at once, as a crash would. On a real kubelet
+// a pod deleted with grace 0 still gets SIGTERM and two seconds to drain, so
+// there the container's process is killed instead, and the kubelet
+// restarts it in the same pod (inPlace); the process kubelet SIGKILLs on a
+// grace-0 delete.
+func crashPod(ctx context.Context, c Cluster, p Pod) (inPlace bool, err error) {
+	if ck, ok := c.(containerKiller); ok {
+		return true, ck.KillContainer(ctx, p)
+	}
+	zero := int64(0)
+	return false, c.DeletePod(ctx, p.Name, &zero)
+}
+
+// waitRecovered waits for a steady cluster after crashPod(p): p restarted in
+// place, or replaced.
+func waitRecovered(ctx context.Context, t testing.TB, c Cluster, p Pod, inPlace bool) clusterState {
+	t.Helper()
+	if inPlace {
+		return waitRestartedInPlace(ctx, t, c, p, 90*time.Second)
+	}
+	return waitReplaced(ctx, t, c, p.Name, 90*time.Second)
 }
 
 // containerKiller is for backends with a real kubelet, which restarts a
