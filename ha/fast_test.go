@@ -182,3 +182,49 @@ func TestFollowsAgainAfterNoEvidence(t *testing.T) {
 		t.Errorf("%v revocations without evidence", v)
 	}
 }
+
+// TestLivenessOutlivesTheDrain: a leader stopped by its signal resigns and
+// drains its sessions with its lease alive, for the transfers it still
+// owns. Its liveness listener must keep answering until then: were it to
+// close at the signal, a standby would see its port refuse, and if it read
+// the leader key before the resignation deleted it, revoke the lease of a
+// node that is still finishing transfers (which the orphan sweep would then
+// take from it).
+func TestLivenessOutlivesTheDrain(t *testing.T) {
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon := &monitor{}
+	const ttl = 5 * time.Second
+	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", ttl)
+	waitLeader(t, []*node{a}, 10*time.Second)
+	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", ttl)
+	deadline := time.Now().Add(10 * time.Second)
+	for gaugeValue(t, b.loop.cfg.Metrics.following) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby never followed the leader's liveness stream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var drainDial error
+	drained := make(chan struct{})
+	a.serve.onDrain = func() {
+		defer close(drained)
+		c, err := net.DialTimeout("tcp", aLn.Addr().String(), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		drainDial = err
+	}
+	a.stop()
+	select {
+	case <-drained:
+	default:
+		t.Fatal("the stopped leader did not drain")
+	}
+	if drainDial != nil {
+		t.Errorf("liveness listener of the draining leader: %v, want it to answer until the drain ends", drainDial)
+	}
+	if v := counterValue(t, b.loop.cfg.Metrics.fast.WithLabelValues(DecisionRevoked)); v != 0 {
+		t.Errorf("the standby revoked the lease of a leader that resigned and drained: %v revocations", v)
+	}
+}

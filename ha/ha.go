@@ -172,7 +172,11 @@ func (l *Loop) Run(ctx context.Context) error {
 		cancel()
 	}
 	if l.cfg.LivenessListener != nil {
-		lctx, stop := context.WithCancel(ctx)
+		// The listener lives as long as the loop, not as ctx: a stop
+		// signal ends ctx first, and the loop then resigns and drains
+		// with this member's lease alive. A port closed meanwhile would
+		// look to the standbys like a dead process (docs/ha.md).
+		lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
 		go func() { defer close(done); l.serveLiveness(lctx) }()
 		defer func() { stop(); <-done }()

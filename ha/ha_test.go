@@ -38,6 +38,9 @@ type recorder struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	epoch int64
+	// onDrain, if set, runs inside Drain: what a test checks while the
+	// node drains.
+	onDrain func()
 }
 
 func (r *recorder) Start(_ context.Context, epoch int64) error {
@@ -63,7 +66,12 @@ func (r *recorder) StopAccepting() {
 	}
 }
 
-func (r *recorder) Drain(context.Context) error { return nil }
+func (r *recorder) Drain(context.Context) error {
+	if r.onDrain != nil {
+		r.onDrain()
+	}
+	return nil
+}
 
 func (r *recorder) accepting() bool {
 	r.mu.Lock()
