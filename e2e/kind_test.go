@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -267,28 +268,54 @@ func (kc *kindCluster) Accepting(ctx context.Context, addr string) bool {
 
 // KillContainer kills the process of p's vectis container with SIGKILL,
 // from inside its kind node (a crash, or the OOM killer): the pod stays and
-// the kubelet restarts the container in it.
-func (kc *kindCluster) KillContainer(ctx context.Context, p Pod) error {
+// the kubelet restarts the container in it. It returns when the signal was
+// sent, as the node's clock read it right after kill(2).
+func (kc *kindCluster) KillContainer(ctx context.Context, p Pod) (time.Time, error) {
 	return kc.signalContainer(ctx, p, "KILL")
 }
 
 // StopContainer freezes the process of p's vectis container (SIGSTOP): a
 // hung process, which acts on no signal but SIGKILL.
 func (kc *kindCluster) StopContainer(ctx context.Context, p Pod) error {
-	return kc.signalContainer(ctx, p, "STOP")
+	_, err := kc.signalContainer(ctx, p, "STOP")
+	return err
 }
 
-func (kc *kindCluster) signalContainer(ctx context.Context, p Pod, sig string) error {
+// signalContainer sends sig to p's container process and returns when it
+// did so. The time comes from the node, read right after kill(2): docker
+// exec itself takes from tens to hundreds of milliseconds on a loaded host,
+// and a failover clock started before it would count that as outage. A
+// kind node is a container on this host's kernel, so its clock is this
+// process's wall clock.
+func (kc *kindCluster) signalContainer(ctx context.Context, p Pod, sig string) (time.Time, error) {
 	id, ok := strings.CutPrefix(p.ContainerID, "containerd://")
 	if !ok || p.Node == "" {
-		return fmt.Errorf("pod %s: no containerd container on a node yet (%q on %q)", p.Name, p.ContainerID, p.Node)
+		return time.Time{}, fmt.Errorf("pod %s: no containerd container on a node yet (%q on %q)", p.Name, p.ContainerID, p.Node)
 	}
-	script := `pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$1") && kill -"$2" "$pid"`
-	out, err := exec.CommandContext(ctx, "docker", "exec", p.Node, "sh", "-c", script, "signal", id, sig).CombinedOutput()
+	script := `pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$1") && kill -"$2" "$pid" && date +%s.%N`
+	out, err := exec.CommandContext(ctx, "docker", "exec", p.Node, "sh", "-c", script, "signal", id, sig).Output()
 	if err != nil {
-		return fmt.Errorf("SIG%s to container %s of pod %s on %s: %v: %s", sig, id, p.Name, p.Node, err, out)
+		return time.Time{}, fmt.Errorf("SIG%s to container %s of pod %s on %s: %w", sig, id, p.Name, p.Node, err)
 	}
-	return nil
+	at, err := parseUnixNano(strings.TrimSpace(string(out)))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("SIG%s to container %s of pod %s: the node's time of the signal: %w", sig, id, p.Name, err)
+	}
+	return at, nil
+}
+
+// parseUnixNano parses date +%s.%N.
+func parseUnixNano(s string) (time.Time, error) {
+	sec, frac, ok := strings.Cut(s, ".")
+	if !ok || len(frac) != 9 {
+		return time.Time{}, fmt.Errorf("not seconds.nanoseconds: %q", s)
+	}
+	si, err1 := strconv.ParseInt(sec, 10, 64)
+	ni, err2 := strconv.ParseInt(frac, 10, 64)
+	if err1 != nil || err2 != nil {
+		return time.Time{}, fmt.Errorf("not seconds.nanoseconds: %q", s)
+	}
+	return time.Unix(si, ni), nil
 }
 
 func (kc *kindCluster) Etcdctl(ctx context.Context, args ...string) (string, error) {

@@ -74,7 +74,7 @@ func (r *report) print(w io.Writer) {
 				x.Scenario, x.SpanVsOutage, chartTTL/5)
 		}
 	}
-	fmt.Fprintln(w, "kill->CONNECT: from the pod delete call to the first CONNECT/ACONNECT through the PeSIT Service (rollout: longest outage).")
+	fmt.Fprintln(w, "kill->CONNECT: from the pod delete call, or the container's SIGKILL as its node's clock read it, to the first CONNECT/ACONNECT through the PeSIT Service (rollout: longest outage).")
 	fmt.Fprintln(w, "overlaps: longest time two pods were labelled / accepted on their PeSIT port at once, probed every 20 ms; both must be 0.")
 }
 
@@ -528,8 +528,7 @@ func (s *suite) interruptedTransfer(ctx context.Context, t *testing.T, r *row) {
 	case <-ctx.Done():
 		t.Fatal("push made no progress")
 	}
-	kill := time.Now()
-	inPlace, err := crashPod(ctx, s.c, st.Leader)
+	kill, inPlace, err := crashPod(ctx, s.c, st.Leader)
 	if err != nil {
 		close(resume)
 		t.Fatalf("kill leader: %v", err)
@@ -575,8 +574,7 @@ func (s *suite) failoverSpan(ctx context.Context, t *testing.T, r *row) {
 
 func (s *suite) oneFailoverSpan(ctx context.Context, t *testing.T, r *row, recv *otlptest.Receiver, run int) {
 	st := waitSteady(ctx, t, s.c, 90*time.Second)
-	kill := time.Now()
-	inPlace, err := crashPod(ctx, s.c, st.Leader)
+	kill, inPlace, err := crashPod(ctx, s.c, st.Leader)
 	if err != nil {
 		t.Fatalf("run %d: kill leader: %v", run, err)
 	}
@@ -645,12 +643,14 @@ func (s *suite) oneFailoverSpan(ctx context.Context, t *testing.T, r *row, recv 
 // there the container's process is killed instead, and the kubelet
 // restarts it in the same pod (inPlace); the process kubelet SIGKILLs on a
 // grace-0 delete.
-func crashPod(ctx context.Context, c Cluster, p Pod) (inPlace bool, err error) {
+func crashPod(ctx context.Context, c Cluster, p Pod) (killed time.Time, inPlace bool, err error) {
 	if ck, ok := c.(containerKiller); ok {
-		return true, ck.KillContainer(ctx, p)
+		killed, err := ck.KillContainer(ctx, p)
+		return killed, true, err
 	}
 	zero := int64(0)
-	return false, c.DeletePod(ctx, p.Name, &zero)
+	killed = time.Now()
+	return killed, false, c.DeletePod(ctx, p.Name, &zero)
 }
 
 // waitRecovered waits for a steady cluster after crashPod(p): p restarted in
@@ -666,7 +666,8 @@ func waitRecovered(ctx context.Context, t testing.TB, c Cluster, p Pod, inPlace 
 // containerKiller is for backends with a real kubelet, which restarts a
 // container that died inside its pod.
 type containerKiller interface {
-	KillContainer(ctx context.Context, p Pod) error
+	// KillContainer returns the time the signal was sent.
+	KillContainer(ctx context.Context, p Pod) (time.Time, error)
 }
 
 // containerRestart kills the leader's container process (SIGKILL, as a
@@ -686,8 +687,8 @@ func (s *suite) containerRestart(ctx context.Context, t *testing.T, r *row) {
 	for i := 1; i <= runs; i++ {
 		st := waitSteady(ctx, t, s.c, 90*time.Second)
 		old := st.Leader
-		kill := time.Now()
-		if err := ck.KillContainer(ctx, old); err != nil {
+		kill, err := ck.KillContainer(ctx, old)
+		if err != nil {
 			t.Fatal(err)
 		}
 		d, err := timeToConnect(ctx, s.c, kill, &old, time.Minute)

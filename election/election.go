@@ -490,24 +490,40 @@ func (l *Leadership) confirm() {
 			return
 		case <-t.C:
 		}
-		sent := time.Now()
-		ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(l.ctx), w)
-		resp, err := l.m.cli.Get(ctx, l.key)
+		ctx, cancel := context.WithTimeout(l.ctx, w)
+		err := l.Confirm(ctx)
 		cancel()
-		switch {
-		case err != nil:
-			continue
-		case len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != l.epoch || clientv3.LeaseID(resp.Kvs[0].Lease) != l.m.lease:
-			l.m.log.Warn("election: leader key gone at confirmation, stepping down", "epoch", l.epoch)
-			l.cancel(ErrKeyDeleted)
+		if errors.Is(err, ErrKeyDeleted) {
 			return
 		}
-		l.mu.Lock()
-		if sent.After(l.confirmed) {
-			l.confirmed = sent
-		}
-		l.mu.Unlock()
 	}
+}
+
+// Confirm reads the leader key now (a linearizable read). It returns nil
+// if the key is still this leadership's, and moves the confirmation
+// window forward; an error wrapping ErrKeyDeleted if the key is gone or on
+// another lease, after ending leadership; or the read's error, changing
+// nothing. A nil answer means the key existed after Confirm was called.
+func (l *Leadership) Confirm(ctx context.Context) error {
+	if err := l.ctx.Err(); err != nil {
+		return fmt.Errorf("election: leadership already ended: %w", context.Cause(l.ctx))
+	}
+	sent := time.Now()
+	resp, err := l.m.cli.Get(clientv3.WithRequireLeader(ctx), l.key)
+	switch {
+	case err != nil:
+		return fmt.Errorf("election: confirm leadership: %w", err)
+	case len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != l.epoch || clientv3.LeaseID(resp.Kvs[0].Lease) != l.m.lease:
+		l.m.log.Warn("election: leader key gone at confirmation, stepping down", "epoch", l.epoch)
+		l.cancel(ErrKeyDeleted)
+		return fmt.Errorf("election: confirm leadership: %w", ErrKeyDeleted)
+	}
+	l.mu.Lock()
+	if sent.After(l.confirmed) {
+		l.confirmed = sent
+	}
+	l.mu.Unlock()
+	return nil
 }
 
 // Resign gives leadership up by deleting the leader key, so the next

@@ -46,7 +46,10 @@ type Serving interface {
 // It counts its own failures (vectis_k8s_label_errors_total).
 type Labeler interface {
 	// Label puts the label on this pod and strips it from every other pod.
-	Label(ctx context.Context) error
+	// confirm (a linearizable read of the leader key) runs after the
+	// labeller has read the pods and before it patches any, so that a
+	// deposed leader never touches labels it read after its successor's.
+	Label(ctx context.Context, confirm func(context.Context) error) error
 	// Unlabel removes the label from this pod.
 	Unlabel(ctx context.Context) error
 }
@@ -286,6 +289,30 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		l.stepDown(context.WithoutCancel(ctx), lead, ReasonFencingFailed, err.Error())
 		return
 	}
+	// The label goes on as soon as the term is fenced, beside the wait for
+	// a revoked leader and the start of the listeners. Moving a Service's
+	// endpoints (label patch, EndpointSlice, kube-proxy on every node) takes
+	// hundreds of milliseconds on a real cluster; done after the listeners
+	// accept, it would add all of that to the outage. Until they accept,
+	// connections the Service sends here are refused, as the lost leader's
+	// were. It never makes two leaders labelled: this node patches only
+	// after winning, and a deposed leader re-reads the leader key between
+	// reading the pods and patching them (Leadership.Confirm).
+	labelled := make(chan struct{})
+	if l.cfg.Labeler == nil {
+		close(labelled)
+	} else {
+		go func() {
+			defer close(labelled)
+			if err := l.transition(fctx, "label", func(ctx context.Context) error {
+				ctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
+				defer cancel()
+				return l.cfg.Labeler.Label(ctx, lead.Confirm)
+			}); err != nil {
+				l.log.Warn("pod label not set yet; the labeller keeps trying", "err", err)
+			}
+		}()
+	}
 	if err := l.transition(fctx, "fastfailover.wait", func(ctx context.Context) error {
 		return l.awaitRevoked(ctx, m, won)
 	}); err != nil {
@@ -293,6 +320,7 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "fast failover wait failed")
 		span.End()
+		<-labelled
 		l.stepDown(context.WithoutCancel(ctx), lead, ReasonStartFailed, err.Error())
 		return
 	}
@@ -304,22 +332,13 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "pesit start failed")
 		span.End()
+		<-labelled
 		l.stepDown(context.WithoutCancel(ctx), lead, ReasonStartFailed, err.Error())
 		return
 	}
 	l.becomeLeader(epoch, won)
 	serving := time.Now()
-	if l.cfg.Labeler != nil {
-		// Labelling is after the listeners accept so that the Service never
-		// routes to a leader that is not serving yet.
-		if err := l.transition(fctx, "label", func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
-			defer cancel()
-			return l.cfg.Labeler.Label(ctx)
-		}); err != nil {
-			l.log.Warn("pod label not set yet; the labeller keeps trying", "err", err)
-		}
-	}
+	<-labelled
 	span.SetAttributes(attribute.Float64("vectis.failover_seconds", serving.Sub(start).Seconds()))
 	span.End()
 	if loss.leader != "" && loss.leader != m.Name() {
@@ -331,7 +350,7 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 	var wg sync.WaitGroup
 	if l.cfg.Labeler != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); l.keepLabel(termCtx) }()
+		go func() { defer wg.Done(); l.keepLabel(termCtx, lead.Confirm) }()
 	}
 	if l.cfg.LeaderJobs != nil {
 		wg.Add(1)
@@ -418,9 +437,11 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason R
 // keepLabel reconciles the label while leading: the API server may have been
 // down at the win, or someone may have labelled another pod. A labeller that
 // can watch runs its own loop; otherwise the label is re-applied on a timer.
-func (l *Loop) keepLabel(ctx context.Context) {
-	if r, ok := l.cfg.Labeler.(interface{ Run(context.Context) error }); ok {
-		if err := r.Run(ctx); err != nil && ctx.Err() == nil {
+func (l *Loop) keepLabel(ctx context.Context, confirm func(context.Context) error) {
+	if r, ok := l.cfg.Labeler.(interface {
+		Run(context.Context, func(context.Context) error) error
+	}); ok {
+		if err := r.Run(ctx, confirm); err != nil && ctx.Err() == nil {
 			l.log.Warn("pod labeller stopped", "err", err)
 		}
 		return
@@ -434,7 +455,7 @@ func (l *Loop) keepLabel(ctx context.Context) {
 		case <-t.C:
 		}
 		lctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
-		if err := l.cfg.Labeler.Label(lctx); err != nil && ctx.Err() == nil {
+		if err := l.cfg.Labeler.Label(lctx, confirm); err != nil && ctx.Err() == nil {
 			l.log.Debug("label reconcile", "err", err)
 		}
 		cancel()

@@ -58,6 +58,17 @@ type LabelerConfig struct {
 	Logger  *slog.Logger
 }
 
+// Confirm reports, with a linearizable read of the leader key, that this
+// node still leads; a non-nil error means it may not. The labeler calls it
+// after it has listed the pods and before it patches any: a list taken
+// after the next leader's first patch is then always followed by a read
+// that finds the key gone, so a deposed leader never strips its
+// successor's label or puts its own back. A nil Confirm checks nothing.
+type Confirm func(context.Context) error
+
+// ErrNotConfirmed wraps a Confirm failure: the labeler patched nothing.
+var ErrNotConfirmed = errors.New("k8s: leadership not confirmed; no label patched")
+
 // Labeler puts the leader label on its own pod and strips it from every
 // other pod of the release. Run it while leading; call Unlabel after
 // stepping down (and at start-up, for a label left by a crash).
@@ -144,9 +155,9 @@ func (l *Labeler) fail(err error) {
 // Run keeps the label on this pod only, until ctx ends. It reconciles at
 // once, on every watch event about the release's pods, and every
 // ResyncInterval; failures are retried with exponential backoff. Without
-// RBAC watch rights it falls back to the timer alone. It returns ctx's
-// error.
-func (l *Labeler) Run(ctx context.Context) error {
+// RBAC watch rights it falls back to the timer alone. Each pass is guarded
+// by confirm (see Reconcile). It returns ctx's error.
+func (l *Labeler) Run(ctx context.Context, confirm Confirm) error {
 	var (
 		backoff  = l.cfg.MinBackoff
 		w        watch.Interface
@@ -187,12 +198,14 @@ func (l *Labeler) Run(ctx context.Context) error {
 		if !dirty {
 			continue
 		}
-		rv, err := l.Reconcile(ctx)
+		rv, err := l.Reconcile(ctx, confirm)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			l.fail(err)
+			if !errors.Is(err, ErrNotConfirmed) {
+				l.fail(err) // an API failure; a lost leadership is not one
+			}
 			l.log.Warn("k8s: leader label reconcile failed", "err", err, "retry", backoff)
 			resetTimer(timer, jitter(backoff))
 			backoff = min(2*backoff, l.cfg.MaxBackoff)
@@ -235,12 +248,19 @@ func (l *Labeler) needsWork(ev watch.Event) bool {
 }
 
 // Reconcile makes one pass: strip the label from every other pod of the
-// release, then put it on this pod. It returns the list's resource
+// release, then put it on this pod. When a patch is needed, confirm runs
+// between the list and the first patch; if it fails, nothing is patched
+// and the error wraps ErrNotConfirmed. It returns the list's resource
 // version, from which a watch can start.
-func (l *Labeler) Reconcile(ctx context.Context) (string, error) {
+func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error) {
 	list, err := l.pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
 	if err != nil {
 		return "", fmt.Errorf("k8s: list pods %q: %w", l.cfg.Selector, err)
+	}
+	if confirm != nil && l.needsPatch(list.Items) {
+		if err := confirm(ctx); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrNotConfirmed, err)
+		}
 	}
 	var errs []error
 	var self *metav1.PartialObjectMetadata
@@ -281,6 +301,21 @@ func (l *Labeler) Reconcile(ctx context.Context) (string, error) {
 		}
 	}
 	return list.ResourceVersion, errors.Join(errs...)
+}
+
+// needsPatch reports whether the pods listed call for a patch: another pod
+// labelled, or this one missing from the list or not labelled.
+func (l *Labeler) needsPatch(pods []metav1.PartialObjectMetadata) bool {
+	selfOK := false
+	for i := range pods {
+		v, has := pods[i].Labels[l.cfg.LabelKey]
+		if pods[i].Name == l.cfg.Pod.Name {
+			selfOK = has && v == l.cfg.LabelValue
+		} else if has {
+			return true
+		}
+	}
+	return !selfOK
 }
 
 // Unlabel removes the label from this pod, retrying with backoff until it

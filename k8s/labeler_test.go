@@ -125,7 +125,7 @@ func TestLabeler(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := l.Run(runCtx); !errors.Is(err, context.Canceled) {
+		if err := l.Run(runCtx, nil); !errors.Is(err, context.Canceled) {
 			t.Errorf("Run returned %v", err)
 		}
 	}()
@@ -234,7 +234,7 @@ func TestLabelerWithoutWatch(t *testing.T) {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); _ = l.Run(runCtx) }()
+	go func() { defer close(done); _ = l.Run(runCtx, nil) }()
 	defer func() { stop(); <-done }()
 	waitLeaders(ctx, t, admin, 5*time.Second, "vectis-1")
 	yes := "true"

@@ -41,12 +41,14 @@ func withLabeler(_ context.Context, cfg *config.Config, opts *node.Options) erro
 // podLabeler adapts k8s.Labeler to the HA loop.
 type podLabeler struct{ l *k8s.Labeler }
 
-func (p podLabeler) Label(ctx context.Context) error {
-	_, err := p.l.Reconcile(ctx)
+func (p podLabeler) Label(ctx context.Context, confirm func(context.Context) error) error {
+	_, err := p.l.Reconcile(ctx, confirm)
 	return err
 }
 
 func (p podLabeler) Unlabel(ctx context.Context) error { return p.l.Unlabel(ctx) }
 
 // Run keeps the label right while leading, on watch events and a timer.
-func (p podLabeler) Run(ctx context.Context) error { return p.l.Run(ctx) }
+func (p podLabeler) Run(ctx context.Context, confirm func(context.Context) error) error {
+	return p.l.Run(ctx, confirm)
+}
