@@ -279,25 +279,15 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 	termCtx, endTerm := context.WithCancel(lead.Context())
 	defer endTerm()
 
-	if err := l.transition(fctx, "fence", func(ctx context.Context) error {
-		return l.cfg.Fence.ClaimLeadership(ctx, epoch, m.Name())
-	}); err != nil {
-		l.log.Error("fencing write refused; giving up leadership", "epoch", epoch, "err", err)
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "fencing failed")
-		span.End()
-		l.stepDown(context.WithoutCancel(ctx), lead, ReasonFencingFailed, err.Error())
-		return
-	}
-	// The label goes on as soon as the term is fenced, beside the wait for
-	// a revoked leader and the start of the listeners. Moving a Service's
-	// endpoints (label patch, EndpointSlice, kube-proxy on every node) takes
-	// hundreds of milliseconds on a real cluster; done after the listeners
-	// accept, it would add all of that to the outage. Until they accept,
-	// connections the Service sends here are refused, as the lost leader's
-	// were. It never makes two leaders labelled: this node patches only
-	// after winning, and a deposed leader re-reads the leader key between
-	// reading the pods and patching them (Leadership.Confirm).
+	// The label goes on as soon as the campaign is won, beside the fencing
+	// write, the wait for a revoked leader and the start of the listeners.
+	// Moving a Service's endpoints (label patch, EndpointSlice, kube-proxy
+	// on every node) takes hundreds of milliseconds on a real cluster; done
+	// after the listeners accept, it would add all of that to the outage.
+	// Until they accept, connections the Service sends here are refused, as
+	// the lost leader's were. It never makes two leaders labelled: this node
+	// patches only after winning, and a deposed leader re-reads the leader
+	// key between reading the pods and patching them (Leadership.Confirm).
 	labelled := make(chan struct{})
 	if l.cfg.Labeler == nil {
 		close(labelled)
@@ -312,6 +302,17 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 				l.log.Warn("pod label not set yet; the labeller keeps trying", "err", err)
 			}
 		}()
+	}
+	if err := l.transition(fctx, "fence", func(ctx context.Context) error {
+		return l.cfg.Fence.ClaimLeadership(ctx, epoch, m.Name())
+	}); err != nil {
+		l.log.Error("fencing write refused; giving up leadership", "epoch", epoch, "err", err)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "fencing failed")
+		span.End()
+		<-labelled
+		l.stepDown(context.WithoutCancel(ctx), lead, ReasonFencingFailed, err.Error())
+		return
 	}
 	if err := l.transition(fctx, "fastfailover.wait", func(ctx context.Context) error {
 		return l.awaitRevoked(ctx, m, won)
@@ -395,6 +396,24 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason R
 	l.setServing(nil)
 	l.cfg.Serving.StopAccepting()
 	span.AddEvent("listeners closed")
+	// The label goes at once, beside the resignation and the drain: the
+	// Service should stop sending new partners here now, and the next
+	// leader, finding no other pod labelled, then needs one patch instead
+	// of two. Established connections do not depend on it.
+	unlabelled := make(chan struct{})
+	if l.cfg.Labeler == nil {
+		close(unlabelled)
+	} else {
+		go func() {
+			defer close(unlabelled)
+			uctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
+			defer cancel()
+			if err := l.cfg.Labeler.Unlabel(uctx); err != nil {
+				// The next leader strips it.
+				l.log.Warn("unlabel own pod", "err", err)
+			}
+		}()
+	}
 	if mode.Resign {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if err := lead.Resign(rctx); err != nil {
@@ -417,14 +436,7 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason R
 		_ = lead.Resign(rctx)
 		cancel()
 	}
-	if l.cfg.Labeler != nil {
-		uctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
-		if err := l.cfg.Labeler.Unlabel(uctx); err != nil {
-			// The next leader strips it.
-			l.log.Warn("unlabel own pod", "err", err)
-		}
-		cancel()
-	}
+	<-unlabelled
 	l.mu.Lock()
 	l.epoch = 0
 	l.leaderSince = time.Time{}
