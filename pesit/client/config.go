@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/internal/tlsfiles"
+	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
 // AccessType is PI 22 of CONNECT. The zero value is AccessMixed, which is
@@ -116,6 +117,11 @@ func (c *Config) validate() error {
 	}
 	if c.PreConnection && (len(c.RequesterID) > 8 || len(c.Password) > 8) {
 		return fmt.Errorf("pre-connection needs a requester id and password of at most 8 characters")
+	}
+	if c.PreConnection {
+		if _, err := fpdu.AppendPreConnection(nil, c.RequesterID, c.Password, true); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -201,28 +200,26 @@ func (s *Session) negotiationError(err error) error {
 // preConnect sends the 24-byte EBCDIC pre-connection message, framed as
 // pesitwizard and CX do, and waits for ACK0.
 func (s *Session) preConnect() error {
-	msg := make([]byte, 0, 26)
-	msg = append(msg, 0, 24)
-	msg = appendEBCDIC(msg, "PESIT", 8)
-	msg = appendEBCDIC(msg, s.cfg.RequesterID, 8)
-	msg = appendEBCDIC(msg, s.cfg.Password, 8)
+	msg, err := fpdu.AppendPreConnection(make([]byte, 0, 2+fpdu.PreConnLen), s.cfg.RequesterID, s.cfg.Password, true)
+	if err != nil {
+		return err // Config.validate ruled it out
+	}
 	s.arm()
 	if _, err := s.conn.Write(msg); err != nil {
 		return s.ioError("send pre-connection", err)
 	}
-	var reply [6]byte
-	if _, err := io.ReadFull(s.conn, reply[:]); err != nil {
+	ok, err := s.r.ReadPreConnectionReply()
+	switch {
+	case errors.Is(err, fpdu.ErrPreConnection):
+		s.broken = true
+		return &ProtocolError{Diagnostic: fpdu.DiagProtocolError, Msg: err.Error()}
+	case err != nil:
 		return s.ioError("read pre-connection reply", err)
-	}
-	switch string(reply[2:]) {
-	case "\xC1\xC3\xD2\xF0": // ACK0
-		return nil
-	case "\xD5\xC1\xD2\xF0": // NAK0
+	case !ok:
 		s.broken = true
 		return &RejectedError{Diagnostic: fpdu.DiagNotAuthorised, Text: "pre-connection refused (NAK0)"}
 	}
-	s.broken = true
-	return &ProtocolError{Diagnostic: fpdu.DiagProtocolError, Msg: fmt.Sprintf("bad pre-connection reply % X", reply)}
+	return nil
 }
 
 // Release ends the connection with RELEASE/RELCONF and closes it. It is
@@ -425,53 +422,4 @@ func (s *Session) ioError(op string, err error) error {
 		return fmt.Errorf("%s: %w", op, context.Canceled)
 	}
 	return &ConnectionError{Op: op, Err: err}
-}
-
-// ebcdic maps the printable ASCII characters that ids and passwords use to
-// code page 037; anything else becomes a blank.
-func appendEBCDIC(dst []byte, s string, width int) []byte {
-	for i := 0; i < width; i++ {
-		c := byte(' ')
-		if i < len(s) {
-			c = s[i]
-		}
-		dst = append(dst, asciiToEBCDIC(c))
-	}
-	return dst
-}
-
-func asciiToEBCDIC(c byte) byte {
-	switch {
-	case c >= 'A' && c <= 'I':
-		return 0xC1 + c - 'A'
-	case c >= 'J' && c <= 'R':
-		return 0xD1 + c - 'J'
-	case c >= 'S' && c <= 'Z':
-		return 0xE2 + c - 'S'
-	case c >= 'a' && c <= 'i':
-		return 0x81 + c - 'a'
-	case c >= 'j' && c <= 'r':
-		return 0x91 + c - 'j'
-	case c >= 's' && c <= 'z':
-		return 0xA2 + c - 's'
-	case c >= '0' && c <= '9':
-		return 0xF0 + c - '0'
-	}
-	switch c {
-	case '-':
-		return 0x60
-	case '_':
-		return 0x6D
-	case '.':
-		return 0x4B
-	case '/':
-		return 0x61
-	case '@':
-		return 0x7C
-	case '#':
-		return 0x7B
-	case '$':
-		return 0x5B
-	}
-	return 0x40
 }

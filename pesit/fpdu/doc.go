@@ -25,7 +25,7 @@
 //	writer.go    Writer: one FPDU per frame, Queue for concatenation
 //	article.go   DTF articles, Reassembler, Counter (PI 27/PI 28)
 //	abort.go     NewAbort (bare or PI form)
-//	preconn.go   pre-connection message, ACK0/NAK0, EBCDIC table
+//	preconn.go   pre-connection message, ACK0/NAK0 (EBCDIC: pesit/internal/codepage)
 //	dump.go      String, with PI 5 redacted
 //
 // Hot path: Reader.Next followed by FPDU.ForEachArticle or Reassembler.Add

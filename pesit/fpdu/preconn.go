@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+
+	"github.com/vectis-ft/vectis/pesit/internal/codepage"
 )
 
 // PreConnLen is the size of the pre-connection message (spec §3.8.2):
@@ -58,7 +60,7 @@ func AppendPreConnectionReply(dst []byte, ok bool) []byte {
 }
 
 // AppendPreConnection appends the 24-byte message for id and password
-// (each at most 8 characters of the EBCDIC table), framed if asked.
+// (each at most 8 characters of codepage's invariant set), framed if asked.
 func AppendPreConnection(dst []byte, id, password string, framed bool) ([]byte, error) {
 	if len(id) > 8 || len(password) > 8 {
 		return dst, fmt.Errorf("fpdu: pre-connection id and password are at most 8 characters: %w", ErrPreConnection)
@@ -74,7 +76,7 @@ func AppendPreConnection(dst []byte, id, password string, framed bool) ([]byte, 
 			if i < len(s) {
 				c = s[i]
 			}
-			e, ok := ASCIIToEBCDIC(c)
+			e, ok := codepage.InvariantToEBCDIC(c)
 			if !ok {
 				return dst[:start], fmt.Errorf("fpdu: pre-connection: character %q has no EBCDIC mapping: %w", c, ErrPreConnection)
 			}
@@ -107,7 +109,7 @@ func ParsePreConnection(b []byte) (*PreConnection, error) {
 func ebcdicField(b []byte) (string, error) {
 	var out [8]byte
 	for i, e := range b {
-		c, ok := EBCDICToASCII(e)
+		c, ok := codepage.InvariantToASCII(e)
 		if !ok {
 			return "", fmt.Errorf("byte %#02x outside the EBCDIC table: %w", e, ErrPreConnection)
 		}
@@ -177,67 +179,4 @@ func (r *Reader) ReadPreConnectionReply() (ok bool, err error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("fpdu: pre-connection reply % X is neither ACK0 nor NAK0: %w", reply, ErrPreConnection)
-}
-
-// ebcdicTable maps the code-page-invariant EBCDIC characters (shared by
-// CP037, CP500 and CP1047) to ASCII: letters, digits, blank and the common
-// punctuation. Characters that differ between code pages ([ ] ! | ^ ...) are
-// left out rather than guessed.
-var ebcdicTable = [...][2]byte{
-	{0x40, ' '}, {0x4B, '.'}, {0x4C, '<'}, {0x4D, '('}, {0x4E, '+'}, {0x50, '&'},
-	{0x5B, '$'}, {0x5C, '*'}, {0x5D, ')'}, {0x5E, ';'}, {0x60, '-'}, {0x61, '/'},
-	{0x6B, ','}, {0x6C, '%'}, {0x6D, '_'}, {0x6E, '>'}, {0x6F, '?'}, {0x7A, ':'},
-	{0x7B, '#'}, {0x7C, '@'}, {0x7D, '\''}, {0x7E, '='}, {0x7F, '"'},
-}
-
-// EBCDICToASCII maps one EBCDIC byte of the table to ASCII.
-func EBCDICToASCII(e byte) (byte, bool) {
-	switch {
-	case e >= 0x81 && e <= 0x89:
-		return 'a' + e - 0x81, true
-	case e >= 0x91 && e <= 0x99:
-		return 'j' + e - 0x91, true
-	case e >= 0xA2 && e <= 0xA9:
-		return 's' + e - 0xA2, true
-	case e >= 0xC1 && e <= 0xC9:
-		return 'A' + e - 0xC1, true
-	case e >= 0xD1 && e <= 0xD9:
-		return 'J' + e - 0xD1, true
-	case e >= 0xE2 && e <= 0xE9:
-		return 'S' + e - 0xE2, true
-	case e >= 0xF0 && e <= 0xF9:
-		return '0' + e - 0xF0, true
-	}
-	for _, p := range ebcdicTable {
-		if p[0] == e {
-			return p[1], true
-		}
-	}
-	return 0, false
-}
-
-// ASCIIToEBCDIC maps one ASCII character of the table to EBCDIC.
-func ASCIIToEBCDIC(c byte) (byte, bool) {
-	switch {
-	case c >= 'a' && c <= 'i':
-		return 0x81 + c - 'a', true
-	case c >= 'j' && c <= 'r':
-		return 0x91 + c - 'j', true
-	case c >= 's' && c <= 'z':
-		return 0xA2 + c - 's', true
-	case c >= 'A' && c <= 'I':
-		return 0xC1 + c - 'A', true
-	case c >= 'J' && c <= 'R':
-		return 0xD1 + c - 'J', true
-	case c >= 'S' && c <= 'Z':
-		return 0xE2 + c - 'S', true
-	case c >= '0' && c <= '9':
-		return 0xF0 + c - '0', true
-	}
-	for _, p := range ebcdicTable {
-		if p[1] == c {
-			return p[0], true
-		}
-	}
-	return 0, false
 }

@@ -6,46 +6,26 @@ import (
 	"io"
 	"testing"
 	"testing/iotest"
+
+	"github.com/vectis-ft/vectis/pesit/internal/codepage"
 )
 
-func TestEBCDICTable(t *testing.T) {
+func TestPreConnectionConstants(t *testing.T) {
 	if got := mustHex(t, "D7 C5 E2 C9 E3 40 40 40"); !bytes.Equal(got, preConnProtocol[:]) {
 		t.Fatal("protocol constant")
 	}
-	mapped := 0
-	for c := range 128 {
-		e, ok := ASCIIToEBCDIC(byte(c))
-		if !ok {
-			continue
-		}
-		mapped++
-		back, ok := EBCDICToASCII(e)
-		if !ok || back != byte(c) {
-			t.Errorf("%q -> %#02x -> %q", rune(c), e, back)
-		}
-	}
-	seen := map[byte]bool{}
-	for e := range 256 {
-		if c, ok := EBCDICToASCII(byte(e)); ok {
-			if seen[c] {
-				t.Errorf("two EBCDIC bytes map to %q", c)
-			}
-			seen[c] = true
-		}
-	}
-	// 26 + 26 + 10 letters and digits, blank, 22 punctuation marks.
-	if mapped != 62+1+22 || len(seen) != mapped {
-		t.Errorf("%d ASCII and %d EBCDIC characters mapped", mapped, len(seen))
-	}
-	for s, want := range map[string]string{"ACK0": "C1 C3 D2 F0", "NAK0": "D5 C1 D2 F0", "az09 .-": "81 A9 F0 F9 40 4B 60"} {
+	for s, want := range map[string]string{"ACK0": "C1 C3 D2 F0", "NAK0": "D5 C1 D2 F0"} {
 		var got []byte
 		for i := range len(s) {
-			e, _ := ASCIIToEBCDIC(s[i])
+			e, _ := codepage.InvariantToEBCDIC(s[i])
 			got = append(got, e)
 		}
 		if !bytes.Equal(got, mustHex(t, want)) {
 			t.Errorf("%q = % X", s, got)
 		}
+	}
+	if !bytes.Equal(preConnACK[:], mustHex(t, "C1 C3 D2 F0")) || !bytes.Equal(preConnNAK[:], mustHex(t, "D5 C1 D2 F0")) {
+		t.Error("ACK0/NAK0 constants")
 	}
 }
 
