@@ -103,10 +103,7 @@ type sender struct {
 	hasTerm bool
 	timer   *time.Timer
 
-	multiN       int
 	resyncs      int
-	multiLast    int // offset in s.multi of the last article's length
-	multiFull    int // non-empty articles in s.multi
 	text         bool
 	lastProgress time.Time
 	lastArm      time.Time
@@ -367,7 +364,7 @@ func (x *sender) create(restart bool) (*fpdu.FPDU, error) {
 	if x.st.ModTime == 0 {
 		mtime = time.Now()
 	}
-	hist.AddString(fpdu.PICreated, pesitDate(mtime))
+	hist.AddDate(fpdu.PICreated, mtime)
 
 	var p fpdu.Params
 	p.AddGroup(fpdu.PGIFileID, id)
@@ -492,13 +489,16 @@ func (x *sender) data(ctx context.Context, src *os.File) (err error) {
 		next = source()
 		return nil
 	}
-	x.multiN, x.multiLast, x.multiFull = 0, 0, 0
-	if x.req.MultiArticle > 1 || x.text {
-		if cap(s.multi) < x.entity {
-			s.multi = make([]byte, 0, x.entity)
-		}
-		s.multi = s.multi[:0]
+	// Text lines follow the packing rule of empty lines (fpdu.Packer);
+	// with MultiArticle, [empty, line, empty] must still fit one DTF.
+	maxN, multi := x.req.MultiArticle, x.req.MultiArticle > 1
+	switch {
+	case x.text && multi:
+		maxN = max(maxN, 3)
+	case x.text:
+		maxN = fpdu.MaxArticles
 	}
+	s.pack.Reset(x.entity, maxN, multi, x.dtf)
 
 	// The server talks during the data phase only to acknowledge sync
 	// points, interrupt or abort; a goroutine reads it so that the write
@@ -548,11 +548,11 @@ again:
 					continue
 				}
 			}
-			emit := x.emit
+			add := s.pack.Add
 			if x.text {
-				emit = x.emitLine
+				add = s.pack.AddLine
 			}
-			if err := emit(art); err != nil {
+			if err := add(art); err != nil {
 				return x.loneEmpty(ctx, err)
 			}
 			x.since += int64(len(art))
@@ -573,7 +573,7 @@ again:
 				x.progress(false)
 			}
 		}
-		if err := x.flushMulti(); err != nil {
+		if err := x.s.pack.Flush(); err != nil {
 			return x.loneEmpty(ctx, err)
 		}
 
@@ -720,8 +720,7 @@ func (x *sender) resync(p uint32) error {
 	if !ok || p > x.syncSent {
 		p, pt = 0, syncPoint{}
 	}
-	s.multi = s.multi[:0]
-	x.multiN, x.multiLast, x.multiFull = 0, 0, 0
+	s.pack.Discard()
 	if err := s.w.Flush(); err != nil {
 		return s.ioError("send data", err)
 	}
@@ -836,7 +835,7 @@ func (x *sender) waitTerminal() (sendEvent, error) {
 
 // sync sends the next SYN, records the sync point and honours the window.
 func (x *sender) sync(ctx context.Context) error {
-	if err := x.flushMulti(); err != nil {
+	if err := x.s.pack.Flush(); err != nil {
 		return err
 	}
 	s := x.s
@@ -876,125 +875,30 @@ func (x *sender) sync(ctx context.Context) error {
 	return nil
 }
 
-// emit sends one article: packed in a multi-article DTF, alone, or segmented.
-func (x *sender) emit(art []byte) error {
-	if x.req.MultiArticle > 1 {
-		s := x.s
-		if 2+len(art)+fpdu.HeaderLen <= x.entity {
-			if x.multiN >= x.req.MultiArticle || fpdu.HeaderLen+len(s.multi)+2+len(art) > x.entity {
-				if err := x.flushMulti(); err != nil {
-					return err
-				}
-			}
-			s.multi = append(s.multi, byte(len(art)>>8), byte(len(art)))
-			s.multi = append(s.multi, art...)
-			x.multiN++
-			return nil
-		}
-		if err := x.flushMulti(); err != nil {
-			return err
-		}
-	}
-	return x.single(art)
-}
-
-func (x *sender) flushMulti() error {
-	s := x.s
-	n := x.multiN
-	x.multiN, x.multiLast, x.multiFull = 0, 0, 0
-	switch n {
-	case 0:
-		return nil
-	case 1:
-		// Never send byte 5 = 1: a lone article goes as a plain DTF.
-		err := x.single(s.multi[2:])
-		s.multi = s.multi[:0]
-		return err
-	}
-	s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, SrcID: byte(n), Data: s.multi}
-	err := x.queue(&s.out)
-	s.multi = s.multi[:0]
-	return err
-}
-
-// errLoneEmpty: an empty line that could not share a DTF.
-var errLoneEmpty = errors.New("an empty line cannot be sent alone: PeSIT has no empty DTF (it needs a neighbouring line of at most the entity size - 12 bytes)")
-
-// loneEmpty turns errLoneEmpty into an interruption (IDT 2/299, PI 19 =
-// 16); other errors pass.
+// loneEmpty turns fpdu.ErrLoneEmpty (an empty line that could not share a
+// DTF) into an interruption (IDT 2/299, PI 19 = 16); other errors pass.
 func (x *sender) loneEmpty(ctx context.Context, err error) error {
-	if !errors.Is(err, errLoneEmpty) {
+	if !errors.Is(err, fpdu.ErrLoneEmpty) {
 		return err
 	}
 	return x.interrupt(ctx, 16, fpdu.DiagFileOther, &LocalError{Op: "send", Path: x.req.Source, Err: err})
 }
 
-// emitLine sends one line of a text file. An empty line is a zero-length
-// article, which only exists inside a multi-article DTF (there is no empty
-// DTF, and we never send byte 5 = 1): empty lines always share a DTF with
-// the line before or after them, even when MultiArticle is not set (a
-// receiver must accept multi-article DTFs); other lines then still go one
-// per DTF. Like pesit/server. A line too long to share a DTF with an empty
-// one (entity size - 12) goes alone; an empty line left alone next to it
-// fails the transfer (errLoneEmpty), as does a file of one empty line.
-func (x *sender) emitLine(art []byte) error {
+// dtf sends one DTF of the Packer: a multi-article payload (n > 1), or one
+// article alone, segmented (DTFDA, DTFMA*, DTFFA) when it exceeds the entity
+// size.
+func (x *sender) dtf(data []byte, n int) error {
 	s := x.s
-	room := x.entity - fpdu.HeaderLen
-	if 6+len(art) > room {
-		if x.multiN == 1 && len(s.multi) == 2 {
-			return errLoneEmpty
-		}
-		if err := x.flushMulti(); err != nil {
-			return err
-		}
-		return x.single(art)
+	if n > 1 {
+		s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, SrcID: byte(n), Data: data}
+		return x.queue(&s.out)
 	}
-	maxN := 255
-	if x.req.MultiArticle > 1 {
-		maxN = max(x.req.MultiArticle, 3) // [empty, line, empty] must fit
-	}
-	fits := x.multiN < maxN && len(s.multi)+2+len(art) <= room
-	switch {
-	case len(art) > 0:
-		if !fits || (x.req.MultiArticle <= 1 && x.multiFull > 0) {
-			if err := x.flushMulti(); err != nil {
-				return err
-			}
-		}
-	case !fits:
-		// Send all but the last article, which keeps this empty line
-		// company; the group sent holds at least two articles.
-		keep := s.multi[x.multiLast:]
-		full := len(keep) > 2
-		s.multi, x.multiN = s.multi[:x.multiLast], x.multiN-1
-		if full {
-			x.multiFull--
-		}
-		if err := x.flushMulti(); err != nil {
-			return err
-		}
-		s.multi = append(s.multi[:0], keep...)
-		x.multiN, x.multiLast = 1, 0
-		if full {
-			x.multiFull = 1
-		}
-	}
-	x.multiLast = len(s.multi)
-	s.multi = append(s.multi, byte(len(art)>>8), byte(len(art)))
-	s.multi = append(s.multi, art...)
-	x.multiN++
-	if len(art) > 0 {
-		x.multiFull++
-	}
-	return nil
+	return x.single(data)
 }
 
 func (x *sender) single(art []byte) error {
 	s := x.s
 	room := x.entity - fpdu.HeaderLen
-	if len(art) == 0 {
-		return errLoneEmpty // an empty single-article DTF does not exist
-	}
 	if len(art) <= room {
 		s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, Data: art}
 		return x.queue(&s.out)
@@ -1064,7 +968,7 @@ func (x *sender) interrupt(ctx context.Context, code uint8, d fpdu.Diagnostic, c
 			}
 		}
 	}
-	_ = x.flushMulti()
+	_ = x.s.pack.Flush()
 	var p fpdu.Params
 	p.AddDiagnostic(d)
 	p.AddUint(fpdu.PIEndCode, uint64(code))

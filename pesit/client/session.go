@@ -50,7 +50,7 @@ type Session struct {
 	// Reused by the data path so that a transfer does not allocate per DTF.
 	out     fpdu.FPDU
 	dataBuf []byte
-	multi   []byte
+	pack    fpdu.Packer
 }
 
 // Negotiated reports the sync options agreed in ACONNECT: interval in KiB (0:

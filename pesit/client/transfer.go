@@ -105,6 +105,3 @@ func newTransferID() uint32 {
 	}
 	return id
 }
-
-// pesitDate formats t as PeSIT type D: YYMMDDhhmmss.
-func pesitDate(t time.Time) string { return t.Format("060102150405") }

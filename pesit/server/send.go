@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,18 +19,14 @@ var errIDTSent = errors.New("IDT sent")
 
 // sender streams the selected file in articles (TDL02B, digest §4.1).
 type sender struct {
-	s        *session
-	x        *transfer
-	br       *bufio.Reader
-	art      []byte // one article
-	payload  []byte // multi-article DTF payload being built
-	n        int    // articles in payload
-	last     int    // offset in payload of the last article's length
-	nonEmpty int    // non-empty articles in payload
-	multi    bool
-	maxSeg   int // largest DTF data part
-	f        fpdu.FPDU
-	tail     *sendTail // hash and journal, off this goroutine
+	s      *session
+	x      *transfer
+	br     *bufio.Reader
+	art    []byte      // one article
+	pack   fpdu.Packer // groups articles into DTFs
+	maxSeg int         // largest DTF data part
+	f      fpdu.FPDU
+	tail   *sendTail // hash and journal, off this goroutine
 	// sincePoll counts data bytes since we last looked at what the
 	// receiver sent: without a window to wait on, an IDT or RESYN would
 	// otherwise only be seen after the whole file.
@@ -75,10 +70,7 @@ func (s *session) send(f *fpdu.FPDU) error {
 	x := s.xfer
 	p, _ := f.Params.Uint(fpdu.PIRestartPoint)
 	sd := &sender{s: s, x: x, br: bufio.NewReaderSize(x.src, max(64<<10, x.recLen+2)), art: make([]byte, x.recLen), maxSeg: x.entity - fpdu.HeaderLen}
-	sd.multi = s.partner.MultiArticle && x.recLen+2+fpdu.HeaderLen <= x.entity
-	if sd.multi || x.text {
-		sd.payload = make([]byte, 0, x.entity-fpdu.HeaderLen)
-	}
+	sd.pack.Reset(x.entity, fpdu.MaxArticles, s.partner.MultiArticle && x.recLen+2+fpdu.HeaderLen <= x.entity, sd.dtf)
 	start, ok, err := sd.restartPoint(p)
 	if err != nil {
 		s.log.Error("cannot read the source file", "err", err)
@@ -114,10 +106,6 @@ func (sd *sender) startTail() {
 	s, x := sd.s, sd.x
 	sd.tail = startSendTail(s.ctx, s.srv.jnl, x.id, x.src, x.h, x.off, s.log)
 }
-
-// textSpare is what a text article leaves of the entity size: the header
-// and three length prefixes ([empty, line, empty] fits one DTF).
-const textSpare = fpdu.HeaderLen + 6
 
 // restartPoint resolves READ PI 18 = p. Sync points are placed
 // deterministically (before the article that would exceed the interval,
@@ -228,7 +216,7 @@ func (sd *sender) seek(p syncPoint) error {
 		return err
 	}
 	sd.br.Reset(x.src)
-	sd.payload, sd.n, sd.nonEmpty, sd.last = sd.payload[:0], 0, 0, 0
+	sd.pack.Discard()
 	x.off, x.bytes, x.articles = p.offset, p.data, p.articles
 	x.syncNum, x.lastAck, x.sinceSync = p.num, p.num, 0
 	x.lastSync = p
@@ -327,9 +315,9 @@ func (sd *sender) stream() error {
 			if x.ebcdic != nil {
 				codepage.Translate(a, &x.ebcdic.ToEBCDIC) // a aliases our read buffer
 			}
-			err = sd.textArticle(a)
+			err = sd.pack.AddLine(a)
 		} else {
-			err = sd.article(a)
+			err = sd.pack.Add(a)
 		}
 		if err != nil {
 			return err
@@ -347,8 +335,8 @@ func (sd *sender) stream() error {
 		}
 	}
 	sd.tail.hashTo(x.off)
-	if err := sd.flushMulti(); err != nil {
-		if errors.Is(err, errLoneEmpty) {
+	if err := sd.pack.Flush(); err != nil {
+		if errors.Is(err, fpdu.ErrLoneEmpty) {
 			if err := s.localIDT(fmt.Errorf("%w: %w", fpdu.DiagFileOther, err)); err != nil {
 				return err
 			}
@@ -364,21 +352,13 @@ func (sd *sender) stream() error {
 	return s.flush()
 }
 
-// errLoneEmpty: a text file made of one empty line has no PeSIT form.
-var errLoneEmpty = errors.New("a text file of one empty line cannot be sent: an empty article needs a multi-article DTF with another article")
-
-// article emits one article: in a multi-article DTF, in its own DTF, or
-// segmented when it does not fit the entity size.
-func (sd *sender) article(a []byte) error {
+// dtf sends one DTF of the Packer: a multi-article payload (n > 1), or one
+// article alone, segmented when it does not fit the entity size.
+func (sd *sender) dtf(a []byte, n int) error {
 	s := sd.s
-	if sd.multi {
-		if len(sd.payload)+2+len(a) > sd.maxSeg || sd.n == 255 {
-			if err := sd.flushMulti(); err != nil {
-				return err
-			}
-		}
-		sd.appendArticle(a)
-		return nil
+	if n > 1 {
+		sd.f = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peerID, SrcID: byte(n), Data: a}
+		return sd.queue(&sd.f)
 	}
 	if len(a) <= sd.maxSeg {
 		sd.f = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peerID, Data: a}
@@ -397,73 +377,6 @@ func (sd *sender) article(a []byte) error {
 		a, kind = a[k:], fpdu.DTFMA
 	}
 	return nil
-}
-
-func (sd *sender) appendArticle(a []byte) {
-	sd.last = len(sd.payload)
-	sd.payload = binary.BigEndian.AppendUint16(sd.payload, uint16(len(a)))
-	sd.payload = append(sd.payload, a...)
-	sd.n++
-	if len(a) > 0 {
-		sd.nonEmpty++
-	}
-}
-
-// textArticle groups the lines of a text file into DTFs so that an empty
-// line (a zero-length article) is never alone in one: it shares a
-// multi-article DTF with the lines around it. To a partner not configured
-// for multi-article DTFs, non-empty lines still go one per DTF and only
-// empty lines are grouped (package doc). The line length is capped so that
-// [empty, line, empty] always fits.
-func (sd *sender) textArticle(a []byte) error {
-	fits := sd.n < 255 && len(sd.payload)+2+len(a) <= sd.maxSeg
-	switch {
-	case len(a) > 0:
-		if !fits || (!sd.multi && sd.nonEmpty > 0) {
-			if err := sd.flushMulti(); err != nil {
-				return err
-			}
-		}
-	case !fits:
-		// Send all but the last article, which keeps this empty line
-		// company. The cap on the line length makes the group sent hold
-		// at least two articles.
-		keep := sd.payload[sd.last:]
-		lastNonEmpty := len(keep) > 2
-		sd.payload, sd.n = sd.payload[:sd.last], sd.n-1
-		if lastNonEmpty {
-			sd.nonEmpty--
-		}
-		if err := sd.flushMulti(); err != nil {
-			return err
-		}
-		sd.payload = append(sd.payload[:0], keep...)
-		sd.n, sd.last, sd.nonEmpty = 1, 0, 0
-		if lastNonEmpty {
-			sd.nonEmpty = 1
-		}
-	}
-	sd.appendArticle(a)
-	return nil
-}
-
-func (sd *sender) flushMulti() error {
-	if sd.n == 0 {
-		return nil
-	}
-	s := sd.s
-	if sd.n == 1 && len(sd.payload) == 2 {
-		return errLoneEmpty // an empty single-article DTF does not exist
-	}
-	if sd.n == 1 {
-		// Never byte 5 = 1 (digest §7): a lone article goes bare.
-		sd.f = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peerID, Data: sd.payload[2:]}
-	} else {
-		sd.f = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peerID, SrcID: byte(sd.n), Data: sd.payload}
-	}
-	err := sd.queue(&sd.f)
-	sd.payload, sd.n, sd.nonEmpty, sd.last = sd.payload[:0], 0, 0, 0
-	return err
 }
 
 // queue adds a concatenable FPDU unless an IDT went out meanwhile.
@@ -500,7 +413,7 @@ func (s *session) flush() error {
 // syn places sync point n+1 and honours the window (digest §4.3).
 func (sd *sender) syn() error {
 	s, x := sd.s, sd.x
-	if err := sd.flushMulti(); err != nil {
+	if err := sd.pack.Flush(); err != nil {
 		return err
 	}
 	x.syncNum++

@@ -431,10 +431,10 @@ func (s *session) selectFile(f *fpdu.FPDU) error {
 	if !s.partner.Segmented && x.recLen > x.entity-6 {
 		x.recLen = x.entity - 6
 	}
-	if x.text && x.recLen > x.entity-textSpare {
+	if x.text && x.recLen > x.entity-fpdu.TextSpare {
 		// Room for an empty line on each side of a longest line in one
 		// DTF: an empty line never travels alone (package doc).
-		x.recLen = max(x.entity-textSpare, 1)
+		x.recLen = max(x.entity-fpdu.TextSpare, 1)
 	}
 	if s.syncBytes > 0 && int64(x.recLen) > s.syncBytes {
 		x.recLen = int(s.syncBytes) // a SYN only goes between articles
@@ -471,7 +471,7 @@ func (s *session) selectFile(f *fpdu.FPDU) error {
 	g40.AddUint(fpdu.PISpaceMax, uint64((x.size+1023)/1024))
 	ack.Params.AddGroup(fpdu.PGIPhysical, g40)
 	var g50 fpdu.Params
-	g50.AddString(fpdu.PICreated, x.modTime.Format("060102150405"))
+	g50.AddDate(fpdu.PICreated, x.modTime)
 	ack.Params.AddGroup(fpdu.PGIHistorical, g50)
 	return s.write(&ack)
 }
