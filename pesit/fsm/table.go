@@ -225,7 +225,9 @@ var requesterReceives = concat([]entry{
 	// Write, requester sending (table 7).
 	{in(TDE01A), fpdu.AckWrite, splitRx(TDE02A, OF02, fxWriteAck)},
 	{in(TDE02A, TDE07), fpdu.AckSyn, when(stay, Deliver, gAckable, fxAckSyn)},
-	{in(TDE02A), fpdu.Resyn, when(TDE04, Answer, gResync, 0)},
+	// RESYN wins over DTF.END and TRANS.END (collision priority, digest
+	// §4.5): the responder ignores them in TDE03, the requester resends.
+	{in(TDE02A, TDE07, TDE08A), fpdu.Resyn, when(TDE04, Answer, gResync, 0)},
 	{in(TDE03), fpdu.AckResyn, rule{next: TDE02A, act: Deliver, fx: fxAckResyn}},
 	{in(TDE02A, TDE03, TDE04, TDE07, TDE08A), fpdu.IDT, rule{next: TDE06, act: Answer, fx: fxIDT}},
 	{in(TDE05), fpdu.AckIDT, rule{next: OF02, act: Deliver, fx: fxAckIDT}},
