@@ -48,7 +48,6 @@ type receiver struct {
 	bw       *bufio.Writer
 	text     bool
 	maxArt   int
-	inSeg    bool
 	fileOff  int64
 	bytes    int64
 	articles int64
@@ -145,7 +144,8 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	if err != nil {
 		return res, err
 	}
-	id, _ := ack.Params.Uint(fpdu.PITransferID)
+	attrs := fpdu.ReadAckSelect(ack)
+	id := attrs.TransferID
 	if id > 0xFFFFFF {
 		return res, s.protocolError(fpdu.DiagBadParameter, "ACK(SELECT) transfer id %d", id)
 	}
@@ -164,24 +164,18 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	}
 	x.st.TransferID = uint32(id)
 	res.TransferID = x.st.TransferID
-	format, _ := ack.Params.Bytes(fpdu.PIArticleFormat)
-	code, ok := ack.Params.Uint(fpdu.PIDataCode)
-	if !ok {
-		code = 2
-	}
-	x.text = len(format) == 1 && format[0]&0x80 != 0 && dataCodeFromWire(code).text()
-	if x.text && dataCodeFromWire(code) == DataEBCDIC {
+	format, code := attrs.ArticleFormat, dataCodeFromWire(attrs.DataCode)
+	x.text = len(format) == 1 && format[0]&0x80 != 0 && code.text()
+	if x.text && code == DataEBCDIC {
 		x.ebcdic = codepage.NewEBCDIC037()
 	}
-	if l, ok := ack.Params.Uint(fpdu.PIArticleLength); ok {
-		x.maxArt = int(l)
+	if attrs.HasArticleLength {
+		x.maxArt = int(attrs.ArticleLength)
 	}
-	if kb, ok := ack.Params.Uint(fpdu.PISpaceMax); ok && kb < 1<<40 {
-		x.total = int64(kb) * 1024
+	if attrs.HasSpace && attrs.SpaceKB < 1<<40 {
+		x.total = int64(attrs.SpaceKB) * 1024
 	}
-	created, _ := ack.Params.String(fpdu.PICreated)
-	kb, _ := ack.Params.Uint(fpdu.PISpaceMax)
-	source := fmt.Sprintf("created=%s kb=%d", created, kb)
+	source := fmt.Sprintf("created=%s kb=%d", attrs.Created, attrs.SpaceKB)
 	var why string
 	switch {
 	case p == 0:
@@ -252,23 +246,12 @@ func (x *receiver) selectFile(p uint32) (*fpdu.FPDU, error) {
 	if entity <= fpdu.HeaderLen || entity > fpdu.MaxFPDULen {
 		entity = DefaultEntitySize
 	}
-	var id fpdu.Params
-	id.AddUint(fpdu.PIFileType, uint64(req.FileType))
-	id.AddString(fpdu.PIFileName, req.VirtualFile)
-	var q fpdu.Params
-	q.AddGroup(fpdu.PGIFileID, id)
+	id := req.TransferID
 	if p > 0 {
-		q.AddUint(fpdu.PITransferID, uint64(x.st.TransferID))
-	} else {
-		q.AddUint(fpdu.PITransferID, uint64(req.TransferID))
+		id = x.st.TransferID
 	}
-	q.Add(fpdu.PIAttributes, []byte{0xE0})
-	if p > 0 {
-		q.AddUint(fpdu.PIRestart, 1)
-	}
-	q.AddUint(fpdu.PIPriority, uint64(req.Priority))
-	q.AddUint(fpdu.PIEntitySize, uint64(entity))
-	if err := s.write(&fpdu.FPDU{Kind: fpdu.Select, DstID: s.peer, Params: q}); err != nil {
+	if err := s.write(fpdu.NewSelect(s.peer, fpdu.SelectParams{FileType: req.FileType, FileName: req.VirtualFile,
+		TransferID: id, Restart: p > 0, Priority: req.Priority, EntitySize: entity})); err != nil {
 		return nil, err
 	}
 	return s.expectOK(fpdu.AckSelect)
@@ -354,9 +337,7 @@ func (x *receiver) rewind(pt syncPoint) error {
 func (x *receiver) read(p uint32, cands []syncPoint) (uint32, error) {
 	s := x.s
 	for {
-		var q fpdu.Params
-		q.AddUint(fpdu.PIRestartPoint, uint64(p))
-		if err := s.write(&fpdu.FPDU{Kind: fpdu.Read, DstID: s.peer, Params: q}); err != nil {
+		if err := s.write(fpdu.NewRead(s.peer, p)); err != nil {
 			return p, err
 		}
 		_, err := s.expectOK(fpdu.AckRead)
@@ -409,22 +390,12 @@ func (x *receiver) writeArticle(a []byte) error {
 // nextData reads the next FPDU of the data phase, re-arming the inactivity
 // deadline only every Tp/8 to keep the hot path free of timer updates.
 func (x *receiver) nextData() (*fpdu.FPDU, error) {
-	s := x.s
-	if now := time.Now(); now.Sub(x.lastArm) > s.tp/8 {
+	now := time.Now()
+	arm := now.Sub(x.lastArm) > x.s.tp/8
+	if arm {
 		x.lastArm = now
-		return s.next()
 	}
-	f, err := s.r.Next()
-	if err != nil {
-		return nil, s.readError(err)
-	}
-	if f.Kind == fpdu.Abort {
-		d, _ := f.Params.Diagnostic()
-		s.broken = true
-		_ = s.conn.Close()
-		return nil, &AbortError{Diagnostic: d}
-	}
-	return f, nil
+	return x.s.read(arm)
 }
 
 // data receives DTFs and SYNs until DTF.END, then sends TRANS.END.
@@ -443,71 +414,69 @@ func (x *receiver) data() error {
 		if err != nil {
 			return err
 		}
-		switch f.Kind {
-		case fpdu.DTF:
-			if x.inSeg {
-				return s.protocolError(fpdu.DiagProtocolError, "DTF inside a segmented article")
-			}
-			if err := f.ForEachArticle(x.article); err != nil {
-				var d fpdu.Diagnostic
-				if errors.As(err, &d) {
-					return s.protocolError(d, "DTF: %v", err)
-				}
-				return x.localFailure(err)
-			}
-		case fpdu.DTFDA, fpdu.DTFMA, fpdu.DTFFA:
-			if (f.Kind == fpdu.DTFDA) == x.inSeg {
-				return s.protocolError(fpdu.DiagProtocolError, "%s out of sequence", f.Kind)
-			}
-			if x.ebcdic != nil {
-				codepage.Translate(f.Data, &x.ebcdic.ToASCII)
-			}
-			if _, err := x.bw.Write(f.Data); err != nil {
-				return x.localFailure(err)
-			}
-			x.fileOff += int64(len(f.Data))
-			x.bytes += int64(len(f.Data))
-			x.inSeg = f.Kind != fpdu.DTFFA
-			if f.Kind == fpdu.DTFFA {
-				x.articles++
-				if x.text {
-					if err := x.bw.WriteByte('\n'); err != nil {
-						return x.localFailure(err)
-					}
-					x.fileOff++
-				}
-			}
-		case fpdu.Syn:
-			n, _ := f.Params.Uint(fpdu.PISyncNumber)
-			if x.inSeg {
-				return s.protocolError(fpdu.DiagProtocolError, "SYN inside a segmented article")
-			}
-			if err := x.sync(uint32(n)); err != nil {
-				return err
-			}
-		case fpdu.DTFEnd:
-			if x.inSeg {
-				return s.protocolError(fpdu.DiagProtocolError, "DTF.END inside a segmented article")
-			}
+		// The machine has checked that f is valid here: segments in
+		// order, SYN and DTF.END between articles, RESYN negotiated.
+		if f.Kind == fpdu.DTFEnd {
 			d, _ := f.Params.Diagnostic()
 			return x.end(d)
-		case fpdu.IDT:
-			return s.closeFile(s.answerIDT(f))
-		case fpdu.Resyn:
-			if !s.resync {
-				return s.protocolError(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
-			}
-			p, _ := f.Params.Uint(fpdu.PIRestartPoint)
-			if err := x.resyn(uint32(min(p, 0xFFFFFF))); err != nil {
-				return err
-			}
-		default:
-			return s.protocolError(fpdu.DiagProtocolError, "unexpected %s during data transfer", f.Kind)
+		}
+		if err := x.handle(f); err != nil {
+			return err
 		}
 		if x.req.Progress != nil && x.articles&63 == 0 {
 			x.progress(false)
 		}
 	}
+}
+
+// handle applies one FPDU of the data phase before DTF.END.
+func (x *receiver) handle(f *fpdu.FPDU) error {
+	s := x.s
+	switch f.Kind {
+	case fpdu.DTF:
+		if err := f.ForEachArticle(x.article); err != nil {
+			var d fpdu.Diagnostic
+			if errors.As(err, &d) {
+				return s.protocolError(d, "DTF: %v", err)
+			}
+			return x.localFailure(err)
+		}
+	case fpdu.DTFDA, fpdu.DTFMA, fpdu.DTFFA:
+		if err := x.segment(f); err != nil {
+			return x.localFailure(err)
+		}
+	case fpdu.Syn:
+		return x.sync(fpdu.ReadSyncNumber(f))
+	case fpdu.IDT:
+		return s.closeFile(s.answerIDT(f))
+	case fpdu.Resyn:
+		return x.resyn(fpdu.ReadPoint(f))
+	default:
+		return s.protocolError(fpdu.DiagProtocolError, "unexpected %s during data transfer", f.Kind)
+	}
+	return nil
+}
+
+// segment writes one segment of an article (DTFDA, DTFMA*, DTFFA).
+func (x *receiver) segment(f *fpdu.FPDU) error {
+	if x.ebcdic != nil {
+		codepage.Translate(f.Data, &x.ebcdic.ToASCII)
+	}
+	if _, err := x.bw.Write(f.Data); err != nil {
+		return err
+	}
+	x.fileOff += int64(len(f.Data))
+	x.bytes += int64(len(f.Data))
+	if f.Kind == fpdu.DTFFA {
+		x.articles++
+		if x.text {
+			if err := x.bw.WriteByte('\n'); err != nil {
+				return err
+			}
+			x.fileOff++
+		}
+	}
+	return nil
 }
 
 // resyn answers a sender-initiated RESYN{p} (digest §4.5): the receiver
@@ -525,7 +494,6 @@ func (x *receiver) resyn(p uint32) error {
 			pt = q
 		}
 	}
-	x.inSeg = false
 	if err := x.rewind(pt); err != nil {
 		return x.localFailure(err)
 	}
@@ -533,18 +501,13 @@ func (x *receiver) resyn(p uint32) error {
 		x.start = pt // counts of this session now start there
 	}
 	s.log.Info("resynchronised by the server", "asked", p, "point", pt.N, "offset", pt.Offset)
-	var q fpdu.Params
-	q.AddUint(fpdu.PIRestartPoint, uint64(pt.N))
-	return s.write(&fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peer, Params: q})
+	return s.write(fpdu.NewAckResyn(s.peer, pt.N))
 }
 
 // sync makes everything received so far durable, records the sync point and
 // acknowledges it (unless the window is 0: no acknowledgements).
 func (x *receiver) sync(n uint32) error {
 	s := x.s
-	if n == 0 || n > 0xFFFFFF {
-		return s.protocolError(fpdu.DiagBadParameter, "SYN number %d", n)
-	}
 	if err := x.flush(); err != nil {
 		return x.localFailure(err)
 	}
@@ -574,9 +537,7 @@ func (x *receiver) sync(n uint32) error {
 	if x.window == 0 {
 		return nil
 	}
-	var p fpdu.Params
-	p.AddUint(fpdu.PISyncNumber, uint64(n))
-	return s.write(&fpdu.FPDU{Kind: fpdu.AckSyn, DstID: s.peer, Params: p})
+	return s.write(fpdu.NewAckSyn(s.peer, n))
 }
 
 func (x *receiver) flush() error {
@@ -592,10 +553,7 @@ func (x *receiver) end(d fpdu.Diagnostic) error {
 	if err := x.flush(); err != nil {
 		return x.localFailure(err)
 	}
-	var q fpdu.Params
-	q.AddUint(fpdu.PIByteCount, uint64(x.bytes))
-	q.AddUint(fpdu.PIArticleCount, uint64(x.articles))
-	if err := s.write(&fpdu.FPDU{Kind: fpdu.TransEnd, DstID: s.peer, Params: q}); err != nil {
+	if err := s.write(fpdu.NewTransEnd(s.peer, x.bytes, x.articles)); err != nil {
 		return err
 	}
 	f, err := s.expectOK(fpdu.AckTransEnd)
@@ -617,9 +575,8 @@ func (x *receiver) end(d fpdu.Diagnostic) error {
 	if !d.OK() {
 		return s.closeFile(&TransferError{Op: fpdu.DTFEnd, Diagnostic: d})
 	}
-	b, okb := f.Params.Uint(fpdu.PIByteCount)
-	a, oka := f.Params.Uint(fpdu.PIArticleCount)
-	if err := s.checkPeerCounts(&x.anoms, b, a, okb, oka, x.bytes, x.articles, x.start.Bytes, x.start.Articles); err != nil {
+	c := fpdu.ReadCounts(f)
+	if err := s.checkPeerCounts(&x.anoms, c.Bytes, c.Articles, c.HasBytes, c.HasArticles, x.bytes, x.articles, x.start.Bytes, x.start.Articles); err != nil {
 		return s.protocolError(fpdu.DiagCountMismatch, "ACK(TRANS.END): %v", err)
 	}
 	return nil
@@ -639,34 +596,18 @@ func (x *receiver) localFailure(cause error) error {
 	return x.interrupt(4, fpdu.DiagIOError, &LocalError{Op: "write", Path: x.tmpPath, Err: cause})
 }
 
-// interrupt sends IDT{d, PI 19 = code}, drops the data in flight until
-// ACK(IDT), then closes the file; it returns cause.
-func (x *receiver) interrupt(code uint64, d fpdu.Diagnostic, cause error) error {
+// interrupt sends IDT{d, PI 19 = code}, waits for ACK(IDT) (the machine
+// ignores the data in flight and a crossing IDT: the requester wins), then
+// closes the file; it returns cause.
+func (x *receiver) interrupt(code uint8, d fpdu.Diagnostic, cause error) error {
 	s := x.s
-	var p fpdu.Params
-	p.AddDiagnostic(d)
-	p.AddUint(fpdu.PIEndCode, code)
-	if err := s.write(&fpdu.FPDU{Kind: fpdu.IDT, DstID: s.peer, Params: p}); err != nil {
+	if err := s.write(fpdu.NewIDT(s.peer, d, code)); err != nil {
 		return cause
 	}
-	for i := 0; ; i++ {
-		f, err := s.next()
-		if err != nil {
-			return cause
-		}
-		switch f.Kind {
-		case fpdu.AckIDT:
-			return s.closeFile(cause)
-		case fpdu.IDT:
-			// Collision: ours wins, the server will acknowledge it.
-			continue
-		}
-		// Data still in flight; drop it.
-		if i > 1<<20 {
-			_ = s.Abort(fpdu.DiagIOError)
-			return cause
-		}
+	if _, err := s.expect(fpdu.AckIDT); err != nil {
+		return cause
 	}
+	return s.closeFile(cause)
 }
 
 func (x *receiver) progress(final bool) {

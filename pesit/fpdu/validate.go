@@ -54,8 +54,11 @@ func rulesFor(k Kind) []rule {
 	case Select:
 		return []rule{fileIDRule(), m(PITransferID), o(PIAttributes), o(PIRestart), m(PIPriority), m(PIEntitySize), o(PIFreeMessage)}
 	case AckSelect:
+		// PGI 50 (the file's dates) only informs the requester, which
+		// receives the file as well without it; servers that leave it out
+		// are accepted (liberal on input, as the client always was).
 		return []rule{m(PIDiagnostic), fileIDRule(), m(PITransferID), o(PIDataCode), m(PIEntitySize),
-			logicalRule(), physicalRule(), historicalRule(true), o(PIFreeMessage)}
+			logicalRule(), physicalRule(), historicalRule(false), o(PIFreeMessage)}
 	case ORF:
 		return []rule{o(PICompression)}
 	case AckORF:
