@@ -61,6 +61,8 @@ type receiver struct {
 	article  func([]byte) error
 	ebcdic   *codepage.EBCDIC037 // EBCDIC text: translate to the local code
 	start    syncPoint           // where this session's data began
+	from     syncPoint           // the restart point asked for (N = 0: the start)
+	cands    []syncPoint         // restart points, latest first, to try when the server refuses one
 	anoms    []Anomaly
 	resyncs  int
 }
@@ -70,38 +72,12 @@ type receiver struct {
 // with the server's PI 13, READ PI 18 = last acknowledged sync point).
 func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, err error) {
 	start := time.Now()
-	if s.broken {
-		return res, &ConnectionError{Op: "receive", Err: errors.New("session is closed")}
-	}
-	if req.VirtualFile == "" {
-		return res, fmt.Errorf("virtual file name (PI 12) is required")
-	}
-	if req.Dest == "" {
-		req.Dest = filepath.Base(req.VirtualFile)
-	}
-	if req.TransferID > 0xFFFFFF {
-		return res, fmt.Errorf("transfer id (PI 13) %d does not fit 24 bits", req.TransferID)
-	}
-	abs, err := filepath.Abs(req.Dest)
+	x, key, err := s.newReceiver(&req)
 	if err != nil {
-		return res, &LocalError{Op: "resolve", Path: req.Dest, Err: err}
+		return res, err
 	}
-	x := &receiver{s: s, req: &req, window: s.syncWindow,
-		tmpPath: filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".vectis-part")}
-	x.article = x.writeArticle
-	key := &transferState{Version: stateVersion, Direction: "receive", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
-		Partner: s.cfg.RequesterID, VirtualFile: req.VirtualFile, Local: abs,
-		Options: fmt.Sprintf("type=%d entity=%d sync=%d/%d", req.FileType, req.EntitySize, s.syncKB, s.syncWindow)}
-	var prev *transferState
-	if !req.NoRestart {
-		sf, st, err := openState(statePath(req.StateDir, key), key)
-		if err != nil {
-			s.log.Warn("restart state unavailable; a failed transfer will start over", "err", err)
-		} else {
-			x.sf, prev = sf, st
-			defer sf.close()
-		}
-	}
+	x.loadState(key)
+	defer x.sf.close()
 	defer func() {
 		if x.tmp != nil {
 			_ = x.tmp.Close()
@@ -110,60 +86,147 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 			}
 		}
 	}()
-	// Restart candidates, latest first: the server may only know an older
-	// point than our last one if our last ACK(SYN) was lost in the cut.
-	var cands []syncPoint
-	if prev != nil {
-		fi, err := os.Stat(x.tmpPath)
-		if err == nil {
-			cands, err = restartCandidates(prev, fi.Size())
-		}
-		if err != nil {
-			s.log.Warn("restart state dropped; the transfer starts over", "state", x.sf.path, "reason", err)
-			prev, cands = nil, nil
-		}
-	}
-	var p uint32
-	var pt syncPoint
-	x.st = key
-	if len(cands) > 0 {
-		pt = cands[0]
-		p = pt.N
-		x.st = prev
-	}
-
 	defer s.watch(ctx)()
-	ack, err := x.selectFile(p)
-	var te *TransferError
-	if p > 0 && errors.As(err, &te) && te.Op == fpdu.AckSelect {
-		s.log.Info("restart refused by server; starting over", "diag", te.Diagnostic.String())
-		p, pt = 0, syncPoint{}
-		x.st = key
-		ack, err = x.selectFile(0)
-	}
+	ack, err := x.selectRestart(key)
 	if err != nil {
 		return res, err
 	}
+	if err := x.agreeSelect(ack, key); err != nil {
+		return res, err
+	}
+	res.TransferID = x.st.TransferID
+	if err := x.openTemp(x.from); err != nil {
+		return res, x.s.deselect(err)
+	}
+	if err := s.openFile(); err != nil {
+		return res, s.deselect(err)
+	}
+	p, err := x.read(x.from.N, x.cands)
+	if err != nil {
+		return res, err
+	}
+	x.start = syncPoint{N: x.lastSync, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes}
+	res.Restarted, res.RestartPoint = p > 0, p
+	s.log.Debug("pesit read", "transfer", x.st.TransferID, "restart_point", p, "offset", x.fileOff, "text", x.text)
+
+	err = x.data()
+	res.Anomalies = x.anoms
+	if err != nil {
+		return res, err
+	}
+	if err := x.deliver(key.Local); err != nil {
+		return res, err
+	}
+	x.progress(true)
+	res.FileBytes, res.DataBytes, res.Articles = x.fileOff, x.bytes, x.articles
+	res.SyncPoints = x.lastSync
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// newReceiver checks req and returns the receiver of a pull and the key
+// of its restart state.
+func (s *Session) newReceiver(req *ReceiveRequest) (*receiver, *transferState, error) {
+	if s.broken {
+		return nil, nil, &ConnectionError{Op: "receive", Err: errors.New("session is closed")}
+	}
+	if req.VirtualFile == "" {
+		return nil, nil, fmt.Errorf("virtual file name (PI 12) is required")
+	}
+	if req.Dest == "" {
+		req.Dest = filepath.Base(req.VirtualFile)
+	}
+	if req.TransferID > 0xFFFFFF {
+		return nil, nil, fmt.Errorf("transfer id (PI 13) %d does not fit 24 bits", req.TransferID)
+	}
+	abs, err := filepath.Abs(req.Dest)
+	if err != nil {
+		return nil, nil, &LocalError{Op: "resolve", Path: req.Dest, Err: err}
+	}
+	x := &receiver{s: s, req: req, window: s.syncWindow,
+		tmpPath: filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".vectis-part")}
+	x.article = x.writeArticle
+	key := &transferState{Version: stateVersion, Direction: "receive", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
+		Partner: s.cfg.RequesterID, VirtualFile: req.VirtualFile, Local: abs,
+		Options: fmt.Sprintf("type=%d entity=%d sync=%d/%d", req.FileType, req.EntitySize, s.syncKB, s.syncWindow)}
+	return x, key, nil
+}
+
+// loadState finds the restart state of an interrupted pull of the same file
+// and the points it may resume from (x.from, then x.cands, latest first:
+// the server may only know an older point than our last one if our last
+// ACK(SYN) was lost in the cut); x.st is that state, or key.
+func (x *receiver) loadState(key *transferState) {
+	s, req := x.s, x.req
+	x.st = key
+	if req.NoRestart {
+		return
+	}
+	sf, prev, err := openState(statePath(req.StateDir, key), key)
+	if err != nil {
+		s.log.Warn("restart state unavailable; a failed transfer will start over", "err", err)
+		return
+	}
+	x.sf = sf
+	if prev == nil {
+		return
+	}
+	fi, err := os.Stat(x.tmpPath)
+	var cands []syncPoint
+	if err == nil {
+		cands, err = restartCandidates(prev, fi.Size())
+	}
+	if err != nil {
+		s.log.Warn("restart state dropped; the transfer starts over", "state", x.sf.path, "reason", err)
+		return
+	}
+	if len(cands) > 0 {
+		x.from, x.cands, x.st = cands[0], cands, prev
+	}
+}
+
+// startOver gives up the restart: the transfer goes from the start of the
+// file under key, keeping the transfer id known so far.
+func (x *receiver) startOver(key *transferState) {
+	key.TransferID = x.st.TransferID
+	x.from, x.cands, x.st = syncPoint{}, nil, key
+}
+
+// selectRestart sends SELECT, asking for a restart when there is a point to
+// resume from, and again without when the server refuses the restart.
+func (x *receiver) selectRestart(key *transferState) (*fpdu.FPDU, error) {
+	ack, err := x.selectFile(x.from.N)
+	var te *TransferError
+	if x.from.N > 0 && errors.As(err, &te) && te.Op == fpdu.AckSelect {
+		x.s.log.Info("restart refused by server; starting over", "diag", te.Diagnostic.String())
+		x.startOver(key)
+		ack, err = x.selectFile(0)
+	}
+	return ack, err
+}
+
+// agreeSelect reads ACK(SELECT): the transfer id and the file's attributes,
+// and whether the restart state still describes this file.
+func (x *receiver) agreeSelect(ack *fpdu.FPDU, key *transferState) error {
+	s := x.s
 	attrs := fpdu.ReadAckSelect(ack)
 	id := attrs.TransferID
 	if id > 0xFFFFFF {
-		return res, s.protocolError(fpdu.DiagBadParameter, "ACK(SELECT) transfer id %d", id)
+		return s.protocolError(fpdu.DiagBadParameter, "ACK(SELECT) transfer id %d", id)
 	}
 	if id == 0 {
 		// PI 13 is mandatory in ACK(SELECT), but the data can still flow;
 		// only a restart by id is impossible.
 		if s.noteAnomaly(&x.anoms, AnomalyZeroTransferID, "ACK(SELECT) PI 13 = 0") {
-			return res, s.deselect(&ProtocolError{Diagnostic: fpdu.DiagBadParameter, Msg: "ACK(SELECT) PI 13 = 0 (strict mode)"})
+			return s.deselect(&ProtocolError{Diagnostic: fpdu.DiagBadParameter, Msg: "ACK(SELECT) PI 13 = 0 (strict mode)"})
 		}
 		x.dropState("ACK(SELECT) PI 13 = 0: the pull cannot be restarted")
 	}
-	if p > 0 && uint32(id) != x.st.TransferID {
+	if x.from.N > 0 && uint32(id) != x.st.TransferID {
 		s.log.Info("server started a new transfer instead of restarting", "old", x.st.TransferID, "new", id)
-		p, pt = 0, syncPoint{}
-		x.st = key
+		x.startOver(key)
 	}
 	x.st.TransferID = uint32(id)
-	res.TransferID = x.st.TransferID
 	format, code := attrs.ArticleFormat, dataCodeFromWire(attrs.DataCode)
 	x.text = len(format) == 1 && format[0]&0x80 != 0 && code.text()
 	if x.text && code == DataEBCDIC {
@@ -177,7 +240,7 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 	}
 	source := fmt.Sprintf("created=%s kb=%d", attrs.Created, attrs.SpaceKB)
 	var why string
-	switch {
+	switch p, pt := x.from.N, x.from; {
 	case p == 0:
 	case x.total > 0 && pt.Bytes > x.total:
 		why = fmt.Sprintf("restart point %d at %d data bytes, file announced at %d bytes", p, pt.Bytes, x.total)
@@ -188,56 +251,30 @@ func (s *Session) Receive(ctx context.Context, req ReceiveRequest) (res Result, 
 		// The state belongs to another content: resuming would splice
 		// two files. READ PI 18 = 0 is always legal.
 		s.log.Warn("restart state dropped; the transfer starts over", "reason", why)
-		p, pt, cands = 0, syncPoint{}, nil
-		key.TransferID = x.st.TransferID
-		x.st = key
+		x.startOver(key)
 	}
 	x.st.Source = source
+	return nil
+}
 
-	if err := x.openTemp(pt); err != nil {
-		return res, x.s.deselect(err)
-	}
-	if err := s.openFile(); err != nil {
-		return res, s.deselect(err)
-	}
-	p, err = x.read(p, cands)
-	if err != nil {
-		return res, err
-	}
-	x.start = syncPoint{N: x.lastSync, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes}
-	res.Restarted, res.RestartPoint = p > 0, p
-	s.log.Debug("pesit read", "transfer", x.st.TransferID, "restart_point", p, "offset", x.fileOff, "text", x.text)
-
-	err = x.data()
-	res.Anomalies = x.anoms
-	if err != nil {
-		return res, err
-	}
-	// Everything is on disk (fsynced before TRANS.END): deliver the file
-	// under its final name, then close the transfer.
+// deliver puts the complete file (fsynced before TRANS.END) under its final
+// name, then closes the transfer.
+func (x *receiver) deliver(dest string) error {
+	s := x.s
 	if err := x.tmp.Close(); err != nil {
 		x.tmp = nil
-		return res, s.closeFile(&LocalError{Op: "close", Path: x.tmpPath, Err: err})
+		return s.closeFile(&LocalError{Op: "close", Path: x.tmpPath, Err: err})
 	}
 	x.tmp = nil
-	if err := os.Rename(x.tmpPath, abs); err != nil {
-		return res, s.closeFile(&LocalError{Op: "rename", Path: abs, Err: err})
+	if err := os.Rename(x.tmpPath, dest); err != nil {
+		return s.closeFile(&LocalError{Op: "rename", Path: dest, Err: err})
 	}
-	if err := syncDir(filepath.Dir(abs)); err != nil {
-		return res, s.closeFile(&LocalError{Op: "sync directory of", Path: abs, Err: err})
+	if err := syncDir(filepath.Dir(dest)); err != nil {
+		return s.closeFile(&LocalError{Op: "sync directory of", Path: dest, Err: err})
 	}
-	if x.sf != nil {
-		x.sf.remove()
-		x.sf = nil
-	}
-	if err := s.closeFile(nil); err != nil {
-		return res, err
-	}
-	x.progress(true)
-	res.FileBytes, res.DataBytes, res.Articles = x.fileOff, x.bytes, x.articles
-	res.SyncPoints = x.lastSync
-	res.Duration = time.Since(start)
-	return res, nil
+	x.sf.remove()
+	x.sf = nil
+	return s.closeFile(nil)
 }
 
 func (x *receiver) selectFile(p uint32) (*fpdu.FPDU, error) {
