@@ -18,25 +18,15 @@ func (s *Session) Message(ctx context.Context, text string) error {
 		return &ConnectionError{Op: "message", Err: errors.New("session is closed")}
 	}
 	defer s.watch(ctx)()
-	var id fpdu.Params
-	id.AddString(fpdu.PIRequesterID, s.cfg.RequesterID)
-	id.AddString(fpdu.PIServerID, s.cfg.ServerID)
-	id.AddUint(fpdu.PIFileType, 0xFFFF) // outgoing message
-	id.AddString(fpdu.PIFileName, "MESSAGE")
-	first := func(kind fpdu.Kind, part string) *fpdu.FPDU {
-		var p fpdu.Params
-		p.AddGroup(fpdu.PGIFileID, id)
-		p.AddUint(fpdu.PITransferID, uint64(newTransferID()))
-		p.Add(fpdu.PIAttributes, []byte{0}) // no reply expected
-		p.AddString(fpdu.PIMessage, part)
-		return &fpdu.FPDU{Kind: kind, DstID: s.peer, Params: p}
-	}
+	first := fpdu.MessageParams{RequesterID: s.cfg.RequesterID, ServerID: s.cfg.ServerID,
+		FileType: 0xFFFF, FileName: "MESSAGE", TransferID: newTransferID(), Text: text} // 0xFFFF: outgoing message
 	if len(text) <= maxMessageSegment {
-		if err := s.write(first(fpdu.Msg, text)); err != nil {
+		if err := s.write(fpdu.NewMessage(fpdu.Msg, s.peer, first)); err != nil {
 			return err
 		}
 	} else {
-		if err := s.write(first(fpdu.MsgDM, text[:maxMessageSegment])); err != nil {
+		first.Text = text[:maxMessageSegment]
+		if err := s.write(fpdu.NewMessage(fpdu.MsgDM, s.peer, first)); err != nil {
 			return err
 		}
 		for rest := text[maxMessageSegment:]; len(rest) > 0; {
@@ -45,9 +35,7 @@ func (s *Session) Message(ctx context.Context, text string) error {
 			if n == len(rest) {
 				kind = fpdu.MsgFM
 			}
-			var p fpdu.Params
-			p.AddString(fpdu.PIMessage, rest[:n])
-			if err := s.write(&fpdu.FPDU{Kind: kind, DstID: s.peer, Params: p}); err != nil {
+			if err := s.write(fpdu.NewMessageSegment(kind, s.peer, rest[:n])); err != nil {
 				return err
 			}
 			rest = rest[n:]

@@ -59,6 +59,13 @@ type rawServer struct {
 	// failTransEnd: the next n pushes get ACK(TRANS.END) 2/215 and stay
 	// restartable, as a server whose journal could not record the end.
 	failTransEnd atomic.Int32
+	// Protocol violations the requester's machine must refuse:
+	// grantResync answers PI 23 = 1 to a CONNECT that did not propose
+	// it; ackSynTwice acknowledges sync point 1 twice.
+	grantResync bool
+	ackSynTwice bool
+	// aborted is the diagnostic of the last ABORT received.
+	aborted atomic.Uint32
 
 	mu       sync.Mutex
 	restarts map[uint32]*rawRestart // by PI 13
@@ -123,6 +130,14 @@ func newRawServerTLS(t testing.TB, syncKB uint16, window uint8, tc *tls.Config) 
 
 func (s *rawServer) addr() string { return s.ln.Addr().String() }
 
+// noteAbort records the diagnostic of an ABORT.
+func (s *rawServer) noteAbort(f *fpdu.FPDU) {
+	if f.Kind == fpdu.Abort {
+		d, _ := f.Params.Diagnostic()
+		s.aborted.Store(uint32(d))
+	}
+}
+
 type rawConn struct {
 	s      *rawServer
 	r      *fpdu.Reader
@@ -161,7 +176,7 @@ func (s *rawServer) serve(c net.Conn) error {
 	var p fpdu.Params
 	p.AddUint(fpdu.PIVersion, 2)
 	p.AddSyncOption(rc.syncKB, rc.window)
-	if v, _ := f.Params.Uint(fpdu.PIResync); v == 1 && (s.resynAt > 0 || s.pullResynAt > 0) {
+	if v, _ := f.Params.Uint(fpdu.PIResync); v == 1 && (s.resynAt > 0 || s.pullResynAt > 0) || s.grantResync {
 		p.AddUint(fpdu.PIResync, 1)
 	}
 	if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.AConnect, DstID: rc.peer, SrcID: 0x61, Params: p}); err != nil {
@@ -208,6 +223,7 @@ func (s *rawServer) serve(c net.Conn) error {
 			}
 		case fpdu.MsgDM, fpdu.MsgMM:
 		default:
+			s.noteAbort(f)
 			return errors.New("unexpected " + f.Kind.String())
 		}
 	}
@@ -403,6 +419,11 @@ func (rc *rawConn) receive() error {
 				if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.AckSyn, DstID: rc.peer, Params: p}); err != nil {
 					return err
 				}
+				if s.ackSynTwice && n == 1 {
+					if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.AckSyn, DstID: rc.peer, Params: p}); err != nil {
+						return err
+					}
+				}
 			}
 		case fpdu.DTFEnd:
 			bw.Flush()
@@ -429,6 +450,7 @@ func (rc *rawConn) receive() error {
 			s.mu.Unlock()
 			return rc.ack(fpdu.AckTransEnd, fpdu.DiagOK, q...)
 		default:
+			s.noteAbort(f)
 			return errors.New("unexpected in receive: " + f.Kind.String())
 		}
 	}

@@ -46,3 +46,51 @@ func ReadRConnect(f *FPDU) (Diagnostic, string) {
 	text, _ := f.Params.String(PIFreeMessage)
 	return d, text
 }
+
+// ReadConnect reads CONNECT: the parameters a responder decides on (PI 5
+// is returned as sent, blanks included).
+func ReadConnect(f *FPDU) ConnectParams {
+	p := f.Params
+	var c ConnectParams
+	c.RequesterID, _ = p.String(PIRequesterID)
+	c.ServerID, _ = p.String(PIServerID)
+	if b, ok := p.Bytes(PIAccessControl); ok {
+		c.Password = string(b)
+	}
+	c.SyncIntervalKB, c.SyncWindow, _ = p.SyncOption()
+	if v, ok := p.Uint(PIAccessType); ok {
+		c.AccessType = uint8(min(v, 0xFF))
+	}
+	v, _ := p.Uint(PIResync)
+	c.Resync = v == 1
+	return c
+}
+
+// AConnectParams are the parameters of ACONNECT that Vectis sends.
+type AConnectParams struct {
+	// SyncIntervalKB and SyncWindow are the agreed PI 7, always sent on 3
+	// bytes (CX expects it), 0 0 0 when sync points are off.
+	SyncIntervalKB uint16
+	SyncWindow     uint8
+	// Resync is PI 23, sent only when ResyncSent.
+	Resync, ResyncSent bool
+}
+
+// NewAConnect builds ACONNECT (version E) to the requester's id dst from
+// our id src.
+func NewAConnect(dst, src byte, p AConnectParams) *FPDU {
+	f := &FPDU{Kind: AConnect, DstID: dst, SrcID: src}
+	f.Params.AddUint(PIVersion, 2)
+	f.Params.AddSyncOption(p.SyncIntervalKB, p.SyncWindow)
+	if p.ResyncSent {
+		v := uint64(0)
+		if p.Resync {
+			v = 1
+		}
+		f.Params.AddUint(PIResync, v)
+	}
+	return f
+}
+
+// NewRelConf builds RELCONF (no parameters).
+func NewRelConf(dst, src byte) *FPDU { return &FPDU{Kind: RelConf, DstID: dst, SrcID: src} }

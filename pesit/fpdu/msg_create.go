@@ -49,3 +49,11 @@ func NewCreate(dst byte, p CreateParams) *FPDU {
 	q.AddGroup(PGIHistorical, hist)
 	return f
 }
+
+// NewAckCreate builds ACK(CREATE){PI 2 = d, PI 25 = entity}: entity is the
+// entity size the responder agrees to, at most the requester's.
+func NewAckCreate(dst byte, d Diagnostic, entity int) *FPDU {
+	f := NewDiag(AckCreate, dst, d)
+	f.Params.AddUint(PIEntitySize, uint64(entity))
+	return f
+}

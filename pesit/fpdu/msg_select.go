@@ -1,5 +1,7 @@
 package fpdu
 
+import "time"
+
 // SelectParams are the parameters of SELECT (a pull) that Vectis sends.
 type SelectParams struct {
 	FileType   uint16 // PI 11, in PGI 9
@@ -56,4 +58,43 @@ func ReadAckSelect(f *FPDU) AckSelectView {
 	v.SpaceKB, v.HasSpace = p.Uint(PISpaceMax)
 	v.Created, _ = p.String(PICreated)
 	return v
+}
+
+// AckSelectParams are the parameters of a positive ACK(SELECT) that Vectis
+// sends: the transfer id and the attributes of the file it will send.
+type AckSelectParams struct {
+	FileType      uint16    // PI 11, in PGI 9
+	FileName      string    // PI 12, in PGI 9
+	TransferID    uint32    // PI 13
+	DataCode      uint8     // PI 16
+	EntitySize    int       // PI 25
+	ArticleFormat byte      // PI 31, in PGI 30
+	ArticleLength int       // PI 32, in PGI 30
+	SpaceKB       int64     // PI 42 (PI 41 = 0: KiB), in PGI 40
+	Created       time.Time // PI 51, in PGI 50
+}
+
+// NewAckSelect builds a positive ACK(SELECT) to dst (a refusal is NewDiag).
+func NewAckSelect(dst byte, p AckSelectParams) *FPDU {
+	f := NewDiag(AckSelect, dst, DiagOK)
+	q := &f.Params
+	var id Params
+	id.AddUint(PIFileType, uint64(p.FileType))
+	id.AddString(PIFileName, p.FileName)
+	q.AddGroup(PGIFileID, id)
+	q.AddUint(PITransferID, uint64(p.TransferID))
+	q.AddUint(PIDataCode, uint64(p.DataCode))
+	q.AddUint(PIEntitySize, uint64(p.EntitySize))
+	var logical Params
+	logical.Add(PIArticleFormat, []byte{p.ArticleFormat})
+	logical.AddUint(PIArticleLength, uint64(p.ArticleLength))
+	q.AddGroup(PGILogical, logical)
+	var physical Params
+	physical.AddUint(PISpaceUnit, 0)
+	physical.AddUint(PISpaceMax, uint64(p.SpaceKB))
+	q.AddGroup(PGIPhysical, physical)
+	var hist Params
+	hist.AddDate(PICreated, p.Created)
+	q.AddGroup(PGIHistorical, hist)
+	return f
 }
