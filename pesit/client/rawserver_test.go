@@ -130,6 +130,20 @@ func newRawServerTLS(t testing.TB, syncKB uint16, window uint8, tc *tls.Config) 
 
 func (s *rawServer) addr() string { return s.ln.Addr().String() }
 
+// drain reads until the client's ABORT or the end of the connection.
+func (rc *rawConn) drain() error {
+	for {
+		f, err := rc.r.Next()
+		if err != nil {
+			return err
+		}
+		if f.Kind == fpdu.Abort {
+			rc.s.noteAbort(f)
+			return io.EOF
+		}
+	}
+}
+
 // noteAbort records the diagnostic of an ABORT.
 func (s *rawServer) noteAbort(f *fpdu.FPDU) {
 	if f.Kind == fpdu.Abort {
@@ -423,6 +437,7 @@ func (rc *rawConn) receive() error {
 					if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.AckSyn, DstID: rc.peer, Params: p}); err != nil {
 						return err
 					}
+					return rc.drain() // write no more: the client's ABORT must not race a write
 				}
 			}
 		case fpdu.DTFEnd:
