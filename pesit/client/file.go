@@ -1,6 +1,10 @@
 package client
 
-import "github.com/vectis-ft/vectis/pesit/fpdu"
+import (
+	"cmp"
+
+	"github.com/vectis-ft/vectis/pesit/fpdu"
+)
 
 // The file phases shared by push and pull: ORF, CRF, DESELECT.
 
@@ -24,18 +28,8 @@ func (s *Session) openFile() error {
 // ended the transfer and is returned in preference to a later one. What the
 // server sent before it saw our IDT or ACK(IDT) the machine ignores.
 func (s *Session) closeFile(cause error) error {
-	if s.broken {
-		return cause
-	}
-	err := s.write(fpdu.NewDiag(fpdu.CRF, s.peer, fpdu.DiagOK))
-	if err == nil {
-		_, err = s.expect(fpdu.AckCRF)
-	}
-	if err != nil {
-		if cause != nil {
-			return cause
-		}
-		return err
+	if err := s.request(fpdu.CRF, fpdu.AckCRF); err != nil {
+		return cmp.Or(cause, err)
 	}
 	return s.deselect(cause)
 }
@@ -43,15 +37,18 @@ func (s *Session) closeFile(cause error) error {
 // deselect sends DESELECT after a CREATE or SELECT that succeeded, once the
 // transfer is over or will not happen.
 func (s *Session) deselect(cause error) error {
+	return cmp.Or(cause, s.request(fpdu.Deselect, fpdu.AckDeselect))
+}
+
+// request sends k{PI 2 = 0} and waits for its answer; on a broken session
+// it does nothing, the error that broke it has been returned.
+func (s *Session) request(k, answer fpdu.Kind) error {
 	if s.broken {
-		return cause
+		return nil
 	}
-	err := s.write(fpdu.NewDiag(fpdu.Deselect, s.peer, fpdu.DiagOK))
+	err := s.write(fpdu.NewDiag(k, s.peer, fpdu.DiagOK))
 	if err == nil {
-		_, err = s.expect(fpdu.AckDeselect)
-	}
-	if cause != nil {
-		return cause
+		_, err = s.expect(answer)
 	}
 	return err
 }

@@ -41,23 +41,18 @@ type ReceiveRequest struct {
 
 // receiver is the state of one pull on a session.
 type receiver struct {
-	s        *Session
-	req      *ReceiveRequest
-	tmp      *os.File
-	tmpPath  string
-	bw       *bufio.Writer
-	text     bool
-	maxArt   int
-	fileOff  int64
-	bytes    int64
-	articles int64
-	total    int64
-	st       *transferState
-	sf       *stateFile
+	s       *Session
+	req     *ReceiveRequest
+	tmp     *os.File
+	tmpPath string
+	bw      *bufio.Writer
+	text    bool
+	maxArt  int
+	position
 	window   uint8
 	lastSync uint32
 	lastArm  time.Time
-	lastProg time.Time
+	meter    progressMeter
 	article  func([]byte) error
 	ebcdic   *codepage.EBCDIC037 // EBCDIC text: translate to the local code
 	start    syncPoint           // where this session's data began
@@ -143,7 +138,7 @@ func (s *Session) newReceiver(req *ReceiveRequest) (*receiver, *transferState, e
 	if err != nil {
 		return nil, nil, &LocalError{Op: "resolve", Path: req.Dest, Err: err}
 	}
-	x := &receiver{s: s, req: req, window: s.syncWindow,
+	x := &receiver{s: s, req: req, window: s.syncWindow, meter: progressMeter{fn: req.Progress},
 		tmpPath: filepath.Join(filepath.Dir(abs), "."+filepath.Base(abs)+".vectis-part")}
 	x.article = x.writeArticle
 	key := &transferState{Version: stateVersion, Direction: "receive", Addr: s.cfg.Addr, ServerID: s.cfg.ServerID,
@@ -648,19 +643,11 @@ func (x *receiver) interrupt(code uint8, d fpdu.Diagnostic, cause error) error {
 }
 
 func (x *receiver) progress(final bool) {
-	if x.req.Progress == nil {
-		return
-	}
-	now := time.Now()
-	if !final && now.Sub(x.lastProg) < 100*time.Millisecond {
-		return
-	}
-	x.lastProg = now
 	total := x.total
 	if final {
 		total = x.fileOff
 	}
-	x.req.Progress(Progress{Bytes: x.fileOff, Total: total})
+	x.meter.report(Progress{Bytes: x.fileOff, Total: total}, final)
 }
 
 // syncDir makes a rename in dir durable.

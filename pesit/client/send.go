@@ -72,7 +72,7 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (res Result, err er
 		return res, err
 	}
 	defer src.Close()
-	x := &sender{s: s, req: &req, total: fi.Size()}
+	x := &sender{s: s, req: &req, position: position{total: fi.Size()}, meter: progressMeter{fn: req.Progress}}
 	if err := x.plan(); err != nil {
 		return res, err
 	}

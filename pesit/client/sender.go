@@ -20,20 +20,15 @@ import (
 
 // sender is the state of one push on a session.
 type sender struct {
-	s        *Session
-	req      *SendRequest
-	entity   int
-	artLen   int
-	autoLen  bool  // artLen was not configured
-	limit    int64 // sync interval in data bytes; 0: no sync points
-	window   uint32
-	since    int64 // data bytes since the last sync point, packed or sent
-	fileOff  int64
-	bytes    int64
-	articles int64
-	total    int64
-	st       *transferState
-	sf       *stateFile
+	s       *Session
+	req     *SendRequest
+	entity  int
+	artLen  int
+	autoLen bool  // artLen was not configured
+	limit   int64 // sync interval in data bytes; 0: no sync points
+	window  uint32
+	since   int64 // data bytes since the last sync point, packed or sent
+	position
 
 	src  *os.File
 	next func() (art []byte, raw int, err error) // the next article of src
@@ -42,13 +37,13 @@ type sender struct {
 	done   chan struct{} // closed when the reader goroutine has stopped; nil when none runs
 	timer  *time.Timer
 
-	resyncs      int
-	text         bool
-	lastProgress time.Time
-	lastArm      time.Time
-	ebcdic       *codepage.EBCDIC037 // text in EBCDIC: translate each line
-	start        syncPoint           // where this session's data began
-	anoms        []Anomaly
+	resyncs int
+	text    bool
+	meter   progressMeter
+	lastArm time.Time
+	ebcdic  *codepage.EBCDIC037 // text in EBCDIC: translate each line
+	start   syncPoint           // where this session's data began
+	anoms   []Anomaly
 }
 
 // sendEvent is one FPDU from the server during the data phase, copied off
@@ -479,33 +474,11 @@ func (x *sender) loneEmpty(ctx context.Context, err error) error {
 	return x.interrupt(ctx, 16, fpdu.DiagFileOther, &LocalError{Op: "send", Path: x.req.Source, Err: err})
 }
 
-// dtf sends one DTF of the Packer: a multi-article payload (n > 1), or one
-// article alone, segmented (DTFDA, DTFMA*, DTFFA) when it exceeds the entity
-// size.
-func (x *sender) dtf(data []byte, n int) error {
+// dtf queues one data FPDU of the Packer.
+func (x *sender) dtf(k fpdu.Kind, data []byte, byte5 byte) error {
 	s := x.s
-	if n > 1 {
-		s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, SrcID: byte(n), Data: data}
-		return s.queue(&s.out)
-	}
-	room := x.entity - fpdu.HeaderLen
-	if len(data) <= room {
-		s.out = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peer, Data: data}
-		return s.queue(&s.out)
-	}
-	kind := fpdu.DTFDA
-	for len(data) > 0 {
-		k := min(room, len(data))
-		if k == len(data) {
-			kind = fpdu.DTFFA
-		}
-		s.out = fpdu.FPDU{Kind: kind, DstID: s.peer, Data: data[:k]}
-		if err := s.queue(&s.out); err != nil {
-			return err
-		}
-		data, kind = data[k:], fpdu.DTFMA
-	}
-	return nil
+	s.out = fpdu.FPDU{Kind: k, DstID: s.peer, SrcID: byte5, Data: data}
+	return s.queue(&s.out)
 }
 
 // errCancelled: the context was cancelled during the data phase of a push,
@@ -557,13 +530,5 @@ func (x *sender) interrupt(_ context.Context, code uint8, d fpdu.Diagnostic, cau
 }
 
 func (x *sender) progress(final bool) {
-	if x.req.Progress == nil {
-		return
-	}
-	now := time.Now()
-	if !final && now.Sub(x.lastProgress) < 100*time.Millisecond {
-		return
-	}
-	x.lastProgress = now
-	x.req.Progress(Progress{Bytes: x.fileOff, Total: x.total})
+	x.meter.report(Progress{Bytes: x.fileOff, Total: x.total}, final)
 }

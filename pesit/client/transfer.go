@@ -76,6 +76,35 @@ type Progress struct {
 	Total int64 // local file size when known (send), else the server's announced size or 0
 }
 
+// position is where a transfer stands, push or pull, and its restart state.
+type position struct {
+	fileOff  int64 // local file bytes done
+	bytes    int64 // data bytes (PI 27 units), whole file
+	articles int64 // articles (PI 28), whole file
+	total    int64 // the local file's size (push), the size announced (pull)
+	st       *transferState
+	sf       *stateFile
+}
+
+// progressMeter calls fn, when set, at most every 100 ms, and always with
+// the final report.
+type progressMeter struct {
+	fn   func(Progress)
+	last time.Time
+}
+
+func (m *progressMeter) report(p Progress, final bool) {
+	if m.fn == nil {
+		return
+	}
+	now := time.Now()
+	if !final && now.Sub(m.last) < 100*time.Millisecond {
+		return
+	}
+	m.last = now
+	m.fn(p)
+}
+
 // Result describes a completed transfer.
 type Result struct {
 	TransferID uint32 // PI 13 of the transfer

@@ -25,10 +25,7 @@ type CreateParams struct {
 func NewCreate(dst byte, p CreateParams) *FPDU {
 	f := &FPDU{Kind: Create, DstID: dst}
 	q := &f.Params
-	var id Params
-	id.AddUint(PIFileType, uint64(p.FileType))
-	id.AddString(PIFileName, p.FileName)
-	q.AddGroup(PGIFileID, id)
+	q.addFileID(p.FileType, p.FileName)
 	q.AddUint(PITransferID, uint64(p.TransferID))
 	if p.Restart {
 		q.AddUint(PIRestart, 1)
@@ -36,18 +33,33 @@ func NewCreate(dst byte, p CreateParams) *FPDU {
 	q.AddUint(PIDataCode, uint64(p.DataCode))
 	q.AddUint(PIPriority, uint64(p.Priority))
 	q.AddUint(PIEntitySize, uint64(p.EntitySize))
+	q.addFileAttributes(p.ArticleFormat, p.ArticleLength, p.SpaceKB, p.Created)
+	return f
+}
+
+// addFileID appends PGI 9 with PI 11 and PI 12.
+func (p *Params) addFileID(fileType uint16, name string) {
+	var id Params
+	id.AddUint(PIFileType, uint64(fileType))
+	id.AddString(PIFileName, name)
+	p.AddGroup(PGIFileID, id)
+}
+
+// addFileAttributes appends the attributes of a file as CREATE and
+// ACK(SELECT) carry them: PGI 30 {PI 31, PI 32}, PGI 40 {PI 41 = 0 (KiB),
+// PI 42}, PGI 50 {PI 51}.
+func (p *Params) addFileAttributes(format byte, articleLength int, spaceKB int64, created time.Time) {
 	var logical Params
-	logical.Add(PIArticleFormat, []byte{p.ArticleFormat})
-	logical.AddUint(PIArticleLength, uint64(p.ArticleLength))
-	q.AddGroup(PGILogical, logical)
+	logical.Add(PIArticleFormat, []byte{format})
+	logical.AddUint(PIArticleLength, uint64(articleLength))
+	p.AddGroup(PGILogical, logical)
 	var physical Params
 	physical.AddUint(PISpaceUnit, 0)
-	physical.AddUint(PISpaceMax, uint64(p.SpaceKB))
-	q.AddGroup(PGIPhysical, physical)
+	physical.AddUint(PISpaceMax, uint64(spaceKB))
+	p.AddGroup(PGIPhysical, physical)
 	var hist Params
-	hist.AddDate(PICreated, p.Created)
-	q.AddGroup(PGIHistorical, hist)
-	return f
+	hist.AddDate(PICreated, created)
+	p.AddGroup(PGIHistorical, hist)
 }
 
 // NewAckCreate builds ACK(CREATE){PI 2 = d, PI 25 = entity}: entity is the

@@ -17,10 +17,7 @@ type SelectParams struct {
 func NewSelect(dst byte, p SelectParams) *FPDU {
 	f := &FPDU{Kind: Select, DstID: dst}
 	q := &f.Params
-	var id Params
-	id.AddUint(PIFileType, uint64(p.FileType))
-	id.AddString(PIFileName, p.FileName)
-	q.AddGroup(PGIFileID, id)
+	q.addFileID(p.FileType, p.FileName)
 	q.AddUint(PITransferID, uint64(p.TransferID))
 	q.Add(PIAttributes, []byte{0xE0})
 	if p.Restart {
@@ -78,23 +75,10 @@ type AckSelectParams struct {
 func NewAckSelect(dst byte, p AckSelectParams) *FPDU {
 	f := NewDiag(AckSelect, dst, DiagOK)
 	q := &f.Params
-	var id Params
-	id.AddUint(PIFileType, uint64(p.FileType))
-	id.AddString(PIFileName, p.FileName)
-	q.AddGroup(PGIFileID, id)
+	q.addFileID(p.FileType, p.FileName)
 	q.AddUint(PITransferID, uint64(p.TransferID))
 	q.AddUint(PIDataCode, uint64(p.DataCode))
 	q.AddUint(PIEntitySize, uint64(p.EntitySize))
-	var logical Params
-	logical.Add(PIArticleFormat, []byte{p.ArticleFormat})
-	logical.AddUint(PIArticleLength, uint64(p.ArticleLength))
-	q.AddGroup(PGILogical, logical)
-	var physical Params
-	physical.AddUint(PISpaceUnit, 0)
-	physical.AddUint(PISpaceMax, uint64(p.SpaceKB))
-	q.AddGroup(PGIPhysical, physical)
-	var hist Params
-	hist.AddDate(PICreated, p.Created)
-	q.AddGroup(PGIHistorical, hist)
+	q.addFileAttributes(p.ArticleFormat, p.ArticleLength, p.SpaceKB, p.Created)
 	return f
 }

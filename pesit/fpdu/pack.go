@@ -28,15 +28,16 @@ const TextSpare = HeaderLen + 6
 //     empty one (TextSpare) goes alone; an empty line left alone next to
 //     it, or a file of one empty line, is ErrLoneEmpty.
 //
-// Every DTF goes to emit: n > 1 is a multi-article payload (header byte 5
-// = n); n == 1 is one bare article (byte 5 = 0, never 1), which Add may
-// hand over longer than the room of a DTF for the caller to segment. data
-// is valid until emit returns. The zero Packer is unusable: call Reset.
+// Every data FPDU goes to emit with its kind, its data and its header byte
+// 5: a multi-article DTF (byte 5 = its article count), a DTF of one bare
+// article (byte 5 = 0, never 1), or the segments of an article longer than
+// the entity size (DTFDA, DTFMA..., DTFFA). data is valid until emit
+// returns. The zero Packer is unusable: call Reset.
 type Packer struct {
 	room  int // largest DTF data part: entity size - HeaderLen
 	maxN  int
 	multi bool
-	emit  func(data []byte, n int) error
+	emit  func(k Kind, data []byte, byte5 byte) error
 
 	buf      []byte // the multi-article payload being built
 	n        int    // articles in buf
@@ -47,7 +48,7 @@ type Packer struct {
 // Reset sets p up for a transfer whose DTFs hold at most entity bytes and
 // maxN (at most MaxArticles) articles, and drops anything buffered. The
 // buffer is kept, so that a Packer reused across transfers allocates once.
-func (p *Packer) Reset(entity, maxN int, multi bool, emit func(data []byte, n int) error) {
+func (p *Packer) Reset(entity, maxN int, multi bool, emit func(k Kind, data []byte, byte5 byte) error) {
 	p.room, p.maxN, p.multi, p.emit = entity-HeaderLen, min(maxN, MaxArticles), multi, emit
 	if cap(p.buf) < p.room {
 		p.buf = make([]byte, 0, p.room)
@@ -133,14 +134,29 @@ func (p *Packer) Flush() error {
 	if n == 1 {
 		return p.single(data)
 	}
-	return p.emit(data, n)
+	return p.emit(DTF, data, byte(n))
 }
 
+// single emits one article alone: a DTF, or segments when it does not fit.
 func (p *Packer) single(a []byte) error {
 	if len(a) == 0 {
 		return ErrLoneEmpty // an empty single-article DTF does not exist
 	}
-	return p.emit(a, 1)
+	if len(a) <= p.room {
+		return p.emit(DTF, a, 0)
+	}
+	k := DTFDA
+	for len(a) > 0 {
+		n := min(p.room, len(a))
+		if n == len(a) {
+			k = DTFFA
+		}
+		if err := p.emit(k, a[:n], 0); err != nil {
+			return err
+		}
+		a, k = a[n:], DTFMA
+	}
+	return nil
 }
 
 func (p *Packer) append(a []byte) {

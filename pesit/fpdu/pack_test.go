@@ -13,13 +13,22 @@ func packed(t *testing.T, entity, maxN int, multi, text bool, arts ...string) ([
 	t.Helper()
 	var out []string
 	var p Packer
-	p.Reset(entity, maxN, multi, func(data []byte, n int) error {
-		if n == 1 {
+	p.Reset(entity, maxN, multi, func(k Kind, data []byte, n byte) error {
+		switch {
+		case k == DTFDA || k == DTFMA:
+			out = append(out, k.String()+":"+string(data))
+			return nil
+		case k == DTFFA:
+			out = append(out, "DTFFA:"+string(data))
+			return nil
+		case len(data) > entity-HeaderLen:
+			t.Fatalf("a DTF of %d bytes, entity size %d", len(data), entity)
+		case n == 0:
 			out = append(out, string(data))
 			return nil
 		}
 		var parts []string
-		f := FPDU{Kind: DTF, SrcID: byte(n), Data: data}
+		f := FPDU{Kind: DTF, SrcID: n, Data: data}
 		if err := f.ForEachArticle(func(a []byte) error { parts = append(parts, string(a)); return nil }); err != nil {
 			t.Fatalf("emitted a bad multi-article DTF: %v", err)
 		}
@@ -39,7 +48,7 @@ func packed(t *testing.T, entity, maxN int, multi, text bool, arts ...string) ([
 }
 
 func TestPacker(t *testing.T) {
-	long := strings.Repeat("x", 20)
+	long := strings.Repeat("x", 8) // 6 + 8 > 12: no room for an empty line beside it
 	for _, c := range []struct {
 		name        string
 		entity, max int
@@ -51,7 +60,8 @@ func TestPacker(t *testing.T) {
 		{"binary alone", 100, 255, false, false, []string{"ab", "cd"}, "[ab cd]", nil},
 		{"binary multi up to N", 100, 2, true, false, []string{"a", "b", "c"}, "[*a|b c]", nil},
 		{"binary multi up to the entity size", 6 + 10, 255, true, false, []string{"abc", "def", "g"}, "[*abc|def g]", nil},
-		{"binary too long to share goes alone", 6 + 8, 255, true, false, []string{"a", "abcdefghij"}, "[a abcdefghij]", nil},
+		{"binary too long to share goes alone", 6 + 10, 255, true, false, []string{"a", "abcdefghi"}, "[a abcdefghi]", nil},
+		{"binary too long for a DTF is segmented", 6 + 4, 255, false, false, []string{"abcdefghij", "k"}, "[DTFDA:abcd DTFMA:efgh DTFFA:ij k]", nil},
 		{"text lines one per DTF, empty lines keep company", 100, 255, false, true, []string{"a", "", "b", "c"}, "[*a| b c]", nil},
 		{"text leading empty line", 100, 255, false, true, []string{"", "a", "b"}, "[*|a b]", nil},
 		{"text multi", 100, 255, true, true, []string{"a", "", "b"}, "[*a||b]", nil},

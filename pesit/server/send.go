@@ -19,14 +19,13 @@ var errIDTSent = errors.New("IDT sent")
 
 // sender streams the selected file in articles (TDL02B, digest §4.1).
 type sender struct {
-	s      *session
-	x      *transfer
-	br     *bufio.Reader
-	art    []byte      // one article
-	pack   fpdu.Packer // groups articles into DTFs
-	maxSeg int         // largest DTF data part
-	f      fpdu.FPDU
-	tail   *sendTail // hash and journal, off this goroutine
+	s    *session
+	x    *transfer
+	br   *bufio.Reader
+	art  []byte      // one article
+	pack fpdu.Packer // groups articles into DTFs
+	f    fpdu.FPDU
+	tail *sendTail // hash and journal, off this goroutine
 	// sincePoll counts data bytes since we last looked at what the
 	// receiver sent: without a window to wait on, an IDT or RESYN would
 	// otherwise only be seen after the whole file.
@@ -69,7 +68,7 @@ func (sd *sender) poll() error {
 func (s *session) send(f *fpdu.FPDU) error {
 	x := s.xfer
 	p, _ := f.Params.Uint(fpdu.PIRestartPoint)
-	sd := &sender{s: s, x: x, br: bufio.NewReaderSize(x.src, max(64<<10, x.recLen+2)), art: make([]byte, x.recLen), maxSeg: x.entity - fpdu.HeaderLen}
+	sd := &sender{s: s, x: x, br: bufio.NewReaderSize(x.src, max(64<<10, x.recLen+2)), art: make([]byte, x.recLen)}
 	sd.pack.Reset(x.entity, fpdu.MaxArticles, s.partner.MultiArticle && x.recLen+2+fpdu.HeaderLen <= x.entity, sd.dtf)
 	start, ok, err := sd.restartPoint(p)
 	if err != nil {
@@ -352,31 +351,10 @@ func (sd *sender) stream() error {
 	return s.flush()
 }
 
-// dtf sends one DTF of the Packer: a multi-article payload (n > 1), or one
-// article alone, segmented when it does not fit the entity size.
-func (sd *sender) dtf(a []byte, n int) error {
-	s := sd.s
-	if n > 1 {
-		sd.f = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peerID, SrcID: byte(n), Data: a}
-		return sd.queue(&sd.f)
-	}
-	if len(a) <= sd.maxSeg {
-		sd.f = fpdu.FPDU{Kind: fpdu.DTF, DstID: s.peerID, Data: a}
-		return sd.queue(&sd.f)
-	}
-	kind := fpdu.DTFDA
-	for len(a) > 0 {
-		k := min(len(a), sd.maxSeg)
-		if k == len(a) {
-			kind = fpdu.DTFFA
-		}
-		sd.f = fpdu.FPDU{Kind: kind, DstID: s.peerID, Data: a[:k]}
-		if err := sd.queue(&sd.f); err != nil {
-			return err
-		}
-		a, kind = a[k:], fpdu.DTFMA
-	}
-	return nil
+// dtf queues one data FPDU of the Packer.
+func (sd *sender) dtf(k fpdu.Kind, data []byte, byte5 byte) error {
+	sd.f = fpdu.FPDU{Kind: k, DstID: sd.s.peerID, SrcID: byte5, Data: data}
+	return sd.queue(&sd.f)
 }
 
 // queue adds a concatenable FPDU unless an IDT went out meanwhile.
