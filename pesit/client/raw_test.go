@@ -151,18 +151,24 @@ func TestRawEBCDICText(t *testing.T) {
 // TestRawResyn: with resynchronisation negotiated (PI 23 = 1), the server
 // answers sync point 3 with RESYN{PI 18 = 2} instead of ACK(SYN); the client
 // answers ACK(RESYN){2}, resends from point 2 and the file arrives whole,
-// binary and text (window 2, and window 0 where RESYN is the only answer).
+// binary and text (window 2, and window 0 where RESYN is the only answer),
+// and a RESYN answering TRANS.END (it wins: the client sends again).
 func TestRawResyn(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		window uint8
 		text   bool
-	}{{"binary window 2", 2, false}, {"binary window 0", 0, false}, {"text window 2", 2, true}} {
+		atEnd  bool // the RESYN answers TRANS.END, which it wins over
+	}{{"binary window 2", 2, false, false}, {"binary window 0", 0, false, false}, {"text window 2", 2, true, false},
+		{"binary, RESYN crossing TRANS.END", 2, false, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			srv := newRawServer(t, 4, c.window)
-			srv.resynAt = 3
+			srv.resynAt, srv.resynAtEnd = 3, c.atEnd
+			if c.atEnd {
+				srv.resynAt = 0
+			}
 			cfg := rawConfig(srv.addr())
 			cfg.SyncIntervalKB, cfg.SyncWindow, cfg.Resync = 4, c.window, true
 			local := t.TempDir()

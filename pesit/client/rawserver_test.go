@@ -35,6 +35,9 @@ type rawServer struct {
 	// ACK(SYN): the client must resume from that point.
 	resynAt uint32
 	resyns  atomic.Int32
+	// resynAtEnd answers the first TRANS.END of a push with RESYN{PI 18 =
+	// the last sync point} (RESYN wins over TRANS.END, digest §4.5).
+	resynAtEnd bool
 
 	// Third-party behaviours met in interop tests (issue 14):
 	// sessionCounts: ACK(TRANS.END) PI 27/28 count only the data of this
@@ -190,7 +193,7 @@ func (s *rawServer) serve(c net.Conn) error {
 	var p fpdu.Params
 	p.AddUint(fpdu.PIVersion, 2)
 	p.AddSyncOption(rc.syncKB, rc.window)
-	if v, _ := f.Params.Uint(fpdu.PIResync); v == 1 && (s.resynAt > 0 || s.pullResynAt > 0) || s.grantResync {
+	if v, _ := f.Params.Uint(fpdu.PIResync); v == 1 && (s.resynAt > 0 || s.pullResynAt > 0 || s.resynAtEnd) || s.grantResync {
 		p.AddUint(fpdu.PIResync, 1)
 	}
 	if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.AConnect, DstID: rc.peer, SrcID: 0x61, Params: p}); err != nil {
@@ -357,6 +360,40 @@ func (rc *rawConn) receive() error {
 		bytes += int64(len(a))
 		return nil
 	}
+	// resynTo sends RESYN{1/100, PI 18 = back}, drops what follows the
+	// point and ignores the client until ACK(RESYN).
+	resynTo := func(back uint32) error {
+		var p fpdu.Params
+		p.AddDiagnostic(fpdu.DiagTransmissionError)
+		p.AddUint(fpdu.PIRestartPoint, uint64(back))
+		if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.Resyn, DstID: rc.peer, Params: p}); err != nil {
+			return err
+		}
+		for {
+			g, err := rc.r.Next()
+			if err != nil {
+				return err
+			}
+			if g.Kind == fpdu.AckResyn {
+				if v, _ := g.Params.Uint(fpdu.PIRestartPoint); uint32(v) != back {
+					return fmt.Errorf("ACK(RESYN) %d, asked %d", v, back)
+				}
+				break
+			}
+		}
+		s.mu.Lock()
+		bp := rs.points[back]
+		s.mu.Unlock()
+		off, arts, bytes = bp[0], bp[1], bp[2]
+		if err := out.Truncate(off); err != nil {
+			return err
+		}
+		if _, err := out.Seek(off, 0); err != nil {
+			return err
+		}
+		bw.Reset(out)
+		return nil
+	}
 	for {
 		f, err := rc.r.Next()
 		if err != nil {
@@ -393,38 +430,10 @@ func (rc *rawConn) receive() error {
 			rs.last = uint32(n)
 			s.mu.Unlock()
 			if uint32(n) == s.resynAt && s.resyns.CompareAndSwap(0, 1) {
-				// Ask to resume from the previous point: drop what follows
-				// it, ignore data until ACK(RESYN).
-				back := uint32(n) - 1
-				var p fpdu.Params
-				p.AddDiagnostic(fpdu.DiagTransmissionError)
-				p.AddUint(fpdu.PIRestartPoint, uint64(back))
-				if err := rc.w.Write(&fpdu.FPDU{Kind: fpdu.Resyn, DstID: rc.peer, Params: p}); err != nil {
+				// Ask to resume from the previous point.
+				if err := resynTo(uint32(n) - 1); err != nil {
 					return err
 				}
-				for {
-					g, err := rc.r.Next()
-					if err != nil {
-						return err
-					}
-					if g.Kind == fpdu.AckResyn {
-						if v, _ := g.Params.Uint(fpdu.PIRestartPoint); uint32(v) != back {
-							return fmt.Errorf("ACK(RESYN) %d, asked %d", v, back)
-						}
-						break
-					}
-				}
-				s.mu.Lock()
-				bp := rs.points[back]
-				s.mu.Unlock()
-				off, arts, bytes = bp[0], bp[1], bp[2]
-				if err := out.Truncate(off); err != nil {
-					return err
-				}
-				if _, err := out.Seek(off, 0); err != nil {
-					return err
-				}
-				bw.Reset(out)
 				continue
 			}
 			if rc.window > 0 {
@@ -449,6 +458,13 @@ func (rc *rawConn) receive() error {
 			}
 			if t.Kind != fpdu.TransEnd {
 				return errors.New("expected TRANS.END")
+			}
+			if s.resynAtEnd && rs.last > 0 && s.resyns.CompareAndSwap(0, 1) {
+				// RESYN wins over TRANS.END: the client sends again.
+				if err := resynTo(rs.last); err != nil {
+					return err
+				}
+				continue
 			}
 			var q fpdu.Params
 			rb, ra := bytes, arts
