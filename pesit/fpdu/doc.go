@@ -24,6 +24,10 @@
 //	reader.go    Reader: frames, NSDU splitting, one reused buffer
 //	writer.go    Writer: one FPDU per frame, Queue for concatenation
 //	article.go   DTF articles, Reassembler, Counter (PI 27/PI 28)
+//	pack.go      Packer: articles into DTFs (an empty line never travels alone), segments
+//	msg_*.go     typed builders (NewConnect, NewCreate, NewSyn ...) and views
+//	             (ReadAckSelect, ReadCounts, ReadIDT ...) of the FPDUs client and
+//	             server assemble, one file per message family, over Params
 //	abort.go     NewAbort (bare or PI form)
 //	preconn.go   pre-connection message, ACK0/NAK0 (EBCDIC: pesit/internal/codepage)
 //	dump.go      String, with PI 5 redacted
