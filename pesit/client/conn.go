@@ -151,11 +151,12 @@ func (s *Session) read(arm bool) (*fpdu.FPDU, error) {
 // session with the machine's diagnostic, an ABORT closes it.
 func (s *Session) received(f *fpdu.FPDU) (fsm.Action, error) {
 	act, err := s.m.Received(f)
-	if v, ok := fsm.IsViolation(err); ok {
-		return 0, s.protocolError(v.Diag, "%v", v)
-	}
-	if err != nil {
-		return 0, s.protocolError(fpdu.DiagProtocolError, "%v", err)
+	if err != nil { // fsm.IsViolation allocates: not on the data path
+		d := fpdu.DiagProtocolError
+		if v, ok := fsm.IsViolation(err); ok {
+			d = v.Diag
+		}
+		return 0, s.protocolError(d, "%v", err)
 	}
 	if f.Kind == fpdu.Abort {
 		d, _ := f.Params.Diagnostic()
