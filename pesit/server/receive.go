@@ -25,14 +25,14 @@ func (s *session) receive(f *fpdu.FPDU) error {
 			return s.writeAck(fpdu.AckWrite, fpdu.DiagIOError)
 		}
 		point = rs.Sync
-		s.hookSink(x.sink, x.id)
+		s.hookSink(x.sink, x.ref)
 	}
 	if x.sink == nil && x.restart != nil {
 		rs := x.restart
 		x.sink, err = resumeSink(x.root, x.tempRel, x.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles)
 		if err == nil {
 			point = rs.Sync
-			s.hookSink(x.sink, x.id)
+			s.hookSink(x.sink, x.ref)
 		} else {
 			// 0 is always a legal restart point: start the file again.
 			s.log.Warn("cannot resume, restarting from 0", "err", err)
@@ -51,7 +51,7 @@ func (s *session) receive(f *fpdu.FPDU) error {
 			s.log.Error("cannot create temporary file", "file", x.tempRel, "err", err)
 			return s.writeAck(fpdu.AckWrite, d)
 		}
-		s.hookSink(x.sink, x.id)
+		s.hookSink(x.sink, x.ref)
 	}
 	x.syncNum, x.lastAck, x.restartAt = point, point, point
 	x.lastSync = syncPoint{num: point, offset: x.sink.bytes, articles: x.sink.articles, data: x.dataBytes(x.sink.bytes, x.sink.articles)}
@@ -65,7 +65,7 @@ func (s *session) receive(f *fpdu.FPDU) error {
 	if err := s.write(&ack); err != nil {
 		return err
 	}
-	s.log.Info("receiving", "id", x.id, "restart_point", point, "offset", x.sink.bytes)
+	s.log.Info("receiving", "id", x.ref.ID, "restart_point", point, "offset", x.sink.bytes)
 	s.dataPhase.Store(true)
 	defer s.dataPhase.Store(false)
 	return s.receiveLoop()
@@ -313,8 +313,8 @@ func (s *session) receiveSyn(f *fpdu.FPDU) error {
 // hookSink makes x.sink's second goroutine journal and acknowledge the
 // points made durable, and interrupt the transfer with IDT when one cannot
 // be, as the admin API does from its own goroutine.
-func (s *session) hookSink(sk *sink, id int64) {
-	sk.onDurable = func(pts []syncPoint) error { return s.pointsDurable(sk, id, pts) }
+func (s *session) hookSink(sk *sink, ref TransferRef) {
+	sk.onDurable = func(pts []syncPoint) error { return s.pointsDurable(sk, ref, pts) }
 	sk.onFail = func(err error) {
 		if err := s.localIDT(err); err != nil {
 			s.log.Debug("IDT not sent", "err", err)
@@ -325,9 +325,9 @@ func (s *session) hookSink(sk *sink, id int64) {
 // pointsDurable runs on the sink's second goroutine once the data up to
 // the last of pts is durable: it journals that point (it supersedes the
 // others as the restart point), then acknowledges each.
-func (s *session) pointsDurable(sk *sink, id int64, pts []syncPoint) error {
+func (s *session) pointsDurable(sk *sink, ref TransferRef, pts []syncPoint) error {
 	last := pts[len(pts)-1]
-	if err := s.srv.jnl.SyncPoint(s.ctx, id, last.num, last.offset, last.articles); err != nil {
+	if err := s.srv.jnl.SyncPoint(s.ctx, ref, last.num, last.offset, last.articles); err != nil {
 		// Not acknowledged. Lost to another owner: IDT all the same (the
 		// partner restarts, and finds the new owner), but the file is
 		// left as it is (settleSyncs sets x.lost).

@@ -98,7 +98,7 @@ func (s *session) send(f *fpdu.FPDU) error {
 	if err := s.writeAck(fpdu.AckRead, fpdu.DiagOK); err != nil {
 		return err
 	}
-	s.log.Info("sending", "id", x.id, "restart_point", start.num, "offset", start.offset, "size", x.size, "text", x.text)
+	s.log.Info("sending", "id", x.ref.ID, "restart_point", start.num, "offset", start.offset, "size", x.size, "text", x.text)
 	s.wmu.Lock()
 	s.w.SetEntitySize(x.entity)
 	s.wmu.Unlock()
@@ -112,7 +112,7 @@ func (s *session) send(f *fpdu.FPDU) error {
 // startTail hands the hash (of the file up to x.off) to a new sendTail.
 func (sd *sender) startTail() {
 	s, x := sd.s, sd.x
-	sd.tail = startSendTail(s.ctx, s.srv.jnl, x.id, x.src, x.h, x.off, s.log)
+	sd.tail = startSendTail(s.ctx, s.srv.jnl, x.ref, x.src, x.h, x.off, s.log)
 }
 
 // textSpare is what a text article leaves of the entity size: the header

@@ -88,11 +88,11 @@ type session struct {
 	xfer *transfer
 
 	// Shared with other goroutines.
-	dataPhase  atomic.Bool   // in TDE02B/TDL02B: IDT is possible
-	idtPending atomic.Bool   // we sent IDT and wait for ACK(IDT)
-	xferID     atomic.Int64  // journal id of the current transfer
-	killed     atomic.Uint32 // diagnostic of a local abort (Shutdown, cancel)
-	idle       atomic.Bool   // before CONNECT or between transfers: Shutdown need not wait
+	dataPhase  atomic.Bool            // in TDE02B/TDL02B: IDT is possible
+	idtPending atomic.Bool            // we sent IDT and wait for ACK(IDT)
+	xferID     atomic.Pointer[string] // journal id of the current transfer; nil between transfers
+	killed     atomic.Uint32          // diagnostic of a local abort (Shutdown, cancel)
+	idle       atomic.Bool            // before CONNECT or between transfers: Shutdown need not wait
 	idtDiag    atomic.Uint32
 	idtCode    atomic.Uint32
 
@@ -473,11 +473,11 @@ func (s *session) fileSelected() error {
 			}
 			open = false
 		case f.Kind == fpdu.Deselect && !open:
-			if err := s.writeAck(fpdu.AckDeselect, fpdu.DiagOK); err != nil {
-				return err
-			}
+			// The transfer is released (its final path unclaimed) before
+			// the answer: a requester that pushes the same file again
+			// right after must not find it still busy (2/207).
 			s.endTransfer(nil)
-			return nil
+			return s.writeAck(fpdu.AckDeselect, fpdu.DiagOK)
 		case f.Kind == fpdu.Write && open && s.xfer.dir == DirectionReceive:
 			if err := s.resumeInPlace(); err != nil {
 				return err
@@ -701,13 +701,31 @@ func (s *session) interruptForShutdown(deadline time.Time) {
 		s.log.Debug("shutdown IDT not sent", "err", err)
 		return
 	}
-	s.log.Info("transfer interrupted by the shutdown; the partner may restart it", "id", s.xferID.Load())
+	s.log.Info("transfer interrupted by the shutdown; the partner may restart it", "id", s.currentTransfer())
+}
+
+// setCurrentTransfer publishes the journal id of the transfer under way
+// ("" for none) to the goroutines that cancel or interrupt it.
+func (s *session) setCurrentTransfer(id string) {
+	if id == "" {
+		s.xferID.Store(nil)
+		return
+	}
+	s.xferID.Store(&id)
+}
+
+// currentTransfer is the journal id of the transfer under way, or "".
+func (s *session) currentTransfer() string {
+	if p := s.xferID.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // cancelTransfer interrupts transfer id for the admin API.
-func (s *session) cancelTransfer(ctx context.Context, id int64) error {
-	if s.xferID.Load() != id {
-		return fmt.Errorf("cancel transfer %d: %w", id, ErrNoSuchTransfer)
+func (s *session) cancelTransfer(ctx context.Context, id string) error {
+	if s.currentTransfer() != id {
+		return fmt.Errorf("cancel transfer %s: %w", id, ErrNoSuchTransfer)
 	}
 	s.wmu.Lock()
 	if s.dataPhase.Load() && !s.idtPending.Load() && !s.closed {
@@ -719,7 +737,7 @@ func (s *session) cancelTransfer(ctx context.Context, id int64) error {
 	if s.idtPending.Load() {
 		return nil
 	}
-	s.abort(fpdu.DiagClosedByUser, fmt.Sprintf("transfer %d cancelled", id))
+	s.abort(fpdu.DiagClosedByUser, fmt.Sprintf("transfer %s cancelled", id))
 	return ctx.Err()
 }
 

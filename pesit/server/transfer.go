@@ -33,7 +33,7 @@ type syncPoint struct {
 
 // transfer is the file selected by CREATE or SELECT, until DESELECT.
 type transfer struct {
-	id       int64
+	ref      TransferRef // the journal's: id and owner token
 	dir      Direction
 	vf       VirtualFile
 	file     string // PI 12
@@ -309,7 +309,7 @@ func (s *session) create(f *fpdu.FPDU) error {
 		// ACK(TRANS.END) it knows, and no second copy is delivered.
 		x.published = true
 		s.log.Warn("restart of a transfer whose file was published already; the data resent is checked against it",
-			"file", x.finalRel, "restart_of", x.restart.TransferID, "sync", x.restart.Sync, "offset", x.restart.Offset)
+			"file", x.finalRel, "restart_of", x.restart.Transfer.ID, "sync", x.restart.Sync, "offset", x.restart.Offset)
 	} else if _, err := root.Lstat(x.finalRel); err == nil && !vf.Overwrite {
 		return s.refuseFile(fpdu.AckCreate, fpdu.DiagFileExists, "%s exists", x.finalRel)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -325,16 +325,16 @@ func (s *session) create(f *fpdu.FPDU) error {
 		// A completed record is not taken over: it stays as it is, and its
 		// restart, which only checks the published file, gets a record of
 		// its own.
-		t.RestartOf = x.restart.TransferID
+		t.RestartOf = x.restart.Transfer
 	}
-	id, err := srv.jnl.Begin(s.ctx, t)
+	ref, err := srv.jnl.Begin(s.ctx, t)
 	if err != nil {
 		srv.unclaimPath(x.finalAbs)
 		s.log.Error("journal begin failed", "err", err)
 		return s.refuseFile(fpdu.AckCreate, fpdu.DiagTemporaryNoResources, "journal unavailable")
 	}
 	keep = true
-	x.root, x.id = root, id
+	x.root, x.ref = root, ref
 	s.beginTransfer(x)
 	ack := fpdu.FPDU{Kind: fpdu.AckCreate, DstID: s.peerID}
 	ack.Params.AddDiagnostic(fpdu.DiagOK)
@@ -442,15 +442,15 @@ func (s *session) selectFile(f *fpdu.FPDU) error {
 	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: vf.ID, Direction: DirectionSend,
 		PeSITID: x.pesitID, Restart: restart == 1, Path: x.srcPath, DeclaredSize: x.size, Started: x.started}
 	if x.restart != nil {
-		t.RestartOf = x.restart.TransferID
+		t.RestartOf = x.restart.Transfer
 	}
-	id, err := srv.jnl.Begin(s.ctx, t)
+	ref, err := srv.jnl.Begin(s.ctx, t)
 	if err != nil {
 		src.Close()
 		s.log.Error("journal begin failed", "err", err)
 		return s.refuseFile(fpdu.AckSelect, fpdu.DiagTemporaryNoResources, "journal unavailable")
 	}
-	x.id = id
+	x.ref = ref
 	s.beginTransfer(x)
 
 	ack := fpdu.FPDU{Kind: fpdu.AckSelect, DstID: s.peerID}
@@ -481,14 +481,14 @@ func (s *session) beginTransfer(x *transfer) {
 		attribute.String("pesit.virtual_file", x.vf.ID),
 		attribute.String("pesit.direction", x.dir.String()),
 		attribute.Int64("pesit.transfer_id", int64(x.pesitID)),
-		attribute.Int64("vectis.transfer_id", x.id)))
+		attribute.String("vectis.transfer_id", x.ref.ID)))
 	s.xfer = x
-	s.xferID.Store(x.id)
-	s.srv.trackTransfer(x.id, s)
+	s.setCurrentTransfer(x.ref.ID)
+	s.srv.trackTransfer(x.ref.ID, s)
 	if x.restart != nil && s.srv.met != nil {
 		s.srv.met.Restarts.Inc()
 	}
-	s.log.Info("transfer selected", "id", x.id, "file", x.file, "direction", x.dir.String(), "pi13", x.pesitID, "restart", x.restart != nil)
+	s.log.Info("transfer selected", "id", x.ref.ID, "file", x.file, "direction", x.dir.String(), "pi13", x.pesitID, "restart", x.restart != nil)
 }
 
 // outcome is what finish records for the current transfer. An interrupted
@@ -524,24 +524,29 @@ func (s *session) record(o Outcome, within time.Duration) error {
 	for {
 		// A last record (within = 0) must go through after the drain gave
 		// up (base cancelled); a retried one gives way to the drain's end.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// One context per attempt, each cancelled: an unused one would
+		// hold its timer for its whole 10 s.
+		var ctx context.Context
+		var cancel context.CancelFunc
 		if within > 0 {
 			ctx, cancel = context.WithDeadline(s.srv.base, deadline)
+		} else {
+			ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 		}
-		err := s.srv.jnl.Finish(ctx, x.id, o)
+		err := s.srv.jnl.Finish(ctx, x.ref, o)
 		cancel()
 		switch {
 		case err == nil:
 			return nil
 		case errors.Is(err, ErrTransferLost):
 			x.lost = true
-			s.log.Warn("transfer taken over by another owner; its outcome here is not recorded", "id", x.id, "err", err)
+			s.log.Warn("transfer taken over by another owner; its outcome here is not recorded", "id", x.ref.ID, "err", err)
 			return err
 		case within <= 0 || time.Until(deadline) < finishRetries:
-			s.log.Error("journal finish failed", "id", x.id, "status", o.Status, "err", err)
+			s.log.Error("journal finish failed", "id", x.ref.ID, "status", o.Status, "err", err)
 			return err
 		}
-		s.log.Warn("journal finish failed; retrying", "id", x.id, "err", err)
+		s.log.Warn("journal finish failed; retrying", "id", x.ref.ID, "err", err)
 		select {
 		case <-time.After(finishRetries):
 		case <-s.srv.base.Done():
@@ -583,7 +588,7 @@ func (s *session) settle(o Outcome) {
 		x.span.SetStatus(codes.Error, d.String()+" "+detail)
 		x.span.RecordError(errors.New(detail))
 	}
-	s.log.Info("transfer finished", "id", x.id, "status", st, "bytes", b, "articles", a, "diag", d.String(), "detail", detail, "duration", dur)
+	s.log.Info("transfer finished", "id", x.ref.ID, "status", st, "bytes", b, "articles", a, "diag", d.String(), "detail", detail, "duration", dur)
 }
 
 // endTransfer releases the current transfer at DESELECT (cause nil) or when
@@ -656,8 +661,8 @@ func (s *session) endTransfer(cause error) {
 	if x.dir == DirectionReceive {
 		s.srv.unclaimPath(x.finalAbs)
 	}
-	s.srv.trackTransfer(x.id, nil)
-	s.xferID.Store(0)
+	s.srv.trackTransfer(x.ref.ID, nil)
+	s.setCurrentTransfer("")
 	x.span.End()
 	s.xfer = nil
 }
@@ -695,9 +700,9 @@ func (s *session) keepRestartPoint(x *transfer) Status {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.srv.jnl.SyncPoint(ctx, x.id, rs.Sync, rs.Offset, rs.Articles); err != nil {
+	if err := s.srv.jnl.SyncPoint(ctx, x.ref, rs.Sync, rs.Offset, rs.Articles); err != nil {
 		x.lost = x.lost || errors.Is(err, ErrTransferLost)
-		s.log.Warn("journal restart point failed", "id", x.id, "sync", rs.Sync, "err", err)
+		s.log.Warn("journal restart point failed", "id", x.ref.ID, "sync", rs.Sync, "err", err)
 		return StatusFailed
 	}
 	return StatusInterrupted
@@ -737,13 +742,13 @@ func (s *session) message(f *fpdu.FPDU) error {
 	}
 	srv := s.srv
 	now := srv.now()
-	id, err := srv.jnl.Begin(s.ctx, Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: name,
+	ref, err := srv.jnl.Begin(s.ctx, Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: name,
 		Direction: DirectionReceive, Message: true, PeSITID: uint32(pi13), Text: string(buf), Started: now})
 	d := fpdu.DiagOK
 	if err != nil {
 		s.log.Error("journal begin failed", "err", err)
 		d = fpdu.DiagTemporaryNoResources
-	} else if err := srv.jnl.Finish(s.ctx, id, Outcome{Status: StatusDone, Bytes: int64(len(buf)), Articles: 1, Finished: now}); err != nil {
+	} else if err := srv.jnl.Finish(s.ctx, ref, Outcome{Status: StatusDone, Bytes: int64(len(buf)), Articles: 1, Finished: now}); err != nil {
 		s.log.Error("journal finish failed", "err", err)
 		d = fpdu.DiagTemporaryNoResources
 	}
@@ -783,31 +788,31 @@ func (s *session) resumeInPlace() error {
 		return abortf(fpdu.DiagAdministrativeStop, "server shutting down: restart the transfer")
 	}
 	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: x.vf.ID, Direction: x.dir,
-		PeSITID: x.pesitID, Restart: true, RestartOf: x.id, DeclaredSize: x.declared, FileCreated: x.created, Started: srv.now()}
+		PeSITID: x.pesitID, Restart: true, RestartOf: x.ref, DeclaredSize: x.declared, FileCreated: x.created, Started: srv.now()}
 	if x.dir == DirectionReceive {
 		t.Path, t.TempPath = x.finalAbs, filepath.Join(x.vf.ReceiveDir, x.tempRel)
 	} else {
 		t.Path = x.srcPath
 	}
-	id, err := srv.jnl.Begin(s.ctx, t)
+	ref, err := srv.jnl.Begin(s.ctx, t)
 	if err != nil {
 		return abortf(fpdu.DiagCongestion, "journal unavailable: %v", err)
 	}
-	srv.trackTransfer(x.id, nil)
+	srv.trackTransfer(x.ref.ID, nil)
 	p := x.lastSync
 	if x.dir == DirectionSend {
 		p = x.lastSent // any point sent can be resumed (send.go, replay)
 	}
-	x.restart = &RestartState{TransferID: x.id, Path: t.Path, TempPath: t.TempPath,
+	x.restart = &RestartState{Transfer: x.ref, Path: t.Path, TempPath: t.TempPath,
 		Sync: p.num, Offset: p.offset, Articles: p.articles}
-	x.id, x.started, x.finished, x.resumable = id, t.Started, false, false
+	x.ref, x.started, x.finished, x.resumable = ref, t.Started, false, false
 	x.sink = nil // receive reopens the temporary file at the point
-	s.xferID.Store(id)
-	srv.trackTransfer(id, s)
+	s.setCurrentTransfer(x.ref.ID)
+	srv.trackTransfer(x.ref.ID, s)
 	if srv.met != nil {
 		srv.met.Restarts.Inc()
 	}
-	s.log.Info("transfer resumed in place", "id", id, "restart_of", t.RestartOf, "point", x.lastSync.num)
+	s.log.Info("transfer resumed in place", "id", x.ref.ID, "restart_of", t.RestartOf.ID, "point", x.lastSync.num)
 	return nil
 }
 
