@@ -278,7 +278,9 @@ func (s *session) authenticate(p Partner, id string, known bool, password string
 	return v, reason
 }
 
-// connect validates CONNECT and answers ACONNECT or RCONNECT (digest §8.1.3).
+// connect answers ACONNECT or RCONNECT (digest §8.1.3). The state machine
+// has checked f's parameters (next): what is left is the server's, the
+// partner, its rights and the negotiation.
 func (s *session) connect(f *fpdu.FPDU) error {
 	srv := s.srv
 	cfg := &srv.cfg
@@ -298,9 +300,6 @@ func (s *session) connect(f *fpdu.FPDU) error {
 			return err
 		}
 		return errClosed
-	}
-	if err := fpdu.Validate(f); err != nil {
-		return refuse(diagOf(err, fpdu.DiagBadParameter), "CONNECT: %v", err)
 	}
 	if id, _ := f.Params.String(fpdu.PIServerID); id != cfg.ID {
 		return refuse(fpdu.DiagUnknownServer, "called id %q", id)

@@ -149,11 +149,9 @@ func (s *session) refuseFile(k fpdu.Kind, d fpdu.Diagnostic, detail string, args
 	return s.writeAck(k, d)
 }
 
-// fileCommon checks what CREATE and SELECT share and returns the virtual file.
+// fileCommon checks what CREATE and SELECT share and returns the virtual
+// file. The parameters were checked by the state machine (next).
 func (s *session) fileCommon(f *fpdu.FPDU, ack fpdu.Kind, want Direction) (VirtualFile, string, bool, error) {
-	if err := fpdu.Validate(f); err != nil {
-		return VirtualFile{}, "", false, abortf(diagOf(err, fpdu.DiagBadParameter), "%v: %v", f.Kind, err)
-	}
 	name, _ := f.Params.String(fpdu.PIFileName)
 	s.requested = name
 	if err := checkFileID(name); err != nil {
@@ -710,9 +708,6 @@ func (s *session) keepRestartPoint(x *transfer) Status {
 
 // message handles MSG and MSGDM..MSGFM (digest §4.7).
 func (s *session) message(f *fpdu.FPDU) error {
-	if err := fpdu.Validate(f); err != nil {
-		return abortf(diagOf(err, fpdu.DiagBadParameter), "%v: %v", f.Kind, err)
-	}
 	name, _ := f.Params.String(fpdu.PIFileName)
 	pi13, _ := f.Params.Uint(fpdu.PITransferID)
 	text, _ := f.Params.Bytes(fpdu.PIMessage)
