@@ -16,8 +16,8 @@
 // send in the state: a bug in the caller. A Violation never changes the
 // machine.
 //
-// Both Received and Sent run fpdu.Validate on the FPDU, so the caller need
-// not. The machine checks the PIs it reads itself: PI 22 (CONNECT), PI 7
+// Both Received and Sent run fpdu.Validate on the FPDU (fpdu.SplitData on a
+// data FPDU, whose articles Articles then holds), so the caller need not. The machine checks the PIs it reads itself: PI 22 (CONNECT), PI 7
 // and PI 23 (CONNECT, ACONNECT), PI 2 of the answers, PI 15, PI 18, PI 19
 // and PI 20. It does not check PI 6 (see NegotiateVersion), the partner's
 // identity, nor file attributes: those are the server's and client's.

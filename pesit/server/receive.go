@@ -53,10 +53,9 @@ func (s *session) receive(f *fpdu.FPDU) error {
 		}
 		s.hookSink(x.sink, x.ref)
 	}
-	x.syncNum, x.lastAck, x.restartAt = point, point, point
+	x.restartAt = point
 	x.lastSync = syncPoint{num: point, offset: x.sink.bytes, articles: x.sink.articles, data: x.dataBytes(x.sink.bytes, x.sink.articles)}
 	x.startPoint = x.lastSync
-	x.sinceSync = 0
 	x.inSeg = false
 	x.dataStarted = true
 	ack := fpdu.FPDU{Kind: fpdu.AckWrite, DstID: s.peerID}
@@ -118,7 +117,13 @@ func (s *session) receiveFrames() error {
 			if len(f.Data)+fpdu.HeaderLen > x.entity && s.entityExceeded(len(f.Data)+fpdu.HeaderLen) {
 				return abortf(fpdu.DiagBadParameter, "DTF of %d bytes, PI 25 = %d (strict partner)", len(f.Data)+fpdu.HeaderLen, x.entity)
 			}
-			derr = f.ForEachArticle(s.onArticle)
+			// The machine split the DTF when it checked it; only data
+			// FPDUs received here change what Articles holds.
+			for _, a := range s.m.Articles() {
+				if derr = s.receiveArticle(a); derr != nil {
+					break
+				}
+			}
 		case fpdu.DTFDA:
 			if x.inSeg {
 				return abortf(fpdu.DiagProtocolError, "DTFDA inside a segmented article")
@@ -192,7 +197,7 @@ func (s *session) entityExceeded(n int) bool {
 	return s.anomaly(AnomalyEntityExceeded, fmt.Sprintf("data FPDU of %d bytes, PI 25 = %d", n, s.xfer.entity))
 }
 
-// receiveArticle is bound once to s.onArticle: one complete article.
+// receiveArticle takes one complete article.
 func (s *session) receiveArticle(a []byte) error {
 	if len(a) > s.xfer.recLen {
 		return fmt.Errorf("article of %d bytes, PI 32 = %d: %w", len(a), s.xfer.recLen, fpdu.DiagArticleTooLong)
@@ -235,10 +240,6 @@ func (s *session) receiveSegment(p []byte, last bool) error {
 
 func (s *session) receiveData(p []byte) error {
 	x := s.xfer
-	x.sinceSync += int64(len(p))
-	if s.syncBytes > 0 && x.sinceSync > s.syncBytes {
-		return fmt.Errorf("%d bytes since the last sync point, interval %d: %w", x.sinceSync, s.syncBytes, fpdu.DiagTooMuchDataWithoutSync)
-	}
 	if x.ebcdic != nil {
 		codepage.Translate(p, &x.ebcdic.ToASCII) // p aliases the reader's buffer, ours until the next read
 	}
@@ -284,15 +285,11 @@ func (s *session) localIDT(cause error) error {
 	return s.writeIDTLocked(d, code)
 }
 
+// receiveSyn takes sync point n, which the state machine numbered and
+// checked against the negotiation, the window and the interval.
 func (s *session) receiveSyn(f *fpdu.FPDU) error {
 	x := s.xfer
-	if !s.syncOn {
-		return abortf(fpdu.DiagProtocolError, "SYN without negotiated sync points")
-	}
-	n, ok := f.Params.Uint(fpdu.PISyncNumber)
-	if !ok || n <= uint64(x.syncNum) || n > 999999 {
-		return abortf(fpdu.DiagBadParameter, "SYN %d after %d", n, x.syncNum)
-	}
+	n, _ := f.Params.Uint(fpdu.PISyncNumber)
 	// The point is made durable off the session goroutine: the sink's
 	// worker fsyncs the data up to here, then the journal records the
 	// point, then ACK(SYN) goes out; meanwhile we go on receiving the data
@@ -303,7 +300,6 @@ func (s *session) receiveSyn(f *fpdu.FPDU) error {
 	// does from its own goroutine.
 	pt := syncPoint{num: uint32(n), offset: x.sink.bytes, articles: x.sink.articles}
 	x.syncTried = pt // the file holds it from now on; its journal write is under way
-	x.syncNum, x.sinceSync = pt.num, 0
 	x.syncCount++
 	s.collectDurable()
 	x.sink.syncAsync(pt)
@@ -340,7 +336,7 @@ func (s *session) pointsDurable(sk *sink, ref TransferRef, pts []syncPoint) erro
 	if m := s.srv.met; m != nil {
 		m.SyncPoints.Add(float64(len(pts)))
 	}
-	if s.syncWindow == 0 {
+	if s.syncOption().Window == 0 {
 		return nil // W = 0: sync points are not acknowledged
 	}
 	for _, pt := range pts {
@@ -366,10 +362,13 @@ func (s *session) collectDurable() {
 	if x.sink.isLost() {
 		x.lost = true
 	}
+	// The sink's points come in the order they were taken, each at or
+	// after the one before it in the file: a restart from p may number its
+	// points from 1 again (fsm.SyncWindow.Syn), so the number is no guide.
 	pt, ok := x.sink.durable()
-	if ok && pt.num > x.lastSync.num || (pt.num == x.lastSync.num && pt.offset > x.lastSync.offset) {
+	if ok && (pt.offset > x.lastSync.offset || pt.offset == x.lastSync.offset && pt.num != x.lastSync.num) {
 		pt.data = x.dataBytes(pt.offset, pt.articles)
-		x.lastSync, x.lastAck = pt, pt.num
+		x.lastSync = pt
 	}
 }
 
@@ -402,15 +401,12 @@ func (s *session) writeUnlessIDT(f *fpdu.FPDU) error {
 // negotiated with sync points, and every SYN is made durable at once).
 func (s *session) receiveResyn(f *fpdu.FPDU) error {
 	x := s.xfer
-	if !s.resync {
-		return abortf(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
-	}
 	s.settleSyncs()
 	lp := x.lastSync
 	if err := x.sink.truncate(lp.offset, lp.articles); err != nil {
 		return abortf(fpdu.DiagResyncImpossible, "resync: %v", err)
 	}
-	x.sinceSync, x.inSeg, x.syncNum, x.syncTried = 0, false, lp.num, lp
+	x.inSeg, x.syncTried = false, lp
 	ack := fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peerID}
 	ack.Params.AddUint(fpdu.PIRestartPoint, uint64(lp.num))
 	return s.writeUnlessIDT(&ack)

@@ -32,6 +32,12 @@ type sender struct {
 	maxSeg   int // largest DTF data part
 	f        fpdu.FPDU
 	tail     *sendTail // hash and journal, off this goroutine
+	// limit is the negotiated sync interval in bytes (0: no bound) and
+	// since the data bytes since the last SYN placed: the placement of
+	// sync points, which replay repeats. Their numbering and the window
+	// are the state machine's.
+	limit int64
+	since int64
 	// sincePoll counts data bytes since we last looked at what the
 	// receiver sent: without a window to wait on, an IDT or RESYN would
 	// otherwise only be seen after the whole file.
@@ -74,7 +80,8 @@ func (sd *sender) poll() error {
 func (s *session) send(f *fpdu.FPDU) error {
 	x := s.xfer
 	p, _ := f.Params.Uint(fpdu.PIRestartPoint)
-	sd := &sender{s: s, x: x, br: bufio.NewReaderSize(x.src, max(64<<10, x.recLen+2)), art: make([]byte, x.recLen), maxSeg: x.entity - fpdu.HeaderLen}
+	sd := &sender{s: s, x: x, br: bufio.NewReaderSize(x.src, max(64<<10, x.recLen+2)), art: make([]byte, x.recLen), maxSeg: x.entity - fpdu.HeaderLen,
+		limit: s.syncLimit()}
 	sd.multi = s.partner.MultiArticle && x.recLen+2+fpdu.HeaderLen <= x.entity
 	if sd.multi || x.text {
 		sd.payload = make([]byte, 0, x.entity-fpdu.HeaderLen)
@@ -149,6 +156,7 @@ func (sd *sender) replay(p uint32, known syncPoint) (syncPoint, bool, error) {
 	sd.br.Reset(x.src)
 	var cur, found syncPoint
 	var since int64
+	limit := s.syncLimit()
 	for cur.num < known.num {
 		art, raw, err := sd.next()
 		if errors.Is(err, io.EOF) {
@@ -158,7 +166,7 @@ func (sd *sender) replay(p uint32, known syncPoint) (syncPoint, bool, error) {
 			return syncPoint{}, false, err
 		}
 		n := int64(len(art))
-		if n > 0 && s.syncBytes > 0 && since+n > s.syncBytes {
+		if n > 0 && limit > 0 && since+n > limit {
 			cur.num++
 			since = 0
 			if cur.num == p {
@@ -230,7 +238,7 @@ func (sd *sender) seek(p syncPoint) error {
 	sd.br.Reset(x.src)
 	sd.payload, sd.n, sd.nonEmpty, sd.last = sd.payload[:0], 0, 0, 0
 	x.off, x.bytes, x.articles = p.offset, p.data, p.articles
-	x.syncNum, x.lastAck, x.sinceSync = p.num, p.num, 0
+	sd.since = 0
 	x.lastSync = p
 	x.points = x.points[:0]
 	return nil
@@ -317,7 +325,7 @@ func (sd *sender) stream() error {
 		n := len(a)
 		// Empty lines never take a sync point: placement stays a function
 		// of the data (replay) and an empty line keeps its neighbour.
-		if n > 0 && s.syncBytes > 0 && x.sinceSync+int64(n) > s.syncBytes {
+		if n > 0 && sd.limit > 0 && sd.since+int64(n) > sd.limit {
 			if err := sd.syn(); err != nil {
 				return err
 			}
@@ -337,7 +345,7 @@ func (sd *sender) stream() error {
 		x.off += int64(len(raw))
 		x.bytes += int64(n)
 		x.articles++
-		x.sinceSync += int64(n)
+		sd.since += int64(n)
 		if sd.sincePoll += n; sd.sincePoll >= pollEvery {
 			sd.sincePoll = 0
 			sd.tail.hashTo(x.off) // the file as it is, before any conversion
@@ -503,19 +511,19 @@ func (sd *sender) syn() error {
 	if err := sd.flushMulti(); err != nil {
 		return err
 	}
-	x.syncNum++
-	sp := syncPoint{num: x.syncNum, offset: x.off, articles: x.articles, data: x.bytes}
+	num := s.window().Next()
+	sp := syncPoint{num: num, offset: x.off, articles: x.articles, data: x.bytes}
 	// Keep a bounded history: RESYN asks for a recent point.
 	if len(x.points) == maxSyncHistory {
 		x.points = append(x.points[:0], x.points[maxSyncHistory/2:]...)
 	}
 	x.points = append(x.points, sp)
 	syn := fpdu.FPDU{Kind: fpdu.Syn, DstID: s.peerID}
-	syn.Params.AddUint(fpdu.PISyncNumber, uint64(x.syncNum))
+	syn.Params.AddUint(fpdu.PISyncNumber, uint64(num))
 	if err := sd.queue(&syn); err != nil {
 		return err
 	}
-	x.sinceSync = 0
+	sd.since = 0
 	x.syncCount++
 	// Journal the point as SENT, acknowledged or not: a restart may ask for
 	// any point up to it (the receiver's ACK can be lost, or there is none
@@ -534,11 +542,11 @@ func (sd *sender) syn() error {
 		}
 		return errIDTSent
 	}
-	if s.syncWindow == 0 {
+	if s.syncOption().Window == 0 {
 		// Nobody acknowledges: the point is as durable as it will get.
-		return sd.acked(x.syncNum)
+		return sd.acked(num)
 	}
-	for x.syncNum-x.lastAck >= uint32(s.syncWindow) {
+	for s.window().Blocked() {
 		if err := s.flush(); err != nil {
 			return err
 		}
@@ -569,13 +577,9 @@ func (sd *sender) incoming(f *fpdu.FPDU) error {
 	}
 	switch f.Kind {
 	case fpdu.AckSyn:
-		n, ok := f.Params.Uint(fpdu.PISyncNumber)
-		if !ok || n > uint64(x.syncNum) {
-			return abortf(fpdu.DiagBadParameter, "ACK(SYN) %d, sent %d, acknowledged %d", n, x.syncNum, x.lastAck)
-		}
-		if n <= uint64(x.lastAck) {
-			return nil // a late duplicate, e.g. crossing a RESYN: harmless
-		}
+		// The machine checked it acknowledges a point sent and not yet
+		// acknowledged (one crossing our RESYN it ignored).
+		n, _ := f.Params.Uint(fpdu.PISyncNumber)
 		return sd.acked(uint32(n))
 	case fpdu.IDT:
 		if err := s.peerIDT(f); err != nil {
@@ -583,9 +587,6 @@ func (sd *sender) incoming(f *fpdu.FPDU) error {
 		}
 		return errStop
 	case fpdu.Resyn:
-		if !s.resync {
-			return abortf(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
-		}
 		p, _ := f.Params.Uint(fpdu.PIRestartPoint)
 		target := syncPoint{}
 		if p == uint64(x.lastSync.num) {
@@ -630,7 +631,7 @@ func (sd *sender) acked(n uint32) error {
 	if !found {
 		return nil
 	}
-	x.lastAck, x.lastSync = n, p
+	x.lastSync = p
 	if m := s.srv.met; m != nil {
 		m.SyncPoints.Inc()
 	}

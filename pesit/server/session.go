@@ -76,11 +76,6 @@ type session struct {
 	certCN     string
 	certOK     bool // chain verified by TLS
 
-	syncOn     bool  // sync points negotiated (flag ck)
-	syncBytes  int64 // negotiated interval in bytes, 0 = no bound
-	syncWindow uint8
-	resync     bool
-
 	// m is the responder state machine: the authority on which FPDU is
 	// valid where, the flags (ab) and the sync window. Guarded by wmu, since
 	// the admin API may send an IDT while the session goroutine reads.
@@ -99,14 +94,12 @@ type session struct {
 	deadlineRenew time.Time
 	writeRenew    time.Time // under wmu
 	outcomeDiag   fpdu.Diagnostic
-	onArticle     func([]byte) error // bound once: no per-DTF closure
 }
 
 func newSession(srv *Server, c net.Conn) *session {
 	ss := &session{srv: srv, conn: c, m: fsm.NewResponder()}
 	ss.idle.Store(true)
 	ss.log = srv.log.With("peer", c.RemoteAddr().String())
-	ss.onArticle = ss.receiveArticle
 	return ss
 }
 
@@ -374,10 +367,6 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	s.log = s.log.With("partner", p.ID)
 	s.wmu.Unlock()
 
-	s.syncOn, s.syncWindow, s.resync = opt.Enabled(), opt.Window, resync == 1
-	if lim, bounded := opt.LimitBytes(); bounded {
-		s.syncBytes = int64(lim)
-	}
 	ac := fpdu.FPDU{Kind: fpdu.AConnect, DstID: s.peerID, SrcID: ourConnID}
 	ac.Params.AddUint(fpdu.PIVersion, fsm.VersionE)
 	b := opt.Bytes()
@@ -395,7 +384,7 @@ func (s *session) connect(f *fpdu.FPDU) error {
 		return err
 	}
 	srv.countConn("accepted")
-	s.log.Info("partner connected", "sync", opt.String(), "resync", s.resync)
+	s.log.Info("partner connected", "sync", opt.String(), "resync", resync == 1)
 	return nil
 }
 
@@ -526,6 +515,27 @@ func (s *session) next() (*fpdu.FPDU, error) {
 			return f, nil
 		}
 	}
+}
+
+// syncOption is the negotiated PI 7, as the state machine holds it.
+func (s *session) syncOption() fsm.SyncOption {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.m.SyncOption()
+}
+
+// syncLimit is the negotiated sync interval in bytes, 0 when unbounded.
+func (s *session) syncLimit() int64 {
+	lim, _ := s.syncOption().LimitBytes()
+	return int64(lim)
+}
+
+// window is the sync-point accounting of the transfer under way, which the
+// state machine keeps from the FPDUs it sees (a copy).
+func (s *session) window() fsm.SyncWindow {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.m.Window()
 }
 
 // setReadDeadline arms the timer for the next read.

@@ -73,9 +73,6 @@ type transfer struct {
 	articles int64
 	h        hash.Hash
 
-	syncNum    uint32
-	lastAck    uint32
-	sinceSync  int64
 	syncCount  int
 	restartAt  uint32
 	startPoint syncPoint   // where this data phase began (counts after a restart)
@@ -434,8 +431,8 @@ func (s *session) selectFile(f *fpdu.FPDU) error {
 		// DTF: an empty line never travels alone (package doc).
 		x.recLen = max(x.entity-textSpare, 1)
 	}
-	if s.syncBytes > 0 && int64(x.recLen) > s.syncBytes {
-		x.recLen = int(s.syncBytes) // a SYN only goes between articles
+	if lim := s.syncLimit(); lim > 0 && int64(x.recLen) > lim {
+		x.recLen = int(lim) // a SYN only goes between articles
 	}
 	t := Transfer{ServerID: srv.cfg.ID, Partner: s.partner.ID, VirtualFile: vf.ID, Direction: DirectionSend,
 		PeSITID: x.pesitID, Restart: restart == 1, Path: x.srcPath, DeclaredSize: x.size, Started: x.started}
