@@ -404,11 +404,11 @@ func (s *session) connected() error {
 		}
 		switch f.Kind {
 		case fpdu.Create:
-			if err := s.create(f); err != nil {
+			if err := createFile(s, f); err != nil {
 				return err
 			}
 		case fpdu.Select:
-			if err := s.selectFile(f); err != nil {
+			if err := selectFile(s, f); err != nil {
 				return err
 			}
 		case fpdu.Msg, fpdu.MsgDM:
@@ -466,18 +466,13 @@ func (s *session) fileSelected() error {
 			// right after must not find it still busy (2/207).
 			s.endTransfer(nil)
 			return s.writeAck(fpdu.AckDeselect, fpdu.DiagOK)
-		case f.Kind == fpdu.Write && open && s.xfer.dir == DirectionReceive:
+		case (f.Kind == fpdu.Write || f.Kind == fpdu.Read) && open:
+			// The machine let WRITE through only for a file created, READ
+			// only for one selected: the side is the right one.
 			if err := s.resumeInPlace(); err != nil {
 				return err
 			}
-			if err := s.receive(f); err != nil {
-				return err
-			}
-		case f.Kind == fpdu.Read && open && s.xfer.dir == DirectionSend:
-			if err := s.resumeInPlace(); err != nil {
-				return err
-			}
-			if err := s.send(f); err != nil {
+			if err := s.xfer.side.run(f); err != nil {
 				return err
 			}
 		default:
