@@ -42,7 +42,8 @@
 //     positive ACK is refused by Sent.
 //   - ACK(SYN) is invalid when the window is 0 (no acknowledgements were
 //     negotiated) or no SYN is outstanding. Sync numbering after a restart
-//     from point p resumes at p+1; 1 is also accepted for the first SYN.
+//     from point p resumes at p+1; a requester also accepts 1 for the first
+//     SYN, a responder does not (3/318: its journal names points by number).
 //   - The message service (MSG, MSGDM/MSGMM/MSGFM, ACK(MSG)) is valid only
 //     in CN03; its states MS01A/MS01B/MS02 are Vectis names.
 package fsm

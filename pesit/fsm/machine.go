@@ -277,7 +277,7 @@ func (m *Machine) step(f *fpdu.FPDU, sent bool) (rule, error) {
 		}
 	}
 	s := m.s // work on a copy: commit only if every effect succeeds
-	if err := s.apply(r.fx, f, dataBytes, sent, next != r.fail); err != nil {
+	if err := s.apply(r.fx, f, m.role, dataBytes, sent, next != r.fail); err != nil {
 		d, ok := fpdu.DiagnosticOf(err)
 		if !ok {
 			d = fpdu.DiagProtocolError
@@ -313,7 +313,7 @@ func (s *session) unmet(need guard) guard {
 // apply performs the effects fx of a valid FPDU f on s; dataBytes is the
 // data f carries, when it is a data FPDU. positive is false when f is an
 // answer with a negative diagnostic.
-func (s *session) apply(fx effect, f *fpdu.FPDU, dataBytes int, sent, positive bool) error {
+func (s *session) apply(fx effect, f *fpdu.FPDU, role Role, dataBytes int, sent, positive bool) error {
 	p := f.Params
 	if fx&fxReset != 0 {
 		*s = session{}
@@ -399,7 +399,7 @@ func (s *session) apply(fx effect, f *fpdu.FPDU, dataBytes int, sent, positive b
 		if err != nil {
 			return err
 		}
-		s.startTransfer(pt)
+		s.startTransfer(pt, role)
 	}
 	if fx&fxReadReq != 0 {
 		pt, err := point(p)
@@ -409,7 +409,7 @@ func (s *session) apply(fx effect, f *fpdu.FPDU, dataBytes int, sent, positive b
 		s.readPoint = pt
 	}
 	if fx&fxReadAck != 0 && positive {
-		s.startTransfer(s.readPoint)
+		s.startTransfer(s.readPoint, role)
 	}
 	if fx&fxData != 0 {
 		if err := s.win.Data(dataBytes); err != nil {
@@ -462,8 +462,11 @@ func (s *session) apply(fx effect, f *fpdu.FPDU, dataBytes int, sent, positive b
 	return nil
 }
 
-func (s *session) startTransfer(pt uint32) {
+func (s *session) startTransfer(pt uint32, role Role) {
 	s.win = NewSyncWindow(s.sync, pt)
+	if role == Responder {
+		s.win = s.win.Strict()
+	}
 	s.seg, s.cancel = false, 0
 }
 

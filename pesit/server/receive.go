@@ -360,8 +360,7 @@ func (r *receiver) collectDurable() {
 		r.x.lost = true
 	}
 	// The sink's points come in the order they were taken, each at or
-	// after the one before it in the file: a restart from p may number its
-	// points from 1 again (fsm.SyncWindow.Syn), so the number is no guide.
+	// after the one before it in the file.
 	pt, ok := r.sink.durable()
 	if ok && (pt.offset > r.lastSync.offset || pt.offset == r.lastSync.offset && pt.num != r.lastSync.num) {
 		pt.data = r.dataBytes(pt.offset, pt.articles)

@@ -4,21 +4,22 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
-// TestRestartNumberingFromOne: after a restart from point p the requester
-// may number its sync points from 1 again, which the state machine accepts
-// (fsm.SyncWindow.Syn) and the server follows: such a point is made durable
-// and acknowledged, and a second restart resumes from it, at its offset in
-// the file, not from the higher number of the first attempt.
-func TestRestartNumberingFromOne(t *testing.T) {
+// TestRestartRenumberedRefused: after a restart from point p the server's
+// state machine, the one authority on sync numbering, takes p+1 only; a
+// SYN 1 is ABORT 3/318 (docs/interop.md: the journal names restart points
+// by number, and a later "point 1" would not say which). The transfer stays
+// resumable, and a restart that numbers on from its point completes it.
+func TestRestartRenumberedRefused(t *testing.T) {
 	e := newEnv(t, nil)
 	data := randomData(200_000, 11)
 	const pi13 = 0x0024CB
-	restart := func() *peer {
+	restart := func() (*peer, uint64) {
 		waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
 		q := dial(t, e.srv.Addr())
 		q.connect()
@@ -27,11 +28,8 @@ func TestRestartNumberingFromOne(t *testing.T) {
 		q.sendKind(fpdu.ORF)
 		q.expectDiag(fpdu.AckORF, fpdu.DiagOK)
 		q.sendKind(fpdu.Write)
-		return q
-	}
-	point := func(q *peer) uint64 {
 		pt, _ := q.expectDiag(fpdu.AckWrite, fpdu.DiagOK).Params.Uint(fpdu.PIRestartPoint)
-		return pt
+		return q, pt
 	}
 
 	p := dial(t, e.srv.Addr())
@@ -40,24 +38,32 @@ func TestRestartNumberingFromOne(t *testing.T) {
 	pushArticles(t, p, data[:65536+10240], 0) // points 1 and 2, at 32 and 64 KiB
 	p.c.Close()
 
-	q := restart()
-	if pt := point(q); pt != 2 {
-		t.Fatalf("first restart from point %d, want 2", pt)
+	q, pt := restart()
+	if pt != 2 {
+		t.Fatalf("restart from point %d, want 2", pt)
 	}
-	pushArticles(t, q, data[65536:65536+32768+10240], 0) // point 1 again, at 96 KiB
-	q.c.Close()
+	for off := 65536; off < 65536+32768; off += 1024 {
+		q.send(&fpdu.FPDU{Kind: fpdu.DTF, DstID: q.srvID, Data: data[off : off+1024]})
+	}
+	q.sendKind(fpdu.Syn, uintParam(fpdu.PISyncNumber, 1))
+	q.expectDiag(fpdu.Abort, fpdu.DiagBadParameter)
+	waitFor(t, "the machine's refusal in the log", func() bool {
+		return strings.Contains(e.logs.String(), "pesit responder in TDE02B: SYN received")
+	})
 
-	r := restart()
-	if pt := point(r); pt != 1 {
-		t.Fatalf("second restart from point %d, want 1 (the last one acknowledged)", pt)
+	// The refused attempt journaled no point of its own: the journal
+	// (memjournal keeps the points per attempt) says where to resume.
+	r, pt := restart()
+	if pt != 0 && pt != 2 {
+		t.Fatalf("restart after the refusal from point %d, want 2 or 0", pt)
 	}
-	pushArticles(t, r, data[65536+32768:], 1)
+	pushArticles(t, r, data[pt*32768:], pt)
 	r.sendKind(fpdu.DTFEnd, diagParam(fpdu.DiagOK))
 	r.transEnd(len(data), (len(data)+1023)/1024)
 	r.closeFile()
 	r.release()
 	got, err := os.ReadFile(filepath.Join(e.recvDir, "TESTFILE"))
 	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("file after two restarts differs (%d bytes, %v)", len(got), err)
+		t.Fatalf("file after the refused renumbering and a restart differs (%d bytes, %v)", len(got), err)
 	}
 }
