@@ -190,7 +190,7 @@ type RestartState struct {
 	Articles    int64
 	// Completed: the transfer was recorded completed (receive only); the
 	// requester never got its ACK(TRANS.END). Its restart may only confirm
-	// the published file, never write it again (see create).
+	// the published file, never write it again (see createFile).
 	Completed bool
 }
 

@@ -299,7 +299,7 @@ func (sd *sender) phase() error {
 					s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
 					return abortf(fpdu.DiagCountMismatch, "%v", err)
 				}
-				// Acknowledged only once recorded (see receiveTransEnd).
+				// Acknowledged only once recorded (see receiver.transEnd).
 				o := s.outcome(StatusDone, fpdu.DiagOK, sd.srcPath)
 				if err := s.record(o, s.srv.cfg.InactivityTimeout); err != nil {
 					return s.notDurable(err)
