@@ -356,16 +356,11 @@ type sessionCanceller interface {
 	CancelTransfer(ctx context.Context, id string) error
 }
 
-// Cancel implements api.TransferCanceller.
+// Cancel implements api.TransferCanceller. It asks every server that may
+// hold sessions, draining ones included: the same list live reads.
 func (m *pesitManager) Cancel(ctx context.Context, transferID string) (bool, error) {
-	m.mu.Lock()
-	servers := make([]sessionCanceller, 0, len(m.running))
-	for _, s := range m.running {
-		servers = append(servers, s)
-	}
-	m.mu.Unlock()
-	for _, s := range servers {
-		err := s.CancelTransfer(ctx, transferID)
+	for _, s := range m.servers() {
+		err := sessionCanceller(s).CancelTransfer(ctx, transferID)
 		if err == nil {
 			return true, nil
 		}
