@@ -20,13 +20,7 @@ func TestCancelLiveTransfer(t *testing.T) {
 	dir := t.TempDir()
 	n := startNode(t, baseConfig(t, dir, "cancel-live"))
 
-	c, err := net.DialTimeout("tcp", n.pesit, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	r, w := fpdu.NewReader(c), fpdu.NewWriter(c)
+	r, w := dialFPDU(t, n.pesit)
 	var srv byte
 	send := func(f *fpdu.FPDU) {
 		t.Helper()
@@ -104,4 +98,17 @@ func TestCancelLiveTransfer(t *testing.T) {
 	waitFor(t, "the record cancelled", 10*time.Second, func() bool {
 		return transferOf(t, n, live).Status == store.StatusCancelled
 	})
+}
+
+// dialFPDU connects to a PeSIT server for raw FPDUs, with 20 s for the
+// whole exchange; the connection closes with the test.
+func dialFPDU(t *testing.T, addr string) (*fpdu.Reader, *fpdu.Writer) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return fpdu.NewReader(c), fpdu.NewWriter(c)
 }
