@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vectis-ft/vectis/internal/credential"
@@ -152,48 +151,19 @@ func fileDirection(d store.FileDirection) server.Direction {
 // down may finish the transfers it owns while it drains, and is refused
 // (store.ErrNotOwner) once a newer term took one over. Beginning or taking
 // over a transfer is leader-only and carries the current epoch.
-// The PeSIT server numbers transfers with int64 ids for its own bookkeeping;
-// the store uses string ids. The mapping lives as long as the process, which
-// is as long as the server's sessions.
+// The PeSIT server holds each transfer by a server.TransferRef: the store's
+// id, and the owner epoch the journal's writes for it carry. The journal
+// keeps nothing per transfer: a leader serving for months holds no more
+// here than on its first day.
 type journal struct {
 	st      *store.Store
 	node    string
 	epoch   func() int64
 	onStale func(error)
-
-	mu     sync.Mutex
-	next   int64
-	byNum  map[int64]string
-	byName map[string]int64
-	owner  map[int64]int64 // transfer number -> owner epoch as last known
 }
 
 func newJournal(st *store.Store, node string, epoch func() int64, onStale func(error)) *journal {
-	return &journal{st: st, node: node, epoch: epoch, onStale: onStale,
-		byNum: map[int64]string{}, byName: map[string]int64{}, owner: map[int64]int64{}}
-}
-
-// number maps a store id to a server number and remembers its owner epoch.
-func (j *journal) number(id string, owner int64) int64 {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	n, ok := j.byName[id]
-	if !ok {
-		j.next++
-		n = j.next
-		j.byNum[n] = id
-		j.byName[id] = n
-	}
-	j.owner[n] = owner
-	return n
-}
-
-// name returns the store id of transfer n and the epoch that owns it.
-func (j *journal) name(n int64) (string, int64, bool) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	id, ok := j.byNum[n]
-	return id, j.owner[n], ok
+	return &journal{st: st, node: node, epoch: epoch, onStale: onStale}
 }
 
 // check passes err on, and reports a stale epoch to the HA loop: another
@@ -221,22 +191,19 @@ func transferDirection(t server.Transfer) store.TransferDirection {
 	return store.DirReceive
 }
 
-func (j *journal) Begin(ctx context.Context, t server.Transfer) (n int64, err error) {
+func (j *journal) Begin(ctx context.Context, t server.Transfer) (server.TransferRef, error) {
 	epoch := j.epoch()
-	if t.RestartOf != 0 {
-		if id, from, ok := j.name(t.RestartOf); ok {
-			// Take the transfer over from the owner FindRestart saw. A
-			// compare-and-set: from now on the old owner's writes are refused.
-			_, err := j.st.TakeOverTransfer(ctx, epoch, j.node, id, from)
-			if err == nil {
-				j.number(id, epoch)
-				return t.RestartOf, nil
-			}
-			if errors.Is(err, store.ErrStaleEpoch) || errors.Is(err, store.ErrNotOwner) {
-				// Another session took it first: resuming into the same
-				// file would race it.
-				return 0, j.check(fmt.Errorf("take over transfer: %w", err))
-			}
+	if from := t.RestartOf; from.ID != "" {
+		// Take the transfer over from the owner FindRestart saw. A
+		// compare-and-set: from now on the old owner's writes are refused.
+		_, err := j.st.TakeOverTransfer(ctx, epoch, j.node, from.ID, from.Owner)
+		if err == nil {
+			return server.TransferRef{ID: from.ID, Owner: epoch}, nil
+		}
+		if errors.Is(err, store.ErrStaleEpoch) || errors.Is(err, store.ErrNotOwner) {
+			// Another session took it first: resuming into the same
+			// file would race it.
+			return server.TransferRef{}, j.check(fmt.Errorf("take over transfer: %w", err))
 		}
 	}
 	rec, err := j.st.CreateTransfer(ctx, epoch, store.Transfer{
@@ -252,25 +219,17 @@ func (j *journal) Begin(ctx context.Context, t server.Transfer) (n int64, err er
 		FileCreated: t.FileCreated,
 	})
 	if err != nil {
-		return 0, j.check(fmt.Errorf("record transfer: %w", err))
+		return server.TransferRef{}, j.check(fmt.Errorf("record transfer: %w", err))
 	}
-	return j.number(rec.ID, epoch), nil
+	return server.TransferRef{ID: rec.ID, Owner: rec.Epoch}, nil
 }
 
-func (j *journal) SyncPoint(ctx context.Context, n int64, sync uint32, offset, articles int64) error {
-	id, owner, ok := j.name(n)
-	if !ok {
-		return fmt.Errorf("sync point for unknown transfer %d", n)
-	}
-	err := j.st.RecordSyncPoint(ctx, owner, id, store.SyncPoint{Number: int64(sync), Offset: offset, Articles: articles})
+func (j *journal) SyncPoint(ctx context.Context, ref server.TransferRef, sync uint32, offset, articles int64) error {
+	err := j.st.RecordSyncPoint(ctx, ref.Owner, ref.ID, store.SyncPoint{Number: int64(sync), Offset: offset, Articles: articles})
 	return j.check(err)
 }
 
-func (j *journal) Finish(ctx context.Context, n int64, o server.Outcome) error {
-	id, owner, ok := j.name(n)
-	if !ok {
-		return fmt.Errorf("finish unknown transfer %d", n)
-	}
+func (j *journal) Finish(ctx context.Context, ref server.TransferRef, o server.Outcome) error {
 	status := store.StatusFailed
 	switch o.Status {
 	case server.StatusDone:
@@ -288,7 +247,7 @@ func (j *journal) Finish(ctx context.Context, n int64, o server.Outcome) error {
 			diag += " " + o.Detail
 		}
 	}
-	err := j.st.FinishTransfer(ctx, owner, id, store.TransferResult{
+	err := j.st.FinishTransfer(ctx, ref.Owner, ref.ID, store.TransferResult{
 		Status: status, Bytes: o.Bytes, Articles: o.Articles, SHA256: o.SHA256, Diagnostic: diag,
 		Anomalies: anomalyNames(o.Anomalies),
 	})
@@ -330,7 +289,7 @@ func (j *journal) FindRestart(ctx context.Context, key server.RestartKey) (serve
 		return server.RestartState{}, false, err
 	}
 	return server.RestartState{
-		TransferID:  j.number(rec.ID, rec.Epoch),
+		Transfer:    server.TransferRef{ID: rec.ID, Owner: rec.Epoch},
 		TempPath:    rec.TempPath,
 		Path:        rec.LocalPath,
 		FileCreated: rec.FileCreated,

@@ -3,11 +3,9 @@ package node
 import (
 	"bytes"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/vectis-ft/vectis/config"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
@@ -17,13 +15,7 @@ import (
 // got, how many DTFs carried several articles and how many segments came.
 func dtfShapes(t *testing.T, addr, partner, vfile string) (data []byte, multi, segments int) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	r, w := fpdu.NewReader(c), fpdu.NewWriter(c)
+	r, w := dialFPDU(t, addr)
 	var srv byte
 	exchange := func(f *fpdu.FPDU, want fpdu.Kind) *fpdu.FPDU {
 		t.Helper()

@@ -341,37 +341,26 @@ func (m *pesitManager) claimPath(p string) (release func(), ok bool) {
 
 // live says whether a session of this node runs the transfer with store id.
 func (m *pesitManager) live(id string) bool {
-	m.journal.mu.Lock()
-	n, ok := m.journal.byName[id]
-	m.journal.mu.Unlock()
-	if !ok {
-		return false
-	}
-	servers := m.servers()
-	for _, s := range servers {
-		if s.HasTransfer(n) {
+	for _, s := range m.servers() {
+		if s.HasTransfer(id) {
 			return true
 		}
 	}
 	return false
 }
 
-// Cancel implements api.TransferCanceller.
+// sessionCanceller is what Cancel asks of a PeSIT server: to interrupt
+// the transfer with a store id if one of its sessions runs it, or to say
+// server.ErrNoSuchTransfer.
+type sessionCanceller interface {
+	CancelTransfer(ctx context.Context, id string) error
+}
+
+// Cancel implements api.TransferCanceller. It asks every server that may
+// hold sessions, draining ones included: the same list live reads.
 func (m *pesitManager) Cancel(ctx context.Context, transferID string) (bool, error) {
-	m.journal.mu.Lock()
-	n, ok := m.journal.byName[transferID]
-	m.journal.mu.Unlock()
-	if !ok {
-		return false, nil
-	}
-	m.mu.Lock()
-	servers := make([]*server.Server, 0, len(m.running))
-	for _, s := range m.running {
-		servers = append(servers, s)
-	}
-	m.mu.Unlock()
-	for _, s := range servers {
-		err := s.CancelTransfer(ctx, n)
+	for _, s := range m.servers() {
+		err := sessionCanceller(s).CancelTransfer(ctx, transferID)
 		if err == nil {
 			return true, nil
 		}

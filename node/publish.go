@@ -54,7 +54,7 @@ func newPublishMetrics(reg prometheus.Registerer) (*publishMetrics, error) {
 
 // sweepUnpublished finishes the publication of received files. A receive is
 // recorded completed before its temporary file is renamed to the final name
-// (pesit/server receiveTransEnd: a session whose transfer was taken over is
+// (pesit/server receiver.transEnd: a session whose transfer was taken over is
 // refused at the record and publishes nothing), so a crash between the two
 // leaves a completed record and the file under its temporary name, which no
 // restart would find. Every completed receive keeps its temporary path in

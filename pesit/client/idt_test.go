@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 
 // running waits for the journal to show a transfer that has not finished,
 // gives it time to enter the data phase, and returns its id.
-func (j *memJournal) running(t *testing.T, timeout time.Duration) int64 {
+func (j *memJournal) running(t *testing.T, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -24,14 +25,14 @@ func (j *memJournal) running(t *testing.T, timeout time.Duration) int64 {
 			if r.outcome == nil && !r.t.Message {
 				j.mu.Unlock()
 				time.Sleep(50 * time.Millisecond) // into the data phase
-				return int64(i + 1)
+				return strconv.Itoa(i + 1)
 			}
 		}
 		j.mu.Unlock()
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("no running transfer in the journal")
-	return 0
+	return ""
 }
 
 // TestServerIDT has the server interrupt a push and a pull (IDT, PI 19 =

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -56,27 +57,29 @@ type journalRec struct {
 	superseded bool
 }
 
-func (j *memJournal) Begin(_ context.Context, t server.Transfer) (int64, error) {
+// Its ids are the records' positions, "1" first.
+func (j *memJournal) Begin(_ context.Context, t server.Transfer) (server.TransferRef, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if t.RestartOf > 0 && int(t.RestartOf) <= len(j.recs) {
-		j.recs[t.RestartOf-1].superseded = true
+	if r, err := j.rec(t.RestartOf); err == nil {
+		r.superseded = true
 	}
 	j.recs = append(j.recs, &journalRec{t: t})
-	return int64(len(j.recs)), nil
+	return server.TransferRef{ID: strconv.Itoa(len(j.recs))}, nil
 }
 
-func (j *memJournal) rec(id int64) (*journalRec, error) {
-	if id < 1 || int(id) > len(j.recs) {
-		return nil, fmt.Errorf("transfer %d: %w", id, server.ErrNotFound)
+func (j *memJournal) rec(ref server.TransferRef) (*journalRec, error) {
+	n, err := strconv.Atoi(ref.ID)
+	if err != nil || n < 1 || n > len(j.recs) {
+		return nil, fmt.Errorf("transfer %q: %w", ref.ID, server.ErrNotFound)
 	}
-	return j.recs[id-1], nil
+	return j.recs[n-1], nil
 }
 
-func (j *memJournal) SyncPoint(_ context.Context, id int64, sync uint32, offset, articles int64) error {
+func (j *memJournal) SyncPoint(_ context.Context, ref server.TransferRef, sync uint32, offset, articles int64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	r, err := j.rec(id)
+	r, err := j.rec(ref)
 	if err != nil {
 		return err
 	}
@@ -84,10 +87,10 @@ func (j *memJournal) SyncPoint(_ context.Context, id int64, sync uint32, offset,
 	return nil
 }
 
-func (j *memJournal) Finish(_ context.Context, id int64, o server.Outcome) error {
+func (j *memJournal) Finish(_ context.Context, ref server.TransferRef, o server.Outcome) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	r, err := j.rec(id)
+	r, err := j.rec(ref)
 	if err != nil {
 		return err
 	}
@@ -104,7 +107,7 @@ func (j *memJournal) FindRestart(_ context.Context, k server.RestartKey) (server
 			continue
 		}
 		if r.t.Partner == k.Partner && r.t.Direction == k.Direction && r.t.PeSITID == k.PeSITID && r.t.VirtualFile == k.File {
-			return server.RestartState{TransferID: int64(i + 1), Path: r.t.Path, TempPath: r.t.TempPath,
+			return server.RestartState{Transfer: server.TransferRef{ID: strconv.Itoa(i + 1)}, Path: r.t.Path, TempPath: r.t.TempPath,
 				Sync: r.sync, Offset: r.offset, Articles: r.articles}, true, nil
 		}
 	}

@@ -16,8 +16,8 @@
 // send in the state: a bug in the caller. A Violation never changes the
 // machine.
 //
-// Both Received and Sent run fpdu.Validate on the FPDU, so the caller need
-// not. The machine checks the PIs it reads itself: PI 22 (CONNECT), PI 7
+// Both Received and Sent run fpdu.Validate on the FPDU (fpdu.SplitData on a
+// data FPDU, whose articles Articles then holds), so the caller need not. The machine checks the PIs it reads itself: PI 22 (CONNECT), PI 7
 // and PI 23 (CONNECT, ACONNECT), PI 2 of the answers, PI 15, PI 18, PI 19
 // and PI 20. It does not check PI 6 (see NegotiateVersion), the partner's
 // identity, nor file attributes: those are the server's and client's.
@@ -42,7 +42,8 @@
 //     positive ACK is refused by Sent.
 //   - ACK(SYN) is invalid when the window is 0 (no acknowledgements were
 //     negotiated) or no SYN is outstanding. Sync numbering after a restart
-//     from point p resumes at p+1; 1 is also accepted for the first SYN.
+//     from point p resumes at p+1; a requester also accepts 1 for the first
+//     SYN, a responder does not (3/318: its journal names points by number).
 //   - The message service (MSG, MSGDM/MSGMM/MSGFM, ACK(MSG)) is valid only
 //     in CN03; its states MS01A/MS01B/MS02 are Vectis names.
 package fsm

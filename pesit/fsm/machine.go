@@ -144,6 +144,9 @@ type Machine struct {
 	role  Role
 	state State
 	s     session
+	// arts are the articles of the last data FPDU checked (Articles);
+	// reused, so that a data FPDU costs no allocation once it has grown.
+	arts [][]byte
 }
 
 // NewResponder returns a server-side machine in CN01.
@@ -185,6 +188,13 @@ func (m *Machine) Restart() bool { return m.s.rel }
 // a sender asks Window().Blocked() and Window().NeedSync(n) before sending.
 func (m *Machine) Window() SyncWindow { return m.s.win }
 
+// Articles are the articles of the data FPDU last received (or sent), as
+// the machine split them when it checked the FPDU: one for a single-article
+// DTF or a piece of a segmented one, N for a multi-article DTF. They alias
+// the FPDU's data and are valid until the next data FPDU. The caller stores
+// them from here, so that a DTF's article headers are walked once.
+func (m *Machine) Articles() [][]byte { return m.arts }
+
 // Owed names the FPDU the local side owes its peer in the current state (for
 // CN02B: ACONNECT, or RCONNECT to refuse), and false when none is owed.
 func (m *Machine) Owed() (fpdu.Kind, bool) {
@@ -202,8 +212,8 @@ var owed = map[State]fpdu.Kind{
 
 // Received validates an FPDU received from the peer in the current state and
 // advances the state. It checks, in order: that the FPDU is valid in the
-// state and its flags (3/311), its parameters with fpdu.Validate (3/318; a
-// malformed DTF is 3/311), the parameters the machine itself reads, and the
+// state and its flags (3/311), its parameters with fpdu.Validate (3/318), a
+// data FPDU with fpdu.SplitData (a malformed DTF is 3/311), the parameters the machine itself reads, and the
 // sync-point accounting. On error the machine is unchanged and the error is
 // a *Violation.
 func (m *Machine) Received(f *fpdu.FPDU) (Action, error) {
@@ -244,7 +254,15 @@ func (m *Machine) step(f *fpdu.FPDU, sent bool) (rule, error) {
 		m.s, m.state = session{}, CN01
 		return r, nil
 	}
-	if err := fpdu.Validate(f); err != nil {
+	// A data FPDU is checked and split into its articles in one walk.
+	var err error
+	dataBytes := 0
+	if f.Kind.IsData() {
+		m.arts, dataBytes, err = fpdu.SplitData(f, m.arts[:0])
+	} else {
+		err = fpdu.Validate(f)
+	}
+	if err != nil {
 		d, ok := fpdu.DiagnosticOf(err)
 		if !ok {
 			d = fpdu.DiagBadParameter
@@ -259,7 +277,7 @@ func (m *Machine) step(f *fpdu.FPDU, sent bool) (rule, error) {
 		}
 	}
 	s := m.s // work on a copy: commit only if every effect succeeds
-	if err := s.apply(r.fx, f, m.role, sent, next != r.fail); err != nil {
+	if err := s.apply(r.fx, f, m.role, dataBytes, sent, next != r.fail); err != nil {
 		d, ok := fpdu.DiagnosticOf(err)
 		if !ok {
 			d = fpdu.DiagProtocolError
@@ -292,9 +310,10 @@ func (s *session) unmet(need guard) guard {
 	return bad
 }
 
-// apply performs the effects fx of a valid FPDU f on s. positive is false
-// when f is an answer with a negative diagnostic.
-func (s *session) apply(fx effect, f *fpdu.FPDU, role Role, sent, positive bool) error {
+// apply performs the effects fx of a valid FPDU f on s; dataBytes is the
+// data f carries, when it is a data FPDU. positive is false when f is an
+// answer with a negative diagnostic.
+func (s *session) apply(fx effect, f *fpdu.FPDU, role Role, dataBytes int, sent, positive bool) error {
 	p := f.Params
 	if fx&fxReset != 0 {
 		*s = session{}
@@ -380,7 +399,7 @@ func (s *session) apply(fx effect, f *fpdu.FPDU, role Role, sent, positive bool)
 		if err != nil {
 			return err
 		}
-		s.startTransfer(pt)
+		s.startTransfer(pt, role)
 	}
 	if fx&fxReadReq != 0 {
 		pt, err := point(p)
@@ -390,14 +409,10 @@ func (s *session) apply(fx effect, f *fpdu.FPDU, role Role, sent, positive bool)
 		s.readPoint = pt
 	}
 	if fx&fxReadAck != 0 && positive {
-		s.startTransfer(s.readPoint)
+		s.startTransfer(s.readPoint, role)
 	}
 	if fx&fxData != 0 {
-		_, n, err := f.ArticleCount()
-		if err != nil {
-			return err
-		}
-		if err := s.win.Data(n); err != nil {
+		if err := s.win.Data(dataBytes); err != nil {
 			return err
 		}
 		switch f.Kind {
@@ -447,8 +462,11 @@ func (s *session) apply(fx effect, f *fpdu.FPDU, role Role, sent, positive bool)
 	return nil
 }
 
-func (s *session) startTransfer(pt uint32) {
+func (s *session) startTransfer(pt uint32, role Role) {
 	s.win = NewSyncWindow(s.sync, pt)
+	if role == Responder {
+		s.win = s.win.Strict()
+	}
 	s.seg, s.cancel = false, 0
 }
 

@@ -239,6 +239,12 @@ func TestSyncWindow(t *testing.T) {
 	if d := diagOf(v.Syn(9)); d != fpdu.DiagBadParameter {
 		t.Fatalf("after renumbering from 1, SYN 9: %v", d)
 	}
+	// A responder's window numbers on from 7 only.
+	v = w.Strict()
+	if d := diagOf(v.Syn(1)); d != fpdu.DiagBadParameter {
+		t.Fatalf("strict window after restart from 7, SYN 1: %v", d)
+	}
+	must(v.Syn(8))
 	if d := diagOf(w.Syn(MaxSyncNumber + 1)); d != fpdu.DiagBadParameter {
 		t.Fatalf("SYN over 999999: %v", d)
 	}

@@ -30,6 +30,9 @@ type SyncWindow struct {
 	lastAcked uint32
 	fresh     bool   // no SYN since the last Reset
 	since     uint64 // data bytes since the last SYN (or Reset)
+	// strict refuses the renumbering from 1 after a restart (Syn): a
+	// responder's window, whose journal names restart points by number.
+	strict bool
 }
 
 // NewSyncWindow starts the accounting of a transfer that (re)starts after
@@ -44,6 +47,12 @@ func NewSyncWindow(opt SyncOption, point uint32) SyncWindow {
 // ACK(RESYN): point counts as sent and acknowledged.
 func (w *SyncWindow) Reset(point uint32) {
 	w.lastSent, w.lastAcked, w.since, w.fresh = point, point, 0, true
+}
+
+// Strict returns w refusing the renumbering from 1 after a restart (Syn).
+func (w SyncWindow) Strict() SyncWindow {
+	w.strict = true
+	return w
 }
 
 // Option is the negotiated PI 7.
@@ -104,7 +113,9 @@ func (w *SyncWindow) Data(n int) error {
 
 // Syn records SYN number num. It must be Next(); as the only leniency, the
 // first SYN after a restart from a point p > 0 may also be 1 (the spec does
-// not say how numbering resumes; Vectis sends p+1 and accepts both).
+// not say how numbering resumes; Vectis sends p+1), except in a responder's
+// window (Strict): the server's journal names restart points by number, and
+// a second restart from "point 1" would not say which (docs/interop.md).
 func (w *SyncWindow) Syn(num uint32) error {
 	if !w.opt.Enabled() {
 		return fmt.Errorf("SYN %d but sync points were not negotiated: %w", num, fpdu.DiagProtocolError)
@@ -112,7 +123,7 @@ func (w *SyncWindow) Syn(num uint32) error {
 	base := w.lastSent
 	switch {
 	case num == w.lastSent+1 && num <= MaxSyncNumber:
-	case num == 1 && w.fresh:
+	case num == 1 && w.fresh && !w.strict:
 		base = 0
 	default:
 		return fmt.Errorf("SYN %d, want %d: %w", num, w.lastSent+1, fpdu.DiagBadParameter)

@@ -80,7 +80,7 @@ func TestRestartOfCompletedReceive(t *testing.T) {
 	}
 	recs := e.jnl.Records()
 	last := recs[len(recs)-1]
-	if last.ID == done.ID || last.Transfer.RestartOf != 0 || last.Outcome == nil || last.Outcome.Status != server.StatusDone ||
+	if last.ID == done.ID || last.Transfer.RestartOf.ID != "" || last.Outcome == nil || last.Outcome.Status != server.StatusDone ||
 		last.Outcome.SHA256 != done.Outcome.SHA256 {
 		t.Fatalf("record of the restart %+v %+v, want one of its own, done with the file's SHA-256 %s", last.Transfer, last.Outcome, done.Outcome.SHA256)
 	}

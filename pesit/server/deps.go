@@ -132,13 +132,13 @@ type Transfer struct {
 	Partner      string
 	VirtualFile  string
 	Direction    Direction
-	Message      bool   // a MSG exchange, not a file transfer
-	PeSITID      uint32 // PI 13
-	Restart      bool   // PI 15 = 1
-	RestartOf    int64  // journal id of the interrupted transfer, if any
-	Path         string // final path (receive) or source path (send)
-	TempPath     string // temporary file (receive)
-	DeclaredSize int64  // bytes announced by PI 42, 0 if unknown
+	Message      bool        // a MSG exchange, not a file transfer
+	PeSITID      uint32      // PI 13
+	Restart      bool        // PI 15 = 1
+	RestartOf    TransferRef // the interrupted transfer this one resumes, if any (ID "" otherwise)
+	Path         string      // final path (receive) or source path (send)
+	TempPath     string      // temporary file (receive)
+	DeclaredSize int64       // bytes announced by PI 42, 0 if unknown
 	// FileCreated is PI 51 as the requester sent it in CREATE: part of
 	// the file's identity, which a restart must repeat (digest §4.4).
 	FileCreated string
@@ -180,9 +180,9 @@ type RestartKey struct {
 
 // RestartState is what a restart resumes from: the last durable sync point.
 type RestartState struct {
-	TransferID int64
-	Path       string
-	TempPath   string
+	Transfer TransferRef // the interrupted (or completed) transfer
+	Path     string
+	TempPath string
 	// FileCreated is the interrupted transfer's PI 51 ("" when unknown).
 	FileCreated string
 	Sync        uint32
@@ -190,23 +190,37 @@ type RestartState struct {
 	Articles    int64
 	// Completed: the transfer was recorded completed (receive only); the
 	// requester never got its ACK(TRANS.END). Its restart may only confirm
-	// the published file, never write it again (see create).
+	// the published file, never write it again (see createFile).
 	Completed bool
+}
+
+// TransferRef is how a session holds a transfer in the journal. ID is the
+// transfer's one identity from the session to the store (the store's own
+// id); PI 13 is not it, that is the partner's wire number, 24 bits and
+// reused. Owner is the fencing token under which this node holds the
+// transfer (the store's owner epoch), which the journal's writes for it
+// carry, so that a newer owner's takeover refuses them (ErrTransferLost).
+// The journal issues a TransferRef and the session keeps it as long as the
+// transfer runs: nothing outside the session needs to remember either.
+type TransferRef struct {
+	ID    string
+	Owner int64
 }
 
 // Journal records transfers and their restart state. It is touched at
 // session edges and at sync points only, never per DTF.
 type Journal interface {
-	// Begin records a new transfer and returns its id.
-	Begin(ctx context.Context, t Transfer) (int64, error)
+	// Begin records a new transfer, or takes t.RestartOf over, and returns
+	// the reference the transfer's later writes carry.
+	Begin(ctx context.Context, t Transfer) (TransferRef, error)
 	// SyncPoint persists a sync point; it must be durable when it returns,
 	// because an ACK(SYN) follows.
-	SyncPoint(ctx context.Context, id int64, sync uint32, offset int64, articles int64) error
+	SyncPoint(ctx context.Context, ref TransferRef, sync uint32, offset int64, articles int64) error
 	// Finish records the outcome. An interrupted transfer stays restartable.
 	// The server calls it before it publishes a received file and before
 	// it acknowledges TRANS.END, and retries it within Tp; an error wrapping
 	// ErrTransferLost is final.
-	Finish(ctx context.Context, id int64, o Outcome) error
+	Finish(ctx context.Context, ref TransferRef, o Outcome) error
 	// FindRestart returns the latest interrupted transfer for key or,
 	// when there is none, a receive recently recorded completed
 	// (RestartState.Completed).

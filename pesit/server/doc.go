@@ -15,6 +15,15 @@
 // the sync window, and drops FPDUs that crossed our IDT or RESYN. The
 // session adds what the machine does not know: identities, files, data.
 //
+// A session's code is in three groups of files. The connection (session.go,
+// transfer.go, dataphase.go, message.go, and the admission of partners)
+// reads and writes the FPDUs, selects files and keeps what a transfer's two
+// directions share: its journal record, outcome and interruption. The
+// receiver (create.go, receive.go, sink.go) owns a received file from
+// CREATE to DESELECT; the sender (select.go, send.go, sendtail.go) a sent
+// one from SELECT to DESELECT. The connection reaches them through the
+// side interface; they reach each other never (TestFileGroups).
+//
 // Choices worth knowing:
 //   - PI 12 names the virtual file; it must be 1..76 printable ASCII
 //     characters without '/', '\\', ':' or "..", else 2/226. The target

@@ -243,7 +243,7 @@ func TestNegative(t *testing.T) {
 	// Every refusal was journaled as such; nothing was delivered.
 	for _, r := range e.jnl.Records() {
 		if r.Outcome != nil && r.Outcome.Status == server.StatusDone {
-			t.Errorf("transfer %d recorded as done: %+v", r.ID, r.Transfer)
+			t.Errorf("transfer %s recorded as done: %+v", r.ID, r.Transfer)
 		}
 	}
 }

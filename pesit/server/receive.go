@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
@@ -11,36 +13,64 @@ import (
 	"github.com/vectis-ft/vectis/pesit/internal/codepage"
 )
 
-// receive handles WRITE and the data phase TDE02B..TDE07 (digest §4.1).
-func (s *session) receive(f *fpdu.FPDU) error {
-	x := s.xfer
+// receiver is the side of a transfer the server receives (CREATE, WRITE):
+// the temporary file, its sink, and the points made durable. It lives from
+// the CREATE to the DESELECT; the session goroutine runs it.
+type receiver struct {
+	s *session
+	x *transfer
+
+	root     *os.Root
+	finalRel string
+	tempRel  string
+	finalAbs string
+	sink     *sink
+	// published: this restart's file was published already (see
+	// publishedBefore); its data is compared, not written (verifySink).
+	published bool
+	inSeg     bool
+	segLen    int
+
+	startPoint syncPoint // where this data phase began (counts after a restart)
+	lastSync   syncPoint // the last point made durable and journaled
+	// syncTried is the last point whose data was made durable and whose
+	// journal write was attempted: the store may hold it even when the
+	// write reported an error (a cancelled context after the commit), so
+	// an interrupted file is never cut below it.
+	syncTried  syncPoint
+	dtfEndDiag fpdu.Diagnostic
+}
+
+// run handles WRITE and the data phase TDE02B..TDE07 (digest §4.1).
+func (r *receiver) run(f *fpdu.FPDU) error {
+	s, x := r.s, r.x
 	srv := s.srv
 	point := uint32(0)
 	var err error
-	if x.sink == nil && x.published {
+	if r.sink == nil && r.published {
 		rs := x.restart
-		if x.sink, err = verifySink(x.root, x.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles); err != nil {
+		if r.sink, err = verifySink(r.root, r.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles); err != nil {
 			// Never start the file again over its published copy.
-			s.log.Error("cannot check the published file of a restart", "file", x.finalRel, "err", err)
+			s.log.Error("cannot check the published file of a restart", "file", r.finalRel, "err", err)
 			return s.writeAck(fpdu.AckWrite, fpdu.DiagIOError)
 		}
 		point = rs.Sync
-		s.hookSink(x.sink, x.id)
+		r.hookSink(x.ref)
 	}
-	if x.sink == nil && x.restart != nil {
+	if r.sink == nil && x.restart != nil {
 		rs := x.restart
-		x.sink, err = resumeSink(x.root, x.tempRel, x.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles)
+		r.sink, err = resumeSink(r.root, r.tempRel, r.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles)
 		if err == nil {
 			point = rs.Sync
-			s.hookSink(x.sink, x.id)
+			r.hookSink(x.ref)
 		} else {
 			// 0 is always a legal restart point: start the file again.
 			s.log.Warn("cannot resume, restarting from 0", "err", err)
-			x.root.Remove(x.tempRel)
+			r.root.Remove(r.tempRel)
 		}
 	}
-	if x.sink == nil {
-		x.sink, err = createSink(x.root, x.tempRel, x.finalRel, srv.cfg.WriteBuffer)
+	if r.sink == nil {
+		r.sink, err = createSink(r.root, r.tempRel, r.finalRel, srv.cfg.WriteBuffer)
 		if err != nil {
 			d := fpdu.DiagIOError
 			if isNoSpace(err) {
@@ -48,16 +78,15 @@ func (s *session) receive(f *fpdu.FPDU) error {
 			} else if errors.Is(err, fs.ErrExist) {
 				d = fpdu.DiagFileBusy
 			}
-			s.log.Error("cannot create temporary file", "file", x.tempRel, "err", err)
+			s.log.Error("cannot create temporary file", "file", r.tempRel, "err", err)
 			return s.writeAck(fpdu.AckWrite, d)
 		}
-		s.hookSink(x.sink, x.id)
+		r.hookSink(x.ref)
 	}
-	x.syncNum, x.lastAck, x.restartAt = point, point, point
-	x.lastSync = syncPoint{num: point, offset: x.sink.bytes, articles: x.sink.articles, data: x.dataBytes(x.sink.bytes, x.sink.articles)}
-	x.startPoint = x.lastSync
-	x.sinceSync = 0
-	x.inSeg = false
+	x.restartAt = point
+	r.lastSync = syncPoint{num: point, offset: r.sink.bytes, articles: r.sink.articles, data: r.dataBytes(r.sink.bytes, r.sink.articles)}
+	r.startPoint = r.lastSync
+	r.inSeg = false
 	x.dataStarted = true
 	ack := fpdu.FPDU{Kind: fpdu.AckWrite, DstID: s.peerID}
 	ack.Params.AddDiagnostic(fpdu.DiagOK)
@@ -65,22 +94,18 @@ func (s *session) receive(f *fpdu.FPDU) error {
 	if err := s.write(&ack); err != nil {
 		return err
 	}
-	s.log.Info("receiving", "id", x.id, "restart_point", point, "offset", x.sink.bytes)
+	s.log.Info("receiving", "id", x.ref.ID, "restart_point", point, "offset", r.sink.bytes)
 	s.dataPhase.Store(true)
 	defer s.dataPhase.Store(false)
-	return s.receiveLoop()
-}
-
-func (s *session) receiveLoop() error {
-	err := s.receiveFrames()
+	err = r.frames()
 	// No ACK(SYN) from the sink's worker once the data phase is over, and
-	// the transfer's state holds every point made durable.
-	s.settleSyncs()
+	// the receiver's state holds every point made durable.
+	r.settle()
 	return err
 }
 
-func (s *session) receiveFrames() error {
-	x := s.xfer
+func (r *receiver) frames() error {
+	s, x := r.s, r.x
 	s.setReadDeadline(s.srv.cfg.InactivityTimeout)
 	for {
 		f, err := s.next()
@@ -90,11 +115,11 @@ func (s *session) receiveFrames() error {
 				// A failure of the file under way (a full disk) says better
 				// why the sender ran out of acknowledgements.
 				var cause error = v
-				if x.sink != nil {
-					if err := x.sink.flush(); err != nil {
+				if r.sink != nil {
+					if err := r.sink.flush(); err != nil {
 						cause = err
 					}
-					s.collectDurable()
+					r.collectDurable()
 				}
 				if !s.idtPending.Load() {
 					if err := s.localIDT(cause); err != nil {
@@ -112,55 +137,56 @@ func (s *session) receiveFrames() error {
 		var derr error
 		switch f.Kind {
 		case fpdu.DTF:
-			if x.inSeg {
+			if r.inSeg {
 				return abortf(fpdu.DiagProtocolError, "DTF inside a segmented article")
 			}
-			if len(f.Data)+fpdu.HeaderLen > x.entity && s.entityExceeded(len(f.Data)+fpdu.HeaderLen) {
+			if len(f.Data)+fpdu.HeaderLen > x.entity && r.entityExceeded(len(f.Data)+fpdu.HeaderLen) {
 				return abortf(fpdu.DiagBadParameter, "DTF of %d bytes, PI 25 = %d (strict partner)", len(f.Data)+fpdu.HeaderLen, x.entity)
 			}
-			derr = f.ForEachArticle(s.onArticle)
+			// The machine split the DTF when it checked it.
+			for _, a := range s.articles() {
+				if derr = r.article(a); derr != nil {
+					break
+				}
+			}
 		case fpdu.DTFDA:
-			if x.inSeg {
+			if r.inSeg {
 				return abortf(fpdu.DiagProtocolError, "DTFDA inside a segmented article")
 			}
-			if len(f.Data)+fpdu.HeaderLen > x.entity && s.entityExceeded(len(f.Data)+fpdu.HeaderLen) {
+			if len(f.Data)+fpdu.HeaderLen > x.entity && r.entityExceeded(len(f.Data)+fpdu.HeaderLen) {
 				return abortf(fpdu.DiagBadParameter, "DTFDA of %d bytes, PI 25 = %d (strict partner)", len(f.Data)+fpdu.HeaderLen, x.entity)
 			}
-			x.inSeg, x.segLen = true, 0
-			derr = s.receiveSegment(f.Data, false)
+			r.inSeg, r.segLen = true, 0
+			derr = r.segment(f.Data, false)
 		case fpdu.DTFMA, fpdu.DTFFA:
-			if len(f.Data)+fpdu.HeaderLen > x.entity && s.entityExceeded(len(f.Data)+fpdu.HeaderLen) {
+			if len(f.Data)+fpdu.HeaderLen > x.entity && r.entityExceeded(len(f.Data)+fpdu.HeaderLen) {
 				return abortf(fpdu.DiagBadParameter, "%v of %d bytes, PI 25 = %d (strict partner)", f.Kind, len(f.Data)+fpdu.HeaderLen, x.entity)
 			}
-			if !x.inSeg {
+			if !r.inSeg {
 				return abortf(fpdu.DiagProtocolError, "%v without DTFDA", f.Kind)
 			}
-			derr = s.receiveSegment(f.Data, f.Kind == fpdu.DTFFA)
+			derr = r.segment(f.Data, f.Kind == fpdu.DTFFA)
 		case fpdu.Syn:
-			if x.inSeg {
+			if r.inSeg {
 				return abortf(fpdu.DiagProtocolError, "SYN inside a segmented article")
 			}
-			if err := s.receiveSyn(f); errors.Is(err, errStop) {
-				return nil // interrupted: back in OF02
-			} else if err != nil {
-				return err
-			}
+			r.syn(f)
 		case fpdu.DTFEnd:
-			if x.inSeg {
+			if r.inSeg {
 				return abortf(fpdu.DiagProtocolError, "DTF.END inside a segmented article")
 			}
-			x.dtfEndDiag, _ = f.Params.Diagnostic()
+			r.dtfEndDiag, _ = f.Params.Diagnostic()
 			// Every sync point answered before the data phase ends; a
 			// failure to make one durable has sent IDT meanwhile.
-			s.settleSyncs()
+			r.settle()
 			if s.idtPending.Load() {
 				return s.awaitAckIDT(nil)
 			}
-			return s.awaitTransEnd()
+			return r.awaitTransEnd()
 		case fpdu.IDT:
 			return s.peerIDT(f)
 		case fpdu.Resyn:
-			if err := s.receiveResyn(f); err != nil {
+			if err := r.resyn(); err != nil {
 				return err
 			}
 		case fpdu.Abort:
@@ -185,114 +211,82 @@ func (s *session) receiveFrames() error {
 // seen to exceed it by a segment, and refusing costs an interoperable
 // transfer while accepting costs no memory (the buffer is sized for the
 // frame limit). Only a strict partner is held to PI 25.
-func (s *session) entityExceeded(n int) bool {
-	if slices.Contains(s.xfer.anomalies, AnomalyEntityExceeded) {
+func (r *receiver) entityExceeded(n int) bool {
+	s, x := r.s, r.x
+	if slices.Contains(x.anomalies, AnomalyEntityExceeded) {
 		return s.partner.Strict // noted once: no formatting per FPDU
 	}
-	return s.anomaly(AnomalyEntityExceeded, fmt.Sprintf("data FPDU of %d bytes, PI 25 = %d", n, s.xfer.entity))
+	return s.anomaly(AnomalyEntityExceeded, fmt.Sprintf("data FPDU of %d bytes, PI 25 = %d", n, x.entity))
 }
 
-// receiveArticle is bound once to s.onArticle: one complete article.
-func (s *session) receiveArticle(a []byte) error {
-	if len(a) > s.xfer.recLen {
-		return fmt.Errorf("article of %d bytes, PI 32 = %d: %w", len(a), s.xfer.recLen, fpdu.DiagArticleTooLong)
+// article takes one complete article.
+func (r *receiver) article(a []byte) error {
+	if len(a) > r.x.recLen {
+		return fmt.Errorf("article of %d bytes, PI 32 = %d: %w", len(a), r.x.recLen, fpdu.DiagArticleTooLong)
 	}
-	if err := s.receiveData(a); err != nil {
+	if err := r.data(a); err != nil {
 		return err
 	}
-	return s.endArticle()
+	return r.endArticle()
 }
 
 // endArticle counts a complete article; a text line gets its "\n".
-func (s *session) endArticle() error {
-	x := s.xfer
-	if x.text {
-		if err := x.sink.write(newline); err != nil {
+func (r *receiver) endArticle() error {
+	if r.x.text {
+		if err := r.sink.write(newline); err != nil {
 			return ioDiag(err)
 		}
 	}
-	x.sink.articles++
+	r.sink.articles++
 	return nil
 }
 
 var newline = []byte{'\n'}
 
-func (s *session) receiveSegment(p []byte, last bool) error {
-	x := s.xfer
-	x.segLen += len(p)
-	if x.segLen > x.recLen {
-		return fmt.Errorf("segmented article over %d bytes, PI 32 = %d: %w", x.segLen, x.recLen, fpdu.DiagArticleTooLong)
+func (r *receiver) segment(p []byte, last bool) error {
+	r.segLen += len(p)
+	if r.segLen > r.x.recLen {
+		return fmt.Errorf("segmented article over %d bytes, PI 32 = %d: %w", r.segLen, r.x.recLen, fpdu.DiagArticleTooLong)
 	}
-	if err := s.receiveData(p); err != nil {
+	if err := r.data(p); err != nil {
 		return err
 	}
 	if last {
-		x.inSeg = false
-		return s.endArticle()
+		r.inSeg = false
+		return r.endArticle()
 	}
 	return nil
 }
 
-func (s *session) receiveData(p []byte) error {
-	x := s.xfer
-	x.sinceSync += int64(len(p))
-	if s.syncBytes > 0 && x.sinceSync > s.syncBytes {
-		return fmt.Errorf("%d bytes since the last sync point, interval %d: %w", x.sinceSync, s.syncBytes, fpdu.DiagTooMuchDataWithoutSync)
-	}
+// data writes p; the machine has counted it against the sync interval.
+func (r *receiver) data(p []byte) error {
+	x := r.x
 	if x.ebcdic != nil {
 		codepage.Translate(p, &x.ebcdic.ToASCII) // p aliases the reader's buffer, ours until the next read
 	}
-	if x.vf.MaxSize > 0 && x.sink.bytes+int64(len(p)) > x.vf.MaxSize {
+	if x.vf.MaxSize > 0 && r.sink.bytes+int64(len(p)) > x.vf.MaxSize {
 		return fmt.Errorf("file over its limit of %d bytes: %w", x.vf.MaxSize, fpdu.DiagFileLargerThanAnnounced)
 	}
-	if err := x.sink.write(p); err != nil {
+	if err := r.sink.write(p); err != nil {
 		return ioDiag(err)
 	}
 	return nil
 }
 
-// ioDiag wraps a file error in the diagnostic the peer sees.
-func ioDiag(err error) error {
-	if isNoSpace(err) {
-		return fmt.Errorf("%w: %w", fpdu.DiagSpaceExhausted, err)
+// dataBytes converts a receive position (file bytes, articles) to the data
+// byte count of PI 27: in a text file every article was written with one
+// "\n" that the wire did not carry.
+func (r *receiver) dataBytes(fileBytes, articles int64) int64 {
+	if r.x.text {
+		return fileBytes - articles
 	}
-	return fmt.Errorf("%w: %w", fpdu.DiagIOError, err)
+	return fileBytes
 }
 
-// restartable says whether an interruption for d may be followed by a
-// restart (PI 19 = 4) or is final (PI 19 = 12).
-func restartable(d fpdu.Diagnostic) bool {
-	return d == fpdu.DiagSpaceExhausted || d == fpdu.DiagIOError || d == fpdu.DiagSystemError
-}
-
-// localIDT sends IDT for a local error during the data phase.
-func (s *session) localIDT(cause error) error {
-	d := diagOf(cause, fpdu.DiagSystemError)
-	code := uint64(endCancelledByServer)
-	if restartable(d) {
-		code = endRestart
-	}
-	s.log.Warn("interrupting transfer", "diag", d.String(), "err", cause)
-	if x := s.xfer; x != nil {
-		x.span.RecordError(cause)
-	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.idtPending.Load() {
-		return nil // the admin API got there first
-	}
-	return s.writeIDTLocked(d, code)
-}
-
-func (s *session) receiveSyn(f *fpdu.FPDU) error {
-	x := s.xfer
-	if !s.syncOn {
-		return abortf(fpdu.DiagProtocolError, "SYN without negotiated sync points")
-	}
-	n, ok := f.Params.Uint(fpdu.PISyncNumber)
-	if !ok || n <= uint64(x.syncNum) || n > 999999 {
-		return abortf(fpdu.DiagBadParameter, "SYN %d after %d", n, x.syncNum)
-	}
+// syn takes sync point n, which the state machine numbered and checked
+// against the negotiation, the window and the interval.
+func (r *receiver) syn(f *fpdu.FPDU) {
+	n, _ := f.Params.Uint(fpdu.PISyncNumber)
 	// The point is made durable off the session goroutine: the sink's
 	// worker fsyncs the data up to here, then the journal records the
 	// point, then ACK(SYN) goes out; meanwhile we go on receiving the data
@@ -301,20 +295,19 @@ func (s *session) receiveSyn(f *fpdu.FPDU) error {
 	// behind it and the way to find it again are durable), and a failure
 	// interrupts the transfer with IDT from the worker, as the admin API
 	// does from its own goroutine.
-	pt := syncPoint{num: uint32(n), offset: x.sink.bytes, articles: x.sink.articles}
-	x.syncTried = pt // the file holds it from now on; its journal write is under way
-	x.syncNum, x.sinceSync = pt.num, 0
-	x.syncCount++
-	s.collectDurable()
-	x.sink.syncAsync(pt)
-	return nil
+	pt := syncPoint{num: uint32(n), offset: r.sink.bytes, articles: r.sink.articles}
+	r.syncTried = pt // the file holds it from now on; its journal write is under way
+	r.x.syncCount++
+	r.collectDurable()
+	r.sink.syncAsync(pt)
 }
 
-// hookSink makes x.sink's second goroutine journal and acknowledge the
+// hookSink makes the sink's second goroutine journal and acknowledge the
 // points made durable, and interrupt the transfer with IDT when one cannot
 // be, as the admin API does from its own goroutine.
-func (s *session) hookSink(sk *sink, id int64) {
-	sk.onDurable = func(pts []syncPoint) error { return s.pointsDurable(sk, id, pts) }
+func (r *receiver) hookSink(ref TransferRef) {
+	s, sk := r.s, r.sink
+	sk.onDurable = func(pts []syncPoint) error { return r.pointsDurable(sk, ref, pts) }
 	sk.onFail = func(err error) {
 		if err := s.localIDT(err); err != nil {
 			s.log.Debug("IDT not sent", "err", err)
@@ -325,12 +318,13 @@ func (s *session) hookSink(sk *sink, id int64) {
 // pointsDurable runs on the sink's second goroutine once the data up to
 // the last of pts is durable: it journals that point (it supersedes the
 // others as the restart point), then acknowledges each.
-func (s *session) pointsDurable(sk *sink, id int64, pts []syncPoint) error {
+func (r *receiver) pointsDurable(sk *sink, ref TransferRef, pts []syncPoint) error {
+	s := r.s
 	last := pts[len(pts)-1]
-	if err := s.srv.jnl.SyncPoint(s.ctx, id, last.num, last.offset, last.articles); err != nil {
+	if err := s.srv.jnl.SyncPoint(s.ctx, ref, last.num, last.offset, last.articles); err != nil {
 		// Not acknowledged. Lost to another owner: IDT all the same (the
 		// partner restarts, and finds the new owner), but the file is
-		// left as it is (settleSyncs sets x.lost).
+		// left as it is (settle sets x.lost).
 		if errors.Is(err, ErrTransferLost) {
 			sk.markLost()
 		}
@@ -340,7 +334,7 @@ func (s *session) pointsDurable(sk *sink, id int64, pts []syncPoint) error {
 	if m := s.srv.met; m != nil {
 		m.SyncPoints.Add(float64(len(pts)))
 	}
-	if s.syncWindow == 0 {
+	if s.syncOption().Window == 0 {
 		return nil // W = 0: sync points are not acknowledged
 	}
 	for _, pt := range pts {
@@ -360,135 +354,50 @@ func (s *session) pointsDurable(sk *sink, id int64, pts []syncPoint) error {
 }
 
 // collectDurable takes the points the sink's worker made durable into the
-// transfer's state (session goroutine).
-func (s *session) collectDurable() {
-	x := s.xfer
-	if x.sink.isLost() {
-		x.lost = true
+// receiver's state (session goroutine).
+func (r *receiver) collectDurable() {
+	if r.sink.isLost() {
+		r.x.lost = true
 	}
-	pt, ok := x.sink.durable()
-	if ok && pt.num > x.lastSync.num || (pt.num == x.lastSync.num && pt.offset > x.lastSync.offset) {
-		pt.data = x.dataBytes(pt.offset, pt.articles)
-		x.lastSync, x.lastAck = pt, pt.num
+	// The sink's points come in the order they were taken, each at or
+	// after the one before it in the file.
+	pt, ok := r.sink.durable()
+	if ok && (pt.offset > r.lastSync.offset || pt.offset == r.lastSync.offset && pt.num != r.lastSync.num) {
+		pt.data = r.dataBytes(pt.offset, pt.articles)
+		r.lastSync = pt
 	}
 }
 
-// settleSyncs waits until every sync point handed to the sink's worker is
-// durable and answered (or failed), and takes them into the transfer's
+// settle waits until every sync point handed to the sink's worker is
+// durable and answered (or failed), and takes them into the receiver's
 // state: before anything that reads that state or ends the data phase.
-func (s *session) settleSyncs() {
-	x := s.xfer
-	if x == nil || x.sink == nil {
+func (r *receiver) settle() {
+	if r.sink == nil {
 		return
 	}
-	_ = x.sink.wait()
-	s.collectDurable()
+	_ = r.sink.wait()
+	r.collectDurable()
 }
 
-// writeUnlessIDT sends an answer to what the peer sent during the data
-// phase, unless an IDT of ours went out meanwhile (another goroutine may
-// send one): the peer's FPDU crossed it and gets no answer.
-func (s *session) writeUnlessIDT(f *fpdu.FPDU) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.idtPending.Load() {
-		return nil
-	}
-	return s.writeLocked(f)
-}
-
-// receiveResyn: the sender asks to resume from point p; we resume from our
-// last durable point, which is the last one we acknowledged (RESYN is only
+// resyn: the sender asks to resume from a point; we resume from our last
+// durable point, which is the last one we acknowledged (RESYN is only
 // negotiated with sync points, and every SYN is made durable at once).
-func (s *session) receiveResyn(f *fpdu.FPDU) error {
-	x := s.xfer
-	if !s.resync {
-		return abortf(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
-	}
-	s.settleSyncs()
-	lp := x.lastSync
-	if err := x.sink.truncate(lp.offset, lp.articles); err != nil {
+func (r *receiver) resyn() error {
+	s := r.s
+	r.settle()
+	lp := r.lastSync
+	if err := r.sink.truncate(lp.offset, lp.articles); err != nil {
 		return abortf(fpdu.DiagResyncImpossible, "resync: %v", err)
 	}
-	x.sinceSync, x.inSeg, x.syncNum, x.syncTried = 0, false, lp.num, lp
+	r.inSeg, r.syncTried = false, lp
 	ack := fpdu.FPDU{Kind: fpdu.AckResyn, DstID: s.peerID}
 	ack.Params.AddUint(fpdu.PIRestartPoint, uint64(lp.num))
 	return s.writeUnlessIDT(&ack)
 }
 
-// peerIDT answers an IDT from the requester (digest §4.6).
-func (s *session) peerIDT(f *fpdu.FPDU) error {
-	d, _ := f.Params.Diagnostic()
-	code, _ := f.Params.Uint(fpdu.PIEndCode)
-	if err := s.write(&fpdu.FPDU{Kind: fpdu.AckIDT, DstID: s.peerID}); err != nil {
-		return err
-	}
-	s.srv.countDiag(d)
-	s.interrupted(d, code, "interrupted by the requester")
-	return nil
-}
-
-// interrupted records an IDT exchange (the state machine keeps the ab
-// flag): the transfer is kept for a restart (PI 19 = 4, 8 or absent) or
-// dropped (12, 16).
-func (s *session) interrupted(d fpdu.Diagnostic, code uint64, why string) {
-	x := s.xfer
-	s.settleSyncs()
-	s.dataPhase.Store(false)
-	s.idtPending.Store(false)
-	st := StatusCancelled
-	if code == 0 || code == endRestart || code == endSuspended {
-		st = StatusInterrupted
-	}
-	if d.OK() {
-		d = fpdu.DiagVoluntaryStop
-	}
-	detail := fmt.Sprintf("%s (PI 19 = %d)", why, code)
-	keep := syncPoint{}
-	if x.sink != nil && !x.sink.closed && !x.lost {
-		keep = x.keptPoint()
-	}
-	// The journal before the file: a transfer lost to another owner
-	// leaves its file as it is (releaseFile).
-	switch {
-	case x.finished:
-	case x.lost:
-		s.settle(s.outcome(st, d, detail))
-	default:
-		s.finish(st, d, detail)
-	}
-	s.releaseFile(st == StatusInterrupted, keep)
-	x.resumable = st == StatusInterrupted && !x.lost
-}
-
-// awaitAckIDT waits for ACK(IDT) after we sent IDT, dropping the data that
-// was in flight. An IDT from the requester at the same time wins.
-func (s *session) awaitAckIDT(f *fpdu.FPDU) error {
-	d := fpdu.Diagnostic(s.idtDiag.Load())
-	code := uint64(s.idtCode.Load())
-	s.setReadDeadline(s.srv.cfg.InactivityTimeout)
-	for {
-		if f == nil {
-			var err error
-			if f, err = s.next(); err != nil {
-				return s.readErr(err)
-			}
-		}
-		switch f.Kind {
-		case fpdu.AckIDT:
-			s.interrupted(d, code, "interrupted by the server")
-			return nil
-		case fpdu.IDT:
-			return s.peerIDT(f)
-		case fpdu.Abort:
-			return s.peerAbort(f)
-		}
-		f = nil
-	}
-}
-
 // awaitTransEnd is TDE07: after DTF.END, TRANS.END ends the transfer.
-func (s *session) awaitTransEnd() error {
+func (r *receiver) awaitTransEnd() error {
+	s := r.s
 	s.dataPhase.Store(false)
 	f, err := s.next()
 	if err != nil {
@@ -496,7 +405,7 @@ func (s *session) awaitTransEnd() error {
 	}
 	switch f.Kind {
 	case fpdu.TransEnd:
-		return s.receiveTransEnd(f)
+		return r.transEnd(f)
 	case fpdu.Abort:
 		return s.peerAbort(f)
 	case fpdu.IDT:
@@ -505,11 +414,11 @@ func (s *session) awaitTransEnd() error {
 	return abortf(fpdu.DiagProtocolError, "%v after DTF.END", f.Kind)
 }
 
-func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
-	x := s.xfer
-	sk := x.sink
-	data := x.dataBytes(sk.bytes, sk.articles)
-	if err := s.checkTransEnd(f, data, sk.articles); err != nil {
+func (r *receiver) transEnd(f *fpdu.FPDU) error {
+	s, x := r.s, r.x
+	sk := r.sink
+	data := r.dataBytes(sk.bytes, sk.articles)
+	if err := s.checkTransEnd(f, data, sk.articles, r.startPoint); err != nil {
 		if s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error()); x.lost {
 			sk.abandon()
 		} else {
@@ -525,8 +434,8 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 		}
 		return s.ackTransEnd(d, data, sk.articles)
 	}
-	if !x.dtfEndDiag.OK() {
-		return fail(x.dtfEndDiag, "sender ended the data with "+x.dtfEndDiag.String())
+	if !r.dtfEndDiag.OK() {
+		return fail(r.dtfEndDiag, "sender ended the data with "+r.dtfEndDiag.String())
 	}
 	// PI 42 announces the data, not our local file: a text file gets a
 	// "\n" per article that never travelled.
@@ -540,12 +449,12 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 	// transfer was taken over is refused here and publishes nothing). A
 	// crash between the record and the rename is finished by the leader's
 	// sweep (node/publish.go), and the requester's restart of a completed
-	// transfer confirms the file (create, RestartState.Completed).
+	// transfer confirms the file (createFile, RestartState.Completed).
 	if err := sk.sync(); err != nil {
-		s.log.Error("cannot make the file durable", "file", x.tempRel, "err", err)
+		s.log.Error("cannot make the file durable", "file", r.tempRel, "err", err)
 		return fail(diagOf(ioDiag(err), fpdu.DiagIOError), err.Error())
 	}
-	o := s.outcome(StatusDone, fpdu.DiagOK, x.finalAbs)
+	o := s.outcome(StatusDone, fpdu.DiagOK, r.finalAbs)
 	if err := s.record(o, s.srv.cfg.InactivityTimeout); err != nil {
 		return s.notDurable(err)
 	}
@@ -554,7 +463,7 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 		if errors.Is(err, errFinalExists) {
 			d = fpdu.DiagFileExists
 		}
-		s.log.Error("cannot deliver file", "file", x.finalRel, "err", err)
+		s.log.Error("cannot deliver file", "file", r.finalRel, "err", err)
 		// Overwrites the completed outcome just recorded.
 		return fail(d, err.Error())
 	}
@@ -562,38 +471,77 @@ func (s *session) receiveTransEnd(f *fpdu.FPDU) error {
 	return s.ackTransEnd(fpdu.DiagOK, data, sk.articles)
 }
 
-// notDurable answers a TRANS.END whose outcome the journal did not take
-// within Tp (or refused: the transfer was taken over). TRANS.END is not
-// acknowledged: IDT 2/215 with PI 19 = 4 (restart will follow) keeps the
-// partner's restart state, where a negative ACK(TRANS.END) would end the
-// exchange for good (digest §4.6; docs/interop.md). The record keeps its
-// last sync point, from which the restart resumes; ACK(IDT) is awaited for
-// at most Tp, as any IDT of ours.
-func (s *session) notDurable(cause error) error {
-	s.wmu.Lock()
-	err := s.writeIDTLocked(fpdu.DiagSystemError, endRestart)
-	s.wmu.Unlock()
-	if err != nil {
-		return err
+// keptPoint is where an interrupted receive's partial file is cut: the last
+// point made durable whose journal write was attempted, so that the file
+// always holds the restart point the store recorded, whichever of the two
+// the store ended up with.
+func (r *receiver) keptPoint() syncPoint {
+	if r.syncTried.offset > r.lastSync.offset && (r.sink == nil || r.syncTried.offset <= r.sink.bytes) {
+		return r.syncTried
 	}
-	if x := s.xfer; x != nil {
-		x.span.RecordError(cause)
-	}
-	return s.awaitAckIDT(nil)
+	return r.lastSync
 }
 
-// checkTransEnd checks the requester's TRANS.END counts against ours.
-func (s *session) checkTransEnd(f *fpdu.FPDU, bytes, articles int64) error {
-	b, okb := f.Params.Uint(fpdu.PIByteCount)
-	a, oka := f.Params.Uint(fpdu.PIArticleCount)
-	return s.checkCounts(bytes, articles, s.xfer.startPoint, b, a, okb, oka)
+func (r *receiver) counts() (bytes, articles int64) {
+	if r.sink == nil {
+		return 0, 0
+	}
+	return r.sink.bytes, r.sink.articles
 }
 
-func (s *session) ackTransEnd(d fpdu.Diagnostic, bytes, articles int64) error {
-	s.srv.countDiag(d)
-	a := fpdu.FPDU{Kind: fpdu.AckTransEnd, DstID: s.peerID}
-	a.Params.AddDiagnostic(d)
-	a.Params.AddUint(fpdu.PIByteCount, uint64(bytes))
-	a.Params.AddUint(fpdu.PIArticleCount, uint64(articles))
-	return s.write(&a)
+// kept counts what the file keeps once cut back (release).
+func (r *receiver) kept() (bytes, articles int64) {
+	if r.sink == nil || r.sink.closed {
+		return r.counts()
+	}
+	k := r.keptPoint()
+	return k.offset, k.articles
+}
+
+func (r *receiver) sum() string {
+	if r.sink == nil {
+		return ""
+	}
+	return r.sink.sum()
+}
+
+// release ends an unfinished receive's temporary file: cut back to its
+// kept point and kept for a restart when interrupted, else removed; only
+// abandoned when the transfer was lost to another owner.
+func (r *receiver) release(interrupted bool) {
+	s := r.s
+	switch {
+	case r.sink == nil || r.sink.closed:
+	case r.x.lost:
+		r.sink.abandon()
+	case interrupted:
+		// Keep only what a sync point made durable.
+		keep := r.keptPoint()
+		if err := r.sink.truncate(keep.offset, keep.articles); err != nil {
+			s.log.Warn("truncating interrupted file", "err", err)
+		}
+		if err := r.sink.close(); err != nil {
+			s.log.Warn("closing interrupted file", "err", err)
+		}
+	default:
+		r.sink.discard()
+	}
+}
+
+func (r *receiver) close() {
+	if r.root != nil {
+		r.root.Close()
+	}
+	r.s.srv.unclaimPath(r.finalAbs)
+}
+
+func (r *receiver) paths() (path, temp string) {
+	return r.finalAbs, filepath.Join(r.x.vf.ReceiveDir, r.tempRel)
+}
+
+// resumePoint is the last durable point; the next run reopens the
+// temporary file there.
+func (r *receiver) resumePoint() syncPoint {
+	r.sink = nil
+	return r.lastSync
 }

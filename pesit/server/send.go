@@ -3,10 +3,12 @@ package server
 import (
 	"bufio"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
-	"net"
+	"os"
 	"time"
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
@@ -17,15 +19,40 @@ import (
 // errIDTSent stops the send loop once an IDT has gone out.
 var errIDTSent = errors.New("IDT sent")
 
-// sender streams the selected file in articles (TDL02B, digest §4.1).
+// sender is the side of a transfer the server sends (SELECT, READ): the
+// source file, what was sent of it, and the sync points placed. It lives
+// from the SELECT to the DESELECT and streams the file in articles
+// (TDL02B, digest §4.1) on the session goroutine.
 type sender struct {
-	s    *session
-	x    *transfer
+	s *session
+	x *transfer
+
+	src      *os.File
+	srcPath  string
+	size     int64
+	modTime  time.Time
+	off      int64 // file position (bytes differs for a text file)
+	bytes    int64 // PI 27: data bytes sent
+	articles int64
+	h        hash.Hash
+
+	startPoint syncPoint   // where this data phase began (counts after a restart)
+	points     []syncPoint // recent points sent (RESYN targets)
+	lastSync   syncPoint   // the last point acknowledged
+	lastSent   syncPoint   // the last point sent, journaled for a restart
+
+	// Buffers and state of one data phase (run).
 	br   *bufio.Reader
 	art  []byte      // one article
 	pack fpdu.Packer // groups articles into DTFs
 	f    fpdu.FPDU
 	tail *sendTail // hash and journal, off this goroutine
+	// limit is the negotiated sync interval in bytes (0: no bound) and
+	// since the data bytes since the last SYN placed: the placement of
+	// sync points, which replay repeats. Their numbering and the window
+	// are the state machine's.
+	limit int64
+	since int64
 	// sincePoll counts data bytes since we last looked at what the
 	// receiver sent: without a window to wait on, an IDT or RESYN would
 	// otherwise only be seen after the whole file.
@@ -64,12 +91,16 @@ func (sd *sender) poll() error {
 	return nil
 }
 
-// send handles READ{PI 18}: ACK(READ), then the data phase.
-func (s *session) send(f *fpdu.FPDU) error {
-	x := s.xfer
+// run handles READ{PI 18}: ACK(READ), then the data phase.
+func (sd *sender) run(f *fpdu.FPDU) error {
+	s, x := sd.s, sd.x
 	p, _ := f.Params.Uint(fpdu.PIRestartPoint)
-	sd := &sender{s: s, x: x, br: bufio.NewReaderSize(x.src, max(64<<10, x.recLen+2)), art: make([]byte, x.recLen)}
-	sd.pack.Reset(x.entity, fpdu.MaxArticles, s.partner.MultiArticle && x.recLen+2+fpdu.HeaderLen <= x.entity, sd.dtf)
+	if sd.br == nil {
+		sd.br = bufio.NewReaderSize(sd.src, max(64<<10, x.recLen+2))
+		sd.art = make([]byte, x.recLen)
+		sd.pack.Reset(x.entity, fpdu.MaxArticles, s.partner.MultiArticle && x.recLen+2+fpdu.HeaderLen <= x.entity, sd.dtf)
+	}
+	sd.limit, sd.sincePoll = s.syncLimit(), 0
 	start, ok, err := sd.restartPoint(p)
 	if err != nil {
 		s.log.Error("cannot read the source file", "err", err)
@@ -84,26 +115,24 @@ func (s *session) send(f *fpdu.FPDU) error {
 		s.log.Error("cannot position the source file", "err", err)
 		return s.writeAck(fpdu.AckRead, fpdu.DiagIOError)
 	}
-	x.restartAt, x.startPoint, x.lastSent = start.num, start, start
+	x.restartAt, sd.startPoint, sd.lastSent = start.num, start, start
 	x.dataStarted = true
 	if err := s.writeAck(fpdu.AckRead, fpdu.DiagOK); err != nil {
 		return err
 	}
-	s.log.Info("sending", "id", x.id, "restart_point", start.num, "offset", start.offset, "size", x.size, "text", x.text)
-	s.wmu.Lock()
-	s.w.SetEntitySize(x.entity)
-	s.wmu.Unlock()
+	s.log.Info("sending", "id", x.ref.ID, "restart_point", start.num, "offset", start.offset, "size", sd.size, "text", x.text)
+	s.setEntitySize(x.entity)
 	s.dataPhase.Store(true)
 	defer s.dataPhase.Store(false)
 	sd.startTail()
 	defer func() { sd.tail.stop() }()
-	return sd.run()
+	return sd.phase()
 }
 
-// startTail hands the hash (of the file up to x.off) to a new sendTail.
+// startTail hands the hash (of the file up to sd.off) to a new sendTail.
 func (sd *sender) startTail() {
-	s, x := sd.s, sd.x
-	sd.tail = startSendTail(s.ctx, s.srv.jnl, x.id, x.src, x.h, x.off, s.log)
+	s := sd.s
+	sd.tail = startSendTail(s.ctx, s.srv.jnl, sd.x.ref, sd.src, sd.h, sd.off, s.log)
 }
 
 // restartPoint resolves READ PI 18 = p. Sync points are placed
@@ -118,7 +147,7 @@ func (sd *sender) restartPoint(p uint64) (syncPoint, bool, error) {
 	if p == 0 {
 		return syncPoint{}, true, nil
 	}
-	if rs == nil || p > uint64(rs.Sync) || rs.Offset > sd.x.size {
+	if rs == nil || p > uint64(rs.Sync) || rs.Offset > sd.size {
 		return syncPoint{}, false, nil
 	}
 	known := syncPoint{num: rs.Sync, offset: rs.Offset, articles: rs.Articles}
@@ -129,13 +158,14 @@ func (sd *sender) restartPoint(p uint64) (syncPoint, bool, error) {
 // to known.num and returns point p, or false when the placement does not
 // reach known where the journal says (other interval or article length).
 func (sd *sender) replay(p uint32, known syncPoint) (syncPoint, bool, error) {
-	x, s := sd.x, sd.s
-	if _, err := x.src.Seek(0, io.SeekStart); err != nil {
+	s := sd.s
+	if _, err := sd.src.Seek(0, io.SeekStart); err != nil {
 		return syncPoint{}, false, err
 	}
-	sd.br.Reset(x.src)
+	sd.br.Reset(sd.src)
 	var cur, found syncPoint
 	var since int64
+	limit := s.syncLimit()
 	for cur.num < known.num {
 		art, raw, err := sd.next()
 		if errors.Is(err, io.EOF) {
@@ -145,7 +175,7 @@ func (sd *sender) replay(p uint32, known syncPoint) (syncPoint, bool, error) {
 			return syncPoint{}, false, err
 		}
 		n := int64(len(art))
-		if n > 0 && s.syncBytes > 0 && since+n > s.syncBytes {
+		if n > 0 && limit > 0 && since+n > limit {
 			cur.num++
 			since = 0
 			if cur.num == p {
@@ -199,32 +229,33 @@ func (sd *sender) next() (art, raw []byte, err error) {
 		return nil, nil, err
 	}
 	if len(art) > sd.x.recLen {
-		return nil, nil, fmt.Errorf("line of more than %d bytes at article %d: %w", sd.x.recLen, sd.x.articles+1, fpdu.DiagArticleTooLong)
+		return nil, nil, fmt.Errorf("line of more than %d bytes at article %d: %w", sd.x.recLen, sd.articles+1, fpdu.DiagArticleTooLong)
 	}
 	return art, line, nil
 }
 
 // seek positions the file at point p and rebuilds the hash of the prefix.
 func (sd *sender) seek(p syncPoint) error {
-	x := sd.x
-	x.h = sha256.New()
-	if _, err := io.Copy(x.h, io.NewSectionReader(x.src, 0, p.offset)); err != nil {
+	sd.h = sha256.New()
+	if _, err := io.Copy(sd.h, io.NewSectionReader(sd.src, 0, p.offset)); err != nil {
 		return err
 	}
-	if _, err := x.src.Seek(p.offset, io.SeekStart); err != nil {
+	if _, err := sd.src.Seek(p.offset, io.SeekStart); err != nil {
 		return err
 	}
-	sd.br.Reset(x.src)
+	sd.br.Reset(sd.src)
 	sd.pack.Discard()
-	x.off, x.bytes, x.articles = p.offset, p.data, p.articles
-	x.syncNum, x.lastAck, x.sinceSync = p.num, p.num, 0
-	x.lastSync = p
-	x.points = x.points[:0]
+	sd.off, sd.bytes, sd.articles = p.offset, p.data, p.articles
+	sd.since = 0
+	sd.lastSync = p
+	sd.points = sd.points[:0]
 	return nil
 }
 
-func (sd *sender) run() error {
-	s, x := sd.s, sd.x
+// phase streams from the point seek set to TRANS.END, resuming after
+// each RESYN.
+func (sd *sender) phase() error {
+	s := sd.s
 	for {
 		err := sd.stream()
 		// The hash and the journal are complete before anything reads
@@ -250,17 +281,17 @@ func (sd *sender) run() error {
 			}
 			if f.Kind == fpdu.TransEnd {
 				s.dataPhase.Store(false)
-				if err := s.checkTransEnd(f, x.bytes, x.articles); err != nil {
+				if err := s.checkTransEnd(f, sd.bytes, sd.articles, sd.startPoint); err != nil {
 					s.finish(StatusFailed, fpdu.DiagCountMismatch, err.Error())
 					return abortf(fpdu.DiagCountMismatch, "%v", err)
 				}
-				// Acknowledged only once recorded (see receiveTransEnd).
-				o := s.outcome(StatusDone, fpdu.DiagOK, x.srcPath)
+				// Acknowledged only once recorded (see receiver.transEnd).
+				o := s.outcome(StatusDone, fpdu.DiagOK, sd.srcPath)
 				if err := s.record(o, s.srv.cfg.InactivityTimeout); err != nil {
 					return s.notDurable(err)
 				}
 				s.settle(o)
-				return s.ackTransEnd(fpdu.DiagOK, x.bytes, x.articles)
+				return s.ackTransEnd(fpdu.DiagOK, sd.bytes, sd.articles)
 			}
 			err = sd.incoming(f)
 			switch {
@@ -304,7 +335,7 @@ func (sd *sender) stream() error {
 		n := len(a)
 		// Empty lines never take a sync point: placement stays a function
 		// of the data (replay) and an empty line keeps its neighbour.
-		if n > 0 && s.syncBytes > 0 && x.sinceSync+int64(n) > s.syncBytes {
+		if n > 0 && sd.limit > 0 && sd.since+int64(n) > sd.limit {
 			if err := sd.syn(); err != nil {
 				return err
 			}
@@ -321,19 +352,19 @@ func (sd *sender) stream() error {
 		if err != nil {
 			return err
 		}
-		x.off += int64(len(raw))
-		x.bytes += int64(n)
-		x.articles++
-		x.sinceSync += int64(n)
+		sd.off += int64(len(raw))
+		sd.bytes += int64(n)
+		sd.articles++
+		sd.since += int64(n)
 		if sd.sincePoll += n; sd.sincePoll >= pollEvery {
 			sd.sincePoll = 0
-			sd.tail.hashTo(x.off) // the file as it is, before any conversion
+			sd.tail.hashTo(sd.off) // the file as it is, before any conversion
 			if err := sd.poll(); err != nil {
 				return err
 			}
 		}
 	}
-	sd.tail.hashTo(x.off)
+	sd.tail.hashTo(sd.off)
 	if err := sd.pack.Flush(); err != nil {
 		if errors.Is(err, fpdu.ErrLoneEmpty) {
 			if err := s.localIDT(fmt.Errorf("%w: %w", fpdu.DiagFileOther, err)); err != nil {
@@ -345,7 +376,7 @@ func (sd *sender) stream() error {
 	}
 	end := fpdu.FPDU{Kind: fpdu.DTFEnd, DstID: s.peerID}
 	end.Params.AddDiagnostic(fpdu.DiagOK)
-	if err := sd.queue(&end); err != nil {
+	if err := sd.s.queue(&end); err != nil {
 		return err
 	}
 	return s.flush()
@@ -354,38 +385,7 @@ func (sd *sender) stream() error {
 // dtf queues one data FPDU of the Packer.
 func (sd *sender) dtf(k fpdu.Kind, data []byte, byte5 byte) error {
 	sd.f = fpdu.FPDU{Kind: k, DstID: sd.s.peerID, SrcID: byte5, Data: data}
-	return sd.queue(&sd.f)
-}
-
-// queue adds a concatenable FPDU unless an IDT went out meanwhile.
-func (sd *sender) queue(f *fpdu.FPDU) error {
-	s := sd.s
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.idtPending.Load() {
-		return errIDTSent
-	}
-	if s.closed {
-		return fmt.Errorf("queue %v: connection closed", f.Kind)
-	}
-	if err := s.m.Sent(f); err != nil {
-		s.log.Error("refusing to send an invalid FPDU", "err", err)
-		return fmt.Errorf("queue %v: %w", f.Kind, err)
-	}
-	if err := s.w.Queue(f); err != nil {
-		return fmt.Errorf("queue %v: %w", f.Kind, err)
-	}
-	return nil
-}
-
-func (s *session) flush() error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closed {
-		return net.ErrClosed
-	}
-	s.renewWriteDeadline()
-	return s.w.Flush()
+	return sd.s.queue(&sd.f)
 }
 
 // syn places sync point n+1 and honours the window (digest §4.3).
@@ -394,26 +394,26 @@ func (sd *sender) syn() error {
 	if err := sd.pack.Flush(); err != nil {
 		return err
 	}
-	x.syncNum++
-	sp := syncPoint{num: x.syncNum, offset: x.off, articles: x.articles, data: x.bytes}
+	num := s.window().Next()
+	sp := syncPoint{num: num, offset: sd.off, articles: sd.articles, data: sd.bytes}
 	// Keep a bounded history: RESYN asks for a recent point.
-	if len(x.points) == maxSyncHistory {
-		x.points = append(x.points[:0], x.points[maxSyncHistory/2:]...)
+	if len(sd.points) == maxSyncHistory {
+		sd.points = append(sd.points[:0], sd.points[maxSyncHistory/2:]...)
 	}
-	x.points = append(x.points, sp)
+	sd.points = append(sd.points, sp)
 	syn := fpdu.FPDU{Kind: fpdu.Syn, DstID: s.peerID}
-	syn.Params.AddUint(fpdu.PISyncNumber, uint64(x.syncNum))
-	if err := sd.queue(&syn); err != nil {
+	syn.Params.AddUint(fpdu.PISyncNumber, uint64(num))
+	if err := sd.s.queue(&syn); err != nil {
 		return err
 	}
-	x.sinceSync = 0
+	sd.since = 0
 	x.syncCount++
 	// Journal the point as SENT, acknowledged or not: a restart may ask for
 	// any point up to it (the receiver's ACK can be lost, or there is none
 	// with a window of 0), and replay finds the earlier ones. The write is
 	// the tail's, so that the data goes on meanwhile; it is done before the
 	// transfer ends (run waits for it).
-	x.lastSent = sp
+	sd.lastSent = sp
 	sd.tail.sent(sp)
 	if sd.tail.lost.Load() {
 		// A newer owner runs this transfer (the journal refused an
@@ -425,11 +425,11 @@ func (sd *sender) syn() error {
 		}
 		return errIDTSent
 	}
-	if s.syncWindow == 0 {
+	if s.syncOption().Window == 0 {
 		// Nobody acknowledges: the point is as durable as it will get.
-		return sd.acked(x.syncNum)
+		return sd.acked(num)
 	}
-	for x.syncNum-x.lastAck >= uint32(s.syncWindow) {
+	for s.window().Blocked() {
 		if err := s.flush(); err != nil {
 			return err
 		}
@@ -447,7 +447,7 @@ func (sd *sender) syn() error {
 
 // incoming handles what the receiver may send while we send.
 func (sd *sender) incoming(f *fpdu.FPDU) error {
-	s, x := sd.s, sd.x
+	s := sd.s
 	if f.Kind != fpdu.AckSyn {
 		sd.tail.wait() // what follows may end the transfer
 	}
@@ -460,13 +460,9 @@ func (sd *sender) incoming(f *fpdu.FPDU) error {
 	}
 	switch f.Kind {
 	case fpdu.AckSyn:
-		n, ok := f.Params.Uint(fpdu.PISyncNumber)
-		if !ok || n > uint64(x.syncNum) {
-			return abortf(fpdu.DiagBadParameter, "ACK(SYN) %d, sent %d, acknowledged %d", n, x.syncNum, x.lastAck)
-		}
-		if n <= uint64(x.lastAck) {
-			return nil // a late duplicate, e.g. crossing a RESYN: harmless
-		}
+		// The machine checked it acknowledges a point sent and not yet
+		// acknowledged (one crossing our RESYN it ignored).
+		n, _ := f.Params.Uint(fpdu.PISyncNumber)
 		return sd.acked(uint32(n))
 	case fpdu.IDT:
 		if err := s.peerIDT(f); err != nil {
@@ -474,15 +470,12 @@ func (sd *sender) incoming(f *fpdu.FPDU) error {
 		}
 		return errStop
 	case fpdu.Resyn:
-		if !s.resync {
-			return abortf(fpdu.DiagProtocolError, "RESYN without negotiated resynchronisation")
-		}
 		p, _ := f.Params.Uint(fpdu.PIRestartPoint)
 		target := syncPoint{}
-		if p == uint64(x.lastSync.num) {
-			target = x.lastSync
+		if p == uint64(sd.lastSync.num) {
+			target = sd.lastSync
 		}
-		for _, sp := range x.points {
+		for _, sp := range sd.points {
 			if uint64(sp.num) == p {
 				target = sp
 			}
@@ -510,10 +503,10 @@ func (sd *sender) incoming(f *fpdu.FPDU) error {
 
 // acked records that the receiver holds everything up to sync point n.
 func (sd *sender) acked(n uint32) error {
-	s, x := sd.s, sd.x
+	s := sd.s
 	var p syncPoint
 	found := false
-	for _, sp := range x.points {
+	for _, sp := range sd.points {
 		if sp.num <= n {
 			p, found = sp, true
 		}
@@ -521,9 +514,38 @@ func (sd *sender) acked(n uint32) error {
 	if !found {
 		return nil
 	}
-	x.lastAck, x.lastSync = n, p
+	sd.lastSync = p
 	if m := s.srv.met; m != nil {
 		m.SyncPoints.Inc()
 	}
 	return nil
 }
+
+func (sd *sender) counts() (bytes, articles int64) { return sd.bytes, sd.articles }
+
+// kept: a send keeps nothing of its own; the partner holds what it got.
+func (sd *sender) kept() (bytes, articles int64) { return sd.counts() }
+
+func (sd *sender) sum() string {
+	if sd.h == nil {
+		return ""
+	}
+	return hex.EncodeToString(sd.h.Sum(nil))
+}
+
+// settle: the tail is waited for within the data phase (phase).
+func (sd *sender) settle() {}
+
+// release: the source file is the sender's to read, never to change.
+func (sd *sender) release(bool) {}
+
+func (sd *sender) close() {
+	if sd.src != nil {
+		sd.src.Close()
+	}
+}
+
+func (sd *sender) paths() (path, temp string) { return sd.srcPath, "" }
+
+// resumePoint is the last point sent: any of them can be resumed (replay).
+func (sd *sender) resumePoint() syncPoint { return sd.lastSent }

@@ -35,13 +35,13 @@ type tailJob struct {
 
 // startSendTail starts the goroutine. h holds the hash of the file up to
 // from; the goroutine owns it until wait returns.
-func startSendTail(ctx context.Context, jnl Journal, id int64, src *os.File, h hash.Hash, from int64, log *slog.Logger) *sendTail {
+func startSendTail(ctx context.Context, jnl Journal, ref TransferRef, src *os.File, h hash.Hash, from int64, log *slog.Logger) *sendTail {
 	t := &sendTail{jobs: make(chan tailJob, 64), done: make(chan struct{})}
-	go t.run(ctx, jnl, id, src, h, from, log)
+	go t.run(ctx, jnl, ref, src, h, from, log)
 	return t
 }
 
-func (t *sendTail) run(ctx context.Context, jnl Journal, id int64, src *os.File, h hash.Hash, hashed int64, log *slog.Logger) {
+func (t *sendTail) run(ctx context.Context, jnl Journal, ref TransferRef, src *os.File, h hash.Hash, hashed int64, log *slog.Logger) {
 	defer close(t.done)
 	var last *syncPoint // sent, not journaled yet
 	journal := func() {
@@ -51,11 +51,11 @@ func (t *sendTail) run(ctx context.Context, jnl Journal, id int64, src *os.File,
 		// Only our restart state lags: a restart may then ask for a
 		// later point than the journal's, which the client answers by
 		// falling back to an earlier one it holds.
-		if err := jnl.SyncPoint(ctx, id, last.num, last.offset, last.articles); errors.Is(err, ErrTransferLost) {
+		if err := jnl.SyncPoint(ctx, ref, last.num, last.offset, last.articles); errors.Is(err, ErrTransferLost) {
 			t.lostErr = err
 			t.lost.Store(true)
 		} else if err != nil {
-			log.Warn("journal sync point failed", "id", id, "sync", last.num, "err", err)
+			log.Warn("journal sync point failed", "id", ref.ID, "sync", last.num, "err", err)
 		}
 		last = nil
 	}
@@ -70,7 +70,7 @@ func (t *sendTail) run(ctx context.Context, jnl Journal, id int64, src *os.File,
 			hashed += n
 			if err != nil {
 				hashErr = err
-				log.Warn("hashing the sent file failed", "id", id, "err", err)
+				log.Warn("hashing the sent file failed", "id", ref.ID, "err", err)
 			}
 		}
 		if j.pt != nil {

@@ -44,9 +44,9 @@ type Server struct {
 	// TLS material of a listener it keeps.
 	tlsCfg    atomic.Pointer[tls.Config]
 	sessions  map[*session]struct{}
-	connected int            // sessions past CONNECT
-	byPartner map[string]int // sessions per partner (3/309)
-	transfers map[int64]*session
+	connected int                 // sessions past CONNECT
+	byPartner map[string]int      // sessions per partner (3/309)
+	transfers map[string]*session // by journal id; an entry lives as long as its transfer
 	receiving map[string]struct{} // final paths being received (2/207)
 	perAddr   map[string]int      // open connections per peer IP
 	turns     map[string]*turn    // password checks per peer IP (one at a time)
@@ -93,7 +93,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		now:        now,
 		sessions:   make(map[*session]struct{}),
 		byPartner:  make(map[string]int),
-		transfers:  make(map[int64]*session),
+		transfers:  make(map[string]*session),
 		receiving:  make(map[string]struct{}),
 		perAddr:    make(map[string]int),
 		turns:      make(map[string]*turn),
@@ -368,7 +368,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 
 // HasTransfer reports whether a session of this server runs the transfer
 // with journal id.
-func (srv *Server) HasTransfer(id int64) bool {
+func (srv *Server) HasTransfer(id string) bool {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	_, ok := srv.transfers[id]
@@ -437,12 +437,12 @@ func isClosed(c <-chan struct{}) bool {
 // CancelTransfer interrupts the live transfer with journal id: during data
 // transfer with IDT (PI 19 = 12, cancelled by the server), otherwise by
 // aborting its session (3/312).
-func (srv *Server) CancelTransfer(ctx context.Context, id int64) error {
+func (srv *Server) CancelTransfer(ctx context.Context, id string) error {
 	srv.mu.Lock()
 	ss := srv.transfers[id]
 	srv.mu.Unlock()
 	if ss == nil {
-		return fmt.Errorf("cancel transfer %d: %w", id, ErrNoSuchTransfer)
+		return fmt.Errorf("cancel transfer %s: %w", id, ErrNoSuchTransfer)
 	}
 	return ss.cancelTransfer(ctx, id)
 }
@@ -541,7 +541,7 @@ func (srv *Server) release(p Partner) {
 	}
 }
 
-func (srv *Server) trackTransfer(id int64, ss *session) {
+func (srv *Server) trackTransfer(id string, ss *session) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if ss == nil {

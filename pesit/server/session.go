@@ -76,11 +76,6 @@ type session struct {
 	certCN     string
 	certOK     bool // chain verified by TLS
 
-	syncOn     bool  // sync points negotiated (flag ck)
-	syncBytes  int64 // negotiated interval in bytes, 0 = no bound
-	syncWindow uint8
-	resync     bool
-
 	// m is the responder state machine: the authority on which FPDU is
 	// valid where, the flags (ab) and the sync window. Guarded by wmu, since
 	// the admin API may send an IDT while the session goroutine reads.
@@ -88,25 +83,23 @@ type session struct {
 	xfer *transfer
 
 	// Shared with other goroutines.
-	dataPhase  atomic.Bool   // in TDE02B/TDL02B: IDT is possible
-	idtPending atomic.Bool   // we sent IDT and wait for ACK(IDT)
-	xferID     atomic.Int64  // journal id of the current transfer
-	killed     atomic.Uint32 // diagnostic of a local abort (Shutdown, cancel)
-	idle       atomic.Bool   // before CONNECT or between transfers: Shutdown need not wait
+	dataPhase  atomic.Bool            // in TDE02B/TDL02B: IDT is possible
+	idtPending atomic.Bool            // we sent IDT and wait for ACK(IDT)
+	xferID     atomic.Pointer[string] // journal id of the current transfer; nil between transfers
+	killed     atomic.Uint32          // diagnostic of a local abort (Shutdown, cancel)
+	idle       atomic.Bool            // before CONNECT or between transfers: Shutdown need not wait
 	idtDiag    atomic.Uint32
 	idtCode    atomic.Uint32
 
 	deadlineRenew time.Time
 	writeRenew    time.Time // under wmu
 	outcomeDiag   fpdu.Diagnostic
-	onArticle     func([]byte) error // bound once: no per-DTF closure
 }
 
 func newSession(srv *Server, c net.Conn) *session {
 	ss := &session{srv: srv, conn: c, m: fsm.NewResponder()}
 	ss.idle.Store(true)
 	ss.log = srv.log.With("peer", c.RemoteAddr().String())
-	ss.onArticle = ss.receiveArticle
 	return ss
 }
 
@@ -278,7 +271,9 @@ func (s *session) authenticate(p Partner, id string, known bool, password string
 	return v, reason
 }
 
-// connect validates CONNECT and answers ACONNECT or RCONNECT (digest §8.1.3).
+// connect answers ACONNECT or RCONNECT (digest §8.1.3). The state machine
+// has checked f's parameters (next): what is left is the server's, the
+// partner, its rights and the negotiation.
 func (s *session) connect(f *fpdu.FPDU) error {
 	srv := s.srv
 	cfg := &srv.cfg
@@ -298,9 +293,6 @@ func (s *session) connect(f *fpdu.FPDU) error {
 			return err
 		}
 		return errClosed
-	}
-	if err := fpdu.Validate(f); err != nil {
-		return refuse(diagOf(err, fpdu.DiagBadParameter), "CONNECT: %v", err)
 	}
 	if id, _ := f.Params.String(fpdu.PIServerID); id != cfg.ID {
 		return refuse(fpdu.DiagUnknownServer, "called id %q", id)
@@ -375,10 +367,6 @@ func (s *session) connect(f *fpdu.FPDU) error {
 	s.log = s.log.With("partner", p.ID)
 	s.wmu.Unlock()
 
-	s.syncOn, s.syncWindow, s.resync = opt.Enabled(), opt.Window, resync == 1
-	if lim, bounded := opt.LimitBytes(); bounded {
-		s.syncBytes = int64(lim)
-	}
 	ac := fpdu.FPDU{Kind: fpdu.AConnect, DstID: s.peerID, SrcID: ourConnID}
 	ac.Params.AddUint(fpdu.PIVersion, fsm.VersionE)
 	b := opt.Bytes()
@@ -396,7 +384,7 @@ func (s *session) connect(f *fpdu.FPDU) error {
 		return err
 	}
 	srv.countConn("accepted")
-	s.log.Info("partner connected", "sync", opt.String(), "resync", s.resync)
+	s.log.Info("partner connected", "sync", opt.String(), "resync", resync == 1)
 	return nil
 }
 
@@ -416,11 +404,11 @@ func (s *session) connected() error {
 		}
 		switch f.Kind {
 		case fpdu.Create:
-			if err := s.create(f); err != nil {
+			if err := createFile(s, f); err != nil {
 				return err
 			}
 		case fpdu.Select:
-			if err := s.selectFile(f); err != nil {
+			if err := selectFile(s, f); err != nil {
 				return err
 			}
 		case fpdu.Msg, fpdu.MsgDM:
@@ -473,23 +461,18 @@ func (s *session) fileSelected() error {
 			}
 			open = false
 		case f.Kind == fpdu.Deselect && !open:
-			if err := s.writeAck(fpdu.AckDeselect, fpdu.DiagOK); err != nil {
-				return err
-			}
+			// The transfer is released (its final path unclaimed) before
+			// the answer: a requester that pushes the same file again
+			// right after must not find it still busy (2/207).
 			s.endTransfer(nil)
-			return nil
-		case f.Kind == fpdu.Write && open && s.xfer.dir == DirectionReceive:
+			return s.writeAck(fpdu.AckDeselect, fpdu.DiagOK)
+		case (f.Kind == fpdu.Write || f.Kind == fpdu.Read) && open:
+			// The machine let WRITE through only for a file created, READ
+			// only for one selected: the side is the right one.
 			if err := s.resumeInPlace(); err != nil {
 				return err
 			}
-			if err := s.receive(f); err != nil {
-				return err
-			}
-		case f.Kind == fpdu.Read && open && s.xfer.dir == DirectionSend:
-			if err := s.resumeInPlace(); err != nil {
-				return err
-			}
-			if err := s.send(f); err != nil {
+			if err := s.xfer.side.run(f); err != nil {
 				return err
 			}
 		default:
@@ -527,6 +510,27 @@ func (s *session) next() (*fpdu.FPDU, error) {
 			return f, nil
 		}
 	}
+}
+
+// syncOption is the negotiated PI 7, as the state machine holds it.
+func (s *session) syncOption() fsm.SyncOption {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.m.SyncOption()
+}
+
+// syncLimit is the negotiated sync interval in bytes, 0 when unbounded.
+func (s *session) syncLimit() int64 {
+	lim, _ := s.syncOption().LimitBytes()
+	return int64(lim)
+}
+
+// window is the sync-point accounting of the transfer under way, which the
+// state machine keeps from the FPDUs it sees (a copy).
+func (s *session) window() fsm.SyncWindow {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.m.Window()
 }
 
 // setReadDeadline arms the timer for the next read.
@@ -701,13 +705,31 @@ func (s *session) interruptForShutdown(deadline time.Time) {
 		s.log.Debug("shutdown IDT not sent", "err", err)
 		return
 	}
-	s.log.Info("transfer interrupted by the shutdown; the partner may restart it", "id", s.xferID.Load())
+	s.log.Info("transfer interrupted by the shutdown; the partner may restart it", "id", s.currentTransfer())
+}
+
+// setCurrentTransfer publishes the journal id of the transfer under way
+// ("" for none) to the goroutines that cancel or interrupt it.
+func (s *session) setCurrentTransfer(id string) {
+	if id == "" {
+		s.xferID.Store(nil)
+		return
+	}
+	s.xferID.Store(&id)
+}
+
+// currentTransfer is the journal id of the transfer under way, or "".
+func (s *session) currentTransfer() string {
+	if p := s.xferID.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // cancelTransfer interrupts transfer id for the admin API.
-func (s *session) cancelTransfer(ctx context.Context, id int64) error {
-	if s.xferID.Load() != id {
-		return fmt.Errorf("cancel transfer %d: %w", id, ErrNoSuchTransfer)
+func (s *session) cancelTransfer(ctx context.Context, id string) error {
+	if s.currentTransfer() != id {
+		return fmt.Errorf("cancel transfer %s: %w", id, ErrNoSuchTransfer)
 	}
 	s.wmu.Lock()
 	if s.dataPhase.Load() && !s.idtPending.Load() && !s.closed {
@@ -719,7 +741,7 @@ func (s *session) cancelTransfer(ctx context.Context, id int64) error {
 	if s.idtPending.Load() {
 		return nil
 	}
-	s.abort(fpdu.DiagClosedByUser, fmt.Sprintf("transfer %d cancelled", id))
+	s.abort(fpdu.DiagClosedByUser, fmt.Sprintf("transfer %s cancelled", id))
 	return ctx.Err()
 }
 

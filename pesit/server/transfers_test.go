@@ -280,7 +280,7 @@ func TestPushRestart(t *testing.T) {
 				t.Fatalf("after the restart: %v", left)
 			}
 			recs := e.jnl.Records()
-			if len(recs) != 2 || recs[0].Outcome.Status != server.StatusInterrupted || recs[1].Transfer.RestartOf != recs[0].ID ||
+			if len(recs) != 2 || recs[0].Outcome.Status != server.StatusInterrupted || recs[1].Transfer.RestartOf.ID != recs[0].ID ||
 				recs[1].Outcome.Status != server.StatusDone || !recs[1].Transfer.Restart {
 				t.Fatalf("journal: %+v", recs)
 			}
@@ -310,7 +310,7 @@ func pushArticles(t *testing.T, p *peer, data []byte, from uint64) {
 func TestCancelTransfer(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	if err := e.srv.CancelTransfer(ctx, 42); !errors.Is(err, server.ErrNoSuchTransfer) {
+	if err := e.srv.CancelTransfer(ctx, "42"); !errors.Is(err, server.ErrNoSuchTransfer) {
 		t.Fatalf("cancel unknown: %v", err)
 	}
 	t.Run("receive", func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/vectis-ft/vectis/pesit/server"
@@ -14,7 +15,7 @@ import (
 
 // Record is one journaled transfer.
 type Record struct {
-	ID       int64
+	ID       string // "1", "2"...: its position in the journal
 	Transfer server.Transfer
 	Syncs    []Sync
 	Outcome  *server.Outcome
@@ -72,44 +73,44 @@ func (j *Journal) FailFinishes(err error) {
 }
 
 // Begin implements server.Journal.
-func (j *Journal) Begin(_ context.Context, t server.Transfer) (int64, error) {
+// A restart gets a record of its own; the one it resumes is superseded.
+// Nothing is fenced: the references carry no owner.
+func (j *Journal) Begin(_ context.Context, t server.Transfer) (server.TransferRef, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if t.RestartOf != 0 {
-		if r := j.get(t.RestartOf); r != nil {
-			r.Superseded = true
-		}
+	if r := j.get(t.RestartOf.ID); r != nil {
+		r.Superseded = true
 	}
-	r := &Record{ID: int64(len(j.records) + 1), Transfer: t}
+	r := &Record{ID: strconv.Itoa(len(j.records) + 1), Transfer: t}
 	j.records = append(j.records, r)
-	return r.ID, nil
+	return server.TransferRef{ID: r.ID}, nil
 }
 
 // SyncPoint implements server.Journal.
-func (j *Journal) SyncPoint(_ context.Context, id int64, sync uint32, offset, articles int64) error {
+func (j *Journal) SyncPoint(_ context.Context, ref server.TransferRef, sync uint32, offset, articles int64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.syncErr != nil && !j.syncErrAfter {
 		return j.syncErr
 	}
-	r := j.get(id)
+	r := j.get(ref.ID)
 	if r == nil {
-		return fmt.Errorf("transfer %d: %w", id, server.ErrNotFound)
+		return fmt.Errorf("transfer %s: %w", ref.ID, server.ErrNotFound)
 	}
 	r.Syncs = append(r.Syncs, Sync{Number: sync, Offset: offset, Articles: articles})
 	return j.syncErr
 }
 
 // Finish implements server.Journal.
-func (j *Journal) Finish(_ context.Context, id int64, o server.Outcome) error {
+func (j *Journal) Finish(_ context.Context, ref server.TransferRef, o server.Outcome) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.finishErr != nil {
 		return j.finishErr
 	}
-	r := j.get(id)
+	r := j.get(ref.ID)
 	if r == nil {
-		return fmt.Errorf("transfer %d: %w", id, server.ErrNotFound)
+		return fmt.Errorf("transfer %s: %w", ref.ID, server.ErrNotFound)
 	}
 	r.Outcome = &o
 	return nil
@@ -133,7 +134,7 @@ func (j *Journal) FindRestart(_ context.Context, k server.RestartKey) (server.Re
 		if r.Superseded || r.Outcome != nil && r.Outcome.Status != server.StatusInterrupted && !completed {
 			return server.RestartState{}, false, nil
 		}
-		st := server.RestartState{TransferID: r.ID, Path: t.Path, TempPath: t.TempPath, FileCreated: t.FileCreated, Completed: completed}
+		st := server.RestartState{Transfer: server.TransferRef{ID: r.ID}, Path: t.Path, TempPath: t.TempPath, FileCreated: t.FileCreated, Completed: completed}
 		if j.ForgetTempPaths {
 			st.TempPath = ""
 		}
@@ -171,11 +172,12 @@ func (j *Journal) Last() (Record, bool) {
 	return recs[len(recs)-1], true
 }
 
-func (j *Journal) get(id int64) *Record {
-	if id < 1 || int(id) > len(j.records) {
+func (j *Journal) get(id string) *Record {
+	n, err := strconv.Atoi(id)
+	if err != nil || n < 1 || n > len(j.records) {
 		return nil
 	}
-	return j.records[id-1]
+	return j.records[n-1]
 }
 
 // Directory is a server.Directory in memory. Safe for concurrent use.
