@@ -70,12 +70,12 @@ func TestLeaderMemoryFlat(t *testing.T) {
 	ccfg := client.Config{Addr: cfg.PeSIT.Servers[0].Listen, RequesterID: "LEAK", ServerID: "PESITSRV", Password: "leak-pw",
 		SyncIntervalKB: 256, SyncWindow: 4, Timeout: 30 * time.Second, DialTimeout: 10 * time.Second}
 	ctx := context.Background()
-	// The leader's sweep of unpublished files claims each final path it
-	// checks for a moment (node/publish.go): a push that meets it gets
-	// 2/207 and tries again, as a partner would.
+	// No retry: every push must succeed at once. (The leader's sweep of
+	// unpublished files used to claim the final path of every completed
+	// receive it checked, and a push meeting it got 2/207, 1 to 4 times in
+	// 20,000; it claims only a path whose temporary file is still there.)
 	retries := 0
-	retry := client.Retry{Retries: 5, Backoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
-		OnRetry: func(int, error, time.Duration) { retries++ }}
+	retry := client.Retry{OnRetry: func(int, error, time.Duration) { retries++ }}
 	push := func(i int) {
 		req := client.SendRequest{Source: src, VirtualFile: "INBOX", TransferID: uint32(i%0xFFFFFF + 1), NoRestart: true}
 		if _, err := client.Push(ctx, ccfg, req, retry); err != nil {

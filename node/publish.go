@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/vectis-ft/vectis/pesit/server"
 	"io"
 	"io/fs"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/store"
 )
 
@@ -78,7 +78,12 @@ func (n *node) sweepUnpublished(ctx context.Context, epoch int64, gone func(stor
 		}
 		mayPublish := !n.pesit.live(t.ID) && (t.Node == n.cfg.Node.Name || gone(t))
 		release := func() {}
-		if mayPublish {
+		// Almost every record is of a file its session published: no claim
+		// then, because a partner sending the same name again meanwhile
+		// would be refused (2/207) for nothing.
+		if mayPublish && t.LocalPath != "" && !exists(t.TempPath) {
+			mayPublish = false
+		} else if mayPublish {
 			// A new transfer to the same final name would write into the
 			// same temporary file: none starts while the sweep publishes,
 			// and one running leaves the file alone.
@@ -265,4 +270,12 @@ func syncDir(dir string) error {
 		err = cerr
 	}
 	return err
+}
+
+// exists reports whether path names a file (any kind, links not followed);
+// an error other than "does not exist" counts as existing, for the caller
+// to look closer.
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return !errors.Is(err, fs.ErrNotExist)
 }
