@@ -152,6 +152,25 @@ func queryLimit(r *http.Request) (int, error) {
 	return n, nil
 }
 
+// queryPage reads the limit and cursor of a paginated list.
+func queryPage(r *http.Request) (limit int, cursor string, err error) {
+	if limit, err = queryLimit(r); err != nil {
+		return 0, "", err
+	}
+	if cursor, err = queryCursor(r); err != nil {
+		return 0, "", err
+	}
+	return limit, cursor, nil
+}
+
+// orEmpty makes a nil list an empty one, so that JSON says [] and not null.
+func orEmpty[T any](items []T) []T {
+	if items == nil {
+		return []T{}
+	}
+	return items
+}
+
 func queryCursor(r *http.Request) (string, error) {
 	v := r.URL.Query().Get("cursor")
 	if len(v) > 512 {

@@ -18,10 +18,7 @@ type list[T any] struct {
 }
 
 func newList[T any](items []T) list[T] {
-	if items == nil {
-		items = []T{}
-	}
-	return list[T]{Items: items, Total: len(items)}
+	return list[T]{Items: orEmpty(items), Total: len(items)}
 }
 
 // pathID reads and validates the {id} path value.
@@ -136,88 +133,54 @@ func (in partnerInput) partner() (store.Partner, error) {
 	return p, nil
 }
 
-func (a *API) listPartners(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	ps, err := a.store.ListPartners(r.Context())
-	if err != nil {
-		return storeError(err, "partners")
-	}
-	writeJSON(w, http.StatusOK, newList(ps))
-	return nil
-}
+func (in partnerInput) bodyID() string { return in.ID }
 
-func (a *API) getPartner(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	id, err := pathID(r, "partner", maxPartnerID)
-	if err != nil {
-		return err
-	}
-	p, err := a.store.GetPartner(r.Context(), id)
-	if err != nil {
-		return storeError(err, "partner "+quote(id))
-	}
-	writeJSON(w, http.StatusOK, p)
-	return nil
-}
-
-func (a *API) createPartner(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	var in partnerInput
-	if err := decodeJSON(r, &in); err != nil {
-		return err
-	}
-	p, err := in.partner()
-	if err != nil {
-		return err
-	}
-	hash := ""
-	switch {
-	case in.Password != nil:
-		if err := checkPartnerPassword(*in.Password); err != nil {
-			return invalid("%v", err)
-		}
-		if hash, err = store.HashPassword(*in.Password); err != nil {
-			return err
-		}
-	case p.CertCN == "" && len(p.CertSHA256) == 0:
-		return invalid("password is required unless the partner authenticates by certificate (certCN or certSHA256)")
-	}
-	created, err := a.store.CreatePartner(r.Context(), p, hash)
-	if err != nil {
-		a.audit(r.Context(), who, "partner.create", p.ID, store.OutcomeFailure, errDetail(err))
-		return storeError(err, "partner "+quote(p.ID))
-	}
-	a.audit(r.Context(), who, "partner.create", p.ID, store.OutcomeSuccess, "")
-	w.Header().Set("Location", "/api/v1/partners/"+created.ID)
-	writeJSON(w, http.StatusCreated, created)
-	return nil
-}
-
-func (a *API) updatePartner(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	id, err := pathID(r, "partner", maxPartnerID)
-	if err != nil {
-		return err
-	}
-	var in partnerInput
-	if err := decodeJSON(r, &in); err != nil {
-		return err
-	}
-	if in.Password != nil {
-		return invalid("password is write-only and changed with PUT /api/v1/partners/%s/password", id)
-	}
-	if err := bodyID(id, in.ID, "partner"); err != nil {
-		return err
-	}
+func (in partnerInput) object(id string) (store.Partner, error) {
 	in.ID = id
-	p, err := in.partner()
-	if err != nil {
-		return err
+	return in.partner()
+}
+
+// partnerKind is the REST shape of partners. The password is set on create
+// (hashed here, never stored or logged in clear) and afterwards only
+// through PUT /api/v1/partners/{id}/password.
+func (a *API) partnerKind() *objectKind[store.Partner, partnerInput] {
+	return &objectKind[store.Partner, partnerInput]{
+		api: a, name: "partner", plural: "partners", action: "partner",
+		path: "/api/v1/partners", maxID: maxPartnerID,
+		id:     func(p store.Partner) string { return p.ID },
+		load:   a.store.ListPartners,
+		fetch:  a.store.GetPartner,
+		save:   a.store.UpdatePartner,
+		remove: a.store.DeletePartner,
+		checkInsert: func(in partnerInput, p store.Partner) error {
+			if in.Password != nil {
+				if err := checkPartnerPassword(*in.Password); err != nil {
+					return invalid("%v", err)
+				}
+				return nil
+			}
+			if p.CertCN == "" && len(p.CertSHA256) == 0 {
+				return invalid("password is required unless the partner authenticates by certificate (certCN or certSHA256)")
+			}
+			return nil
+		},
+		insert: func(ctx context.Context, in partnerInput, p store.Partner) (store.Partner, error) {
+			hash := ""
+			if in.Password != nil {
+				var err error
+				if hash, err = store.HashPassword(*in.Password); err != nil {
+					return store.Partner{}, err
+				}
+			}
+			return a.store.CreatePartner(ctx, p, hash)
+		},
+		checkSave: func(id string, in partnerInput) error {
+			if in.Password != nil {
+				return invalid("password is write-only and changed with PUT /api/v1/partners/%s/password", id)
+			}
+			return nil
+		},
 	}
-	updated, err := a.store.UpdatePartner(r.Context(), p)
-	if err != nil {
-		a.audit(r.Context(), who, "partner.update", id, store.OutcomeFailure, errDetail(err))
-		return storeError(err, "partner "+quote(id))
-	}
-	a.audit(r.Context(), who, "partner.update", id, store.OutcomeSuccess, "")
-	writeJSON(w, http.StatusOK, updated)
-	return nil
 }
 
 func (a *API) setPartnerPassword(w http.ResponseWriter, r *http.Request, who *Principal) error {
@@ -245,31 +208,6 @@ func (a *API) setPartnerPassword(w http.ResponseWriter, r *http.Request, who *Pr
 	a.audit(r.Context(), who, "partner.password", id, store.OutcomeSuccess, "")
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-func (a *API) deletePartner(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	return a.deleteObject(w, r, who, "partner", maxPartnerID, a.store.DeletePartner)
-}
-
-func (a *API) deleteObject(w http.ResponseWriter, r *http.Request, who *Principal, kind string, max int, del func(context.Context, string) error) error {
-	id, err := pathID(r, kind, max)
-	if err != nil {
-		return err
-	}
-	if err := del(r.Context(), id); err != nil {
-		a.audit(r.Context(), who, auditKind(kind)+".delete", id, store.OutcomeFailure, errDetail(err))
-		return storeError(err, kind+" "+quote(id))
-	}
-	a.audit(r.Context(), who, auditKind(kind)+".delete", id, store.OutcomeSuccess, "")
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func auditKind(kind string) string {
-	if kind == "virtual file" {
-		return "file"
-	}
-	return kind
 }
 
 // errDetail is the audit detail of a failed write: the error class, never
@@ -369,83 +307,29 @@ func (a *API) checkFileRoot(f store.VirtualFile) error {
 	return nil
 }
 
-func (a *API) listFiles(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	fs, err := a.store.ListFiles(r.Context())
-	if err != nil {
-		return storeError(err, "virtual files")
-	}
-	writeJSON(w, http.StatusOK, newList(fs))
-	return nil
-}
+func (in fileInput) bodyID() string { return in.ID }
 
-func (a *API) getFile(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	id, err := pathID(r, "virtual file", maxFileID)
-	if err != nil {
-		return err
-	}
-	f, err := a.store.GetFile(r.Context(), id)
-	if err != nil {
-		return storeError(err, "virtual file "+quote(id))
-	}
-	writeJSON(w, http.StatusOK, f)
-	return nil
-}
-
-func (a *API) createFile(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	var in fileInput
-	if err := decodeJSON(r, &in); err != nil {
-		return err
-	}
-	f, err := in.file()
-	if err != nil {
-		return err
-	}
-	if err := a.checkFileRoot(f); err != nil {
-		return err
-	}
-	created, err := a.store.CreateFile(r.Context(), f)
-	if err != nil {
-		a.audit(r.Context(), who, "file.create", f.ID, store.OutcomeFailure, errDetail(err))
-		return storeError(err, "virtual file "+quote(f.ID))
-	}
-	a.audit(r.Context(), who, "file.create", f.ID, store.OutcomeSuccess, "")
-	w.Header().Set("Location", "/api/v1/files/"+created.ID)
-	writeJSON(w, http.StatusCreated, created)
-	return nil
-}
-
-func (a *API) updateFile(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	id, err := pathID(r, "virtual file", maxFileID)
-	if err != nil {
-		return err
-	}
-	var in fileInput
-	if err := decodeJSON(r, &in); err != nil {
-		return err
-	}
-	if err := bodyID(id, in.ID, "virtual file"); err != nil {
-		return err
-	}
+func (in fileInput) object(id string) (store.VirtualFile, error) {
 	in.ID = id
-	f, err := in.file()
-	if err != nil {
-		return err
-	}
-	if err := a.checkFileRoot(f); err != nil {
-		return err
-	}
-	updated, err := a.store.UpdateFile(r.Context(), f)
-	if err != nil {
-		a.audit(r.Context(), who, "file.update", id, store.OutcomeFailure, errDetail(err))
-		return storeError(err, "virtual file "+quote(id))
-	}
-	a.audit(r.Context(), who, "file.update", id, store.OutcomeSuccess, "")
-	writeJSON(w, http.StatusOK, updated)
-	return nil
+	return in.file()
 }
 
-func (a *API) deleteFile(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	return a.deleteObject(w, r, who, "virtual file", maxFileID, a.store.DeleteFile)
+// fileKind is the REST shape of virtual files; their directories must lie
+// under the file root.
+func (a *API) fileKind() *objectKind[store.VirtualFile, fileInput] {
+	return &objectKind[store.VirtualFile, fileInput]{
+		api: a, name: "virtual file", plural: "virtual files", action: "file",
+		path: "/api/v1/files", maxID: maxFileID,
+		id:    func(f store.VirtualFile) string { return f.ID },
+		load:  a.store.ListFiles,
+		fetch: a.store.GetFile,
+		insert: func(ctx context.Context, _ fileInput, f store.VirtualFile) (store.VirtualFile, error) {
+			return a.store.CreateFile(ctx, f)
+		},
+		save:   a.store.UpdateFile,
+		remove: a.store.DeleteFile,
+		check:  a.checkFileRoot,
+	}
 }
 
 // ---- servers ----
@@ -496,6 +380,42 @@ func (in serverInput) server() (store.Server, error) {
 	return s, nil
 }
 
+func (in serverInput) bodyID() string { return in.ID }
+
+func (in serverInput) object(id string) (store.Server, error) {
+	in.ID = id
+	return in.server()
+}
+
+// serverKind is the REST shape of server definitions, shown with their state
+// on this node.
+func (a *API) serverKind() *objectKind[store.Server, serverInput] {
+	return &objectKind[store.Server, serverInput]{
+		api: a, name: "server", plural: "servers", action: "server",
+		path: "/api/v1/servers", maxID: maxServerID,
+		id:    func(s store.Server) string { return s.ID },
+		load:  a.store.ListServers,
+		fetch: a.store.GetServer,
+		insert: func(ctx context.Context, _ serverInput, s store.Server) (store.Server, error) {
+			return a.store.CreateServer(ctx, s)
+		},
+		save:   a.store.UpdateServer,
+		remove: a.store.DeleteServer,
+		view:   func(s store.Server) any { return a.view(s) },
+		// The leader applies the change before it answers, so that the
+		// answer says whether the listeners follow it (running,
+		// listenError). The definition is saved either way: the store's
+		// change feed applies it again (a no-op) and standbys ignore it.
+		saved: func(ctx context.Context, id string) {
+			if a.servers != nil && a.leader.IsLeader() {
+				if err := a.servers.Apply(ctx, id); err != nil {
+					a.log.WarnContext(ctx, "server change not applied", "server", id, "error", err)
+				}
+			}
+		},
+	}
+}
+
 // serverView is a server definition with its state on this node.
 type serverView struct {
 	store.Server
@@ -526,92 +446,6 @@ func (a *API) view(s store.Server) serverView {
 		v.Listening = &listening{Addr: addr, TLSAddr: tlsAddr}
 	}
 	return v
-}
-
-func (a *API) listServers(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	ss, err := a.store.ListServers(r.Context())
-	if err != nil {
-		return storeError(err, "servers")
-	}
-	out := make([]serverView, 0, len(ss))
-	for _, s := range ss {
-		out = append(out, a.view(s))
-	}
-	writeJSON(w, http.StatusOK, newList(out))
-	return nil
-}
-
-func (a *API) getServer(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	id, err := pathID(r, "server", maxServerID)
-	if err != nil {
-		return err
-	}
-	s, err := a.store.GetServer(r.Context(), id)
-	if err != nil {
-		return storeError(err, "server "+quote(id))
-	}
-	writeJSON(w, http.StatusOK, a.view(s))
-	return nil
-}
-
-func (a *API) createServer(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	var in serverInput
-	if err := decodeJSON(r, &in); err != nil {
-		return err
-	}
-	s, err := in.server()
-	if err != nil {
-		return err
-	}
-	created, err := a.store.CreateServer(r.Context(), s)
-	if err != nil {
-		a.audit(r.Context(), who, "server.create", s.ID, store.OutcomeFailure, errDetail(err))
-		return storeError(err, "server "+quote(s.ID))
-	}
-	a.audit(r.Context(), who, "server.create", s.ID, store.OutcomeSuccess, "")
-	w.Header().Set("Location", "/api/v1/servers/"+created.ID)
-	writeJSON(w, http.StatusCreated, a.view(created))
-	return nil
-}
-
-func (a *API) updateServer(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	id, err := pathID(r, "server", maxServerID)
-	if err != nil {
-		return err
-	}
-	var in serverInput
-	if err := decodeJSON(r, &in); err != nil {
-		return err
-	}
-	if err := bodyID(id, in.ID, "server"); err != nil {
-		return err
-	}
-	in.ID = id
-	s, err := in.server()
-	if err != nil {
-		return err
-	}
-	updated, err := a.store.UpdateServer(r.Context(), s)
-	if err != nil {
-		a.audit(r.Context(), who, "server.update", id, store.OutcomeFailure, errDetail(err))
-		return storeError(err, "server "+quote(id))
-	}
-	a.audit(r.Context(), who, "server.update", id, store.OutcomeSuccess, "")
-	// The leader applies the change before it answers, so that the answer
-	// says whether the listeners follow it (running, listenError). The
-	// definition is saved either way: the store's change feed applies it
-	// again (a no-op) and standbys ignore it.
-	if a.servers != nil && a.leader.IsLeader() {
-		if err := a.servers.Apply(r.Context(), id); err != nil {
-			a.log.WarnContext(r.Context(), "server change not applied", "server", id, "error", err)
-		}
-	}
-	writeJSON(w, http.StatusOK, a.view(updated))
-	return nil
-}
-
-func (a *API) deleteServer(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	return a.deleteObject(w, r, who, "server", maxServerID, a.store.DeleteServer)
 }
 
 // startServer and stopServer act on this node's listeners, so they need the

@@ -30,6 +30,7 @@ func (a *API) routeTable(metricsAuth bool) []route {
 		operator = store.RoleOperator
 		admin    = store.RoleAdmin
 	)
+	partners, files, servers := a.partnerKind(), a.fileKind(), a.serverKind()
 	rts := []route{
 		{method: "GET", path: "/healthz", handler: a.healthz, quiet: true},
 		{method: "GET", path: "/readyz", handler: a.readyz, quiet: true},
@@ -37,24 +38,24 @@ func (a *API) routeTable(metricsAuth bool) []route {
 		{method: "GET", path: "/api/cluster/status", role: viewer, handler: a.clusterStatus},
 		{method: "GET", path: "/api/v1/whoami", role: viewer, handler: a.whoami},
 
-		{method: "GET", path: "/api/v1/partners", role: viewer, handler: a.listPartners},
-		{method: "POST", path: "/api/v1/partners", role: admin, handler: a.createPartner},
-		{method: "GET", path: "/api/v1/partners/{id}", role: viewer, handler: a.getPartner},
-		{method: "PUT", path: "/api/v1/partners/{id}", role: admin, handler: a.updatePartner},
-		{method: "DELETE", path: "/api/v1/partners/{id}", role: admin, handler: a.deletePartner},
+		{method: "GET", path: "/api/v1/partners", role: viewer, handler: partners.list},
+		{method: "POST", path: "/api/v1/partners", role: admin, handler: partners.create},
+		{method: "GET", path: "/api/v1/partners/{id}", role: viewer, handler: partners.get},
+		{method: "PUT", path: "/api/v1/partners/{id}", role: admin, handler: partners.update},
+		{method: "DELETE", path: "/api/v1/partners/{id}", role: admin, handler: partners.delete},
 		{method: "PUT", path: "/api/v1/partners/{id}/password", role: admin, handler: a.setPartnerPassword},
 
-		{method: "GET", path: "/api/v1/files", role: viewer, handler: a.listFiles},
-		{method: "POST", path: "/api/v1/files", role: admin, handler: a.createFile},
-		{method: "GET", path: "/api/v1/files/{id}", role: viewer, handler: a.getFile},
-		{method: "PUT", path: "/api/v1/files/{id}", role: admin, handler: a.updateFile},
-		{method: "DELETE", path: "/api/v1/files/{id}", role: admin, handler: a.deleteFile},
+		{method: "GET", path: "/api/v1/files", role: viewer, handler: files.list},
+		{method: "POST", path: "/api/v1/files", role: admin, handler: files.create},
+		{method: "GET", path: "/api/v1/files/{id}", role: viewer, handler: files.get},
+		{method: "PUT", path: "/api/v1/files/{id}", role: admin, handler: files.update},
+		{method: "DELETE", path: "/api/v1/files/{id}", role: admin, handler: files.delete},
 
-		{method: "GET", path: "/api/v1/servers", role: viewer, handler: a.listServers},
-		{method: "POST", path: "/api/v1/servers", role: admin, handler: a.createServer},
-		{method: "GET", path: "/api/v1/servers/{id}", role: viewer, handler: a.getServer},
-		{method: "PUT", path: "/api/v1/servers/{id}", role: admin, handler: a.updateServer},
-		{method: "DELETE", path: "/api/v1/servers/{id}", role: admin, handler: a.deleteServer},
+		{method: "GET", path: "/api/v1/servers", role: viewer, handler: servers.list},
+		{method: "POST", path: "/api/v1/servers", role: admin, handler: servers.create},
+		{method: "GET", path: "/api/v1/servers/{id}", role: viewer, handler: servers.get},
+		{method: "PUT", path: "/api/v1/servers/{id}", role: admin, handler: servers.update},
+		{method: "DELETE", path: "/api/v1/servers/{id}", role: admin, handler: servers.delete},
 		{method: "POST", path: "/api/v1/servers/{id}/start", role: operator, handler: a.startServer},
 		{method: "POST", path: "/api/v1/servers/{id}/stop", role: operator, handler: a.stopServer},
 
@@ -178,19 +179,14 @@ func (a *API) listTransfers(w http.ResponseWriter, r *http.Request, _ *Principal
 	if err != nil {
 		return err
 	}
-	if f.Limit, err = queryLimit(r); err != nil {
-		return err
-	}
-	if f.Cursor, err = queryCursor(r); err != nil {
+	if f.Limit, f.Cursor, err = queryPage(r); err != nil {
 		return err
 	}
 	page, err := a.store.ListTransfers(r.Context(), f)
 	if err != nil {
 		return storeError(err, "transfers")
 	}
-	if page.Items == nil {
-		page.Items = []store.Transfer{}
-	}
+	page.Items = orEmpty(page.Items)
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }
@@ -317,19 +313,14 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request, who *Principal) 
 	if f.Until, err = queryTime(r, "to"); err != nil {
 		return err
 	}
-	if f.Limit, err = queryLimit(r); err != nil {
-		return err
-	}
-	if f.Cursor, err = queryCursor(r); err != nil {
+	if f.Limit, f.Cursor, err = queryPage(r); err != nil {
 		return err
 	}
 	page, err := a.store.ListAudit(r.Context(), f)
 	if err != nil {
 		return storeError(err, "audit events")
 	}
-	if page.Items == nil {
-		page.Items = []store.AuditEvent{}
-	}
+	page.Items = orEmpty(page.Items)
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }
