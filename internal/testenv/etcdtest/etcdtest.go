@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -62,16 +61,10 @@ type Member struct {
 	ClientURL string
 	PeerURL   string
 
-	bin     string
 	tls     *tls.Config
 	dataDir string
-	logPath string
-	args    []string
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has been waited for
-	paused bool
+	args    []string // the arguments of the first start
+	proc    *testenv.Process
 }
 
 // Start runs a cluster of opts.Size members and waits until every member
@@ -108,10 +101,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 			Name:      fmt.Sprintf("m%d", i),
 			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[0]),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-			bin:       c.bin,
 			dataDir:   filepath.Join(dir, fmt.Sprintf("m%d.etcd", i)),
-			logPath:   filepath.Join(dir, fmt.Sprintf("m%d.log", i)),
 		}
+		m.proc = &testenv.Process{Name: "etcd " + m.Name, Bin: c.bin, Log: filepath.Join(dir, m.Name+".log")}
 		c.members = append(c.members, m)
 		initial = append(initial, m.Name+"="+m.PeerURL)
 	}
@@ -147,7 +139,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		}
 		if t.Failed() {
 			for _, m := range c.members {
-				logTail(t, m)
+				m.proc.LogTailTo(t, 4<<10)
 			}
 		}
 	})
@@ -278,37 +270,12 @@ func (c *Cluster) Ctl(ctx context.Context, args ...string) (string, error) {
 
 // Start starts (or restarts, keeping its data) the member's process.
 func (m *Member) Start() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cmd != nil {
-		return fmt.Errorf("start %s: already running", m.Name)
-	}
-	args := m.args
+	m.proc.Args = m.args
 	if _, err := os.Stat(filepath.Join(m.dataDir, "member")); err == nil {
 		// A restarted member must not try to bootstrap the cluster again.
-		args = replaceFlag(args, "--initial-cluster-state", "existing")
+		m.proc.Args = replaceFlag(m.args, "--initial-cluster-state", "existing")
 	}
-	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("start %s: %w", m.Name, err)
-	}
-	cmd := exec.Command(m.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: a ^C on the test does not reach etcd first, and
-	// the test decides when it stops.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start %s: %w", m.Name, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
-	m.cmd, m.exited, m.paused = cmd, exited, false
-	return nil
+	return m.proc.Start(nil)
 }
 
 // WaitHealthy waits until this member answers a linearizable read.
@@ -323,97 +290,29 @@ func (m *Member) WaitHealthy(ctx context.Context) error {
 		return fmt.Errorf("member %s: %w", m.Name, err)
 	}
 	defer cli.Close()
-	var last error
-	for {
-		if !m.Running() {
-			return fmt.Errorf("member %s exited (log %s)", m.Name, m.logPath)
-		}
+	return m.proc.WaitReady(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, time.Second)
-		_, last = cli.Get(clientv3.WithRequireLeader(actx), "health")
-		cancel()
-		if last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("member %s not healthy: %w (last error: %v)", m.Name, ctx.Err(), last)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		defer cancel()
+		_, err := cli.Get(clientv3.WithRequireLeader(actx), "health")
+		return err
+	})
 }
 
 // Running reports whether the process is alive (paused counts as alive).
-func (m *Member) Running() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cmd == nil {
-		return false
-	}
-	select {
-	case <-m.exited:
-		return false
-	default:
-		return true
-	}
-}
+func (m *Member) Running() bool { return m.proc.Running() }
 
 // Stop terminates the process gracefully and waits for it.
-func (m *Member) Stop() error { return m.signalAndWait(syscall.SIGTERM, 10*time.Second) }
+func (m *Member) Stop() error { return m.proc.Stop(syscall.SIGTERM, 10*time.Second) }
 
 // Kill kills the process (no graceful shutdown) and waits for it.
-func (m *Member) Kill() error { return m.signalAndWait(syscall.SIGKILL, 10*time.Second) }
+func (m *Member) Kill() error { return m.proc.Stop(syscall.SIGKILL, 10*time.Second) }
 
 // Pause freezes the process with SIGSTOP: its sockets stay open but nothing
 // answers, like a hung machine.
-func (m *Member) Pause() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cmd == nil {
-		return fmt.Errorf("pause %s: not running", m.Name)
-	}
-	if err := m.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		return fmt.Errorf("pause %s: %w", m.Name, err)
-	}
-	m.paused = true
-	return nil
-}
+func (m *Member) Pause() error { return m.proc.Pause() }
 
 // Resume continues a paused process with SIGCONT.
-func (m *Member) Resume() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cmd == nil {
-		return fmt.Errorf("resume %s: not running", m.Name)
-	}
-	if err := m.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		return fmt.Errorf("resume %s: %w", m.Name, err)
-	}
-	m.paused = false
-	return nil
-}
-
-func (m *Member) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
-	m.mu.Lock()
-	cmd, exited, paused := m.cmd, m.exited, m.paused
-	m.cmd, m.paused = nil, false
-	m.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	if paused && sig != syscall.SIGKILL {
-		// A stopped process only acts on SIGTERM once continued.
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-		return nil
-	case <-time.After(timeout):
-		_ = cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("stop %s: no exit after %v on %v, killed", m.Name, timeout, sig)
-	}
-}
+func (m *Member) Resume() error { return m.proc.Resume() }
 
 // FreePorts returns n distinct free TCP ports on 127.0.0.1. The listeners
 // are closed before returning, so a port can in theory be taken by someone
@@ -444,16 +343,4 @@ func replaceFlag(args []string, flag, value string) []string {
 		}
 	}
 	return out
-}
-
-func logTail(t testing.TB, m *Member) {
-	b, err := os.ReadFile(m.logPath)
-	if err != nil {
-		return
-	}
-	const max = 4 << 10
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	t.Logf("etcd %s log tail:\n%s", m.Name, b)
 }

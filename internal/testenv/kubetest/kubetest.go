@@ -8,13 +8,11 @@ package kubetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -57,8 +55,8 @@ type ControlPlane struct {
 
 	dir       string
 	pki       *pki
-	apiserver *process
-	kcm       *process
+	apiserver *testenv.Process
+	kcm       *testenv.Process
 	timeout   time.Duration
 }
 
@@ -85,11 +83,11 @@ func Start(t testing.TB, opts Options) *ControlPlane {
 
 	port := etcdtest.FreePorts(t, 1)[0]
 	cp.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
-	cp.apiserver = &process{
-		name: "kube-apiserver",
-		bin:  apiBin,
-		log:  filepath.Join(cp.dir, "kube-apiserver.log"),
-		args: []string{
+	cp.apiserver = &testenv.Process{
+		Name: "kube-apiserver",
+		Bin:  apiBin,
+		Log:  filepath.Join(cp.dir, "kube-apiserver.log"),
+		Args: []string{
 			"--etcd-servers=" + strings.Join(cp.Etcd.Endpoints(), ","),
 			"--bind-address=127.0.0.1",
 			"--advertise-address=127.0.0.1",
@@ -114,13 +112,13 @@ func Start(t testing.TB, opts Options) *ControlPlane {
 	t.Cleanup(func() {
 		// The state dies with the test: no graceful drain to wait for.
 		if cp.kcm != nil {
-			_ = cp.kcm.stop(syscall.SIGKILL)
+			_ = cp.kcm.Stop(syscall.SIGKILL, stopGrace)
 		}
-		_ = cp.apiserver.stop(syscall.SIGKILL)
+		_ = cp.apiserver.Stop(syscall.SIGKILL, stopGrace)
 		if t.Failed() {
-			cp.apiserver.logTail(t)
+			cp.apiserver.LogTailTo(t, 6<<10)
 			if cp.kcm != nil {
-				cp.kcm.logTail(t)
+				cp.kcm.LogTailTo(t, 6<<10)
 			}
 		}
 	})
@@ -160,13 +158,23 @@ func (cp *ControlPlane) AdminClient(t testing.TB) *kubernetes.Clientset {
 	return cs
 }
 
+// stopGrace is how long a stopping control-plane program may take before
+// it is killed. kube-apiserver drains long-running watches on SIGTERM and
+// can take longer than a test wants to wait; what is left is a crash.
+const stopGrace = 5 * time.Second
+
 // StopAPIServer stops kube-apiserver (SIGTERM, SIGKILL after 5 s);
 // StartAPIServer brings it back on the same address, state kept in etcd.
-func (cp *ControlPlane) StopAPIServer() error { return cp.apiserver.stop(syscall.SIGTERM) }
+func (cp *ControlPlane) StopAPIServer() error {
+	if err := cp.apiserver.Stop(syscall.SIGTERM, stopGrace); err != nil && !errors.Is(err, testenv.ErrKilled) {
+		return err
+	}
+	return nil
+}
 
 // StartAPIServer starts kube-apiserver (again) and waits for /readyz.
 func (cp *ControlPlane) StartAPIServer() error {
-	if err := cp.apiserver.start(); err != nil {
+	if err := cp.apiserver.Start(nil); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cp.timeout)
@@ -209,28 +217,18 @@ func (cp *ControlPlane) waitReady(ctx context.Context) error {
 		return fmt.Errorf("kube-apiserver transport: %w", err)
 	}
 	hc := &http.Client{Transport: rt, Timeout: 2 * time.Second}
-	var last string
-	for {
-		if !cp.apiserver.running() {
-			return fmt.Errorf("kube-apiserver exited (log %s)", cp.apiserver.log)
-		}
+	return cp.apiserver.WaitReady(ctx, 200*time.Millisecond, func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cp.URL+"/readyz", nil)
 		resp, err := hc.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kube-apiserver not ready: %w (last: %s)", ctx.Err(), last)
-		case <-time.After(200 * time.Millisecond):
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errors.New(resp.Status)
 		}
-	}
+		return nil
+	})
 }
 
 func (cp *ControlPlane) startControllerManager(t testing.TB, bin string) error {
@@ -238,11 +236,11 @@ func (cp *ControlPlane) startControllerManager(t testing.TB, bin string) error {
 	if err != nil {
 		return err
 	}
-	cp.kcm = &process{
-		name: "kube-controller-manager",
-		bin:  bin,
-		log:  filepath.Join(cp.dir, "kube-controller-manager.log"),
-		args: []string{
+	cp.kcm = &testenv.Process{
+		Name: "kube-controller-manager",
+		Bin:  bin,
+		Log:  filepath.Join(cp.dir, "kube-controller-manager.log"),
+		Args: []string{
 			"--kubeconfig=" + kubeconfig,
 			"--authentication-kubeconfig=" + kubeconfig,
 			"--authorization-kubeconfig=" + kubeconfig,
@@ -259,89 +257,5 @@ func (cp *ControlPlane) startControllerManager(t testing.TB, bin string) error {
 			"--v=1",
 		},
 	}
-	return cp.kcm.start()
-}
-
-// process is one control-plane program, restartable with the same
-// arguments.
-type process struct {
-	name, bin, log string
-	args           []string
-
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
-
-func (p *process) start() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		return fmt.Errorf("start %s: already running", p.name)
-	}
-	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("start %s: %w", p.name, err)
-	}
-	cmd := exec.Command(p.bin, p.args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start %s: %w", p.name, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
-	p.cmd, p.exited = cmd, exited
-	return nil
-}
-
-func (p *process) running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-func (p *process) stop(sig syscall.Signal) error {
-	p.mu.Lock()
-	cmd, exited := p.cmd, p.exited
-	p.cmd = nil
-	p.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		// kube-apiserver drains long-running watches on SIGTERM and can
-		// take longer than a test wants to wait; what is left is a crash.
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-	return nil
-}
-
-func (p *process) logTail(t testing.TB) {
-	b, err := os.ReadFile(p.log)
-	if err != nil {
-		return
-	}
-	const max = 6 << 10
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	t.Logf("%s log tail:\n%s", p.name, b)
+	return cp.kcm.Start(nil)
 }

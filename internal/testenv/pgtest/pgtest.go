@@ -46,9 +46,8 @@ type Server struct {
 	durable bool
 
 	mu    sync.Mutex
-	cmd   *exec.Cmd
+	proc  *testenv.Process
 	stdin *os.File // closing it makes the wrapper shell stop postgres
-	done  chan struct{}
 }
 
 // Options tune NewServer.
@@ -182,6 +181,10 @@ func newServer(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{bin: bin, dir: dir, cred: cred, durable: o.Durable}
+	s.proc = &testenv.Process{
+		Name: "postgres", Bin: "/bin/sh", Log: filepath.Join(dir, "postgres.log"),
+		Dir: dir, Env: append(os.Environ(), "LC_ALL=C", "LANG=C"), Credential: cred,
+	}
 	if err := s.init(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -234,7 +237,7 @@ func freePort() (int, error) {
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil {
+	if s.proc.Running() {
 		return errors.New("already running")
 	}
 	if s.port == 0 {
@@ -250,64 +253,39 @@ func (s *Server) start() error {
 	if !s.durable {
 		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
 	}
-	logf, err := os.OpenFile(filepath.Join(s.dir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
 	// postgres runs under a tiny shell that stops it (fast shutdown) when
 	// its stdin reaches EOF, i.e. when we close the pipe or when this test
 	// process dies for any reason: a crashed or timed-out test binary does
 	// not leave a server behind.
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		logf.Close()
 		return err
 	}
 	script := `exec 3<&0; "$0" "$@" & pid=$!; (read _ <&3; kill -INT $pid 2>/dev/null) & wait $pid`
-	cmd := exec.Command("/bin/sh", append([]string{"-c", script, filepath.Join(s.bin, "postgres")}, args...)...)
-	cmd.Dir = s.dir
-	cmd.Env = append(os.Environ(), "LC_ALL=C", "LANG=C")
-	if s.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = pr, logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		pr.Close()
-		pw.Close()
-		return fmt.Errorf("start postgres: %w", err)
-	}
+	s.proc.Args = append([]string{"-c", script, filepath.Join(s.bin, "postgres")}, args...)
+	err = s.proc.Start(pr)
 	pr.Close()
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
-	s.stdin = pw
-	s.cmd, s.done = cmd, done
-	// Wait until it accepts connections.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := pgx.Connect(ctx, s.URL("postgres"))
-		cancel()
-		if err == nil {
-			_ = c.Close(context.Background())
-			return nil
-		}
-		select {
-		case <-done:
-			s.cmd = nil
-			s.stdin.Close()
-			return fmt.Errorf("postgres exited during start-up:\n%s", s.logTail())
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("postgres not ready after 30s: %v\n%s", err, s.logTail())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err != nil {
+		pw.Close()
+		return err
 	}
+	s.stdin = pw
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = s.proc.WaitReady(ctx, 50*time.Millisecond, func(ctx context.Context) error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		c, err := pgx.Connect(cctx, s.URL("postgres"))
+		if err != nil {
+			return err
+		}
+		return c.Close(context.Background())
+	})
+	if err != nil {
+		_ = s.stopLocked()
+		return fmt.Errorf("%w\n%s", err, s.proc.LogTail(4000))
+	}
+	return nil
 }
 
 // stop asks for a fast shutdown (SIGINT: abort sessions, checkpoint, exit) and
@@ -315,18 +293,19 @@ func (s *Server) start() error {
 func (s *Server) stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
+	return s.stopLocked()
+}
+
+func (s *Server) stopLocked() error {
+	err := s.proc.StopWith(30*time.Second,
+		func(*exec.Cmd) { _ = s.stdin.Close() },
+		func(*exec.Cmd) { s.killPostmaster() })
+	if errors.Is(err, testenv.ErrKilled) {
+		// A hung fast shutdown was ended by force; the data is a test's
+		// and the port is free again, which is all a test needs.
 		return nil
 	}
-	_ = s.stdin.Close()
-	select {
-	case <-s.done:
-	case <-time.After(30 * time.Second):
-		s.killPostmaster()
-		<-s.done
-	}
-	s.cmd = nil
-	return nil
+	return err
 }
 
 // killPostmaster is the last resort when a fast shutdown hangs.
@@ -339,14 +318,6 @@ func (s *Server) killPostmaster() {
 	if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && pid > 0 {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-}
-
-func (s *Server) logTail() string {
-	b, _ := os.ReadFile(filepath.Join(s.dir, "postgres.log"))
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
 }
 
 // URL is the connection URL of database db on this server.

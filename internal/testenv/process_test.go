@@ -1,0 +1,64 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func shell(t *testing.T, script string) *Process {
+	t.Helper()
+	p := &Process{Name: "sh", Bin: "/bin/sh", Args: []string{"-c", script}, Log: filepath.Join(t.TempDir(), "sh.log")}
+	if err := p.Start(nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(syscall.SIGKILL, time.Second) })
+	return p
+}
+
+// TestWaitReadyReportsExit: a program that dies during start-up ends the
+// wait at once, with its last words in the log.
+func TestWaitReadyReportsExit(t *testing.T) {
+	p := shell(t, "echo bad flag; exit 3")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := p.WaitReady(ctx, 10*time.Millisecond, func(context.Context) error { return errors.New("refused") })
+	if err == nil || !strings.Contains(err.Error(), "exited") || ctx.Err() != nil {
+		t.Fatalf("WaitReady = %v (ctx %v); want an exit before the deadline", err, ctx.Err())
+	}
+	if tail := p.LogTail(100); tail != "bad flag\n" {
+		t.Fatalf("log tail %q", tail)
+	}
+	if p.Running() {
+		t.Fatal("running after exit")
+	}
+}
+
+// TestStopKillsAfterGrace: a program that ignores its signal is killed
+// once the grace period is over, and Stop says so.
+func TestStopKillsAfterGrace(t *testing.T) {
+	p := shell(t, `trap "" TERM; echo up; while :; do sleep 1; done`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.WaitReady(ctx, 10*time.Millisecond, func(context.Context) error {
+		if p.LogTail(10) != "up\n" {
+			return errors.New("no trap yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(syscall.SIGTERM, 100*time.Millisecond); !errors.Is(err, ErrKilled) {
+		t.Fatalf("Stop = %v; want ErrKilled", err)
+	}
+	if p.Running() {
+		t.Fatal("running after Stop")
+	}
+	if err := p.Start(nil); err != nil {
+		t.Fatalf("restart after Stop: %v", err)
+	}
+}
