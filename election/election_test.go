@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
+	"github.com/vectis-ft/vectis/internal/testenv/faultproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -205,9 +206,9 @@ func TestMembership(t *testing.T) {
 func TestSessionLossDeadline(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{Size: 3})
 	var proxied []string
-	var proxies []*etcdtest.Proxy
+	var proxies []*faultproxy.Proxy
 	for _, m := range c.Members() {
-		p := etcdtest.NewProxy(t, strings.TrimPrefix(m.ClientURL, "http://"))
+		p := faultproxy.New(t, strings.TrimPrefix(m.ClientURL, "http://"))
 		proxies = append(proxies, p)
 		proxied = append(proxied, p.URL())
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vectis-ft/vectis/election"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
+	"github.com/vectis-ft/vectis/internal/testenv/faultproxy"
 	"github.com/vectis-ft/vectis/store"
 )
 
@@ -301,7 +302,7 @@ func TestLeaderCutOffFromEtcdStopsBeforeAnotherWins(t *testing.T) {
 	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
 	st := openStore(t)
 	mon := &monitor{}
-	proxy := etcdtest.NewProxy(t, cluster.Endpoints()[0][len("http://"):])
+	proxy := faultproxy.New(t, cluster.Endpoints()[0][len("http://"):])
 	a := startNode(t, []string{proxy.URL()}, st, mon, "a", 2*time.Second)
 	waitLeader(t, []*node{a}, 10*time.Second)
 	b := startNode(t, cluster.Endpoints(), st, mon, "b", 2*time.Second)
@@ -386,7 +387,7 @@ func TestFailoverSpanCoversOutage(t *testing.T) {
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	withTraces := func(c *Config) { c.TracerProvider = tp }
 
-	proxy := etcdtest.NewProxy(t, cluster.Endpoints()[0][len("http://"):])
+	proxy := faultproxy.New(t, cluster.Endpoints()[0][len("http://"):])
 	a := startNodeWith(t, []string{proxy.URL()}, st, mon, "a", ttl, withTraces)
 	waitLeader(t, []*node{a}, 10*time.Second)
 	b := startNodeWith(t, cluster.Endpoints(), st, mon, "b", ttl, withTraces)

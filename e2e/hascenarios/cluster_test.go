@@ -24,6 +24,7 @@ import (
 
 	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
+	"github.com/vectis-ft/vectis/internal/testenv/faultproxy"
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 )
@@ -64,7 +65,7 @@ type cluster struct {
 	dir     string
 	ttl     time.Duration // election TTL of the nodes
 	etcd    *etcdtest.Cluster
-	proxies [][]*etcdtest.Proxy // [node][etcd member]: every node reaches etcd through its own proxies
+	proxies [][]*faultproxy.Proxy // [node][etcd member]: every node reaches etcd through its own proxies
 	pgURL   string
 	recvDir string
 	nodes   []*vnode
@@ -76,7 +77,7 @@ type cluster struct {
 	allowWaking bool
 	// livenessProxies[i] stands in front of node i's liveness listener
 	// (TestFastFailover/ResetProxy only).
-	livenessProxies []*livenessProxy
+	livenessProxies []*faultproxy.Proxy
 }
 
 // newCluster prepares a scenario (index idx picks its addresses) and
@@ -121,13 +122,13 @@ func (e *env) newCluster(t testing.TB, idx int, electionTTL time.Duration, opts 
 	}
 
 	for range 3 {
-		var row []*etcdtest.Proxy
+		var row []*faultproxy.Proxy
 		for _, m := range c.etcd.Members() {
 			u, err := url.Parse(m.ClientURL)
 			if err != nil {
 				t.Fatal(err)
 			}
-			row = append(row, etcdtest.NewProxy(t, u.Host))
+			row = append(row, faultproxy.New(t, u.Host))
 		}
 		c.proxies = append(c.proxies, row)
 	}

@@ -5,17 +5,16 @@ package hascenarios
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"slices"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vectis-ft/vectis/internal/testenv"
+	"github.com/vectis-ft/vectis/internal/testenv/faultproxy"
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
 )
 
@@ -71,13 +70,15 @@ func TestFastFailover(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			rec := func(f func(*row)) { results.update(order, sc.title, f) }
 			rec(func(r *row) { r.result = "FAIL" })
-			var proxies []*livenessProxy
+			var proxies []*faultproxy.Proxy
 			opts := sc.opts
 			if sc.name == "ResetProxy" {
 				opts = append(opts, func(n *vnode) {
-					p := newLivenessProxy(t, n.ip, net.JoinHostPort(n.ip, strconv.Itoa(livenessPort)))
+					// Between the standbys and this node's liveness
+					// listener, like a firewall or a service mesh.
+					p := faultproxy.Start(t, faultproxy.Options{Host: n.ip, Target: net.JoinHostPort(n.ip, strconv.Itoa(livenessPort))})
 					proxies = append(proxies, p)
-					n.extraCluster = "\n    livenessAdvertise: " + p.addr
+					n.extraCluster = "\n    livenessAdvertise: " + p.Addr()
 				})
 			}
 			c := e.newCluster(t, 20+idx, fastTTL, opts...)
@@ -255,7 +256,7 @@ func (e *env) fastProxy(ctx context.Context, t *testing.T, c *cluster, rec func(
 	runs := max(20, fastKills(t))
 	for r := range runs {
 		waitLiveness(ctx, t, c, i)
-		c.livenessProxies[i].reset()
+		c.livenessProxies[i].Reset()
 		sleepCtx(ctx, 100*time.Millisecond)
 		if k := leaderOf(ctx, t, c); k != i {
 			t.Fatalf("reset %d: the leader changed from %s to %s after its liveness streams were reset", r, c.nodes[i].name, c.nodes[k].name)
@@ -277,7 +278,8 @@ func (e *env) fastProxy(ctx context.Context, t *testing.T, c *cluster, rec func(
 		old := c.nodes[i]
 		before := decisions(ctx, c, "revoked", -1)
 		t0 := time.Now()
-		c.livenessProxies[i].refuse()
+		c.livenessProxies[i].Refuse() // a REJECT with tcp-reset
+		c.livenessProxies[i].Reset()
 		wctx, cancel := context.WithTimeout(ctx, fastTTL+10*time.Second)
 		j, at, err := c.mon.waitServing(wctx, t0, i)
 		if err != nil {
@@ -299,7 +301,9 @@ func (e *env) fastProxy(ctx context.Context, t *testing.T, c *cluster, rec func(
 		if err := c.nodes[j].pesitConnect(ctx); err != nil {
 			t.Errorf("refusal %d: new leader %s does not serve PeSIT: %v", r, c.nodes[j].name, err)
 		}
-		c.livenessProxies[i].restore()
+		if err := c.livenessProxies[i].Reopen(); err != nil {
+			t.Errorf("liveness proxy of %s: %v", old.name, err)
+		}
 		i = j
 	}
 	note := fmt.Sprintf("%d resets of a live leader's streams: %v reconnects, 0 revocations; %d forged refusals: takeover p50 %s p99 %s, old leader stopped first each time",
@@ -307,102 +311,6 @@ func (e *env) fastProxy(ctx context.Context, t *testing.T, c *cluster, rec func(
 	rec(func(r *row) { r.takeover = "p99 " + ms(percentile(took, .99)) + " (forged refusal)"; r.note = note })
 	t.Log(note)
 	waitFollowers(ctx, t, c, i, 20*time.Second)
-}
-
-// livenessProxy stands between the standbys and one node's liveness
-// listener, like a firewall or a service mesh: reset() resets the streams
-// it carries, refuse() also stops listening (a REJECT with tcp-reset).
-type livenessProxy struct {
-	t      *testing.T
-	host   string
-	addr   string
-	target string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  map[*net.TCPConn]struct{}
-	wg     sync.WaitGroup
-}
-
-func newLivenessProxy(t *testing.T, host, target string) *livenessProxy {
-	p := &livenessProxy{t: t, host: host, target: target, conns: map[*net.TCPConn]struct{}{}}
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(func() {
-		p.refuse()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *livenessProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.DialTimeout("tcp", p.target, time.Second)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			a, b := c.(*net.TCPConn), up.(*net.TCPConn)
-			p.mu.Lock()
-			p.conns[a], p.conns[b] = struct{}{}, struct{}{}
-			p.mu.Unlock()
-			p.wg.Add(2)
-			pipe := func(dst, src *net.TCPConn) {
-				defer p.wg.Done()
-				_, _ = io.Copy(dst, src)
-				dst.Close()
-				p.mu.Lock()
-				delete(p.conns, dst)
-				p.mu.Unlock()
-			}
-			go pipe(a, b)
-			go pipe(b, a)
-		}
-	}()
-}
-
-// reset sends a TCP RST on every stream the proxy carries.
-func (p *livenessProxy) reset() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		_ = c.SetLinger(0)
-		c.Close()
-	}
-}
-
-// refuse stops listening (dials are refused) and resets every stream.
-func (p *livenessProxy) refuse() {
-	p.mu.Lock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	p.mu.Unlock()
-	p.reset()
-}
-
-// restore listens again on the same address.
-func (p *livenessProxy) restore() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Errorf("liveness proxy %s: %v", p.addr, err)
-		return
-	}
-	p.serve(ln)
 }
 
 // BenchmarkFastFailover is issue 13's measurement on the local backend, at

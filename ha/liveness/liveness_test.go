@@ -3,7 +3,6 @@ package liveness
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/vectis-ft/vectis/internal/testenv/faultproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -82,75 +83,20 @@ func TestDeadProcessIsEvidence(t *testing.T) {
 	}
 }
 
-// resetProxy forwards to target; reset() resets every stream it carries
-// (an intermediary's RST) while new connections still go through.
-type resetProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []*net.TCPConn
-	wg     sync.WaitGroup
-}
-
-func newResetProxy(t *testing.T, target string) *resetProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &resetProxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c.(*net.TCPConn), up.(*net.TCPConn))
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); _, _ = io.Copy(c, up); c.Close() }()
-			go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); up.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		p.reset()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *resetProxy) reset() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		_ = c.SetLinger(0) // close sends RST
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestResetStreamIsNoEvidence: an intermediary resets the stream of a
 // live leader; the reconnect succeeds, so Follow goes on following.
 func TestResetStreamIsNoEvidence(t *testing.T) {
 	h := Hello{Name: "vectis-0", Lease: 42}
 	addr, _ := serve(t, h)
-	p := newResetProxy(t, addr)
+	p := faultproxy.New(t, addr)
 	var following atomic.Bool
 	var reconnects atomic.Int32
 	f := &Follower{Following: following.Store, Reconnected: func() { reconnects.Add(1) }}
 	ctx, cancel := context.WithCancel(context.Background())
-	ch := follow(ctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: p.ln.Addr().String()})
+	ch := follow(ctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: p.Addr()})
 	for i := range 20 {
 		waitFollowing(t, &following)
-		p.reset()
+		p.Reset()
 		deadline := time.Now().Add(5 * time.Second)
 		for reconnects.Load() <= int32(i) {
 			select {
@@ -196,13 +142,13 @@ func TestOtherProcessIsNoEvidence(t *testing.T) {
 	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer fcancel()
 	// A reset-only proxy lets the test break the stream.
-	p := newResetProxy(t, addr)
-	ch := follow(fctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: p.ln.Addr().String()})
+	p := faultproxy.New(t, addr)
+	ch := follow(fctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: p.Addr()})
 	waitFollowing(t, &following)
 	mu.Lock()
 	hello = Hello{Name: "vectis-3", Lease: 7}
 	mu.Unlock()
-	p.reset()
+	p.Reset()
 	r := <-ch
 	if r.err != nil || r.out != NoEvidence {
 		t.Fatalf("Follow with another process at the address = %q, %v; want no evidence", r.out, r.err)
@@ -215,21 +161,21 @@ func TestOtherProcessIsNoEvidence(t *testing.T) {
 func TestSilentListenerIsNoEvidence(t *testing.T) {
 	h := Hello{Name: "vectis-0", Lease: 42}
 	addr, _ := serve(t, h)
-	p := newResetProxy(t, addr)
+	p := faultproxy.New(t, addr)
 	var following atomic.Bool
 	f := &Follower{Following: following.Store, DialTimeout: 200 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ch := follow(ctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: p.ln.Addr().String()})
+	ch := follow(ctx, f, Target{Name: h.Name, Lease: h.Lease, Addr: p.Addr()})
 	waitFollowing(t, &following)
 	// From now on the proxy's address is a listener nobody accepts on.
-	p.ln.Close()
-	silent, err := net.Listen("tcp", p.ln.Addr().String())
+	p.Refuse()
+	silent, err := net.Listen("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	p.reset()
+	p.Reset()
 	r := <-ch
 	if r.err != nil || r.out != NoEvidence {
 		t.Fatalf("Follow with a silent listener = %q, %v; want no evidence", r.out, r.err)

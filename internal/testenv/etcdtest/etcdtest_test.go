@@ -77,30 +77,3 @@ func TestClusterFaults(t *testing.T) {
 		t.Fatalf("etcdctl get = %q, want v3", out)
 	}
 }
-
-// TestProxyCut checks that a cut proxy makes requests hang (not fail fast)
-// and that traffic flows again after Restore.
-func TestProxyCut(t *testing.T) {
-	c := Start(t, Options{Size: 1})
-	p := NewProxy(t, strings.TrimPrefix(c.Member(0).ClientURL, "http://"))
-	cli := c.Client(t, p.URL())
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if _, err := cli.Put(ctx, "k", "v"); err != nil {
-		t.Fatal(err)
-	}
-	p.Cut()
-	short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
-	_, err := cli.Get(short, "k")
-	cancelShort()
-	if err == nil {
-		t.Fatal("get through a cut proxy succeeded")
-	}
-	if short.Err() == nil {
-		t.Fatalf("get through a cut proxy failed before its deadline (%v); want silence", err)
-	}
-	p.Restore()
-	if _, err := cli.Get(ctx, "k"); err != nil {
-		t.Fatalf("get after restore: %v", err)
-	}
-}
