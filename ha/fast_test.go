@@ -1,6 +1,8 @@
 package ha
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -8,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/election"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 	"github.com/vectis-ft/vectis/store"
 )
@@ -60,6 +63,17 @@ func (l *killableListener) kill() {
 	}
 }
 
+// waitFollowing waits until n's vectis_cluster_liveness_following is want.
+func waitFollowing(t *testing.T, n *node, want float64) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := gaugeValue(t, n.loop.cfg.Metrics.following); got != want {
+			return fmt.Errorf("%s: vectis_cluster_liveness_following = %v, want %v", n.name, got, want)
+		}
+		return nil
+	})
+}
+
 func fastNode(t *testing.T, endpoints []string, st *store.Store, mon *monitor, name string, ttl time.Duration) (*node, *killableListener) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -89,26 +103,15 @@ func TestFastFailoverForgedRefusal(t *testing.T) {
 	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", ttl)
 	waitLeader(t, []*node{a}, 10*time.Second)
 	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", ttl)
-	deadline := time.Now().Add(10 * time.Second)
-	for gaugeValue(t, b.loop.cfg.Metrics.following) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the standby never followed the leader's liveness stream")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFollowing(t, b, 1)
 
 	killed := time.Now()
 	aLn.kill()
-	next, _ := waitLeader(t, []*node{a, b}, 10*time.Second)
-	for next == a {
-		time.Sleep(5 * time.Millisecond)
-		next, _ = waitLeader(t, []*node{a, b}, 10*time.Second)
-	}
+	waitLeaderOtherThan(t, a, []*node{a, b}, 10*time.Second)
 	took := time.Since(killed)
-	t.Logf("takeover after the refusal: %v", took)
-	if took > 2*time.Second {
-		t.Errorf("takeover after the refusal took %v, want well within the TTL %v (the fast path)", took, ttl)
-	}
+	// That the fast path took it, not the TTL, is the revocation counted
+	// below; how fast is logged.
+	t.Logf("takeover after the refusal: %v (TTL %v)", took, ttl)
 	if took < election.DefaultConfirmWindow {
 		t.Errorf("takeover after %v: the new leader did not wait out the old leader's confirmation window", took)
 	}
@@ -133,6 +136,9 @@ func TestNoRevocationWithoutLiveness(t *testing.T) {
 	a := startNode(t, cluster.Endpoints(), st, mon, "a", 2*time.Second)
 	waitLeader(t, []*node{a}, 10*time.Second)
 	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", 2*time.Second)
+	waitStandby(t, b)
+	// Nothing is to happen, so the test watches for a while: the sleep is
+	// the window in which a standby that wrongly followed would.
 	time.Sleep(time.Second)
 	if v := gaugeValue(t, b.loop.cfg.Metrics.following); v != 0 {
 		t.Errorf("the standby follows a leader that advertises no liveness listener")
@@ -153,28 +159,17 @@ func TestFollowsAgainAfterNoEvidence(t *testing.T) {
 	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", 5*time.Second)
 	waitLeader(t, []*node{a}, 10*time.Second)
 	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", 5*time.Second)
-	waitGauge := func(want float64) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for gaugeValue(t, b.loop.cfg.Metrics.following) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("vectis_cluster_liveness_following did not become %v", want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	waitGauge(1)
+	waitFollowing(t, b, 1)
 	aLn.resetNew.Store(true)
 	aLn.breakStreams()
-	deadline := time.Now().Add(10 * time.Second)
-	for counterValue(t, b.loop.cfg.Metrics.fast.WithLabelValues(DecisionNoEvidence)) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("no no_evidence decision after the stream broke and redials were reset")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if counterValue(t, b.loop.cfg.Metrics.fast.WithLabelValues(DecisionNoEvidence)) < 1 {
+			return errors.New("no no_evidence decision after the stream broke and redials were reset")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	aLn.resetNew.Store(false)
-	waitGauge(1)
+	waitFollowing(t, b, 1)
 	if !a.loop.IsLeader() {
 		t.Error("the leader was replaced without evidence")
 	}
@@ -198,13 +193,7 @@ func TestLivenessOutlivesTheDrain(t *testing.T) {
 	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", ttl)
 	waitLeader(t, []*node{a}, 10*time.Second)
 	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", ttl)
-	deadline := time.Now().Add(10 * time.Second)
-	for gaugeValue(t, b.loop.cfg.Metrics.following) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the standby never followed the leader's liveness stream")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFollowing(t, b, 1)
 	var drainDial error
 	drained := make(chan struct{})
 	a.serve.onDrain = func() {

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -60,5 +61,19 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	}
 	if err := p.Start(nil); err != nil {
 		t.Fatalf("restart after Stop: %v", err)
+	}
+}
+
+// TestPollReturnsLastError: a condition that never holds ends the poll
+// with its own last words; one that comes true ends it at once.
+func TestPollReturnsLastError(t *testing.T) {
+	calls := 0
+	err := Poll(20*time.Millisecond, func() error { calls++; return fmt.Errorf("call %d", calls) })
+	if err == nil || err.Error() != fmt.Sprintf("call %d", calls) || calls < 2 {
+		t.Fatalf("Poll = %v after %d calls; want the last call's error", err, calls)
+	}
+	calls = 0
+	if err := Poll(time.Hour, Until(func() bool { calls++; return calls == 3 })); err != nil || calls != 3 {
+		t.Fatalf("Poll = %v after %d calls; want nil after 3", err, calls)
 	}
 }
