@@ -193,6 +193,9 @@ func TestTransfersListFiltersPaginationStats(t *testing.T) {
 			}
 			ids = append(ids, tr.ID)
 			if i == 2 {
+				// The store stamps transfers with the wall clock: the
+				// pauses are the time between the two groups that the
+				// from/to filters below must tell apart.
 				time.Sleep(20 * time.Millisecond)
 				mid = time.Now().UTC()
 				time.Sleep(20 * time.Millisecond)

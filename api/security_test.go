@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/api"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/store"
 )
@@ -460,17 +461,12 @@ func TestStoreUnavailable(t *testing.T) {
 		}
 	}
 	pg.Start(t)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r := e.do(asAdmin, "GET", "/api/v1/files/F", nil)
-		if r.status == 200 {
-			break
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if r := e.do(asAdmin, "GET", "/api/v1/files/F", nil); r.status != 200 {
+			return fmt.Errorf("API did not recover: %d %s", r.status, r.body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("API did not recover: %d %s", r.status, r.body)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestParallelGuessesBounded: a burst of parallel wrong logins from one

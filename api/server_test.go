@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -162,9 +163,13 @@ func TestServeTLSAndTimeouts(t *testing.T) {
 	start := time.Now()
 	_, rerr := conn.Read(make([]byte, 1))
 	conn.Close()
-	if rerr == nil || time.Since(start) > 4*time.Second {
+	// The server must have ended it (EOF or a reset), not the client's own
+	// read deadline (a timeout).
+	var ne net.Error
+	if rerr == nil || errors.As(rerr, &ne) && ne.Timeout() {
 		t.Errorf("slow client not cut off by ReadHeaderTimeout: err=%v after %v", rerr, time.Since(start))
 	}
+	t.Logf("slow client cut off after %v (ReadHeaderTimeout %v)", time.Since(start), srv.ReadHeaderTimeout)
 	client.CloseIdleConnections()
 	cancel()
 	select {

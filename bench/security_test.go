@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/client"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
@@ -57,13 +58,14 @@ func TestWrongPasswordFlood(t *testing.T) {
 	defer cancel()
 
 	const n = 400
-	var refused, other atomic.Int64
+	var refused, other, dialled atomic.Int64
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c, err := dialFrom(ctx, net.IPv4(127, 0, 1, byte(1+i%8)), s.pesit)
+			dialled.Add(1)
 			if err != nil {
 				other.Add(1)
 				return
@@ -82,7 +84,13 @@ func TestWrongPasswordFlood(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond) // the flood is queued
+	// The legitimate push starts once the whole flood is on the wire.
+	testenv.Eventually(t, time.Minute, func() error {
+		if d := dialled.Load(); d < n {
+			return fmt.Errorf("%d of %d flood connections dialled", d, n)
+		}
+		return nil
+	})
 	start := time.Now()
 	res, err := client.Push(ctx, pushConfig(fwd.addr(), "LEGIT"), client.SendRequest{Source: src, VirtualFile: "INBOX", NoRestart: true}, client.Retry{})
 	legit := time.Since(start)

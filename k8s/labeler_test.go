@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
 )
 
@@ -67,21 +68,19 @@ func leaders(ctx context.Context, cs kubernetes.Interface) ([]string, error) {
 	return out, nil
 }
 
-// waitLeaders waits until exactly the want pods carry the label.
+// waitLeaders waits until exactly the want pods carry the label and
+// returns how long that took, for the log.
 func waitLeaders(ctx context.Context, t *testing.T, cs kubernetes.Interface, within time.Duration, want ...string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	var got []string
-	var err error
-	for time.Since(start) < within {
-		got, err = leaders(ctx, cs)
-		if err == nil && fmt.Sprint(got) == fmt.Sprint(want) {
-			return time.Since(start)
+	testenv.Eventually(t, within, func() error {
+		got, err := leaders(ctx, cs)
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+			return fmt.Errorf("labelled pods = %v (err %v), want %v", got, err, want)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("labelled pods = %v (err %v), want %v within %v", got, err, want, within)
-	return 0
+		return nil
+	})
+	return time.Since(start)
 }
 
 // TestLabeler runs the labeler with a token bound only to the chart's Role
@@ -151,10 +150,12 @@ func TestLabeler(t *testing.T) {
 	if err := cp.StopAPIServer(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for l.Errors() < 2 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if n := l.Errors(); n < 2 {
+			return fmt.Errorf("%d errors counted with the API server down, want >= 2", n)
+		}
+		return nil
+	})
 	if l.Errors() < 2 || hookErrs.Load() != l.Errors() {
 		t.Fatalf("errors with the API server down: counter %d, hook %d; want >= 2 and equal", l.Errors(), hookErrs.Load())
 	}
@@ -189,7 +190,7 @@ func TestLabeler(t *testing.T) {
 	if err := l.Unlabel(uctx); err != nil {
 		t.Fatal(err)
 	}
-	waitLeaders(ctx, t, admin, time.Second, "zz-other")
+	waitLeaders(ctx, t, admin, 5*time.Second, "zz-other")
 }
 
 // TestLabelerWithoutWatch: a Role without "watch" still converges, on the

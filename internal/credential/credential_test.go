@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,8 @@ func (c *counting) derive(hash, password string) (bool, error) {
 			break
 		}
 	}
+	// The hold is what the test measures against: a derivation that
+	// takes a while (fake time under synctest).
 	time.Sleep(c.hold)
 	return store.VerifyPassword(hash, password)
 }
@@ -58,27 +61,31 @@ func hash(t *testing.T, pw string) string {
 // Regression for issue 16 defect 1: 24 concurrent wrong passwords never run
 // more derivations at once than there are slots.
 func TestConcurrencyIsBounded(t *testing.T) {
-	c := &counting{hold: 5 * time.Millisecond}
-	v := newVerifier(t, credential.Config{Slots: 2, MaxWait: time.Minute}, c)
-	h := hash(t, "right")
-	var wg sync.WaitGroup
-	for i := range 24 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, fmt.Sprint("wrong", i), nil, nil)
-			if err != nil || r != credential.Rejected {
-				t.Errorf("wrong password: %v %v", r, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if got := c.n.Load(); got != 24 {
-		t.Errorf("derivations = %d, want 24", got)
-	}
-	if got := c.peak.Load(); got > 2 {
-		t.Errorf("peak concurrent derivations = %d, want <= 2 slots", got)
-	}
+	// In a bubble the derivations' hold is fake time: the test is about
+	// how many run at once, not how long they take.
+	synctest.Test(t, func(t *testing.T) {
+		c := &counting{hold: 5 * time.Millisecond}
+		v := newVerifier(t, credential.Config{Slots: 2, MaxWait: time.Minute}, c)
+		h := hash(t, "right")
+		var wg sync.WaitGroup
+		for i := range 24 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, fmt.Sprint("wrong", i), nil, nil)
+				if err != nil || r != credential.Rejected {
+					t.Errorf("wrong password: %v %v", r, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if got := c.n.Load(); got != 24 {
+			t.Errorf("derivations = %d, want 24", got)
+		}
+		if got := c.peak.Load(); got > 2 {
+			t.Errorf("peak concurrent derivations = %d, want <= 2 slots", got)
+		}
+	})
 }
 
 func TestCacheSparesTheDerivation(t *testing.T) {
@@ -161,86 +168,96 @@ func TestGateRefusesWithoutDeriving(t *testing.T) {
 }
 
 func TestBusyAfterMaxWait(t *testing.T) {
-	c := &counting{hold: 300 * time.Millisecond}
-	reg := prometheus.NewRegistry()
-	v := newVerifier(t, credential.Config{Slots: 1, MaxWait: 20 * time.Millisecond, Registerer: reg}, c)
-	h := hash(t, "right")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = v.Verify(context.Background(), credential.RealmPeSIT, "P", h, "a", nil, nil)
-	}()
-	for c.cur.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	_, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, "b", nil, nil)
-	if !errors.Is(err, credential.ErrBusy) {
-		t.Errorf("second verify with the only slot held: %v, want ErrBusy", err)
-	}
-	<-done
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var busy float64
-	var waits uint64
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			switch mf.GetName() {
-			case "vectis_credential_checks_total":
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "result" && l.GetValue() == "busy" {
-						busy += m.GetCounter().GetValue()
+	// In a bubble MaxWait and the hold are fake time, so the order is
+	// certain: the second check waits out MaxWait while the first holds
+	// the only slot.
+	synctest.Test(t, func(t *testing.T) {
+		c := &counting{hold: 300 * time.Millisecond}
+		reg := prometheus.NewRegistry()
+		v := newVerifier(t, credential.Config{Slots: 1, MaxWait: 20 * time.Millisecond, Registerer: reg}, c)
+		h := hash(t, "right")
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = v.Verify(context.Background(), credential.RealmPeSIT, "P", h, "a", nil, nil)
+		}()
+		synctest.Wait() // the first check holds the slot, in its derivation
+		if c.cur.Load() != 1 {
+			t.Fatalf("%d derivations running, want the first check's", c.cur.Load())
+		}
+		_, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, "b", nil, nil)
+		if !errors.Is(err, credential.ErrBusy) {
+			t.Errorf("second verify with the only slot held: %v, want ErrBusy", err)
+		}
+		<-done
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var busy float64
+		var waits uint64
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				switch mf.GetName() {
+				case "vectis_credential_checks_total":
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "result" && l.GetValue() == "busy" {
+							busy += m.GetCounter().GetValue()
+						}
 					}
+				case "vectis_credential_wait_seconds":
+					waits += m.GetHistogram().GetSampleCount()
 				}
-			case "vectis_credential_wait_seconds":
-				waits += m.GetHistogram().GetSampleCount()
 			}
 		}
-	}
-	if busy != 1 || waits != 2 {
-		t.Errorf("busy count = %v, wait observations = %d; want 1 and 2", busy, waits)
-	}
+		if busy != 1 || waits != 2 {
+			t.Errorf("busy count = %v, wait observations = %d; want 1 and 2", busy, waits)
+		}
+	})
 }
 
 // Issue 17 item 3: 1,000 sessions of one partner opened at once must not
 // queue 1,000 derivations of the same password: identical checks share one.
 func TestIdenticalChecksShareOneDerivation(t *testing.T) {
-	c := &counting{hold: 50 * time.Millisecond}
-	v := newVerifier(t, credential.Config{Slots: 2}, c)
-	h := hash(t, "right")
-	var wg sync.WaitGroup
-	var accepted, rejected atomic.Int64
-	for i := range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pw := "right"
-			if i%2 == 1 {
-				pw = "wrong"
-			}
-			r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, pw, nil, nil)
-			switch {
-			case err != nil:
-				t.Error(err)
-			case r == credential.Accepted && pw == "right":
-				accepted.Add(1)
-			case r == credential.Rejected && pw == "wrong":
-				rejected.Add(1)
-			default:
-				t.Errorf("password %q: %v", pw, r)
-			}
-		}()
-	}
-	wg.Wait()
-	if accepted.Load() != 50 || rejected.Load() != 50 {
-		t.Errorf("accepted %d, rejected %d; want 50 and 50", accepted.Load(), rejected.Load())
-	}
-	// One derivation per distinct password, give or take a check that
-	// arrived after its twin had finished (a wrong one is not cached).
-	if n := c.n.Load(); n > 6 {
-		t.Errorf("%d derivations for 100 checks of 2 distinct passwords", n)
-	}
+	// In a bubble every check has queued before the first derivation
+	// ends (fake time advances only when all goroutines wait).
+	synctest.Test(t, func(t *testing.T) {
+		c := &counting{hold: 50 * time.Millisecond}
+		v := newVerifier(t, credential.Config{Slots: 2}, c)
+		h := hash(t, "right")
+		var wg sync.WaitGroup
+		var accepted, rejected atomic.Int64
+		for i := range 100 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pw := "right"
+				if i%2 == 1 {
+					pw = "wrong"
+				}
+				r, err := v.Verify(context.Background(), credential.RealmPeSIT, "P", h, pw, nil, nil)
+				switch {
+				case err != nil:
+					t.Error(err)
+				case r == credential.Accepted && pw == "right":
+					accepted.Add(1)
+				case r == credential.Rejected && pw == "wrong":
+					rejected.Add(1)
+				default:
+					t.Errorf("password %q: %v", pw, r)
+				}
+			}()
+		}
+		wg.Wait()
+		if accepted.Load() != 50 || rejected.Load() != 50 {
+			t.Errorf("accepted %d, rejected %d; want 50 and 50", accepted.Load(), rejected.Load())
+		}
+		// One derivation per distinct password, give or take a check that
+		// arrived after its twin had finished (a wrong one is not cached).
+		if n := c.n.Load(); n > 6 {
+			t.Errorf("%d derivations for 100 checks of 2 distinct passwords", n)
+		}
+	})
 }
 
 // Turn is taken for a derivation only: a cached login of a busy address
