@@ -82,7 +82,9 @@ func (f *fingerprints) UnmarshalJSON(b []byte) error {
 
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-func (in partnerInput) partner() (store.Partner, error) {
+// object builds the validated object under id, the path's or the body's.
+func (in partnerInput) object(id string) (store.Partner, error) {
+	in.ID = id
 	p := store.Partner{
 		ID: in.ID, Description: in.Description, Enabled: true, Access: in.Access,
 		Files: in.Files, MaxSessions: in.MaxSessions, CertCN: in.CertCN,
@@ -134,11 +136,6 @@ func (in partnerInput) partner() (store.Partner, error) {
 }
 
 func (in partnerInput) bodyID() string { return in.ID }
-
-func (in partnerInput) object(id string) (store.Partner, error) {
-	in.ID = id
-	return in.partner()
-}
 
 // partnerKind is the REST shape of partners. The password is set on create
 // (hashed here, never stored or logged in clear) and afterwards only
@@ -235,7 +232,9 @@ type fileInput struct {
 	DataCode     store.DataCode      `json:"dataCode"`
 }
 
-func (in fileInput) file() (store.VirtualFile, error) {
+// object builds the validated object under id, the path's or the body's.
+func (in fileInput) object(id string) (store.VirtualFile, error) {
+	in.ID = id
 	f := store.VirtualFile{
 		ID: in.ID, Description: in.Description, Direction: in.Direction,
 		ReceiveDir: in.ReceiveDir, NamePattern: in.NamePattern, SendDir: in.SendDir,
@@ -309,23 +308,16 @@ func (a *API) checkFileRoot(f store.VirtualFile) error {
 
 func (in fileInput) bodyID() string { return in.ID }
 
-func (in fileInput) object(id string) (store.VirtualFile, error) {
-	in.ID = id
-	return in.file()
-}
-
 // fileKind is the REST shape of virtual files; their directories must lie
 // under the file root.
 func (a *API) fileKind() *objectKind[store.VirtualFile, fileInput] {
 	return &objectKind[store.VirtualFile, fileInput]{
 		api: a, name: "virtual file", plural: "virtual files", action: "file",
 		path: "/api/v1/files", maxID: maxFileID,
-		id:    func(f store.VirtualFile) string { return f.ID },
-		load:  a.store.ListFiles,
-		fetch: a.store.GetFile,
-		insert: func(ctx context.Context, _ fileInput, f store.VirtualFile) (store.VirtualFile, error) {
-			return a.store.CreateFile(ctx, f)
-		},
+		id:     func(f store.VirtualFile) string { return f.ID },
+		load:   a.store.ListFiles,
+		fetch:  a.store.GetFile,
+		insert: ignoreInput[fileInput](a.store.CreateFile),
 		save:   a.store.UpdateFile,
 		remove: a.store.DeleteFile,
 		check:  a.checkFileRoot,
@@ -344,7 +336,9 @@ type serverInput struct {
 	AutoStart   *bool           `json:"autoStart"`
 }
 
-func (in serverInput) server() (store.Server, error) {
+// object builds the validated object under id, the path's or the body's.
+func (in serverInput) object(id string) (store.Server, error) {
+	in.ID = id
 	s := store.Server{
 		ID: in.ID, Description: in.Description, Listen: in.Listen, TLS: in.TLS,
 		MaxSessions: in.MaxSessions, AutoStart: true,
@@ -382,23 +376,16 @@ func (in serverInput) server() (store.Server, error) {
 
 func (in serverInput) bodyID() string { return in.ID }
 
-func (in serverInput) object(id string) (store.Server, error) {
-	in.ID = id
-	return in.server()
-}
-
 // serverKind is the REST shape of server definitions, shown with their state
 // on this node.
 func (a *API) serverKind() *objectKind[store.Server, serverInput] {
 	return &objectKind[store.Server, serverInput]{
 		api: a, name: "server", plural: "servers", action: "server",
 		path: "/api/v1/servers", maxID: maxServerID,
-		id:    func(s store.Server) string { return s.ID },
-		load:  a.store.ListServers,
-		fetch: a.store.GetServer,
-		insert: func(ctx context.Context, _ serverInput, s store.Server) (store.Server, error) {
-			return a.store.CreateServer(ctx, s)
-		},
+		id:     func(s store.Server) string { return s.ID },
+		load:   a.store.ListServers,
+		fetch:  a.store.GetServer,
+		insert: ignoreInput[serverInput](a.store.CreateServer),
 		save:   a.store.UpdateServer,
 		remove: a.store.DeleteServer,
 		view:   func(s store.Server) any { return a.view(s) },

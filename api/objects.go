@@ -50,6 +50,12 @@ type objectInput[T any] interface {
 	object(id string) (T, error)
 }
 
+// ignoreInput adapts a store's create, which needs the object only, to
+// objectKind.insert.
+func ignoreInput[In, T any](create func(context.Context, T) (T, error)) func(context.Context, In, T) (T, error) {
+	return func(ctx context.Context, _ In, obj T) (T, error) { return create(ctx, obj) }
+}
+
 func (k *objectKind[T, In]) show(obj T) any {
 	if k.view == nil {
 		return obj
@@ -89,11 +95,8 @@ func (k *objectKind[T, In]) create(w http.ResponseWriter, r *http.Request, who *
 		return err
 	}
 	id := in.bodyID()
-	obj, err := in.object(id)
+	obj, err := k.build(in, id)
 	if err != nil {
-		return err
-	}
-	if err := k.checkObject(obj); err != nil {
 		return err
 	}
 	if k.checkInsert != nil {
@@ -127,11 +130,8 @@ func (k *objectKind[T, In]) update(w http.ResponseWriter, r *http.Request, who *
 	if err := bodyID(id, in.bodyID(), k.name); err != nil {
 		return err
 	}
-	obj, err := in.object(id)
+	obj, err := k.build(in, id)
 	if err != nil {
-		return err
-	}
-	if err := k.checkObject(obj); err != nil {
 		return err
 	}
 	updated, err := k.save(r.Context(), obj)
@@ -157,11 +157,14 @@ func (k *objectKind[T, In]) delete(w http.ResponseWriter, r *http.Request, who *
 	return nil
 }
 
-func (k *objectKind[T, In]) checkObject(obj T) error {
-	if k.check == nil {
-		return nil
+// build turns a body into a valid object under id, checked by the kind's
+// own rule.
+func (k *objectKind[T, In]) build(in In, id string) (T, error) {
+	obj, err := in.object(id)
+	if err != nil || k.check == nil {
+		return obj, err
 	}
-	return k.check(obj)
+	return obj, k.check(obj)
 }
 
 // audited records the outcome of a write to object id and turns the store's
