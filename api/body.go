@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -152,15 +153,31 @@ func queryLimit(r *http.Request) (int, error) {
 	return n, nil
 }
 
-// queryPage reads the limit and cursor of a paginated list.
-func queryPage(r *http.Request) (limit int, cursor string, err error) {
-	if limit, err = queryLimit(r); err != nil {
-		return 0, "", err
+// page is the body of a paginated list; Next is empty on the last page.
+type page[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+// writePage answers a paginated list: the query's limit and cursor go to
+// fetch, and the items go out as [] rather than null when there are none.
+// what names the items in an error.
+func writePage[T any](w http.ResponseWriter, r *http.Request, what string,
+	fetch func(ctx context.Context, limit int, cursor string) ([]T, string, error)) error {
+	limit, err := queryLimit(r)
+	if err != nil {
+		return err
 	}
-	if cursor, err = queryCursor(r); err != nil {
-		return 0, "", err
+	cursor, err := queryCursor(r)
+	if err != nil {
+		return err
 	}
-	return limit, cursor, nil
+	items, next, err := fetch(r.Context(), limit, cursor)
+	if err != nil {
+		return storeError(err, what)
+	}
+	writeJSON(w, http.StatusOK, page[T]{Items: orEmpty(items), Next: next})
+	return nil
 }
 
 // orEmpty makes a nil list an empty one, so that JSON says [] and not null.

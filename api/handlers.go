@@ -179,16 +179,11 @@ func (a *API) listTransfers(w http.ResponseWriter, r *http.Request, _ *Principal
 	if err != nil {
 		return err
 	}
-	if f.Limit, f.Cursor, err = queryPage(r); err != nil {
-		return err
-	}
-	page, err := a.store.ListTransfers(r.Context(), f)
-	if err != nil {
-		return storeError(err, "transfers")
-	}
-	page.Items = orEmpty(page.Items)
-	writeJSON(w, http.StatusOK, page)
-	return nil
+	return writePage(w, r, "transfers", func(ctx context.Context, limit int, cursor string) ([]store.Transfer, string, error) {
+		f.Limit, f.Cursor = limit, cursor
+		page, err := a.store.ListTransfers(ctx, f)
+		return page.Items, page.Next, err
+	})
 }
 
 func transferID(r *http.Request) (string, error) {
@@ -313,16 +308,11 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request, who *Principal) 
 	if f.Until, err = queryTime(r, "to"); err != nil {
 		return err
 	}
-	if f.Limit, f.Cursor, err = queryPage(r); err != nil {
-		return err
-	}
-	page, err := a.store.ListAudit(r.Context(), f)
-	if err != nil {
-		return storeError(err, "audit events")
-	}
-	page.Items = orEmpty(page.Items)
-	writeJSON(w, http.StatusOK, page)
-	return nil
+	return writePage(w, r, "audit events", func(ctx context.Context, limit int, cursor string) ([]store.AuditEvent, string, error) {
+		f.Limit, f.Cursor = limit, cursor
+		page, err := a.store.ListAudit(ctx, f)
+		return page.Items, page.Next, err
+	})
 }
 
 // ---- users ----

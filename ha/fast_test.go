@@ -63,6 +63,20 @@ func (l *killableListener) kill() {
 	}
 }
 
+// fastPair starts a one-member etcd, a fast-failover leader a (its
+// liveness listener aLn) and a standby b that follows a's liveness stream.
+func fastPair(t *testing.T, ttl time.Duration) (a *node, aLn *killableListener, b *node, mon *monitor) {
+	t.Helper()
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon = &monitor{}
+	a, aLn = fastNode(t, cluster.Endpoints(), st, mon, "a", ttl)
+	waitLeader(t, []*node{a}, 10*time.Second)
+	b, _ = fastNode(t, cluster.Endpoints(), st, mon, "b", ttl)
+	waitFollowing(t, b, 1)
+	return a, aLn, b, mon
+}
+
 // waitFollowing waits until n's vectis_cluster_liveness_following is want.
 func waitFollowing(t *testing.T, n *node, want float64) {
 	t.Helper()
@@ -96,14 +110,8 @@ func fastNode(t *testing.T, endpoints []string, st *store.Store, mon *monitor, n
 // TTL, and the old leader, which finds its key gone, stops accepting before
 // the new one starts.
 func TestFastFailoverForgedRefusal(t *testing.T) {
-	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
-	st := openStore(t)
-	mon := &monitor{}
 	const ttl = 5 * time.Second
-	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", ttl)
-	waitLeader(t, []*node{a}, 10*time.Second)
-	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", ttl)
-	waitFollowing(t, b, 1)
+	a, aLn, b, mon := fastPair(t, ttl)
 
 	killed := time.Now()
 	aLn.kill()
@@ -153,13 +161,7 @@ func TestNoRevocationWithoutLiveness(t *testing.T) {
 // leader's listener answers again, the standby follows it again rather
 // than staying on the TTL path until the next leader change.
 func TestFollowsAgainAfterNoEvidence(t *testing.T) {
-	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
-	st := openStore(t)
-	mon := &monitor{}
-	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", 5*time.Second)
-	waitLeader(t, []*node{a}, 10*time.Second)
-	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", 5*time.Second)
-	waitFollowing(t, b, 1)
+	a, aLn, b, _ := fastPair(t, 5*time.Second)
 	aLn.resetNew.Store(true)
 	aLn.breakStreams()
 	testenv.Eventually(t, 10*time.Second, func() error {
@@ -186,14 +188,7 @@ func TestFollowsAgainAfterNoEvidence(t *testing.T) {
 // node that is still finishing transfers (which the orphan sweep would then
 // take from it).
 func TestLivenessOutlivesTheDrain(t *testing.T) {
-	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
-	st := openStore(t)
-	mon := &monitor{}
-	const ttl = 5 * time.Second
-	a, aLn := fastNode(t, cluster.Endpoints(), st, mon, "a", ttl)
-	waitLeader(t, []*node{a}, 10*time.Second)
-	b, _ := fastNode(t, cluster.Endpoints(), st, mon, "b", ttl)
-	waitFollowing(t, b, 1)
+	a, aLn, b, _ := fastPair(t, 5*time.Second)
 	var drainDial error
 	drained := make(chan struct{})
 	a.serve.onDrain = func() {
