@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/election"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 )
 
@@ -107,19 +109,14 @@ func TestLabelledWhileWaitingOutARevokedLeader(t *testing.T) {
 	a, aLn := start("a")
 	waitLeader(t, []*node{a}, 10*time.Second)
 	b, _ := start("b")
-	deadline := time.Now().Add(10 * time.Second)
-	for gaugeValue(t, b.loop.cfg.Metrics.following) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the standby never followed the leader's liveness stream")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFollowing(t, b, 1)
 	aLn.kill()
-	for deadline := time.Now().Add(10 * time.Second); log.index("b accepting") < 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("b never took over: %s", log)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if log.index("b accepting") < 0 {
+			return fmt.Errorf("b has not taken over: %s", log)
 		}
-	}
+		return nil
+	})
 	labelled, accepting := log.index("b labelled"), log.index("b accepting")
 	if labelled < 0 || labelled > accepting {
 		t.Fatalf("events %s: b must be labelled before its listeners accept (it waits out the revoked leader's window meanwhile)", log)
@@ -156,11 +153,8 @@ func TestUnlabelledWhileDraining(t *testing.T) {
 		c.DrainTimeout = 10 * time.Second
 		c.Serving.(*recorder).onDrain = func() {
 			// The drain holds until the label is gone, or gives up.
-			deadline := time.Now().Add(5 * time.Second)
-			for log.index("a unlabelled") < 0 && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			drainSawUnlabel <- log.index("a unlabelled") >= 0
+			unlabelled := func() bool { return log.index("a unlabelled") >= 0 }
+			drainSawUnlabel <- testenv.Poll(5*time.Second, testenv.Until(unlabelled)) == nil
 		}
 	})
 	waitLeader(t, []*node{a}, 10*time.Second)
