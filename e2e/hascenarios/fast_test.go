@@ -102,22 +102,17 @@ func TestFastFailover(t *testing.T) {
 // verified liveness stream to it (vectis_cluster_liveness_following 1).
 func waitLiveness(ctx context.Context, t testing.TB, c *cluster, leader int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for i, n := range c.nodes {
-		if i == leader || !n.running() {
-			continue
-		}
-		for {
-			v, ok, err := n.metric(ctx, "vectis_cluster_liveness_following")
-			if err == nil && ok && v == 1 {
-				break
+	testenv.Eventually(t, 20*time.Second, func() error {
+		for i, n := range c.nodes {
+			if i == leader || !n.running() {
+				continue
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s does not follow the leader's liveness stream: %v %v %v", n.name, v, ok, err)
+			if v, ok, err := n.metric(ctx, "vectis_cluster_liveness_following"); err != nil || !ok || v != 1 {
+				return fmt.Errorf("%s does not follow the leader's liveness stream: %v %v %v", n.name, v, ok, err)
 			}
-			sleepCtx(ctx, 50*time.Millisecond)
 		}
-	}
+		return nil
+	})
 }
 
 // decisions sums a fast failover decision over the running nodes but skip.

@@ -410,17 +410,12 @@ func (e *env) leaderSIGSTOP(ctx context.Context, t *testing.T, c *cluster, rec f
 	}
 
 	// It steps down.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		v, ok, err := old.metric(ctx, "vectis_cluster_is_leader")
-		if err == nil && ok && v == 0 {
-			break
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if v, ok, err := old.metric(ctx, "vectis_cluster_is_leader"); err != nil || !ok || v != 0 {
+			return fmt.Errorf("%s still reports vectis_cluster_is_leader=%v (%v) after SIGCONT", old.name, v, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still reports vectis_cluster_is_leader=%v (%v) 5 s after SIGCONT", old.name, v, err)
-		}
-		sleepCtx(ctx, 50*time.Millisecond)
-	}
+		return nil
+	})
 	// Its writes under the old epoch are refused: the push it was serving
 	// cannot complete, and no row carrying the old epoch changed after the
 	// new leader's claim.

@@ -2,11 +2,14 @@ package etcdtest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/vectis-ft/vectis/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,18 +35,14 @@ func TestClusterFaults(t *testing.T) {
 	// within a few election timeouts.
 	putEventually := func(val string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * ElectionTimeout)
-		for {
+		testenv.Eventually(t, 10*ElectionTimeout, func() error {
 			pctx, pcancel := context.WithTimeout(ctx, 2*ElectionTimeout)
-			_, err := two.Put(pctx, "k", val)
-			pcancel()
-			if err == nil {
-				return
+			defer pcancel()
+			if _, err := two.Put(pctx, "k", val); err != nil {
+				return fmt.Errorf("put %s with one member down: %w", val, err)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("put %s with one member down: %v", val, err)
-			}
-		}
+			return nil
+		})
 	}
 	putEventually("v2")
 	if err := c.Member(0).Resume(); err != nil {
