@@ -186,13 +186,8 @@ func (a *API) listTransfers(w http.ResponseWriter, r *http.Request, _ *Principal
 	})
 }
 
-func transferID(r *http.Request) (string, error) {
-	id := r.PathValue("id")
-	if err := checkID("transfer", id, 64); err != nil {
-		return "", invalid("%v", err)
-	}
-	return id, nil
-}
+// transferID reads and validates a transfer's {id} path value.
+func transferID(r *http.Request) (string, error) { return pathID(r, "transfer", 64) }
 
 func (a *API) getTransfer(w http.ResponseWriter, r *http.Request, _ *Principal) error {
 	id, err := transferID(r)
@@ -569,9 +564,9 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, who *Principal
 }
 
 func (a *API) deleteToken(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	id := r.PathValue("id")
-	if err := checkID("token", id, 64); err != nil {
-		return invalid("%v", err)
+	id, err := pathID(r, "token", 64)
+	if err != nil {
+		return err
 	}
 	if err := a.store.DeleteToken(r.Context(), id); err != nil {
 		a.audit(r.Context(), who, "token.delete", id, store.OutcomeFailure, errDetail(err))
