@@ -186,30 +186,30 @@ func (a *API) listTransfers(w http.ResponseWriter, r *http.Request, _ *Principal
 	})
 }
 
-// transferID reads and validates a transfer's {id} path value.
-func transferID(r *http.Request) (string, error) { return pathID(r, "transfer", 64) }
+// transfer reads the transfer that the {id} path value names.
+func (a *API) transfer(r *http.Request) (id string, t store.Transfer, err error) {
+	if id, err = pathID(r, "transfer", 64); err != nil {
+		return id, t, err
+	}
+	if t, err = a.store.GetTransfer(r.Context(), id); err != nil {
+		return id, t, storeError(err, "transfer "+quote(id))
+	}
+	return id, t, nil
+}
 
 func (a *API) getTransfer(w http.ResponseWriter, r *http.Request, _ *Principal) error {
-	id, err := transferID(r)
+	_, t, err := a.transfer(r)
 	if err != nil {
 		return err
-	}
-	t, err := a.store.GetTransfer(r.Context(), id)
-	if err != nil {
-		return storeError(err, "transfer "+quote(id))
 	}
 	writeJSON(w, http.StatusOK, t)
 	return nil
 }
 
 func (a *API) cancelTransfer(w http.ResponseWriter, r *http.Request, who *Principal) error {
-	id, err := transferID(r)
+	id, t, err := a.transfer(r)
 	if err != nil {
 		return err
-	}
-	t, err := a.store.GetTransfer(r.Context(), id)
-	if err != nil {
-		return storeError(err, "transfer "+quote(id))
 	}
 	if t.Status.Final() {
 		return conflict("transfer %q is already %s", id, t.Status)
