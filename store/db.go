@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
@@ -92,6 +93,10 @@ type db interface {
 	queryer
 	begin(ctx context.Context) (tx, error)
 	ping(ctx context.Context) error
+	// execDeferred is exec committed without waiting for the flush of
+	// the commit to stable storage: a crash of the machine (not of the
+	// process) may lose it, never a later durable commit without it.
+	execDeferred(ctx context.Context, q string, args ...any) (int64, error)
 }
 
 type tx interface {
@@ -145,6 +150,28 @@ func (p pgDB) begin(ctx context.Context) (tx, error) {
 }
 
 func (p pgDB) ping(ctx context.Context) error { return p.pool.Ping(ctx) }
+
+// execDeferred commits with synchronous_commit off for this transaction
+// only: PostgreSQL flushes it with its WAL writer, in commit order.
+func (p pgDB) execDeferred(ctx context.Context, q string, args ...any) (n int64, err error) {
+	t, err := p.pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			_ = t.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if _, err := t.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+		return 0, err
+	}
+	tag, err := t.Exec(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), t.Commit(ctx)
+}
 
 type pgTx struct {
 	pgQueryer
@@ -208,6 +235,40 @@ func (s sqlDB) begin(ctx context.Context) (tx, error) {
 }
 
 func (s sqlDB) ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// execDeferred runs q with synchronous=NORMAL on the (single) connection:
+// in WAL mode the commit is appended to the WAL without fsync, and the next
+// synchronous=FULL commit's fsync covers it, as WAL frames are ordered. The
+// connection goes back to FULL before anyone else may use it; if that
+// fails, it is discarded rather than left lax.
+func (s sqlDB) execDeferred(ctx context.Context, q string, args ...any) (int64, error) {
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+		return 0, errors.Join(err, closeLax(c))
+	}
+	res, err := c.ExecContext(ctx, sqliteSQL(q), args...)
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
+	}
+	if _, rerr := c.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); rerr != nil {
+		return n, errors.Join(err, closeLax(c))
+	}
+	return n, errors.Join(err, c.Close())
+}
+
+// closeLax gives back a connection whose synchronous setting may not be
+// FULL any more, telling database/sql to close it rather than reuse it.
+func closeLax(c *sql.Conn) error {
+	err := c.Raw(func(any) error { return driver.ErrBadConn })
+	if errors.Is(err, driver.ErrBadConn) {
+		return nil
+	}
+	return err
+}
 
 type sqlTx struct {
 	sqlQueryer

@@ -83,6 +83,11 @@ type Transfers interface {
 	// statement: sync point number, offset and article count, and Bytes and
 	// Articles set to the same offset and count.
 	RecordSyncPoint(ctx context.Context, epoch int64, id string, sp SyncPoint) error
+	// RecordSyncPointDeferred is RecordSyncPoint whose commit is not
+	// flushed to stable storage before it returns (a machine crash may
+	// take the record back to an earlier point), for a point made durable
+	// elsewhere with its data.
+	RecordSyncPointDeferred(ctx context.Context, epoch int64, id string, sp SyncPoint) error
 	// AddTransferProgress atomically adds to Bytes and Articles.
 	AddTransferProgress(ctx context.Context, epoch int64, id string, bytes, articles int64) error
 	// FinishTransfer records the outcome; a final status sets FinishedAt.

@@ -119,10 +119,26 @@ func (s *Store) CreateTransfer(ctx context.Context, epoch int64, t Transfer) (_ 
 // RecordSyncPoint persists the restart state acknowledged at a sync point.
 func (s *Store) RecordSyncPoint(ctx context.Context, epoch int64, id string, sp SyncPoint) (err error) {
 	defer s.observe("record_sync_point", &err)()
+	return s.recordSyncPoint(ctx, s.db.exec, epoch, id, sp)
+}
+
+// RecordSyncPointDeferred is RecordSyncPoint without the store's own flush
+// to stable storage: the record is visible to every reader and survives the
+// process when it returns, and reaches the disk with the next durable write
+// or checkpoint. A power loss may take it back to an earlier point. It is
+// for a caller that has made the point durable elsewhere, with the data it
+// describes (the receiving server's restart index on the file), so that a
+// sync point costs one fsync, not two.
+func (s *Store) RecordSyncPointDeferred(ctx context.Context, epoch int64, id string, sp SyncPoint) (err error) {
+	defer s.observe("record_sync_point_deferred", &err)()
+	return s.recordSyncPoint(ctx, s.db.execDeferred, epoch, id, sp)
+}
+
+func (s *Store) recordSyncPoint(ctx context.Context, exec func(context.Context, string, ...any) (int64, error), epoch int64, id string, sp SyncPoint) error {
 	if sp.Offset < 0 || sp.Articles < 0 || sp.Number < 0 {
 		return fmt.Errorf("record sync point: %w: negative value", ErrInvalid)
 	}
-	n, err := s.db.exec(ctx, `UPDATE transfers SET sync_number = $2, sync_offset = $3, sync_articles = $4,
+	n, err := exec(ctx, `UPDATE transfers SET sync_number = $2, sync_offset = $3, sync_articles = $4,
 		bytes = $3, articles = $4, updated_at = $6 WHERE id = $1 AND epoch = $5`,
 		id, sp.Number, sp.Offset, sp.Articles, epoch, s.d.ts(now()))
 	if err == nil && n == 0 {

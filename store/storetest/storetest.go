@@ -366,6 +366,7 @@ func testLeadership(t *testing.T, newConfig NewConfig) {
 	_, err = s.TakeOverTransfer(ctx, 6, "b", tr.ID, 5)
 	must(t, err, "new leader takes over")
 	mustIs(t, s.RecordSyncPoint(ctx, 5, tr.ID, store.SyncPoint{Number: 9}), store.ErrNotOwner, "old owner after takeover")
+	mustIs(t, s.RecordSyncPointDeferred(ctx, 5, tr.ID, store.SyncPoint{Number: 9}), store.ErrNotOwner, "old owner's deferred write after takeover")
 	mustIs(t, s.FinishTransfer(ctx, 5, tr.ID, store.TransferResult{Status: store.StatusCompleted}),
 		store.ErrNotOwner, "old owner finishes after takeover")
 	if !errors.Is(store.ErrNotOwner, store.ErrConflict) {
@@ -593,12 +594,21 @@ func testTransfers(t *testing.T, newConfig NewConfig) {
 	if got.SyncPoint != (store.SyncPoint{Number: 3, Offset: 3 << 20, Articles: 768}) || got.Bytes != 3<<20 || got.Articles != 768 {
 		t.Fatalf("after sync point %+v", got)
 	}
+	// A deferred write is a write like the others for every reader.
+	must(t, s.RecordSyncPointDeferred(ctx, 1, tr.ID, store.SyncPoint{Number: 4, Offset: 4 << 20, Articles: 1024}), "deferred sync point")
+	got, _ = s.GetTransfer(ctx, tr.ID)
+	if got.SyncPoint != (store.SyncPoint{Number: 4, Offset: 4 << 20, Articles: 1024}) || got.Bytes != 4<<20 || got.Articles != 1024 {
+		t.Fatalf("after deferred sync point %+v", got)
+	}
+	must(t, s.RecordSyncPoint(ctx, 1, tr.ID, store.SyncPoint{Number: 3, Offset: 3 << 20, Articles: 768}), "sync point again")
 	must(t, s.AddTransferProgress(ctx, 1, tr.ID, 100, 1), "progress")
 	got, _ = s.GetTransfer(ctx, tr.ID)
 	if got.Bytes != 3<<20+100 || got.Articles != 769 {
 		t.Fatalf("after progress %+v", got)
 	}
 	mustIs(t, s.RecordSyncPoint(ctx, 1, "missing", store.SyncPoint{}), store.ErrNotFound, "sync point of missing")
+	mustIs(t, s.RecordSyncPointDeferred(ctx, 1, "missing", store.SyncPoint{}), store.ErrNotFound, "deferred sync point of missing")
+	mustIs(t, s.RecordSyncPointDeferred(ctx, 1, tr.ID, store.SyncPoint{Number: -1}), store.ErrInvalid, "deferred negative point")
 	mustIs(t, s.AddTransferProgress(ctx, 1, "missing", 1, 1), store.ErrNotFound, "progress of missing")
 	mustIs(t, s.FinishTransfer(ctx, 1, "missing", store.TransferResult{Status: store.StatusFailed}), store.ErrNotFound, "finish missing")
 	_, err = s.UpdateTransfer(ctx, 1, "missing", func(*store.Transfer) error { return nil })
