@@ -229,6 +229,16 @@ func (j *journal) SyncPoint(ctx context.Context, ref server.TransferRef, sync ui
 	return j.check(err)
 }
 
+// SyncPointDeferred records a point that the receiving server made durable
+// with its data (the file's restart index, pesit/server/restartindex.go):
+// the store need not flush it.
+func (j *journal) SyncPointDeferred(ctx context.Context, ref server.TransferRef, sync uint32, offset, articles int64) error {
+	err := j.st.RecordSyncPointDeferred(ctx, ref.Owner, ref.ID, store.SyncPoint{Number: int64(sync), Offset: offset, Articles: articles})
+	return j.check(err)
+}
+
+var _ server.DeferredJournal = (*journal)(nil)
+
 func (j *journal) Finish(ctx context.Context, ref server.TransferRef, o server.Outcome) error {
 	status := store.StatusFailed
 	switch o.Status {

@@ -43,6 +43,13 @@
 //     while the session receives what the window allows. ACK(SYN) still
 //     follows the data's fsync and then the journal's commit; a failure
 //     of either sends IDT from that goroutine (2/219, 2/213, 2/215).
+//   - One fsync per sync point (restartindex.go): when the journal can
+//     record a point without its own flush (DeferredJournal), the writer
+//     puts the point on the .part file as its restart index (an extended
+//     attribute) before the fsync that makes the data durable, and the
+//     journal's record follows unflushed. A restart takes the later of
+//     the journal's point and the index of the same transfer. Without
+//     extended attributes, the journal's commit is durable, as above.
 //   - A restart whose file was published already (the node stopped
 //     between the rename and the journal's record of the end) is not
 //     refused with 2/204: the data resent from the sync point is compared

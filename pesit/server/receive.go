@@ -59,7 +59,7 @@ func (r *receiver) run(f *fpdu.FPDU) error {
 	}
 	if r.sink == nil && x.restart != nil {
 		rs := x.restart
-		r.sink, err = resumeSink(r.root, r.tempRel, r.finalRel, srv.cfg.WriteBuffer, rs.Offset, rs.Articles)
+		r.sink, err = r.resumeReceive(srv.cfg.WriteBuffer) // may advance rs to the file's index
 		if err == nil {
 			point = rs.Sync
 			r.hookSink(x.ref)
@@ -82,6 +82,7 @@ func (r *receiver) run(f *fpdu.FPDU) error {
 			return s.writeAck(fpdu.AckWrite, d)
 		}
 		r.hookSink(x.ref)
+		r.indexSink(x.ref, syncPoint{})
 	}
 	x.restartAt = point
 	r.lastSync = syncPoint{num: point, offset: r.sink.bytes, articles: r.sink.articles, data: r.dataBytes(r.sink.bytes, r.sink.articles)}
@@ -307,7 +308,7 @@ func (r *receiver) syn(f *fpdu.FPDU) {
 // be, as the admin API does from its own goroutine.
 func (r *receiver) hookSink(ref TransferRef) {
 	s, sk := r.s, r.sink
-	sk.onDurable = func(pts []syncPoint) error { return r.pointsDurable(sk, ref, pts) }
+	sk.onDurable = func(pts []syncPoint, indexed bool) error { return r.pointsDurable(sk, ref, pts, indexed) }
 	sk.onFail = func(err error) {
 		if err := s.localIDT(err); err != nil {
 			s.log.Debug("IDT not sent", "err", err)
@@ -317,11 +318,12 @@ func (r *receiver) hookSink(ref TransferRef) {
 
 // pointsDurable runs on the sink's second goroutine once the data up to
 // the last of pts is durable: it journals that point (it supersedes the
-// others as the restart point), then acknowledges each.
-func (r *receiver) pointsDurable(sk *sink, ref TransferRef, pts []syncPoint) error {
+// others as the restart point; without a flush of the journal's own when
+// the file's index holds it, indexed), then acknowledges each.
+func (r *receiver) pointsDurable(sk *sink, ref TransferRef, pts []syncPoint, indexed bool) error {
 	s := r.s
 	last := pts[len(pts)-1]
-	if err := s.srv.jnl.SyncPoint(s.ctx, ref, last.num, last.offset, last.articles); err != nil {
+	if err := r.journalPoint(ref, last, indexed); err != nil {
 		// Not acknowledged. Lost to another owner: IDT all the same (the
 		// partner restarts, and finds the new owner), but the file is
 		// left as it is (settle sets x.lost).

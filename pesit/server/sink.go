@@ -48,10 +48,18 @@ type sink struct {
 
 	// onDurable runs on the sink's second goroutine with sync points whose
 	// data is durable, oldest first (several when they queued up); it
-	// must record the last and acknowledge all. onFail gets the first
-	// error of either goroutine, once. Set before the first syncAsync.
-	onDurable func(pts []syncPoint) error
+	// must record the last and acknowledge all. indexed says that the
+	// file's restart index holds the last, durable with the data
+	// (restartindex.go). onFail gets the first error of either goroutine,
+	// once. Set before the first syncAsync.
+	onDurable func(pts []syncPoint, indexed bool) error
 	onFail    func(error)
+
+	// The restart index (useIndex): indexed lists the points written to
+	// it, from the one the file started at. The writer's while it runs.
+	indexOn  bool
+	indexKey uint64
+	indexed  []syncPoint
 
 	jobs    chan sinkJob
 	free    chan []byte
@@ -90,6 +98,7 @@ type sinkJob struct {
 // durableJob is a point made durable, or a barrier, for the second goroutine.
 type durableJob struct {
 	pt      syncPoint
+	indexed bool // the file's restart index holds pt
 	barrier chan struct{}
 }
 
@@ -131,6 +140,7 @@ func createSink(root *os.Root, tempRel, finalRel string, bufSize int) (*sink, er
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", tempRel, err)
 	}
+	dropIndex(f) // a leftover's, which names data no longer there
 	return newSink(root, tempRel, finalRel, f, bufSize, sha256.New(), 0, 0), nil
 }
 
@@ -228,10 +238,12 @@ func (s *sink) write0() {
 			s.free <- j.data[:0]
 		}
 		if j.sync && !s.failed.Load() {
+			// The index first: the fsync makes it durable with the data.
+			indexed := j.notify && s.writeIndex(j.pt)
 			if err := s.f.Sync(); err != nil {
 				s.setErr(ioDiag(err))
 			} else if j.notify {
-				s.durQ <- durableJob{pt: j.pt}
+				s.durQ <- durableJob{pt: j.pt, indexed: indexed}
 			}
 		}
 		if j.notify && s.failed.Load() {
@@ -249,9 +261,10 @@ func (s *sink) write0() {
 func (s *sink) post() {
 	defer close(s.done)
 	var pts []syncPoint
+	indexed := false // of the last of pts, the one journaled
 	flush := func() {
 		if len(pts) > 0 && !s.failed.Load() {
-			if err := s.onDurable(pts); err != nil {
+			if err := s.onDurable(pts, indexed); err != nil {
 				s.setErr(err)
 				s.fail()
 			}
@@ -260,7 +273,7 @@ func (s *sink) post() {
 	}
 	for j := range s.durQ {
 		if j.barrier == nil {
-			pts = append(pts, j.pt)
+			pts, indexed = append(pts, j.pt), j.indexed
 		}
 	more:
 		for {
@@ -274,7 +287,7 @@ func (s *sink) post() {
 					close(k.barrier)
 					continue
 				}
-				pts = append(pts, k.pt)
+				pts, indexed = append(pts, k.pt), k.indexed
 			default:
 				break more
 			}
@@ -419,7 +432,7 @@ func (s *sink) sync() error {
 func (s *sink) syncAsync(pt syncPoint) {
 	if s.verifying() {
 		// Nothing to make durable: record and acknowledge at once.
-		if err := s.onDurable([]syncPoint{pt}); err != nil {
+		if err := s.onDurable([]syncPoint{pt}, false); err != nil {
 			s.setErr(err)
 			s.fail()
 		}
@@ -460,6 +473,9 @@ func (s *sink) truncate(offset, articles int64) error {
 		}
 	} else {
 		s.buf = s.buf[:0]
+		if err := s.cutIndex(offset); err != nil {
+			return fmt.Errorf("restart index: %w", err)
+		}
 		if err := s.f.Truncate(offset); err != nil {
 			return err
 		}
@@ -503,6 +519,12 @@ func (s *sink) commit(overwrite bool) error {
 		return err
 	}
 	s.stop()
+	if s.indexOn || len(s.indexed) > 0 {
+		// A delivered file carries nothing of ours. Not made durable: an
+		// index that comes back after a crash is never read again (the
+		// transfer was recorded completed before this).
+		dropIndex(s.f)
+	}
 	s.closed = true
 	if err := s.f.Close(); err != nil {
 		return err
