@@ -51,7 +51,14 @@ func (t *sendTail) run(ctx context.Context, jnl Journal, ref TransferRef, src *o
 		// Only our restart state lags: a restart may then ask for a
 		// later point than the journal's, which the client answers by
 		// falling back to an earlier one it holds.
-		if err := jnl.SyncPoint(ctx, ref, last.num, last.offset, last.articles); errors.Is(err, ErrTransferLost) {
+		// The record need not be flushed either: the data of a pull is
+		// made durable by the receiver, and a point lost with the machine
+		// is only an earlier restart.
+		record := jnl.SyncPoint
+		if dj, ok := jnl.(DeferredJournal); ok {
+			record = dj.SyncPointDeferred
+		}
+		if err := record(ctx, ref, last.num, last.offset, last.articles); errors.Is(err, ErrTransferLost) {
 			t.lostErr = err
 			t.lost.Store(true)
 		} else if err != nil {
@@ -60,13 +67,17 @@ func (t *sendTail) run(ctx context.Context, jnl Journal, ref TransferRef, src *o
 		last = nil
 	}
 	var hashErr error
+	var buf []byte // io.Copy would allocate one per job
 	for j := range t.jobs {
 		if j.hashTo > hashed && hashErr == nil {
 			// The sender read these bytes already: a read error here is
 			// the file changing under us, which the count check or the
 			// receiver's own hash will see; the sum is then wrong, and
 			// said so in the log.
-			n, err := io.Copy(h, io.NewSectionReader(src, hashed, j.hashTo-hashed))
+			if buf == nil {
+				buf = make([]byte, 64<<10)
+			}
+			n, err := io.CopyBuffer(h, io.NewSectionReader(src, hashed, j.hashTo-hashed), buf)
 			hashed += n
 			if err != nil {
 				hashErr = err
