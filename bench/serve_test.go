@@ -69,6 +69,7 @@ type serveOpts struct {
 	partners    []string // ids; the password of each is pw(id)
 	extra       string   // appended under vectis.pesit (e.g. limits)
 	dir         string   // the node's directory and file root; default a new temporary one
+	bin         string   // the vectis binary; default vectisBinary
 }
 
 // pw is the partner's password: PI 5 carries at most 8 characters.
@@ -117,7 +118,10 @@ func freePort(t testing.TB) string {
 
 func startServe(t testing.TB, o serveOpts) *served {
 	t.Helper()
-	bin := vectisBinary(t)
+	bin := o.bin
+	if bin == "" {
+		bin = vectisBinary(t)
+	}
 	dir := o.dir
 	if dir == "" {
 		dir = t.TempDir()
