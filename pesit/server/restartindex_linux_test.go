@@ -101,13 +101,12 @@ func TestPushRestartFromFileIndex(t *testing.T) {
 			q.closeFile()
 			q.release()
 			final := filepath.Join(e.recvDir, "TESTFILE")
-			got, err := os.ReadFile(final)
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("restarted file differs (%d bytes, %v)", len(got), err)
-			}
 			var v [64]byte
 			if _, err := unix.Getxattr(final, "user.vectis.rp", v[:]); !errors.Is(err, unix.ENODATA) {
 				t.Fatalf("delivered file: restart index %v, want none", err)
+			}
+			if got, err := os.ReadFile(final); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("restarted file differs (%d bytes, %v)", len(got), err)
 			}
 		})
 	}
