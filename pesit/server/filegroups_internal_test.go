@@ -14,7 +14,7 @@ import (
 // methods live in one group, and neither side refers to what only the
 // other declares: what both need is the connection's.
 var sideFiles = map[string]string{
-	"receive.go": "receive", "create.go": "receive", "sink.go": "receive",
+	"receive.go": "receive", "create.go": "receive", "sink.go": "receive", "restartindex.go": "receive",
 	"send.go": "send", "select.go": "send", "sendtail.go": "send",
 }
 

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/binary"
 	"hash/fnv"
 	"os"
@@ -10,7 +9,8 @@ import (
 // A receiving server acknowledges a sync point only when the data behind it
 // and the way to find it again are durable. The way to find it is the
 // journal's record of the point; made durable on its own, it is a second
-// fsync per point (issue 17: a third of a push's time with sync points).
+// fsync per point (issue 17: what kept `vectis serve` behind the in-memory
+// journal on a push with sync points).
 // When the journal can record a point without its own flush
 // (DeferredJournal), the point is written instead as the temporary file's
 // restart index, an extended attribute of the file, before the file's
@@ -19,16 +19,6 @@ import (
 // a restart after a machine crash that lost it finds the point on the file
 // (resumeReceive). Where the file system has no extended attributes, the
 // journal records the point durably, as before.
-
-// DeferredJournal is a Journal that can record a sync point without
-// making it durable before it returns.
-type DeferredJournal interface {
-	Journal
-	// SyncPointDeferred records a sync point like SyncPoint, visible to
-	// FindRestart at once, but a machine crash may lose it: the caller
-	// has made the point durable elsewhere.
-	SyncPointDeferred(ctx context.Context, ref TransferRef, sync uint32, offset int64, articles int64) error
-}
 
 // restartIndexAttr is the extended attribute that holds the index. Short,
 // so that it fits in the inode beside the file's other attributes.
