@@ -233,16 +233,28 @@ func timeToConnect(ctx context.Context, c Cluster, from time.Time, old *Pod, tim
 
 // timeToAccept is the time from from until a pod other than old accepts on
 // its own PeSIT port: the outage as the cluster's members can know it.
+//
+// The pods are listed again at most once a second: a list through a busy API
+// server can take hundreds of milliseconds, which would count as outage.
+// The pods that can take over exist before the disruption.
 func timeToAccept(ctx context.Context, c Cluster, from time.Time, old Pod, timeout time.Duration) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var pods []Pod
+	var listed time.Time
 	for {
-		pods, err := c.Pods(ctx)
-		if err == nil {
-			for _, p := range pods {
-				if p.Name != old.Name && podAccepts(ctx, c, p) {
-					return time.Since(from), nil
-				}
+		if time.Since(listed) > time.Second {
+			if l, err := c.Pods(ctx); err == nil {
+				pods, listed = l, time.Now()
+			}
+		}
+		for _, p := range pods {
+			if p.Name == old.Name {
+				continue
+			}
+			probed := time.Now()
+			if podAccepts(ctx, c, p) {
+				return probed.Sub(from), nil
 			}
 		}
 		if !sleepCtx(ctx, 20*time.Millisecond) {
