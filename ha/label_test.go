@@ -136,35 +136,3 @@ func TestLabelledWhileWaitingOutARevokedLeader(t *testing.T) {
 		t.Errorf("events %s: the deposed leader labelled itself after its successor", log)
 	}
 }
-
-// TestUnlabelledWhileDraining: a leader that stops removes its pod's label
-// beside its resignation, not after its drain, which may last the whole
-// drain timeout: the Service stops sending new partners to a pod that no
-// longer accepts, and the next leader has one patch to make instead of
-// two.
-func TestUnlabelledWhileDraining(t *testing.T) {
-	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
-	st := openStore(t)
-	log := &eventLog{}
-	drainSawUnlabel := make(chan bool, 1)
-	a := startNodeWith(t, cluster.Endpoints(), st, &monitor{}, "a", 5*time.Second, func(c *Config) {
-		c.Labeler = orderLabeler{name: "a", log: log}
-		c.LabelTimeout = 5 * time.Second
-		c.DrainTimeout = 10 * time.Second
-		c.Serving.(*recorder).onDrain = func() {
-			// The drain holds until the label is gone, or gives up.
-			unlabelled := func() bool { return log.index("a unlabelled") >= 0 }
-			drainSawUnlabel <- testenv.Poll(5*time.Second, testenv.Until(unlabelled)) == nil
-		}
-	})
-	waitLeader(t, []*node{a}, 10*time.Second)
-	a.stop()
-	select {
-	case ok := <-drainSawUnlabel:
-		if !ok {
-			t.Fatalf("events %s: the label stayed on for the whole drain", log)
-		}
-	default:
-		t.Fatalf("events %s: the stopped leader never drained", log)
-	}
-}
