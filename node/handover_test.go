@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/pesit/client"
@@ -210,16 +211,16 @@ func startCluster(t *testing.T, dir string, drain time.Duration) (leader, standb
 		n := startNode(t, cfg)
 		nodes = append(nodes, n)
 		if i == 0 {
-			waitFor(t, "node-a to lead", 15*time.Second, func() bool {
+			testenv.Eventually(t, 15*time.Second, testenv.Awaiting("node-a to lead", func() bool {
 				st, ok := statusOf(t, n)
 				return ok && st.IsLeader
-			})
+			}))
 		}
 	}
-	waitFor(t, "two members", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("two members", func() bool {
 		st, ok := statusOf(t, nodes[1])
 		return ok && st.MemberCount == 2 && !st.IsLeader
-	})
+	}))
 	return nodes[0], nodes[1]
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/pesit/client"
@@ -187,18 +188,6 @@ func clientConfig(addr, partner, password string) client.Config {
 		SyncIntervalKB: 64, SyncWindow: 2, Timeout: 10 * time.Second}
 }
 
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", within, what)
-}
-
 // TestStandaloneNodeOnSQLite runs the node as `make run` does and drives it
 // like a user: a push and a pull through the PeSIT server, the transfer
 // records and the cluster status through the API.
@@ -298,7 +287,7 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 	}
 
 	var leader, standby *testNode
-	waitFor(t, "a leader", 15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, testenv.Awaiting("a leader", func() bool {
 		for i, n := range nodes {
 			_, body := n.do(t, "GET", "/api/cluster/status", nil)
 			var st struct {
@@ -311,7 +300,7 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 			}
 		}
 		return false
-	})
+	}))
 	// Only the leader listens for PeSIT.
 	if c, err := net.DialTimeout("tcp", standby.pesit, time.Second); err == nil {
 		c.Close()
@@ -342,14 +331,14 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("update server on the standby: %d %s", code, body)
 	}
-	waitFor(t, "the leader to listen on the new address", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("the leader to listen on the new address", func() bool {
 		c, err := net.DialTimeout("tcp", newAddr, 200*time.Millisecond)
 		if err != nil {
 			return false
 		}
 		c.Close()
 		return true
-	})
+	}))
 	if _, err := client.Push(context.Background(), clientConfig(newAddr, "NEWPART", "s3cret"), client.SendRequest{Source: src, VirtualFile: "INBOX", StateDir: t.TempDir()}, client.Retry{}); err != nil {
 		t.Fatalf("push to the moved server: %v", err)
 	}

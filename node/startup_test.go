@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 )
 
@@ -49,14 +50,14 @@ func TestStartWhilePostgresDown(t *testing.T) {
 		}
 	})
 
-	waitFor(t, "/healthz while the store is down", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("/healthz while the store is down", func() bool {
 		select {
 		case err := <-n.done:
 			t.Fatalf("node exited while PostgreSQL was down: %v", err)
 		default:
 		}
 		return probe(t, n.api+"/healthz") == http.StatusOK
-	})
+	}))
 	for range 3 {
 		if code := probe(t, n.api+"/readyz"); code != http.StatusServiceUnavailable {
 			t.Fatalf("/readyz while the store is down: %d, want 503", code)
@@ -68,9 +69,9 @@ func TestStartWhilePostgresDown(t *testing.T) {
 	}
 
 	pg.Start(t)
-	waitFor(t, "/readyz once PostgreSQL is back", 45*time.Second, func() bool {
+	testenv.Eventually(t, 45*time.Second, testenv.Awaiting("/readyz once PostgreSQL is back", func() bool {
 		return probe(t, n.api+"/readyz") == http.StatusOK
-	})
+	}))
 	if code, body := n.do(t, "GET", "/api/v1/partners/CXCLIENT", nil); code != http.StatusOK {
 		t.Fatalf("declared partner after a late start: %d %s", code, body)
 	}
@@ -87,7 +88,7 @@ func TestStopWhileWaitingForPostgres(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, &cfg, Options{Version: "test", LogOutput: &syncBuffer{}}) }()
-	waitFor(t, "/healthz", 10*time.Second, func() bool { return probe(t, "http://"+cfg.API.Listen+"/healthz") == http.StatusOK })
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("/healthz", func() bool { return probe(t, "http://"+cfg.API.Listen+"/healthz") == http.StatusOK }))
 	cancel()
 	select {
 	case err := <-done:

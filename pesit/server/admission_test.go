@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/pesit/server/memjournal"
@@ -286,7 +287,7 @@ func TestPeerDiagnosticsKeepMetricsBounded(t *testing.T) {
 		p.sendKind(fpdu.Abort, diagParam(d))
 		p.expectClosed()
 	}
-	waitFor(t, "60 aborts counted", func() bool {
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("60 aborts counted", func() bool {
 		var n float64
 		for k, v := range gather(t, e) {
 			if strings.HasPrefix(k, "vectis_pesit_diagnostics_total") {
@@ -294,7 +295,7 @@ func TestPeerDiagnosticsKeepMetricsBounded(t *testing.T) {
 			}
 		}
 		return n == 60
-	})
+	}))
 	series := map[string]float64{}
 	for k, v := range gather(t, e) {
 		if strings.HasPrefix(k, "vectis_pesit_diagnostics_total") {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -77,7 +78,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("IDT PI 19 = %d, want 4", c)
 	}
 	p.c.Close() // stops the writer goroutine
-	waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 	if _, err := os.Stat(filepath.Join(mnt, "FULL")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatal("partial file under its final name")
 	}

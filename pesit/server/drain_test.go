@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -81,10 +82,10 @@ func TestShutdownDeadlineInterruptsWithIDT(t *testing.T) {
 		t.Fatalf("IDT %v after the shutdown began, before the drain deadline", d)
 	}
 	p.sendKind(fpdu.AckIDT)
-	waitFor(t, "the interrupted outcome", func() bool {
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("the interrupted outcome", func() bool {
 		r, _ := e.jnl.Last()
 		return r.Outcome != nil
-	})
+	}))
 	r, _ := e.jnl.Last()
 	if r.Outcome.Status != server.StatusInterrupted || r.Outcome.Bytes != 32<<10 {
 		t.Fatalf("outcome %+v, want interrupted at the 32 KiB of sync point 1", r.Outcome)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -181,12 +182,12 @@ func TestPullRestart(t *testing.T) {
 	p.connect()
 	id, recLen := p.selectAndRead("TESTFILE", 0, false, 0)
 	first := p.pull(recLen, 3)
-	waitFor(t, "sync point 3 journaled", func() bool {
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("sync point 3 journaled", func() bool {
 		r, _ := e.jnl.Last()
 		return len(r.Syncs) > 0 && r.Syncs[len(r.Syncs)-1].Number >= 3
-	})
+	}))
 	p.c.Close() // the line drops
-	waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 	r, _ := e.jnl.Last()
 	sent := r.Syncs[len(r.Syncs)-1].Number
 
@@ -248,7 +249,7 @@ func TestPushRestart(t *testing.T) {
 				p.expect(fpdu.AckIDT)
 			}
 			if how != "in place" {
-				waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+				testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 				q = dial(t, e.srv.Addr())
 				q.connect()
 				q.raw(createFrame(q.srvID, createOpts{file: "TESTFILE", pi13: 0x0024CA, restart: true}))
