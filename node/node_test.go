@@ -107,23 +107,24 @@ func startNode(t *testing.T, cfg config.Config, collectors ...prometheus.Collect
 			t.Logf("log of %s:\n%s", cfg.Node.Name, n.log.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(n.api + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return n
-			}
-		}
+	testenv.Eventually(t, 20*time.Second, func() error {
 		select {
 		case err := <-n.done:
+			n.done <- err // for the cleanup's stop, which waits for it
 			t.Fatalf("node %s exited: %v\n%s", cfg.Node.Name, err, n.log.String())
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
-	t.Fatalf("node %s API not up", cfg.Node.Name)
-	return nil
+		resp, err := http.Get(n.api + "/readyz")
+		if err != nil {
+			return fmt.Errorf("node %s API not up: %w", cfg.Node.Name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("node %s /readyz: %s", cfg.Node.Name, resp.Status)
+		}
+		return nil
+	})
+	return n
 }
 
 func (n *testNode) stop(t *testing.T) {

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,15 +59,27 @@ func TestStartWhilePostgresDown(t *testing.T) {
 		}
 		return probe(t, n.api+"/healthz") == http.StatusOK
 	}))
-	for range 3 {
+	unready := func(when string) {
+		t.Helper()
 		if code := probe(t, n.api+"/readyz"); code != http.StatusServiceUnavailable {
-			t.Fatalf("/readyz while the store is down: %d, want 503", code)
+			t.Fatalf("/readyz while the store is down, %s: %d, want 503", when, code)
 		}
 		if code := probe(t, n.api+"/api/v1/partners"); code != http.StatusServiceUnavailable {
-			t.Fatalf("API while the store is down: %d, want 503", code)
+			t.Fatalf("API while the store is down, %s: %d, want 503", when, code)
 		}
-		time.Sleep(500 * time.Millisecond)
 	}
+	unready("before a retry")
+	// A retry that fails too leaves the node up and still not ready.
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("a failed retry in the log", func() bool {
+		return strings.Contains(n.log.String(), "store still unreachable")
+	}))
+	select {
+	case err := <-n.done:
+		n.done <- err
+		t.Fatalf("node exited after a failed retry: %v", err)
+	default:
+	}
+	unready("after a failed retry")
 
 	pg.Start(t)
 	testenv.Eventually(t, 45*time.Second, testenv.Awaiting("/readyz once PostgreSQL is back", func() bool {
