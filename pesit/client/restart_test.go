@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vectis-ft/vectis/internal/testenv"
 )
 
 // TestRawRestartAfterCut cuts push and pull connections at seeded random
@@ -161,7 +163,11 @@ func TestRestartFromStateFile(t *testing.T) {
 			if m, _ := filepath.Glob(filepath.Join(state, "*.json")); len(m) != 1 {
 				t.Fatalf("restart state files: %v, want one", m)
 			}
-			time.Sleep(200 * time.Millisecond) // let the server record the interruption
+			// The restart needs the server's record of the interruption.
+			testenv.Eventually(t, 10*time.Second, func() error {
+				_, err := ts.jnl.lastOutcome()
+				return err
+			})
 			res, err := run(direct)
 			if err != nil {
 				t.Fatalf("second attempt: %v", err)
