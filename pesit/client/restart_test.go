@@ -163,10 +163,16 @@ func TestRestartFromStateFile(t *testing.T) {
 			if m, _ := filepath.Glob(filepath.Join(state, "*.json")); len(m) != 1 {
 				t.Fatalf("restart state files: %v, want one", m)
 			}
-			// The restart needs the server's record of the interruption.
+			// The restart needs the server's record of the interruption,
+			// and the file released by the cut session (else 2/207).
 			testenv.Eventually(t, 10*time.Second, func() error {
-				_, err := ts.jnl.lastOutcome()
-				return err
+				if _, err := ts.jnl.lastOutcome(); err != nil {
+					return err
+				}
+				if n := ts.srv.ActiveSessions(); n != 0 {
+					return fmt.Errorf("%d sessions still open", n)
+				}
+				return nil
 			})
 			res, err := run(direct)
 			if err != nil {
