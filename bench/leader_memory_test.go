@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/node"
 	"github.com/vectis-ft/vectis/pesit/client"
 )
@@ -146,26 +147,39 @@ func runNode(t *testing.T, cfg config.Config) (stop func()) {
 		http.DefaultClient.CloseIdleConnections()
 	}
 	api := "http://" + cfg.API.Listen + "/readyz"
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(api); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				if c, err := net.DialTimeout("tcp", cfg.PeSIT.Servers[0].Listen, time.Second); err == nil {
-					c.Close()
-					return stop
-				}
-			}
-		}
+	var exited bool
+	var exitErr error
+	err := testenv.Poll(30*time.Second, func() error {
 		select {
-		case err := <-done:
-			cancel()
-			t.Fatalf("node exited: %v\n%s", err, tail(log.String(), 40))
+		case exitErr = <-done:
+			exited = true
+			return nil // nothing more to wait for
 		default:
 		}
+		resp, err := http.Get(api)
+		if err != nil {
+			return fmt.Errorf("readyz: %w", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		c, err := net.DialTimeout("tcp", cfg.PeSIT.Servers[0].Listen, time.Second)
+		if err != nil {
+			return fmt.Errorf("PeSIT port: %w", err)
+		}
+		c.Close()
+		return nil
+	})
+	switch {
+	case exited:
+		cancel()
+		t.Fatalf("node exited: %v\n%s", exitErr, tail(log.String(), 40))
+	case err != nil:
+		stop()
+		t.Fatalf("node not ready within 30 s: %v\n%s", err, tail(log.String(), 40))
 	}
-	stop()
-	t.Fatalf("node not ready within 30 s\n%s", tail(log.String(), 40))
-	return nil
+	return stop
 }
 
 type memFigures struct{ heap, rss uint64 }

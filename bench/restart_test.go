@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/client"
 )
 
@@ -42,20 +44,20 @@ func TestPushRestartAfterKill(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := push(first); done <- err }()
 	// Kill it once a good part of the file is on its disk.
-	part := ""
-	deadline := time.Now().Add(time.Minute)
-	for part == "" {
-		if time.Now().After(deadline) {
-			t.Fatal("no partial file of 16 MiB within a minute")
-		}
+	testenv.Eventually(t, time.Minute, func() error {
 		m, _ := filepath.Glob(filepath.Join(dir, "in", "BENCH", ".*.part"))
-		if len(m) == 1 {
-			if st, err := os.Stat(m[0]); err == nil && st.Size() >= 16<<20 {
-				part = m[0]
-			}
+		if len(m) != 1 {
+			return fmt.Errorf("partial files %v, want one", m)
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		st, err := os.Stat(m[0])
+		if err != nil {
+			return err
+		}
+		if st.Size() < 16<<20 {
+			return fmt.Errorf("partial file of %d bytes, want 16 MiB", st.Size())
+		}
+		return nil
+	})
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
@@ -166,23 +167,24 @@ func startServe(t testing.TB, o serveOpts) *served {
 			t.Logf("vectis serve log (tail):\n%s", tail(s.log.String(), 40))
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(s.api + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
-			}
-		}
+	testenv.Eventually(t, 60*time.Second, func() error {
 		select {
 		case err := <-s.done:
 			s.done <- err
 			t.Fatalf("vectis serve exited: %v\n%s", err, s.log.String())
-		case <-time.After(50 * time.Millisecond):
+		default:
 		}
-	}
-	t.Fatalf("vectis serve not ready within 60s\n%s", s.log.String())
-	return nil
+		resp, err := http.Get(s.api + "/readyz")
+		if err != nil {
+			return fmt.Errorf("vectis serve /readyz: %w", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("vectis serve /readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	return s
 }
 
 func (s *served) stop(t testing.TB) {

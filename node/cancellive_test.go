@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/store"
 )
@@ -78,14 +79,14 @@ func TestCancelLiveTransfer(t *testing.T) {
 	send(&fpdu.FPDU{Kind: fpdu.DTF, Data: make([]byte, 512)})
 
 	var live string
-	waitFor(t, "the transfer in progress", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("the transfer in progress", func() bool {
 		for _, tr := range listTransfers(t, n, "?status=in_progress") {
 			if tr.PesitID == pi13 {
 				live = tr.ID
 			}
 		}
 		return live != ""
-	})
+	}))
 	// 202: a session runs it (a resting transfer would be 200).
 	if code, body := n.do(t, "POST", "/api/v1/transfers/"+live+"/cancel", nil); code != http.StatusAccepted || !strings.Contains(string(body), `"cancelling":true`) {
 		t.Fatalf("cancel of a live transfer: %d %s", code, body)
@@ -95,9 +96,9 @@ func TestCancelLiveTransfer(t *testing.T) {
 		t.Fatalf("IDT PI 19 = %d, want 12 (cancelled by the server)", code)
 	}
 	send(&fpdu.FPDU{Kind: fpdu.AckIDT})
-	waitFor(t, "the record cancelled", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("the record cancelled", func() bool {
 		return transferOf(t, n, live).Status == store.StatusCancelled
-	})
+	}))
 }
 
 // dialFPDU connects to a PeSIT server for raw FPDUs, with 20 s for the

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/client"
 )
 
@@ -138,12 +139,12 @@ func TestPartnerViewFollowsChanges(t *testing.T) {
 	if code, body := n.do(t, "PUT", "/api/v1/partners/CXCLIENT/password", map[string]string{"password": "n3wpass"}); code/100 != 2 {
 		t.Fatalf("password change: %d %s", code, body)
 	}
-	waitFor(t, "the old password refused", 5*time.Second, func() bool { return connect("test123") != nil })
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("the old password refused", func() bool { return connect("test123") != nil }))
 	if err := connect("n3wpass"); err != nil {
 		t.Errorf("new password: %v", err)
 	}
 	if code, body := n.do(t, "PUT", "/api/v1/partners/CXCLIENT", map[string]any{"access": "both", "enabled": false}); code/100 != 2 {
 		t.Fatalf("disable: %d %s", code, body)
 	}
-	waitFor(t, "the disabled partner refused", 5*time.Second, func() bool { return connect("n3wpass") != nil })
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("the disabled partner refused", func() bool { return connect("n3wpass") != nil }))
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/pesit/client"
@@ -130,6 +131,8 @@ func (p *serviceProxy) pace(dst io.Writer, src io.Reader) {
 			}
 			sent += int64(n)
 			if due := start.Add(time.Duration(sent * int64(time.Second) / p.rate)); time.Until(due) > 0 {
+				// The pacing is the point: the push must still run when
+				// the leader gets its SIGTERM.
 				time.Sleep(time.Until(due))
 			}
 		}
@@ -210,16 +213,16 @@ func startCluster(t *testing.T, dir string, drain time.Duration) (leader, standb
 		n := startNode(t, cfg)
 		nodes = append(nodes, n)
 		if i == 0 {
-			waitFor(t, "node-a to lead", 15*time.Second, func() bool {
+			testenv.Eventually(t, 15*time.Second, testenv.Awaiting("node-a to lead", func() bool {
 				st, ok := statusOf(t, n)
 				return ok && st.IsLeader
-			})
+			}))
 		}
 	}
-	waitFor(t, "two members", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("two members", func() bool {
 		st, ok := statusOf(t, nodes[1])
 		return ok && st.MemberCount == 2 && !st.IsLeader
-	})
+	}))
 	return nodes[0], nodes[1]
 }
 
@@ -244,19 +247,17 @@ func stopAsync(t *testing.T, n *testNode) <-chan struct{} {
 	return done
 }
 
-// waitServing measures from since until addr accepts TCP.
-func waitServing(t *testing.T, addr string, since time.Time, within time.Duration) time.Duration {
+// waitServing waits until addr accepts TCP.
+func waitServing(t *testing.T, addr string, within time.Duration) {
 	t.Helper()
-	for time.Since(since) < within {
+	testenv.Eventually(t, within, func() error {
 		c, err := net.DialTimeout("tcp", addr, 50*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return time.Since(since)
+		if err != nil {
+			return fmt.Errorf("%s not serving: %w", addr, err)
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	t.Fatalf("%s not serving within %s", addr, within)
-	return 0
+		c.Close()
+		return nil
+	})
 }
 
 // TestTransferAcrossGracefulStop: a paced push is running when the leader
@@ -316,10 +317,18 @@ func TestTransferAcrossGracefulStop(t *testing.T) {
 			}
 			sigterm := time.Now()
 			stopped := stopAsync(t, leader)
-			took := waitServing(t, standby.pesit, sigterm, 5*time.Second)
-			t.Logf("new leader accepting %v after the SIGTERM", took.Round(time.Millisecond))
-			if took > time.Second {
-				t.Errorf("new leader accepting %v after the SIGTERM, want within 1s", took)
+			waitServing(t, standby.pesit, 5*time.Second)
+			// How soon is measured by ha's BenchmarkGracefulHandover and the
+			// e2e tables; here the order: the old leader resigns at once,
+			// so with a long drain the new one serves before the old one
+			// has finished its push.
+			t.Logf("new leader accepting %v after the SIGTERM", time.Since(sigterm).Round(time.Millisecond))
+			if !tc.restart {
+				select {
+				case <-stopped:
+					t.Errorf("the new leader accepted only once the old one had drained and exited: no resignation before the drain")
+				default:
+				}
 			}
 
 			var o outcome

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/store"
 )
 
@@ -72,12 +73,15 @@ func TestInterruptedTransfersExpire(t *testing.T) {
 	cfg.Store.InterruptedExpiry = 200 * time.Millisecond
 	part := filepath.Join(dir, "in", ".old.part")
 	tr := seedInterrupted(t, filepath.Join(cfg.DataDir, "vectis.db"), part, 4096)
-	time.Sleep(300 * time.Millisecond)
+	// The clock gap under test: the record must be older than the expiry
+	// when the node starts, because the leader expires leftovers at the
+	// start of its term and then only hourly.
+	time.Sleep(cfg.Store.InterruptedExpiry + 100*time.Millisecond)
 
 	n := startNode(t, cfg)
-	waitFor(t, "the interrupted transfer to expire", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("the interrupted transfer to expire", func() bool {
 		return transferOf(t, n, tr.ID).Status == store.StatusFailed
-	})
+	}))
 	got := transferOf(t, n, tr.ID)
 	if got.Diagnostic == "" || got.FinishedAt.IsZero() {
 		t.Fatalf("expired transfer %+v, want a diagnostic and a finish time", got)
@@ -98,9 +102,9 @@ func TestCancelInterruptedTransfer(t *testing.T) {
 	tr := seedInterrupted(t, filepath.Join(cfg.DataDir, "vectis.db"), part, 12345)
 
 	n := startNode(t, cfg)
-	waitFor(t, "vectis_transfer_partial_bytes to count the partial file", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("vectis_transfer_partial_bytes to count the partial file", func() bool {
 		return value(scrape(t, n.api), "vectis_transfer_partial_bytes", nil) == 12345
-	})
+	}))
 	code, body := n.do(t, "POST", "/api/v1/transfers/"+tr.ID+"/cancel", nil)
 	if code != http.StatusOK {
 		t.Fatalf("cancel of an interrupted transfer: %d %s", code, body)
@@ -111,9 +115,9 @@ func TestCancelInterruptedTransfer(t *testing.T) {
 	if _, err := os.Stat(part); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("partial file after cancel: %v", err)
 	}
-	waitFor(t, "vectis_transfer_partial_bytes back to 0", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("vectis_transfer_partial_bytes back to 0", func() bool {
 		return value(scrape(t, n.api), "vectis_transfer_partial_bytes", nil) == 0
-	})
+	}))
 	// A second cancel is a conflict: the transfer is final.
 	if code, body := n.do(t, "POST", "/api/v1/transfers/"+tr.ID+"/cancel", nil); code != http.StatusConflict {
 		t.Fatalf("second cancel: %d %s", code, body)

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/client"
 )
 
@@ -172,10 +173,10 @@ func TestMetricsCatalogueMoves(t *testing.T) {
 	}
 
 	var after map[string]*dto.MetricFamily
-	waitFor(t, "the interrupted session to be counted", 5*time.Second, func() bool {
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("the interrupted session to be counted", func() bool {
 		after = scrape(t, n.api)
 		return value(after, "vectis_pesit_sessions_active", nil) == 0
-	})
+	}))
 	moved := []struct {
 		name   string
 		labels map[string]string

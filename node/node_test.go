@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/pesit/client"
@@ -106,23 +107,24 @@ func startNode(t *testing.T, cfg config.Config, collectors ...prometheus.Collect
 			t.Logf("log of %s:\n%s", cfg.Node.Name, n.log.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(n.api + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return n
-			}
-		}
+	testenv.Eventually(t, 20*time.Second, func() error {
 		select {
 		case err := <-n.done:
+			n.done <- err // for the cleanup's stop, which waits for it
 			t.Fatalf("node %s exited: %v\n%s", cfg.Node.Name, err, n.log.String())
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
-	t.Fatalf("node %s API not up", cfg.Node.Name)
-	return nil
+		resp, err := http.Get(n.api + "/readyz")
+		if err != nil {
+			return fmt.Errorf("node %s API not up: %w", cfg.Node.Name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("node %s /readyz: %s", cfg.Node.Name, resp.Status)
+		}
+		return nil
+	})
+	return n
 }
 
 func (n *testNode) stop(t *testing.T) {
@@ -185,18 +187,6 @@ func fileSHA(t *testing.T, p string) string {
 func clientConfig(addr, partner, password string) client.Config {
 	return client.Config{Addr: addr, RequesterID: partner, ServerID: "PESITSRV", Password: password,
 		SyncIntervalKB: 64, SyncWindow: 2, Timeout: 10 * time.Second}
-}
-
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", within, what)
 }
 
 // TestStandaloneNodeOnSQLite runs the node as `make run` does and drives it
@@ -298,7 +288,7 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 	}
 
 	var leader, standby *testNode
-	waitFor(t, "a leader", 15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, testenv.Awaiting("a leader", func() bool {
 		for i, n := range nodes {
 			_, body := n.do(t, "GET", "/api/cluster/status", nil)
 			var st struct {
@@ -311,7 +301,7 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 			}
 		}
 		return false
-	})
+	}))
 	// Only the leader listens for PeSIT.
 	if c, err := net.DialTimeout("tcp", standby.pesit, time.Second); err == nil {
 		c.Close()
@@ -342,14 +332,14 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("update server on the standby: %d %s", code, body)
 	}
-	waitFor(t, "the leader to listen on the new address", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("the leader to listen on the new address", func() bool {
 		c, err := net.DialTimeout("tcp", newAddr, 200*time.Millisecond)
 		if err != nil {
 			return false
 		}
 		c.Close()
 		return true
-	})
+	}))
 	if _, err := client.Push(context.Background(), clientConfig(newAddr, "NEWPART", "s3cret"), client.SendRequest{Source: src, VirtualFile: "INBOX", StateDir: t.TempDir()}, client.Retry{}); err != nil {
 		t.Fatalf("push to the moved server: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/pesit/client"
@@ -75,10 +76,10 @@ func startNodeProcess(t *testing.T, cfg config.Config) *exec.Cmd {
 		}
 	})
 	n := &testNode{cfg: cfg, api: "http://" + cfg.API.Listen}
-	waitFor(t, cfg.Node.Name+" to lead", 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, testenv.Awaiting(cfg.Node.Name+" to lead", func() bool {
 		st, ok := statusOf(t, n)
 		return ok && st.IsLeader
-	})
+	}))
 	return cmd
 }
 
@@ -151,14 +152,14 @@ func TestOrphanAfterLeaderKilled(t *testing.T) {
 	}
 	killed := time.Now()
 	var orphan transferRecord
-	waitFor(t, "the new leader to mark the orphan interrupted", 15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, testenv.Awaiting("the new leader to mark the orphan interrupted", func() bool {
 		recs := listTransfers(t, b, "")
 		if len(recs) == 1 && recs[0].Status == "interrupted" {
 			orphan = recs[0]
 			return true
 		}
 		return false
-	})
+	}))
 	t.Logf("orphan interrupted %v after the kill: %+v", time.Since(killed).Round(time.Millisecond), orphan)
 	st, _ := statusOf(t, b)
 	if !st.IsLeader || orphan.Node != "node-b" || orphan.Epoch != st.Epoch || orphan.Bytes == 0 ||

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/client"
 )
 
@@ -55,7 +56,9 @@ func (n *testNode) getServer(t *testing.T) serverState {
 // the old listener keeps serving, and a correcting PUT applies.
 func TestServerPutKeepsSessionsAndReportsBindFailures(t *testing.T) {
 	dir := t.TempDir()
-	n := startNode(t, baseConfig(t, dir, "solo"))
+	cfg := baseConfig(t, dir, "solo")
+	cfg.Telemetry.LogLevel = "debug" // for the change feed's "configuration change" line
+	n := startNode(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	src, _ := randomFile(t, dir, 200<<10)
@@ -73,13 +76,18 @@ func TestServerPutKeepsSessionsAndReportsBindFailures(t *testing.T) {
 	}
 	defer live.Close()
 
+	// The store's change feed applies the change again after the PUT; the
+	// session must survive that too, so wait until the feed has handled it
+	// (it logs once the change is applied).
+	const serverUpdate = `"kind":"server","id":"PESITSRV","op":"update"`
+	fed := strings.Count(n.log.String(), serverUpdate)
 	s := n.putServer(t, map[string]any{"listen": n.pesit, "maxSessions": 50, "description": "changed"})
 	if !s.Running || s.ListenError != "" || s.Description != "changed" {
 		t.Fatalf("after a description change: %+v", s)
 	}
-	// The store's change feed reaches the manager within milliseconds; a
-	// restart it caused would have ended the session by then.
-	time.Sleep(300 * time.Millisecond)
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("the change feed to apply the description change", func() bool {
+		return strings.Count(n.log.String(), serverUpdate) > fed
+	}))
 	if _, err := live.Send(ctx, client.SendRequest{Source: src, VirtualFile: "INBOX", NoRestart: true}); err != nil {
 		t.Fatalf("the session connected before a description change did not survive it: %v", err)
 	}

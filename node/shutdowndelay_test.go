@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/etcdtest"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 )
@@ -26,11 +27,11 @@ func TestShutdownDelay(t *testing.T) {
 	cfg.Cluster.ShutdownDelay = delay
 	cfg.Store.Driver, cfg.Store.URL = "postgres", pgtest.Start(t)
 	n := startNode(t, cfg)
-	waitFor(t, "node-a to lead", 15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, testenv.Awaiting("node-a to lead", func() bool {
 		st, ok := statusOf(t, n)
 		return ok && st.IsLeader
-	})
-	waitServing(t, n.pesit, time.Now(), 10*time.Second)
+	}))
+	waitServing(t, n.pesit, 10*time.Second)
 
 	cancel := n.cancel
 	n.cancel = nil
@@ -44,15 +45,17 @@ func TestShutdownDelay(t *testing.T) {
 		return errors.Is(err, syscall.ECONNREFUSED)
 	}
 	var refusedAt time.Time
-	waitFor(t, "the PeSIT port to refuse", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("the PeSIT port to refuse", func() bool {
 		if refused() {
 			refusedAt = time.Now()
 			return true
 		}
 		return false
-	})
+	}))
 	// Halfway through the delay the process is still there, and still
-	// refuses.
+	// refuses. The hold for a duration is what is under test, hence a
+	// sleep into it; the checks below are lower bounds, which a slow
+	// machine cannot break.
 	time.Sleep(delay / 2)
 	select {
 	case err := <-n.done:

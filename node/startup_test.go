@@ -3,9 +3,11 @@ package node
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 )
 
@@ -49,28 +51,40 @@ func TestStartWhilePostgresDown(t *testing.T) {
 		}
 	})
 
-	waitFor(t, "/healthz while the store is down", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("/healthz while the store is down", func() bool {
 		select {
 		case err := <-n.done:
 			t.Fatalf("node exited while PostgreSQL was down: %v", err)
 		default:
 		}
 		return probe(t, n.api+"/healthz") == http.StatusOK
-	})
-	for range 3 {
+	}))
+	unready := func(when string) {
+		t.Helper()
 		if code := probe(t, n.api+"/readyz"); code != http.StatusServiceUnavailable {
-			t.Fatalf("/readyz while the store is down: %d, want 503", code)
+			t.Fatalf("/readyz while the store is down, %s: %d, want 503", when, code)
 		}
 		if code := probe(t, n.api+"/api/v1/partners"); code != http.StatusServiceUnavailable {
-			t.Fatalf("API while the store is down: %d, want 503", code)
+			t.Fatalf("API while the store is down, %s: %d, want 503", when, code)
 		}
-		time.Sleep(500 * time.Millisecond)
 	}
+	unready("before a retry")
+	// A retry that fails too leaves the node up and still not ready.
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("a failed retry in the log", func() bool {
+		return strings.Contains(n.log.String(), "store still unreachable")
+	}))
+	select {
+	case err := <-n.done:
+		n.done <- err
+		t.Fatalf("node exited after a failed retry: %v", err)
+	default:
+	}
+	unready("after a failed retry")
 
 	pg.Start(t)
-	waitFor(t, "/readyz once PostgreSQL is back", 45*time.Second, func() bool {
+	testenv.Eventually(t, 45*time.Second, testenv.Awaiting("/readyz once PostgreSQL is back", func() bool {
 		return probe(t, n.api+"/readyz") == http.StatusOK
-	})
+	}))
 	if code, body := n.do(t, "GET", "/api/v1/partners/CXCLIENT", nil); code != http.StatusOK {
 		t.Fatalf("declared partner after a late start: %d %s", code, body)
 	}
@@ -87,7 +101,7 @@ func TestStopWhileWaitingForPostgres(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, &cfg, Options{Version: "test", LogOutput: &syncBuffer{}}) }()
-	waitFor(t, "/healthz", 10*time.Second, func() bool { return probe(t, "http://"+cfg.API.Listen+"/healthz") == http.StatusOK })
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("/healthz", func() bool { return probe(t, "http://"+cfg.API.Listen+"/healthz") == http.StatusOK }))
 	cancel()
 	select {
 	case err := <-done:

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/pesit/client"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
@@ -108,9 +109,9 @@ func TestOldSessionRefusedAfterTakeover(t *testing.T) {
 		got.SyncPoint != taken.SyncPoint || got.RestartCount != 1 {
 		t.Fatalf("record after the old session ended: %+v\nwant as taken over: %+v", got, taken)
 	}
-	waitFor(t, "the old session's end in the log", 5*time.Second, func() bool {
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("the old session's end in the log", func() bool {
 		return strings.Contains(n.log.String(), "transfer finished")
-	})
+	}))
 	if !strings.Contains(n.log.String(), "transfer owned by a newer term") {
 		t.Fatalf("the refusal is not logged as lost ownership:\n%s", n.log.String())
 	}

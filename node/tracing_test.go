@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/client"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/telemetry/otlptest"
@@ -103,9 +104,9 @@ func TestTracesOfTransfers(t *testing.T) {
 
 	// Stopping the node shuts the tracer provider down, which flushes every
 	// span still batched: after it the receiver holds the whole run.
-	waitFor(t, "the sessions to end", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, testenv.Awaiting("the sessions to end", func() bool {
 		return value(scrape(t, n.api), "vectis_pesit_sessions_active", nil) == 0
-	})
+	}))
 	n.stop(t)
 	all := receiver.Spans()
 

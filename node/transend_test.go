@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/pesit/client"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
@@ -73,14 +74,14 @@ func TestTransEndWithDatabaseDown(t *testing.T) {
 		t.Fatal("push made no progress")
 	}
 	var rec store.Transfer
-	waitFor(t, "sync point 3 recorded", 15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, testenv.Awaiting("sync point 3 recorded", func() bool {
 		page, err := st.ListTransfers(ctx, store.TransferFilter{})
 		if err != nil || len(page.Items) != 1 {
 			return false
 		}
 		rec = page.Items[0]
 		return rec.SyncPoint.Number == 3
-	})
+	}))
 	pg.Stop(t)
 	close(release)
 
@@ -102,13 +103,13 @@ func TestTransEndWithDatabaseDown(t *testing.T) {
 	}
 
 	pg.Start(t)
-	waitFor(t, "the unrecorded transfer marked interrupted", 30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, testenv.Awaiting("the unrecorded transfer marked interrupted", func() bool {
 		got, err := st.GetTransfer(ctx, rec.ID)
 		if err == nil {
 			rec = got
 		}
 		return err == nil && got.Status == store.StatusInterrupted
-	})
+	}))
 	if rec.SyncPoint.Number != 3 || rec.SyncPoint.Offset != 3<<20 {
 		t.Fatalf("record %+v, want sync point 3 at 3 MiB kept", rec)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vectis-ft/vectis/config"
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/pgtest"
 	"github.com/vectis-ft/vectis/pesit/client"
 	"github.com/vectis-ft/vectis/store"
@@ -106,10 +107,10 @@ func TestSweepPublishesCompletedReceive(t *testing.T) {
 			rec := crashBeforePublish(t, startNode(t, cfg), src)
 
 			n := startNode(t, again(t, cfg))
-			waitFor(t, "the file to be published", 20*time.Second, func() bool {
+			testenv.Eventually(t, 20*time.Second, testenv.Awaiting("the file to be published", func() bool {
 				_, err := os.Stat(rec.LocalPath)
 				return err == nil
-			})
+			}))
 			inbox := filepath.Dir(rec.LocalPath)
 			if got := files(t, inbox); len(got) != 1 || got[0] != filepath.Base(rec.LocalPath) {
 				t.Fatalf("inbox holds %v, want only %s", got, filepath.Base(rec.LocalPath))
@@ -117,9 +118,9 @@ func TestSweepPublishesCompletedReceive(t *testing.T) {
 			if fileSHA(t, rec.LocalPath) != sum {
 				t.Fatal("the published file differs from the source")
 			}
-			waitFor(t, "the sweep to log the recovery", 5*time.Second, func() bool {
+			testenv.Eventually(t, 5*time.Second, testenv.Awaiting("the sweep to log the recovery", func() bool {
 				return strings.Contains(n.log.String(), "published now")
-			})
+			}))
 			if v := value(scrape(t, n.api), "vectis_received_files_recovered_total", nil); v != 1 {
 				t.Errorf("vectis_received_files_recovered_total = %v, want 1", v)
 			}
@@ -149,9 +150,9 @@ func TestSweepLeavesConflictingFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := startNode(t, again(t, cfg))
-	waitFor(t, "the sweep to log the conflict", 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, testenv.Awaiting("the sweep to log the conflict", func() bool {
 		return strings.Contains(n.log.String(), "another file holds its name")
-	})
+	}))
 	if v := value(scrape(t, n.api), "vectis_received_files_publish_conflicts_total", nil); v != 1 {
 		t.Errorf("vectis_received_files_publish_conflicts_total = %v, want 1", v)
 	}
@@ -185,9 +186,9 @@ func TestSweepChecksTheRecordedData(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := startNode(t, again(t, cfg))
-	waitFor(t, "the sweep to log the mismatch", 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, testenv.Awaiting("the sweep to log the mismatch", func() bool {
 		return strings.Contains(n.log.String(), "no longer holds the data recorded")
-	})
+	}))
 	n.stop(t)
 	if _, err := os.Lstat(rec.LocalPath); !os.IsNotExist(err) {
 		t.Fatalf("a file was published: %v", err)
@@ -215,10 +216,10 @@ func TestSweepFinishesHardLinkPublication(t *testing.T) {
 		t.Fatal(err)
 	}
 	startNode(t, again(t, cfg))
-	waitFor(t, "the temporary name to go", 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, testenv.Awaiting("the temporary name to go", func() bool {
 		_, err := os.Lstat(rec.TempPath)
 		return os.IsNotExist(err)
-	})
+	}))
 	if fileSHA(t, rec.LocalPath) != sum {
 		t.Fatal("the published file changed")
 	}
@@ -276,10 +277,10 @@ func TestRestartOfCompletedTransferIsDone(t *testing.T) {
 				st.Close()
 
 				n = startNode(t, again(t, cfg))
-				waitFor(t, "the file under its final name", 20*time.Second, func() bool {
+				testenv.Eventually(t, 20*time.Second, testenv.Awaiting("the file under its final name", func() bool {
 					_, err := os.Stat(rec.LocalPath)
 					return err == nil
-				})
+				}))
 				res, err := client.Push(ctx, clientConfig(n.pesit, "CXCLIENT", "test123"), req, client.Retry{})
 				if err != nil {
 					t.Fatalf("restart of the completed transfer: %v", err)

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -52,3 +53,15 @@ func Until(cond func() bool) func() error {
 }
 
 var errStillFalse = errors.New("condition still false")
+
+// Awaiting is Until with a name: its failure says what the test was
+// waiting for ("session end"), for a condition that has no state of its
+// own worth reporting.
+func Awaiting(what string, cond func() bool) func() error {
+	return func() error {
+		if cond() {
+			return nil
+		}
+		return fmt.Errorf("still waiting for %s", what)
+	}
+}

@@ -77,3 +77,15 @@ func TestPollReturnsLastError(t *testing.T) {
 		t.Fatalf("Poll = %v after %d calls; want nil after 3", err, calls)
 	}
 }
+
+// TestAwaitingNamesTheWait: a condition that stays false fails with what
+// the test waited for, so the failure reads without the source at hand.
+func TestAwaitingNamesTheWait(t *testing.T) {
+	err := Poll(10*time.Millisecond, Awaiting("session end", func() bool { return false }))
+	if err == nil || err.Error() != "still waiting for session end" {
+		t.Fatalf("Poll = %v; want it to name the wait", err)
+	}
+	if err := Poll(time.Hour, Awaiting("nothing", func() bool { return true })); err != nil {
+		t.Fatalf("Poll = %v on a true condition", err)
+	}
+}

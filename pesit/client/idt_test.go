@@ -8,31 +8,24 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
-// running waits for the journal to show a transfer that has not finished,
-// gives it time to enter the data phase, and returns its id.
-func (j *memJournal) running(t *testing.T, timeout time.Duration) string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		j.mu.Lock()
-		for i, r := range j.recs {
-			if r.outcome == nil && !r.t.Message {
-				j.mu.Unlock()
-				time.Sleep(50 * time.Millisecond) // into the data phase
-				return strconv.Itoa(i + 1)
-			}
+// running returns the id of a transfer the journal shows unfinished.
+func (j *memJournal) running() (string, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for i, r := range j.recs {
+		if r.outcome == nil && !r.t.Message {
+			return strconv.Itoa(i + 1), nil
 		}
-		j.mu.Unlock()
-		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatal("no running transfer in the journal")
-	return ""
+	return "", fmt.Errorf("no running transfer among %d journal records", len(j.recs))
 }
 
 // TestServerIDT has the server interrupt a push and a pull (IDT, PI 19 =
@@ -60,14 +53,40 @@ func TestServerIDT(t *testing.T) {
 			defer s.Close()
 			errc := make(chan error, 1)
 			dst := filepath.Join(local, "dst.bin")
+			// The IDT is to come in the data phase: the client has moved
+			// data, so the transfer is past its ACK(WRITE) or ACK(READ).
+			flowing := make(chan struct{})
+			var once sync.Once
+			progress := func(p Progress) {
+				if p.Bytes > 0 {
+					once.Do(func() { close(flowing) })
+				}
+			}
 			if push {
 				src := writeRandom(t, local, "src.bin", 128<<20, 5)
-				go func() { _, err := s.Send(ctx, SendRequest{Source: src, VirtualFile: "IDT"}); errc <- err }()
+				go func() {
+					_, err := s.Send(ctx, SendRequest{Source: src, VirtualFile: "IDT", Progress: progress})
+					errc <- err
+				}()
 			} else {
 				writeRandom(t, ts.out, "IDT", 128<<20, 5)
-				go func() { _, err := s.Receive(ctx, ReceiveRequest{VirtualFile: "IDT", Dest: dst}); errc <- err }()
+				go func() {
+					_, err := s.Receive(ctx, ReceiveRequest{VirtualFile: "IDT", Dest: dst, Progress: progress})
+					errc <- err
+				}()
 			}
-			id := ts.jnl.running(t, 10*time.Second)
+			select {
+			case <-flowing:
+			case err := <-errc:
+				t.Fatalf("%s ended before its data phase: %v", name, err)
+			case <-ctx.Done():
+				t.Fatalf("%s: no data moved", name)
+			}
+			var id string
+			testenv.Eventually(t, 10*time.Second, func() (err error) {
+				id, err = ts.jnl.running()
+				return err
+			})
 			if err := ts.srv.CancelTransfer(ctx, id); err != nil {
 				t.Fatalf("cancel: %v", err)
 			}

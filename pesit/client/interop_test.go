@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -353,24 +354,11 @@ func TestCancelPullSendsIDT(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want context.Canceled", err)
 	}
-	waitForRecord := func() *server.Outcome {
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			ts.jnl.mu.Lock()
-			var o *server.Outcome
-			if n := len(ts.jnl.recs); n > 0 {
-				o = ts.jnl.recs[n-1].outcome
-			}
-			ts.jnl.mu.Unlock()
-			if o != nil {
-				return o
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Fatal("the server recorded no outcome")
-		return nil
-	}
-	o := waitForRecord()
+	var o *server.Outcome
+	testenv.Eventually(t, 10*time.Second, func() (err error) {
+		o, err = ts.jnl.lastOutcome()
+		return err
+	})
 	if o.Status != server.StatusCancelled || o.Diagnostic != fpdu.DiagVoluntaryStop {
 		t.Fatalf("server outcome %s %v (%s), want cancelled 2/216 by IDT", o.Status, o.Diagnostic, o.Detail)
 	}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
@@ -241,12 +243,12 @@ func TestRawRefusedByMachine(t *testing.T) {
 			if !errors.As(err, &pe) || pe.Diagnostic != c.diag {
 				t.Fatalf("got %v, want a protocol error %v", err, c.diag)
 			}
-			for fpdu.Diagnostic(srv.aborted.Load()) != c.diag {
-				if ctx.Err() != nil {
-					t.Fatalf("the server got ABORT %v, want %v", fpdu.Diagnostic(srv.aborted.Load()), c.diag)
+			testenv.Eventually(t, 10*time.Second, func() error {
+				if got := fpdu.Diagnostic(srv.aborted.Load()); got != c.diag {
+					return fmt.Errorf("the server got ABORT %v, want %v", got, c.diag)
 				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return nil
+			})
 		})
 	}
 }

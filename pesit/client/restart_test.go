@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vectis-ft/vectis/internal/testenv"
 )
 
 // TestRawRestartAfterCut cuts push and pull connections at seeded random
@@ -161,7 +163,17 @@ func TestRestartFromStateFile(t *testing.T) {
 			if m, _ := filepath.Glob(filepath.Join(state, "*.json")); len(m) != 1 {
 				t.Fatalf("restart state files: %v, want one", m)
 			}
-			time.Sleep(200 * time.Millisecond) // let the server record the interruption
+			// The restart needs the server's record of the interruption,
+			// and the file released by the cut session (else 2/207).
+			testenv.Eventually(t, 10*time.Second, func() error {
+				if _, err := ts.jnl.lastOutcome(); err != nil {
+					return err
+				}
+				if n := ts.srv.ActiveSessions(); n != 0 {
+					return fmt.Errorf("%d sessions still open", n)
+				}
+				return nil
+			})
 			res, err := run(direct)
 			if err != nil {
 				t.Fatalf("second attempt: %v", err)

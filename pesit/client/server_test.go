@@ -98,6 +98,20 @@ func (j *memJournal) Finish(_ context.Context, ref server.TransferRef, o server.
 	return nil
 }
 
+// lastOutcome is the outcome of the latest record; an error while it has
+// none.
+func (j *memJournal) lastOutcome() (*server.Outcome, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.recs) == 0 {
+		return nil, errors.New("no journal record")
+	}
+	if o := j.recs[len(j.recs)-1].outcome; o != nil {
+		return o, nil
+	}
+	return nil, fmt.Errorf("journal record %d has no outcome", len(j.recs))
+}
+
 func (j *memJournal) FindRestart(_ context.Context, k server.RestartKey) (server.RestartState, bool, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -7,11 +7,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -35,22 +35,25 @@ func TestDiskFull(t *testing.T) {
 	// window of 2 is kept: the server acknowledges a point once it is
 	// durable, off its read loop, and takes data past the window for the
 	// protocol error it is (2/217).
-	var acked atomic.Uint64
+	// acks carries the latest acknowledged point to the writer, which
+	// waits on it while its window is full.
+	acks := make(chan uint64, 1)
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
 		defer func() { recover() }()
+		var acked uint64
 		for off, n := 0, uint64(0); off < len(data); off += 1024 {
 			if off > 0 && off%32768 == 0 {
 				n++
 				if p.w.Write(fpdu.New(fpdu.Syn, p.srvID, 0, uintParam(fpdu.PISyncNumber, n))) != nil {
 					return
 				}
-				for n-acked.Load() >= 2 {
+				for n-acked >= 2 {
 					select {
 					case <-stop:
 						return
-					case <-time.After(time.Millisecond):
+					case acked = <-acks:
 					}
 				}
 			}
@@ -68,7 +71,11 @@ func TestDiskFull(t *testing.T) {
 			t.Fatalf("got %v before IDT", f.Kind)
 		}
 		n, _ := f.Params.Uint(fpdu.PISyncNumber)
-		acked.Store(n)
+		select { // the writer wants only the latest
+		case <-acks:
+		default:
+		}
+		acks <- n
 	}
 	if d, _ := f.Params.Diagnostic(); d != fpdu.DiagSpaceExhausted {
 		t.Fatalf("IDT %v, want 2/219", d)
@@ -77,7 +84,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("IDT PI 19 = %d, want 4", c)
 	}
 	p.c.Close() // stops the writer goroutine
-	waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 	if _, err := os.Stat(filepath.Join(mnt, "FULL")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatal("partial file under its final name")
 	}

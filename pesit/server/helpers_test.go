@@ -396,17 +396,6 @@ func files(t testing.TB, dir string) []string {
 	return out
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func dialErr(addr net.Addr) (net.Conn, error) {
 	c, err := net.DialTimeout("tcp", addr.String(), time.Second)
 	if err == nil {

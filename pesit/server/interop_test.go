@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -21,12 +23,12 @@ func TestPullRefusedRestartPointStaysResumable(t *testing.T) {
 	p.connect()
 	id, recLen := p.selectAndRead("TESTFILE", 0, false, 0)
 	first := p.pull(recLen, 3)
-	waitFor(t, "sync point 3 journaled", func() bool {
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("sync point 3 journaled", func() bool {
 		r, _ := e.jnl.Last()
 		return len(r.Syncs) > 0 && r.Syncs[len(r.Syncs)-1].Number >= 3
-	})
+	}))
 	p.c.Close()
-	waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 
 	// Restart with a point never sent: refused, then deselected.
 	q := dial(t, e.srv.Addr())
@@ -115,7 +117,7 @@ func TestPushRestartOtherCreationDate(t *testing.T) {
 	p.openForWrite(createOpts{file: "TESTFILE", pi13: 0x51, created: "260119012505"})
 	pushArticles(t, p, data[:65536+1024], 0)
 	p.c.Close()
-	waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 
 	q := dial(t, e.srv.Addr())
 	q.connect()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -230,7 +231,7 @@ func TestNegative(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := dial(t, e.srv.Addr())
 			tc.run(t, p)
-			waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+			testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 			if left := files(t, e.recvDir); len(left) != 0 {
 				t.Fatalf("files left in the receive directory: %v", left)
 			}

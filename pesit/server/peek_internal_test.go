@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/vectis-ft/vectis/internal/testenv"
 )
 
 // TestReadable: the sender's poll reads only when the socket has input, so
@@ -33,13 +35,7 @@ func TestReadable(t *testing.T) {
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !readable(srv) {
-		if time.Now().After(deadline) {
-			t.Fatal("not readable after a byte was sent")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("readable after a byte was sent", func() bool { return readable(srv) }))
 	var b [2]byte
 	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := srv.Read(b[:]); n != 1 || b[0] != 'x' || err != nil {
@@ -49,10 +45,6 @@ func TestReadable(t *testing.T) {
 		t.Fatal("readable once the byte was read")
 	}
 	c.Close()
-	for !readable(srv) { // end of file is for the read to report
-		if time.Now().After(deadline) {
-			t.Fatal("not readable at end of file")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	// End of file is for the read to report.
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("readable at end of file", func() bool { return readable(srv) }))
 }

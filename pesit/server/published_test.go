@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -37,7 +39,7 @@ func TestRestartOfPublishedFile(t *testing.T) {
 			p.openForWrite(createOpts{file: "TESTFILE", pi13: 0x0024CB})
 			pushArticles(t, p, data[:65536+10240], 0) // SYN 1 and 2 acknowledged
 			p.c.Close()
-			waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+			testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 			// What the crash left: the file published whole, no .part.
 			left := files(t, e.recvDir)
 			if len(left) != 1 {

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -148,5 +150,5 @@ func TestCXPush(t *testing.T) {
 			t.Fatalf("journal sync point %d: %+v after %+v", i, sp, rec.Syncs[max(i-1, 0)])
 		}
 	}
-	waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 }

@@ -9,9 +9,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 	"github.com/vectis-ft/vectis/pesit/server/memjournal"
@@ -72,7 +74,7 @@ func TestPushRestartFromFileIndex(t *testing.T) {
 			}
 			pushArticles(t, p, data[:65536+10240], 0) // SYN 1 and 2 acknowledged, 10 KiB beyond
 			p.c.Close()
-			waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+			testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 			if n := jnl.deferred.Load(); n != 2 {
 				t.Fatalf("%d sync points journaled deferred, want 2", n)
 			}

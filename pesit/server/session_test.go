@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -84,7 +86,7 @@ func TestObservability(t *testing.T) {
 	p.release()
 	bad := dial(t, e.srv.Addr())
 	checkRefused(t, bad, bad.connectWith(serverID, partnerID, "nottheone", 2, 2), fpdu.DiagNotAuthorised)
-	waitFor(t, "sessions end", func() bool { return e.srv.ActiveSessions() == 0 })
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("sessions end", func() bool { return e.srv.ActiveSessions() == 0 }))
 
 	metrics := gather(t, e)
 	for name, want := range map[string]float64{

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
@@ -20,7 +22,7 @@ func TestRestartRenumberedRefused(t *testing.T) {
 	data := randomData(200_000, 11)
 	const pi13 = 0x0024CB
 	restart := func() (*peer, uint64) {
-		waitFor(t, "session end", func() bool { return e.srv.ActiveSessions() == 0 })
+		testenv.Eventually(t, 5*time.Second, testenv.Awaiting("session end", func() bool { return e.srv.ActiveSessions() == 0 }))
 		q := dial(t, e.srv.Addr())
 		q.connect()
 		q.raw(createFrame(q.srvID, createOpts{file: "TESTFILE", pi13: pi13, restart: true}))
@@ -47,9 +49,9 @@ func TestRestartRenumberedRefused(t *testing.T) {
 	}
 	q.sendKind(fpdu.Syn, uintParam(fpdu.PISyncNumber, 1))
 	q.expectDiag(fpdu.Abort, fpdu.DiagBadParameter)
-	waitFor(t, "the machine's refusal in the log", func() bool {
+	testenv.Eventually(t, 5*time.Second, testenv.Awaiting("the machine's refusal in the log", func() bool {
 		return strings.Contains(e.logs.String(), "pesit responder in TDE02B: SYN received")
-	})
+	}))
 
 	// The refused attempt journaled no point of its own: the journal
 	// (memjournal keeps the points per attempt) says where to resume.

@@ -3,7 +3,9 @@ package server_test
 import (
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 )
 
@@ -47,9 +49,9 @@ func TestInvalidFPDUsAnsweredByTheMachine(t *testing.T) {
 			p.raw(c.frame(p))
 			p.expectDiag(fpdu.Abort, fpdu.DiagBadParameter)
 			p.expectClosed()
-			waitFor(t, "the abort in the log", func() bool {
+			testenv.Eventually(t, 5*time.Second, testenv.Awaiting("the abort in the log", func() bool {
 				return strings.Contains(e.logs.String(), "pesit responder in "+c.state)
-			})
+			}))
 		})
 	}
 }
