@@ -419,13 +419,10 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason R
 		cancel()
 	}
 	if l.cfg.Labeler != nil {
-		// After the drain, not beside the resignation: on a real cluster
-		// every label patch and the EndpointSlice write it causes go
-		// through etcd's disk, and one more of each in the seconds of a
-		// handover delays the next leader's own label (on kind, graceful
-		// deletes took 1.1-1.3 s in three runs with the unlabel at the
-		// resignation, 0.8-0.9 s in one without). The next leader strips
-		// this label in its first patch anyway.
+		// After the drain, not beside the resignation: every label patch,
+		// and the EndpointSlice write it causes, goes through the API
+		// server's etcd, and the seconds of a handover are the next
+		// leader's, whose first patch strips this label anyway.
 		uctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
 		if err := l.cfg.Labeler.Unlabel(uctx); err != nil {
 			// The next leader strips it.
