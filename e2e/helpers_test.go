@@ -263,6 +263,30 @@ func timeToAccept(ctx context.Context, c Cluster, from time.Time, old Pod, timeo
 	}
 }
 
+// stopTime polls p's own PeSIT port every 10 ms and sends the time of the
+// first probe that found it closed: the moment p's SIGTERM took effect, as
+// seen from outside (a leader closes its listeners first thing). It sends
+// the zero time if the port never closed within timeout.
+func stopTime(ctx context.Context, c Cluster, p Pod, timeout time.Duration) <-chan time.Time {
+	out := make(chan time.Time, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		for {
+			probed := time.Now()
+			if !podAccepts(ctx, c, p) {
+				out <- probed
+				return
+			}
+			if !sleepCtx(ctx, 10*time.Millisecond) {
+				out <- time.Time{}
+				return
+			}
+		}
+	}()
+	return out
+}
+
 // podAccepts tells whether p's own PeSIT port accepts a connection.
 func podAccepts(ctx context.Context, c Cluster, p Pod) bool {
 	a, err := c.PodPeSIT(ctx, p)

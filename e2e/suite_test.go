@@ -32,6 +32,10 @@ type row struct {
 	HasBytes      bool
 	Result        string
 	SpanVsOutage  []time.Duration // failover span duration minus kill->listener accepting, per run
+	// StopToConnect: from the old leader's own PeSIT port refusing (its
+	// SIGTERM, as seen from outside) to the first CONNECT through the
+	// Service, per graceful run.
+	StopToConnect []time.Duration
 }
 
 // report collects the rows of one backend's run.
@@ -69,6 +73,10 @@ func (r *report) print(w io.Writer) {
 	}
 	tw.Flush()
 	for _, x := range r.rows {
+		if len(x.StopToConnect) > 0 {
+			fmt.Fprintf(w, "%s: old leader's listener closed (SIGTERM) -> CONNECT through the Service per run: %v\n",
+				x.Scenario, x.StopToConnect)
+		}
 		if len(x.SpanVsOutage) > 0 {
 			fmt.Fprintf(w, "%s: vectis.failover span minus kill->listener accepting per run: %v (bound: TTL/5 = %v)\n",
 				x.Scenario, x.SpanVsOutage, chartTTL/5)
@@ -370,7 +378,8 @@ func (s *suite) leaderDelete(ctx context.Context, t *testing.T, r *row, grace *i
 			t.Fatalf("delete leader %s: %v", old.Name, err)
 		}
 		// The new leader's own listener, beside the Service: what the
-		// handover takes, apart from the Service's routing delay.
+		// handover takes, apart from the Service's routing delay. And the
+		// old leader's listener closing: when its SIGTERM arrived.
 		accepted := make(chan time.Duration, 1)
 		go func() {
 			d, err := timeToAccept(ctx, s.c, kill, old, time.Minute)
@@ -379,10 +388,14 @@ func (s *suite) leaderDelete(ctx context.Context, t *testing.T, r *row, grace *i
 			}
 			accepted <- d
 		}()
+		stopped := stopTime(ctx, s.c, old, time.Minute)
 		d, err := timeToConnect(ctx, s.c, kill, &old, time.Minute)
 		acc := <-accepted
 		if err != nil {
 			t.Fatalf("run %d: after deleting leader %s: %v", i+1, old.Name, err)
+		}
+		if st := <-stopped; !st.IsZero() && grace == nil {
+			r.StopToConnect = append(r.StopToConnect, (d - st.Sub(kill)).Round(time.Millisecond))
 		}
 		r.Connect = append(r.Connect, d)
 		r.Runs++
