@@ -1,6 +1,7 @@
 // Package ha owns the high-availability decision loop of a Vectis node, in
-// one readable place: join the cluster, campaign, and on winning fence the
-// store with the leadership epoch, start the PeSIT servers and label the pod;
+// one readable place: join the cluster, campaign, and on winning label the
+// pod while fencing the store with the leadership epoch and starting the
+// PeSIT servers;
 // on losing leadership for any reason, stop serving first, then do what the
 // step-down table says, unlabel, and campaign again.
 //

@@ -257,7 +257,7 @@ func (l *Loop) campaign(ctx context.Context, m *election.Member) (*election.Lead
 	return lead, nil
 }
 
-// lead runs one term: fence, start, label, then wait for its end.
+// lead runs one term: label beside fence and start, then wait for its end.
 func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Leadership, campaignStart time.Time) {
 	won := time.Now()
 	epoch := lead.Epoch()
