@@ -90,9 +90,21 @@ func (s *sink) writeIndex(pt syncPoint) bool {
 		s.indexOn = false
 		return false
 	}
+	// Only recent points can be cut back to (a RESYN goes back at most a
+	// sync window; an interruption to the last acknowledged point): keep
+	// the last indexKeep, so that a long transfer's sink does not grow by
+	// a point per MiB. A cut behind them removes the index, which is only
+	// a hint: the journal's point then decides.
+	if len(s.indexed) == 2*indexKeep {
+		s.indexed = append(s.indexed[:0], s.indexed[indexKeep:]...)
+	}
 	s.indexed = append(s.indexed, pt)
 	return true
 }
+
+// indexKeep is how many indexed points a sink remembers at least: more
+// than the largest sync window (PI 7 allows up to 16).
+const indexKeep = 64
 
 // cutIndex brings the index back to the last indexed point at or before
 // offset, or removes it, before the file is truncated to offset: an index
