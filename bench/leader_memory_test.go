@@ -118,12 +118,12 @@ func leaderConfig(t *testing.T, dir string) config.Config {
 	cfg.Node.Name = "leak"
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.FileRoot = dir
-	cfg.API.Listen = freePort(t)
+	cfg.API.Listen = testenv.FreeAddr(t)
 	cfg.API.Users = []config.User{{Name: "admin", Password: "admin-pw", Role: "admin"}}
 	cfg.Telemetry.LogFormat = "json"
 	cfg.Telemetry.LogLevel = "warn" // a line per transfer would be the test's own growth
 	cfg.PeSIT.Timers.Drain = 2 * time.Second
-	cfg.PeSIT.Servers = []config.Server{{ID: "PESITSRV", Listen: freePort(t), MaxSessions: 10}}
+	cfg.PeSIT.Servers = []config.Server{{ID: "PESITSRV", Listen: testenv.FreeAddr(t), MaxSessions: 10}}
 	cfg.PeSIT.Partners = []config.Partner{{ID: "LEAK", Password: "leak-pw", Access: "write"}}
 	cfg.PeSIT.Files = []config.VirtualFile{{ID: "INBOX", Direction: "receive", ReceiveDir: filepath.Join(dir, "in"), Overwrite: true}}
 	if err := cfg.Validate(); err != nil {

@@ -107,16 +107,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func startServe(t testing.TB, o serveOpts) *served {
 	t.Helper()
 	bin := o.bin
@@ -127,8 +117,8 @@ func startServe(t testing.TB, o serveOpts) *served {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	s := &served{pesit: freePort(t), dir: dir, log: &lockedBuffer{}, done: make(chan error, 1)}
-	apiAddr := freePort(t)
+	s := &served{pesit: testenv.FreeAddr(t), dir: dir, log: &lockedBuffer{}, done: make(chan error, 1)}
+	apiAddr := testenv.FreeAddr(t)
 	s.api = "http://" + apiAddr
 	var partners strings.Builder
 	for _, id := range o.partners {

@@ -197,11 +197,11 @@ func startCluster(t *testing.T, dir string, drain time.Duration) (leader, standb
 	etcd := etcdtest.Start(t, etcdtest.Options{Size: 1})
 	url := pgtest.Start(t)
 	var nodes []*testNode
-	port := freeAddr(t)[len("127.0.0.1"):]
+	port := testenv.FreeAddr(t)[len("127.0.0.1"):]
 	for i, name := range []string{"node-a", "node-b"} {
 		cfg := baseConfig(t, dir, name)
 		cfg.Node.BindAddress = fmt.Sprintf("127.0.0.%d", 31+i)
-		cfg.API.Listen = config.BindHost(":"+strings.Split(freeAddr(t), ":")[1], cfg.Node.BindAddress)
+		cfg.API.Listen = config.BindHost(":"+strings.Split(testenv.FreeAddr(t), ":")[1], cfg.Node.BindAddress)
 		cfg.PeSIT.Servers[0].Listen = port
 		cfg.PeSIT.Timers.Drain = drain
 		cfg.Cluster.Enabled = true

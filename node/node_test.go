@@ -36,16 +36,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // syncBuffer collects a node's log for assertions.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -80,11 +70,11 @@ func baseConfig(t *testing.T, dir, name string) config.Config {
 	cfg.Node.Name = name
 	cfg.DataDir = filepath.Join(dir, name)
 	cfg.FileRoot = dir // the virtual files below are shared by the nodes of a test
-	cfg.API.Listen = freeAddr(t)
+	cfg.API.Listen = testenv.FreeAddr(t)
 	cfg.API.Users = []config.User{{Name: "admin", Password: "admin-pw", Role: "admin"}}
 	cfg.Telemetry.LogFormat = "json"
 	cfg.PeSIT.Timers.Drain = 2 * time.Second
-	cfg.PeSIT.Servers = []config.Server{{ID: "PESITSRV", Listen: freeAddr(t), MaxSessions: 50}}
+	cfg.PeSIT.Servers = []config.Server{{ID: "PESITSRV", Listen: testenv.FreeAddr(t), MaxSessions: 50}}
 	cfg.PeSIT.Partners = []config.Partner{{ID: "CXCLIENT", Password: "test123", Access: "both"}}
 	cfg.PeSIT.Files = []config.VirtualFile{
 		{ID: "INBOX", Direction: "receive", ReceiveDir: filepath.Join(dir, "in"), NamePattern: "${partner}/${file}-${transferId}"},
@@ -271,12 +261,12 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 	url := pgtest.Start(t)
 	dir := t.TempDir()
 	var nodes []*testNode
-	port := freeAddr(t)[len("127.0.0.1"):] // ":NNNN", shared through the store
+	port := testenv.FreeAddr(t)[len("127.0.0.1"):] // ":NNNN", shared through the store
 	for i, name := range []string{"node-a", "node-b"} {
 		cfg := baseConfig(t, dir, name)
 		// Each node has its own loopback address, like a pod.
 		cfg.Node.BindAddress = fmt.Sprintf("127.0.0.%d", 21+i)
-		cfg.API.Listen = config.BindHost(":"+strings.Split(freeAddr(t), ":")[1], cfg.Node.BindAddress)
+		cfg.API.Listen = config.BindHost(":"+strings.Split(testenv.FreeAddr(t), ":")[1], cfg.Node.BindAddress)
 		cfg.PeSIT.Servers[0].Listen = port
 		cfg.Cluster.Enabled = true
 		cfg.Cluster.TTL = 2 * time.Second
@@ -324,7 +314,7 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 	}
 
 	// Move the PeSIT server to another port through the standby's API.
-	newPort := ":" + strings.Split(freeAddr(t), ":")[1]
+	newPort := ":" + strings.Split(testenv.FreeAddr(t), ":")[1]
 	newAddr := config.BindHost(newPort, leader.cfg.Node.BindAddress)
 	code, body = standby.do(t, "PUT", "/api/v1/servers/PESITSRV", map[string]any{
 		"id": "PESITSRV", "listen": newPort, "maxSessions": 50, "autoStart": true,

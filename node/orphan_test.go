@@ -94,12 +94,12 @@ func TestOrphanAfterLeaderKilled(t *testing.T) {
 	etcd := etcdtest.Start(t, etcdtest.Options{Size: 1})
 	url := pgtest.Start(t)
 	dir := t.TempDir()
-	port := freeAddr(t)[len("127.0.0.1"):]
+	port := testenv.FreeAddr(t)[len("127.0.0.1"):]
 	cfgs := make([]config.Config, 2)
 	for i, name := range []string{"node-a", "node-b"} {
 		cfg := baseConfig(t, dir, name)
 		cfg.Node.BindAddress = fmt.Sprintf("127.0.0.%d", 41+i)
-		cfg.API.Listen = config.BindHost(":"+strings.Split(freeAddr(t), ":")[1], cfg.Node.BindAddress)
+		cfg.API.Listen = config.BindHost(":"+strings.Split(testenv.FreeAddr(t), ":")[1], cfg.Node.BindAddress)
 		cfg.PeSIT.Servers[0].Listen = port
 		cfg.Cluster.Enabled = true
 		cfg.Cluster.TTL = 2 * time.Second

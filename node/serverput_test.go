@@ -93,7 +93,7 @@ func TestServerPutKeepsSessionsAndReportsBindFailures(t *testing.T) {
 	}
 
 	// A new address: bound before the answer, the old one released.
-	addr2 := freeAddr(t)
+	addr2 := testenv.FreeAddr(t)
 	s = n.putServer(t, map[string]any{"listen": addr2, "maxSessions": 50})
 	if !s.Running || s.ListenError != "" || s.Listening.Addr != addr2 {
 		t.Fatalf("after a listen change: %+v", s)
@@ -127,7 +127,7 @@ func TestServerPutKeepsSessionsAndReportsBindFailures(t *testing.T) {
 	}
 
 	// A correcting PUT applies at once.
-	addr3 := freeAddr(t)
+	addr3 := testenv.FreeAddr(t)
 	s = n.putServer(t, map[string]any{"listen": addr3, "maxSessions": 50})
 	if !s.Running || s.ListenError != "" || s.Listening.Addr != addr3 {
 		t.Fatalf("after a correcting PUT: %+v", s)
@@ -153,7 +153,7 @@ func TestServerPutKeepsSessionsAndReportsBindFailures(t *testing.T) {
 	if g := n.getServer(t); g.Running || !strings.Contains(g.ListenError, "address already in use") {
 		t.Fatalf("GET after a failed start: %+v", g)
 	}
-	addr4 := freeAddr(t)
+	addr4 := testenv.FreeAddr(t)
 	if s = n.putServer(t, map[string]any{"listen": addr4, "maxSessions": 50}); !s.Running || s.ListenError != "" || s.Listening.Addr != addr4 {
 		t.Fatalf("PUT correcting a failed start: %+v", s)
 	}

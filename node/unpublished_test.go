@@ -47,9 +47,9 @@ func openNodeStore(t *testing.T, cfg config.Config) *store.Store {
 // again is cfg for the node's next start, on fresh ports: a port just
 // released may be taken meanwhile (it is in the ephemeral range).
 func again(t *testing.T, cfg config.Config) config.Config {
-	cfg.API.Listen = freeAddr(t)
+	cfg.API.Listen = testenv.FreeAddr(t)
 	cfg.PeSIT.Servers = append([]config.Server(nil), cfg.PeSIT.Servers...)
-	cfg.PeSIT.Servers[0].Listen = freeAddr(t)
+	cfg.PeSIT.Servers[0].Listen = testenv.FreeAddr(t)
 	return cfg
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/client"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
@@ -30,24 +30,13 @@ func runClientCmd(t *testing.T, cmd *cobra.Command, args ...string) (string, err
 	return out.String(), err
 }
 
-// closedAddr returns a loopback address nobody listens on.
-func closedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestClientCommandExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "f.bin")
 	if err := os.WriteFile(src, []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := closedAddr(t)
+	addr := testenv.FreeAddr(t)
 	base := []string{"--addr", addr, "--server-id", "SRV", "--partner", "P"}
 	cases := []struct {
 		name string
@@ -78,7 +67,7 @@ func TestClientCommandExitCodes(t *testing.T) {
 }
 
 func TestClientCommandJSONError(t *testing.T) {
-	addr := closedAddr(t)
+	addr := testenv.FreeAddr(t)
 	out, err := runClientCmd(t, newReceiveCommand(), "--output", "json", "--addr", addr,
 		"--server-id", "S", "--partner", "P", "VF", filepath.Join(t.TempDir(), "x"))
 	if exitCode(err) != exitConnection {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/server"
 )
@@ -29,7 +30,7 @@ func TestRelisten(t *testing.T) {
 	live.connect()
 
 	second := ca.issue(t, "second", true)
-	newAddr := freeLoopback(t)
+	newAddr := testenv.FreeAddr(t)
 	if err := e.srv.Relisten(ctx, newAddr, tlsCfgAddr, &tls.Config{Certificates: []tls.Certificate{second}}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,14 +71,4 @@ func TestRelisten(t *testing.T) {
 	}
 
 	live.release() // the session connected before every change
-}
-
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,7 +95,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 
 	var initial []string
 	for i := 0; i < opts.Size; i++ {
-		ports := FreePorts(t, 2)
+		ports := testenv.FreePorts(t, 2)
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
 			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[0]),
@@ -313,27 +312,6 @@ func (m *Member) Pause() error { return m.proc.Pause() }
 
 // Resume continues a paused process with SIGCONT.
 func (m *Member) Resume() error { return m.proc.Resume() }
-
-// FreePorts returns n distinct free TCP ports on 127.0.0.1. The listeners
-// are closed before returning, so a port can in theory be taken by someone
-// else before it is used; on a test machine that is rare enough.
-func FreePorts(t testing.TB, n int) []int {
-	t.Helper()
-	ports := make([]int, 0, n)
-	var ls []net.Listener
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("etcdtest: free port: %v", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
 
 func replaceFlag(args []string, flag, value string) []string {
 	out := append([]string(nil), args...)

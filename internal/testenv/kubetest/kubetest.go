@@ -81,7 +81,7 @@ func Start(t testing.TB, opts Options) *ControlPlane {
 	cp.CAPEM = cp.pki.caPEM
 	cp.Etcd = etcdtest.Start(t, etcdtest.Options{Size: 1})
 
-	port := etcdtest.FreePorts(t, 1)[0]
+	port := testenv.FreePorts(t, 1)[0]
 	cp.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
 	cp.apiserver = &testenv.Process{
 		Name: "kube-apiserver",
@@ -251,7 +251,7 @@ func (cp *ControlPlane) startControllerManager(t testing.TB, bin string) error {
 			"--root-ca-file=" + cp.pki.caCert,
 			"--leader-elect=false",
 			"--bind-address=127.0.0.1",
-			fmt.Sprintf("--secure-port=%d", etcdtest.FreePorts(t, 1)[0]),
+			fmt.Sprintf("--secure-port=%d", testenv.FreePorts(t, 1)[0]),
 			"--cert-dir=" + filepath.Join(cp.dir, "kcm-certs"),
 			"--profiling=false",
 			"--v=1",

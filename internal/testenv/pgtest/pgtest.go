@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -225,15 +224,6 @@ func (s *Server) init() error {
 	return nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -241,7 +231,7 @@ func (s *Server) start() error {
 		return errors.New("already running")
 	}
 	if s.port == 0 {
-		p, err := freePort()
+		p, err := testenv.FreePort()
 		if err != nil {
 			return err
 		}
