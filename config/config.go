@@ -61,6 +61,11 @@ type Cluster struct {
 	// FastFailover lets standbys take over within a second when the
 	// leader's process dies (docs/ha.md, "Fast failover"). Default true.
 	FastFailover bool `koanf:"fastFailover"`
+	// ConfirmWindow is how long a leader with fast failover counts its
+	// leadership valid after its last confirmation read (one every
+	// window/5), and so how long the next leader waits after revoking it
+	// (docs/ha.md). Default 300ms, within 100ms..TTL/2.
+	ConfirmWindow time.Duration `koanf:"confirmWindow"`
 	// LivenessListen is where this node serves liveness streams to standbys
 	// (default ":7947"; a port alone binds node.bindAddress).
 	LivenessListen string `koanf:"livenessListen"`
@@ -258,6 +263,7 @@ func Default() Config {
 			Kubernetes:  KubernetesAccess{Enabled: true},
 
 			FastFailover:   true,
+			ConfirmWindow:  DefaultConfirmWindow,
 			LivenessListen: ":7947",
 		},
 		Store:     Store{Driver: "sqlite", Retention: 30 * 24 * time.Hour, InterruptedExpiry: 72 * time.Hour},
@@ -277,6 +283,13 @@ func Default() Config {
 
 // MinTTL is the shortest election session TTL accepted.
 const MinTTL = 2 * time.Second
+
+// The fast failover confirmation window: the default and the shortest
+// accepted, the same as package election's (node checks they agree).
+const (
+	DefaultConfirmWindow = 300 * time.Millisecond
+	MinConfirmWindow     = 100 * time.Millisecond
+)
 
 // Validate checks the whole configuration and returns every problem found,
 // each naming its key.
@@ -307,6 +320,9 @@ func (c *Config) Validate() error {
 			bad("store.driver", "must be postgres when the cluster is enabled: every pod shares one store")
 		}
 		if c.Cluster.FastFailover {
+			if w := c.Cluster.ConfirmWindow; w < MinConfirmWindow || w >= c.Cluster.TTL/2 {
+				bad("cluster.confirmWindow", "%s is outside %s..%s (half the TTL, excluded)", w, MinConfirmWindow, c.Cluster.TTL/2)
+			}
 			if _, _, err := net.SplitHostPort(c.Cluster.LivenessListen); err != nil {
 				bad("cluster.livenessListen", "%q is not host:port: %v", c.Cluster.LivenessListen, err)
 			}

@@ -273,3 +273,26 @@ func TestShutdownDelayBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestConfirmWindowBounds(t *testing.T) {
+	base := []string{"cluster.enabled=true", "store.driver=postgres", "store.url=postgres://x", "cluster.kubernetes.enabled=false"}
+	cfg, err := Load(Source{Sets: base})
+	if err != nil || cfg.Cluster.ConfirmWindow != DefaultConfirmWindow {
+		t.Fatalf("default confirmWindow = %v (%v), want %v", cfg.Cluster.ConfirmWindow, err, DefaultConfirmWindow)
+	}
+	cfg, err = Load(Source{Sets: append(base, "cluster.confirmWindow=1s")})
+	if err != nil || cfg.Cluster.ConfirmWindow != time.Second {
+		t.Fatalf("confirmWindow 1s: %v, %v", cfg.Cluster.ConfirmWindow, err)
+	}
+	// Below the minimum, at half the TTL (5s by default), and negative.
+	for _, bad := range []string{"50ms", "2500ms", "-1s"} {
+		_, err := Load(Source{Sets: append(base, "cluster.confirmWindow="+bad)})
+		if err == nil || !strings.Contains(err.Error(), "cluster.confirmWindow") {
+			t.Errorf("confirmWindow %s: %v, want an error naming cluster.confirmWindow", bad, err)
+		}
+	}
+	// Without fast failover the window is not used, whatever it says.
+	if _, err := Load(Source{Sets: append(base, "cluster.fastFailover=false", "cluster.confirmWindow=0s")}); err != nil {
+		t.Errorf("fastFailover off with confirmWindow 0s refused: %v", err)
+	}
+}

@@ -18,9 +18,18 @@ const (
 	MinTTL             = 2 * time.Second
 	DefaultDialTimeout = 5 * time.Second
 	// DefaultConfirmWindow is the leader's confirmation window when fast
-	// failover is on: short enough for a takeover well under a second, long
-	// enough that a few slow reads do not make a leader refuse partners.
-	DefaultConfirmWindow = 500 * time.Millisecond
+	// failover is on. It is the bulk of a crash failover (the next leader
+	// waits it out), and a leader whose confirmation reads all stall for
+	// four fifths of it refuses partners until one answers: 300 ms keeps a
+	// crash, seen through a Kubernetes Service, under a second and
+	// tolerates 240 ms etcd stalls.
+	DefaultConfirmWindow = 300 * time.Millisecond
+	// MinConfirmWindow bounds the read rate (one read every window/5).
+	MinConfirmWindow = 100 * time.Millisecond
+	// LegacyConfirmWindow is the window of members that do not publish
+	// theirs (releases before it was configurable): the next leader waits
+	// it out after revoking such a member.
+	LegacyConfirmWindow = 500 * time.Millisecond
 )
 
 // Config says how a member reaches etcd and who it is.
@@ -80,8 +89,13 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Margin == 0 {
 		c.Margin = c.TTL / 5
 	}
-	if c.ConfirmWindow < 0 || c.ConfirmWindow >= c.TTL/2 {
-		return c, fmt.Errorf("election: confirm window %v must be below TTL/2 (%v)", c.ConfirmWindow, c.TTL/2)
+	if c.ConfirmWindow < 0 || c.ConfirmWindow >= c.TTL/2 || (c.ConfirmWindow > 0 && c.ConfirmWindow < MinConfirmWindow) {
+		return c, fmt.Errorf("election: confirm window %v must be 0 (off) or within %v..%v (TTL/2, excluded)", c.ConfirmWindow, MinConfirmWindow, c.TTL/2)
+	}
+	if c.Liveness != "" && c.ConfirmWindow == 0 {
+		// Standbys revoke a member that advertises a liveness listener on
+		// the word of a refused dial; only the window makes that safe.
+		return c, errors.New("election: a liveness address needs a confirm window")
 	}
 	if c.Margin < 0 || c.Margin >= c.TTL/2 {
 		return c, fmt.Errorf("election: margin %v must be positive and below TTL/2 (%v)", c.Margin, c.TTL/2)

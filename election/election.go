@@ -78,6 +78,23 @@ type MemberInfo struct {
 	// Liveness is the member's liveness listener; set only when the member
 	// confirms its leadership within ConfirmWindow (fast failover on).
 	Liveness string `json:"liveness,omitempty"`
+	// ConfirmWindowMS is that window, in milliseconds: what the next
+	// leader must wait out after revoking this member (ConfirmWindow).
+	ConfirmWindowMS int64 `json:"confirmWindowMs,omitempty"`
+}
+
+// ConfirmWindow is the member's confirmation window: the one it published,
+// LegacyConfirmWindow for a member that advertises a liveness listener
+// without one, 0 for a member that does not take part in fast failover.
+func (mi MemberInfo) ConfirmWindow() time.Duration {
+	switch {
+	case mi.Liveness == "":
+		return 0
+	case mi.ConfirmWindowMS <= 0:
+		return LegacyConfirmWindow
+	default:
+		return time.Duration(mi.ConfirmWindowMS) * time.Millisecond
+	}
 }
 
 // New connects to etcd, grants the member's lease, registers the member
@@ -129,7 +146,12 @@ func start(ctx context.Context, cfg Config, cli *clientv3.Client) (*Member, erro
 		_ = m.revoke()
 		return nil, fmt.Errorf("election: session: %w", err)
 	}
-	info, err := json.Marshal(MemberInfo{Name: cfg.Name, Address: cfg.Address, StartedAt: time.Now().UTC(), Liveness: cfg.Liveness})
+	mi := MemberInfo{Name: cfg.Name, Address: cfg.Address, StartedAt: time.Now().UTC(), Liveness: cfg.Liveness}
+	if cfg.Liveness != "" {
+		// Rounded up, so that the next leader never waits less.
+		mi.ConfirmWindowMS = int64((cfg.ConfirmWindow + time.Millisecond - 1) / time.Millisecond)
+	}
+	info, err := json.Marshal(mi)
 	if err != nil {
 		return nil, fmt.Errorf("election: encode member: %w", err)
 	}

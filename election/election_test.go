@@ -419,6 +419,9 @@ func TestConfigValidation(t *testing.T) {
 		{"slash in name", func(c *Config) { c.Name = "a/b" }},
 		{"cert without key", func(c *Config) { c.CertFile = "x.pem" }},
 		{"margin too large", func(c *Config) { c.TTL, c.Margin = 4*time.Second, 2*time.Second }},
+		{"confirm window below minimum", func(c *Config) { c.ConfirmWindow = MinConfirmWindow - time.Millisecond }},
+		{"confirm window at TTL/2", func(c *Config) { c.ConfirmWindow = DefaultTTL / 2 }},
+		{"liveness without a confirm window", func(c *Config) { c.Liveness = "127.0.0.1:7947" }},
 	} {
 		cfg := good
 		tc.edit(&cfg)
@@ -550,7 +553,8 @@ func TestConfirmWindow(t *testing.T) {
 	const w = 300 * time.Millisecond
 	m, err := New(ctx, Config{
 		Endpoints: c.Endpoints(), TTL: 5 * time.Second, ConfirmWindow: w,
-		Cluster: "test", Name: "leader", Logger: slog.New(slog.DiscardHandler),
+		Liveness: "127.0.0.1:1", // published only; nobody follows it here
+		Cluster:  "test", Name: "leader", Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -559,6 +563,11 @@ func TestConfirmWindow(t *testing.T) {
 	l := mustWin(t, campaignAsync(ctx, m), "leader").l
 	if !l.Valid() {
 		t.Fatal("a fresh leadership is not valid")
+	}
+	// The member key publishes the window, which the next leader waits
+	// out after revoking this one (package ha).
+	if mi, _, err := m.View.Member(ctx, "leader"); err != nil || mi.ConfirmWindow() != w {
+		t.Fatalf("published confirm window %v (%v), want %v", mi.ConfirmWindow(), err, w)
 	}
 	if err := c.Member(0).Pause(); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -70,10 +71,13 @@ func (l *Loop) followLeader(ctx context.Context, m *election.Member) {
 		l.mu.Lock()
 		info := l.leader
 		l.mu.Unlock()
-		var t liveness.Target
-		ok := false
+		var (
+			t      liveness.Target
+			window time.Duration
+			ok     bool
+		)
 		if info.Name != "" && info.Name != m.Name() {
-			t, ok = l.target(ctx, m, info)
+			t, window, ok = l.target(ctx, m, info)
 		}
 		if !ok {
 			if !l.waitLeaderChange(ctx, info, time.Second) {
@@ -114,7 +118,7 @@ func (l *Loop) followLeader(ctx context.Context, m *election.Member) {
 		cancel()
 		switch out {
 		case liveness.Evidence:
-			l.revoke(ctx, m, info)
+			l.revoke(ctx, m, info, window)
 		case liveness.NoEvidence:
 			l.cfg.Metrics.fastDecision(DecisionNoEvidence)
 		}
@@ -127,18 +131,18 @@ func (l *Loop) followLeader(ctx context.Context, m *election.Member) {
 	}
 }
 
-// target finds the liveness address of leader info: its member key must be
-// on the same lease (the same process) and advertise one. A leader that
-// advertises none does not confirm its leadership within the window, so
-// it must never be revoked.
-func (l *Loop) target(ctx context.Context, m *election.Member, info election.LeaderInfo) (liveness.Target, bool) {
+// target finds the liveness address of leader info, and its confirmation
+// window: its member key must be on the same lease (the same process) and
+// advertise one. A leader that advertises none does not confirm its
+// leadership within a window, so it must never be revoked.
+func (l *Loop) target(ctx context.Context, m *election.Member, info election.LeaderInfo) (liveness.Target, time.Duration, bool) {
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	mi, lease, err := m.View.Member(cctx, info.Name)
 	if err != nil || lease != info.Lease || mi.Liveness == "" {
-		return liveness.Target{}, false
+		return liveness.Target{}, 0, false
 	}
-	return liveness.Target{Name: info.Name, Lease: info.Lease, Addr: mi.Liveness}, true
+	return liveness.Target{Name: info.Name, Lease: info.Lease, Addr: mi.Liveness}, mi.ConfirmWindow(), true
 }
 
 // waitLeaderChange waits until the observed leader key differs from
@@ -165,11 +169,11 @@ func (l *Loop) waitLeaderChange(ctx context.Context, info election.LeaderInfo, l
 
 // revoke ends the lease of a leader whose process is gone, after checking
 // with a linearizable read that etcd still names that leader on that lease.
-// The marker written first makes the next leader wait out the leader's
-// confirmation window: if the evidence was forged (a firewall's RST) and
-// the leader lives, by then it has seen its key gone or stopped counting
-// itself valid.
-func (l *Loop) revoke(ctx context.Context, m *election.Member, info election.LeaderInfo) {
+// The marker written first, which carries the leader's confirmation
+// window, makes the next leader wait that window out: if the evidence was
+// forged (a firewall's RST) and the leader lives, by then it has seen its
+// key gone or stopped counting itself valid.
+func (l *Loop) revoke(ctx context.Context, m *election.Member, info election.LeaderInfo, window time.Duration) {
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	cur, err := m.View.Leader(cctx)
@@ -187,7 +191,13 @@ func (l *Loop) revoke(ctx context.Context, m *election.Member, info election.Lea
 		return
 	}
 	marker := revokedPrefix(l.cfg.Election.Cluster) + strconv.FormatInt(info.Lease, 16)
-	if _, err := m.Client().Put(cctx, marker, info.Name, clientv3.WithLease(m.Lease())); err != nil {
+	value, err := json.Marshal(revocation{Leader: info.Name, ConfirmWindowMS: window.Milliseconds()})
+	if err != nil {
+		l.log.Warn("fast failover: cannot encode the revocation; the lease TTL decides", "err", err)
+		l.cfg.Metrics.fastDecision(DecisionError)
+		return
+	}
+	if _, err := m.Client().Put(cctx, marker, string(value), clientv3.WithLease(m.Lease())); err != nil {
 		l.log.Warn("fast failover: cannot record the revocation; the lease TTL decides", "err", err)
 		l.cfg.Metrics.fastDecision(DecisionError)
 		return
@@ -205,31 +215,64 @@ func (l *Loop) revoke(ctx context.Context, m *election.Member, info election.Lea
 	l.cfg.Metrics.fastDecision(DecisionRevoked)
 }
 
+// revocation is the value of a fast failover marker.
+type revocation struct {
+	Leader string `json:"leader"`
+	// ConfirmWindowMS is the revoked leader's confirmation window.
+	ConfirmWindowMS int64 `json:"confirmWindowMs"`
+}
+
+// window is what the next leader waits out for this marker: the revoked
+// leader's window, or LegacyConfirmWindow for a marker written by a
+// release that did not record it (its value was the leader's name).
+func revokedWindow(value []byte) time.Duration {
+	var r revocation
+	if json.Unmarshal(value, &r) != nil || r.ConfirmWindowMS <= 0 {
+		return election.LegacyConfirmWindow
+	}
+	return time.Duration(r.ConfirmWindowMS) * time.Millisecond
+}
+
 // awaitRevoked runs on a new leader before it serves: if a lease was
 // revoked on the fast failover path, the old leader may be alive (the
-// evidence forged), so this one waits until the confirmation window, plus
-// a tenth for clock rates, has passed since it won, which is after the
-// revocation. It checks
-// whatever its own configuration: safety must not depend on every member
-// agreeing on fast failover.
+// evidence forged), so this one waits until that leader's confirmation
+// window, plus a tenth for clock rates, has passed since it won, which is
+// after the revocation. It checks whatever its own configuration: safety
+// must not depend on every member agreeing on fast failover or on the
+// window.
 func (l *Loop) awaitRevoked(ctx context.Context, m *election.Member, won time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*l.confirmWindow())
-	defer cancel()
 	prefix := revokedPrefix(l.cfg.Election.Cluster)
-	resp, err := m.Client().Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err == nil && resp.Count == 0 {
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	resp, err := m.Client().Get(gctx, prefix, clientv3.WithPrefix())
+	cancel()
+	var window time.Duration
+	switch {
+	case err != nil:
+		// Without an answer, wait all the same, for the longest window
+		// a member of this TTL may have.
+		ttl := l.cfg.Election.TTL
+		if ttl <= 0 {
+			ttl = election.DefaultTTL
+		}
+		window = ttl / 2
+	case len(resp.Kvs) == 0:
 		return nil
+	default:
+		for _, kv := range resp.Kvs {
+			window = max(window, revokedWindow(kv.Value))
+		}
 	}
 	// The campaign returned after the old key went, hence after the
 	// revocation: the window counts from the win, and the fencing write
 	// and the other steps since then are part of it.
-	w := time.Until(won.Add(l.confirmWindow()))
-	// Without an answer, wait all the same: it costs one window.
-	l.log.Info("a lease may have been revoked on the fast failover path; waiting out the old leader's confirmation window", "wait", w, "err", err)
+	w := time.Until(won.Add(window + window/10))
+	l.log.Info("a lease may have been revoked on the fast failover path; waiting out the old leader's confirmation window", "window", window, "wait", w, "err", err)
 	if w > 0 && !sleep(ctx, w) {
 		return ctx.Err()
 	}
-	if _, err := m.Client().Delete(ctx, prefix, clientv3.WithPrefix()); err != nil {
+	dctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := m.Client().Delete(dctx, prefix, clientv3.WithPrefix()); err != nil {
 		l.log.Warn("clear fast failover revocations", "err", err)
 	}
 	return nil
@@ -240,12 +283,4 @@ func (l *Loop) awaitRevoked(ctx context.Context, m *election.Member, won time.Ti
 func revokedFast(ctx context.Context, cli *clientv3.Client, cluster string, lease int64) bool {
 	resp, err := cli.Get(ctx, revokedPrefix(cluster)+strconv.FormatInt(lease, 16), clientv3.WithCountOnly())
 	return err == nil && resp.Count > 0
-}
-
-func (l *Loop) confirmWindow() time.Duration {
-	w := l.cfg.Election.ConfirmWindow
-	if w <= 0 {
-		w = election.DefaultConfirmWindow
-	}
-	return w + w/10
 }

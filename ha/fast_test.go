@@ -90,6 +90,11 @@ func waitFollowing(t *testing.T, n *node, want float64) {
 
 func fastNode(t *testing.T, endpoints []string, st *store.Store, mon *monitor, name string, ttl time.Duration) (*node, *killableListener) {
 	t.Helper()
+	return fastNodeWindow(t, endpoints, st, mon, name, ttl, election.DefaultConfirmWindow)
+}
+
+func fastNodeWindow(t *testing.T, endpoints []string, st *store.Store, mon *monitor, name string, ttl, window time.Duration) (*node, *killableListener) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +104,7 @@ func fastNode(t *testing.T, endpoints []string, st *store.Store, mon *monitor, n
 		c.FastFailover = true
 		c.LivenessListener = kl
 		c.Election.Liveness = ln.Addr().String()
-		c.Election.ConfirmWindow = election.DefaultConfirmWindow
+		c.Election.ConfirmWindow = window
 	})
 	return n, kl
 }
@@ -131,6 +136,54 @@ func TestFastFailoverForgedRefusal(t *testing.T) {
 	}
 	if a.serve.accepting() {
 		t.Error("the revoked leader still accepts")
+	}
+}
+
+// TestNewLeaderWaitsTheRevokedLeadersWindow: the wait after a revocation
+// is the revoked leader's window, which it published, not the new
+// leader's: a leader with a long window is not raced by a successor
+// configured with a short one.
+func TestNewLeaderWaitsTheRevokedLeadersWindow(t *testing.T) {
+	const (
+		ttl         = 5 * time.Second
+		aWindow     = 1500 * time.Millisecond
+		bWindow     = election.MinConfirmWindow
+		revokedWait = aWindow + aWindow/10
+	)
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	st := openStore(t)
+	mon := &monitor{}
+	a, aLn := fastNodeWindow(t, cluster.Endpoints(), st, mon, "a", ttl, aWindow)
+	waitLeader(t, []*node{a}, 10*time.Second)
+	b, _ := fastNodeWindow(t, cluster.Endpoints(), st, mon, "b", ttl, bWindow)
+	waitFollowing(t, b, 1)
+
+	killed := time.Now()
+	aLn.kill()
+	waitLeaderOtherThan(t, a, []*node{a, b}, 10*time.Second)
+	took := time.Since(killed)
+	t.Logf("takeover after the refusal: %v (a's window %v, b's %v)", took, aWindow, bWindow)
+	if took < revokedWait {
+		t.Errorf("b served %v after the refusal, before a's window (%v, plus a tenth) had passed", took, aWindow)
+	}
+	if v := counterValue(t, b.loop.cfg.Metrics.fast.WithLabelValues(DecisionRevoked)); v != 1 {
+		t.Errorf("revocations counted by the standby: %v, want 1 (the TTL path would take %v)", v, ttl)
+	}
+	if d, n := mon.overlap(); d > 0 || n > 1 {
+		t.Errorf("two nodes accepted at once for %s", d)
+	}
+}
+
+func TestRevokedWindow(t *testing.T) {
+	for value, want := range map[string]time.Duration{
+		`{"leader":"a","confirmWindowMs":300}`:  300 * time.Millisecond,
+		`{"leader":"a","confirmWindowMs":1500}`: 1500 * time.Millisecond,
+		`a`:                                     election.LegacyConfirmWindow, // the marker of a release that recorded only the name
+		`{"leader":"a"}`:                        election.LegacyConfirmWindow,
+	} {
+		if got := revokedWindow([]byte(value)); got != want {
+			t.Errorf("revokedWindow(%s) = %v, want %v", value, got, want)
+		}
 	}
 }
 

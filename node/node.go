@@ -171,7 +171,7 @@ func (n *node) run(ctx context.Context, opts Options) error {
 				return fmt.Errorf("cluster.livenessListen %s: %w", addr, err)
 			}
 			livenessAddr = n.livenessAdvertised(livenessLn.Addr())
-			window = election.DefaultConfirmWindow
+			window = n.cfg.Cluster.ConfirmWindow
 			n.log.Info("liveness listener up; fast failover on", "addr", livenessLn.Addr().String(), "advertised", livenessAddr)
 		}
 		loop, err := ha.New(ha.Config{
