@@ -39,3 +39,30 @@ func TestConfirmReadsTheKeyNow(t *testing.T) {
 		t.Fatal("Confirm after the end of leadership returned nil")
 	}
 }
+
+// TestCampaignOnARevokedLeaseEndsTheSession: a member whose lease another
+// member revoked (the fast failover path) learns it from its next campaign
+// and ends its session there, instead of at its next renewal (TTL/5
+// later), so that it joins again with a lease it can write with.
+func TestCampaignOnARevokedLeaseEndsTheSession(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	const ttl = 10 * time.Second // renewals every 2 s: far from this test's instants
+	m := newMember(t, c.Endpoints(), "revoked", ttl)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := m.Client().Revoke(ctx, m.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.Campaign(ctx)
+	if !errors.Is(err, ErrLeaseExpired) {
+		t.Fatalf("campaign on a revoked lease: %v, want ErrLeaseExpired", err)
+	}
+	select {
+	case <-m.Done():
+	default:
+		t.Fatal("the session still runs after etcd said its lease is gone")
+	}
+	if !errors.Is(m.Err(), ErrLeaseExpired) {
+		t.Fatalf("session ended with %v, want ErrLeaseExpired", m.Err())
+	}
+}

@@ -237,6 +237,19 @@ func (m *Member) extend(sent time.Time, ttlSeconds int64) {
 	}
 }
 
+// LoseIfLeaseGone ends the session at once if err is etcd saying that
+// this member's lease no longer exists (a standby revoked it on the fast
+// failover path, or it expired), and reports whether it did. Without it
+// the member would learn it at its next renewal, up to TTL/5 later, and
+// until then campaign and revoke in vain (each write on the lease fails).
+func (m *Member) LoseIfLeaseGone(err error) bool {
+	if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return false
+	}
+	m.lose(ErrLeaseExpired)
+	return true
+}
+
 func (m *Member) lose(cause error) {
 	if m.ctx.Err() != nil {
 		return
@@ -357,6 +370,9 @@ func (m *Member) Campaign(ctx context.Context) (*Leadership, error) {
 		}
 		if cerr := context.Cause(cctx); cerr != nil {
 			return nil, fmt.Errorf("election: campaign: %w", cerr)
+		}
+		if m.LoseIfLeaseGone(err) {
+			return nil, fmt.Errorf("election: campaign: %w: %w", ErrLeaseExpired, err)
 		}
 		return nil, fmt.Errorf("election: campaign: %w", err)
 	}

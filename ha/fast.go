@@ -198,6 +198,10 @@ func (l *Loop) revoke(ctx context.Context, m *election.Member, info election.Lea
 		return
 	}
 	if _, err := m.Client().Put(cctx, marker, string(value), clientv3.WithLease(m.Lease())); err != nil {
+		// This member's own lease gone (it was a leader revoked a moment
+		// ago) ends its session now, so that it joins again and follows
+		// with a lease that can write.
+		m.LoseIfLeaseGone(err)
 		l.log.Warn("fast failover: cannot record the revocation; the lease TTL decides", "err", err)
 		l.cfg.Metrics.fastDecision(DecisionError)
 		return

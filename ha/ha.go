@@ -230,6 +230,9 @@ func (l *Loop) runMember(ctx context.Context, m *election.Member) {
 				return
 			}
 			l.log.Warn("campaign ended without leadership", "err", err)
+			if m.Err() != nil {
+				continue // the session is gone (its lease revoked): join again at once
+			}
 			if !sleep(ctx, l.cfg.RetryInterval) {
 				return
 			}
