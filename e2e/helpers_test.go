@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,26 +207,58 @@ func connectOnce(ctx context.Context, addr string) error {
 	return s.Release(ctx)
 }
 
-// timeToConnect polls CONNECT through the Service every 20 ms until one
+// timeToConnect starts a CONNECT through the Service every 20 ms until one
 // succeeds that the deposed leader old cannot have served, and returns the
 // time since from (old nil: any pod may serve it). A CONNECT counts only if
-// old's own PeSIT port refused just before it: a deleted pod's listener
-// never comes back, so the session was served by another pod, the new
-// leader. A CONNECT that the dying leader still answered (its process
+// old's own PeSIT port refused just before it started: a deleted pod's
+// listener never comes back, so the session was served by another pod, the
+// new leader. A CONNECT that the dying leader still answered (its process
 // outlives the delete call) is not a failover.
+//
+// Attempts overlap (up to connectProbesInFlight): one waiting on a lost SYN
+// (TCP retransmits it after 1 s) does not hold back the next ones, so the
+// figure is when the Service serves again, as the monitor's 20 ms period
+// promises, not one unlucky client's retransmission timer.
 func timeToConnect(ctx context.Context, c Cluster, from time.Time, old *Pod, timeout time.Duration) (time.Duration, error) {
+	const connectProbesInFlight = 8
 	ctx, cancel := context.WithTimeout(ctx, timeout)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel, which runs first
 	defer cancel()
+	type outcome struct {
+		at  time.Time
+		err error
+	}
+	outcomes := make(chan outcome, connectProbesInFlight)
+	inFlight := 0
 	var last error
-	for {
-		if old != nil && podAccepts(ctx, c, *old) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for due := true; ; {
+		switch {
+		case !due || inFlight == connectProbesInFlight:
+		case old != nil && podAccepts(ctx, c, *old):
 			last = fmt.Errorf("the deleted leader %s still accepts on its own PeSIT port", old.Name)
-		} else if err := connectOnce(ctx, c.ServiceAddr()); err == nil {
-			return time.Since(from), nil
-		} else {
-			last = err
+		default:
+			inFlight++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := connectOnce(ctx, c.ServiceAddr())
+				outcomes <- outcome{time.Now(), err}
+			}()
 		}
-		if !sleepCtx(ctx, 20*time.Millisecond) {
+		due = false
+		select {
+		case o := <-outcomes:
+			inFlight--
+			if o.err == nil {
+				return o.at.Sub(from), nil
+			}
+			last = o.err
+		case <-tick.C:
+			due = true
+		case <-ctx.Done():
 			return 0, fmt.Errorf("no CONNECT through the Service within %v: %v", timeout, last)
 		}
 	}

@@ -194,6 +194,12 @@ func statusOf(t *testing.T, n *testNode) (clusterStatus, bool) {
 // timeout and returns them, leader first.
 func startCluster(t *testing.T, dir string, drain time.Duration) (leader, standby *testNode) {
 	t.Helper()
+	return startClusterWith(t, dir, drain, func(*config.Config) Options { return Options{} })
+}
+
+// startClusterWith is startCluster with per-node settings and Options.
+func startClusterWith(t *testing.T, dir string, drain time.Duration, with func(*config.Config) Options) (leader, standby *testNode) {
+	t.Helper()
 	etcd := etcdtest.Start(t, etcdtest.Options{Size: 1})
 	url := pgtest.Start(t)
 	var nodes []*testNode
@@ -210,7 +216,7 @@ func startCluster(t *testing.T, dir string, drain time.Duration) (leader, standb
 		cfg.Cluster.Kubernetes.Enabled = false
 		cfg.Store.Driver = "postgres"
 		cfg.Store.URL = url
-		n := startNode(t, cfg)
+		n := startNodeWith(t, cfg, with(&cfg))
 		nodes = append(nodes, n)
 		if i == 0 {
 			testenv.Eventually(t, 15*time.Second, testenv.Awaiting("node-a to lead", func() bool {

@@ -40,6 +40,13 @@ type Options struct {
 	// Collectors are the caller's own metrics (e.g. the labeller's error
 	// counter), registered with the node's registry at start.
 	Collectors []prometheus.Collector
+	// StopNotice, if set, blocks until the platform announces that this
+	// node is about to be stopped (its Kubernetes pod is being deleted:
+	// k8s.AwaitDeletion), returning nil, or until ctx ends. The node then
+	// stops as if ctx had ended (hand over, drain, shutdown delay) without
+	// waiting for the signal that follows. Any other error leaves the
+	// node to that signal.
+	StopNotice func(ctx context.Context, log *slog.Logger) error
 }
 
 // Run starts the node and blocks until ctx ends, then stops in order: PeSIT
@@ -260,6 +267,20 @@ func (n *node) run(ctx context.Context, opts Options) error {
 	go func() { defer wg.Done(); n.followChanges(runCtx) }()
 	go func() { defer wg.Done(); n.pesit.dir.view.run(runCtx) }()
 
+	noticed := make(chan struct{})
+	if opts.StopNotice != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch err := opts.StopNotice(runCtx, n.log.With("component", "k8s")); {
+			case err == nil:
+				close(noticed)
+			case runCtx.Err() == nil:
+				n.log.Warn("no early stop notice; stopping on the signal only", "err", err)
+			}
+		}()
+	}
+
 	if n.loop != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- n.loop.Run(runCtx) }()
@@ -269,8 +290,14 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		return err
 	}
 
+	stopping := false // a signalled stop, or its notice: hand over, drain, delay
 	select {
 	case <-ctx.Done():
+		stopping = true
+	case <-noticed:
+		// What the signal would do, a few hundred milliseconds sooner.
+		n.log.Info("own pod is being deleted: handing over now, before the kubelet's signal")
+		stopping = true
 	case err = <-errc:
 		if err != nil {
 			n.log.Error("component failed; stopping", "err", err)
@@ -284,7 +311,7 @@ func (n *node) run(ctx context.Context, opts Options) error {
 		cancel()
 	}
 	wg.Wait()
-	if d := n.cfg.Cluster.ShutdownDelay; n.loop != nil && ctx.Err() != nil && d > 0 {
+	if d := n.cfg.Cluster.ShutdownDelay; n.loop != nil && stopping && d > 0 {
 		// Handed over and drained on a signal: stay alive a moment, so
 		// that connections the Service still routes here are refused
 		// rather than lost (see config.Cluster.ShutdownDelay).

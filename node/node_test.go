@@ -85,12 +85,20 @@ func baseConfig(t *testing.T, dir, name string) config.Config {
 
 func startNode(t *testing.T, cfg config.Config, collectors ...prometheus.Collector) *testNode {
 	t.Helper()
+	return startNodeWith(t, cfg, Options{Collectors: collectors})
+}
+
+// startNodeWith is startNode with the caller's Options (the test sets the
+// version and the log output).
+func startNodeWith(t *testing.T, cfg config.Config, opts Options) *testNode {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &testNode{cfg: cfg, api: "http://" + cfg.API.Listen, pesit: config.BindHost(cfg.PeSIT.Servers[0].Listen, cfg.Node.BindAddress), log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	go func() { n.done <- Run(ctx, &n.cfg, Options{Version: "test", LogOutput: n.log, Collectors: collectors}) }()
+	opts.Version, opts.LogOutput = "test", n.log
+	go func() { n.done <- Run(ctx, &n.cfg, opts) }()
 	t.Cleanup(func() {
 		n.stop(t)
 		if t.Failed() {

@@ -3,15 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/vectis-ft/vectis/config"
 	"github.com/vectis-ft/vectis/k8s"
 	"github.com/vectis-ft/vectis/node"
 )
 
-// withLabeler adds the Kubernetes pod labeller to a cluster node whose
-// Kubernetes access is enabled. The labeller counts its own failures in
-// vectis_k8s_label_errors_total; the node registers it with its metrics.
+// withLabeler adds the Kubernetes pod labeller, and the watch of the own
+// pod's deletion, to a cluster node whose Kubernetes access is enabled. The
+// labeller counts its own failures in vectis_k8s_label_errors_total; the
+// node registers it with its metrics.
 func withLabeler(_ context.Context, cfg *config.Config, opts *node.Options) error {
 	if !cfg.Cluster.Enabled || !cfg.Cluster.Kubernetes.Enabled {
 		return nil
@@ -24,9 +26,10 @@ func withLabeler(_ context.Context, cfg *config.Config, opts *node.Options) erro
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	pod := k8s.PodIdentity{Name: cfg.Cluster.PodName, Namespace: cfg.Cluster.Namespace}
 	l, err := k8s.NewLabeler(k8s.LabelerConfig{
 		Client:   mc,
-		Pod:      k8s.PodIdentity{Name: cfg.Cluster.PodName, Namespace: cfg.Cluster.Namespace},
+		Pod:      pod,
 		Selector: cfg.Cluster.PodSelector,
 		LabelKey: cfg.Cluster.LabelKey,
 	})
@@ -35,6 +38,11 @@ func withLabeler(_ context.Context, cfg *config.Config, opts *node.Options) erro
 	}
 	opts.Labeler = podLabeler{l}
 	opts.Collectors = append(opts.Collectors, l)
+	// The pod's deletion, seen from the API server, starts the handover
+	// a few hundred milliseconds before the kubelet's SIGTERM would.
+	opts.StopNotice = func(ctx context.Context, log *slog.Logger) error {
+		return k8s.AwaitDeletion(ctx, mc, pod, log)
+	}
 	return nil
 }
 
