@@ -264,24 +264,17 @@ func timeToConnect(ctx context.Context, c Cluster, from time.Time, old *Pod, tim
 	}
 }
 
-// timeToAccept is the time from from until a pod other than old accepts on
-// its own PeSIT port: the outage as the cluster's members can know it.
-//
-// The pods are listed again at most once a second: a list through a busy API
-// server can take hundreds of milliseconds, which would count as outage.
-// The pods that can take over exist before the disruption.
-func timeToAccept(ctx context.Context, c Cluster, from time.Time, old Pod, timeout time.Duration) (time.Duration, error) {
+// timeToAccept is the time from from until a pod of candidates other than
+// old accepts on its own PeSIT port: the outage as the cluster's members can
+// know it. The candidates are the pods listed before the disruption (the
+// pods that can take over exist then): a list through the API server at
+// this moment, busy with the disruption, can take hundreds of milliseconds,
+// which would count as outage.
+func timeToAccept(ctx context.Context, c Cluster, from time.Time, old Pod, candidates []Pod, timeout time.Duration) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var pods []Pod
-	var listed time.Time
 	for {
-		if time.Since(listed) > time.Second {
-			if l, err := c.Pods(ctx); err == nil {
-				pods, listed = l, time.Now()
-			}
-		}
-		for _, p := range pods {
+		for _, p := range candidates {
 			if p.Name == old.Name {
 				continue
 			}
@@ -297,8 +290,9 @@ func timeToAccept(ctx context.Context, c Cluster, from time.Time, old Pod, timeo
 }
 
 // stopTime polls p's own PeSIT port every 10 ms and sends the time of the
-// first probe that found it closed: the moment p's SIGTERM took effect, as
-// seen from outside (a leader closes its listeners first thing). It sends
+// first probe that found it closed: the moment p's stop took effect (the
+// watch event of its pod's deletion, or its SIGTERM), as seen from outside
+// (a leader closes its listeners first thing). It sends
 // the zero time if the port never closed within timeout.
 func stopTime(ctx context.Context, c Cluster, p Pod, timeout time.Duration) <-chan time.Time {
 	out := make(chan time.Time, 1)

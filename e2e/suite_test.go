@@ -32,9 +32,10 @@ type row struct {
 	HasBytes      bool
 	Result        string
 	SpanVsOutage  []time.Duration // failover span duration minus kill->listener accepting, per run
-	// StopToConnect: from the old leader's own PeSIT port refusing (its
-	// SIGTERM, as seen from outside) to the first CONNECT through the
-	// Service, per graceful run.
+	// StopToConnect: from the old leader's own PeSIT port refusing (the
+	// start of its handover as seen from outside: at the watch event of its
+	// pod's deletion, or at its SIGTERM, whichever comes first) to the
+	// first CONNECT through the Service, per graceful run.
 	StopToConnect []time.Duration
 }
 
@@ -74,7 +75,7 @@ func (r *report) print(w io.Writer) {
 	tw.Flush()
 	for _, x := range r.rows {
 		if len(x.StopToConnect) > 0 {
-			fmt.Fprintf(w, "%s: old leader's listener closed (SIGTERM) -> CONNECT through the Service per run: %v\n",
+			fmt.Fprintf(w, "%s: old leader's listener closed (handover start: deletion seen or SIGTERM) -> CONNECT through the Service per run: %v\n",
 				x.Scenario, x.StopToConnect)
 		}
 		if len(x.SpanVsOutage) > 0 {
@@ -382,7 +383,7 @@ func (s *suite) leaderDelete(ctx context.Context, t *testing.T, r *row, grace *i
 		// old leader's listener closing: when its SIGTERM arrived.
 		accepted := make(chan time.Duration, 1)
 		go func() {
-			d, err := timeToAccept(ctx, s.c, kill, old, time.Minute)
+			d, err := timeToAccept(ctx, s.c, kill, old, st.Pods, time.Minute)
 			if err != nil {
 				d = -1
 			}
@@ -611,7 +612,7 @@ func (s *suite) oneFailoverSpan(ctx context.Context, t *testing.T, r *row, recv 
 	}
 	accepted := make(chan acceptTime, 1)
 	go func() {
-		d, err := timeToAccept(ctx, s.c, kill, st.Leader, time.Minute)
+		d, err := timeToAccept(ctx, s.c, kill, st.Leader, st.Pods, time.Minute)
 		accepted <- acceptTime{d, err}
 	}()
 	d, err := timeToConnect(ctx, s.c, kill, &st.Leader, time.Minute)
