@@ -460,9 +460,12 @@ func TestFailoverSpanCoversOutage(t *testing.T) {
 	b.stop()
 	stopped := time.Now()
 	s = failoverSpan(t, spans, "b")
-	// The span starts at the resignation, which b.stop made.
-	if st := s.StartTime(); st.Before(stopping) || st.After(stopped) {
-		t.Errorf("failover span after a resignation starts %v after the stop began, want while b stopped (%v)", st.Sub(stopping), stopped.Sub(stopping))
+	// The span starts at the resignation, which b.stop made, as c
+	// observed it: c's watch event may come just after b.stop returned
+	// (CI saw 48 µs), but a start dated a TTL early (as for an expiry) or
+	// at a later poll would not be within TTL/10.
+	if st := s.StartTime(); st.Before(stopping) || st.After(stopped.Add(ttl/10)) {
+		t.Errorf("failover span after a resignation starts %v after the stop began, want while b stopped (%v) or within TTL/10 after", st.Sub(stopping), stopped.Sub(stopping))
 	}
 	// A resignation is seen at once, an expiry a TTL later.
 	if det, ok := floatAttr(s, "vectis.failover.detection_seconds"); !ok || det > ttl.Seconds()/2 {
