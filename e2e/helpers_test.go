@@ -215,12 +215,28 @@ func connectOnce(ctx context.Context, addr string) error {
 // new leader. A CONNECT that the dying leader still answered (its process
 // outlives the delete call) is not a failover.
 //
-// Attempts overlap (up to connectProbesInFlight): one waiting on a lost SYN
-// (TCP retransmits it after 1 s) does not hold back the next ones, so the
-// figure is when the Service serves again, as the monitor's 20 ms period
-// promises, not one unlucky client's retransmission timer.
+// Attempts overlap: one waiting on a lost SYN (TCP retransmits it after
+// 1 s) does not hold back the next ones, so the figure is when the Service
+// serves again, as the monitor's 20 ms period promises, not one unlucky
+// client's retransmission timer. Each attempt lasts at most 3 s, so at most
+// 150 are in flight.
 func timeToConnect(ctx context.Context, c Cluster, from time.Time, old *Pod, timeout time.Duration) (time.Duration, error) {
-	const connectProbesInFlight = 8
+	r, err := connectAfter(ctx, c, from, old, timeout)
+	return r.took, err
+}
+
+// connected is what connectAfter saw.
+type connected struct {
+	took time.Duration
+	// waiting: attempts started earlier and still without an answer when
+	// the first one succeeded (their SYN, or the Service's backend SYN,
+	// was lost): a partner that made one of them waited longer.
+	waiting int
+}
+
+// connectAfter is timeToConnect, with the attempts still waiting.
+func connectAfter(ctx context.Context, c Cluster, from time.Time, old *Pod, timeout time.Duration) (connected, error) {
+	const connectProbesInFlight = 150
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel, which runs first
@@ -253,13 +269,13 @@ func timeToConnect(ctx context.Context, c Cluster, from time.Time, old *Pod, tim
 		case o := <-outcomes:
 			inFlight--
 			if o.err == nil {
-				return o.at.Sub(from), nil
+				return connected{took: o.at.Sub(from), waiting: inFlight}, nil
 			}
 			last = o.err
 		case <-tick.C:
 			due = true
 		case <-ctx.Done():
-			return 0, fmt.Errorf("no CONNECT through the Service within %v: %v", timeout, last)
+			return connected{}, fmt.Errorf("no CONNECT through the Service within %v: %v", timeout, last)
 		}
 	}
 }
@@ -369,6 +385,37 @@ func firstLog(c Cluster, pods []string, since time.Time, msgs ...string) (logEve
 		}
 	}
 	return best, found
+}
+
+// failoverMilestones are the log messages that date the steps of a
+// takeover, in the order they happen.
+var failoverMilestones = []string{
+	"liveness: stream to the leader broke",
+	"liveness: leader's listener refused twice after its stream broke: its process is gone",
+	"fast failover: leader process gone; its lease revoked",
+	"election: elected",
+	"a lease may have been revoked on the fast failover path; waiting out the old leader's confirmation window",
+	"pesit server accepting",
+	"leading",
+}
+
+// milestones lists, for a slow run, when each step of the takeover
+// happened in the pods' logs, in milliseconds after since: where the time
+// went, for the reader of the test log.
+func milestones(c Cluster, pods []string, since time.Time) string {
+	var b strings.Builder
+	for _, name := range pods {
+		sc := bufio.NewScanner(strings.NewReader(c.PodLog(name)))
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var ev logEvent
+			if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Time.Before(since) || ev.Time.After(since.Add(10*time.Second)) || !slices.Contains(failoverMilestones, ev.Msg) {
+				continue
+			}
+			fmt.Fprintf(&b, "\n\t+%dms %s: %s", ev.Time.Sub(since).Milliseconds(), name, ev.Msg)
+		}
+	}
+	return b.String()
 }
 
 func percentile(ds []time.Duration, p float64) time.Duration {
