@@ -242,10 +242,11 @@ func connectAfter(ctx context.Context, c Cluster, from time.Time, old *Pod, time
 	defer wg.Wait() // after cancel, which runs first
 	defer cancel()
 	type outcome struct {
-		at  time.Time
-		err error
+		started, at time.Time
+		err         error
 	}
 	outcomes := make(chan outcome, connectProbesInFlight)
+	pending := map[time.Time]bool{} // start times of the attempts in flight
 	inFlight := 0
 	var last error
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -257,19 +258,30 @@ func connectAfter(ctx context.Context, c Cluster, from time.Time, old *Pod, time
 			last = fmt.Errorf("the deleted leader %s still accepts on its own PeSIT port", old.Name)
 		default:
 			inFlight++
+			started := time.Now()
+			pending[started] = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				err := connectOnce(ctx, c.ServiceAddr())
-				outcomes <- outcome{time.Now(), err}
+				outcomes <- outcome{started, time.Now(), err}
 			}()
 		}
 		due = false
 		select {
 		case o := <-outcomes:
 			inFlight--
+			delete(pending, o.started)
 			if o.err == nil {
-				return connected{took: o.at.Sub(from), waiting: inFlight}, nil
+				// Attempts a refused or served one would have answered by
+				// now: started over 200 ms before this success.
+				waiting := 0
+				for s := range pending {
+					if o.at.Sub(s) > 200*time.Millisecond {
+						waiting++
+					}
+				}
+				return connected{took: o.at.Sub(from), waiting: waiting}, nil
 			}
 			last = o.err
 		case <-tick.C:
