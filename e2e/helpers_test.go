@@ -406,6 +406,7 @@ var failoverMilestones = []string{
 	"liveness: leader's listener refused twice after its stream broke: its process is gone",
 	"fast failover: leader process gone; its lease revoked",
 	"election: elected",
+	"pod labelled as leader",
 	"a lease may have been revoked on the fast failover path; waiting out the old leader's confirmation window",
 	"pesit server accepting",
 	"leading",

@@ -297,13 +297,16 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 	} else {
 		go func() {
 			defer close(labelled)
+			start := time.Now()
 			if err := l.transition(fctx, "label", func(ctx context.Context) error {
 				ctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
 				defer cancel()
 				return l.cfg.Labeler.Label(ctx, lead.Confirm)
 			}); err != nil {
 				l.log.Warn("pod label not set yet; the labeller keeps trying", "err", err)
+				return
 			}
+			l.log.Info("pod labelled as leader", "took", time.Since(start))
 		}()
 	}
 	if err := l.transition(fctx, "fence", func(ctx context.Context) error {
