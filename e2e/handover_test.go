@@ -202,12 +202,16 @@ func (s *suite) transferAcrossStop(ctx context.Context, t *testing.T, r *row, si
 		}
 		// Issue 12 aims at 0.5 s p99 from the SIGTERM to the new leader
 		// serving through the Service; the e2e table reports it (0.15 to
-		// 0.4 s locally). The bound asserted here is looser so that a slow
-		// CI machine does not fail it, yet far below the TTL (5 s) that a
-		// handover without resignation would take. On kind the Service is
-		// kube-proxy behind a NodePort, whose own delay (about 1 s here,
-		// docs/kubernetes.md) no node can shorten.
-		bound := time.Second
+		// 0.4 s locally). The bound asserted here is looser, yet far below
+		// the TTL (5 s) that a handover without resignation would take:
+		// the EndpointSlice controller, when a pod change reaches it before
+		// its informer has seen its own last write ("EndpointSlice informer
+		// cache is out of date"), retries the Service after 1 s
+		// (defaultSyncBackOff in kube-controller-manager), and a handover
+		// changes three pods' worth of endpoints within milliseconds; a
+		// local run saw 1.18 s that way. On kind kube-proxy adds its own
+		// delay behind the NodePort (docs/kubernetes.md).
+		bound := 2500 * time.Millisecond
 		if s.c.Backend() == "kind" {
 			bound = 3 * time.Second
 		}
