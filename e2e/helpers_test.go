@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"slices"
@@ -242,42 +243,42 @@ func connectAfter(ctx context.Context, c Cluster, from time.Time, old *Pod, time
 	defer wg.Wait() // after cancel, which runs first
 	defer cancel()
 	type outcome struct {
-		started, at time.Time
-		err         error
+		attempt int
+		at      time.Time
+		err     error
 	}
 	outcomes := make(chan outcome, connectProbesInFlight)
-	pending := map[time.Time]bool{} // start times of the attempts in flight
-	inFlight := 0
+	pending := map[int]time.Time{} // the attempts in flight and when each started
+	attempts := 0
 	var last error
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for due := true; ; {
 		switch {
-		case !due || inFlight == connectProbesInFlight:
+		case !due || len(pending) == connectProbesInFlight:
 		case old != nil && podAccepts(ctx, c, *old):
 			last = fmt.Errorf("the deleted leader %s still accepts on its own PeSIT port", old.Name)
 		default:
-			inFlight++
-			started := time.Now()
-			pending[started] = true
+			attempt := attempts
+			attempts++
+			pending[attempt] = time.Now()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				err := connectOnce(ctx, c.ServiceAddr())
-				outcomes <- outcome{started, time.Now(), err}
+				outcomes <- outcome{attempt, time.Now(), err}
 			}()
 		}
 		due = false
 		select {
 		case o := <-outcomes:
-			inFlight--
-			delete(pending, o.started)
+			delete(pending, o.attempt)
 			if o.err == nil {
 				// Attempts a refused or served one would have answered by
 				// now: started over 200 ms before this success.
 				waiting := 0
-				for s := range pending {
-					if o.at.Sub(s) > 200*time.Millisecond {
+				for _, started := range pending {
+					if o.at.Sub(started) > 200*time.Millisecond {
 						waiting++
 					}
 				}
@@ -377,12 +378,10 @@ type logEvent struct {
 	Msg  string    `json:"msg"`
 }
 
-// firstLog returns the first log line of any of the named pods, after
-// since, whose message is one of msgs.
-func firstLog(c Cluster, pods []string, since time.Time, msgs ...string) (logEvent, bool) {
-	var best logEvent
-	found := false
-	for _, name := range pods {
+// podEvents yields, in order, the JSON log lines of pod name from since on
+// whose message is one of msgs.
+func podEvents(c Cluster, name string, since time.Time, msgs []string) iter.Seq[logEvent] {
+	return func(yield func(logEvent) bool) {
 		sc := bufio.NewScanner(strings.NewReader(c.PodLog(name)))
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -390,6 +389,20 @@ func firstLog(c Cluster, pods []string, since time.Time, msgs ...string) (logEve
 			if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Time.Before(since) || !slices.Contains(msgs, ev.Msg) {
 				continue
 			}
+			if !yield(ev) {
+				return
+			}
+		}
+	}
+}
+
+// firstLog returns the first log line of any of the named pods, after
+// since, whose message is one of msgs.
+func firstLog(c Cluster, pods []string, since time.Time, msgs ...string) (logEvent, bool) {
+	var best logEvent
+	found := false
+	for _, name := range pods {
+		for ev := range podEvents(c, name, since, msgs) {
 			if !found || ev.Time.Before(best.Time) {
 				best, found = ev, true
 			}
@@ -400,7 +413,7 @@ func firstLog(c Cluster, pods []string, since time.Time, msgs ...string) (logEve
 }
 
 // failoverMilestones are the log messages that date the steps of a
-// takeover, in the order they happen.
+// takeover.
 var failoverMilestones = []string{
 	"liveness: stream to the leader broke",
 	"liveness: leader's listener refused twice after its stream broke: its process is gone",
@@ -413,17 +426,14 @@ var failoverMilestones = []string{
 }
 
 // milestones lists, for a slow run, when each step of the takeover
-// happened in the pods' logs, in milliseconds after since: where the time
-// went, for the reader of the test log.
+// happened in the pods' logs within 10 s, in milliseconds after since:
+// where the time went, for the reader of the test log.
 func milestones(c Cluster, pods []string, since time.Time) string {
 	var b strings.Builder
 	for _, name := range pods {
-		sc := bufio.NewScanner(strings.NewReader(c.PodLog(name)))
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var ev logEvent
-			if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Time.Before(since) || ev.Time.After(since.Add(10*time.Second)) || !slices.Contains(failoverMilestones, ev.Msg) {
-				continue
+		for ev := range podEvents(c, name, since, failoverMilestones) {
+			if ev.Time.After(since.Add(10 * time.Second)) {
+				break
 			}
 			fmt.Fprintf(&b, "\n\t+%dms %s: %s", ev.Time.Sub(since).Milliseconds(), name, ev.Msg)
 		}

@@ -226,7 +226,7 @@ type revocation struct {
 	ConfirmWindowMS int64 `json:"confirmWindowMs"`
 }
 
-// window is what the next leader waits out for this marker: the revoked
+// revokedWindow is what the next leader waits out for a marker: the revoked
 // leader's window, or LegacyConfirmWindow for a marker written by a
 // release that did not record it (its value was the leader's name).
 func revokedWindow(value []byte) time.Duration {

@@ -1,8 +1,10 @@
 package ha
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -171,6 +173,39 @@ func TestNewLeaderWaitsTheRevokedLeadersWindow(t *testing.T) {
 	}
 	if d, n := mon.overlap(); d > 0 || n > 1 {
 		t.Errorf("two nodes accepted at once for %s", d)
+	}
+}
+
+// TestUnreadableMarkersWaitHalfTheTTL: a new leader that cannot read the
+// revocation markers (etcd hung right after its win) does not know the
+// revoked leader's window, so it waits the longest one a member may have,
+// TTL/2 plus a tenth, before it serves.
+func TestUnreadableMarkersWaitHalfTheTTL(t *testing.T) {
+	const ttl = 4 * time.Second
+	cluster := etcdtest.Start(t, etcdtest.Options{Size: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := election.New(ctx, election.Config{
+		Endpoints: cluster.Endpoints(), TTL: ttl, Cluster: "markers", Name: "new-leader",
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	l := &Loop{cfg: Config{Election: election.Config{TTL: ttl, Cluster: "markers"}}, log: slog.New(slog.DiscardHandler)}
+	if err := cluster.Member(0).Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cluster.Member(0).Resume() })
+	won := time.Now()
+	if err := l.awaitRevoked(ctx, m, won); err != nil {
+		t.Fatalf("awaitRevoked: %v", err)
+	}
+	took := time.Since(won)
+	t.Logf("served %v after the win with the markers unreadable", took)
+	if want := ttl/2 + ttl/20; took < want {
+		t.Errorf("served %v after the win, before TTL/2 plus a tenth (%v): a revoked leader's window may be that long", took, want)
 	}
 }
 

@@ -25,11 +25,7 @@ func TestReconcileConfirmsBetweenListAndPatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	admin := cp.AdminClient(t)
-	saCfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", kubetest.PodLabelerRules)
-	sa, err := NewMetadataClient(saCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sa := roleClient(ctx, t, cp, "vectis", kubetest.PodLabelerRules)
 	release := map[string]string{"app.kubernetes.io/instance": "vectis"}
 	createPod(ctx, t, admin, "vectis-0", release)
 	createPod(ctx, t, admin, "vectis-1", release)
@@ -60,7 +56,7 @@ func TestReconcileConfirmsBetweenListAndPatch(t *testing.T) {
 	assertLeaders(ctx, t, admin, "vectis-1")
 	errKeyGone := errors.New("leader key gone")
 	confirmed := 0
-	_, err = old.Reconcile(ctx, func(context.Context) error { confirmed++; return errKeyGone })
+	_, err := old.Reconcile(ctx, func(context.Context) error { confirmed++; return errKeyGone })
 	if !errors.Is(err, ErrNotConfirmed) || !errors.Is(err, errKeyGone) {
 		t.Fatalf("deposed leader's reconcile: err %v, want ErrNotConfirmed wrapping the confirmation's error", err)
 	}

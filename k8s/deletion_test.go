@@ -22,11 +22,7 @@ func TestAwaitDeletion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	admin := cp.AdminClient(t)
-	saCfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", kubetest.PodLabelerRules)
-	sa, err := NewMetadataClient(saCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sa := roleClient(ctx, t, cp, "vectis", kubetest.PodLabelerRules)
 	log := slog.New(slog.DiscardHandler)
 
 	await := func(pod string) <-chan error {
@@ -107,13 +103,9 @@ func TestAwaitDeletion(t *testing.T) {
 
 	t.Run("Forbidden", func(t *testing.T) {
 		getOnly := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}}}
-		cfg := cp.ServiceAccountConfig(ctx, t, ns, "get-only", getOnly)
-		mc, err := NewMetadataClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		mc := roleClient(ctx, t, cp, "get-only", getOnly)
 		createPod(ctx, t, admin, "watched-without-rights", nil)
-		err = AwaitDeletion(ctx, mc, PodIdentity{Name: "watched-without-rights", Namespace: ns}, log)
+		err := AwaitDeletion(ctx, mc, PodIdentity{Name: "watched-without-rights", Namespace: ns}, log)
 		if !errors.Is(err, ErrCannotWatchOwnPod) {
 			t.Fatalf("AwaitDeletion without list/watch rights: %v, want ErrCannotWatchOwnPod", err)
 		}

@@ -61,6 +61,17 @@ func createPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, name 
 	}
 }
 
+// roleClient is a metadata client whose service account is bound only to
+// rules in the test namespace.
+func roleClient(ctx context.Context, t *testing.T, cp *kubetest.ControlPlane, account string, rules []rbacv1.PolicyRule) metadata.Interface {
+	t.Helper()
+	mc, err := NewMetadataClient(cp.ServiceAccountConfig(ctx, t, ns, account, rules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mc
+}
+
 func setLabel(ctx context.Context, t *testing.T, cs kubernetes.Interface, pod string, value *string) {
 	t.Helper()
 	v := "null"
