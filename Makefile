@@ -19,10 +19,11 @@ all: lint test
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/vectis
 
-# The stripped release binary must stay within SIZE_LIMIT bytes (36 MB): a
-# dependency that links the typed Kubernetes clientset again, or the like,
-# fails here.
-SIZE_LIMIT ?= 36000000
+# The stripped release binary must stay within SIZE_LIMIT bytes (37 MB; it
+# is 36.0 MB): a dependency that links the typed Kubernetes clientset again
+# (about half the binary), or the like, fails here. The image's goal is
+# 40 MB.
+SIZE_LIMIT ?= 37000000
 size: build
 	@size=$$(wc -c < $(BIN)); \
 	  echo "$(BIN): $$size bytes ($$(awk "BEGIN{printf \"%.1f\", $$size/1e6}") MB), limit $(SIZE_LIMIT)"; \

@@ -89,6 +89,13 @@ const MaxShutdownDelay = time.Minute
 type KubernetesAccess struct {
 	Enabled    bool   `koanf:"enabled"`
 	Kubeconfig string `koanf:"kubeconfig"` // empty: in-cluster configuration
+	// LeaderService names the Service that selects on the leader label.
+	// When set, a new leader that strips an old leader's label waits (at
+	// most 300 ms) until that Service's EndpointSlices drop the old pod
+	// before labelling its own, which spares the Service the EndpointSlice
+	// controller's one-second retry (docs/kubernetes.md). Needs RBAC list
+	// and watch on endpointslices.discovery.k8s.io. Empty: no wait.
+	LeaderService string `koanf:"leaderService"`
 }
 
 // Etcd is how the node reaches the etcd cluster.
@@ -351,6 +358,9 @@ func (c *Config) Validate() error {
 			if c.Cluster.Namespace == "" {
 				bad("cluster.namespace", "POD_NAMESPACE is required when the cluster is enabled (downward API)")
 			}
+			if s := c.Cluster.Kubernetes.LeaderService; s != "" && !isDNSLabel(s) {
+				bad("cluster.kubernetes.leaderService", "%q is not a Service name (lower-case letters, digits and '-', starting with a letter, at most 63)", s)
+			}
 		}
 		if c.Cluster.LabelKey == "" {
 			bad("cluster.labelKey", "must not be empty")
@@ -495,6 +505,20 @@ func checkPeSITID(id string, max int) error {
 		return fmt.Errorf("%q names a directory, not an id", id)
 	}
 	return nil
+}
+
+// isDNSLabel reports whether s is an RFC 1035 label, the form of a
+// Service's name.
+func isDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] < 'a' || s[0] > 'z' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func checkListen(addr string) error {

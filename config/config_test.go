@@ -90,6 +90,7 @@ vectis:
   cluster:
     enabled: true
     ttl: 1s
+    kubernetes: {leaderService: "Vectis_PeSIT"}
   store:
     driver: sqlite
   api:
@@ -109,7 +110,7 @@ vectis:
 	for _, want := range []string{
 		"vectis.store.driver", "vectis.cluster.ttl", "POD_NAME", "POD_NAMESPACE",
 		"vectis.api.listen", "vectis.pesit.servers[0].id", "vectis.pesit.partners[0].access",
-		"vectis.pesit.files[0].namePattern",
+		"vectis.pesit.files[0].namePattern", "vectis.cluster.kubernetes.leaderService",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
@@ -294,5 +295,17 @@ func TestConfirmWindowBounds(t *testing.T) {
 	// Without fast failover the window is not used, whatever it says.
 	if _, err := Load(Source{Sets: append(base, "cluster.fastFailover=false", "cluster.confirmWindow=0s")}); err != nil {
 		t.Errorf("fastFailover off with confirmWindow 0s refused: %v", err)
+	}
+}
+
+func TestLeaderServiceName(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"vectis-pesit": true, "a": true, "p0": true,
+		"Vectis": false, "0pesit": false, "pesit-": false, "ves.pesit": false,
+		strings.Repeat("a", 63): true, strings.Repeat("a", 64): false,
+	} {
+		if got := isDNSLabel(name); got != ok {
+			t.Errorf("isDNSLabel(%q) = %v, want %v", name, got, ok)
+		}
 	}
 }

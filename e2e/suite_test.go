@@ -734,8 +734,8 @@ func (s *suite) containerRestart(ctx context.Context, t *testing.T, r *row) {
 			t.Logf("run %d took %v; milestones after the kill:%s", i, d.Round(time.Millisecond), milestones(s.c, names, kill))
 		}
 		after := waitRestartedInPlace(ctx, t, s.c, old, 90*time.Second)
-		t.Logf("run %d: leader container of %s killed: first CONNECT through the Service after %v, new leader %s, %s restarted and rejoined as a standby",
-			i, old.Name, d.Round(time.Millisecond), after.Leader.Name, old.Name)
+		t.Logf("run %d: leader container of %s killed at %s: first CONNECT through the Service after %v, new leader %s, %s restarted and rejoined as a standby",
+			i, old.Name, kill.UTC().Format("15:04:05.000"), d.Round(time.Millisecond), after.Leader.Name, old.Name)
 		if i < runs {
 			if err := s.c.DeletePod(ctx, old.Name, nil); err != nil {
 				t.Fatalf("delete the restarted standby %s: %v", old.Name, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,7 @@ const (
 	DefaultResyncInterval = 10 * time.Second
 	DefaultMinBackoff     = 200 * time.Millisecond
 	DefaultMaxBackoff     = 5 * time.Second
+	DefaultSettleTimeout  = 300 * time.Millisecond
 )
 
 // LabelerConfig configures a Labeler.
@@ -51,6 +53,13 @@ type LabelerConfig struct {
 	ResyncInterval time.Duration
 	// MinBackoff/MaxBackoff bound the retry delay after a failure.
 	MinBackoff, MaxBackoff time.Duration
+	// Endpoints, if set, reads the EndpointSlices of the Service that
+	// selects on the label. After stripping the label from other pods, and
+	// before labelling this one, the labeller then waits until that
+	// Service's slices no longer list the stripped pods, for at most
+	// SettleTimeout (default 300 ms); ServiceEndpoints says why.
+	Endpoints     *ServiceEndpoints
+	SettleTimeout time.Duration
 	// OnError, if set, is called for every failed reconciliation or unlabel
 	// attempt, besides the count in vectis_k8s_label_errors_total. It must
 	// not block.
@@ -82,6 +91,8 @@ type Labeler struct {
 	selector labels.Selector
 	log      *slog.Logger
 	errors   prometheus.Counter
+	// endpointsOff is set once reading the Service's slices was forbidden.
+	endpointsOff atomic.Bool
 }
 
 // NewLabeler validates cfg and fills defaults.
@@ -113,6 +124,9 @@ func NewLabeler(cfg LabelerConfig) (*Labeler, error) {
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.SettleTimeout <= 0 {
+		cfg.SettleTimeout = DefaultSettleTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -250,8 +264,10 @@ func (l *Labeler) needsWork(ev watch.Event) bool {
 // Reconcile makes one pass: strip the label from every other pod of the
 // release, then put it on this pod. When a patch is needed, confirm runs
 // between the list and the first patch; if it fails, nothing is patched
-// and the error wraps ErrNotConfirmed. It returns the list's resource
-// version, from which a watch can start.
+// and the error wraps ErrNotConfirmed. With Endpoints set, a pass that
+// stripped a pod and must then label this one waits for the Service's
+// slices to drop the stripped pod, and confirms again before labelling. It
+// returns the list's resource version, from which a watch can start.
 func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error) {
 	list, err := l.pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
 	if err != nil {
@@ -264,6 +280,7 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 	}
 	var errs []error
 	var self *metav1.PartialObjectMetadata
+	var stripped []string
 	for i := range list.Items {
 		p := &list.Items[i]
 		if p.Name == l.cfg.Pod.Name {
@@ -278,6 +295,7 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		if err := l.patchLabel(ctx, p.Name, nil); err != nil {
 			errs = append(errs, err)
 		} else {
+			stripped = append(stripped, p.Name)
 			l.log.Info("k8s: removed stale leader label", "from", p.Name)
 		}
 	}
@@ -293,6 +311,13 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		self = got
 	}
 	if self.Labels[l.cfg.LabelKey] != l.cfg.LabelValue {
+		if len(stripped) > 0 && l.awaitEndpointsGone(ctx, stripped) && confirm != nil {
+			// The wait widened the window between the confirmation and
+			// the patch; narrow it again.
+			if err := confirm(ctx); err != nil {
+				return "", errors.Join(append(errs, fmt.Errorf("%w: %w", ErrNotConfirmed, err))...)
+			}
+		}
 		value := l.cfg.LabelValue
 		if err := l.patchLabel(ctx, self.Name, &value); err != nil {
 			errs = append(errs, err)
@@ -301,6 +326,32 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		}
 	}
 	return list.ResourceVersion, errors.Join(errs...)
+}
+
+// awaitEndpointsGone waits, at most SettleTimeout, for the Service's
+// slices to drop pods. It reports whether it waited at all. Whatever the
+// outcome, labelling goes on: the wait only spares the Service the
+// EndpointSlice controller's one-second retry (see ServiceEndpoints).
+func (l *Labeler) awaitEndpointsGone(ctx context.Context, pods []string) bool {
+	if l.cfg.Endpoints == nil || l.endpointsOff.Load() {
+		return false
+	}
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, l.cfg.SettleTimeout)
+	defer cancel()
+	err := l.cfg.Endpoints.AwaitGone(wctx, pods)
+	service := l.cfg.Endpoints.Service()
+	switch {
+	case err == nil:
+		l.log.Info("k8s: service no longer lists the old leader", "service", service, "pods", pods, "took", time.Since(start))
+	case errors.Is(err, ErrCannotReadEndpoints):
+		l.endpointsOff.Store(true)
+		l.log.Warn("k8s: cannot read the service's endpoints; labelling without waiting for them", "err", err)
+	case ctx.Err() != nil:
+	default:
+		l.log.Info("k8s: service still lists the old leader; labelling anyway", "service", service, "pods", pods, "waited", time.Since(start), "err", err)
+	}
+	return true
 }
 
 // needsPatch reports whether the pods listed call for a patch: another pod

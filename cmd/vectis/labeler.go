@@ -27,11 +27,18 @@ func withLabeler(_ context.Context, cfg *config.Config, opts *node.Options) erro
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	pod := k8s.PodIdentity{Name: cfg.Cluster.PodName, Namespace: cfg.Cluster.Namespace}
+	var endpoints *k8s.ServiceEndpoints
+	if svc := cfg.Cluster.Kubernetes.LeaderService; svc != "" {
+		if endpoints, err = k8s.NewServiceEndpoints(rc, pod.Namespace, svc); err != nil {
+			return fmt.Errorf("leader service endpoints: %w", err)
+		}
+	}
 	l, err := k8s.NewLabeler(k8s.LabelerConfig{
-		Client:   mc,
-		Pod:      pod,
-		Selector: cfg.Cluster.PodSelector,
-		LabelKey: cfg.Cluster.LabelKey,
+		Client:    mc,
+		Pod:       pod,
+		Selector:  cfg.Cluster.PodSelector,
+		LabelKey:  cfg.Cluster.LabelKey,
+		Endpoints: endpoints,
 	})
 	if err != nil {
 		return fmt.Errorf("pod labeller: %w", err)

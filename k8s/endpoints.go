@@ -1,0 +1,142 @@
+package k8s
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+)
+
+// serviceNameLabel is the label the EndpointSlice controller puts on every
+// slice it writes for a Service (discovery.k8s.io/v1 LabelServiceName).
+const serviceNameLabel = "kubernetes.io/service-name"
+
+// endpointsPollInterval is how often AwaitGone lists the slices. A wait
+// lasts at most the labeller's SettleTimeout (300 ms), so a handover costs
+// the API server about fifteen small lists; a watch would save them at the
+// price of the dynamic client in the binary.
+const endpointsPollInterval = 20 * time.Millisecond
+
+// ErrCannotReadEndpoints means the service account may not list or watch
+// EndpointSlices: the labeller then does not wait for them.
+var ErrCannotReadEndpoints = errors.New("k8s: no RBAC right to list endpointslices")
+
+// ServiceEndpoints reads which pods the EndpointSlices of one Service list.
+//
+// Why the labeller waits on them: the EndpointSlice controller refuses to
+// sync a Service while its informer has not yet seen its own last write of
+// that Service's slices ("EndpointSlice informer cache is out of date"), and
+// retries after a back-off that starts at one second. A handover changes
+// two pods within milliseconds, the old leader's label stripped and the new
+// one's set. When the second change reaches the controller inside that
+// window, the Service routes to nobody for a second more. Labelling only
+// once the slices no longer list the stripped pod puts the second change
+// after the controller's own write was observed.
+type ServiceEndpoints struct {
+	client    rest.Interface
+	namespace string
+	service   string
+}
+
+// NewServiceEndpoints reads the slices of Service service in namespace.
+// Only the endpoints' pod references are decoded, from JSON, so that no
+// typed API group is linked into the binary for them.
+func NewServiceEndpoints(cfg *rest.Config, namespace, service string) (*ServiceEndpoints, error) {
+	if service == "" || namespace == "" {
+		return nil, errors.New("k8s: service endpoints: empty service or namespace")
+	}
+	c := metadata.ConfigFor(cfg) // a codec for the API's Status errors
+	c.AcceptContentTypes = "application/json"
+	c.ContentType = "application/json"
+	c.GroupVersion = &schema.GroupVersion{Group: "discovery.k8s.io", Version: "v1"}
+	c.APIPath = "/apis"
+	rc, err := rest.RESTClientFor(c)
+	if err != nil {
+		return nil, fmt.Errorf("k8s: endpointslices client: %w", err)
+	}
+	return &ServiceEndpoints{client: rc, namespace: namespace, service: service}, nil
+}
+
+// Service is the name of the Service whose slices are read.
+func (s *ServiceEndpoints) Service() string { return s.service }
+
+// AwaitGone returns once no slice of the Service lists any of pods as an
+// endpoint, or ctx's error. Without the RBAC right to list slices it
+// returns an error wrapping ErrCannotReadEndpoints at once.
+func (s *ServiceEndpoints) AwaitGone(ctx context.Context, pods []string) error {
+	gone := make(map[string]bool, len(pods))
+	for _, p := range pods {
+		gone[p] = true
+	}
+	tick := time.NewTicker(endpointsPollInterval)
+	defer tick.Stop()
+	for {
+		listed, err := s.pods(ctx)
+		if err != nil {
+			return err
+		}
+		if !listsAny(listed, gone) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// sliceList is the part of a discovery.k8s.io/v1 EndpointSliceList read
+// here.
+type sliceList struct {
+	Items []struct {
+		Endpoints []struct {
+			TargetRef *struct {
+				Kind string `json:"kind"`
+				Name string `json:"name"`
+			} `json:"targetRef"`
+		} `json:"endpoints"`
+	} `json:"items"`
+}
+
+// pods lists the pods that the Service's slices list as endpoints, ready
+// or not: a listed pod, even one marked not ready or terminating, means
+// the controller has not yet written the slices without it.
+func (s *ServiceEndpoints) pods(ctx context.Context) ([]string, error) {
+	raw, err := s.client.Get().Namespace(s.namespace).Resource("endpointslices").
+		Param("labelSelector", serviceNameLabel+"="+s.service).DoRaw(ctx)
+	if err != nil {
+		if apierrors.IsForbidden(err) {
+			return nil, fmt.Errorf("%w: list endpointslices of service %s: %w", ErrCannotReadEndpoints, s.service, err)
+		}
+		return nil, fmt.Errorf("k8s: list endpointslices of service %s: %w", s.service, err)
+	}
+	var list sliceList
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, fmt.Errorf("k8s: decode endpointslices of service %s: %w", s.service, err)
+	}
+	var pods []string
+	for _, it := range list.Items {
+		for _, ep := range it.Endpoints {
+			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+				pods = append(pods, ep.TargetRef.Name)
+			}
+		}
+	}
+	return pods, nil
+}
+
+func listsAny(listed []string, pods map[string]bool) bool {
+	for _, n := range listed {
+		if pods[n] {
+			return true
+		}
+	}
+	return false
+}

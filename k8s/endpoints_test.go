@@ -1,0 +1,271 @@
+package k8s
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vectis-ft/vectis/internal/testenv"
+	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
+)
+
+// endpointSliceRules are the chart's rule for reading the PeSIT Service's
+// slices.
+var endpointSliceRules = []rbacv1.PolicyRule{{
+	APIGroups: []string{"discovery.k8s.io"},
+	Resources: []string{"endpointslices"},
+	Verbs:     []string{"list", "watch"},
+}}
+
+// putSlice creates or replaces slice name of service, listing pods as
+// endpoints, as the EndpointSlice controller would.
+func putSlice(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, service string, pods ...string) {
+	t.Helper()
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: service}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{},
+	}
+	for i, p := range pods {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
+			Addresses: []string{"10.0.0." + string(rune('1'+i))},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: p},
+		})
+	}
+	api := cs.DiscoveryV1().EndpointSlices(ns)
+	old, err := api.Get(ctx, name, metav1.GetOptions{})
+	if err == nil {
+		s.ResourceVersion = old.ResourceVersion
+		_, err = api.Update(ctx, s, metav1.UpdateOptions{})
+	} else {
+		_, err = api.Create(ctx, s, metav1.CreateOptions{})
+	}
+	if err != nil {
+		t.Fatalf("put slice %s: %v", name, err)
+	}
+}
+
+// TestReconcileWaitsForTheServiceToDropTheOldLeader: with the PeSIT
+// Service named, a new leader strips the old leader's label, then labels
+// its own pod only once the Service's slices no longer list the old pod
+// (slices of other Services do not count), and confirms its leadership
+// again just before. A slice that never changes costs at most the settle
+// timeout; a service account that may not read slices labels at once.
+func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
+	cp := kubetest.Start(t, kubetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	admin := cp.AdminClient(t)
+	rules := append(slices.Clone(kubetest.PodLabelerRules), endpointSliceRules...)
+	cfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", rules)
+	mc, err := NewMetadataClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps, err := NewServiceEndpoints(cfg, ns, "vectis-pesit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := map[string]string{"app.kubernetes.io/instance": "vectis"}
+	yes := DefaultLabelValue
+	for _, p := range []string{"vectis-0", "vectis-1", "vectis-2"} {
+		createPod(ctx, t, admin, p, release)
+	}
+	labeler := func(pod string, settle time.Duration, e *ServiceEndpoints) *Labeler {
+		l, err := NewLabeler(LabelerConfig{Client: mc, Pod: PodIdentity{Name: pod, Namespace: ns},
+			Selector: selector, Endpoints: e, SettleTimeout: settle, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+
+	// vectis-0 leads; the PeSIT Service lists it, the API Service all three.
+	setLabel(ctx, t, admin, "vectis-0", &yes)
+	putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit", "vectis-0")
+	putSlice(ctx, t, admin, "vectis-api-abcde", "vectis-api", "vectis-0", "vectis-1", "vectis-2")
+
+	t.Run("waits for the slice", func(t *testing.T) {
+		var confirms atomic.Int32
+		done := make(chan error, 1)
+		go func() {
+			_, err := labeler("vectis-1", time.Minute, eps).Reconcile(ctx, func(context.Context) error {
+				confirms.Add(1)
+				return nil
+			})
+			done <- err
+		}()
+		waitLeaders(ctx, t, admin, 10*time.Second) // the old label stripped
+		// The Service still lists vectis-0: no label yet.
+		select {
+		case err := <-done:
+			t.Fatalf("reconcile returned (%v) while the Service still listed the old leader", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+		assertLeaders(ctx, t, admin)
+		// The controller drops vectis-0 from the PeSIT Service; the API
+		// Service still lists it, which does not matter.
+		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit")
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("reconcile: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not labelled 10 s after the Service dropped the old leader")
+		}
+		assertLeaders(ctx, t, admin, "vectis-1")
+		if n := confirms.Load(); n != 2 {
+			t.Errorf("confirmed %d times, want 2 (before the first patch, and after the wait)", n)
+		}
+	})
+
+	t.Run("confirms again after the wait", func(t *testing.T) {
+		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit", "vectis-1")
+		errGone := errors.New("leader key gone")
+		var confirms atomic.Int32
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit")
+		}()
+		_, err := labeler("vectis-2", time.Minute, eps).Reconcile(ctx, func(context.Context) error {
+			if confirms.Add(1) > 1 {
+				return errGone // deposed while waiting
+			}
+			return nil
+		})
+		if !errors.Is(err, ErrNotConfirmed) || !errors.Is(err, errGone) {
+			t.Fatalf("reconcile: %v, want ErrNotConfirmed wrapping the confirmation's error", err)
+		}
+		assertLeaders(ctx, t, admin) // stripped, and not labelled
+	})
+
+	t.Run("bounded by the settle timeout", func(t *testing.T) {
+		setLabel(ctx, t, admin, "vectis-1", &yes)
+		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit", "vectis-1")
+		start := time.Now()
+		if _, err := labeler("vectis-2", 300*time.Millisecond, eps).Reconcile(ctx, nil); err != nil {
+			t.Fatalf("reconcile: %v", err)
+		}
+		if took := time.Since(start); took < 300*time.Millisecond {
+			t.Errorf("labelled after %v, before the settle timeout, while the Service still listed the old leader", took)
+		}
+		assertLeaders(ctx, t, admin, "vectis-2")
+	})
+
+	t.Run("without the RBAC right", func(t *testing.T) {
+		// The slice still lists vectis-1, and the settle timeout is long:
+		// only giving up on the forbidden read labels within the bound.
+		setLabel(ctx, t, admin, "vectis-2", nil)
+		setLabel(ctx, t, admin, "vectis-1", &yes)
+		limited := cp.ServiceAccountConfig(ctx, t, ns, "no-slices", kubetest.PodLabelerRules)
+		noRead, err := NewServiceEndpoints(limited, ns, "vectis-pesit")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := noRead.AwaitGone(ctx, []string{"vectis-1"}); !errors.Is(err, ErrCannotReadEndpoints) {
+			t.Fatalf("AwaitGone without the right: %v, want ErrCannotReadEndpoints", err)
+		}
+		l := labeler("vectis-2", time.Minute, noRead)
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if _, err := l.Reconcile(rctx, nil); err != nil {
+			t.Fatalf("reconcile: %v", err)
+		}
+		assertLeaders(ctx, t, admin, "vectis-2")
+		if !l.endpointsOff.Load() {
+			t.Error("the labeller will ask for the slices again on every handover")
+		}
+	})
+}
+
+// TestReconcileFollowsTheEndpointSliceController runs the real
+// EndpointSlice controller behind a Service that selects on the leader
+// label: the new leader's label goes on once the controller has written the
+// slice without the old leader, well before the settle timeout, and the
+// controller then lists the new leader alone.
+func TestReconcileFollowsTheEndpointSliceController(t *testing.T) {
+	cp := kubetest.Start(t, kubetest.Options{ControllerManager: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	admin := cp.AdminClient(t)
+	rules := append(slices.Clone(kubetest.PodLabelerRules), endpointSliceRules...)
+	cfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", rules)
+	mc, err := NewMetadataClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps, err := NewServiceEndpoints(cfg, ns, "vectis-pesit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = admin.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "vectis-pesit"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app.kubernetes.io/instance": "vectis", DefaultLabelKey: DefaultLabelValue},
+			Ports:    []corev1.ServicePort{{Name: "pesit", Port: 5000, TargetPort: intstr.FromInt32(5000)}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := map[string]string{"app.kubernetes.io/instance": "vectis"}
+	for i, p := range []string{"vectis-0", "vectis-1"} {
+		createPod(ctx, t, admin, p, release)
+		cp.SetPodRunning(ctx, t, ns, p, "10.1.0."+string(rune('1'+i)))
+	}
+	var logged bytes.Buffer // Reconcile runs on this goroutine
+	lbl := func(pod string) *Labeler {
+		l, err := NewLabeler(LabelerConfig{Client: mc, Pod: PodIdentity{Name: pod, Namespace: ns},
+			Selector: selector, Endpoints: eps, SettleTimeout: 30 * time.Second, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	served := func(want ...string) {
+		t.Helper()
+		testenv.Eventually(t, 30*time.Second, func() error {
+			got, err := eps.pods(ctx)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("the PeSIT Service lists %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+	if _, err := lbl("vectis-0").Reconcile(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	served("vectis-0")
+	start := time.Now()
+	if _, err := lbl("vectis-1").Reconcile(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if took > 15*time.Second {
+		t.Errorf("the handover's label took %v: it waited for the settle timeout, not for the controller", took)
+	}
+	t.Logf("strip, controller's slice without the old leader, label: %v", took)
+	if !strings.Contains(logged.String(), "service no longer lists the old leader") {
+		t.Errorf("the label did not wait for the controller's slice; log:\n%s", logged.String())
+	}
+	assertLeaders(ctx, t, admin, "vectis-1")
+	served("vectis-1")
+}
