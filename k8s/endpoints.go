@@ -37,7 +37,9 @@ var ErrCannotReadEndpoints = errors.New("k8s: no RBAC right to list endpointslic
 // one's set. When the second change reaches the controller inside that
 // window, the Service routes to nobody for a second more. Labelling only
 // once the slices no longer list the stripped pod puts the second change
-// after the controller's own write was observed.
+// after the controller's own write was observed; on a graceful handover,
+// stripping only once the slices mark the deleted pod terminating does the
+// same for the first. Measured on kind: docs/kubernetes.md.
 type ServiceEndpoints struct {
 	client    rest.Interface
 	namespace string
@@ -70,18 +72,44 @@ func (s *ServiceEndpoints) Service() string { return s.service }
 // endpoint, or ctx's error. Without the RBAC right to list slices it
 // returns an error wrapping ErrCannotReadEndpoints at once.
 func (s *ServiceEndpoints) AwaitGone(ctx context.Context, pods []string) error {
-	gone := make(map[string]bool, len(pods))
-	for _, p := range pods {
-		gone[p] = true
-	}
+	set := setOf(pods)
+	return s.await(ctx, func(eps []endpoint) bool {
+		for _, ep := range eps {
+			if set[ep.pod] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// AwaitTerminating returns once every slice of the Service that lists one
+// of pods marks it terminating, that is once the controller has written
+// the pods' deletion, or ctx's error (ErrCannotReadEndpoints as for
+// AwaitGone).
+func (s *ServiceEndpoints) AwaitTerminating(ctx context.Context, pods []string) error {
+	set := setOf(pods)
+	return s.await(ctx, func(eps []endpoint) bool {
+		for _, ep := range eps {
+			if set[ep.pod] && !ep.terminating {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// await lists the Service's endpoints every endpointsPollInterval until
+// done accepts them.
+func (s *ServiceEndpoints) await(ctx context.Context, done func([]endpoint) bool) error {
 	tick := time.NewTicker(endpointsPollInterval)
 	defer tick.Stop()
 	for {
-		listed, err := s.pods(ctx)
+		eps, err := s.endpoints(ctx)
 		if err != nil {
 			return err
 		}
-		if !listsAny(listed, gone) {
+		if done(eps) {
 			return nil
 		}
 		select {
@@ -97,6 +125,9 @@ func (s *ServiceEndpoints) AwaitGone(ctx context.Context, pods []string) error {
 type sliceList struct {
 	Items []struct {
 		Endpoints []struct {
+			Conditions struct {
+				Terminating *bool `json:"terminating"`
+			} `json:"conditions"`
 			TargetRef *struct {
 				Kind string `json:"kind"`
 				Name string `json:"name"`
@@ -105,10 +136,16 @@ type sliceList struct {
 	} `json:"items"`
 }
 
-// pods lists the pods that the Service's slices list as endpoints, ready
-// or not: a listed pod, even one marked not ready or terminating, means
-// the controller has not yet written the slices without it.
-func (s *ServiceEndpoints) pods(ctx context.Context) ([]string, error) {
+// endpoint is one pod listed by a slice, ready or not.
+type endpoint struct {
+	pod         string
+	terminating bool
+}
+
+// endpoints lists the pods that the Service's slices list as endpoints,
+// ready or not: a listed pod, even one marked not ready or terminating,
+// means the controller has not yet written the slices without it.
+func (s *ServiceEndpoints) endpoints(ctx context.Context) ([]endpoint, error) {
 	raw, err := s.client.Get().Namespace(s.namespace).Resource("endpointslices").
 		Param("labelSelector", serviceNameLabel+"="+s.service).DoRaw(ctx)
 	if err != nil {
@@ -121,22 +158,22 @@ func (s *ServiceEndpoints) pods(ctx context.Context) ([]string, error) {
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return nil, fmt.Errorf("k8s: decode endpointslices of service %s: %w", s.service, err)
 	}
-	var pods []string
+	var eps []endpoint
 	for _, it := range list.Items {
 		for _, ep := range it.Endpoints {
 			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-				pods = append(pods, ep.TargetRef.Name)
+				t := ep.Conditions.Terminating
+				eps = append(eps, endpoint{pod: ep.TargetRef.Name, terminating: t != nil && *t})
 			}
 		}
 	}
-	return pods, nil
+	return eps, nil
 }
 
-func listsAny(listed []string, pods map[string]bool) bool {
-	for _, n := range listed {
-		if pods[n] {
-			return true
-		}
+func setOf(names []string) map[string]bool {
+	set := make(map[string]bool, len(names))
+	for _, n := range names {
+		set[n] = true
 	}
-	return false
+	return set
 }

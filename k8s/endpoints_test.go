@@ -16,6 +16,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
@@ -32,7 +33,8 @@ var endpointSliceRules = []rbacv1.PolicyRule{{
 }}
 
 // putSlice creates or replaces slice name of service, listing pods as
-// endpoints, as the EndpointSlice controller would.
+// endpoints, as the EndpointSlice controller would; a pod named with a
+// trailing "~" is listed as terminating.
 func putSlice(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, service string, pods ...string) {
 	t.Helper()
 	s := &discoveryv1.EndpointSlice{
@@ -41,9 +43,12 @@ func putSlice(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, 
 		Endpoints:   []discoveryv1.Endpoint{},
 	}
 	for i, p := range pods {
+		name, terminating := strings.CutSuffix(p, "~")
+		ready := !terminating
 		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
-			Addresses: []string{"10.0.0." + string(rune('1'+i))},
-			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: p},
+			Addresses:  []string{fmt.Sprintf("10.0.0.%d", i+1)},
+			Conditions: discoveryv1.EndpointConditions{Ready: &ready, Terminating: &terminating},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: name},
 		})
 	}
 	api := cs.DiscoveryV1().EndpointSlices(ns)
@@ -167,26 +172,57 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 		assertLeaders(ctx, t, admin, "vectis-2")
 	})
 
+	t.Run("a deleted leader is stripped once the slice marks it terminating", func(t *testing.T) {
+		// vectis-2 leads and is being deleted (a finalizer holds it);
+		// the controller has not yet written the deletion.
+		patchFinalizer(ctx, t, admin, "vectis-2", `["example.com/hold"]`)
+		if err := admin.CoreV1().Pods(ns).Delete(ctx, "vectis-2", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { patchFinalizer(context.Background(), t, admin, "vectis-2", `null`) })
+		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit", "vectis-2")
+		done := make(chan error, 1)
+		go func() {
+			_, err := labeler("vectis-1", time.Minute, eps).Reconcile(ctx, nil)
+			done <- err
+		}()
+		time.Sleep(500 * time.Millisecond)
+		assertLeaders(ctx, t, admin, "vectis-2") // not stripped yet
+		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit", "vectis-2~")
+		waitLeaders(ctx, t, admin, 10*time.Second) // stripped; vectis-1 waits for the slice to drop it
+		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit")
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("reconcile: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not labelled 10 s after the Service dropped the deleted leader")
+		}
+		assertLeaders(ctx, t, admin, "vectis-1")
+	})
+
 	t.Run("without the RBAC right", func(t *testing.T) {
 		// The slice still lists vectis-1, and the settle timeout is long:
 		// only giving up on the forbidden read labels within the bound.
-		setLabel(ctx, t, admin, "vectis-2", nil)
-		setLabel(ctx, t, admin, "vectis-1", &yes)
+		setLabel(ctx, t, admin, "vectis-1", nil)
+		setLabel(ctx, t, admin, "vectis-0", &yes)
+		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit", "vectis-0")
 		limited := cp.ServiceAccountConfig(ctx, t, ns, "no-slices", kubetest.PodLabelerRules)
 		noRead, err := NewServiceEndpoints(limited, ns, "vectis-pesit")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := noRead.AwaitGone(ctx, []string{"vectis-1"}); !errors.Is(err, ErrCannotReadEndpoints) {
+		if err := noRead.AwaitGone(ctx, []string{"vectis-0"}); !errors.Is(err, ErrCannotReadEndpoints) {
 			t.Fatalf("AwaitGone without the right: %v, want ErrCannotReadEndpoints", err)
 		}
-		l := labeler("vectis-2", time.Minute, noRead)
+		l := labeler("vectis-1", time.Minute, noRead)
 		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		if _, err := l.Reconcile(rctx, nil); err != nil {
 			t.Fatalf("reconcile: %v", err)
 		}
-		assertLeaders(ctx, t, admin, "vectis-2")
+		assertLeaders(ctx, t, admin, "vectis-1")
 		if !l.endpointsOff.Load() {
 			t.Error("the labeller will ask for the slices again on every handover")
 		}
@@ -240,9 +276,13 @@ func TestReconcileFollowsTheEndpointSliceController(t *testing.T) {
 	served := func(want ...string) {
 		t.Helper()
 		testenv.Eventually(t, 30*time.Second, func() error {
-			got, err := eps.pods(ctx)
+			listed, err := eps.endpoints(ctx)
 			if err != nil {
 				return err
+			}
+			var got []string
+			for _, ep := range listed {
+				got = append(got, ep.pod)
 			}
 			if !slices.Equal(got, want) {
 				return fmt.Errorf("the PeSIT Service lists %v, want %v", got, want)
@@ -263,9 +303,17 @@ func TestReconcileFollowsTheEndpointSliceController(t *testing.T) {
 		t.Errorf("the handover's label took %v: it waited for the settle timeout, not for the controller", took)
 	}
 	t.Logf("strip, controller's slice without the old leader, label: %v", took)
-	if !strings.Contains(logged.String(), "service no longer lists the old leader") {
+	if !strings.Contains(logged.String(), "service endpoints settled") {
 		t.Errorf("the label did not wait for the controller's slice; log:\n%s", logged.String())
 	}
 	assertLeaders(ctx, t, admin, "vectis-1")
 	served("vectis-1")
+}
+
+func patchFinalizer(ctx context.Context, t *testing.T, cs kubernetes.Interface, pod, finalizers string) {
+	t.Helper()
+	patch := `{"metadata":{"finalizers":` + finalizers + `}}`
+	if _, err := cs.CoreV1().Pods(ns).Patch(ctx, pod, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("patch finalizers of %s: %v", pod, err)
+	}
 }

@@ -265,15 +265,26 @@ func (l *Labeler) needsWork(ev watch.Event) bool {
 // release, then put it on this pod. When a patch is needed, confirm runs
 // between the list and the first patch; if it fails, nothing is patched
 // and the error wraps ErrNotConfirmed. With Endpoints set, a pass that
-// stripped a pod and must then label this one waits for the Service's
-// slices to drop the stripped pod, and confirms again before labelling. It
+// strips a pod being deleted first waits for the Service's slices to mark
+// it terminating; a pass that stripped a pod and must then label this one
+// waits for the slices to drop the stripped pod, and confirms again before
+// labelling. Each wait lasts at most SettleTimeout. It
 // returns the list's resource version, from which a watch can start.
 func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error) {
 	list, err := l.pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
 	if err != nil {
 		return "", fmt.Errorf("k8s: list pods %q: %w", l.cfg.Selector, err)
 	}
-	if confirm != nil && l.needsPatch(list.Items) {
+	needsPatch := l.needsPatch(list.Items)
+	if needsPatch {
+		// A labelled pod being deleted (a graceful handover) makes the
+		// controller write the Service's slices once for the deletion; a
+		// strip within milliseconds of it would meet the controller
+		// before it has seen that write. The wait comes before the
+		// confirmation, which stays right before the first patch.
+		l.awaitEndpoints(ctx, "terminating", l.endpointsTerminating, l.deletedLeaders(list.Items))
+	}
+	if confirm != nil && needsPatch {
 		if err := confirm(ctx); err != nil {
 			return "", fmt.Errorf("%w: %w", ErrNotConfirmed, err)
 		}
@@ -311,7 +322,7 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		self = got
 	}
 	if self.Labels[l.cfg.LabelKey] != l.cfg.LabelValue {
-		if len(stripped) > 0 && l.awaitEndpointsGone(ctx, stripped) && confirm != nil {
+		if l.awaitEndpoints(ctx, "gone", l.endpointsGone, stripped) && confirm != nil {
 			// The wait widened the window between the confirmation and
 			// the patch; narrow it again.
 			if err := confirm(ctx); err != nil {
@@ -328,30 +339,58 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 	return list.ResourceVersion, errors.Join(errs...)
 }
 
-// awaitEndpointsGone waits, at most SettleTimeout, for the Service's
-// slices to drop pods. It reports whether it waited at all. Whatever the
-// outcome, labelling goes on: the wait only spares the Service the
-// EndpointSlice controller's one-second retry (see ServiceEndpoints).
-func (l *Labeler) awaitEndpointsGone(ctx context.Context, pods []string) bool {
-	if l.cfg.Endpoints == nil || l.endpointsOff.Load() {
+// awaitEndpoints runs wait (ServiceEndpoints.AwaitGone or
+// AwaitTerminating) on pods for at most SettleTimeout. It reports whether
+// it waited at all. Whatever the outcome, labelling goes on: the wait only
+// spares the Service the EndpointSlice controller's one-second retry (see
+// ServiceEndpoints).
+func (l *Labeler) awaitEndpoints(ctx context.Context, what string, wait func(context.Context, []string) error, pods []string) bool {
+	if l.cfg.Endpoints == nil || l.endpointsOff.Load() || len(pods) == 0 {
 		return false
 	}
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, l.cfg.SettleTimeout)
 	defer cancel()
-	err := l.cfg.Endpoints.AwaitGone(wctx, pods)
+	err := wait(wctx, pods)
 	service := l.cfg.Endpoints.Service()
 	switch {
 	case err == nil:
-		l.log.Info("k8s: service no longer lists the old leader", "service", service, "pods", pods, "took", time.Since(start))
+		l.log.Info("k8s: service endpoints settled", "service", service, "pods", pods, "now", what, "took", time.Since(start))
 	case errors.Is(err, ErrCannotReadEndpoints):
 		l.endpointsOff.Store(true)
 		l.log.Warn("k8s: cannot read the service's endpoints; labelling without waiting for them", "err", err)
 	case ctx.Err() != nil:
 	default:
-		l.log.Info("k8s: service still lists the old leader; labelling anyway", "service", service, "pods", pods, "waited", time.Since(start), "err", err)
+		l.log.Info("k8s: service endpoints not settled; going on", "service", service, "pods", pods, "want", what, "waited", time.Since(start), "err", err)
 	}
 	return true
+}
+
+// deletedLeaders returns the other pods that carry the label and are being
+// deleted, when this pod still needs the label.
+func (l *Labeler) deletedLeaders(pods []metav1.PartialObjectMetadata) []string {
+	var deleted []string
+	for i := range pods {
+		p := &pods[i]
+		if p.Name == l.cfg.Pod.Name {
+			if p.Labels[l.cfg.LabelKey] == l.cfg.LabelValue {
+				return nil
+			}
+			continue
+		}
+		if _, has := p.Labels[l.cfg.LabelKey]; has && p.DeletionTimestamp != nil {
+			deleted = append(deleted, p.Name)
+		}
+	}
+	return deleted
+}
+
+func (l *Labeler) endpointsGone(ctx context.Context, pods []string) error {
+	return l.cfg.Endpoints.AwaitGone(ctx, pods)
+}
+
+func (l *Labeler) endpointsTerminating(ctx context.Context, pods []string) error {
+	return l.cfg.Endpoints.AwaitTerminating(ctx, pods)
 }
 
 // needsPatch reports whether the pods listed call for a patch: another pod
