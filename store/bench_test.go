@@ -84,7 +84,8 @@ func benchSyncPoints(b *testing.B, cfg store.Config, deferred bool) {
 // one on a store whose reads queue on the writer's single connection
 // (ReadConns -1, as before the pool), in alternating order, so that both
 // see the same machine; it reports each one's p50/p99 per lookup and
-// lookups per second, and the ratios one-connection / pool.
+// lookups per second, the sync points written per second meanwhile, and the
+// ratios one-connection / pool.
 //
 //	go test -run '^$' -bench LookupUnderWrites -benchtime 3x ./store
 func BenchmarkLookupUnderWrites(b *testing.B) {
@@ -99,6 +100,8 @@ func BenchmarkLookupUnderWrites(b *testing.B) {
 		lat  storetest.Latencies
 		wall time.Duration
 		n    int
+		// writes are the sync points recorded meanwhile.
+		writes int64
 	}
 	open := func(readConns int) *side {
 		cfg := store.Config{Path: filepath.Join(b.TempDir(), "vectis.db"), ReadConns: readConns}
@@ -139,7 +142,7 @@ func BenchmarkLookupUnderWrites(b *testing.B) {
 			sd.lat.Add(time.Since(start))
 			return nil
 		})
-		stop()
+		sd.writes += stop()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -165,6 +168,8 @@ func BenchmarkLookupUnderWrites(b *testing.B) {
 	b.ReportMetric(us(one.lat.Percentile(0.99)), "one-p99-µs")
 	b.ReportMetric(rate(pool), "pool-lookups/s")
 	b.ReportMetric(rate(one), "one-lookups/s")
+	b.ReportMetric(float64(pool.writes)/pool.wall.Seconds(), "pool-writes/s")
+	b.ReportMetric(float64(one.writes)/one.wall.Seconds(), "one-writes/s")
 	b.ReportMetric(us(one.lat.Percentile(0.5))/us(pool.lat.Percentile(0.5)), "one/pool-p50")
 	b.ReportMetric(us(one.lat.Percentile(0.99))/us(pool.lat.Percentile(0.99)), "one/pool-p99")
 	b.ReportMetric(rate(pool)/rate(one), "pool/one-rate")
