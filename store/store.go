@@ -193,7 +193,7 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// ReadConns sizes SQLite's pool of read-only connections beside its one
 	// writer (default: GOMAXPROCS, at least 2 and at most 4; see
-	// openSQLite). Negative: no pool, reads queue on the writer's
+	// readConns). Negative: no pool, reads queue on the writer's
 	// connection as they did before the pool (for comparisons).
 	ReadConns int
 }
