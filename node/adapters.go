@@ -13,13 +13,16 @@ import (
 	"github.com/vectis-ft/vectis/store"
 )
 
-// directory serves partners and virtual files to the PeSIT servers straight
-// from the store, so that an API change applies to the next CONNECT or
-// CREATE without a restart.
+// directory serves partners and virtual files to the PeSIT servers from
+// in-memory views of the store, so that an API change applies to the next
+// CONNECT or CREATE without a restart, and a lookup waits for no store
+// call (catalogview.go).
 type directory struct {
-	st   *store.Store
-	v    *credential.Verifier // bounds the derivations; see credentials.go
-	view *partnerView         // partners in memory; nil or not current: the store
+	st *store.Store
+	v  *credential.Verifier // bounds the derivations; see credentials.go
+	// partners and files are the views; nil or not current: the store.
+	partners *catalogView[viewPartner]
+	files    *catalogView[store.VirtualFile]
 	// root confines the directories of virtual files, including those
 	// stored before vectis.fileRoot existed.
 	root fileroot.Root
@@ -28,8 +31,8 @@ type directory struct {
 // partner reads a partner and its password hash from the view, or from the
 // store when the view is not current.
 func (d directory) partner(ctx context.Context, id string) (store.Partner, string, error) {
-	if p, hash, ok, err := d.view.partner(id); ok {
-		return p, hash, err
+	if e, ok := d.partners.get(id); ok {
+		return e.p, e.hash, nil
 	}
 	p, err := d.st.GetPartner(ctx, id)
 	if err != nil {
@@ -80,8 +83,17 @@ func serverPartner(p store.Partner, verifyPassword func(string) bool) server.Par
 	return sp
 }
 
+// file reads a virtual file from the view, or from the store when the
+// view is not current or does not hold it.
+func (d directory) file(ctx context.Context, id string) (store.VirtualFile, error) {
+	if f, ok := d.files.get(id); ok {
+		return f, nil
+	}
+	return d.st.GetFile(ctx, id)
+}
+
 func (d directory) VirtualFile(ctx context.Context, id string) (server.VirtualFile, error) {
-	f, err := d.st.GetFile(ctx, id)
+	f, err := d.file(ctx, id)
 	if err != nil {
 		return server.VirtualFile{}, storeErr(err)
 	}

@@ -130,7 +130,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
 		log: log.With("component", "pesit"), running: map[string]*server.Server{},
 		applied: map[string]store.Server{}, listenErr: map[string]string{},
-		dir: directory{st: st, v: verifier, view: newPartnerView(st, log.With("component", "pesit")), root: roots},
+		dir: directory{
+			st: st, v: verifier, root: roots,
+			partners: newPartnerView(st, log.With("component", "pesit")),
+			files:    newFileView(st, log.With("component", "pesit")),
+		},
 	}
 	return n.run(ctx, opts)
 }
@@ -262,10 +266,11 @@ func (n *node) run(ctx context.Context, opts Options) error {
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); errc <- api.Serve(runCtx, httpSrv, ln) }()
 	go func() { defer wg.Done(); n.followChanges(runCtx) }()
-	go func() { defer wg.Done(); n.pesit.dir.view.run(runCtx) }()
+	go func() { defer wg.Done(); n.pesit.dir.partners.run(runCtx) }()
+	go func() { defer wg.Done(); n.pesit.dir.files.run(runCtx) }()
 
 	noticed := make(chan struct{})
 	if opts.StopNotice != nil {
@@ -489,8 +494,8 @@ func ownerGone(self string, epoch int64, standalone bool, members []election.Mem
 }
 
 // followChanges applies server definition changes made through any node's
-// API to the servers running here; partner and file changes need nothing,
-// because sessions read them from the store.
+// API to the servers running here; partner and file changes reach the
+// sessions through the directory's views (catalogview.go).
 func (n *node) followChanges(ctx context.Context) {
 	for ch := range n.st.Subscribe(ctx) {
 		if ch.Kind == store.KindServer {

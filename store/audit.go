@@ -78,7 +78,7 @@ func (s *Store) ListAudit(ctx context.Context, f AuditFilter) (_ AuditPage, err 
 		w.conds[len(w.conds)-1] += fmt.Sprintf(" OR (at = $%d AND id < $%d))", n-1, n)
 	}
 	limit := pageSize(f.Limit)
-	items, err := listAll(ctx, s.db, `SELECT id, at, actor, action, target, outcome, detail FROM audit_events`+
+	items, err := listAll(ctx, s.rd, `SELECT id, at, actor, action, target, outcome, detail FROM audit_events`+
 		w.sql()+fmt.Sprintf(` ORDER BY at DESC, id DESC LIMIT %d`, limit+1), scanAudit, w.args...)
 	if err != nil {
 		return AuditPage{}, s.wrap("list audit", err)

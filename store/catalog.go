@@ -159,14 +159,14 @@ func (s *Store) deleteCatalogEntry(ctx context.Context, table string, kind Chang
 // GetPartner returns one partner.
 func (s *Store) GetPartner(ctx context.Context, id string) (_ Partner, err error) {
 	defer s.observe("get_partner", &err)()
-	p, err := s.scanPartner(s.db.queryRow(ctx, `SELECT `+partnerCols+` FROM partners WHERE id = $1`, id))
+	p, err := s.scanPartner(s.rd.queryRow(ctx, `SELECT `+partnerCols+` FROM partners WHERE id = $1`, id))
 	return p, s.wrap("get partner "+id, err)
 }
 
 // ListPartners returns every partner ordered by id.
 func (s *Store) ListPartners(ctx context.Context) (_ []Partner, err error) {
 	defer s.observe("list_partners", &err)()
-	out, err := listAll(ctx, s.db, `SELECT `+partnerCols+` FROM partners ORDER BY id`, s.scanPartner)
+	out, err := listAll(ctx, s.rd, `SELECT `+partnerCols+` FROM partners ORDER BY id`, s.scanPartner)
 	return out, s.wrap("list partners", err)
 }
 
@@ -174,7 +174,7 @@ func (s *Store) ListPartners(ctx context.Context) (_ []Partner, err error) {
 func (s *Store) PartnerPasswordHash(ctx context.Context, id string) (_ string, err error) {
 	defer s.observe("partner_password_hash", &err)()
 	var h string
-	err = s.db.queryRow(ctx, `SELECT password_hash FROM partners WHERE id = $1`, id).Scan(&h)
+	err = s.rd.queryRow(ctx, `SELECT password_hash FROM partners WHERE id = $1`, id).Scan(&h)
 	return h, s.wrap("partner password "+id, err)
 }
 
@@ -184,7 +184,7 @@ func (s *Store) PartnerByCert(ctx context.Context, cn, sha256hex string) (_ Part
 	if sha256hex != "" {
 		// cert_sha256 holds a comma-separated list of hex fingerprints;
 		// hex has no LIKE wildcard.
-		p, err := s.scanPartner(s.db.queryRow(ctx,
+		p, err := s.scanPartner(s.rd.queryRow(ctx,
 			`SELECT `+partnerCols+` FROM partners WHERE ',' || cert_sha256 || ',' LIKE $1 ORDER BY id LIMIT 1`,
 			"%,"+strings.ToLower(sha256hex)+",%"))
 		if err == nil || !isNoRows(err) {
@@ -194,7 +194,7 @@ func (s *Store) PartnerByCert(ctx context.Context, cn, sha256hex string) (_ Part
 	if cn == "" {
 		return Partner{}, s.wrap("partner by certificate", ErrNotFound)
 	}
-	p, err := s.scanPartner(s.db.queryRow(ctx,
+	p, err := s.scanPartner(s.rd.queryRow(ctx,
 		`SELECT `+partnerCols+` FROM partners WHERE cert_cn = $1 ORDER BY id LIMIT 1`, cn))
 	return p, s.wrap("partner by certificate", err)
 }
@@ -283,14 +283,14 @@ func (s *Store) DeleteFile(ctx context.Context, id string) (err error) {
 // GetFile returns one virtual file.
 func (s *Store) GetFile(ctx context.Context, id string) (_ VirtualFile, err error) {
 	defer s.observe("get_file", &err)()
-	f, err := s.scanFile(s.db.queryRow(ctx, `SELECT `+fileCols+` FROM virtual_files WHERE id = $1`, id))
+	f, err := s.scanFile(s.rd.queryRow(ctx, `SELECT `+fileCols+` FROM virtual_files WHERE id = $1`, id))
 	return f, s.wrap("get file "+id, err)
 }
 
 // ListFiles returns every virtual file ordered by id.
 func (s *Store) ListFiles(ctx context.Context) (_ []VirtualFile, err error) {
 	defer s.observe("list_files", &err)()
-	out, err := listAll(ctx, s.db, `SELECT `+fileCols+` FROM virtual_files ORDER BY id`, s.scanFile)
+	out, err := listAll(ctx, s.rd, `SELECT `+fileCols+` FROM virtual_files ORDER BY id`, s.scanFile)
 	return out, s.wrap("list files", err)
 }
 
@@ -378,14 +378,14 @@ func (s *Store) DeleteServer(ctx context.Context, id string) (err error) {
 // GetServer returns one server definition.
 func (s *Store) GetServer(ctx context.Context, id string) (_ Server, err error) {
 	defer s.observe("get_server", &err)()
-	v, err := s.scanServer(s.db.queryRow(ctx, `SELECT `+serverCols+` FROM servers WHERE id = $1`, id))
+	v, err := s.scanServer(s.rd.queryRow(ctx, `SELECT `+serverCols+` FROM servers WHERE id = $1`, id))
 	return v, s.wrap("get server "+id, err)
 }
 
 // ListServers returns every server definition ordered by id.
 func (s *Store) ListServers(ctx context.Context) (_ []Server, err error) {
 	defer s.observe("list_servers", &err)()
-	out, err := listAll(ctx, s.db, `SELECT `+serverCols+` FROM servers ORDER BY id`, s.scanServer)
+	out, err := listAll(ctx, s.rd, `SELECT `+serverCols+` FROM servers ORDER BY id`, s.scanServer)
 	return out, s.wrap("list servers", err)
 }
 

@@ -34,11 +34,11 @@ func (s *Store) ExpireInterrupted(ctx context.Context, epoch int64, node string,
 	if olderThan <= 0 {
 		return nil, fmt.Errorf("expire interrupted: %w: olderThan must be positive", ErrInvalid)
 	}
-	if err := s.checkEpoch(ctx, s.db, epoch); err != nil {
+	if err := s.checkEpoch(ctx, s.rd, epoch); err != nil {
 		return nil, s.wrap("expire interrupted", err)
 	}
 	cutoff := now().Add(-olderThan)
-	stale, err := listAll(ctx, s.db, `SELECT `+transferCols+` FROM transfers
+	stale, err := listAll(ctx, s.rd, `SELECT `+transferCols+` FROM transfers
 		WHERE status IN ('interrupted', 'restartable') AND updated_at < $1`, s.scanTransfer, s.d.ts(cutoff))
 	if err != nil {
 		return nil, s.wrap("expire interrupted: list", err)
@@ -90,7 +90,7 @@ func (s *Store) CancelResting(ctx context.Context, epoch int64, node, id string,
 // PartialFiles lists the receives whose partial file may still be on disk.
 func (s *Store) PartialFiles(ctx context.Context) (_ []Transfer, err error) {
 	defer s.observe("partial_files", &err)()
-	out, err := listAll(ctx, s.db, `SELECT `+transferCols+` FROM transfers
+	out, err := listAll(ctx, s.rd, `SELECT `+transferCols+` FROM transfers
 		WHERE temp_path <> '' AND status IN ('in_progress', 'interrupted', 'restartable')`, s.scanTransfer)
 	return out, s.wrap("partial files", err)
 }

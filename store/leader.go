@@ -46,7 +46,7 @@ func (s *Store) ClaimLeadership(ctx context.Context, epoch int64, member string)
 func (s *Store) Leadership(ctx context.Context) (_ Leadership, err error) {
 	defer s.observe("leadership", &err)()
 	var l Leadership
-	err = s.db.queryRow(ctx, `SELECT epoch, member, since FROM cluster_leader WHERE id = 1`).
+	err = s.rd.queryRow(ctx, `SELECT epoch, member, since FROM cluster_leader WHERE id = 1`).
 		Scan(&l.Epoch, &l.Member, tsScan{&l.Since})
 	if l.Epoch == 0 {
 		l.Since = time.Time{}
@@ -57,7 +57,7 @@ func (s *Store) Leadership(ctx context.Context) (_ Leadership, err error) {
 // CheckEpoch returns ErrStaleEpoch unless epoch is the recorded epoch.
 func (s *Store) CheckEpoch(ctx context.Context, epoch int64) (err error) {
 	defer s.observe("check_epoch", &err)()
-	return s.wrap("check epoch", s.checkEpoch(ctx, s.db, epoch))
+	return s.wrap("check epoch", s.checkEpoch(ctx, s.rd, epoch))
 }
 
 func (s *Store) checkEpoch(ctx context.Context, q queryer, epoch int64) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,18 +22,24 @@ type hub struct {
 	done   chan struct{}
 	closed bool
 	wg     sync.WaitGroup
+	// seq is the Seq of the last change committed through this Store. It
+	// is advanced under mu, so that every queue holds its events in Seq
+	// order.
+	seq atomic.Int64
 }
 
 type subscriber struct {
 	mu    sync.Mutex
-	queue []Change
+	queue []Event
 	wake  chan struct{}
 }
 
 func newHub() *hub { return &hub{subs: map[*subscriber]struct{}{}, done: make(chan struct{})} }
 
-func (h *hub) subscribe(ctx context.Context) <-chan Change {
-	out := make(chan Change)
+// subscribe delivers the events published from now on, converted by conv,
+// until ctx ends or the hub closes.
+func subscribe[T any](h *hub, ctx context.Context, conv func(Event) T) <-chan T {
+	out := make(chan T)
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -53,7 +60,7 @@ func (h *hub) subscribe(ctx context.Context) <-chan Change {
 		}()
 		for {
 			sub.mu.Lock()
-			var next Change
+			var next Event
 			have := len(sub.queue) > 0
 			if have {
 				next = sub.queue[0]
@@ -71,7 +78,7 @@ func (h *hub) subscribe(ctx context.Context) <-chan Change {
 				}
 			}
 			select {
-			case out <- next:
+			case out <- conv(next):
 			case <-ctx.Done():
 				return
 			case <-h.done:
@@ -82,12 +89,18 @@ func (h *hub) subscribe(ctx context.Context) <-chan Change {
 	return out
 }
 
-func (h *hub) publish(c Change) {
+// publish queues c for every subscriber. A local change (committed through
+// this Store) gets the next Seq; one from another process gets none.
+func (h *hub) publish(c Change, local bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	e := Event{Change: c}
+	if local {
+		e.Seq = h.seq.Add(1)
+	}
 	for sub := range h.subs {
 		sub.mu.Lock()
-		sub.queue = append(sub.queue, c)
+		sub.queue = append(sub.queue, e)
 		sub.mu.Unlock()
 		select {
 		case sub.wake <- struct{}{}:
@@ -106,6 +119,32 @@ func (h *hub) close() {
 	h.wg.Wait()
 }
 
+// Event is a Change with its place among the changes committed through
+// this Store.
+type Event struct {
+	Change
+	// Seq numbers the changes committed through this Store, from 1, in
+	// the order they were published, which is after their commit and
+	// before the call that made them returned. It is 0 for a change
+	// another process made (PostgreSQL) and for a resync.
+	Seq int64
+}
+
+// Seq is the Seq of the last change committed through this Store. An
+// in-memory copy of the catalog that has applied every Event up to it (or
+// loaded the catalog after reading it) holds every change this Store made:
+// a copy behind it may be stale, and a reader should go to the store. That
+// is how the node's views serve a change from the next lookup after the
+// API call that made it returned, without waiting for the notification.
+func (s *Store) Seq() int64 { return s.hub.seq.Load() }
+
+// Watch is Subscribe with each change's Seq.
+func (s *Store) Watch(ctx context.Context) <-chan Event {
+	ch := subscribe(s.hub, ctx, func(e Event) Event { return e })
+	s.awaitListener(ctx)
+	return ch
+}
+
 // Subscribe returns the configuration changes (partners, files, servers) made
 // through any store on the same database, from any process, until ctx ends or
 // the store closes; then the channel is closed. On PostgreSQL a Change with
@@ -114,20 +153,26 @@ func (h *hub) close() {
 // only changes made through this Store are seen (SQLite is the single-node
 // store; clustering requires PostgreSQL).
 func (s *Store) Subscribe(ctx context.Context) <-chan Change {
-	ch := s.hub.subscribe(ctx)
-	if s.d.name == DriverPostgres {
-		s.startListener()
-		// Wait (bounded) until LISTEN is in place so that a change made
-		// after Subscribe returns is delivered.
-		t := time.NewTimer(s.connTimeout)
-		defer t.Stop()
-		select {
-		case <-s.listenReady:
-		case <-ctx.Done():
-		case <-t.C:
-		}
-	}
+	ch := subscribe(s.hub, ctx, func(e Event) Change { return e.Change })
+	s.awaitListener(ctx)
 	return ch
+}
+
+// awaitListener starts the PostgreSQL listener and waits (bounded) until
+// LISTEN is in place, so that a change another process makes after
+// Subscribe returns is delivered.
+func (s *Store) awaitListener(ctx context.Context) {
+	if s.d.name != DriverPostgres {
+		return
+	}
+	s.startListener()
+	t := time.NewTimer(s.connTimeout)
+	defer t.Stop()
+	select {
+	case <-s.listenReady:
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 func (s *Store) startListener() {
@@ -191,26 +236,38 @@ func (s *Store) listenOnceConn(ctx context.Context, first *bool) (connected bool
 		*first = false
 		close(s.listenReady)
 	} else {
-		s.hub.publish(Change{Kind: KindAll, Op: OpResync})
+		s.hub.publish(Change{Kind: KindAll, Op: OpResync}, false)
 	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return true, err
 		}
-		var c Change
-		if err := json.Unmarshal([]byte(n.Payload), &c); err != nil {
+		var w wireChange
+		if err := json.Unmarshal([]byte(n.Payload), &w); err != nil {
 			s.log.Warn("ignoring malformed change notification", "err", err)
 			continue
 		}
-		s.hub.publish(c)
+		if w.Origin == s.origin {
+			continue // published at its commit, with its Seq
+		}
+		s.hub.publish(w.Change, false)
 	}
 }
 
-// inTx runs fn in a transaction and announces the changes it reports once
-// they are committed: on PostgreSQL with NOTIFY inside the transaction (sent
-// by the server at commit, to every listening process including this one),
-// on SQLite through the in-process hub after commit.
+// wireChange is a Change as NOTIFY carries it. Origin names the Store that
+// made it; a version without it sends none, and its changes are foreign to
+// every Store.
+type wireChange struct {
+	Change
+	Origin string `json:"origin,omitempty"`
+}
+
+// inTx runs fn in a transaction and announces the changes it reports: on
+// PostgreSQL with NOTIFY inside the transaction (sent by the server at
+// commit, to every listening process), and to this Store's subscribers
+// through the in-process hub after commit, before inTx returns, with their
+// Seq (see Store.Seq). This Store's listener skips its own NOTIFY.
 func (s *Store) inTx(ctx context.Context, fn func(tx) ([]Change, error)) error {
 	t, err := s.db.begin(ctx)
 	if err != nil {
@@ -223,20 +280,20 @@ func (s *Store) inTx(ctx context.Context, fn func(tx) ([]Change, error)) error {
 	}
 	if s.d.name == DriverPostgres {
 		for _, c := range changes {
-			b, _ := json.Marshal(c)
+			b, _ := json.Marshal(wireChange{Change: c, Origin: s.origin})
 			if _, err := t.exec(ctx, "SELECT pg_notify($1, $2)", notifyChannel, string(b)); err != nil {
 				_ = t.rollback(ctx)
 				return err
 			}
 		}
 	}
-	if err := t.commit(ctx); err != nil {
-		return err
+	err = t.commit(ctx)
+	// Announced even when the commit reports an error: a commit whose
+	// answer was lost may have happened, and this Store's listener skips
+	// its NOTIFY. A change that did not happen costs a subscriber a
+	// needless reload; a missed one, a stale view.
+	for _, c := range changes {
+		s.hub.publish(c, true)
 	}
-	if s.d.name == DriverSQLite {
-		for _, c := range changes {
-			s.hub.publish(c)
-		}
-	}
-	return nil
+	return err
 }

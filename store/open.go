@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,7 @@ func (s *Store) openPostgres(ctx context.Context, cfg Config) error {
 	}
 	s.d = pgDialect
 	s.db = pgDB{pgQueryer{pool}, pool}
+	s.rd = s.db
 	s.pgConnConfig = pc.ConnConfig
 	s.closeFn = pool.Close
 	return nil
@@ -76,7 +78,7 @@ func (s *Store) openSQLite(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("open sqlite %s: %w", cfg.Path, err)
 	}
-	// One connection: SQLite has one writer anyway, and queuing in
+	// One writer connection: SQLite has one writer anyway, and queuing in
 	// database/sql is cheaper and fairer than SQLite's busy-wait.
 	sdb.SetMaxOpenConns(1)
 	sdb.SetMaxIdleConns(1)
@@ -84,22 +86,81 @@ func (s *Store) openSQLite(ctx context.Context, cfg Config) error {
 	// Switching a new file to WAL takes an exclusive lock without going
 	// through the busy handler, so processes opening the same new file at
 	// once can see SQLITE_BUSY here: retry for as long as busy_timeout.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := sdb.PingContext(ctx)
-		if err == nil {
-			break
-		}
-		if !isBusy(err) || time.Now().After(deadline) || ctx.Err() != nil {
-			_ = sdb.Close()
-			return s.wrap("open sqlite "+cfg.Path, err)
-		}
-		time.Sleep(time.Duration(10+rand.IntN(40)) * time.Millisecond)
+	if err := pingBusy(ctx, sdb); err != nil {
+		_ = sdb.Close()
+		return s.wrap("open sqlite "+cfg.Path, err)
 	}
 	s.d = sqliteDialect
 	s.db = sqlDB{sqlQueryer{sdb}, sdb}
-	s.closeFn = func() { _ = sdb.Close() }
+	s.rd = s.db
+	if cfg.ReadConns < 0 {
+		s.closeFn = func() { _ = sdb.Close() }
+		return nil
+	}
+	rdb, err := openSQLiteReaders(ctx, cfg.Path, readConns(cfg.ReadConns))
+	if err != nil {
+		_ = sdb.Close()
+		return s.wrap("open sqlite "+cfg.Path+" readers", err)
+	}
+	s.rd = sqlQueryer{rdb}
+	s.closeFn = func() {
+		// Readers first: the last connection to close checkpoints the WAL,
+		// and that must be the writer's.
+		_ = rdb.Close()
+		_ = sdb.Close()
+	}
 	return nil
+}
+
+// readConns is the size of SQLite's read pool: n if set, else GOMAXPROCS
+// bounded to [2, 4]. The driver is pure Go, so a read is CPU work on a Go
+// thread and readers beyond the cores only queue; two at least, so that a
+// long API listing does not hold up a CONNECT's lookup; four at most,
+// because the readers are the catalog lookups the node's views miss and
+// the admin API, and every connection keeps its own page cache.
+func readConns(n int) int {
+	if n > 0 {
+		return n
+	}
+	return min(4, max(2, runtime.GOMAXPROCS(0)))
+}
+
+// openSQLiteReaders opens the read pool. In WAL mode readers take no lock
+// the writer waits for and see every transaction committed before their
+// statement began, so a read after a write returned sees it, as on
+// PostgreSQL. query_only makes a write sent here by mistake fail instead
+// of racing the writer for the lock.
+func openSQLiteReaders(ctx context.Context, path string, n int) (*sql.DB, error) {
+	q := url.Values{}
+	q.Set("_busy_timeout", "10000")
+	q.Set("_query_only", "1")
+	rdb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	rdb.SetMaxOpenConns(n)
+	rdb.SetMaxIdleConns(n)
+	rdb.SetConnMaxLifetime(0)
+	if err := pingBusy(ctx, rdb); err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	return rdb, nil
+}
+
+// pingBusy pings db, retrying SQLITE_BUSY for up to 10 s (busy_timeout).
+func pingBusy(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := db.PingContext(ctx)
+		if err == nil {
+			return nil
+		}
+		if !isBusy(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(10+rand.IntN(40)) * time.Millisecond)
+	}
 }
 
 // describeConn names the database of a connection for messages, from the

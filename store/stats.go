@@ -26,7 +26,7 @@ func (s *Store) TransferStats(ctx context.Context, f TransferFilter) (_ Transfer
 	if err != nil {
 		return TransferStats{}, fmt.Errorf("transfer stats: %w", err)
 	}
-	r, err := s.db.query(ctx, `SELECT direction, status, COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM transfers`+
+	r, err := s.rd.query(ctx, `SELECT direction, status, COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM transfers`+
 		w.sql()+` GROUP BY direction, status`, w.args...)
 	if err != nil {
 		return TransferStats{}, s.wrap("transfer stats", err)

@@ -7,6 +7,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -189,12 +191,22 @@ type Config struct {
 	MaxConns int32
 	// ConnectTimeout bounds each PostgreSQL connection attempt (default 5s).
 	ConnectTimeout time.Duration
+	// ReadConns sizes SQLite's pool of read-only connections beside its one
+	// writer (default: GOMAXPROCS, at least 2 and at most 4; see
+	// readConns). Negative: no pool, reads queue on the writer's
+	// connection as they did before the pool (for comparisons).
+	ReadConns int
 }
 
 // Store is the persistence layer. It is safe for concurrent use.
 type Store struct {
-	d       dialect
-	db      db
+	d  dialect
+	db db
+	// rd serves the reads made outside a transaction: SQLite's read pool
+	// (WAL lets readers run beside the writer and see every commit made
+	// before they start), or the same pool as db on PostgreSQL. Reads
+	// inside a transaction use the transaction, on the writer.
+	rd      queryer
 	log     *slog.Logger
 	opHist  *prometheus.HistogramVec
 	opErrs  *prometheus.CounterVec
@@ -208,7 +220,10 @@ type Store struct {
 	listenReady  chan struct{}
 	pgConnConfig *pgx.ConnConfig
 	connTimeout  time.Duration
-	closeFn      func()
+	// origin marks this Store's NOTIFY payloads, so that its listener
+	// skips the changes it already published at commit (notify.go).
+	origin  string
+	closeFn func()
 }
 
 // Open connects to the configured database and, unless cfg.SkipMigrate,
@@ -227,7 +242,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 5 * time.Second
 	}
-	s := &Store{log: cfg.Logger, hub: newHub(), connTimeout: cfg.ConnectTimeout}
+	var o [8]byte
+	_, _ = rand.Read(o[:]) // crypto/rand.Read never fails (Go 1.24)
+	s := &Store{log: cfg.Logger, hub: newHub(), connTimeout: cfg.ConnectTimeout, origin: hex.EncodeToString(o[:])}
 	var err error
 	switch strings.ToLower(cfg.Driver) {
 	case DriverPostgres, "postgresql", "pgx":

@@ -369,3 +369,65 @@ func waitForChange(ch <-chan store.Change, want store.Change, timeout time.Durat
 		}
 	}
 }
+
+// TestReadsBesideOpenWrite: a read outside a transaction proceeds while a
+// write transaction is open. On SQLite it runs on the read pool; with the
+// pool off (ReadConns < 0, one connection as before) the same read waits
+// for the writer's connection, which the transaction holds: that half
+// shows the test can fail.
+func TestReadsBesideOpenWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		cfg      func(t testing.TB) store.Config
+		readPool bool
+	}{
+		{"sqlite", sqliteConfig, true},
+		{"sqlite-no-pool", func(t testing.TB) store.Config {
+			c := sqliteConfig(t)
+			c.ReadConns = -1
+			return c
+		}, false},
+		{"postgres", postgresConfig, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			s := storetest.Open(t, tc.cfg(t))
+			if err := s.ClaimLeadership(ctx, 1, "node-a"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.CreateFile(ctx, storetest.SampleFile("INBOX")); err != nil {
+				t.Fatal(err)
+			}
+			tr, err := s.CreateTransfer(ctx, 1, storetest.SampleTransfer("P", 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wait := 5 * time.Second
+			if !tc.readPool {
+				wait = 300 * time.Millisecond
+			}
+			var readErr error
+			// UpdateTransfer runs mutate inside its write transaction.
+			_, err = s.UpdateTransfer(ctx, 1, tr.ID, func(cur *store.Transfer) error {
+				rctx, cancel := context.WithTimeout(ctx, wait)
+				defer cancel()
+				_, readErr = s.GetFile(rctx, "INBOX")
+				if readErr == nil {
+					_, readErr = s.GetTransfer(rctx, tr.ID)
+				}
+				cur.Diagnostic = "read inside"
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tc.readPool && readErr != nil:
+				t.Fatalf("read while a write transaction is open: %v", readErr)
+			case !tc.readPool && !errors.Is(readErr, context.DeadlineExceeded):
+				t.Fatalf("with one connection the read did not wait for the transaction: %v", readErr)
+			}
+		})
+	}
+}

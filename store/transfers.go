@@ -259,10 +259,10 @@ func (s *Store) TakeOverTransfer(ctx context.Context, epoch int64, node, id stri
 // epoch: a transfer that finished or was taken over meanwhile is left alone.
 func (s *Store) InterruptOrphans(ctx context.Context, epoch int64, node string, gone func(Transfer) bool) (_ []Transfer, err error) {
 	defer s.observe("interrupt_orphans", &err)()
-	if err := s.checkEpoch(ctx, s.db, epoch); err != nil {
+	if err := s.checkEpoch(ctx, s.rd, epoch); err != nil {
 		return nil, s.wrap("interrupt orphans", err)
 	}
-	live, err := listAll(ctx, s.db, `SELECT `+transferCols+` FROM transfers
+	live, err := listAll(ctx, s.rd, `SELECT `+transferCols+` FROM transfers
 		WHERE status = 'in_progress' AND NOT (epoch = $1 AND node = $2)`,
 		s.scanTransfer, epoch, node)
 	if err != nil {
@@ -302,10 +302,10 @@ func (s *Store) InterruptOrphans(ctx context.Context, epoch int64, node string, 
 // transfers_unpublished.
 func (s *Store) ListUnpublished(ctx context.Context, epoch int64, limit int) (_ []Transfer, err error) {
 	defer s.observe("list_unpublished", &err)()
-	if err := s.checkEpoch(ctx, s.db, epoch); err != nil {
+	if err := s.checkEpoch(ctx, s.rd, epoch); err != nil {
 		return nil, s.wrap("list unpublished", err)
 	}
-	out, err := listAll(ctx, s.db, `SELECT `+transferCols+` FROM transfers
+	out, err := listAll(ctx, s.rd, `SELECT `+transferCols+` FROM transfers
 		WHERE status = 'completed' AND temp_path <> '' AND direction = 'receive'
 		ORDER BY updated_at, id LIMIT `+strconv.Itoa(pageSize(limit)), s.scanTransfer)
 	return out, s.wrap("list unpublished", err)
@@ -338,14 +338,14 @@ func (s *Store) SettlePublished(ctx context.Context, epoch int64, id, temp, diag
 // GetTransfer returns one transfer.
 func (s *Store) GetTransfer(ctx context.Context, id string) (_ Transfer, err error) {
 	defer s.observe("get_transfer", &err)()
-	t, err := s.scanTransfer(s.db.queryRow(ctx, `SELECT `+transferCols+` FROM transfers WHERE id = $1`, id))
+	t, err := s.scanTransfer(s.rd.queryRow(ctx, `SELECT `+transferCols+` FROM transfers WHERE id = $1`, id))
 	return t, s.wrap("get transfer "+id, err)
 }
 
 // FindRestartable returns the newest restartable transfer for key.
 func (s *Store) FindRestartable(ctx context.Context, k RestartKey) (_ Transfer, err error) {
 	defer s.observe("find_restartable", &err)()
-	t, err := s.scanTransfer(s.db.queryRow(ctx, `SELECT `+transferCols+` FROM transfers
+	t, err := s.scanTransfer(s.rd.queryRow(ctx, `SELECT `+transferCols+` FROM transfers
 		WHERE partner_id = $1 AND direction = $2 AND pesit_id = $3 AND file_id = $4
 		AND status IN ('in_progress', 'interrupted', 'restartable')
 		ORDER BY created_at DESC, id DESC LIMIT 1`, k.PartnerID, string(k.Direction), k.PesitID, k.FileID))
@@ -356,7 +356,7 @@ func (s *Store) FindRestartable(ctx context.Context, k RestartKey) (_ Transfer, 
 // finished since since (the index transfers_restart serves it).
 func (s *Store) FindCompletedReceive(ctx context.Context, k RestartKey, since time.Time) (_ Transfer, err error) {
 	defer s.observe("find_completed_receive", &err)()
-	t, err := s.scanTransfer(s.db.queryRow(ctx, `SELECT `+transferCols+` FROM transfers
+	t, err := s.scanTransfer(s.rd.queryRow(ctx, `SELECT `+transferCols+` FROM transfers
 		WHERE partner_id = $1 AND direction = 'receive' AND pesit_id = $2 AND file_id = $3
 		AND status = 'completed' AND finished_at >= $4
 		ORDER BY created_at DESC, id DESC LIMIT 1`, k.PartnerID, k.PesitID, k.FileID, s.d.ts(since)))
@@ -420,7 +420,7 @@ func (s *Store) ListTransfers(ctx context.Context, f TransferFilter) (_ Transfer
 		return TransferPage{}, fmt.Errorf("list transfers: %w", err)
 	}
 	limit := pageSize(f.Limit)
-	items, err := listAll(ctx, s.db, `SELECT `+transferCols+` FROM transfers`+w.sql()+
+	items, err := listAll(ctx, s.rd, `SELECT `+transferCols+` FROM transfers`+w.sql()+
 		fmt.Sprintf(` ORDER BY created_at DESC, id DESC LIMIT %d`, limit+1), s.scanTransfer, w.args...)
 	if err != nil {
 		return TransferPage{}, s.wrap("list transfers", err)

@@ -52,14 +52,14 @@ func (s *Store) PutUser(ctx context.Context, u User, passwordHash string) (_ Use
 // GetUser returns one user.
 func (s *Store) GetUser(ctx context.Context, name string) (_ User, err error) {
 	defer s.observe("get_user", &err)()
-	u, err := scanUser(s.db.queryRow(ctx, `SELECT `+userCols+` FROM api_users WHERE name = $1`, name))
+	u, err := scanUser(s.rd.queryRow(ctx, `SELECT `+userCols+` FROM api_users WHERE name = $1`, name))
 	return u, s.wrap("get user "+name, err)
 }
 
 // ListUsers returns every user ordered by name.
 func (s *Store) ListUsers(ctx context.Context) (_ []User, err error) {
 	defer s.observe("list_users", &err)()
-	out, err := listAll(ctx, s.db, `SELECT `+userCols+` FROM api_users ORDER BY name`, scanUser)
+	out, err := listAll(ctx, s.rd, `SELECT `+userCols+` FROM api_users ORDER BY name`, scanUser)
 	return out, s.wrap("list users", err)
 }
 
@@ -83,7 +83,7 @@ func (s *Store) DeleteUser(ctx context.Context, name string) (err error) {
 func (s *Store) UserPasswordHash(ctx context.Context, name string) (_ string, err error) {
 	defer s.observe("user_password_hash", &err)()
 	var h string
-	err = s.db.queryRow(ctx, `SELECT password_hash FROM api_users WHERE name = $1`, name).Scan(&h)
+	err = s.rd.queryRow(ctx, `SELECT password_hash FROM api_users WHERE name = $1`, name).Scan(&h)
 	return h, s.wrap("user password "+name, err)
 }
 
@@ -126,7 +126,7 @@ const unexpiredToken = `(expires_at > $%d OR (expires_at IS NULL AND created_at 
 func (s *Store) LookupToken(ctx context.Context, tokenHash string) (_ Token, err error) {
 	defer s.observe("lookup_token", &err)()
 	ts := now()
-	t, err := scanToken(s.db.queryRow(ctx, `SELECT `+tokenCols+` FROM api_tokens
+	t, err := scanToken(s.rd.queryRow(ctx, `SELECT `+tokenCols+` FROM api_tokens
 		WHERE token_hash = $1 AND `+fmt.Sprintf(unexpiredToken, 2, 3), tokenHash, s.d.ts(ts), s.d.ts(ts.Add(-LegacyTokenLifetime))))
 	return t, s.wrap("lookup token", err)
 }
@@ -137,7 +137,7 @@ func (s *Store) LookupToken(ctx context.Context, tokenHash string) (_ Token, err
 func (s *Store) ListTokens(ctx context.Context) (_ []Token, err error) {
 	defer s.observe("list_tokens", &err)()
 	ts := now()
-	out, err := listAll(ctx, s.db, `SELECT `+tokenCols+` FROM api_tokens WHERE `+fmt.Sprintf(unexpiredToken, 1, 2)+` ORDER BY id`,
+	out, err := listAll(ctx, s.rd, `SELECT `+tokenCols+` FROM api_tokens WHERE `+fmt.Sprintf(unexpiredToken, 1, 2)+` ORDER BY id`,
 		scanToken, s.d.ts(ts), s.d.ts(ts.Add(-LegacyTokenLifetime)))
 	return out, s.wrap("list tokens", err)
 }

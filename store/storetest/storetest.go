@@ -55,6 +55,8 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"ApplyDeclaredConcurrent", testApplyDeclaredConcurrent},
 		{"ApplyDeclaredHashToPassword", testApplyDeclaredHashToPassword},
 		{"Subscribe", testSubscribe},
+		{"Watch", testWatch},
+		{"ReadYourWrites", testReadYourWrites},
 		{"Metrics", testMetrics},
 	}
 	for _, tc := range tests {
@@ -1336,6 +1338,122 @@ func testSubscribe(t *testing.T, newConfig NewConfig) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("channel not closed by Close")
+	}
+}
+
+// nextEvent waits for one event.
+func nextEvent(t testing.TB, ch <-chan store.Event) store.Event {
+	t.Helper()
+	select {
+	case e, ok := <-ch:
+		if !ok {
+			t.Fatal("event channel closed")
+		}
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	return store.Event{}
+}
+
+// testWatch: a change committed through a Store has advanced its Seq when
+// the call returns (the node's views rely on it to never serve a
+// definition behind a local commit), and its event carries that Seq. On
+// PostgreSQL the event is delivered once: the Store's own NOTIFY is
+// skipped, and a change of another Store comes with Seq 0.
+func testWatch(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	cfg := newConfig(t)
+	s := Open(t, cfg)
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := s.Watch(subCtx)
+	base := s.Seq()
+	_, err := s.CreateFile(ctx, SampleFile("F1"))
+	must(t, err, "create file")
+	if got := s.Seq(); got != base+1 {
+		t.Fatalf("Seq after create = %d, want %d", got, base+1)
+	}
+	f := SampleFile("F1")
+	f.MaxSize = 42
+	_, err = s.UpdateFile(ctx, f)
+	must(t, err, "update file")
+	_, err = s.UpdateFile(ctx, f)
+	must(t, err, "same update again")
+	if got := s.Seq(); got != base+2 {
+		t.Fatalf("Seq after an update and a no-op = %d, want %d", got, base+2)
+	}
+	want := []store.Event{
+		{Change: store.Change{Kind: store.KindFile, ID: "F1", Op: store.OpCreate}, Seq: base + 1},
+		{Change: store.Change{Kind: store.KindFile, ID: "F1", Op: store.OpUpdate}, Seq: base + 2},
+	}
+	if s.Driver() == store.DriverPostgres {
+		// Another Store stands for another process. Its NOTIFY follows
+		// this Store's two in commit order, so an echo of them would
+		// arrive before it.
+		other := Open(t, cfg)
+		_, err = other.CreateFile(ctx, SampleFile("F2"))
+		must(t, err, "create file through another store")
+		if got := s.Seq(); got != base+2 {
+			t.Fatalf("another store's change moved Seq to %d", got)
+		}
+		want = append(want, store.Event{Change: store.Change{Kind: store.KindFile, ID: "F2", Op: store.OpCreate}})
+	}
+	for i, w := range want {
+		if e := nextEvent(t, events); e != w {
+			t.Fatalf("event %d = %+v, want %+v", i, e, w)
+		}
+	}
+}
+
+// testReadYourWrites: a read made right after a write returned sees it,
+// from every goroutine at once (on SQLite the read goes to the read pool,
+// the write to the writer's connection).
+func testReadYourWrites(t *testing.T, newConfig NewConfig) {
+	ctx := ctxT(t)
+	s := Open(t, newConfig(t))
+	hash, _ := store.HashPassword("x")
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("RYW%d", g)
+			if _, err := s.CreatePartner(ctx, SamplePartner(id), hash); err != nil {
+				errs <- err
+				return
+			}
+			for i := range 50 {
+				p := SamplePartner(id)
+				p.Description = fmt.Sprintf("v%d", i)
+				if _, err := s.UpdatePartner(ctx, p); err != nil {
+					errs <- err
+					return
+				}
+				got, err := s.GetPartner(ctx, id)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if got.Description != p.Description {
+					errs <- fmt.Errorf("partner %s read %q right after writing %q", id, got.Description, p.Description)
+					return
+				}
+			}
+			if err := s.DeletePartner(ctx, id); err != nil {
+				errs <- err
+				return
+			}
+			if _, err := s.GetPartner(ctx, id); !errors.Is(err, store.ErrNotFound) {
+				errs <- fmt.Errorf("partner %s read after its deletion: %v", id, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
 
