@@ -52,6 +52,11 @@ type Labeler interface {
 	Label(ctx context.Context, confirm func(context.Context) error) error
 	// Unlabel removes the label from this pod.
 	Unlabel(ctx context.Context) error
+	// Release removes the label from this pod after a step-down, unless a
+	// successor strips it first: the successor strips it before labelling
+	// its own pod, and the same change made twice within milliseconds
+	// costs the Service a second (k8s.ServiceEndpoints says why).
+	Release(ctx context.Context) error
 }
 
 // Fence records a new term in the shared store; a stale epoch fails.
@@ -425,12 +430,13 @@ func (l *Loop) stepDown(ctx context.Context, lead *election.Leadership, reason R
 		cancel()
 	}
 	if l.cfg.Labeler != nil {
-		// After the drain, not beside the resignation: every label patch,
-		// and the EndpointSlice write it causes, goes through the API
-		// server's etcd, and the seconds of a handover are the next
-		// leader's, whose first patch strips this label anyway.
-		uctx, cancel := context.WithTimeout(ctx, l.cfg.LabelTimeout)
-		if err := l.cfg.Labeler.Unlabel(uctx); err != nil {
+		// After the drain, and only if no successor stripped it by then:
+		// a handover's seconds are the next leader's, whose first patch
+		// strips this label, and a patch of ours at the same moment would
+		// meet the EndpointSlice controller before it has seen the write
+		// for this pod's deletion or for that strip.
+		uctx, cancel := context.WithTimeout(ctx, 2*l.cfg.LabelTimeout)
+		if err := l.cfg.Labeler.Release(uctx); err != nil {
 			// The next leader strips it.
 			l.log.Warn("unlabel own pod", "err", err)
 		}

@@ -62,6 +62,8 @@ func (o orderLabeler) Label(ctx context.Context, confirm func(context.Context) e
 
 func (o orderLabeler) Unlabel(context.Context) error { o.log.add(o.name + " unlabelled"); return nil }
 
+func (o orderLabeler) Release(ctx context.Context) error { return o.Unlabel(ctx) }
+
 // orderServing logs when a node's listeners accept.
 type orderServing struct {
 	Serving

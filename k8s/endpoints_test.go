@@ -317,3 +317,63 @@ func patchFinalizer(ctx context.Context, t *testing.T, cs kubernetes.Interface, 
 		t.Fatalf("patch finalizers of %s: %v", pod, err)
 	}
 }
+
+// TestRelease: a stepped-down leader leaves its label to the successor,
+// which strips it, and removes it itself only when nobody has within the
+// grace period.
+func TestRelease(t *testing.T) {
+	cp := kubetest.Start(t, kubetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := cp.AdminClient(t)
+	mc := roleClient(ctx, t, cp, "vectis", kubetest.PodLabelerRules)
+	createPod(ctx, t, admin, "vectis-0", map[string]string{"app.kubernetes.io/instance": "vectis"})
+	l, err := NewLabeler(LabelerConfig{Client: mc, Pod: PodIdentity{Name: "vectis-0", Namespace: ns},
+		Selector: selector, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := DefaultLabelValue
+
+	// A successor strips the label 300 ms into a 20 s grace: Release
+	// returns then, with nothing left to do.
+	setLabel(ctx, t, admin, "vectis-0", &yes)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		setLabel(ctx, t, admin, "vectis-0", nil)
+	}()
+	start := time.Now()
+	if err := l.Release(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond || took > 10*time.Second {
+		t.Errorf("Release returned after %v; the successor stripped the label after 300 ms", took)
+	}
+	assertLeaders(ctx, t, admin)
+
+	// Nobody strips it: removed once the grace is over, not before.
+	setLabel(ctx, t, admin, "vectis-0", &yes)
+	start = time.Now()
+	if err := l.Release(ctx, 400*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("label removed after %v, within the grace of 400 ms", took)
+	}
+	assertLeaders(ctx, t, admin)
+
+	// The pod is gone: nothing to release.
+	if err := admin.CoreV1().Pods(ns).Delete(ctx, "vectis-0", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		_, err := admin.CoreV1().Pods(ns).Get(ctx, "vectis-0", metav1.GetOptions{})
+		if err == nil {
+			return errors.New("pod still there")
+		}
+		return nil
+	})
+	if err := l.Release(ctx, time.Minute); err != nil {
+		t.Fatalf("Release of a deleted pod: %v", err)
+	}
+}

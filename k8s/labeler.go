@@ -35,6 +35,10 @@ const (
 	DefaultMinBackoff     = 200 * time.Millisecond
 	DefaultMaxBackoff     = 5 * time.Second
 	DefaultSettleTimeout  = 300 * time.Millisecond
+	// DefaultReleaseGrace is how long a stepped-down leader leaves its
+	// label to a successor (see Release): a handover's label work takes
+	// a few hundred milliseconds on a busy cluster.
+	DefaultReleaseGrace = time.Second
 )
 
 // LabelerConfig configures a Labeler.
@@ -429,6 +433,42 @@ func (l *Labeler) Unlabel(ctx context.Context) error {
 		backoff = min(2*backoff, l.cfg.MaxBackoff)
 	}
 }
+
+// Release removes the label from this pod after a step-down, unless
+// someone else does first. A successor strips this pod's label before it
+// labels its own, after waiting for the Service's slices to show this
+// pod's deletion (see Reconcile); a patch of ours at the same moment
+// would change this pod twice within milliseconds, which is what costs
+// the Service the EndpointSlice controller's one-second retry. So Release
+// waits up to grace for the label to go, and only then removes it itself:
+// when no successor comes (a single replica, or etcd unreachable), a pod
+// that no longer leads still loses the label. A missing pod counts as
+// success.
+func (l *Labeler) Release(ctx context.Context, grace time.Duration) error {
+	deadline := time.Now().Add(grace)
+	for {
+		pod, err := l.pods.Get(ctx, l.cfg.Pod.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case err == nil:
+			if _, has := pod.Labels[l.cfg.LabelKey]; !has {
+				return nil
+			}
+		}
+		if !time.Now().Before(deadline) {
+			return l.Unlabel(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("k8s: release label: %w", ctx.Err())
+		case <-time.After(min(releasePoll, time.Until(deadline))):
+		}
+	}
+}
+
+// releasePoll is how often Release reads its own pod.
+const releasePoll = 50 * time.Millisecond
 
 // patchLabel sets (value != nil) or removes (nil) the label on pod name
 // with a JSON merge patch, which touches no other label.

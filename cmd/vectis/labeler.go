@@ -63,6 +63,10 @@ func (p podLabeler) Label(ctx context.Context, confirm func(context.Context) err
 
 func (p podLabeler) Unlabel(ctx context.Context) error { return p.l.Unlabel(ctx) }
 
+func (p podLabeler) Release(ctx context.Context) error {
+	return p.l.Release(ctx, k8s.DefaultReleaseGrace)
+}
+
 // Run keeps the label right while leading, on watch events and a timer.
 func (p podLabeler) Run(ctx context.Context, confirm func(context.Context) error) error {
 	return p.l.Run(ctx, confirm)
