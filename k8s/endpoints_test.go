@@ -14,7 +14,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -23,14 +22,6 @@ import (
 	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
 )
-
-// endpointSliceRules are the chart's rule for reading the PeSIT Service's
-// slices.
-var endpointSliceRules = []rbacv1.PolicyRule{{
-	APIGroups: []string{"discovery.k8s.io"},
-	Resources: []string{"endpointslices"},
-	Verbs:     []string{"list", "watch"},
-}}
 
 // putSlice creates or replaces slice name of service, listing pods as
 // endpoints, as the EndpointSlice controller would; a pod named with a
@@ -75,8 +66,7 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	admin := cp.AdminClient(t)
-	rules := append(slices.Clone(kubetest.PodLabelerRules), endpointSliceRules...)
-	cfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", rules)
+	cfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", kubetest.PodLabelerRules)
 	mc, err := NewMetadataClient(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +198,7 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 		setLabel(ctx, t, admin, "vectis-1", nil)
 		setLabel(ctx, t, admin, "vectis-0", &yes)
 		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit", "vectis-0")
-		limited := cp.ServiceAccountConfig(ctx, t, ns, "no-slices", kubetest.PodLabelerRules)
+		limited := cp.ServiceAccountConfig(ctx, t, ns, "no-slices", kubetest.PodLabelerRules[:1])
 		noRead, err := NewServiceEndpoints(limited, ns, "vectis-pesit")
 		if err != nil {
 			t.Fatal(err)
@@ -239,8 +229,7 @@ func TestReconcileFollowsTheEndpointSliceController(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	admin := cp.AdminClient(t)
-	rules := append(slices.Clone(kubetest.PodLabelerRules), endpointSliceRules...)
-	cfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", rules)
+	cfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", kubetest.PodLabelerRules)
 	mc, err := NewMetadataClient(cfg)
 	if err != nil {
 		t.Fatal(err)

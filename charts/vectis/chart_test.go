@@ -467,19 +467,29 @@ func checkServer(t *testing.T, s server, wantReplicas int32) {
 		t.Errorf("headless Service: clusterIP %q selector %v", s.headless.Spec.ClusterIP, s.headless.Spec.Selector)
 	}
 
-	// RBAC: exactly get, list, patch, watch on pods, bound to the pod's account.
+	// RBAC: exactly get, list, patch, watch on pods and list on
+	// endpointslices, bound to the pod's account; the labeller reads the
+	// slices of the PeSIT Service.
 	if cfg.Cluster.Enabled {
 		var role rbacv1.Role
 		decode(t, s.ms.find(t, "Role", fullname), &role)
-		if len(role.Rules) != 1 {
-			t.Fatalf("Role has %d rules, want 1", len(role.Rules))
+		if len(role.Rules) != 2 {
+			t.Fatalf("Role has %d rules, want 2", len(role.Rules))
 		}
-		r := role.Rules[0]
-		verbs := slices.Clone(r.Verbs)
-		slices.Sort(verbs)
-		if !slices.Equal(r.APIGroups, []string{""}) || !slices.Equal(r.Resources, []string{"pods"}) ||
-			!slices.Equal(verbs, []string{"get", "list", "patch", "watch"}) || len(r.ResourceNames) != 0 {
-			t.Errorf("Role rule = %+v, want exactly get/list/patch/watch on core pods", r)
+		for i, want := range []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch", "watch"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list"}},
+		} {
+			r := role.Rules[i]
+			verbs := slices.Clone(r.Verbs)
+			slices.Sort(verbs)
+			if !slices.Equal(r.APIGroups, want.APIGroups) || !slices.Equal(r.Resources, want.Resources) ||
+				!slices.Equal(verbs, want.Verbs) || len(r.ResourceNames) != 0 {
+				t.Errorf("Role rule %d = %+v, want exactly %v on %v %v", i, r, want.Verbs, want.APIGroups, want.Resources)
+			}
+		}
+		if got := cfg.Cluster.Kubernetes.LeaderService; got != s.pesit.Name {
+			t.Errorf("cluster.kubernetes.leaderService = %q, want the PeSIT Service %q", got, s.pesit.Name)
 		}
 		var rb rbacv1.RoleBinding
 		decode(t, s.ms.find(t, "RoleBinding", fullname), &rb)

@@ -15,11 +15,17 @@ import (
 )
 
 // PodLabelerRules are the rules of the chart's Role for the leader
-// labeler: read and label pods, nothing else.
+// labeler: read and label pods, and list the EndpointSlices of the PeSIT
+// Service (k8s.ServiceEndpoints), nothing else. The first rule alone is
+// what a Role without the second grants.
 var PodLabelerRules = []rbacv1.PolicyRule{{
 	APIGroups: []string{""},
 	Resources: []string{"pods"},
 	Verbs:     []string{"get", "list", "patch", "watch"},
+}, {
+	APIGroups: []string{"discovery.k8s.io"},
+	Resources: []string{"endpointslices"},
+	Verbs:     []string{"list"},
 }}
 
 // EnsureNamespace creates namespace ns if it does not exist.
