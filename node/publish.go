@@ -89,7 +89,7 @@ func (n *node) sweepUnpublished(ctx context.Context, epoch int64, gone func(stor
 			// and one running leaves the file alone.
 			release, mayPublish = n.pesit.claimPath(t.LocalPath)
 		}
-		note, published, err := n.publishReceived(ctx, t, mayPublish)
+		pub, err := n.publishReceived(ctx, t, mayPublish)
 		if release != nil {
 			release()
 		}
@@ -100,11 +100,14 @@ func (n *node) sweepUnpublished(ctx context.Context, epoch int64, gone func(stor
 			n.log.Warn("unpublished files sweep: cannot publish", "transfer", t.ID, "file", t.LocalPath, "err", err)
 			continue
 		}
-		_, err = n.st.SettlePublished(ctx, epoch, t.ID, t.TempPath, note)
-		if published {
-			// Said once the record is settled too, so that whoever reads
-			// the log or the metric finds the record as it will stay.
+		_, err = n.st.SettlePublished(ctx, epoch, t.ID, t.TempPath, pub.note)
+		// Said once the record is settled, so that whoever reads the log
+		// or the metric finds the record as it will stay.
+		if pub.published {
 			n.recovered(t)
+		}
+		if pub.report != nil {
+			pub.report()
 		}
 		if err != nil && ctx.Err() == nil {
 			n.log.Warn("unpublished files sweep", "transfer", t.ID, "err", err)
@@ -112,36 +115,59 @@ func (n *node) sweepUnpublished(ctx context.Context, epoch int64, gone func(stor
 	}
 }
 
+// publication is what publishReceived did with a file.
+type publication struct {
+	// published: this call renamed the file to its final name.
+	published bool
+	// note is the diagnostic for the record of a file that cannot be
+	// published and is left under its temporary name; report then logs
+	// and counts it, and is called once the record is settled.
+	note   string
+	report func()
+}
+
+// leftAlone is the publication of a file left under its temporary name
+// because of a publish conflict (counted in
+// vectis_received_files_publish_conflicts_total).
+func (n *node) leftAlone(note, msg string, attrs ...any) publication {
+	return publication{note: note, report: func() {
+		if m := n.publishMet; m != nil {
+			m.conflicts.Inc()
+		}
+		n.log.Error(msg, attrs...)
+	}}
+}
+
 // publishReceived makes sure the file of the completed receive t is
 // published. It returns errSkip when the file is still to be published but
-// mayPublish is false, and a diagnostic for the record when the file cannot
-// be published and is left under its temporary name; published says that
-// this call renamed the file to its final name.
-func (n *node) publishReceived(ctx context.Context, t store.Transfer, mayPublish bool) (note string, published bool, err error) {
+// mayPublish is false.
+func (n *node) publishReceived(ctx context.Context, t store.Transfer, mayPublish bool) (publication, error) {
 	temp, final := t.TempPath, t.LocalPath
 	if final == "" {
-		return "", false, nil // nothing to publish to: forget the path
+		return publication{}, nil // nothing to publish to: forget the path
 	}
 	tfi, err := os.Lstat(temp)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Published (or taken away since by whoever consumes the files):
 		// the normal case.
-		return "", false, nil
+		return publication{}, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("temporary file: %w", err)
+		return publication{}, fmt.Errorf("temporary file: %w", err)
 	}
 	if !mayPublish {
-		return "", false, errSkip
+		return publication{}, errSkip
 	}
 	// As for the partial files the node deletes: a record written under a
 	// configuration since narrowed does not make the sweep touch files
 	// outside the file root.
 	for _, p := range []string{temp, final} {
 		if err := n.roots.Check(p); err != nil {
-			n.log.Error("received file recorded completed but not published, and outside the file root; left as it is",
-				"transfer", t.ID, "file", final, "temporary", temp, "err", err)
-			return fmt.Sprintf("received, but not published: %v; the data received is in %s", err, temp), false, nil
+			// Not a publish conflict: logged, not counted.
+			return publication{note: fmt.Sprintf("received, but not published: %v; the data received is in %s", err, temp), report: func() {
+				n.log.Error("received file recorded completed but not published, and outside the file root; left as it is",
+					"transfer", t.ID, "file", final, "temporary", temp, "err", err)
+			}}, nil
 		}
 	}
 	ffi, err := os.Lstat(final)
@@ -150,49 +176,43 @@ func (n *node) publishReceived(ctx context.Context, t store.Transfer, mayPublish
 		// temporary name is reused by a new transfer to the same final
 		// name, which may have truncated it since.
 		if sum, err := fileSHA256(temp); err != nil {
-			return "", false, err
+			return publication{}, err
 		} else if t.SHA256 != "" && sum != t.SHA256 {
-			if m := n.publishMet; m != nil {
-				m.conflicts.Inc()
-			}
-			n.log.Error("received file recorded completed but not published, and its temporary file no longer holds the data recorded; left as it is",
-				"transfer", t.ID, "partner", t.PartnerID, "file", final, "temporary", temp, "sha256", sum, "recorded_sha256", t.SHA256)
-			return fmt.Sprintf("received, but not published: %s no longer holds the data received (SHA-256 %s, recorded %s)", temp, sum, t.SHA256), false, nil
+			return n.leftAlone(fmt.Sprintf("received, but not published: %s no longer holds the data received (SHA-256 %s, recorded %s)", temp, sum, t.SHA256),
+				"received file recorded completed but not published, and its temporary file no longer holds the data recorded; left as it is",
+				"transfer", t.ID, "partner", t.PartnerID, "file", final, "temporary", temp, "sha256", sum, "recorded_sha256", t.SHA256), nil
 		}
 	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := publishFile(temp, final, false); err != nil {
-			return "", false, err
+			return publication{}, err
 		}
-		return "", true, nil
+		return publication{published: true}, nil
 	case err != nil:
-		return "", false, fmt.Errorf("final file: %w", err)
+		return publication{}, fmt.Errorf("final file: %w", err)
 	case os.SameFile(tfi, ffi):
 		// Published by a hard link; the crash came before the temporary
 		// name was removed (sink.commit).
 		if err := os.Remove(temp); err != nil {
-			return "", false, fmt.Errorf("remove the temporary name of a published file: %w", err)
+			return publication{}, fmt.Errorf("remove the temporary name of a published file: %w", err)
 		}
-		return "", false, syncDir(filepath.Dir(temp))
+		return publication{}, syncDir(filepath.Dir(temp))
 	}
 	vf, err := n.st.GetFile(ctx, t.FileID)
 	if err == nil && vf.Overwrite {
 		// The session would have replaced the file: so does the sweep.
 		if err := publishFile(temp, final, true); err != nil {
-			return "", false, err
+			return publication{}, err
 		}
-		return "", true, nil
+		return publication{published: true}, nil
 	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return "", false, fmt.Errorf("virtual file %s: %w", t.FileID, err)
+		return publication{}, fmt.Errorf("virtual file %s: %w", t.FileID, err)
 	}
-	if m := n.publishMet; m != nil {
-		m.conflicts.Inc()
-	}
-	n.log.Error("received file recorded completed but not published: another file holds its name; both are left as they are",
-		"transfer", t.ID, "partner", t.PartnerID, "file", final, "received_into", temp)
-	return fmt.Sprintf("received, but not published: %s existed; the data received is in %s", final, temp), false, nil
+	return n.leftAlone(fmt.Sprintf("received, but not published: %s existed; the data received is in %s", final, temp),
+		"received file recorded completed but not published: another file holds its name; both are left as they are",
+		"transfer", t.ID, "partner", t.PartnerID, "file", final, "received_into", temp), nil
 }
 
 func (n *node) recovered(t store.Transfer) {
