@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 
 	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
@@ -55,17 +56,18 @@ func putSlice(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, 
 	}
 }
 
-// TestReconcileWaitsForTheServiceToDropTheOldLeader: with the PeSIT
-// Service named, a new leader strips the old leader's label, then labels
-// its own pod only once the Service's slices no longer list the old pod
-// (slices of other Services do not count), and confirms its leadership
-// again just before. A slice that never changes costs at most the settle
-// timeout; a service account that may not read slices labels at once.
-func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
-	cp := kubetest.Start(t, kubetest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	admin := cp.AdminClient(t)
+// sliceFixture is a control plane with the chart Role's clients: pods'
+// metadata, and the PeSIT Service's slices.
+type sliceFixture struct {
+	cp    *kubetest.ControlPlane
+	admin kubernetes.Interface
+	mc    metadata.Interface
+	eps   *ServiceEndpoints
+}
+
+func newSliceFixture(ctx context.Context, t *testing.T, opts kubetest.Options) *sliceFixture {
+	t.Helper()
+	cp := kubetest.Start(t, opts)
 	cfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", kubetest.PodLabelerRules)
 	mc, err := NewMetadataClient(cfg)
 	if err != nil {
@@ -75,18 +77,38 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &sliceFixture{cp: cp, admin: cp.AdminClient(t), mc: mc, eps: eps}
+}
+
+// labeler is pod's labeller, reading the slices through eps.
+func (f *sliceFixture) labeler(t *testing.T, pod string, settle time.Duration, eps *ServiceEndpoints, log *slog.Logger) *Labeler {
+	t.Helper()
+	l, err := NewLabeler(LabelerConfig{Client: f.mc, Pod: PodIdentity{Name: pod, Namespace: ns},
+		Selector: selector, Endpoints: eps, SettleTimeout: settle, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestReconcileWaitsForTheServiceToDropTheOldLeader: with the PeSIT
+// Service named, a new leader strips the old leader's label, then labels
+// its own pod only once the Service's slices no longer list the old pod
+// (slices of other Services do not count), and confirms its leadership
+// again just before. A slice that never changes costs at most the settle
+// timeout; a service account that may not read slices labels at once.
+func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	f := newSliceFixture(ctx, t, kubetest.Options{})
+	cp, admin, eps := f.cp, f.admin, f.eps
 	release := map[string]string{"app.kubernetes.io/instance": "vectis"}
 	yes := DefaultLabelValue
 	for _, p := range []string{"vectis-0", "vectis-1", "vectis-2"} {
 		createPod(ctx, t, admin, p, release)
 	}
 	labeler := func(pod string, settle time.Duration, e *ServiceEndpoints) *Labeler {
-		l, err := NewLabeler(LabelerConfig{Client: mc, Pod: PodIdentity{Name: pod, Namespace: ns},
-			Selector: selector, Endpoints: e, SettleTimeout: settle, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
+		return f.labeler(t, pod, settle, e, slog.New(slog.DiscardHandler))
 	}
 
 	// vectis-0 leads; the PeSIT Service lists it, the API Service all three.
@@ -115,14 +137,7 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 		// The controller drops vectis-0 from the PeSIT Service; the API
 		// Service still lists it, which does not matter.
 		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit")
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("reconcile: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("not labelled 10 s after the Service dropped the old leader")
-		}
+		reconciled(t, done, "the Service dropped the old leader")
 		assertLeaders(ctx, t, admin, "vectis-1")
 		if n := confirms.Load(); n != 2 {
 			t.Errorf("confirmed %d times, want 2 (before the first patch, and after the wait)", n)
@@ -181,14 +196,7 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit", "vectis-2~")
 		waitLeaders(ctx, t, admin, 10*time.Second) // stripped; vectis-1 waits for the slice to drop it
 		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit")
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("reconcile: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("not labelled 10 s after the Service dropped the deleted leader")
-		}
+		reconciled(t, done, "the Service dropped the deleted leader")
 		assertLeaders(ctx, t, admin, "vectis-1")
 	})
 
@@ -225,20 +233,11 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 // slice without the old leader, well before the settle timeout, and the
 // controller then lists the new leader alone.
 func TestReconcileFollowsTheEndpointSliceController(t *testing.T) {
-	cp := kubetest.Start(t, kubetest.Options{ControllerManager: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	admin := cp.AdminClient(t)
-	cfg := cp.ServiceAccountConfig(ctx, t, ns, "vectis", kubetest.PodLabelerRules)
-	mc, err := NewMetadataClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eps, err := NewServiceEndpoints(cfg, ns, "vectis-pesit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = admin.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+	f := newSliceFixture(ctx, t, kubetest.Options{ControllerManager: true})
+	cp, admin, eps := f.cp, f.admin, f.eps
+	_, err := admin.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "vectis-pesit"},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{"app.kubernetes.io/instance": "vectis", DefaultLabelKey: DefaultLabelValue},
@@ -255,12 +254,7 @@ func TestReconcileFollowsTheEndpointSliceController(t *testing.T) {
 	}
 	var logged bytes.Buffer // Reconcile runs on this goroutine
 	lbl := func(pod string) *Labeler {
-		l, err := NewLabeler(LabelerConfig{Client: mc, Pod: PodIdentity{Name: pod, Namespace: ns},
-			Selector: selector, Endpoints: eps, SettleTimeout: 30 * time.Second, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
+		return f.labeler(t, pod, 30*time.Second, eps, slog.New(slog.NewTextHandler(&logged, nil)))
 	}
 	served := func(want ...string) {
 		t.Helper()
@@ -297,6 +291,20 @@ func TestReconcileFollowsTheEndpointSliceController(t *testing.T) {
 	}
 	assertLeaders(ctx, t, admin, "vectis-1")
 	served("vectis-1")
+}
+
+// reconciled waits for a Reconcile running in the background to return,
+// at most 10 s after what the test just did.
+func reconciled(t *testing.T, done <-chan error, after string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("reconcile: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not labelled 10 s after %s", after)
+	}
 }
 
 func patchFinalizer(ctx context.Context, t *testing.T, cs kubernetes.Interface, pod, finalizers string) {
