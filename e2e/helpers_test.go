@@ -415,6 +415,7 @@ func firstLog(c Cluster, pods []string, since time.Time, msgs ...string) (logEve
 // failoverMilestones are the log messages that date the steps of a
 // takeover.
 var failoverMilestones = []string{
+	"stepping down",
 	"liveness: stream to the leader broke",
 	"liveness: leader's listener refused twice after its stream broke: its process is gone",
 	"fast failover: leader process gone; its lease revoked",

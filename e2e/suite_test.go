@@ -378,6 +378,7 @@ func (s *suite) leaderDelete(ctx context.Context, t *testing.T, r *row, grace *i
 		if err := s.c.DeletePod(ctx, old.Name, grace); err != nil {
 			t.Fatalf("delete leader %s: %v", old.Name, err)
 		}
+		deleted := time.Since(kill)
 		// The new leader's own listener, beside the Service: what the
 		// handover takes, apart from the Service's routing delay. And the
 		// old leader's listener closing: when its SIGTERM arrived.
@@ -400,6 +401,14 @@ func (s *suite) leaderDelete(ctx context.Context, t *testing.T, r *row, grace *i
 		}
 		r.Connect = append(r.Connect, d)
 		r.Runs++
+		if d > 500*time.Millisecond {
+			var names []string
+			for _, p := range st.Pods {
+				names = append(names, p.Name)
+			}
+			t.Logf("run %d took %v; the delete call returned after %v; milestones after the call:%s",
+				i+1, d.Round(time.Millisecond), deleted.Round(time.Millisecond), milestones(s.c, names, kill))
+		}
 		if grace == nil {
 			// The old leader must stop on SIGTERM, well within the grace
 			// period (30 s), not be killed at its end.
