@@ -119,6 +119,10 @@ func newKindCluster(t testing.TB) *kindCluster {
 	if err != nil {
 		t.Fatalf("kubeconfig context %s: %v", kc.kctx, err)
 	}
+	// As the local backend's client: at client-go's default of 5 requests
+	// a second, the suite's own polling made a delete call wait for its
+	// turn (about 390 ms), which counted as outage.
+	cfg.QPS, cfg.Burst = 100, 200
 	if kc.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
