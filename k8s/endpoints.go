@@ -58,11 +58,12 @@ func NewServiceEndpoints(cfg *rest.Config, namespace, service string) (*ServiceE
 	c.ContentType = "application/json"
 	c.GroupVersion = &schema.GroupVersion{Group: "discovery.k8s.io", Version: "v1"}
 	c.APIPath = "/apis"
-	// client-go's default of 5 requests a second (burst 10) would stretch
-	// a wait's later polls to 200 ms apart: allow the poll's own rate.
-	c.QPS = float32(time.Second / endpointsPollInterval)
-	c.Burst = int(c.QPS)
+	// client-go's default of 5 requests a second (burst 10), or whatever
+	// rate the pods' client was given, would stretch a wait's later polls
+	// to 200 ms apart: this client always allows the poll's own rate.
 	c.RateLimiter = nil
+	pollRate := int(time.Second / endpointsPollInterval)
+	c.QPS, c.Burst = float32(pollRate), pollRate
 	rc, err := rest.RESTClientFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("k8s: endpointslices client: %w", err)

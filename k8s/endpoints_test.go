@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 
 	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
@@ -372,5 +373,27 @@ func TestRelease(t *testing.T) {
 	})
 	if err := l.Release(ctx, time.Minute); err != nil {
 		t.Fatalf("Release of a deleted pod: %v", err)
+	}
+}
+
+// TestClientRates: the labeller's clients keep up with their own polls
+// unless the configuration sets a rate.
+func TestClientRates(t *testing.T) {
+	if c := withRate(&rest.Config{}, 20, 40); c.QPS != 20 || c.Burst != 40 {
+		t.Errorf("unset rate: QPS %v burst %d, want 20/40", c.QPS, c.Burst)
+	}
+	if c := withRate(&rest.Config{QPS: 7, Burst: 9}, 20, 40); c.QPS != 7 || c.Burst != 9 {
+		t.Errorf("a configured rate was overridden: QPS %v burst %d", c.QPS, c.Burst)
+	}
+	eps, err := NewServiceEndpoints(&rest.Config{Host: "http://127.0.0.1:1", QPS: 5, Burst: 10}, ns, "vectis-pesit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, ok := eps.client.(*rest.RESTClient)
+	if !ok {
+		t.Fatalf("client %T", eps.client)
+	}
+	if got := rc.GetRateLimiter().QPS(); got < float32(time.Second/endpointsPollInterval) {
+		t.Errorf("slice poller's client allows %v requests a second, below its poll rate", got)
 	}
 }
