@@ -36,8 +36,9 @@ var ErrCannotReadEndpoints = errors.New("k8s: no RBAC right to list endpointslic
 // two pods within milliseconds, the old leader's label stripped and the new
 // one's set. When the second change reaches the controller inside that
 // window, the Service routes to nobody for a second more. Labelling only
-// once the slices no longer list the stripped pod puts the second change
-// after the controller's own write was observed; on a graceful handover,
+// once the slices list no other pod (the stripped one, or one deleted
+// outright) puts the last change after the controller's own write was
+// observed; on a graceful handover,
 // stripping only once the slices mark the deleted pod terminating does the
 // same for the first. Measured on kind: docs/kubernetes.md.
 type ServiceEndpoints struct {
@@ -74,14 +75,14 @@ func NewServiceEndpoints(cfg *rest.Config, namespace, service string) (*ServiceE
 // Service is the name of the Service whose slices are read.
 func (s *ServiceEndpoints) Service() string { return s.service }
 
-// AwaitGone returns once no slice of the Service lists any of pods as an
-// endpoint, or ctx's error. Without the RBAC right to list slices it
-// returns an error wrapping ErrCannotReadEndpoints at once.
-func (s *ServiceEndpoints) AwaitGone(ctx context.Context, pods []string) error {
-	set := setOf(pods)
+// AwaitOnly returns once no slice of the Service lists a pod other than
+// pod as an endpoint (pod itself may be listed or not), or ctx's error.
+// Without the RBAC right to list slices it returns an error wrapping
+// ErrCannotReadEndpoints at once.
+func (s *ServiceEndpoints) AwaitOnly(ctx context.Context, pod string) error {
 	return s.await(ctx, func(eps []endpoint) bool {
 		for _, ep := range eps {
-			if set[ep.pod] {
+			if ep.pod != pod {
 				return false
 			}
 		}
@@ -92,7 +93,7 @@ func (s *ServiceEndpoints) AwaitGone(ctx context.Context, pods []string) error {
 // AwaitTerminating returns once every slice of the Service that lists one
 // of pods marks it terminating, that is once the controller has written
 // the pods' deletion, or ctx's error (ErrCannotReadEndpoints as for
-// AwaitGone).
+// AwaitOnly).
 func (s *ServiceEndpoints) AwaitTerminating(ctx context.Context, pods []string) error {
 	set := setOf(pods)
 	return s.await(ctx, func(eps []endpoint) bool {

@@ -212,7 +212,7 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := noRead.AwaitGone(ctx, []string{"vectis-0"}); !errors.Is(err, ErrCannotReadEndpoints) {
+		if err := noRead.AwaitOnly(ctx, "vectis-1"); !errors.Is(err, ErrCannotReadEndpoints) {
 			t.Fatalf("AwaitGone without the right: %v, want ErrCannotReadEndpoints", err)
 		}
 		l := labeler("vectis-1", time.Minute, noRead)
@@ -225,6 +225,24 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 		if !l.endpointsOff.Load() {
 			t.Error("the labeller will ask for the slices again on every handover")
 		}
+	})
+
+	t.Run("a leader deleted outright", func(t *testing.T) {
+		// Nothing is labelled: the old leader's pod is gone (a grace-0
+		// delete), but the controller has not yet written the slice
+		// without it.
+		setLabel(ctx, t, admin, "vectis-1", nil)
+		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit", "vectis-9")
+		done := make(chan error, 1)
+		go func() {
+			_, err := labeler("vectis-0", time.Minute, eps).Reconcile(ctx, nil)
+			done <- err
+		}()
+		time.Sleep(500 * time.Millisecond)
+		assertLeaders(ctx, t, admin)
+		putSlice(ctx, t, admin, "vectis-pesit-abcde", "vectis-pesit")
+		reconciled(t, done, "the Service dropped the deleted pod")
+		assertLeaders(ctx, t, admin, "vectis-0")
 	})
 }
 

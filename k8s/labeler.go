@@ -58,10 +58,11 @@ type LabelerConfig struct {
 	// MinBackoff/MaxBackoff bound the retry delay after a failure.
 	MinBackoff, MaxBackoff time.Duration
 	// Endpoints, if set, reads the EndpointSlices of the Service that
-	// selects on the label. After stripping the label from other pods, and
-	// before labelling this one, the labeller then waits until that
-	// Service's slices no longer list the stripped pods, for at most
-	// SettleTimeout (default 300 ms); ServiceEndpoints says why.
+	// selects on the label. Before labelling this pod, the labeller then
+	// waits until that Service's slices list no other pod (one it
+	// stripped, or one deleted outright), and before stripping a pod
+	// being deleted, until they mark it terminating; each wait lasts at
+	// most SettleTimeout (default 300 ms). ServiceEndpoints says why.
 	Endpoints     *ServiceEndpoints
 	SettleTimeout time.Duration
 	// OnError, if set, is called for every failed reconciliation or unlabel
@@ -270,8 +271,8 @@ func (l *Labeler) needsWork(ev watch.Event) bool {
 // between the list and the first patch; if it fails, nothing is patched
 // and the error wraps ErrNotConfirmed. With Endpoints set, a pass that
 // strips a pod being deleted first waits for the Service's slices to mark
-// it terminating; a pass that stripped a pod and must then label this one
-// waits for the slices to drop the stripped pod, and confirms again before
+// it terminating; a pass that must label this pod first waits for the
+// slices to list no other pod (stripped, or deleted), and confirms again before
 // labelling. Each wait lasts at most SettleTimeout. It
 // returns the list's resource version, from which a watch can start.
 func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error) {
@@ -295,7 +296,6 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 	}
 	var errs []error
 	var self *metav1.PartialObjectMetadata
-	var stripped []string
 	for i := range list.Items {
 		p := &list.Items[i]
 		if p.Name == l.cfg.Pod.Name {
@@ -310,7 +310,6 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		if err := l.patchLabel(ctx, p.Name, nil); err != nil {
 			errs = append(errs, err)
 		} else {
-			stripped = append(stripped, p.Name)
 			l.log.Info("k8s: removed stale leader label", "from", p.Name)
 		}
 	}
@@ -326,7 +325,7 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		self = got
 	}
 	if self.Labels[l.cfg.LabelKey] != l.cfg.LabelValue {
-		if l.awaitEndpoints(ctx, "gone", l.endpointsGone, stripped) && confirm != nil {
+		if l.awaitEndpoints(ctx, "this pod's alone", l.endpointsOnly, []string{self.Name}) && confirm != nil {
 			// The wait widened the window between the confirmation and
 			// the patch; narrow it again.
 			if err := confirm(ctx); err != nil {
@@ -389,8 +388,8 @@ func (l *Labeler) deletedLeaders(pods []metav1.PartialObjectMetadata) []string {
 	return deleted
 }
 
-func (l *Labeler) endpointsGone(ctx context.Context, pods []string) error {
-	return l.cfg.Endpoints.AwaitGone(ctx, pods)
+func (l *Labeler) endpointsOnly(ctx context.Context, pods []string) error {
+	return l.cfg.Endpoints.AwaitOnly(ctx, pods[0])
 }
 
 func (l *Labeler) endpointsTerminating(ctx context.Context, pods []string) error {
