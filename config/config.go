@@ -4,6 +4,8 @@
 package config
 
 import (
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"errors"
 	"fmt"
 	"net"
@@ -358,8 +360,10 @@ func (c *Config) Validate() error {
 			if c.Cluster.Namespace == "" {
 				bad("cluster.namespace", "POD_NAMESPACE is required when the cluster is enabled (downward API)")
 			}
-			if s := c.Cluster.Kubernetes.LeaderService; s != "" && !isDNSLabel(s) {
-				bad("cluster.kubernetes.leaderService", "%q is not a Service name (lower-case letters, digits and '-', starting with a letter, at most 63)", s)
+			if s := c.Cluster.Kubernetes.LeaderService; s != "" {
+				if errs := validation.IsDNS1035Label(s); len(errs) > 0 {
+					bad("cluster.kubernetes.leaderService", "%q is not a Service name: %s", s, strings.Join(errs, "; "))
+				}
 			}
 		}
 		if c.Cluster.LabelKey == "" {
@@ -505,20 +509,6 @@ func checkPeSITID(id string, max int) error {
 		return fmt.Errorf("%q names a directory, not an id", id)
 	}
 	return nil
-}
-
-// isDNSLabel reports whether s is an RFC 1035 label, the form of a
-// Service's name.
-func isDNSLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || s[0] < 'a' || s[0] > 'z' || s[len(s)-1] == '-' {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func checkListen(addr string) error {

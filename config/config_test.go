@@ -304,8 +304,12 @@ func TestLeaderServiceName(t *testing.T) {
 		"Vectis": false, "0pesit": false, "pesit-": false, "ves.pesit": false,
 		strings.Repeat("a", 63): true, strings.Repeat("a", 64): false,
 	} {
-		if got := isDNSLabel(name); got != ok {
-			t.Errorf("isDNSLabel(%q) = %v, want %v", name, got, ok)
+		cfg := Default()
+		cfg.Cluster.Enabled, cfg.Cluster.PodName, cfg.Cluster.Namespace = true, "vectis-0", "vectis"
+		cfg.Cluster.Kubernetes.LeaderService = name
+		err := cfg.Validate()
+		if got := err == nil || !strings.Contains(err.Error(), "leaderService"); got != ok {
+			t.Errorf("leaderService %q accepted %v, want %v (%v)", name, got, ok, err)
 		}
 	}
 }

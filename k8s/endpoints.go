@@ -17,13 +17,13 @@ import (
 // slice it writes for a Service (discovery.k8s.io/v1 LabelServiceName).
 const serviceNameLabel = "kubernetes.io/service-name"
 
-// endpointsPollInterval is how often AwaitGone lists the slices. A wait
+// endpointsPollInterval is how often a wait lists the slices. A wait
 // lasts at most the labeller's SettleTimeout (300 ms), so a handover costs
 // the API server about fifteen small lists; a watch would save them at the
 // price of the dynamic client in the binary.
 const endpointsPollInterval = 20 * time.Millisecond
 
-// ErrCannotReadEndpoints means the service account may not list or watch
+// ErrCannotReadEndpoints means the service account may not list
 // EndpointSlices: the labeller then does not wait for them.
 var ErrCannotReadEndpoints = errors.New("k8s: no RBAC right to list endpointslices")
 
@@ -38,9 +38,9 @@ var ErrCannotReadEndpoints = errors.New("k8s: no RBAC right to list endpointslic
 // window, the Service routes to nobody for a second more. Labelling only
 // once the slices list no other pod (the stripped one, or one deleted
 // outright) puts the last change after the controller's own write was
-// observed; on a graceful handover,
-// stripping only once the slices mark the deleted pod terminating does the
-// same for the first. Measured on kind: docs/kubernetes.md.
+// observed; on a graceful handover, stripping only once the slices mark
+// the deleted pod terminating does the same for the first. Measured on
+// kind: docs/kubernetes.md.
 type ServiceEndpoints struct {
 	client    rest.Interface
 	namespace string

@@ -213,7 +213,7 @@ func TestReconcileWaitsForTheServiceToDropTheOldLeader(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := noRead.AwaitOnly(ctx, "vectis-1"); !errors.Is(err, ErrCannotReadEndpoints) {
-			t.Fatalf("AwaitGone without the right: %v, want ErrCannotReadEndpoints", err)
+			t.Fatalf("AwaitOnly without the right: %v, want ErrCannotReadEndpoints", err)
 		}
 		l := labeler("vectis-1", time.Minute, noRead)
 		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)

@@ -271,10 +271,10 @@ func (l *Labeler) needsWork(ev watch.Event) bool {
 // between the list and the first patch; if it fails, nothing is patched
 // and the error wraps ErrNotConfirmed. With Endpoints set, a pass that
 // strips a pod being deleted first waits for the Service's slices to mark
-// it terminating; a pass that must label this pod first waits for the
-// slices to list no other pod (stripped, or deleted), and confirms again before
-// labelling. Each wait lasts at most SettleTimeout. It
-// returns the list's resource version, from which a watch can start.
+// it terminating, and a pass that must label this pod first waits for the
+// slices to list no other pod (stripped, or deleted) and confirms again;
+// each wait lasts at most SettleTimeout. It returns the list's resource
+// version, from which a watch can start.
 func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error) {
 	list, err := l.pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
 	if err != nil {
@@ -287,7 +287,11 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		// strip within milliseconds of it would meet the controller
 		// before it has seen that write. The wait comes before the
 		// confirmation, which stays right before the first patch.
-		l.awaitEndpoints(ctx, "terminating", l.endpointsTerminating, l.deletedLeaders(list.Items))
+		if deleted := l.deletedLeaders(list.Items); len(deleted) > 0 {
+			l.awaitEndpoints(ctx, "the deleted leader terminating", func(ctx context.Context, e *ServiceEndpoints) error {
+				return e.AwaitTerminating(ctx, deleted)
+			})
+		}
 	}
 	if confirm != nil && needsPatch {
 		if err := confirm(ctx); err != nil {
@@ -325,7 +329,10 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		self = got
 	}
 	if self.Labels[l.cfg.LabelKey] != l.cfg.LabelValue {
-		if l.awaitEndpoints(ctx, "this pod's alone", l.endpointsOnly, []string{self.Name}) && confirm != nil {
+		waited := l.awaitEndpoints(ctx, "no other pod", func(ctx context.Context, e *ServiceEndpoints) error {
+			return e.AwaitOnly(ctx, self.Name)
+		})
+		if waited && confirm != nil {
 			// The wait widened the window between the confirmation and
 			// the patch; narrow it again.
 			if err := confirm(ctx); err != nil {
@@ -342,29 +349,30 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 	return list.ResourceVersion, errors.Join(errs...)
 }
 
-// awaitEndpoints runs wait (ServiceEndpoints.AwaitGone or
-// AwaitTerminating) on pods for at most SettleTimeout. It reports whether
-// it waited at all. Whatever the outcome, labelling goes on: the wait only
+// awaitEndpoints runs wait (ServiceEndpoints.AwaitOnly or
+// AwaitTerminating) on the Service's endpoints for at most SettleTimeout;
+// what names the state waited for, for the log. It reports whether it
+// waited at all. Whatever the outcome, labelling goes on: the wait only
 // spares the Service the EndpointSlice controller's one-second retry (see
 // ServiceEndpoints).
-func (l *Labeler) awaitEndpoints(ctx context.Context, what string, wait func(context.Context, []string) error, pods []string) bool {
-	if l.cfg.Endpoints == nil || l.endpointsOff.Load() || len(pods) == 0 {
+func (l *Labeler) awaitEndpoints(ctx context.Context, what string, wait func(context.Context, *ServiceEndpoints) error) bool {
+	if l.cfg.Endpoints == nil || l.endpointsOff.Load() {
 		return false
 	}
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, l.cfg.SettleTimeout)
 	defer cancel()
-	err := wait(wctx, pods)
+	err := wait(wctx, l.cfg.Endpoints)
 	service := l.cfg.Endpoints.Service()
 	switch {
 	case err == nil:
-		l.log.Info("k8s: service endpoints settled", "service", service, "pods", pods, "now", what, "took", time.Since(start))
+		l.log.Info("k8s: service endpoints settled", "service", service, "now", what, "took", time.Since(start))
 	case errors.Is(err, ErrCannotReadEndpoints):
 		l.endpointsOff.Store(true)
 		l.log.Warn("k8s: cannot read the service's endpoints; labelling without waiting for them", "err", err)
 	case ctx.Err() != nil:
 	default:
-		l.log.Info("k8s: service endpoints not settled; going on", "service", service, "pods", pods, "want", what, "waited", time.Since(start), "err", err)
+		l.log.Info("k8s: service endpoints not settled; going on", "service", service, "want", what, "waited", time.Since(start), "err", err)
 	}
 	return true
 }
@@ -386,14 +394,6 @@ func (l *Labeler) deletedLeaders(pods []metav1.PartialObjectMetadata) []string {
 		}
 	}
 	return deleted
-}
-
-func (l *Labeler) endpointsOnly(ctx context.Context, pods []string) error {
-	return l.cfg.Endpoints.AwaitOnly(ctx, pods[0])
-}
-
-func (l *Labeler) endpointsTerminating(ctx context.Context, pods []string) error {
-	return l.cfg.Endpoints.AwaitTerminating(ctx, pods)
 }
 
 // needsPatch reports whether the pods listed call for a patch: another pod
