@@ -92,11 +92,12 @@ type KubernetesAccess struct {
 	Enabled    bool   `koanf:"enabled"`
 	Kubeconfig string `koanf:"kubeconfig"` // empty: in-cluster configuration
 	// LeaderService names the Service that selects on the leader label.
-	// When set, a new leader that strips an old leader's label waits (at
-	// most 300 ms) until that Service's EndpointSlices drop the old pod
-	// before labelling its own, which spares the Service the EndpointSlice
-	// controller's one-second retry (docs/kubernetes.md). Needs RBAC list
-	// and watch on endpointslices.discovery.k8s.io. Empty: no wait.
+	// When set, a new leader waits (at most 300 ms each) until that
+	// Service's EndpointSlices mark a deleted leader terminating before
+	// stripping its label, and list no other pod before labelling its own,
+	// which spares the Service the EndpointSlice controller's one-second
+	// retry (docs/kubernetes.md). Needs RBAC list on
+	// endpointslices.discovery.k8s.io. Empty: no wait.
 	LeaderService string `koanf:"leaderService"`
 }
 
