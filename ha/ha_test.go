@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"slices"
@@ -384,6 +385,33 @@ func failoverSpan(t *testing.T, rec *tracetest.SpanRecorder, previous string) sd
 	return span
 }
 
+// checkTakeoverSteps: the steps of a takeover are children of its failover
+// span, and reading etcd's history for the outage's start does not hold the
+// takeover back: the fencing write starts before that read ends (it took
+// 100 to 200 ms on kind, ahead of the fence, the listeners and the label).
+func checkTakeoverSteps(t *testing.T, rec *tracetest.SpanRecorder, failover sdktrace.ReadOnlySpan) {
+	t.Helper()
+	steps := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range rec.Ended() {
+		if s.Parent().SpanID() == failover.SpanContext().SpanID() {
+			steps[s.Name()] = s
+		}
+	}
+	for _, name := range []string{"history", "fence", "fastfailover.wait", "pesit.start"} {
+		if steps["vectis.failover."+name] == nil {
+			t.Fatalf("no child span vectis.failover.%s under the failover span; have %v", name, slices.Sorted(maps.Keys(steps)))
+		}
+	}
+	history, fence := steps["vectis.failover.history"], steps["vectis.failover.fence"]
+	if !fence.StartTime().Before(history.EndTime()) {
+		t.Errorf("the fencing write started %v after the history read ended: the takeover waited for it",
+			fence.StartTime().Sub(history.EndTime()))
+	}
+	if got := failover.EndTime(); got.Before(steps["vectis.failover.pesit.start"].EndTime()) {
+		t.Errorf("failover span ends %v before the listeners started", steps["vectis.failover.pesit.start"].EndTime().Sub(got))
+	}
+}
+
 func floatAttr(s sdktrace.ReadOnlySpan, key string) (float64, bool) {
 	for _, a := range s.Attributes() {
 		if string(a.Key) == key {
@@ -435,6 +463,7 @@ func TestFailoverSpanCoversOutage(t *testing.T) {
 	if got := s.EndTime().Sub(start); got < ttl*4/5 {
 		t.Errorf("failover span lasts %v for an outage of at least TTL - margin", got)
 	}
+	checkTakeoverSteps(t, spans, s)
 	waitLeader(t, []*node{b}, 5*time.Second)
 	// The members gauge follows the failover (a's key went with its
 	// lease). It is refreshed on the leader change rather than on the next
@@ -471,6 +500,7 @@ func TestFailoverSpanCoversOutage(t *testing.T) {
 	if det, ok := floatAttr(s, "vectis.failover.detection_seconds"); !ok || det > ttl.Seconds()/2 {
 		t.Errorf("detection_seconds after a resignation = %v (%v), want about 0, not a TTL", det, ok)
 	}
+	checkTakeoverSteps(t, spans, s)
 	if got := counterValue(t, b.loop.cfg.Metrics.stepdowns.WithLabelValues(string(ReasonShutdown))); got != 1 {
 		t.Errorf("vectis_cluster_stepdowns_total{reason=shutdown} on b = %v, want 1", got)
 	}
