@@ -124,7 +124,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier, roots: roots, leftovers: leftovers, publishMet: pm}
+	n := &node{cfg: cfg, st: st, tel: tel, log: log, verifier: verifier, roots: roots, leftovers: leftovers, publishMet: pm,
+		primer: newCredentialPrimer(st, verifier, cfg.PeSIT.Partners, log.With("component", "pesit"))}
 	n.pesit = &pesitManager{
 		st: st, timers: cfg.PeSIT.Timers, limits: cfg.PeSIT.Limits, bind: cfg.Node.BindAddress, debug: cfg.Telemetry.DebugFPDUs,
 		metrics: server.NewMetrics(tel.Registry), tracer: tel.TracerProvider,
@@ -148,6 +149,8 @@ type node struct {
 	loop  *ha.Loop
 	// verifier checks every password of the process (PeSIT and API).
 	verifier *credential.Verifier
+	// primer pins the partner passwords declared in plain text.
+	primer *credentialPrimer
 	// roots confines virtual file directories and the partial files the
 	// node deletes (vectis.fileRoot).
 	roots     fileroot.Root
@@ -184,6 +187,11 @@ func (n *node) run(ctx context.Context, opts Options) error {
 			livenessAddr = n.livenessAdvertised(livenessLn.Addr())
 			window = n.cfg.Cluster.ConfirmWindow
 			n.log.Info("liveness listener up; fast failover on", "addr", livenessLn.Addr().String(), "advertised", livenessAddr)
+		}
+		if l, ok := opts.Labeler.(interface{ UseLogger(*slog.Logger) }); ok {
+			// Its lines then carry the node's format, name and millisecond
+			// times, like the handover they belong to.
+			l.UseLogger(n.log.With("component", "k8s"))
 		}
 		loop, err := ha.New(ha.Config{
 			Election: election.Config{
@@ -271,6 +279,8 @@ func (n *node) run(ctx context.Context, opts Options) error {
 	go func() { defer wg.Done(); n.followChanges(runCtx) }()
 	go func() { defer wg.Done(); n.pesit.dir.partners.run(runCtx) }()
 	go func() { defer wg.Done(); n.pesit.dir.files.run(runCtx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); n.primer.run(runCtx) }()
 
 	noticed := make(chan struct{})
 	if opts.StopNotice != nil {
@@ -506,6 +516,7 @@ func (n *node) followChanges(ctx context.Context) {
 			// A disabled, deleted or re-keyed partner is checked against the
 			// store again at its next CONNECT, not let in from the cache.
 			n.verifier.Forget("partner:" + ch.ID)
+			n.primer.changed(ch.ID)
 		}
 		n.log.Debug("configuration change", "kind", ch.Kind, "id", ch.ID, "op", ch.Op)
 	}

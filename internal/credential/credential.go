@@ -13,7 +13,11 @@
 //     password, so that no password is kept and a change of the stored hash
 //     makes old entries unreachable;
 //   - a dummy argon2id hash, derived for unknown subjects so that refusing
-//     an unknown partner or user costs what a wrong password costs.
+//     an unknown partner or user costs what a wrong password costs;
+//   - pinned credentials (Pin): passwords the process was given in its own
+//     configuration, verified once against their stored hash and kept
+//     without expiry until their subject changes, so that a standby that
+//     becomes leader does not pay a derivation at its first CONNECT.
 package credential
 
 import (
@@ -37,6 +41,9 @@ import (
 const (
 	RealmPeSIT = "pesit"
 	RealmAPI   = "api"
+	// RealmPin counts the derivations of Pin: no login, a password the
+	// process was configured with.
+	RealmPin = "pin"
 )
 
 // Result is the outcome of Verify.
@@ -112,6 +119,8 @@ type Verifier struct {
 	mu       sync.Mutex
 	cache    map[string]entry
 	inflight map[string]*call
+	// pinned maps cache ids to their subject; see Pin.
+	pinned map[string]string
 }
 
 // call is a derivation in flight; identical checks wait for its result
@@ -159,7 +168,7 @@ func New(cfg Config) (*Verifier, error) {
 	v := &Verifier{
 		slots: make(chan struct{}, cfg.Slots), maxWait: cfg.MaxWait, ttl: cfg.CacheTTL, size: cfg.CacheSize,
 		now: cfg.Now, derive: cfg.Derive, dummy: dummy, key: key,
-		cache: make(map[string]entry), inflight: make(map[string]*call),
+		cache: make(map[string]entry), inflight: make(map[string]*call), pinned: make(map[string]string),
 		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "vectis_credential_wait_seconds",
 			Help:    "Time a password verification waited for a derivation slot.",
@@ -247,6 +256,10 @@ func (v *Verifier) VerifyWith(ctx context.Context, realm, subject, hash, passwor
 			v.mu.Unlock()
 			v.checks.WithLabelValues(realm, "cached").Inc()
 			return Accepted, nil
+		}
+		if _, ok := v.pinned[id]; ok && known {
+			v.mu.Unlock()
+			return v.pinnedHit(realm, id, subject, gate, onDerived), nil
 		}
 		other, busy := v.inflight[id]
 		if !busy {
@@ -359,9 +372,10 @@ func (v *Verifier) remember(id, subject string) {
 	v.cache[id] = entry{subject: subject, expires: now.Add(v.ttl)}
 }
 
-// Forget drops every cached credential of subject: called when a partner or
-// user changes, so that a disabled, deleted or re-keyed subject is checked
-// against the store again. (A changed hash alone already misses the cache.)
+// Forget drops every cached and pinned credential of subject: called when a
+// partner or user changes, so that a disabled, deleted or re-keyed subject
+// is checked against the store again. (A changed hash alone already misses
+// the cache.)
 func (v *Verifier) Forget(subject string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -370,4 +384,64 @@ func (v *Verifier) Forget(subject string) {
 			delete(v.cache, k)
 		}
 	}
+	for k, s := range v.pinned {
+		if s == subject {
+			delete(v.pinned, k)
+		}
+	}
+}
+
+// pinnedHit answers a check that matches a pinned credential as its
+// derivation would have, without the derivation: through the gate (a
+// throttled address or partner gets no answer on a password it has not
+// proved, pinned or not), reported to onDerived (which audits the login and
+// resets the failure count), and remembered like a derived success, so that
+// the next logins are plain cache hits.
+func (v *Verifier) pinnedHit(realm, id, subject string, gate func() bool, onDerived func(bool)) Result {
+	if gate != nil && !gate() {
+		v.checks.WithLabelValues(realm, "throttled").Inc()
+		return Throttled
+	}
+	if onDerived != nil {
+		onDerived(true)
+	}
+	v.checks.WithLabelValues(realm, "pinned").Inc()
+	v.remember(id, subject)
+	return Accepted
+}
+
+// ErrPinMismatch: the password given to Pin does not verify against the
+// stored hash (the subject was changed elsewhere); nothing was pinned.
+var ErrPinMismatch = errors.New("credential: password does not match the stored hash")
+
+// Pin verifies password against hash for subject with one derivation, in a
+// slot like any other, and if it matches keeps the credential with no
+// expiry until Forget(subject): later checks of that password against that
+// hash are accepted without a derivation (see pinnedHit: they still pass
+// the gate and are reported as verified logins). It is meant for passwords the
+// process holds anyway (declared in its configuration), which it may check
+// before any peer presents them. A mismatch returns ErrPinMismatch and
+// counts toward no throttle: no peer made the attempt.
+func (v *Verifier) Pin(ctx context.Context, subject, hash, password string) error {
+	if hash == "" {
+		return fmt.Errorf("credential: pin %q: no stored hash", subject)
+	}
+	id := v.cacheID(subject, hash, password)
+	v.mu.Lock()
+	_, done := v.pinned[id]
+	v.mu.Unlock()
+	if done {
+		return nil
+	}
+	res, err := v.derivation(ctx, RealmPin, subject, hash, password, true, Hooks{})
+	if err != nil {
+		return err
+	}
+	if res != Accepted {
+		return fmt.Errorf("%w (subject %q)", ErrPinMismatch, subject)
+	}
+	v.mu.Lock()
+	v.pinned[id] = subject
+	v.mu.Unlock()
+	return nil
 }

@@ -282,3 +282,78 @@ func TestTurnOnlyForDerivations(t *testing.T) {
 		t.Errorf("no turn: %v after %d derivations, want ErrBusy and no derivation", err, c.n.Load())
 	}
 }
+
+// TestPinSparesTheFirstDerivation: a password pinned from the configuration
+// costs one derivation when pinned, none at the first login nor after the
+// cache's TTL, and none again until its subject changes. A mismatch pins
+// nothing, and a pinned credential never lets in another password, subject
+// or stored hash.
+func TestPinSparesTheFirstDerivation(t *testing.T) {
+	c := &counting{}
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	v := newVerifier(t, credential.Config{CacheTTL: time.Minute, Now: clock}, c)
+	h := hash(t, "right")
+	ctx := context.Background()
+
+	if err := v.Pin(ctx, "P", h, "stale"); !errors.Is(err, credential.ErrPinMismatch) {
+		t.Fatalf("pin of a password that does not match: %v, want ErrPinMismatch", err)
+	}
+	if err := v.Pin(ctx, "P", h, "right"); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Pin(ctx, "P", h, "right"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.n.Load(); got != 2 {
+		t.Fatalf("derivations for a mismatch and two pins of one password = %d, want 2", got)
+	}
+	mu.Lock()
+	now = now.Add(time.Hour) // far past the cache's TTL
+	mu.Unlock()
+	// The first login with a pinned password is treated as a derivation
+	// would be, minus its cost: a throttle closes it, and a success is
+	// reported; the next ones are cache hits.
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", h, "right", func() bool { return false }, nil); r != credential.Throttled {
+		t.Errorf("pinned password through a closed gate: %v, want throttled", r)
+	}
+	reported := 0
+	for i := range 3 {
+		r, err := v.Verify(ctx, credential.RealmPeSIT, "P", h, "right", func() bool {
+			if i > 0 {
+				t.Error("gate called on a credential already proved")
+			}
+			return true
+		}, func(ok bool) {
+			if !ok {
+				t.Error("pinned login reported as a failure")
+			}
+			reported++
+		})
+		if err != nil || r != credential.Accepted {
+			t.Fatalf("login %d with the pinned password: %v %v", i, r, err)
+		}
+	}
+	if reported != 1 {
+		t.Errorf("logins reported as verified = %d, want 1 (the first)", reported)
+	}
+	if got := c.n.Load(); got != 2 {
+		t.Errorf("derivations after logins with a pinned password = %d, want still 2", got)
+	}
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", h, "wrong", nil, nil); r != credential.Rejected {
+		t.Errorf("wrong password beside a pinned one: %v", r)
+	}
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "Q", h, "right", nil, nil); r != credential.Accepted || c.n.Load() != 4 {
+		t.Errorf("other subject: %v after %d derivations, want accepted after its own derivation", r, c.n.Load())
+	}
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", hash(t, "new"), "right", nil, nil); r != credential.Rejected {
+		t.Errorf("pinned password against a changed stored hash: %v, want rejected", r)
+	}
+	// A change of the subject unpins it: the next login derives again.
+	n := c.n.Load()
+	v.Forget("P")
+	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", h, "right", nil, nil); r != credential.Accepted || c.n.Load() != n+1 {
+		t.Errorf("after Forget: %v, derivations %d -> %d, want one more", r, n, c.n.Load())
+	}
+}
