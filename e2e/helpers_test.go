@@ -233,6 +233,10 @@ type connected struct {
 	// the first one succeeded (their SYN, or the Service's backend SYN,
 	// was lost): a partner that made one of them waited longer.
 	waiting int
+	// attempt: how long the CONNECT that succeeded took, from its dial to
+	// its release (TCP through the Service, the password check on the new
+	// leader, ACONNECT, RELEASE).
+	attempt time.Duration
 }
 
 // connectAfter is timeToConnect, with the attempts still waiting.
@@ -272,6 +276,7 @@ func connectAfter(ctx context.Context, c Cluster, from time.Time, old *Pod, time
 		due = false
 		select {
 		case o := <-outcomes:
+			began := pending[o.attempt]
 			delete(pending, o.attempt)
 			if o.err == nil {
 				// Attempts a refused or served one would have answered by
@@ -282,7 +287,7 @@ func connectAfter(ctx context.Context, c Cluster, from time.Time, old *Pod, time
 						waiting++
 					}
 				}
-				return connected{took: o.at.Sub(from), waiting: waiting}, nil
+				return connected{took: o.at.Sub(from), waiting: waiting, attempt: o.at.Sub(began)}, nil
 			}
 			last = o.err
 		case <-tick.C:

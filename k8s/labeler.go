@@ -148,6 +148,12 @@ func NewLabeler(cfg LabelerConfig) (*Labeler, error) {
 	}, nil
 }
 
+// UseLogger replaces the configured logger (the node's own, once it has
+// one). Call it before Run, Reconcile or any other method.
+func (l *Labeler) UseLogger(log *slog.Logger) {
+	l.log = log.With("pod", l.cfg.Pod.Name, "namespace", l.cfg.Pod.Namespace, "label", l.cfg.LabelKey)
+}
+
 // Describe implements prometheus.Collector.
 func (l *Labeler) Describe(ch chan<- *prometheus.Desc) { l.errors.Describe(ch) }
 
@@ -276,10 +282,21 @@ func (l *Labeler) needsWork(ev watch.Event) bool {
 // each wait lasts at most SettleTimeout. It returns the list's resource
 // version, from which a watch can start.
 func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error) {
+	// steps times each call of a pass that patches, for its log line: a
+	// handover's label is a chain of API calls and waits, and which one was
+	// slow is what an operator needs to know.
+	var steps []any
+	last := time.Now()
+	step := func(name string) {
+		now := time.Now()
+		steps = append(steps, name, now.Sub(last).Round(time.Millisecond).String())
+		last = now
+	}
 	list, err := l.pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
 	if err != nil {
 		return "", fmt.Errorf("k8s: list pods %q: %w", l.cfg.Selector, err)
 	}
+	step("list")
 	needsPatch := l.needsPatch(list.Items)
 	if needsPatch {
 		// A labelled pod being deleted (a graceful handover) makes the
@@ -291,12 +308,14 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 			l.awaitEndpoints(ctx, "the deleted leader terminating", func(ctx context.Context, e *ServiceEndpoints) error {
 				return e.AwaitTerminating(ctx, deleted)
 			})
+			step("await_terminating")
 		}
 	}
 	if confirm != nil && needsPatch {
 		if err := confirm(ctx); err != nil {
 			return "", fmt.Errorf("%w: %w", ErrNotConfirmed, err)
 		}
+		step("confirm")
 	}
 	var errs []error
 	var self *metav1.PartialObjectMetadata
@@ -316,6 +335,7 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		} else {
 			l.log.Info("k8s: removed stale leader label", "from", p.Name)
 		}
+		step("strip")
 	}
 	if self == nil {
 		// Our pod does not match the selector: label it anyway, but say so.
@@ -332,18 +352,23 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		waited := l.awaitEndpoints(ctx, "no other pod", func(ctx context.Context, e *ServiceEndpoints) error {
 			return e.AwaitOnly(ctx, self.Name)
 		})
+		if waited {
+			step("await_only")
+		}
 		if waited && confirm != nil {
 			// The wait widened the window between the confirmation and
 			// the patch; narrow it again.
 			if err := confirm(ctx); err != nil {
 				return "", errors.Join(append(errs, fmt.Errorf("%w: %w", ErrNotConfirmed, err))...)
 			}
+			step("confirm_again")
 		}
 		value := l.cfg.LabelValue
 		if err := l.patchLabel(ctx, self.Name, &value); err != nil {
 			errs = append(errs, err)
 		} else {
-			l.log.Info("k8s: labelled own pod as leader")
+			step("label")
+			l.log.Info("k8s: labelled own pod as leader", steps...)
 		}
 	}
 	return list.ResourceVersion, errors.Join(errs...)

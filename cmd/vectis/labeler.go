@@ -63,6 +63,9 @@ func (p podLabeler) Label(ctx context.Context, confirm func(context.Context) err
 
 func (p podLabeler) Unlabel(ctx context.Context) error { return p.l.Unlabel(ctx) }
 
+// UseLogger gives the labeller the node's logger.
+func (p podLabeler) UseLogger(log *slog.Logger) { p.l.UseLogger(log) }
+
 func (p podLabeler) Release(ctx context.Context) error {
 	return p.l.Release(ctx, k8s.DefaultReleaseGrace)
 }
