@@ -98,6 +98,8 @@ type Labeler struct {
 	errors   prometheus.Counter
 	// endpointsOff is set once reading the Service's slices was forbidden.
 	endpointsOff atomic.Bool
+	// cache is the pods as Watch keeps them.
+	cache podCache
 }
 
 // NewLabeler validates cfg and fills defaults.
@@ -223,7 +225,7 @@ func (l *Labeler) Run(ctx context.Context, confirm Confirm) error {
 		if !dirty {
 			continue
 		}
-		rv, err := l.Reconcile(ctx, confirm)
+		rv, err := l.reconcile(ctx, confirm, false)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -281,7 +283,17 @@ func (l *Labeler) needsWork(ev watch.Event) bool {
 // slices to list no other pod (stripped, or deleted) and confirms again;
 // each wait lasts at most SettleTimeout. It returns the list's resource
 // version, from which a watch can start.
+//
+// While Watch is running and synced, the pass starts from its copy of the
+// pods instead of a list.
 func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error) {
+	return l.reconcile(ctx, confirm, true)
+}
+
+// reconcile is Reconcile; cached says whether Watch's copy may stand in for
+// the list. Run's passes list: they follow watch events, often their own
+// patches, which the copy may not show yet.
+func (l *Labeler) reconcile(ctx context.Context, confirm Confirm, cached bool) (string, error) {
 	// steps times each call of a pass that patches, for its log line: a
 	// handover's label is a chain of API calls and waits, and which one was
 	// slow is what an operator needs to know.
@@ -292,9 +304,9 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		steps = append(steps, name, now.Sub(last).Round(time.Millisecond).String())
 		last = now
 	}
-	list, err := l.pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
+	list, err := l.listPods(ctx, cached)
 	if err != nil {
-		return "", fmt.Errorf("k8s: list pods %q: %w", l.cfg.Selector, err)
+		return "", err
 	}
 	step("list")
 	needsPatch := l.needsPatch(list.Items)
@@ -372,6 +384,23 @@ func (l *Labeler) Reconcile(ctx context.Context, confirm Confirm) (string, error
 		}
 	}
 	return list.ResourceVersion, errors.Join(errs...)
+}
+
+// listPods returns the release's pods: Watch's copy when cached is true
+// and the copy is synced, a list otherwise.
+func (l *Labeler) listPods(ctx context.Context, cached bool) (*metav1.PartialObjectMetadataList, error) {
+	if cached {
+		if pods, rv, ok := l.cache.snapshot(); ok {
+			out := &metav1.PartialObjectMetadataList{Items: pods}
+			out.ResourceVersion = rv
+			return out, nil
+		}
+	}
+	list, err := l.pods.List(ctx, metav1.ListOptions{LabelSelector: l.cfg.Selector})
+	if err != nil {
+		return nil, fmt.Errorf("k8s: list pods %q: %w", l.cfg.Selector, err)
+	}
+	return list, nil
 }
 
 // awaitEndpoints runs wait (ServiceEndpoints.AwaitOnly or

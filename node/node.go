@@ -281,6 +281,12 @@ func (n *node) run(ctx context.Context, opts Options) error {
 	go func() { defer wg.Done(); n.pesit.dir.files.run(runCtx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); n.primer.run(runCtx) }()
+	if w, ok := opts.Labeler.(interface{ Watch(context.Context) error }); ok && n.loop != nil {
+		// The labeller's copy of the pods, warm on standbys too: a new
+		// leader's label then starts without a list.
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = w.Watch(runCtx) }()
+	}
 
 	noticed := make(chan struct{})
 	if opts.StopNotice != nil {
