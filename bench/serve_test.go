@@ -20,6 +20,7 @@ import (
 
 	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/pesit/fpdu"
+	"github.com/vectis-ft/vectis/store"
 )
 
 // This file runs `vectis serve` as users run it (a YAML file, SQLite,
@@ -68,6 +69,10 @@ func removeBuild() {
 type serveOpts struct {
 	maxSessions int
 	partners    []string // ids; the password of each is pw(id)
+	// hashed declares the partners' passwords as argon2id hashes
+	// (passwordHash) instead of in plain text (password), which every
+	// node pins at start-up: the first CONNECT then pays a derivation.
+	hashed bool
 	extra       string   // appended under vectis.pesit (e.g. limits)
 	dir         string   // the node's directory and file root; default a new temporary one
 	bin         string   // the vectis binary; default vectisBinary
@@ -122,7 +127,15 @@ func startServe(t testing.TB, o serveOpts) *served {
 	s.api = "http://" + apiAddr
 	var partners strings.Builder
 	for _, id := range o.partners {
-		fmt.Fprintf(&partners, "      - {id: %s, password: %s, access: both}\n", id, pw(id))
+		if !o.hashed {
+			fmt.Fprintf(&partners, "      - {id: %s, password: %s, access: both}\n", id, pw(id))
+			continue
+		}
+		h, err := store.HashPassword(pw(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&partners, "      - {id: %s, passwordHash: '%s', access: both}\n", id, h)
 	}
 	cfg := fmt.Sprintf(`vectis:
   dataDir: %[1]s/data
