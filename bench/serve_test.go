@@ -73,9 +73,9 @@ type serveOpts struct {
 	// (passwordHash) instead of in plain text (password), which every
 	// node pins at start-up: the first CONNECT then pays a derivation.
 	hashed bool
-	extra       string   // appended under vectis.pesit (e.g. limits)
-	dir         string   // the node's directory and file root; default a new temporary one
-	bin         string   // the vectis binary; default vectisBinary
+	extra  string // appended under vectis.pesit (e.g. limits)
+	dir    string // the node's directory and file root; default a new temporary one
+	bin    string // the vectis binary; default vectisBinary
 }
 
 // pw is the partner's password: PI 5 carries at most 8 characters.
