@@ -390,7 +390,7 @@ func (l *Labeler) reconcile(ctx context.Context, confirm Confirm, cached bool) (
 // and the copy is synced, a list otherwise.
 func (l *Labeler) listPods(ctx context.Context, cached bool) (*metav1.PartialObjectMetadataList, error) {
 	if cached {
-		if pods, rv, ok := l.cache.snapshot(); ok {
+		if pods, rv, ok := l.cache.snapshot(); ok && !l.mayBeStale(pods) {
 			out := &metav1.PartialObjectMetadataList{Items: pods}
 			out.ResourceVersion = rv
 			return out, nil
@@ -401,6 +401,26 @@ func (l *Labeler) listPods(ctx context.Context, cached bool) (*metav1.PartialObj
 		return nil, fmt.Errorf("k8s: list pods %q: %w", l.cfg.Selector, err)
 	}
 	return list, nil
+}
+
+// mayBeStale reports whether a copy of the pods may miss what the pass
+// depends on: another pod still labelled and not being deleted. In a
+// graceful handover the copy normally shows the old leader's deletion
+// already (it was made before the old leader resigned); but a watch event
+// can lag behind the election on a busy cluster, and a pass that took a
+// pod being deleted for a live one would strip it without waiting for the
+// controller to write the deletion, which costs the Service the
+// controller's one-second retry (see ServiceEndpoints). A list settles it;
+// it is only needed then (a crashed leader's container, or the copy
+// behind).
+func (l *Labeler) mayBeStale(pods []metav1.PartialObjectMetadata) bool {
+	for i := range pods {
+		p := &pods[i]
+		if _, has := p.Labels[l.cfg.LabelKey]; has && p.Name != l.cfg.Pod.Name && p.DeletionTimestamp == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // awaitEndpoints runs wait (ServiceEndpoints.AwaitOnly or

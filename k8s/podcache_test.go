@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
@@ -32,13 +32,16 @@ func (c podLists) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // TestReconcileFromWatchedPods: with Watch running, a pass starts from the
 // watched copy of the pods, with no list (the slowest call of a handover's
-// label on a busy cluster), and the copy follows changes made by others.
-// Without the right to watch, Watch returns and passes list as before.
+// label on a busy cluster), when the copy shows every other labelled pod
+// being deleted, as a graceful handover's old leader is. A labelled pod
+// the copy shows alive may be being deleted by now: that pass lists. Once
+// Watch stops, or without the right to watch, passes list.
 func TestReconcileFromWatchedPods(t *testing.T) {
 	cp := kubetest.Start(t, kubetest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	admin := cp.AdminClient(t)
+
 	labeler := func(account string, rules []rbacv1.PolicyRule, lists *atomic.Int64) *Labeler {
 		cfg := cp.ServiceAccountConfig(ctx, t, ns, account, rules)
 		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return podLists{rt: rt, n: lists} })
@@ -55,63 +58,68 @@ func TestReconcileFromWatchedPods(t *testing.T) {
 		}
 		return l
 	}
-	watch := func(l *Labeler) (stop func() error) {
-		wctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- l.Watch(wctx) }()
-		return func() error { cancel(); return <-done }
+	// pass runs one pass and reports how many lists it made.
+	pass := func(l *Labeler, lists *atomic.Int64) int64 {
+		t.Helper()
+		before := lists.Load()
+		if _, err := l.Reconcile(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		return lists.Load() - before
+	}
+	// copyShows waits until l's copy shows pod with the label value (""
+	// for none) and, if deleting, a deletion.
+	copyShows := func(l *Labeler, pod, value string, deleting bool) {
+		t.Helper()
+		testenv.Eventually(t, 10*time.Second, func() error {
+			pods, _, ok := l.cache.snapshot()
+			for _, p := range pods {
+				if ok && p.Name == pod && p.Labels[DefaultLabelKey] == value && (p.DeletionTimestamp != nil) == deleting {
+					return nil
+				}
+			}
+			return fmt.Errorf("the copy (synced %v) does not show %s labelled %q, deleting %v: %v", ok, pod, value, deleting, pods)
+		})
 	}
 
 	var lists atomic.Int64
 	l := labeler("vectis", kubetest.PodLabelerRules, &lists) // creates the namespace
+	leader := map[string]string{"app.kubernetes.io/instance": "vectis", DefaultLabelKey: DefaultLabelValue}
 	createPod(ctx, t, admin, "vectis-0", map[string]string{"app.kubernetes.io/instance": "vectis"})
-	createPod(ctx, t, admin, "vectis-1", map[string]string{"app.kubernetes.io/instance": "vectis", DefaultLabelKey: "true"})
-	stop := watch(l)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if _, _, ok := l.cache.snapshot(); !ok {
-			return errors.New("pod copy not synced")
-		}
-		return nil
-	})
-	before := lists.Load()
-	if _, err := l.Reconcile(ctx, nil); err != nil {
+	createPod(ctx, t, admin, "vectis-1", leader)
+	createPod(ctx, t, admin, "vectis-2", map[string]string{"app.kubernetes.io/instance": "vectis"})
+	// vectis-1, the old leader, is being deleted (a finalizer holds it).
+	patchFinalizer(ctx, t, admin, "vectis-1", `["example.com/hold"]`)
+	t.Cleanup(func() { patchFinalizer(context.Background(), t, admin, "vectis-1", `null`) })
+	if err := admin.CoreV1().Pods(ns).Delete(ctx, "vectis-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
-	}
-	assertLeaders(ctx, t, admin, "vectis-0")
-	if n := lists.Load() - before; n != 0 {
-		t.Errorf("a pass with the copy synced listed the pods %d times, want 0", n)
 	}
 
-	// Someone else labels vectis-1 again: the copy shows it, and the next
-	// pass strips it without a list.
-	v := DefaultLabelValue
-	setLabel(ctx, t, admin, "vectis-1", &v)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		pods, _, _ := l.cache.snapshot()
-		for _, p := range pods {
-			if p.Name == "vectis-1" && p.Labels[DefaultLabelKey] == v {
-				return nil
-			}
-		}
-		return fmt.Errorf("the copy does not show vectis-1 labelled: %v", pods)
-	})
-	before = lists.Load()
-	if _, err := l.Reconcile(ctx, nil); err != nil {
-		t.Fatal(err)
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan error, 1)
+	go func() { watched <- l.Watch(wctx) }()
+	copyShows(l, "vectis-1", DefaultLabelValue, true)
+	if n := pass(l, &lists); n != 0 {
+		t.Errorf("a pass whose copy shows the old leader being deleted listed the pods %d times, want 0", n)
 	}
 	assertLeaders(ctx, t, admin, "vectis-0")
-	if n := lists.Load() - before; n != 0 {
-		t.Errorf("second pass listed the pods %d times, want 0", n)
+
+	// Someone labels vectis-2, alive: the copy shows it, and the pass
+	// lists before it strips.
+	v := DefaultLabelValue
+	setLabel(ctx, t, admin, "vectis-2", &v)
+	copyShows(l, "vectis-2", v, false)
+	if n := pass(l, &lists); n != 1 {
+		t.Errorf("a pass whose copy shows another pod labelled and alive listed %d times, want 1", n)
 	}
-	if err := stop(); !errors.Is(err, context.Canceled) {
+	assertLeaders(ctx, t, admin, "vectis-0")
+
+	stopWatch()
+	if err := <-watched; !errors.Is(err, context.Canceled) {
 		t.Errorf("Watch returned %v, want context.Canceled", err)
 	}
 	// Once Watch has stopped, the copy is not trusted: a pass lists.
-	before = lists.Load()
-	if _, err := l.Reconcile(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	if n := lists.Load() - before; n != 1 {
+	if n := pass(l, &lists); n != 1 {
 		t.Errorf("a pass after Watch stopped listed %d times, want 1", n)
 	}
 
@@ -120,22 +128,10 @@ func TestReconcileFromWatchedPods(t *testing.T) {
 	nw := labeler("nowatch", []rbacv1.PolicyRule{{
 		APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch"},
 	}}, &lists2)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := nw.Watch(ctx); err != nil {
-			t.Errorf("Watch without the right to watch: %v, want nil at once", err)
-		}
-	}()
-	wg.Wait()
-	setLabel(ctx, t, admin, "vectis-1", &v)
-	before = lists2.Load()
-	if _, err := nw.Reconcile(ctx, nil); err != nil {
-		t.Fatal(err)
+	if err := nw.Watch(ctx); err != nil {
+		t.Errorf("Watch without the right to watch: %v, want nil at once", err)
 	}
-	assertLeaders(ctx, t, admin, "vectis-0")
-	if n := lists2.Load() - before; n != 1 {
+	if n := pass(nw, &lists2); n != 1 {
 		t.Errorf("a pass without a watch listed %d times, want 1", n)
 	}
 }
