@@ -381,6 +381,31 @@ func acceptingPods(ctx context.Context, c Cluster, pods []Pod) []string {
 type logEvent struct {
 	Time time.Time `json:"time"`
 	Msg  string    `json:"msg"`
+	// The labeller's handover line times each of its calls.
+	List             string `json:"list"`
+	AwaitTerminating string `json:"await_terminating"`
+	Confirm          string `json:"confirm"`
+	Strip            string `json:"strip"`
+	AwaitOnly        string `json:"await_only"`
+	ConfirmAgain     string `json:"confirm_again"`
+	Label            string `json:"label"`
+}
+
+// steps renders the labeller's step times, if the line has them.
+func (ev logEvent) steps() string {
+	var parts []string
+	for _, f := range []struct{ name, v string }{
+		{"list", ev.List}, {"await_terminating", ev.AwaitTerminating}, {"confirm", ev.Confirm}, {"strip", ev.Strip},
+		{"await_only", ev.AwaitOnly}, {"confirm_again", ev.ConfirmAgain}, {"label", ev.Label},
+	} {
+		if f.v != "" {
+			parts = append(parts, f.name+" "+f.v)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
 
 // podEvents yields, in order, the JSON log lines of pod name from since on
@@ -425,6 +450,7 @@ var failoverMilestones = []string{
 	"liveness: leader's listener refused twice after its stream broke: its process is gone",
 	"fast failover: leader process gone; its lease revoked",
 	"election: elected",
+	"k8s: labelled own pod as leader",
 	"pod labelled as leader",
 	"a lease may have been revoked on the fast failover path; waiting out the old leader's confirmation window",
 	"pesit server accepting",
@@ -441,7 +467,7 @@ func milestones(c Cluster, pods []string, since time.Time) string {
 			if ev.Time.After(since.Add(10 * time.Second)) {
 				break
 			}
-			fmt.Fprintf(&b, "\n\t+%dms %s: %s", ev.Time.Sub(since).Milliseconds(), name, ev.Msg)
+			fmt.Fprintf(&b, "\n\t+%dms %s: %s%s", ev.Time.Sub(since).Milliseconds(), name, ev.Msg, ev.steps())
 		}
 	}
 	return b.String()
