@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vectis-ft/vectis/pesit/client"
 )
@@ -24,7 +27,11 @@ import (
 //
 // VECTIS_BENCH_NOSYNC=1 compares the transfer without sync points instead,
 // VECTIS_BENCH_PULL=1 the pull (each server sends the same file) instead
-// of the push.
+// of the push. VECTIS_BENCH_CLI=1 runs the client as `vectis send` or
+// `vectis receive` of the same build as the server, in a child process,
+// so that the comparison covers the client's code too (pesit/client of
+// this test binary otherwise serves both); its wall time then includes
+// the command's start.
 func BenchmarkRealPathAB(b *testing.B) {
 	binA, binB := os.Getenv("VECTIS_BINARY_A"), os.Getenv("VECTIS_BINARY_B")
 	if binA == "" || binB == "" {
@@ -79,6 +86,9 @@ func BenchmarkRealPathAB(b *testing.B) {
 		}
 		rawRun = func() run { return raw.pull(b, dest, size, every) }
 	}
+	if os.Getenv("VECTIS_BENCH_CLI") != "" {
+		transfer = func(s *served) run { return cliTransfer(b, s, pull, sync, src, dest, size) }
+	}
 	transfer(servers[0])
 	transfer(servers[1])
 	rawRun()
@@ -130,4 +140,46 @@ func BenchmarkRealPathAB(b *testing.B) {
 	b.ReportMetric(median(rb), "B/raw")
 	b.ReportMetric(median(ba), "B/A")
 	fmt.Print(t.String())
+}
+
+// cliTransfer runs the push or pull as `vectis send` or `vectis receive`
+// of the server's own build: wall time, the child's CPU and the server's.
+func cliTransfer(b *testing.B, s *served, pull, sync bool, src, dest string, size int64) run {
+	b.Helper()
+	interval := "0"
+	if sync {
+		interval = strconv.Itoa(syncKB)
+	}
+	args := []string{"--addr", s.pesit, "--server-id", "PESITSRV", "--partner", "BENCH", "--sync-interval", interval,
+		"--sync-window", strconv.Itoa(syncWindow), "--entity-size", strconv.Itoa(entitySize)}
+	if pull {
+		args = append([]string{"receive"}, append(args, "OUTBOX", dest)...)
+	} else {
+		args = append([]string{"send"}, append(args, "--file", "INBOX", src)...)
+	}
+	cmd := exec.Command(s.cmd.Path, args...)
+	cmd.Env = append(os.Environ(), "VECTIS_PASSWORD="+pw("BENCH"))
+	srv0 := procCPU(b, s.pid)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	el := time.Since(start)
+	srv := procCPU(b, s.pid) - srv0
+	if err != nil {
+		b.Fatalf("vectis %s: %v\n%s", args[0], err, out)
+	}
+	cli := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	if pull {
+		checkSize(b, dest, size)
+	} else {
+		in := filepath.Join(s.dir, "in", "BENCH")
+		got, err := os.ReadDir(in)
+		if err != nil || len(got) != 1 {
+			b.Fatalf("vectis send: %s holds %v (%v), want the one file pushed", in, got, err)
+		}
+		checkSize(b, filepath.Join(in, got[0].Name()), size)
+		if err := os.RemoveAll(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return run{wall: el, cpu: cli + srv, server: srv}
 }
