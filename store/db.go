@@ -270,7 +270,7 @@ func (s sqlDB) execDeferred(ctx context.Context, q string, args ...any) (int64, 
 			p.closeOn(dc)
 			return err
 		}
-		res, err := p.exec(ctx, dc, sqliteSQL(q), nv)
+		res, err := p.exec(ctx, dc, q, nv)
 		if err == nil {
 			n, err = res.RowsAffected()
 		}
@@ -295,7 +295,8 @@ type connStmts struct {
 	stmts map[string]driver.Stmt
 }
 
-// exec runs q on dc, preparing it on the first use. A connection other
+// exec runs q (with $n placeholders) on dc, preparing it on the first
+// use, so that it is rewritten for SQLite only then. A connection other
 // than the one the statements were prepared on means that one is gone
 // (database/sql closed it), and its statements with it: they are dropped,
 // not closed, as the driver's statements cannot be closed after their
@@ -311,7 +312,7 @@ func (p *connStmts) exec(ctx context.Context, dc any, q string, args []driver.Na
 			return nil, fmt.Errorf("sqlite driver connection %T cannot prepare statements", dc)
 		}
 		var err error
-		if st, err = pc.PrepareContext(ctx, q); err != nil {
+		if st, err = pc.PrepareContext(ctx, sqliteSQL(q)); err != nil {
 			return nil, err
 		}
 		p.stmts[q] = st
