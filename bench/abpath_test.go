@@ -97,8 +97,8 @@ func BenchmarkRealPathAB(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		for i := range rounds {
-			for k := range 3 {
-				switch (i + k) % 3 {
+			for _, k := range roundOrder(i) {
+				switch k {
 				case 0:
 					a = append(a, transfer(servers[0]))
 				case 1:
