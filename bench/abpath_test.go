@@ -81,7 +81,7 @@ func BenchmarkRealPathAB(b *testing.B) {
 					client.ReceiveRequest{VirtualFile: "OUTBOX", Dest: dest, EntitySize: entitySize, NoRestart: true}, client.Retry{})
 			})
 			checkResult(b, "vectis serve pull", r.res, size, sync)
-			checkSize(b, dest, size)
+			checkPulled(b, dest, size)
 			return r.run
 		}
 		rawRun = func() run { return raw.pull(b, dest, size, every) }
@@ -169,14 +169,16 @@ func cliTransfer(b *testing.B, s *served, pull, sync bool, src, dest string, siz
 	}
 	cli := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	if pull {
-		checkSize(b, dest, size)
+		checkPulled(b, dest, size)
 	} else {
 		in := filepath.Join(s.dir, "in", "BENCH")
 		got, err := os.ReadDir(in)
 		if err != nil || len(got) != 1 {
 			b.Fatalf("vectis send: %s holds %v (%v), want the one file pushed", in, got, err)
 		}
-		checkSize(b, filepath.Join(in, got[0].Name()), size)
+		if st, err := os.Stat(filepath.Join(in, got[0].Name())); err != nil || st.Size() != size {
+			b.Fatalf("vectis send: %s: %v, want %d bytes", got[0].Name(), err, size)
+		}
 		if err := os.RemoveAll(in); err != nil {
 			b.Fatal(err)
 		}
