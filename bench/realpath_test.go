@@ -378,9 +378,7 @@ func (r *rawTarget) handle(c net.Conn) error {
 	every, _ := strconv.ParseInt(strings.TrimSpace(string(hdr[1:])), 16, 64)
 	switch hdr[0] {
 	case 'P':
-		dst := filepath.Join(r.dir, "raw-in.bin")
-		n, err := receiveSynced(c, dst, every)
-		os.Remove(dst)
+		n, err := receiveSynced(c, filepath.Join(r.dir, rawPushed), every)
 		if err != nil {
 			return err
 		}
@@ -398,6 +396,9 @@ func (r *rawTarget) handle(c net.Conn) error {
 	}
 	return fmt.Errorf("raw: unknown request %q", hdr[0])
 }
+
+// rawPushed is the file a raw push writes, in rawTarget.dir.
+const rawPushed = "raw-in.bin"
 
 // receiveSynced copies from c into a new file at dst, fsyncing every
 // `every` bytes (0: only at the end).
@@ -470,10 +471,15 @@ func (r *rawTarget) push(b *testing.B, size, every int64) run {
 		b.Fatal(err)
 	}
 	el := time.Since(start)
+	cpu := cpuTime(b) - cpu0
 	if n, _ := strconv.ParseInt(string(ans), 16, 64); n != size {
 		b.Fatalf("raw push: receiver got %q bytes, want %d", ans, size)
 	}
-	return run{wall: el, cpu: cpuTime(b) - cpu0}
+	// Outside the time measured, as a vectis push's file is removed.
+	if err := os.Remove(filepath.Join(r.dir, rawPushed)); err != nil {
+		b.Fatal(err)
+	}
+	return run{wall: el, cpu: cpu}
 }
 
 // pull receives the source file into dst with the fsync cadence.
