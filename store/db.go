@@ -10,6 +10,7 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -223,7 +224,8 @@ func (r sqlRows) Close() { _ = r.Rows.Close() }
 
 type sqlDB struct {
 	sqlQueryer
-	db *sql.DB
+	db       *sql.DB
+	deferred *connStmts // execDeferred's, on the writer connection
 }
 
 func (s sqlDB) begin(ctx context.Context) (tx, error) {
@@ -240,24 +242,114 @@ func (s sqlDB) ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 // in WAL mode the commit is appended to the WAL without fsync, and the next
 // synchronous=FULL commit's fsync covers it, as WAL frames are ordered. The
 // connection goes back to FULL before anyone else may use it; if that
-// fails, it is discarded rather than left lax.
+// fails, it is discarded rather than left lax. The three statements are
+// prepared once on the connection (deferred): a transfer records a point
+// per MiB through here, and parsing them again each time was half of what
+// a point cost the server (issue 17).
 func (s sqlDB) execDeferred(ctx context.Context, q string, args ...any) (int64, error) {
+	nv := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		v, err := driver.DefaultParameterConverter.ConvertValue(a)
+		if err != nil {
+			return 0, fmt.Errorf("argument %d: %w", i+1, err)
+		}
+		nv[i] = driver.NamedValue{Ordinal: i + 1, Value: v}
+	}
 	c, err := s.db.Conn(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := c.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
-		return 0, errors.Join(err, closeLax(c))
-	}
-	res, err := c.ExecContext(ctx, sqliteSQL(q), args...)
 	var n int64
-	if err == nil {
-		n, err = res.RowsAffected()
-	}
-	if _, rerr := c.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); rerr != nil {
+	lax := false // synchronous may not be FULL
+	err = c.Raw(func(dc any) error {
+		p := s.deferred
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if _, err := p.exec(ctx, dc, "PRAGMA synchronous = NORMAL", nil); err != nil {
+			lax = true
+			p.closeOn(dc)
+			return err
+		}
+		res, err := p.exec(ctx, dc, q, nv)
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		if _, rerr := p.exec(context.WithoutCancel(ctx), dc, "PRAGMA synchronous = FULL", nil); rerr != nil {
+			lax = true
+			p.closeOn(dc)
+			return errors.Join(err, rerr)
+		}
+		return err
+	})
+	if lax {
 		return n, errors.Join(err, closeLax(c))
 	}
 	return n, errors.Join(err, c.Close())
+}
+
+// connStmts are statements prepared on one driver connection, the
+// writer's: used only inside its sql.Conn.Raw, under mu.
+type connStmts struct {
+	mu    sync.Mutex
+	conn  any
+	stmts map[string]driver.Stmt
+}
+
+// exec runs q (with $n placeholders) on dc, preparing it on the first
+// use, so that it is rewritten for SQLite only then. A connection other
+// than the one the statements were prepared on means that one is gone
+// (database/sql closed it), and its statements with it: they are dropped,
+// not closed, as the driver's statements cannot be closed after their
+// connection.
+func (p *connStmts) exec(ctx context.Context, dc any, q string, args []driver.NamedValue) (driver.Result, error) {
+	if p.conn != dc {
+		p.conn, p.stmts = dc, map[string]driver.Stmt{}
+	}
+	st, ok := p.stmts[q]
+	if !ok {
+		pc, ok := dc.(driver.ConnPrepareContext)
+		if !ok {
+			return nil, fmt.Errorf("sqlite driver connection %T cannot prepare statements", dc)
+		}
+		var err error
+		if st, err = pc.PrepareContext(ctx, sqliteSQL(q)); err != nil {
+			return nil, err
+		}
+		p.stmts[q] = st
+	}
+	ec, ok := st.(driver.StmtExecContext)
+	if !ok {
+		return nil, fmt.Errorf("sqlite driver statement %T cannot execute with a context", st)
+	}
+	return ec.ExecContext(ctx, args)
+}
+
+// closeOn closes the statements prepared on dc, which is about to be
+// closed.
+func (p *connStmts) closeOn(dc any) {
+	if p.conn != dc {
+		return
+	}
+	for _, st := range p.stmts {
+		_ = st.Close()
+	}
+	p.conn, p.stmts = nil, nil
+}
+
+// close closes the statements of execDeferred, before the writer's
+// connection is closed (Store.Close).
+func (s sqlDB) close() {
+	c, err := s.db.Conn(context.Background())
+	if err != nil {
+		return
+	}
+	_ = c.Raw(func(dc any) error {
+		s.deferred.mu.Lock()
+		defer s.deferred.mu.Unlock()
+		s.deferred.closeOn(dc)
+		return nil
+	})
+	_ = c.Close()
 }
 
 // closeLax gives back a connection whose synchronous setting may not be

@@ -91,10 +91,11 @@ func (s *Store) openSQLite(ctx context.Context, cfg Config) error {
 		return s.wrap("open sqlite "+cfg.Path, err)
 	}
 	s.d = sqliteDialect
-	s.db = sqlDB{sqlQueryer{sdb}, sdb}
+	db := sqlDB{sqlQueryer{sdb}, sdb, &connStmts{}}
+	s.db = db
 	s.rd = s.db
 	if cfg.ReadConns < 0 {
-		s.closeFn = func() { _ = sdb.Close() }
+		s.closeFn = func() { db.close(); _ = sdb.Close() }
 		return nil
 	}
 	rdb, err := openSQLiteReaders(ctx, cfg.Path, readConns(cfg.ReadConns))
@@ -107,6 +108,7 @@ func (s *Store) openSQLite(ctx context.Context, cfg Config) error {
 		// Readers first: the last connection to close checkpoints the WAL,
 		// and that must be the writer's.
 		_ = rdb.Close()
+		db.close()
 		_ = sdb.Close()
 	}
 	return nil

@@ -252,3 +252,39 @@ func TestRawRefusedByMachine(t *testing.T) {
 		})
 	}
 }
+
+// TestRawPullServerWaitsForEachAck: a server that waits for the ACK(SYN)
+// of each point before sending on, with a window of 4. The client
+// acknowledges a point once its fsync is done, which it overlaps with the
+// data that follows; it must not wait for that data when there is none.
+func TestRawPullServerWaitsForEachAck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv := newRawServer(t, 32, 4)
+	srv.ackEachSyn = true
+	src := writeRandom(t, srv.dir, "file.bin", 1<<20+4321, 7)
+	cfg := rawConfig(srv.addr())
+	cfg.SyncWindow = 4
+	cfg.Timeout = 30 * time.Second // an acknowledgement held back would show as a timeout
+	s, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dst := filepath.Join(t.TempDir(), "back.bin")
+	start := time.Now()
+	res, err := s.Receive(ctx, ReceiveRequest{VirtualFile: "file.bin", Dest: dst, NoRestart: true})
+	if err != nil {
+		t.Fatalf("receive: %v", err)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("the pull took %v: acknowledgements waited for data the server held back", el)
+	}
+	if res.SyncPoints < 30 {
+		t.Errorf("%d sync points, want one per 32 KiB", res.SyncPoints)
+	}
+	sameFile(t, src, dst)
+	if err := s.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

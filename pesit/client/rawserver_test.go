@@ -52,6 +52,9 @@ type rawServer struct {
 	// pullResynAt, when set, makes a pull send RESYN{PI 18 = n-1} right
 	// after SYN n, once, and resume from the point ACK(RESYN) names.
 	pullResynAt uint32
+	// ackEachSyn: a pull waits for the ACK(SYN) of each point before
+	// sending more, whatever the window (a sender need not use it all).
+	ackEachSyn bool
 	// refuseRestarts: the first n READs with PI 18 > 0 get 2/214.
 	refuseRestarts atomic.Int32
 	lastSelectID   atomic.Uint32 // PI 13 of the last SELECT
@@ -563,7 +566,7 @@ func (rc *rawConn) send(p uint32) error {
 			}
 			s.mu.Unlock()
 			since = 0
-			for rc.window > 0 && sent-acked >= uint32(rc.window) {
+			for rc.window > 0 && (sent-acked >= uint32(rc.window) || s.ackEachSyn && sent > acked) {
 				if err := waitAck(); err != nil {
 					return err
 				}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vectis-ft/vectis/pesit/fpdu"
 	"github.com/vectis-ft/vectis/pesit/internal/codepage"
+	"github.com/vectis-ft/vectis/pesit/internal/netpeek"
 )
 
 // ReceiveRequest describes a pull: SELECT, READ, DTFs.
@@ -60,6 +61,37 @@ type receiver struct {
 	cands    []syncPoint         // restart points, latest first, to try when the server refuses one
 	anoms    []Anomaly
 	resyncs  int
+	// pend is the sync point whose fsync runs while the data after it
+	// arrives; it is recorded and acknowledged once durable (settle).
+	pend *pendingSync
+}
+
+// pendingSync is a sync point received whose fsync is under way.
+type pendingSync struct {
+	pt       syncPoint
+	done     chan error // the fsync's result
+	finished bool       // err is the fsync's result
+	err      error
+}
+
+// wait returns the fsync's result.
+func (p *pendingSync) wait() error {
+	if !p.finished {
+		p.err, p.finished = <-p.done, true
+	}
+	return p.err
+}
+
+// ready reports, without waiting, whether the fsync is done.
+func (p *pendingSync) ready() bool {
+	if !p.finished {
+		select {
+		case p.err = <-p.done:
+			p.finished = true
+		default:
+		}
+	}
+	return p.finished
 }
 
 // Receive pulls req.VirtualFile from the server into req.Dest. With restart
@@ -438,9 +470,18 @@ func (x *receiver) data() error {
 	// answer within cancelGrace.
 	s.graceful.Store(true)
 	defer s.graceful.Store(false)
+	defer x.drain()
 	for {
 		if s.canceled.Load() {
 			return x.cancel()
+		}
+		if x.pend != nil && (x.pend.ready() || !x.inputWaiting()) {
+			// Durable already, or the server may be waiting for the
+			// acknowledgement before it sends more (it need not use
+			// the whole window): acknowledge before reading on.
+			if err := x.settle(); err != nil {
+				return err
+			}
 		}
 		f, err := x.nextData()
 		if err != nil {
@@ -520,6 +561,10 @@ func (x *receiver) resyn(p uint32) error {
 	if x.resyncs++; x.resyncs > maxResyncs {
 		return s.protocolError(fpdu.DiagTooManyResyncs, "%d RESYNs in one transfer", x.resyncs)
 	}
+	// The last point, durable, is one we may resume from.
+	if _, err := x.complete(); err != nil {
+		return x.localFailure(err)
+	}
 	var pt syncPoint
 	if x.lastSync >= p {
 		if q, ok := x.st.point(x.lastSync); ok {
@@ -536,11 +581,24 @@ func (x *receiver) resyn(p uint32) error {
 	return s.write(fpdu.NewAckResyn(s.peer, pt.N))
 }
 
-// sync makes everything received so far durable, records the sync point and
-// acknowledges it (unless the window is 0: no acknowledgements).
+// sync takes sync point n: everything received so far is written out and
+// its fsync started, and the point is recorded and acknowledged once the
+// fsync is done, at the next point or the end of the data at the latest
+// (settle), so that the fsync overlaps the reception of the next MiB
+// instead of stopping it (issue 17: the pull's client waited out one
+// fsync per point, in series with its reads). The point is acknowledged
+// as soon as the data loop sees the fsync done, and before any read that
+// would wait for the server, which may be waiting for this
+// acknowledgement: a server need not use its whole window. At most one
+// point waits: the next SYN settles it first. With a window of 1 the
+// server may send no data before ACK(SYN n), so the point is
+// acknowledged at once, as before.
 func (x *receiver) sync(n uint32) error {
 	s := x.s
-	if err := x.flush(); err != nil {
+	if err := x.settle(); err != nil {
+		return err
+	}
+	if err := x.bw.Flush(); err != nil {
 		return x.localFailure(err)
 	}
 	if n <= x.lastSync {
@@ -555,21 +613,76 @@ func (x *receiver) sync(n uint32) error {
 		x.dropState("the server renumbered its sync points")
 	}
 	x.lastSync = n
-	x.st.Acked = n
+	p := &pendingSync{pt: syncPoint{N: n, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes}, done: make(chan error, 1)}
+	// Owned by x: every path out of the data phase receives its result
+	// (settle, or drain).
+	go func(f *os.File) { p.done <- f.Sync() }(x.tmp)
+	x.pend = p
+	if x.window == 1 {
+		return x.settle()
+	}
+	return nil
+}
+
+// settle waits for the fsync of the pending point, if any, then records
+// the point in the restart state and acknowledges it (unless the window
+// is 0: no acknowledgements).
+func (x *receiver) settle() error {
+	p, err := x.complete()
+	if err != nil {
+		return x.localFailure(err)
+	}
+	if p == nil || x.window == 0 {
+		return nil
+	}
+	s := x.s
+	return s.write(fpdu.NewAckSyn(s.peer, p.N))
+}
+
+// complete waits for the fsync of the pending point, if any, and records
+// the point, durable now, in the restart state; it returns the point.
+func (x *receiver) complete() (*syncPoint, error) {
+	p := x.pend
+	if p == nil {
+		return nil, nil
+	}
+	x.pend = nil
+	if err := p.wait(); err != nil {
+		return nil, err
+	}
+	x.st.Acked = p.pt.N
 	// Keep the points the server may still restart from: those not yet
 	// known to be acknowledged on its side (up to the window), plus one.
 	if keep := int(x.window) + 1; len(x.st.Points) >= keep {
 		x.st.Points = append(x.st.Points[:0], x.st.Points[len(x.st.Points)-keep+1:]...)
 	}
-	x.st.Points = append(x.st.Points, syncPoint{N: n, Offset: x.fileOff, Articles: x.articles, Bytes: x.bytes})
+	x.st.Points = append(x.st.Points, p.pt)
 	if err := x.sf.save(x.st); err != nil {
-		s.log.Warn("cannot save restart state", "err", err)
+		x.s.log.Warn("cannot save restart state", "err", err)
 	}
 	x.progress(false)
-	if x.window == 0 {
-		return nil
+	return &p.pt, nil
+}
+
+// inputWaiting reports whether the next read has input to return without
+// waiting for the server; false when it cannot tell (TLS).
+func (x *receiver) inputWaiting() bool {
+	if x.s.r.Pending() {
+		return true
 	}
-	return s.write(fpdu.NewAckSyn(s.peer, n))
+	ready, known := netpeek.Readable(x.s.conn)
+	return ready && known
+}
+
+// drain ends the data phase with the pending point, if any, durable and
+// in the restart state but not acknowledged: after an IDT or a RESYN, or
+// on a failure, ACK(SYN) is no longer what the server expects. A restart
+// may ask for it; a server that did not journal it refuses it, and the
+// points before it are tried (read).
+func (x *receiver) drain() {
+	if _, err := x.complete(); err != nil {
+		x.s.log.Warn("sync point not made durable", "err", err)
+	}
 }
 
 func (x *receiver) flush() error {
@@ -582,6 +695,9 @@ func (x *receiver) flush() error {
 // end handles DTF.END: flush, fsync, TRANS.END{27, 28}, ACK(TRANS.END).
 func (x *receiver) end(d fpdu.Diagnostic) error {
 	s := x.s
+	if err := x.settle(); err != nil {
+		return err
+	}
 	if err := x.flush(); err != nil {
 		return x.localFailure(err)
 	}

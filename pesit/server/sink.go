@@ -18,55 +18,77 @@ import (
 )
 
 // sink is the file a transfer is received into. The session goroutine
-// copies data into a buffer; a full buffer goes to the sink's writer
-// goroutine, which writes it to the temporary file and feeds the running
-// SHA-256, so that neither the write(2) nor the hash is on the session's
-// critical path (issue 17: the hash alone was a third of a push's CPU, in
-// series with the reads). syncAsync asks for a sync point: the writer
-// fsyncs the data, then the sink's second goroutine runs onDurable (the
-// journal write of the point and its ACK(SYN)), so that the fsync of the
-// next point overlaps the journal commit of this one while the session goes
-// on receiving what the window lets the sender send. commit() makes the
-// file appear atomically under its final name.
+// writes the data to the temporary file itself: straight from the FPDU
+// reader's buffer when a piece is large (a DTF of a binary file), through
+// a small buffer otherwise (text lines, short articles). Two goroutines of
+// the sink take the rest off it. The syncer makes sync points durable: it
+// sets the point as the file's restart index and fsyncs, while the session
+// goes on writing what the window lets the sender send (a write after the
+// fsync started is not needed for this point, which is all fsync must
+// cover), then hands the point to post, which journals it and sends its
+// ACK(SYN), so that the fsync of the next point overlaps the journal
+// commit of this one. The hasher feeds the running SHA-256 by reading the
+// file back from the page cache behind the session, every hashEvery bytes
+// and at each point, as the pull's sendTail does. commit() makes the file
+// appear atomically under its final name.
 //
-// Both goroutines are started by createSink/resumeSink and stopped by
-// commit, close or discard, one of which every transfer ends with
-// (endTransfer). Ownership goes with the channels: a buffer sent on jobs is
-// the writer's until it comes back on free; h and the file offset are the
-// writer's while it runs and the session's after a barrier (wait) or once
-// it has stopped.
+// Issue 17: a writer goroutine took the data 32 KiB at a time from the
+// session, copied into one of two buffers; the hand-offs (a goroutine
+// woken and parked per buffer, each way) cost more server CPU than the
+// write(2) they took off the session, and the hash and the fsync ran in
+// series on that goroutine, so that the fsync of a point stalled both.
+// The session now hands work over once per point or hashEvery bytes.
+//
+// The goroutines are started by createSink/resumeSink and stopped by
+// commit, close, abandon or discard, one of which every transfer ends
+// with (endTransfer). Ownership: the file offset, buf and the counts are
+// the session's; the restart index (indexOn, indexed) the syncer's and h
+// and hashed the hasher's while they run, the session's after a barrier
+// (wait) or once they have stopped.
 type sink struct {
 	root     *os.Root
 	tempRel  string
 	finalRel string
 	f        *os.File
 	h        hash.Hash
-	buf      []byte // being filled by the session
-	bytes    int64
+	buf      []byte // small writes gathered by the session
+	bytes    int64  // accepted, buf included
+	written  int64  // written to the file: the file's offset
+	asked    int64  // hashed, or asked of the hasher
 	articles int64
 	closed   bool
 
-	// onDurable runs on the sink's second goroutine with sync points whose
+	// onDurable runs on the sink's post goroutine with sync points whose
 	// data is durable, oldest first (several when they queued up); it
 	// must record the last and acknowledge all. indexed says that the
 	// file's restart index holds the last, durable with the data
-	// (restartindex.go). onFail gets the first error of either goroutine,
-	// once. Set before the first syncAsync.
+	// (restartindex.go). onFail gets the first error of the sink, once,
+	// when a point asked for with syncAsync will not be acknowledged. Set
+	// before the first syncAsync.
 	onDurable func(pts []syncPoint, indexed bool) error
 	onFail    func(error)
 
 	// The restart index (useIndex): indexed lists the points written to
-	// it, from the one the file started at. The writer's while it runs.
+	// it, from the one the file started at. The syncer's while it runs.
 	indexOn  bool
 	indexKey uint64
 	indexed  []syncPoint
 
-	jobs    chan sinkJob
-	free    chan []byte
-	durQ    chan durableJob
-	done    chan struct{} // closed when both goroutines have returned
-	stopped bool
-	failed  atomic.Bool // err is set
+	// fsync makes the file durable (f.Sync); a test holds it.
+	fsync func() error
+
+	// hashed is the offset up to which h holds the file; rbuf the
+	// hasher's read buffer.
+	hashed int64
+	rbuf   []byte
+
+	syncQ    chan syncJob
+	hashQ    chan hashJob
+	durQ     chan durableJob
+	done     chan struct{} // closed when the syncer and post have returned
+	hashDone chan struct{} // closed when the hasher has returned
+	stopped  bool
+	failed   atomic.Bool // err is set
 
 	// Verify mode (verifySink): r reads the published file, cmp is the
 	// comparison buffer, size the file's size and diff the offset of the
@@ -85,25 +107,36 @@ type sink struct {
 	lost         bool // the journal said the transfer has another owner
 }
 
-// sinkJob is one step of the writer, in order: write data; with sync,
-// fsync and pass pt on; then pass barrier on.
-type sinkJob struct {
-	data    []byte
+// syncJob is one step of the syncer, in order: with sync, index pt (when
+// notify) and fsync, and pass pt on to post (notify); then pass barrier on.
+type syncJob struct {
 	sync    bool
 	pt      syncPoint
 	notify  bool // pt goes to onDurable
 	barrier chan struct{}
 }
 
-// durableJob is a point made durable, or a barrier, for the second goroutine.
-type durableJob struct {
-	pt      syncPoint
-	indexed bool // the file's restart index holds pt
+// hashJob asks the hasher to hash the file up to to, then to close barrier.
+type hashJob struct {
+	to      int64
 	barrier chan struct{}
 }
 
-// sinkBuffers are the two buffers of each receiving session, pooled so that
-// sessions between transfers hold none.
+// durableJob is a point made durable, or a barrier, for post.
+type durableJob struct {
+	pt      syncPoint
+	indexed bool // the file's restart index holds pt, or a later point
+	barrier chan struct{}
+}
+
+// hashEvery is how far the hasher may be asked to lag behind the writes
+// without a sync point: far enough that the session hands work over
+// rarely, near enough that the data is still in the page cache.
+const hashEvery = 1 << 20
+
+// sinkBuffers are the session's write buffer and the hasher's read buffer
+// of each receiving session, pooled so that sessions between transfers
+// hold none.
 var sinkBuffers sync.Pool
 
 func getBuffer(size int) []byte {
@@ -119,12 +152,14 @@ func newSink(root *os.Root, tempRel, finalRel string, f *os.File, bufSize int, h
 	// Two buffers of half the configured size: a receiving session holds
 	// the memory it held with one (WriteBuffer), 1,000 of them 64 MiB.
 	bufSize = max(bufSize/2, 4<<10)
-	s := &sink{root: root, tempRel: tempRel, finalRel: finalRel, f: f, h: h, bytes: bytes, articles: articles,
-		buf: getBuffer(bufSize), jobs: make(chan sinkJob, 16), free: make(chan []byte, 1),
-		durQ: make(chan durableJob, 64), done: make(chan struct{})}
-	s.free <- getBuffer(bufSize)
-	go s.write0()
+	s := &sink{root: root, tempRel: tempRel, finalRel: finalRel, f: f, h: h, bytes: bytes, written: bytes, asked: bytes,
+		hashed: bytes, articles: articles, buf: getBuffer(bufSize), rbuf: getBuffer(bufSize),
+		syncQ: make(chan syncJob, 64), hashQ: make(chan hashJob, 64), durQ: make(chan durableJob, 64),
+		done: make(chan struct{}), hashDone: make(chan struct{})}
+	s.fsync = f.Sync
+	go s.syncer()
 	go s.post()
+	go s.hasher()
 	return s
 }
 
@@ -223,40 +258,94 @@ func (s *sink) compare(p []byte) {
 	}
 }
 
-// write0 is the writer goroutine. After an error it writes nothing more.
-func (s *sink) write0() {
+// syncer makes the points durable, in order. The points queued while it
+// was in an fsync are made durable by the next one together: the index
+// names the last of them, which supersedes the others as the restart
+// point, and each is passed on. After an error it makes nothing durable
+// any more.
+func (s *sink) syncer() {
 	defer close(s.durQ)
-	for j := range s.jobs {
-		if j.data != nil {
-			if !s.failed.Load() {
-				if _, err := s.f.Write(j.data); err != nil {
-					s.setErr(ioDiag(err))
-				} else {
-					s.h.Write(j.data)
+	var batch []syncJob
+	for j := range s.syncQ {
+		batch = append(batch[:0], j)
+		// Take what queued up meanwhile, up to a barrier, which must
+		// follow the points before it.
+	more:
+		for j.barrier == nil {
+			select {
+			case k, ok := <-s.syncQ:
+				if !ok {
+					break more
+				}
+				batch, j = append(batch, k), k
+			default:
+				break more
+			}
+		}
+		s.syncBatch(batch)
+	}
+}
+
+// syncBatch makes the points of batch durable with one fsync, then passes
+// them and a barrier (the last job only) on to post.
+func (s *sink) syncBatch(batch []syncJob) {
+	var last *syncJob
+	sync := false
+	for i := range batch {
+		sync = sync || batch[i].sync
+		if batch[i].notify {
+			last = &batch[i]
+		}
+	}
+	if sync && !s.failed.Load() {
+		// The index first: the fsync makes it durable with the data,
+		// which the session wrote up to the last point before asking.
+		indexed := last != nil && s.writeIndex(last.pt)
+		if err := s.fsync(); err != nil {
+			s.setErr(ioDiag(err))
+		} else {
+			for _, k := range batch {
+				if k.notify {
+					s.durQ <- durableJob{pt: k.pt, indexed: indexed}
 				}
 			}
-			s.free <- j.data[:0]
 		}
-		if j.sync && !s.failed.Load() {
-			// The index first: the fsync makes it durable with the data.
-			indexed := j.notify && s.writeIndex(j.pt)
-			if err := s.f.Sync(); err != nil {
-				s.setErr(ioDiag(err))
-			} else if j.notify {
-				s.durQ <- durableJob{pt: j.pt, indexed: indexed}
-			}
-		}
-		if j.notify && s.failed.Load() {
-			s.fail() // the point will not be acknowledged: say so
-		}
+	}
+	if last != nil && s.failed.Load() {
+		s.fail() // the points will not be acknowledged: say so
+	}
+	if b := batch[len(batch)-1].barrier; b != nil {
+		s.durQ <- durableJob{barrier: b}
+	}
+}
+
+// hasher feeds h with the file as written, read back from the page cache
+// behind the session. A read error (the file changed under us) fails the
+// transfer as a write error would: the sum would be wrong.
+func (s *sink) hasher() {
+	defer close(s.hashDone)
+	for j := range s.hashQ {
+		s.hashTo(j.to)
 		if j.barrier != nil {
-			s.durQ <- durableJob{barrier: j.barrier}
+			close(j.barrier)
 		}
 	}
 }
 
-// post is the second goroutine: it hands the points made durable to
-// onDurable, all those queued at once so that one journal write records
+// hashTo hashes the file from hashed up to to.
+func (s *sink) hashTo(to int64) {
+	for s.hashed < to {
+		n, err := s.f.ReadAt(s.rbuf[:min(int64(cap(s.rbuf)), to-s.hashed)], s.hashed)
+		s.h.Write(s.rbuf[:n])
+		s.hashed += int64(n)
+		if err != nil {
+			s.setErr(ioDiag(fmt.Errorf("hash %s: %w", s.tempRel, err)))
+			s.hashed = to // the sum is wrong now: do not read on
+		}
+	}
+}
+
+// post hands the points made durable to onDurable, all those queued at once so that one journal write records
 // several when the store is slower than the disk.
 func (s *sink) post() {
 	defer close(s.done)
@@ -358,8 +447,10 @@ func (s *sink) durable() (syncPoint, bool) {
 	return s.lastDurable, s.anyDurable
 }
 
-// write appends data; it does not allocate. An error of the worker's
-// (a full disk) comes back from the next write after it.
+// write appends data; it does not allocate. A piece at least half the
+// buffer's size goes to the file directly, without a copy; smaller ones
+// are gathered. A write error comes back at once, and an error of the
+// syncer or the hasher from the next write after it.
 func (s *sink) write(p []byte) error {
 	if s.verifying() {
 		s.compare(p)
@@ -370,34 +461,71 @@ func (s *sink) write(p []byte) error {
 	if s.failed.Load() {
 		return s.firstErr()
 	}
+	if len(p) >= cap(s.buf)/2 {
+		if err := s.flushBuf(); err != nil {
+			return err
+		}
+		if err := s.writeFile(p); err != nil {
+			return err
+		}
+		s.bytes += int64(len(p))
+		return nil
+	}
 	for len(p) > 0 {
 		n := copy(s.buf[len(s.buf):cap(s.buf)], p)
 		s.buf, p = s.buf[:len(s.buf)+n], p[n:]
 		s.bytes += int64(n)
 		if len(s.buf) == cap(s.buf) {
-			s.handOff()
+			if err := s.flushBuf(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// handOff gives the buffer, if not empty, to the worker and takes the
-// other one, waiting for the worker to finish with it.
-func (s *sink) handOff() {
+// flushBuf writes out what the buffer gathered.
+func (s *sink) flushBuf() error {
 	if len(s.buf) == 0 {
-		return
+		return nil
 	}
-	s.jobs <- sinkJob{data: s.buf}
-	s.buf = <-s.free
+	err := s.writeFile(s.buf)
+	s.buf = s.buf[:0]
+	return err
 }
 
-// wait returns once the worker has done everything asked so far, with its
-// first error.
+// writeFile writes p at the file's offset and asks the hasher to catch up
+// every hashEvery bytes.
+func (s *sink) writeFile(p []byte) error {
+	if _, err := s.f.Write(p); err != nil {
+		err = ioDiag(err)
+		s.setErr(err)
+		return err
+	}
+	s.written += int64(len(p))
+	if s.written-s.asked >= hashEvery {
+		s.askHash()
+	}
+	return nil
+}
+
+// askHash asks the hasher to hash what was written.
+func (s *sink) askHash() {
+	if s.asked < s.written {
+		s.asked = s.written
+		s.hashQ <- hashJob{to: s.written}
+	}
+}
+
+// wait returns once the syncer, post and the hasher have done everything
+// asked so far, with the first error.
 func (s *sink) wait() error {
 	if !s.stopped {
-		b := make(chan struct{})
-		s.jobs <- sinkJob{barrier: b}
+		b, hb := make(chan struct{}), make(chan struct{})
+		s.syncQ <- syncJob{barrier: b}
+		s.hashQ <- hashJob{to: s.asked, barrier: hb}
 		<-b
+		<-hb
 	}
 	return s.firstErr()
 }
@@ -407,7 +535,7 @@ func (s *sink) flush() error {
 	if s.stopped {
 		return s.firstErr()
 	}
-	s.handOff()
+	_ = s.flushBuf() // kept as the sink's error
 	return s.wait()
 }
 
@@ -419,16 +547,16 @@ func (s *sink) sync() error {
 	if s.stopped {
 		return errors.New("sink closed")
 	}
-	s.handOff()
+	_ = s.flushBuf()
 	b := make(chan struct{})
-	s.jobs <- sinkJob{sync: true, barrier: b}
+	s.syncQ <- syncJob{sync: true, barrier: b}
 	<-b
 	return s.firstErr()
 }
 
-// syncAsync writes out the buffer and returns at once; the writer fsyncs
-// the file, then onDurable records and acknowledges pt on the second
-// goroutine, unless an error came first (onFail).
+// syncAsync writes out the buffer and returns at once; the syncer fsyncs
+// the file, then onDurable records and acknowledges pt on post, unless an
+// error came first (onFail).
 func (s *sink) syncAsync(pt syncPoint) {
 	if s.verifying() {
 		// Nothing to make durable: record and acknowledge at once.
@@ -438,21 +566,28 @@ func (s *sink) syncAsync(pt syncPoint) {
 		}
 		return
 	}
-	s.handOff()
-	s.jobs <- sinkJob{sync: true, pt: pt, notify: true}
+	_ = s.flushBuf() // a failure makes the syncer refuse pt (onFail)
+	s.askHash()
+	s.syncQ <- syncJob{sync: true, pt: pt, notify: true}
 }
 
-// stop waits for the worker to finish and return, once.
-func (s *sink) stop() {
+// stop waits for the goroutines to finish and return, once; with hash, the
+// hasher first hashes everything written.
+func (s *sink) stop(hash bool) {
 	if s.stopped {
 		return
 	}
 	s.stopped = true
-	close(s.jobs)
+	if hash {
+		s.askHash()
+	}
+	close(s.syncQ)
+	close(s.hashQ)
 	<-s.done
+	<-s.hashDone
 	putBuffer(s.buf)
-	putBuffer(<-s.free)
-	s.buf = nil
+	putBuffer(s.rbuf)
+	s.buf, s.rbuf = nil, nil
 }
 
 // truncate drops everything after offset, a durable sync point (RESYN,
@@ -487,7 +622,7 @@ func (s *sink) truncate(offset, articles int64) error {
 	if _, err := s.f.Seek(offset, io.SeekStart); err != nil {
 		return err
 	}
-	s.bytes, s.articles = offset, articles
+	s.bytes, s.written, s.asked, s.hashed, s.articles = offset, offset, offset, offset, articles
 	s.mu.Lock()
 	s.err, s.failNotified = nil, false
 	s.failed.Store(false)
@@ -495,7 +630,11 @@ func (s *sink) truncate(offset, articles int64) error {
 	return nil
 }
 
+// sum is the SHA-256 of what was written so far.
 func (s *sink) sum() string {
+	if !s.stopped {
+		s.askHash()
+	}
 	_ = s.wait()
 	return hex.EncodeToString(s.h.Sum(nil))
 }
@@ -518,7 +657,7 @@ func (s *sink) commit(overwrite bool) error {
 	if err := s.sync(); err != nil {
 		return err
 	}
-	s.stop()
+	s.stop(true)
 	if s.indexOn || len(s.indexed) > 0 {
 		// A delivered file carries nothing of ours. Not made durable: an
 		// index that comes back after a crash is never read again (the
@@ -585,7 +724,7 @@ func (s *sink) close() error {
 	if !s.stopped {
 		serr = s.sync()
 	}
-	s.stop()
+	s.stop(false) // a restart hashes the prefix again
 	s.closed = true
 	cerr := s.f.Close()
 	return errors.Join(serr, cerr)
@@ -593,10 +732,10 @@ func (s *sink) close() error {
 
 // abandon releases the file as it is on disk: the buffer is dropped, not
 // written, and nothing is truncated or removed. The transfer was taken over
-// and its new owner resumes into this file. Data the writer has not
-// written yet is dropped too (no journaled point lies in it), and no sync
-// point is journaled or acknowledged any more; abandon returns once the
-// writer has stopped, so nothing of ours reaches the file afterwards.
+// and its new owner resumes into this file. No sync point is journaled or
+// acknowledged any more, and no index written; abandon returns once the
+// sink's goroutines have stopped, so nothing of ours reaches the file
+// afterwards (the session, which writes the data, is the caller).
 func (s *sink) abandon() {
 	if s.closed {
 		return
@@ -608,7 +747,7 @@ func (s *sink) abandon() {
 		s.failNotified = true // no IDT from here: the session decides
 		s.mu.Unlock()
 		s.setErr(errAbandoned)
-		s.stop()
+		s.stop(false)
 	}
 	s.f.Close()
 }
@@ -617,7 +756,7 @@ var errAbandoned = errors.New("transfer taken over")
 
 // discard closes and removes the temporary file.
 func (s *sink) discard() error {
-	s.stop()
+	s.stop(false)
 	if !s.closed {
 		s.closed = true
 		s.f.Close()
