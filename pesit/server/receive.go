@@ -92,12 +92,11 @@ func (r *receiver) run(f *fpdu.FPDU) error {
 	ack := fpdu.FPDU{Kind: fpdu.AckWrite, DstID: s.peerID}
 	ack.Params.AddDiagnostic(fpdu.DiagOK)
 	ack.Params.AddUint(fpdu.PIRestartPoint, uint64(point))
-	if err := s.write(&ack); err != nil {
+	defer s.dataPhase.Store(false)
+	if err := s.enterDataPhase(&ack); err != nil {
 		return err
 	}
 	s.log.Info("receiving", "id", x.ref.ID, "restart_point", point, "offset", r.sink.bytes)
-	s.dataPhase.Store(true)
-	defer s.dataPhase.Store(false)
 	err = r.frames()
 	// No ACK(SYN) from the sink's worker once the data phase is over, and
 	// the receiver's state holds every point made durable.

@@ -117,13 +117,15 @@ func (sd *sender) run(f *fpdu.FPDU) error {
 	}
 	x.restartAt, sd.startPoint, sd.lastSent = start.num, start, start
 	x.dataStarted = true
-	if err := s.writeAck(fpdu.AckRead, fpdu.DiagOK); err != nil {
+	defer s.dataPhase.Store(false)
+	s.srv.countDiag(fpdu.DiagOK)
+	ack := fpdu.FPDU{Kind: fpdu.AckRead, DstID: s.peerID}
+	ack.Params.AddDiagnostic(fpdu.DiagOK)
+	if err := s.enterDataPhase(&ack); err != nil {
 		return err
 	}
 	s.log.Info("sending", "id", x.ref.ID, "restart_point", start.num, "offset", start.offset, "size", sd.size, "text", x.text)
 	s.setEntitySize(x.entity)
-	s.dataPhase.Store(true)
-	defer s.dataPhase.Store(false)
 	sd.startTail()
 	defer func() { sd.tail.stop() }()
 	return sd.phase()

@@ -653,6 +653,21 @@ func (s *session) writeAck(k fpdu.Kind, d fpdu.Diagnostic) error {
 	return s.write(&a)
 }
 
+// enterDataPhase sends f, the ACK(WRITE) or ACK(READ) that opens the data
+// phase, and marks the phase open under the same write lock. A cancellation
+// (cancelTransfer takes that lock) then finds the phase open exactly when
+// the partner may have the ACK, and answers with IDT; marked after the
+// write, a partner already sending data could be cancelled with an ABORT.
+func (s *session) enterDataPhase(f *fpdu.FPDU) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.writeLocked(f); err != nil {
+		return err
+	}
+	s.dataPhase.Store(true)
+	return nil
+}
+
 // sendAbort sends ABORT d once and closes the connection.
 func (s *session) sendAbort(d fpdu.Diagnostic) {
 	s.wmu.Lock()
