@@ -274,7 +274,7 @@ func (l *Loop) lead(ctx context.Context, m *election.Member, lead *election.Lead
 	// watchers, up to 100 ms): beside the takeover, not ahead of it, where it
 	// held back the fence, the listeners and the label by 100 to 200 ms on
 	// kind. The failover span and its steps are emitted once it is known.
-	steps := &takeover{loop: l}
+	steps := &takeover{tracer: l.tracer}
 	outage := make(chan outageTime, 1)
 	go func() {
 		var o outageTime

@@ -23,7 +23,7 @@ type outageTime struct {
 // history has been read beside the steps; the steps are timed as they run and
 // emitted as its children afterwards, with their own timestamps.
 type takeover struct {
-	loop *Loop
+	tracer trace.Tracer
 
 	mu    sync.Mutex
 	steps []takeoverStep
@@ -51,7 +51,7 @@ func (t *takeover) run(ctx context.Context, name string, step func(context.Conte
 // emit writes the vectis.failover span, from the outage's start to serving
 // (or to now when the takeover failed), and one child span per step.
 func (t *takeover) emit(ctx context.Context, o outageTime, x loss, self string, epoch int64, won, serving time.Time, failure error) {
-	_, span := t.loop.tracer.Start(ctx, "vectis.failover", trace.WithTimestamp(o.start),
+	_, span := t.tracer.Start(ctx, "vectis.failover", trace.WithTimestamp(o.start),
 		trace.WithAttributes(
 			attribute.String("vectis.previous_leader", x.leader),
 			attribute.String("vectis.new_leader", self),
@@ -68,7 +68,7 @@ func (t *takeover) emit(ctx context.Context, o outageTime, x loss, self string, 
 	steps := append([]takeoverStep(nil), t.steps...)
 	t.mu.Unlock()
 	for _, s := range steps {
-		_, child := t.loop.tracer.Start(fctx, "vectis.failover."+s.name, trace.WithTimestamp(s.start))
+		_, child := t.tracer.Start(fctx, "vectis.failover."+s.name, trace.WithTimestamp(s.start))
 		if s.err != nil {
 			child.RecordError(s.err)
 			child.SetStatus(codes.Error, s.err.Error())

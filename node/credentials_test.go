@@ -113,14 +113,7 @@ func TestPeSITLoginsThrottledAndAudited(t *testing.T) {
 func TestPartnerViewFollowsChanges(t *testing.T) {
 	dir := t.TempDir()
 	n := startNode(t, baseConfig(t, dir, "viewed"))
-	ctx := context.Background()
-	connect := func(password string) error {
-		s, err := client.Dial(ctx, clientConfig(n.pesit, "CXCLIENT", password))
-		if err != nil {
-			return err
-		}
-		return s.Close()
-	}
+	connect := func(password string) error { return login(n, "CXCLIENT", password) }
 	storeOps := func(op string) float64 {
 		v := value(scrape(t, n.api), "vectis_store_operation_seconds", map[string]string{"operation": op})
 		if v < 0 {
@@ -175,18 +168,9 @@ func waitPinned(t *testing.T, n *testNode, want float64) {
 func TestDeclaredPasswordPinned(t *testing.T) {
 	dir := t.TempDir()
 	n := startNode(t, baseConfig(t, dir, "pinned"))
-	ctx := context.Background()
 	waitPinned(t, n, 1)
-	connect := func(password string) error {
-		s, err := client.Dial(ctx, clientConfig(n.pesit, "CXCLIENT", password))
-		if err != nil {
-			return err
-		}
-		return s.Close()
-	}
-	checks := func(result string) float64 {
-		return value(scrape(t, n.api), "vectis_credential_checks_total", map[string]string{"realm": "pesit", "result": result})
-	}
+	connect := func(password string) error { return login(n, "CXCLIENT", password) }
+	checks := func(result string) float64 { return pesitChecks(t, n, result) }
 	for range 3 {
 		if err := connect("test123"); err != nil {
 			t.Fatal(err)
@@ -217,5 +201,39 @@ func TestDeclaredPasswordPinned(t *testing.T) {
 	}
 	if got := value(scrape(t, n.api), "vectis_credential_checks_total", map[string]string{"realm": "pin", "result": "rejected"}); got < 1 {
 		t.Errorf("pin of the stale declared password after the change: %v rejected, want it tried and refused", got)
+	}
+}
+
+// login opens a PeSIT session on n as partner with password, and closes it.
+func login(n *testNode, partner, password string) error {
+	s, err := client.Dial(context.Background(), clientConfig(n.pesit, partner, password))
+	if err != nil {
+		return err
+	}
+	return s.Close()
+}
+
+// pesitChecks is vectis_credential_checks_total{realm="pesit",result} on n.
+func pesitChecks(t *testing.T, n *testNode, result string) float64 {
+	return value(scrape(t, n.api), "vectis_credential_checks_total", map[string]string{"realm": "pesit", "result": result})
+}
+
+// TestStandbyPinsBeforeLeading: a standby pins the declared passwords too,
+// so that when it takes over (here after the leader's SIGTERM) the first
+// CONNECT of the partner costs it no derivation.
+func TestStandbyPinsBeforeLeading(t *testing.T) {
+	leader, standby := startCluster(t, t.TempDir(), 5*time.Second)
+	waitPinned(t, standby, 1)
+	if st, ok := statusOf(t, standby); !ok || st.IsLeader {
+		t.Fatalf("standby status %+v (%v): want a standby", st, ok)
+	}
+	<-stopAsync(t, leader)
+	waitServing(t, standby.pesit, 15*time.Second)
+	testenv.Eventually(t, 10*time.Second, func() error { return login(standby, "CXCLIENT", "test123") })
+	if got := pesitChecks(t, standby, "accepted"); got != 0 {
+		t.Errorf("the new leader derived %v passwords for the first logins of a declared partner, want 0", got)
+	}
+	if got := pesitChecks(t, standby, "pinned"); got != 1 {
+		t.Errorf("pinned logins on the new leader = %v, want 1", got)
 	}
 }

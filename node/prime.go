@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,43 +75,36 @@ func (p *credentialPrimer) run(ctx context.Context) {
 	if len(p.passwords) == 0 {
 		return
 	}
-	retry := time.NewTimer(0)
-	defer retry.Stop()
+	var retry <-chan time.Time // set while a pin waits to be tried again
 	for {
 		p.mu.Lock()
-		ids := make([]string, 0, len(p.pending))
-		for id := range p.pending {
-			ids = append(ids, id)
-		}
+		ids := slices.Collect(maps.Keys(p.pending))
 		clear(p.pending)
 		p.mu.Unlock()
-		failed := false
 		for _, id := range ids {
-			if ctx.Err() != nil {
+			err := p.pin(ctx, id)
+			switch {
+			case ctx.Err() != nil:
 				return
+			case err == nil:
+			case errors.Is(err, credential.ErrPinMismatch):
+				// The stored password is no longer the declared one: the
+				// next change of the partner tries again.
+				p.log.Debug("declared partner password not pinned", "partner", id, "err", err)
+			default:
+				p.log.Debug("declared partner password not pinned; retrying", "partner", id, "err", err, "in", primeRetry)
+				p.mu.Lock()
+				p.pending[id] = true // no wake-up: the retry's timer runs it
+				p.mu.Unlock()
+				retry = time.After(primeRetry)
 			}
-			if err := p.pin(ctx, id); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				var mismatch bool
-				if mismatch = errors.Is(err, credential.ErrPinMismatch); !mismatch {
-					p.mu.Lock()
-					p.pending[id] = true
-					p.mu.Unlock()
-					failed = true
-				}
-				p.log.Debug("declared partner password not pinned", "partner", id, "err", err, "retry", !mismatch)
-			}
-		}
-		if failed {
-			retry.Reset(primeRetry)
 		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-retry:
+			retry = nil
 		case <-p.wake:
-		case <-retry.C:
 		}
 	}
 }

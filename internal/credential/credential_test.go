@@ -88,12 +88,24 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	})
 }
 
+// fakeClock is a settable clock for the cache's expiry.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (f *fakeClock) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+
+func (f *fakeClock) advance(d time.Duration) { f.mu.Lock(); f.now = f.now.Add(d); f.mu.Unlock() }
+
+// cachedVerifier is a verifier whose cache lives a minute on a fake clock.
+func cachedVerifier(t *testing.T) (*credential.Verifier, *counting, *fakeClock) {
+	c, clock := &counting{}, &fakeClock{now: time.Unix(1000, 0)}
+	return newVerifier(t, credential.Config{CacheTTL: time.Minute, Now: clock.Now}, c), c, clock
+}
+
 func TestCacheSparesTheDerivation(t *testing.T) {
-	c := &counting{}
-	now := time.Unix(1000, 0)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	v := newVerifier(t, credential.Config{CacheTTL: time.Minute, Now: clock}, c)
+	v, c, clock := cachedVerifier(t)
 	h := hash(t, "right")
 	ctx := context.Background()
 	for i := range 3 {
@@ -128,9 +140,7 @@ func TestCacheSparesTheDerivation(t *testing.T) {
 	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", h, "right", nil, nil); r != credential.Accepted || c.n.Load() != n+1 {
 		t.Errorf("after Forget: %v, derivations %d -> %d", r, n, c.n.Load())
 	}
-	mu.Lock()
-	now = now.Add(2 * time.Minute)
-	mu.Unlock()
+	clock.advance(2 * time.Minute)
 	if r, _ := v.Verify(ctx, credential.RealmPeSIT, "P", h, "right", nil, nil); r != credential.Accepted || c.n.Load() != n+2 {
 		t.Errorf("after expiry: %v, derivations %d -> %d", r, n+1, c.n.Load())
 	}
@@ -289,11 +299,7 @@ func TestTurnOnlyForDerivations(t *testing.T) {
 // nothing, and a pinned credential never lets in another password, subject
 // or stored hash.
 func TestPinSparesTheFirstDerivation(t *testing.T) {
-	c := &counting{}
-	now := time.Unix(1000, 0)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	v := newVerifier(t, credential.Config{CacheTTL: time.Minute, Now: clock}, c)
+	v, c, clock := cachedVerifier(t)
 	h := hash(t, "right")
 	ctx := context.Background()
 
@@ -309,9 +315,7 @@ func TestPinSparesTheFirstDerivation(t *testing.T) {
 	if got := c.n.Load(); got != 2 {
 		t.Fatalf("derivations for a mismatch and two pins of one password = %d, want 2", got)
 	}
-	mu.Lock()
-	now = now.Add(time.Hour) // far past the cache's TTL
-	mu.Unlock()
+	clock.advance(time.Hour) // far past the cache's TTL
 	// The first login with a pinned password is treated as a derivation
 	// would be, minus its cost: a throttle closes it, and a success is
 	// reported; the next ones are cache hits.
