@@ -276,8 +276,9 @@ func (l *Labeler) needsWork(ev watch.Event) bool {
 
 // Reconcile makes one pass: strip the label from every other pod of the
 // release, then put it on this pod. When a patch is needed, confirm runs
-// between the list and the first patch; if it fails, nothing is patched
-// and the error wraps ErrNotConfirmed. With Endpoints set, a pass that
+// between the list and the first patch (beside the wait for a deleted
+// leader, below); if it fails, nothing is patched and the error wraps
+// ErrNotConfirmed. With Endpoints set, a pass that
 // strips a pod being deleted first waits for the Service's slices to mark
 // it terminating, and a pass that must label this pod first waits for the
 // slices to list no other pod (stripped, or deleted) and confirms again;
@@ -310,21 +311,31 @@ func (l *Labeler) reconcile(ctx context.Context, confirm Confirm, cached bool) (
 	}
 	step("list")
 	needsPatch := l.needsPatch(list.Items)
+	// The confirmation must come after the read of the pods and before the
+	// first patch; it runs beside the wait below, which is as long as an
+	// etcd read on a busy cluster. A successor that wins meanwhile is not
+	// in the pods read, so the strip below cannot touch it, and the label
+	// of this pod is confirmed again after any wait.
+	var confirmed chan error
+	if confirm != nil && needsPatch {
+		confirmed = make(chan error, 1)
+		go func() { confirmed <- confirm(ctx) }()
+	}
+	awaited := false
 	if needsPatch {
 		// A labelled pod being deleted (a graceful handover) makes the
 		// controller write the Service's slices once for the deletion; a
 		// strip within milliseconds of it would meet the controller
-		// before it has seen that write. The wait comes before the
-		// confirmation, which stays right before the first patch.
+		// before it has seen that write.
 		if deleted := l.deletedLeaders(list.Items); len(deleted) > 0 {
-			l.awaitEndpoints(ctx, "the deleted leader terminating", func(ctx context.Context, e *ServiceEndpoints) error {
+			awaited = l.awaitEndpoints(ctx, "the deleted leader terminating", func(ctx context.Context, e *ServiceEndpoints) error {
 				return e.AwaitTerminating(ctx, deleted)
 			})
 			step("await_terminating")
 		}
 	}
-	if confirm != nil && needsPatch {
-		if err := confirm(ctx); err != nil {
+	if confirmed != nil {
+		if err := <-confirmed; err != nil {
 			return "", fmt.Errorf("%w: %w", ErrNotConfirmed, err)
 		}
 		step("confirm")
@@ -367,8 +378,8 @@ func (l *Labeler) reconcile(ctx context.Context, confirm Confirm, cached bool) (
 		if waited {
 			step("await_only")
 		}
-		if waited && confirm != nil {
-			// The wait widened the window between the confirmation and
+		if (waited || awaited) && confirm != nil {
+			// The waits widened the window between the confirmation and
 			// the patch; narrow it again.
 			if err := confirm(ctx); err != nil {
 				return "", errors.Join(append(errs, fmt.Errorf("%w: %w", ErrNotConfirmed, err))...)

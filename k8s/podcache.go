@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -81,13 +82,33 @@ func (c *podCache) unsync() {
 	c.mu.Unlock()
 }
 
-// Watch keeps the labeller's copy of the release's pods until ctx ends:
-// list, then watch from the list's version, and list again whenever the
-// watch ends. Run it for the life of the process; while it is synced,
-// Reconcile reads the copy instead of listing. Without the RBAC right to
-// watch pods it returns at once, and Reconcile lists as before. It returns
-// ctx's error.
+// Watch keeps the labeller's copies until ctx ends: of the release's pods,
+// and, with Endpoints set, of the Service's slices (ServiceEndpoints.Watch).
+// For each: list, then watch from the list's version, and list again
+// whenever the watch ends. Run it for the life of the process; while the
+// copies are synced, Reconcile reads them instead of listing. Without the
+// RBAC right to watch pods, the pods' copy is given up at once and
+// Reconcile lists them as before (likewise for the slices); Watch returns
+// once both copies have ended, with ctx's error or nil when neither may be
+// watched.
 func (l *Labeler) Watch(ctx context.Context) error {
+	var wg sync.WaitGroup
+	if e := l.cfg.Endpoints; e != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := e.Watch(ctx); errors.Is(err, ErrCannotReadEndpoints) {
+				l.log.Info("k8s: no RBAC right to watch the service's endpointslices; the labeller lists them when it waits", "err", err)
+			}
+		}()
+	}
+	err := l.watchPods(ctx)
+	wg.Wait() // ends with ctx, or at once without the right
+	return err
+}
+
+// watchPods keeps the copy of the release's pods: see Watch.
+func (l *Labeler) watchPods(ctx context.Context) error {
 	backoff := l.cfg.MinBackoff
 	defer l.cache.unsync()
 	for {

@@ -467,7 +467,7 @@ func checkServer(t *testing.T, s server, wantReplicas int32) {
 		t.Errorf("headless Service: clusterIP %q selector %v", s.headless.Spec.ClusterIP, s.headless.Spec.Selector)
 	}
 
-	// RBAC: exactly get, list, patch, watch on pods and list on
+	// RBAC: exactly get, list, patch, watch on pods and list, watch on
 	// endpointslices, bound to the pod's account; the labeller reads the
 	// slices of the PeSIT Service.
 	if cfg.Cluster.Enabled {
@@ -478,7 +478,7 @@ func checkServer(t *testing.T, s server, wantReplicas int32) {
 		}
 		for i, want := range []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "patch", "watch"}},
-			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
 		} {
 			r := role.Rules[i]
 			verbs := slices.Clone(r.Verbs)

@@ -15,9 +15,9 @@ import (
 )
 
 // PodLabelerRules are the rules of the chart's Role for the leader
-// labeler: read and label pods, and list the EndpointSlices of the PeSIT
-// Service (k8s.ServiceEndpoints), nothing else. The first rule alone is
-// what a Role without the second grants.
+// labeler: read and label pods, and list and watch the EndpointSlices of
+// the PeSIT Service (k8s.ServiceEndpoints), nothing else. The first rule
+// alone is what a Role without the second grants.
 var PodLabelerRules = []rbacv1.PolicyRule{{
 	APIGroups: []string{""},
 	Resources: []string{"pods"},
@@ -25,7 +25,7 @@ var PodLabelerRules = []rbacv1.PolicyRule{{
 }, {
 	APIGroups: []string{"discovery.k8s.io"},
 	Resources: []string{"endpointslices"},
-	Verbs:     []string{"list"},
+	Verbs:     []string{"list", "watch"},
 }}
 
 // EnsureNamespace creates namespace ns if it does not exist.
