@@ -63,8 +63,9 @@ func (p podLabeler) Label(ctx context.Context, confirm func(context.Context) err
 
 func (p podLabeler) Unlabel(ctx context.Context) error { return p.l.Unlabel(ctx) }
 
-// Watch keeps the labeller's copy of the release's pods, for the life of
-// the process: a new leader's first pass reads it instead of listing.
+// Watch keeps the labeller's copies of the release's pods and of the
+// leader Service's EndpointSlices, for the life of the process: a new
+// leader's first pass and its waits read them instead of listing.
 func (p podLabeler) Watch(ctx context.Context) error { return p.l.Watch(ctx) }
 
 // UseLogger gives the labeller the node's logger.
