@@ -114,32 +114,60 @@ func (s *ServiceEndpoints) AwaitTerminating(ctx context.Context, pods []string) 
 	})
 }
 
+// informerCatchUp is how long a wait that read the watched copy lets pass
+// after the controller's last write of the slices before it returns. The
+// copy can show that write before the controller's own informer does, and
+// a pod change that reaches the controller in between is the stale-cache
+// case that costs the Service a second (see ServiceEndpoints). On kind,
+// strips made right on the watch's delivery of the "terminating" write
+// left the old leader in the slices until the settle timeout; polling had
+// the margin of its period and its list.
+const informerCatchUp = 30 * time.Millisecond
+
 // await returns once done accepts the Service's endpoints: as the watched
-// copy shows them whenever it is synced, else as a list every
-// endpointsPollInterval shows them.
+// copy shows them whenever it is synced (and informerCatchUp after the
+// last write it saw), else as a list every endpointsPollInterval shows
+// them.
 func (s *ServiceEndpoints) await(ctx context.Context, done func([]endpoint) bool) error {
 	tick := time.NewTicker(endpointsPollInterval)
 	defer tick.Stop()
 	for {
-		eps, changed, synced := s.copy.snapshot()
+		eps, changed, written, synced := s.copy.snapshot()
 		if !synced {
 			var err error
 			if eps, err = s.endpoints(ctx); err != nil {
 				return err
 			}
 		}
-		if done(eps) {
+		var (
+			next  <-chan time.Time
+			timer *time.Timer
+		)
+		switch {
+		case !done(eps):
+			if !synced {
+				next = tick.C
+			}
+		case !synced:
 			return nil
-		}
-		var next <-chan time.Time
-		if !synced {
-			next = tick.C
+		default:
+			settle := informerCatchUp - time.Since(written)
+			if settle <= 0 {
+				return nil
+			}
+			timer = time.NewTimer(settle)
+			next = timer.C
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
 		case <-changed:
 		case <-next:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 	}
 }

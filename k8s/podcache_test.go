@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,14 +18,16 @@ import (
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
 )
 
-// podLists counts the requests that list pods (not the watches).
-type podLists struct {
-	rt http.RoundTripper
-	n  *atomic.Int64
+// listCounter counts the requests that list the resource named by the
+// end of their path (not the watches).
+type listCounter struct {
+	rt       http.RoundTripper
+	resource string
+	n        *atomic.Int64
 }
 
-func (c podLists) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method == http.MethodGet && r.URL.Query().Get("watch") != "true" && r.URL.Query().Has("labelSelector") {
+func (c listCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/"+c.resource) && r.URL.Query().Get("watch") != "true" {
 		c.n.Add(1)
 	}
 	return c.rt.RoundTrip(r)
@@ -44,7 +47,7 @@ func TestReconcileFromWatchedPods(t *testing.T) {
 
 	labeler := func(account string, rules []rbacv1.PolicyRule, lists *atomic.Int64) *Labeler {
 		cfg := cp.ServiceAccountConfig(ctx, t, ns, account, rules)
-		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return podLists{rt: rt, n: lists} })
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return listCounter{rt: rt, resource: "pods", n: lists} })
 		mc, err := NewMetadataClient(cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -23,12 +23,14 @@ type sliceCopy struct {
 	// changed is closed at every change of the copy, then replaced: a wait
 	// that found the copy not yet as it wants it blocks on it.
 	changed chan struct{}
+	// written is when the watch last delivered a write of a slice.
+	written time.Time
 }
 
 // snapshot returns the endpoints of every slice of the copy, a channel
-// closed at its next change, and whether it is synced (when it is not, eps
-// is empty and means nothing).
-func (c *sliceCopy) snapshot() (eps []endpoint, changed <-chan struct{}, synced bool) {
+// closed at its next change, when the watch last delivered a write, and
+// whether it is synced (when it is not, eps is empty and means nothing).
+func (c *sliceCopy) snapshot() (eps []endpoint, changed <-chan struct{}, written time.Time, synced bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.changed == nil {
@@ -39,7 +41,7 @@ func (c *sliceCopy) snapshot() (eps []endpoint, changed <-chan struct{}, synced 
 			eps = append(eps, c.slices[name]...)
 		}
 	}
-	return eps, c.changed, c.synced
+	return eps, c.changed, c.written, c.synced
 }
 
 // notifyLocked wakes the waits; c.mu is held.
@@ -65,6 +67,7 @@ func (c *sliceCopy) set(sl *slice) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.slices[sl.Metadata.Name] = sl.pods()
+	c.written = time.Now()
 	c.notifyLocked()
 }
 
@@ -72,6 +75,7 @@ func (c *sliceCopy) remove(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.slices, name)
+	c.written = time.Now()
 	c.notifyLocked()
 }
 

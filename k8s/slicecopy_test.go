@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,20 +13,6 @@ import (
 	"github.com/vectis-ft/vectis/internal/testenv"
 	"github.com/vectis-ft/vectis/internal/testenv/kubetest"
 )
-
-// sliceLists counts the requests that list EndpointSlices (not the
-// watches).
-type sliceLists struct {
-	rt http.RoundTripper
-	n  *atomic.Int64
-}
-
-func (c sliceLists) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/endpointslices") && r.URL.Query().Get("watch") != "true" {
-		c.n.Add(1)
-	}
-	return c.rt.RoundTrip(r)
-}
 
 // TestWaitsReadTheWatchedSlices: with Watch running, the waits read its
 // copy of the Service's slices: they return on the controller's write
@@ -41,7 +26,9 @@ func TestWaitsReadTheWatchedSlices(t *testing.T) {
 	admin := cp.AdminClient(t)
 	endpoints := func(account string, rules []rbacv1.PolicyRule, lists *atomic.Int64) *ServiceEndpoints {
 		cfg := cp.ServiceAccountConfig(ctx, t, ns, account, rules)
-		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return sliceLists{rt: rt, n: lists} })
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+			return listCounter{rt: rt, resource: "endpointslices", n: lists}
+		})
 		e, err := NewServiceEndpoints(cfg, ns, "vectis-pesit")
 		if err != nil {
 			t.Fatal(err)
@@ -57,32 +44,47 @@ func TestWaitsReadTheWatchedSlices(t *testing.T) {
 	watched := make(chan error, 1)
 	go func() { watched <- eps.Watch(wctx) }()
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if got, _, synced := eps.copy.snapshot(); !synced || len(got) != 1 || got[0].pod != "vectis-0" {
+		if got, _, _, synced := eps.copy.snapshot(); !synced || len(got) != 1 || got[0].pod != "vectis-0" {
 			return errors.New("the copy is not synced with the slice listing vectis-0")
 		}
 		return nil
 	})
 
-	// await runs wait in the background and returns its result's channel.
-	await := func(wait func(context.Context) error) <-chan error {
-		done := make(chan error, 1)
-		go func() { done <- wait(ctx) }()
+	// await runs wait in the background and returns the channel of its
+	// result and of when it returned.
+	type result struct {
+		err error
+		at  time.Time
+	}
+	await := func(wait func(context.Context) error) <-chan result {
+		done := make(chan result, 1)
+		go func() {
+			err := wait(ctx)
+			done <- result{err, time.Now()}
+		}()
 		return done
 	}
-	notYet := func(done <-chan error, what string) {
+	notYet := func(done <-chan result, what string) {
 		t.Helper()
 		select {
-		case err := <-done:
-			t.Fatalf("the wait for %s returned (%v) before the slice changed", what, err)
+		case r := <-done:
+			t.Fatalf("the wait for %s returned (%v) before the slice changed", what, r.err)
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
-	returned := func(done <-chan error, what string) {
+	// returned checks that the wait returned, and only once the copy's
+	// last write was informerCatchUp old: the controller's informer may
+	// not have it before.
+	returned := func(done <-chan result, what string) {
 		t.Helper()
 		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("the wait for %s: %v", what, err)
+		case r := <-done:
+			if r.err != nil {
+				t.Fatalf("the wait for %s: %v", what, r.err)
+			}
+			_, _, written, _ := eps.copy.snapshot()
+			if age := r.at.Sub(written); age < informerCatchUp {
+				t.Errorf("the wait for %s returned %v after the write it waited for, want at least %v", what, age, informerCatchUp)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("the wait for %s did not return after the slice changed", what)
