@@ -109,27 +109,47 @@ func (l *Labeler) Watch(ctx context.Context) error {
 
 // watchPods keeps the copy of the release's pods: see Watch.
 func (l *Labeler) watchPods(ctx context.Context) error {
-	backoff := l.cfg.MinBackoff
-	defer l.cache.unsync()
+	err := followList(ctx, l.cfg.MinBackoff, l.cfg.MaxBackoff, l.watchOnce, l.cache.unsync, apierrors.IsForbidden,
+		func(err error, backoff time.Duration) {
+			l.log.Debug("k8s: pod watch ended; listing again", "err", err, "retry", backoff)
+		})
+	if apierrors.IsForbidden(err) {
+		l.log.Info("k8s: no RBAC right to list or watch pods; the labeller lists at each pass", "err", err)
+		return nil
+	}
+	return err
+}
+
+// followList keeps a copy current: it runs once (a list, then a watch
+// until it ends) again and again, with unsync after each, until ctx ends or
+// an error is final, which it returns (ctx's error otherwise). Between
+// failed attempts it backs off from minBackoff, doubling up to
+// maxBackoff, jittered, and reports each to retrying (nil: nothing); a
+// watch that ended normally resets the back-off.
+func followList(ctx context.Context, minBackoff, maxBackoff time.Duration, once func(context.Context) error,
+	unsync func(), final func(error) bool, retrying func(err error, backoff time.Duration)) error {
+	backoff := minBackoff
+	defer unsync()
 	for {
-		err := l.watchOnce(ctx)
-		l.cache.unsync()
+		err := once(ctx)
+		unsync()
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case apierrors.IsForbidden(err):
-			l.log.Info("k8s: no RBAC right to list or watch pods; the labeller lists at each pass", "err", err)
-			return nil
-		case err != nil:
-			l.log.Debug("k8s: pod watch ended; listing again", "err", err, "retry", backoff)
+		case err == nil:
+			backoff = minBackoff
+		case final(err):
+			return err
+		default:
+			if retrying != nil {
+				retrying(err, backoff)
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-time.After(jitter(backoff)):
 			}
-			backoff = min(2*backoff, l.cfg.MaxBackoff)
-		default:
-			backoff = l.cfg.MinBackoff
+			backoff = min(2*backoff, maxBackoff)
 		}
 	}
 }

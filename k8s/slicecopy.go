@@ -102,28 +102,10 @@ const (
 // returns at once an error wrapping ErrCannotReadEndpoints, and waits list
 // as before. Otherwise it returns ctx's error.
 func (s *ServiceEndpoints) Watch(ctx context.Context) error {
-	backoff := sliceWatchMinBackoff
-	defer s.copy.unsync()
-	for {
-		err := s.watchOnce(ctx)
-		s.copy.unsync()
-		switch {
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case errors.Is(err, ErrCannotReadEndpoints):
-			return err
-		case err != nil:
-			// Waits list meanwhile, and report what fails.
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(jitter(backoff)):
-			}
-			backoff = min(2*backoff, sliceWatchMaxBackoff)
-		default:
-			backoff = sliceWatchMinBackoff
-		}
-	}
+	// Failures other than the right are retried: waits list meanwhile, and
+	// report what fails.
+	return followList(ctx, sliceWatchMinBackoff, sliceWatchMaxBackoff, s.watchOnce, s.copy.unsync,
+		func(err error) bool { return errors.Is(err, ErrCannotReadEndpoints) }, nil)
 }
 
 // watchEvent is a watch event of the API's JSON stream.
